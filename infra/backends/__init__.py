@@ -1,0 +1,1 @@
+"""Renderers from the model to provider resources: one per target."""

@@ -1,0 +1,176 @@
+"""Docker backend (dev): one bridge network per tier, one container per service.
+
+Derived from the model: networks each container joins, host ports (127.0.0.1 unless
+public), health checks from the HealthCheck model with a binary the image has,
+named volumes (protected), memory/CPU limits, restart policy, no-new-privileges,
+capabilities dropped.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import pulumi
+import pulumi_docker as docker
+
+from ..graph import Effective, Model
+from ..model import CommandCheck, HealthCheck, HttpCheck, Service, TcpCheck, Tier
+from ..monitoring import render_file
+from ..tiers import TierComponent
+from ..wiring import Wiring
+
+CONTAINER_PREFIX = "optiinfra-"
+LABEL = "io.optiinfra"
+
+
+def container_name(service: str) -> str:
+    return CONTAINER_PREFIX + service
+
+
+def network_name(model: Model, tier: Tier) -> str:
+    return f"{model.settings.docker.network_prefix}-{tier.value}"
+
+
+def volume_name(service: str, volume: str) -> str:
+    return f"optiinfra-{service}-{volume}"
+
+
+def host_of(service: str) -> str:
+    """Every container has its service name as an alias on each network it joins."""
+    return service
+
+
+def _http_command(service: Service, check: HttpCheck, client: str) -> list[str]:
+    port = service.port(check.port).container
+    url = f"http://127.0.0.1:{port}{check.path}"
+    expect = check.expect
+    if client == "wget":
+        fetch = f"wget -qO- {shlex.quote(url)}"
+        return ["CMD-SHELL", f"{fetch} | tr -d ' ' | grep -qF {shlex.quote(expect)}" if expect else f"{fetch} >/dev/null"]
+    if client == "python":
+        code = (f"import sys,urllib.request;b=urllib.request.urlopen({url!r},timeout=4).read().decode();"
+                f"sys.exit(0 if {expect!r}.replace(' ','') in b.replace(' ','') else 1)" if expect else
+                f"import urllib.request;urllib.request.urlopen({url!r},timeout=4)")
+        return ["CMD", "python", "-c", code]
+    if client == "node":
+        code = (f"fetch({url!r}).then(r=>r.text().then(t=>process.exit(r.ok&&t.replace(/ /g,'')"
+                f".includes({(expect or '')!r})?0:1))).catch(()=>process.exit(1))")
+        return ["CMD", "node", "-e", code]
+    raise ValueError(f"{service.name}: no HTTP client {client!r}")
+
+
+def health_test(service: Service, health: HealthCheck) -> list[str] | None:
+    """The Docker HEALTHCHECK test for a service, or None when the image has no binary."""
+    probe, client = health.probe, health.docker_client
+    if client is None:
+        return None
+    if isinstance(probe, CommandCheck):
+        return ["CMD", *probe.argv]
+    if isinstance(probe, HttpCheck):
+        return _http_command(service, probe, client)
+    if isinstance(probe, TcpCheck) and client == "bash-tcp":
+        port = service.port(probe.port).container
+        return ["CMD", "bash", "-c", f":> /dev/tcp/127.0.0.1/{port}"]
+    raise ValueError(f"{service.name}: cannot run {type(probe).__name__} with {client}")
+
+
+class DockerBackend:
+    def __init__(self, model: Model, tiers: dict[Tier, TierComponent], wiring: Wiring) -> None:
+        self.model, self.tiers, self.wiring = model, tiers, wiring
+        self.networks: dict[Tier, docker.Network] = {}
+        self.images: dict[str, docker.RemoteImage] = {}
+        for tier, comp in tiers.items():
+            self.networks[tier] = docker.Network(
+                f"{tier.value}-network",
+                docker.NetworkArgs(
+                    name=network_name(model, tier),
+                    driver="bridge",
+                    # The data tier has no route out: databases need no egress.
+                    internal=tier is Tier.DATABASES,
+                    labels=[docker.NetworkLabelArgs(label=f"{LABEL}.tier", value=tier.value)],
+                ),
+                opts=comp.child_opts(delete_before_replace=True, ordered=False),
+            )
+            for eff in model.in_tier(tier):
+                if eff.published and tier is Tier.DATABASES:
+                    pulumi.log.warn(f"{eff.name}: the databases network is internal, so Docker does not "
+                                    "forward published ports of its containers; reach it from a container "
+                                    "on that network instead")
+
+    def _image(self, eff: Effective, comp: TierComponent) -> docker.RemoteImage:
+        key = f"{eff.tier.value}/{eff.image}"
+        if key not in self.images:
+            self.images[key] = docker.RemoteImage(
+                f"{eff.name}-image",
+                docker.RemoteImageArgs(name=eff.image, keep_locally=True),
+                opts=pulumi.ResourceOptions(parent=comp),
+            )
+        return self.images[key]
+
+    def service(self, eff: Effective, after: list[pulumi.Resource]) -> docker.Container:
+        svc, model = eff.service, self.model
+        comp = self.tiers[eff.tier]
+        volumes = []
+        for v in svc.volumes:
+            vol = docker.Volume(
+                f"{svc.name}-{v.name}",
+                docker.VolumeArgs(name=volume_name(svc.name, v.name),
+                                  labels=[docker.VolumeLabelArgs(label=f"{LABEL}.service", value=svc.name)]),
+                # Protected: a replaced or deleted container must never take its data along.
+                opts=pulumi.ResourceOptions(parent=comp, protect=True),
+            )
+            volumes.append(docker.ContainerVolumeArgs(volume_name=vol.name, container_path=v.path))
+        env = [pulumi.Output.concat(k, "=", v) for k, v in self.wiring.env(svc)]
+        healthcheck = None
+        if svc.health is not None:
+            test = health_test(svc, svc.health)
+            if test is not None:
+                h = svc.health
+                healthcheck = docker.ContainerHealthcheckArgs(
+                    tests=test, interval=f"{h.interval_s}s", timeout=f"{h.timeout_s}s", retries=h.retries,
+                    start_period=f"{h.start_period_s}s")
+        gate = svc.name in model.gates() and healthcheck is not None
+        uploads = [docker.ContainerUploadArgs(file=f.path, content=render_file(f.generator, model, host_of))
+                   for f in svc.files]
+        res = eff.resources
+        container = docker.Container(
+            svc.name,
+            docker.ContainerArgs(
+                name=container_name(svc.name),
+                image=self._image(eff, comp).image_id,
+                command=self.wiring.command(svc) or None,
+                envs=env or None,
+                ports=[docker.ContainerPortArgs(internal=p.port.container, external=p.host, ip=p.bind,
+                                                protocol=p.port.protocol) for p in eff.published] or None,
+                networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=self.networks[t].name,
+                                                                        aliases=[svc.name])
+                                   for t in model.networks_of(svc.name)],
+                healthcheck=healthcheck,
+                # Containers others wait for are created only once healthy.
+                wait=gate,
+                wait_timeout=(svc.health.start_period_s + 120) if gate and svc.health else None,
+                memory=res.limit_mib,
+                memory_reservation=res.memory_mib,
+                cpus=f"{res.limit_cpu:g}",
+                restart="on-failure",
+                max_retry_count=5,
+                must_run=True,
+                security_opts=["no-new-privileges:true"],
+                capabilities=docker.ContainerCapabilitiesArgs(
+                    drops=["ALL"], adds=[c for c, _ in svc.cap_add] or None),
+                user=svc.run_as,
+                volumes=volumes or None,
+                uploads=uploads or None,
+                labels=[docker.ContainerLabelArgs(label=f"{LABEL}.{k}", value=v) for k, v in (
+                    ("service", svc.name), ("tier", svc.tier.value), ("image", eff.image),
+                    ("public", "true" if eff.public else "false"))],
+            ),
+            # Names are fixed (the seed's container names), so a replacement must delete
+            # the old container first; that also frees its host port.
+            opts=comp.child_opts(depends_on=after, delete_before_replace=True),
+        )
+        comp.services[svc.name] = container
+        return container
+
+    def outputs(self) -> dict[str, object]:
+        return {"networks": {t.value: network_name(self.model, t) for t in self.networks}}

@@ -1,0 +1,373 @@
+"""The 19 OptiInfra services, declared once (source: shared/seed/services-and-ports.md).
+
+Plain data, no Pulumi import. Ports, images, health checks, dependencies, memory,
+volumes, credentials and environment are written here and nowhere else.
+
+Decisions where the seed is silent are written beside the field they affect.
+"""
+
+from __future__ import annotations
+
+from .model import (
+    Band,
+    Catalog,
+    CommandCheck,
+    ConfigFile,
+    Connection,
+    Credential,
+    Dependency,
+    Dsn,
+    HealthCheck,
+    HttpCheck,
+    Port,
+    Resources,
+    Secret,
+    Service,
+    TcpCheck,
+    Tier,
+    Url,
+    Volume,
+)
+
+# The seed's port allocation summary. ClickHouse HTTP (8123) is listed under the
+# metrics band although it lies outside it: that exception lives in the policy config
+# (policies/config/*.json), not here.
+BANDS = (
+    Band("application", 8000, 8099),
+    Band("database", 5000, 6999),
+    Band("monitoring", 3000, 5999),
+    Band("metrics", 9000, 9999),
+)
+
+CREDENTIALS = (
+    Credential("postgres", "postgresPassword", "PostgreSQL password of the optiinfra user"),
+    Credential("clickhouse", "clickhousePassword", "ClickHouse password of the optiinfra user"),
+    Credential("redis", "redisPassword", "Redis requirepass"),
+    Credential("grafana", "grafanaAdminPassword", "Grafana admin password"),
+    Credential("flower", "flowerPassword", "Flower basic-auth password"),
+    Credential("qdrant", "qdrantApiKey", "Qdrant API key", length=40),
+)
+
+# The Celery application inside the data-collector image (a contract with that image).
+CELERY_APP = "app.celery_app"
+DB_USER = "optiinfra"
+
+_PY = "python"  # OptiInfra's Python images (collector, agents) check with python's urllib
+
+
+def _agent(name: str, port: int, purpose: str, *extra: Dependency, env: tuple[tuple[str, object], ...] = ()) -> Service:
+    return Service(
+        name=name,
+        tier=Tier.AGENTS,
+        image=name,
+        own_image=True,
+        purpose=purpose,
+        ports=(Port("http", port, host=port, band="application"),),
+        health=HealthCheck(HttpCheck("/health", "http", '"status":"healthy"'), docker_client=_PY),
+        depends_on=(
+            # The seed leaves the agents' peers open. Decision: an agent registers with
+            # and pulls work from the orchestrator, and submits collection jobs through
+            # the data collector's API; the orchestrator never calls an agent. So every
+            # connection points against the startup order and no earlier tier needs a
+            # path into the agents network.
+            Dependency("orchestrator", reason="agents register with and pull tasks from the orchestrator"),
+            Dependency("data-collector", reason="agents submit collection jobs through the collector API"),
+            *extra,
+        ),
+        resources=Resources(memory_mib=50, cpu=0.1),
+        metrics=("http", "/metrics"),
+        env=(("PORT", str(port)), ("ORCHESTRATOR_URL", Url("orchestrator")),
+             ("DATA_COLLECTOR_URL", Url("data-collector")), *env),  # type: ignore[arg-type]
+        scalable=True,
+    )
+
+
+def _collector(name: str, purpose: str, command: tuple[str, ...], health: HealthCheck,
+               deps: tuple[str, ...], memory: int, ports: tuple[Port, ...] = (),
+               metrics: tuple[str, str] | None = None) -> Service:
+    env_for = {
+        "postgres": ("DATABASE_URL", Url("postgres")),
+        "clickhouse": ("CLICKHOUSE_URL", Url("clickhouse")),
+        "redis": ("CELERY_BROKER_URL", Url("redis")),
+    }
+    return Service(
+        name=name,
+        tier=Tier.CORE,
+        image="data-collector",
+        own_image=True,
+        purpose=purpose,
+        ports=ports,
+        health=health,
+        depends_on=tuple(Dependency(d) for d in deps),
+        resources=Resources(memory_mib=memory, cpu=0.1),
+        env=tuple(env_for[d] for d in deps),
+        command=command,
+        metrics=metrics,
+        scalable=name != "data-collector-beat",  # beat must stay exactly one scheduler
+    )
+
+
+SERVICES: tuple[Service, ...] = (
+    # ---- databases -------------------------------------------------------------
+    Service(
+        name="postgres",
+        tier=Tier.DATABASES,
+        image="postgres:16.4",
+        publish=False,
+        purpose="Relational database",
+        ports=(Port("postgres", 5432, host=5432, band="database"),),
+        health=HealthCheck(CommandCheck(("pg_isready", "-h", "127.0.0.1", "-U", DB_USER, "-d", "optiinfra")),
+                           slow_start=True, start_period_s=30),
+        resources=Resources(memory_mib=200, cpu=0.1),
+        volumes=(Volume("data", "/var/lib/postgresql/data", 2),),
+        credentials=("postgres",),
+        env=(("POSTGRES_USER", DB_USER), ("POSTGRES_DB", "optiinfra"),
+             ("POSTGRES_PASSWORD", Secret("postgres"))),
+        connection=Connection("postgresql://{user}:{password}@{host}:{port}/optiinfra", "postgres",
+                              user=DB_USER, credential="postgres"),
+        # Running as the image's postgres user means the entrypoint needs no chown or
+        # gosu, so every capability stays dropped.
+        run_as="999:999",
+        uid=999,
+        writable_paths=("/tmp", "/var/run/postgresql"),
+    ),
+    Service(
+        name="clickhouse",
+        tier=Tier.DATABASES,
+        image="clickhouse/clickhouse-server:24.8.4.13",
+        publish=False,
+        purpose="Time-series metrics",
+        ports=(Port("http", 8123, host=8123, band="metrics"), Port("native", 9000, host=9000, band="metrics")),
+        health=HealthCheck(HttpCheck("/ping", "http", "Ok."), docker_client="wget", slow_start=True,
+                           start_period_s=30),
+        resources=Resources(memory_mib=500, cpu=0.5),
+        volumes=(Volume("data", "/var/lib/clickhouse", 5),),
+        credentials=("clickhouse",),
+        env=(("CLICKHOUSE_USER", DB_USER), ("CLICKHOUSE_DB", "optiinfra_metrics"),
+             ("CLICKHOUSE_PASSWORD", Secret("clickhouse")),
+             ("CLICKHOUSE_DEFAULT_ACCESS_MANAGEMENT", "1")),
+        connection=Connection("clickhouse://{user}:{password}@{host}:{port}/optiinfra_metrics", "native",
+                              user=DB_USER, credential="clickhouse"),
+        run_as="101:101",
+        uid=101,
+        read_only_root=False,
+        read_only_reason=("the entrypoint writes the user given in CLICKHOUSE_USER into "
+                          "/etc/clickhouse-server/users.d, next to files the image ships there"),
+    ),
+    Service(
+        name="redis",
+        tier=Tier.DATABASES,
+        image="redis:7.4.1",
+        publish=False,
+        purpose="Cache & message broker",
+        ports=(Port("redis", 6379, host=6379, band="database"),),
+        # redis-cli reads the password from REDISCLI_AUTH, so it never appears in argv.
+        health=HealthCheck(CommandCheck(("sh", "-c", "redis-cli ping | grep -q PONG"))),
+        resources=Resources(memory_mib=50, cpu=0.1),
+        volumes=(Volume("data", "/data", 0.5),),
+        credentials=("redis",),
+        env=(("REDIS_PASSWORD", Secret("redis")), ("REDISCLI_AUTH", Secret("redis"))),
+        command=("sh", "-c", 'exec redis-server --appendonly yes --requirepass "$REDIS_PASSWORD"'),
+        connection=Connection("redis://:{password}@{host}:{port}/0", "redis", credential="redis"),
+        run_as="999:999",
+        uid=999,
+    ),
+    Service(
+        name="qdrant",
+        tier=Tier.DATABASES,
+        image="qdrant/qdrant:v1.12.4",
+        publish=False,
+        purpose="Vector database",
+        ports=(Port("http", 6333, host=6333, band="database"), Port("grpc", 6334, host=6334, band="database")),
+        # The image has neither curl nor wget; bash's /dev/tcp checks the HTTP port.
+        health=HealthCheck(TcpCheck("http"), docker_client="bash-tcp"),
+        resources=Resources(memory_mib=128, cpu=0.1),
+        volumes=(Volume("storage", "/qdrant/storage", 1),),
+        credentials=("qdrant",),
+        env=(("QDRANT__SERVICE__API_KEY", Secret("qdrant")),),
+        connection=Connection("http://{host}:{port}", "http"),
+        uid=1000,
+        writable_paths=("/tmp", "/qdrant/snapshots"),
+    ),
+    # ---- monitoring ------------------------------------------------------------
+    Service(
+        name="prometheus",
+        tier=Tier.MONITORING,
+        image="prom/prometheus:v2.55.1",
+        purpose="Metrics collection",
+        ports=(Port("web", 9090, host=9090, band="metrics"),),
+        health=HealthCheck(HttpCheck("/-/healthy", "web", "Prometheus is Healthy"), docker_client="wget"),
+        resources=Resources(memory_mib=300, cpu=0.5),
+        volumes=(Volume("data", "/prometheus", 1),),
+        connection=Connection("http://{host}:{port}", "web"),
+        metrics=("web", "/metrics"),
+        files=(ConfigFile("/etc/prometheus/prometheus.yml", "prometheus_config"),),
+        command=("--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
+                 "--storage.tsdb.retention.time=15d"),
+        uid=65534,
+    ),
+    Service(
+        name="grafana",
+        tier=Tier.MONITORING,
+        image="grafana/grafana:11.3.1",
+        purpose="Visualization",
+        ports=(Port("web", 3000, host=3000, band="monitoring"),),
+        health=HealthCheck(HttpCheck("/api/health", "web", '"database":"ok"'), docker_client="wget"),
+        depends_on=(Dependency("prometheus"),),
+        resources=Resources(memory_mib=100, cpu=0.1),
+        volumes=(Volume("data", "/var/lib/grafana", 0.5),),
+        credentials=("grafana",),
+        env=(("GF_SECURITY_ADMIN_USER", "optiinfra-admin"), ("GF_SECURITY_ADMIN_PASSWORD", Secret("grafana")),
+             ("GF_USERS_ALLOW_SIGN_UP", "false"), ("GF_ANALYTICS_REPORTING_ENABLED", "false"),
+             ("GF_ANALYTICS_CHECK_FOR_UPDATES", "false")),
+        connection=Connection("http://{host}:{port}", "web"),
+        metrics=("web", "/metrics"),
+        files=(ConfigFile("/etc/grafana/provisioning/datasources/prometheus.yaml", "grafana_datasources"),),
+        uid=472,
+    ),
+    Service(
+        name="flower",
+        tier=Tier.MONITORING,
+        image="mher/flower:2.0.1",
+        purpose="Celery monitoring",
+        ports=(Port("web", 5555, host=5555, band="monitoring"),),
+        health=HealthCheck(HttpCheck("/healthcheck", "web", "OK"), docker_client="python"),
+        depends_on=(Dependency("redis"),),
+        resources=Resources(memory_mib=48, cpu=0.1),
+        credentials=("flower",),
+        env=(("CELERY_BROKER_URL", Url("redis")),
+             ("FLOWER_BASIC_AUTH", Dsn("flower", "{user}:{password}")),
+             ("FLOWER_PORT", "5555")),
+        connection=Connection("http://{host}:{port}", "web", user=DB_USER, credential="flower"),
+        uid=1000,
+    ),
+    Service(
+        name="postgres-exporter",
+        tier=Tier.MONITORING,
+        image="prometheuscommunity/postgres-exporter:v0.16.0",
+        publish=False,
+        purpose="PostgreSQL metrics",
+        ports=(Port("metrics", 9187, host=9187, band="metrics"),),
+        health=HealthCheck(HttpCheck("/metrics", "metrics"), docker_client=None,
+                           no_docker_reason="scratch-like image without a shell or HTTP client; "
+                                            "Prometheus' `up` series watches it"),
+        depends_on=(Dependency("postgres"),),
+        resources=Resources(memory_mib=16, cpu=0.05),
+        env=(("DATA_SOURCE_NAME", Dsn("postgres", "postgresql://{user}:{password}@{host}:{port}/optiinfra?sslmode=disable")),),
+        metrics=("metrics", "/metrics"),
+    ),
+    Service(
+        name="redis-exporter",
+        tier=Tier.MONITORING,
+        image="oliver006/redis_exporter:v1.66.0",
+        publish=False,
+        purpose="Redis metrics",
+        ports=(Port("metrics", 9121, host=9121, band="metrics"),),
+        health=HealthCheck(HttpCheck("/metrics", "metrics"), docker_client=None,
+                           no_docker_reason="scratch image without a shell or HTTP client; "
+                                            "Prometheus' `up` series watches it"),
+        depends_on=(Dependency("redis"),),
+        resources=Resources(memory_mib=16, cpu=0.05),
+        env=(("REDIS_ADDR", Dsn("redis", "redis://{host}:{port}")), ("REDIS_PASSWORD", Secret("redis"))),
+        metrics=("metrics", "/metrics"),
+    ),
+    Service(
+        name="clickhouse-exporter",
+        tier=Tier.MONITORING,
+        image="f1yegor/clickhouse-exporter:v0.2.0",
+        publish=False,
+        purpose="ClickHouse metrics",
+        ports=(Port("metrics", 9116, host=9116, band="metrics"),),
+        health=HealthCheck(HttpCheck("/metrics", "metrics"), docker_client="wget"),
+        depends_on=(Dependency("clickhouse"),),
+        resources=Resources(memory_mib=16, cpu=0.05),
+        env=(("CLICKHOUSE_USER", DB_USER), ("CLICKHOUSE_PASSWORD", Secret("clickhouse"))),
+        command=(Dsn("clickhouse", "-scrape_uri=http://{host}:8123/"),),
+        metrics=("metrics", "/metrics"),
+    ),
+    # ---- core ------------------------------------------------------------------
+    Service(
+        name="orchestrator",
+        tier=Tier.CORE,
+        image="orchestrator",
+        own_image=True,
+        purpose="Go orchestration service",
+        ports=(Port("http", 8080, host=8080, band="application"),),
+        # The Go image is alpine-based: busybox wget checks /health.
+        health=HealthCheck(HttpCheck("/health", "http", '"status":"ok"'), docker_client="wget"),
+        depends_on=(
+            # The seed leaves the orchestrator's stores open. Decision: workflow state in
+            # PostgreSQL and its task queue in Redis, the two stores every core service shares.
+            Dependency("postgres", reason="workflow state"),
+            Dependency("redis", reason="task queue shared with the agents"),
+        ),
+        resources=Resources(memory_mib=64, cpu=0.1),
+        env=(("PORT", "8080"), ("DATABASE_URL", Url("postgres")), ("REDIS_URL", Url("redis"))),
+        connection=Connection("http://{host}:{port}", "http"),
+    ),
+    _collector(
+        "data-collector", "Generic Collector API", (),
+        HealthCheck(HttpCheck("/health", "http", '"status":"healthy"'), docker_client=_PY),
+        ("postgres", "clickhouse", "redis"), memory=100,
+        ports=(Port("http", 8005, host=8005, band="application"),),
+    ),
+    _collector(
+        "data-collector-worker", "Async task processing (Celery worker)",
+        ("celery", "-A", CELERY_APP, "worker", "--loglevel=INFO"),
+        HealthCheck(CommandCheck(("celery", "-A", CELERY_APP, "inspect", "ping", "--timeout", "5")),
+                    interval_s=30, timeout_s=15),
+        ("postgres", "clickhouse", "redis"), memory=88,
+    ),
+    _collector(
+        "data-collector-beat", "Scheduled tasks (Celery beat)",
+        ("celery", "-A", CELERY_APP, "beat", "--loglevel=INFO", "--pidfile=/tmp/celerybeat.pid",
+         "--schedule=/tmp/celerybeat-schedule"),
+        HealthCheck(CommandCheck(("sh", "-c", "kill -0 $(cat /tmp/celerybeat.pid)")), interval_s=30),
+        ("redis",), memory=48,
+    ),
+    # ---- agents ----------------------------------------------------------------
+    _agent("cost-agent", 8001, "Cost data collection"),
+    _agent("performance-agent", 8002, "Performance monitoring"),
+    _agent("resource-agent", 8003, "Resource tracking"),
+    _agent("application-agent", 8004, "LLM quality monitoring",
+           # Decision: Qdrant's only client is the application agent, which stores the
+           # embeddings it scores LLM answers with.
+           Dependency("qdrant", reason="embeddings for LLM quality scoring"),
+           env=(("QDRANT_URL", Url("qdrant")), ("QDRANT_API_KEY", Secret("qdrant")))),
+    # ---- frontend --------------------------------------------------------------
+    Service(
+        name="portal",
+        tier=Tier.FRONTEND,
+        image="portal",
+        own_image=True,
+        purpose="Web UI (Next.js)",
+        # The seed maps host 3001 to the container's 3000 (Grafana has host 3000).
+        ports=(Port("http", 3000, host=3001, band="monitoring"),),
+        health=HealthCheck(HttpCheck("/", "http"), docker_client="node"),
+        depends_on=(Dependency("orchestrator"), Dependency("data-collector"), Dependency("grafana")),
+        resources=Resources(memory_mib=150, cpu=0.1),
+        env=(("PORT", "3000"), ("ORCHESTRATOR_URL", Url("orchestrator")),
+             ("DATA_COLLECTOR_URL", Url("data-collector")), ("GRAFANA_URL", Url("grafana"))),
+        writable_paths=("/tmp", "/app/.next/cache"),
+    ),
+)
+
+
+def _with_connections(services: tuple[Service, ...]) -> tuple[Service, ...]:
+    """Give every HTTP API an http connection by default (host and port only)."""
+    out = []
+    for s in services:
+        if s.connection is None and s.ports and s.ports[0].name == "http":
+            s = Service(**{**s.__dict__, "connection": Connection("http://{host}:{port}", "http")})
+        out.append(s)
+    return tuple(out)
+
+
+def default_catalog() -> Catalog:
+    """The seed's 19 services (a fresh object each call; callers may derive from it)."""
+    services = _with_connections(SERVICES)
+    return Catalog(
+        services={s.name: s for s in services},
+        bands=BANDS,
+        credentials={c.id: c for c in CREDENTIALS},
+    )

@@ -1,0 +1,1 @@
+"""Offline commands (`python -m infra COMMAND`)."""

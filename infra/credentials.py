@@ -1,0 +1,68 @@
+"""Credentials: a stack secret when set, otherwise generated per stack.
+
+Values only ever travel as secret Outputs. A supplied value that is a well-known
+default is refused before anything is registered.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_random as random
+
+from .graph import Model
+from .model import Credential
+from .settings import NAMESPACE, ConfigError
+from .wiring import credential_refs
+
+KNOWN_DEFAULTS = frozenset({"", "admin", "password", "postgres", "changeme", "root", "secret", "optiinfra"})
+MIN_LENGTH = 12
+
+
+def needed(model: Model) -> dict[str, Credential]:
+    """Credentials that some enabled service uses."""
+    ids: set[str] = set()
+    for eff in model.services.values():
+        ids |= credential_refs(model.catalog, eff.service)
+    return {k: v for k, v in model.catalog.credentials.items() if k in ids}
+
+
+def supplied(model: Model) -> dict[str, str]:
+    """Credentials set as stack secrets, validated (plain values, never printed)."""
+    out: dict[str, str] = {}
+    for cred in needed(model).values():
+        value = pulumi.runtime.get_config(f"{NAMESPACE}:{cred.config_key}")
+        if value is None:
+            continue
+        key = f"{NAMESPACE}:{cred.config_key}"
+        if str(value).strip().lower() in KNOWN_DEFAULTS:
+            raise ConfigError(key, "is a well-known default credential",
+                              f"pulumi config set --secret {cred.config_key} <a strong value>, or unset it to generate one")
+        if len(str(value)) < MIN_LENGTH:
+            raise ConfigError(key, f"is shorter than {MIN_LENGTH} characters",
+                              f"pulumi config set --secret {cred.config_key} <a longer value>")
+        out[cred.id] = str(value)
+    return out
+
+
+def owner_tier(model: Model, cred: Credential) -> str:
+    for eff in model.services.values():
+        if cred.id in eff.service.credentials:
+            return eff.tier.value
+    return next(e.tier.value for e in model.services.values())
+
+
+def materialize(model: Model, values: dict[str, str], parents: dict[str, pulumi.Resource]) -> dict[str, pulumi.Output[str]]:
+    """One secret Output per needed credential; generated ones are RandomPasswords
+    parented under the tier of the service that owns them."""
+    out: dict[str, pulumi.Output[str]] = {}
+    for cred in needed(model).values():
+        if cred.id in values:
+            out[cred.id] = pulumi.Output.secret(values[cred.id])
+            continue
+        generated = random.RandomPassword(
+            f"{cred.id}-credential",
+            random.RandomPasswordArgs(length=cred.length, special=False),
+            opts=pulumi.ResourceOptions(parent=parents[owner_tier(model, cred)]),
+        )
+        out[cred.id] = pulumi.Output.secret(generated.result)
+    return out

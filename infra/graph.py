@@ -1,0 +1,273 @@
+"""The resolved model of one stack: catalog + settings, validated, with its graph.
+
+Everything backends and tools need that is derived rather than declared lives here:
+effective images, host ports, resources and replicas; dependency edges (declared,
+added by config, and Prometheus scraping); startup order; network membership;
+reachability. No Pulumi import. Every derivation is linear in services + edges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .model import Catalog, Dependency, Port, Resources, Service, Tier, parse_memory_mib
+from .settings import NAMESPACE, ConfigError, Settings
+
+LOOPBACK = "127.0.0.1"
+ANY = "0.0.0.0"
+
+
+@dataclass(frozen=True)
+class Published:
+    """A container port published on the host."""
+
+    port: Port
+    host: int
+    bind: str
+
+
+@dataclass(frozen=True)
+class Edge:
+    """`source` connects to `target` on the target's port `port`; `wait` gates startup."""
+
+    source: str
+    target: str
+    port: str
+    wait: bool
+    kind: str = "depends"  # or "scrape"
+
+
+@dataclass(frozen=True)
+class Effective:
+    """A service as this stack deploys it."""
+
+    service: Service
+    image: str
+    resources: Resources
+    replicas: int
+    published: tuple[Published, ...]
+    public: bool
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+    @property
+    def tier(self) -> Tier:
+        return self.service.tier
+
+
+@dataclass
+class Model:
+    catalog: Catalog
+    settings: Settings
+    services: dict[str, Effective]
+    edges: list[Edge] = field(default_factory=list)
+
+    # ---- graph queries ------------------------------------------------------
+    def tiers(self) -> list[Tier]:
+        """Tiers with at least one service, in startup order."""
+        present = {e.tier for e in self.services.values()}
+        return [t for t in Tier if t in present]
+
+    def in_tier(self, tier: Tier) -> list[Effective]:
+        return [e for e in self.services.values() if e.tier is tier]
+
+    def out_edges(self, name: str) -> list[Edge]:
+        return self._out.get(name, [])
+
+    def in_edges(self, name: str) -> list[Edge]:
+        return self._in.get(name, [])
+
+    def waits_for(self, name: str) -> list[str]:
+        return [e.target for e in self.out_edges(name) if e.wait]
+
+    def networks_of(self, name: str) -> list[Tier]:
+        """Own tier's network plus, for every connection this service is part of, the
+        network of the earlier of the two tiers (the seed's startup order).
+
+        For a dependency that is the target's tier: a service joins the networks of the
+        tiers it talks to. For Prometheus scraping a later tier, the scraped service joins
+        the monitoring network. Either way every network exists before anything that
+        joins it starts, so tiers can be created strictly in order.
+        """
+        own = self.services[name].tier
+        tiers = {own}
+        for e in self.out_edges(name) + self.in_edges(name):
+            a, b = self.services[e.source].tier, self.services[e.target].tier
+            tiers.add(a if a.order <= b.order else b)
+        return [t for t in Tier if t in tiers]
+
+    def scrape_targets(self) -> list[Effective]:
+        return [e for e in self.services.values() if e.service.metrics]
+
+    def scrape_edges(self) -> list[Edge]:
+        return [e for e in self.edges if e.kind == "scrape"]
+
+    def gates(self) -> set[str]:
+        """Services something waits for: created with their health check, waited on."""
+        return {e.target for e in self.edges if e.wait}
+
+    def __post_init__(self) -> None:
+        self._out: dict[str, list[Edge]] = {}
+        self._in: dict[str, list[Edge]] = {}
+
+    def _index(self) -> None:
+        self._out, self._in = {}, {}
+        for e in self.edges:
+            self._out.setdefault(e.source, []).append(e)
+            self._in.setdefault(e.target, []).append(e)
+
+
+def own_image(settings: Settings, name: str) -> str:
+    return f"{settings.images.registry.rstrip('/')}/{name}:{settings.images.tag}"
+
+
+def resolve(catalog: Catalog, settings: Settings) -> Model:
+    """Apply settings to the catalog and validate the graph. Raises ConfigError."""
+    overrides = settings.services
+    enabled = {n for n in catalog.services if overrides.get(n) is None or overrides[n].enabled}
+    services: dict[str, Effective] = {}
+    for name, svc in catalog.services.items():
+        if name not in enabled:
+            continue
+        o = overrides.get(name)
+        key = f"{NAMESPACE}:services.{name}"
+        if o and o.depends_on:
+            svc = replace(svc, depends_on=svc.depends_on + tuple(Dependency(d) for d in o.depends_on))
+        image = (o.image if o and o.image else None) or (own_image(settings, svc.image) if svc.own_image else svc.image)
+        res = svc.resources
+        if o and o.memory:
+            res = replace(res, memory_mib=parse_memory_mib(o.memory), memory_limit_mib=None)
+        if o and o.cpu:
+            res = replace(res, cpu=o.cpu, cpu_limit=None)
+        replicas = 1
+        if o and o.replicas is not None:
+            if not svc.scalable and o.replicas != 1:
+                raise ConfigError(f"{key}.replicas", f"{name} runs exactly one instance",
+                                  "remove the setting (only the collector, workers and agents scale)")
+            replicas = o.replicas
+        public = name in settings.public
+        published: list[Published] = []
+        want_publish = o.publish if o and o.publish is not None else (svc.publish or public)
+        if o and (o.host_port is not None or o.host_ports or o.bind_address):
+            want_publish = True if o.publish is None else o.publish
+        if o:
+            for port_name in o.host_ports:
+                if port_name not in {p.name for p in svc.ports}:
+                    raise ConfigError(f"{key}.hostPorts.{port_name}", f"{name} has no port named '{port_name}'",
+                                      f"use one of: {', '.join(p.name for p in svc.ports)}")
+        if want_publish:
+            bind = (o.bind_address if o and o.bind_address else None) or (ANY if public else LOOPBACK)
+            for i, p in enumerate(svc.ports):
+                host = p.host
+                if o and i == 0 and o.host_port is not None:
+                    host = o.host_port
+                if o and p.name in o.host_ports:
+                    host = o.host_ports[p.name]
+                if host is not None:
+                    published.append(Published(p, host, bind))
+        if not published and o and (o.host_port is not None or o.host_ports):
+            raise ConfigError(f"{key}.hostPort", f"{name} has no port to publish", "remove the setting")
+        services[name] = Effective(svc, image, res, replicas, tuple(published), public)
+
+    model = Model(catalog=catalog, settings=settings, services=services)
+    model.edges = _edges(catalog, model, overrides_keys=set(overrides))
+    model._index()
+    _check_order(model)
+    _check_host_ports(model)
+    return model
+
+
+def _edges(catalog: Catalog, model: Model, overrides_keys: set[str]) -> list[Edge]:
+    edges: list[Edge] = []
+    for name, eff in model.services.items():
+        for dep in eff.service.depends_on:
+            key = f"{NAMESPACE}:services.{name}.dependsOn"
+            if dep.service not in catalog.services:
+                raise ConfigError(key, f"{name} depends on '{dep.service}', which is not a service",
+                                  f"use one of: {', '.join(catalog.services)}")
+            if dep.service not in model.services:
+                raise ConfigError(f"{NAMESPACE}:services.{dep.service}.enabled",
+                                  f"{dep.service} is disabled but {name} depends on it",
+                                  f"enable {dep.service} or disable {name} too")
+            target = model.services[dep.service].service
+            conn = target.connection
+            port = conn.port if conn else (target.primary_port.name if target.primary_port else "")
+            edges.append(Edge(name, dep.service, port, dep.wait))
+    scrapers = [e for e in model.services.values() if e.name == "prometheus"]
+    for prom in scrapers:
+        for t in model.scrape_targets():
+            if t.name != prom.name and t.service.metrics:
+                edges.append(Edge(prom.name, t.name, t.service.metrics[0], wait=False, kind="scrape"))
+    return edges
+
+
+def _check_order(model: Model) -> None:
+    """Waits must not point to a later tier, and must not form a cycle (iterative DFS)."""
+    for e in model.edges:
+        if not e.wait:
+            continue
+        src, dst = model.services[e.source].tier, model.services[e.target].tier
+        if dst.order > src.order:
+            raise ConfigError(f"{NAMESPACE}:services.{e.source}.dependsOn",
+                              f"{e.source} ({src.value}) would wait for {e.target} ({dst.value}), "
+                              f"but tiers start in the order {' -> '.join(t.value for t in Tier)}",
+                              f"remove {e.target} from the dependencies of {e.source}")
+    white, grey, black = 0, 1, 2
+    color = dict.fromkeys(model.services, white)
+    for root in model.services:
+        if color[root] != white:
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        path: list[str] = []
+        while stack:
+            node, i = stack.pop()
+            if i == 0:
+                color[node] = grey
+                path.append(node)
+            nxt = model.waits_for(node)
+            if i < len(nxt):
+                stack.append((node, i + 1))
+                child = nxt[i]
+                if color[child] == grey:
+                    cycle = path[path.index(child):] + [child]
+                    raise ConfigError(f"{NAMESPACE}:services.{node}.dependsOn",
+                                      f"dependency cycle {' -> '.join(cycle)}",
+                                      f"remove one of these dependencies so that {child} does not wait for itself")
+                if color[child] == white:
+                    stack.append((child, 0))
+            else:
+                color[node] = black
+                path.pop()
+
+
+def _check_host_ports(model: Model) -> None:
+    seen: dict[int, str] = {}
+    for eff in model.services.values():
+        for p in eff.published:
+            if p.host in seen:
+                raise ConfigError(f"{NAMESPACE}:services.{eff.name}.hostPort",
+                                  f"host port {p.host} is used by both {seen[p.host]} and {eff.name}",
+                                  "give one of them another host port")
+            seen[p.host] = eff.name
+
+
+def startup_order(model: Model) -> list[str]:
+    """Services in an order that starts every wait-target before its dependents:
+    by tier first (the seed's order), then topologically within a tier (Kahn)."""
+    order: list[str] = []
+    for tier in Tier:
+        names = [e.name for e in model.in_tier(tier)]
+        local = set(names)
+        indegree = {n: sum(1 for d in model.waits_for(n) if d in local) for n in names}
+        ready = [n for n in names if indegree[n] == 0]
+        while ready:
+            n = ready.pop(0)
+            order.append(n)
+            for e in model.in_edges(n):
+                if e.wait and e.source in local:
+                    indegree[e.source] -= 1
+                    if indegree[e.source] == 0:
+                        ready.append(e.source)
+    return order

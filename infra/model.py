@@ -1,0 +1,340 @@
+"""Value objects the catalog is written in. Plain data: no Pulumi import.
+
+Every fact about a service lives in one `Service` declaration (see catalog.py);
+backends, monitoring, policies, docs and tools derive everything else from it.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+
+class Tier(enum.Enum):
+    """The five tiers, in the seed's startup order (a tier starts after the one before it)."""
+
+    DATABASES = "databases"
+    MONITORING = "monitoring"
+    CORE = "core"
+    AGENTS = "agents"
+    FRONTEND = "frontend"
+
+    @property
+    def order(self) -> int:
+        return list(Tier).index(self)
+
+
+@dataclass(frozen=True)
+class Band:
+    """A port allocation band from the seed's port allocation summary."""
+
+    name: str
+    low: int
+    high: int
+
+    def contains(self, port: int) -> bool:
+        return self.low <= port <= self.high
+
+
+@dataclass(frozen=True)
+class Port:
+    """One container port.
+
+    `host` is the default host port from the seed's port table (None: never published).
+    `band` names the seed's allocation band the host port belongs to.
+    """
+
+    name: str
+    container: int
+    host: int | None = None
+    band: str | None = None
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+
+@dataclass(frozen=True)
+class HttpCheck:
+    """HTTP GET on a container port; healthy when the body contains `expect` (if given)."""
+
+    path: str
+    port: str
+    expect: str | None = None
+
+
+@dataclass(frozen=True)
+class TcpCheck:
+    """A TCP connect to a container port."""
+
+    port: str
+
+
+@dataclass(frozen=True)
+class CommandCheck:
+    """A command run inside the container (exec form); exit 0 is healthy.
+
+    A password never goes in argv: the command reads it from the environment
+    (for example REDISCLI_AUTH for redis-cli).
+    """
+
+    argv: tuple[str, ...]
+
+
+Probe = Union[HttpCheck, TcpCheck, CommandCheck]
+
+
+DockerClient = Literal["wget", "python", "node", "bash-tcp", "exec"]
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """Backend-neutral health check, written once per service.
+
+    `probe` is the check itself. Kubernetes renders it as httpGet/tcpSocket/exec
+    (nothing needed in the image for the first two). On Docker a check runs inside
+    the container, so `docker_client` names the binary the image has that performs
+    the probe (SECURITY.md): `wget`, `python`, `node`, `bash-tcp` (bash's
+    /dev/tcp), or `exec` for a CommandCheck. None means the image has no usable
+    binary; `no_docker_reason` then says what watches the service instead.
+    """
+
+    probe: Probe
+    docker_client: DockerClient | None = "exec"
+    no_docker_reason: str = ""
+    interval_s: int = 10
+    timeout_s: int = 5
+    retries: int = 5
+    start_period_s: int = 10
+    slow_start: bool = False
+    """Slow starters get a Kubernetes startup probe (postgres, clickhouse)."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Requests are what the seed measured; limits leave headroom. CPU in cores."""
+
+    memory_mib: int
+    cpu: float
+    memory_limit_mib: int | None = None
+    cpu_limit: float | None = None
+
+    @property
+    def limit_mib(self) -> int:
+        return self.memory_limit_mib or self.memory_mib * 2
+
+    @property
+    def limit_cpu(self) -> float:
+        return self.cpu_limit or round(self.cpu * 4, 3)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """Persistent data of a stateful service; survives container replacement."""
+
+    name: str
+    path: str
+    size_gib: float
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A secret the stack needs. `config_key` is the Pulumi config key (set with
+    `pulumi config set --secret`); without it, the value is generated per stack."""
+
+    id: str
+    config_key: str
+    description: str
+    length: int = 32
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How dependents reach a service: the URL the catalog builds for them.
+
+    `{user}`, `{password}`, `{host}` and `{port}` are filled per backend; a URL that
+    embeds a password is always a secret.
+    """
+
+    template: str
+    port: str
+    user: str | None = None
+    credential: str | None = None
+
+
+@dataclass(frozen=True)
+class Url:
+    """Environment value: the connection URL of another service."""
+
+    service: str
+
+
+@dataclass(frozen=True)
+class Secret:
+    """Environment value: a credential, delivered as a secret."""
+
+    credential: str
+
+
+@dataclass(frozen=True)
+class Host:
+    """Environment value: the address (host name) of another service."""
+
+    service: str
+
+
+@dataclass(frozen=True)
+class Dsn:
+    """Environment value: a templated string with {host}, {port}, {user}, {password}
+    of another service's connection (used by exporters whose DSN format differs)."""
+
+    service: str
+    template: str
+
+
+EnvValue = Union[str, Url, Secret, Host, Dsn]
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """An edge in the catalog: this service talks to `service`.
+
+    `wait` means the target must be healthy before this one starts (Docker health
+    gating and Pulumi depends_on). `reason` is written where the seed left the edge open.
+    """
+
+    service: str
+    wait: bool = True
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A generated file delivered into the container (Docker upload, Kubernetes ConfigMap).
+
+    `generator` names a function in monitoring.py; the file is rendered from the catalog.
+    """
+
+    path: str
+    generator: str
+
+
+@dataclass(frozen=True)
+class Service:
+    """One OptiInfra service, declared once."""
+
+    name: str
+    tier: Tier
+    image: str
+    """`repo:tag` of an official image, or `{registry}/name` for OptiInfra's own
+    (registry and tag from stack config `images`)."""
+    purpose: str
+    ports: tuple[Port, ...] = ()
+    health: HealthCheck | None = None
+    depends_on: tuple[Dependency, ...] = ()
+    resources: Resources = Resources(memory_mib=64, cpu=0.1)
+    volumes: tuple[Volume, ...] = ()
+    credentials: tuple[str, ...] = ()
+    """Credentials this service owns (its own password); generated under its tier."""
+    env: tuple[tuple[str, EnvValue], ...] = ()
+    connection: Connection | None = None
+    metrics: tuple[str, str] | None = None
+    """(port name, path) Prometheus scrapes; None: not scraped."""
+    command: tuple[str | Dsn, ...] = ()
+    """Arguments (a Dsn is filled per backend, like an environment value)."""
+    files: tuple[ConfigFile, ...] = ()
+    run_as: str | None = None
+    """User the container runs as on Docker (None: the image's default)."""
+    uid: int = 65532
+    """Numeric non-root user for Kubernetes (runAsUser/fsGroup)."""
+    cap_add: tuple[tuple[str, str], ...] = ()
+    """Capabilities added back after drop ALL on Docker, each with its reason."""
+    writable_paths: tuple[str, ...] = ("/tmp",)
+    """Paths that get an emptyDir/tmpfs when the root filesystem is read-only."""
+    read_only_root: bool = True
+    read_only_reason: str = ""
+    """Why the root filesystem stays writable, when read_only_root is False."""
+    publish: bool = True
+    """Publish host ports by default. Databases and exporters do not: they are reached
+    over their tier network unless the stack asks (CIS 5.8)."""
+    scalable: bool = False
+    """Replicas may be raised (stateless workers); otherwise exactly one."""
+    own_image: bool = False
+    """True for OptiInfra's own images: registry and tag come from stack config."""
+
+    @property
+    def stateful(self) -> bool:
+        return bool(self.volumes)
+
+    def port(self, name: str) -> Port:
+        for p in self.ports:
+            if p.name == name:
+                return p
+        raise KeyError(f"{self.name} has no port named {name!r}")
+
+    @property
+    def primary_port(self) -> Port | None:
+        return self.ports[0] if self.ports else None
+
+
+_TAG = re.compile(r"^(?P<repo>[^@\s]+?)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
+
+
+def image_problem(ref: str) -> str | None:
+    """Why an image reference is not pinned, or None when it is."""
+    m = _TAG.match(ref)
+    if not m:
+        return "is not an image reference"
+    repo_last = m.group("repo").rsplit("/", 1)[-1]
+    if ":" in repo_last:
+        return "is not an image reference"
+    if m.group("tag") is None and m.group("digest") is None:
+        return "has no tag"
+    if m.group("tag") == "latest":
+        return "uses the tag 'latest'"
+    return None
+
+
+def has_digest(ref: str) -> bool:
+    m = _TAG.match(ref)
+    return bool(m and m.group("digest"))
+
+
+_MEM = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>Ki|Mi|Gi|Ti|K|M|G|T|KB|MB|GB|k|m|g)?\s*$")
+_MEM_FACTORS = {
+    None: 1 / (1024 * 1024), "Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024,
+    "K": 1000 / 1024 / 1024, "k": 1000 / 1024 / 1024, "KB": 1000 / 1024 / 1024,
+    "M": 1000 * 1000 / 1024 / 1024, "m": 1000 * 1000 / 1024 / 1024, "MB": 1000 * 1000 / 1024 / 1024,
+    "G": 1000**3 / 1024**2, "g": 1000**3 / 1024**2, "GB": 1000**3 / 1024**2,
+    "T": 1000**4 / 1024**2,
+}
+
+
+def parse_memory_mib(text: str | int) -> int:
+    """'512Mi', '1Gi', '300M', '2G', or bytes as a number -> MiB. Raises ValueError."""
+    if isinstance(text, int):
+        return max(1, round(text / (1024 * 1024)))
+    m = _MEM.match(str(text))
+    if not m:
+        raise ValueError(text)
+    mib = float(m.group("num")) * _MEM_FACTORS[m.group("unit")]
+    if mib < 1:
+        raise ValueError(text)
+    return round(mib)
+
+
+@dataclass
+class Catalog:
+    """The services of one stack, in declaration order, with the port bands."""
+
+    services: dict[str, Service]
+    bands: tuple[Band, ...] = field(default_factory=tuple)
+    credentials: dict[str, Credential] = field(default_factory=dict)
+
+    def band(self, name: str) -> Band:
+        for b in self.bands:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    def by_tier(self, tier: Tier) -> list[Service]:
+        return [s for s in self.services.values() if s.tier is tier]

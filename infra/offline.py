@@ -1,0 +1,265 @@
+"""The offline renderer: the real program under Pulumi's mock runtime.
+
+No Pulumi CLI, no Docker, no cluster. The stack's config is read from
+`Pulumi.<stack>.yaml` (plus `--set`/`--secret` overrides), handed to the program the
+way the engine hands it over, and every resource registration is recorded with its
+inputs, parent, dependencies and options. Secret values are kept apart: the recorded
+inputs carry the marker `[secret]`, and the plain values are only available to tests
+that ask for them (to prove they never leak).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from google.protobuf import struct_pb2
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime import rpc
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from .settings import NAMESPACE, ConfigError
+
+PROJECT = "optiinfra"
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "[secret]"
+UNKNOWN = "[unknown]"
+_SECRET_SIG = rpc._special_secret_sig
+_SIG = rpc._special_sig_key
+_ENV_ENTRY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+@dataclass
+class Resource:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    inputs: dict[str, Any]
+    dependencies: list[str]
+    protect: bool
+    delete_before_replace: bool
+
+    @property
+    def short(self) -> str:
+        return f"{self.type.split(':')[-1]}/{self.name}"
+
+
+@dataclass
+class Render:
+    stack: str
+    resources: list[Resource]
+    outputs: dict[str, Any]
+    secret_values: set[str] = field(default_factory=set)
+    """Every plain secret value seen (for leak tests; never printed)."""
+
+    def of_type(self, type_: str) -> list[Resource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def by_name(self, type_: str, name: str) -> Resource:
+        for r in self.resources:
+            if r.type == type_ and r.name == name:
+                return r
+        raise KeyError(f"{type_} {name}")
+
+
+def _plain(value: Any, secrets: set[str]) -> Any:
+    """A protobuf value as plain data with each secret replaced by the marker."""
+    if isinstance(value, struct_pb2.Struct):
+        if _SIG in value and value[_SIG] == _SECRET_SIG:
+            _collect(value["value"], secrets)
+            inner = value["value"]
+            # `NAME=value` (a Docker env entry): the name is no secret, show it.
+            if isinstance(inner, str) and _ENV_ENTRY.match(inner):
+                return inner.split("=", 1)[0] + "=" + SECRET
+            return SECRET
+        if _SIG in value:  # assets, archives, resource references
+            return {k: _plain(v, secrets) for k, v in sorted(value.items()) if k != _SIG}
+        return {k: _plain(v, secrets) for k, v in sorted(value.items())}
+    if isinstance(value, struct_pb2.ListValue):
+        return [_plain(v, secrets) for v in value]
+    if value == rpc.UNKNOWN:
+        return UNKNOWN
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _collect(value: Any, secrets: set[str]) -> None:
+    if isinstance(value, struct_pb2.Struct):
+        for v in value.values():
+            _collect(v, secrets)
+    elif isinstance(value, struct_pb2.ListValue):
+        for v in value:
+            _collect(v, secrets)
+    elif isinstance(value, str) and value:
+        secrets.add(value)
+
+
+class _Mocks(pmocks.Mocks):
+    """Outputs the providers compute: known where a plan needs them, unknown otherwise
+    (as in `pulumi preview`)."""
+
+    def new_resource(self, args: pmocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        state = dict(args.inputs)
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            # A stand-in value, secret like the real one; never a usable password.
+            state["result"] = f"generated-{args.name}-" + "x" * 24
+        return f"{args.name}-id", state
+
+    def call(self, args: pmocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+class _Recorder(pmocks.MockMonitor):
+    def __init__(self) -> None:
+        super().__init__(_Mocks())
+        self.records: list[Resource] = []
+        self.secret_values: set[str] = set()
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self.records.append(Resource(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent,
+                custom=bool(request.custom),
+                inputs=_plain(request.object, self.secret_values),
+                dependencies=sorted(set(request.dependencies)),
+                protect=bool(request.protect),
+                delete_before_replace=bool(request.deleteBeforeReplace),
+            ))
+        return response
+
+
+# ---- stack config -------------------------------------------------------------
+
+def stack_file(stack: str) -> Path:
+    return ROOT / f"Pulumi.{stack}.yaml"
+
+
+def available_stacks() -> list[str]:
+    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
+
+
+def _full(key: str) -> str:
+    return key if ":" in key else f"{NAMESPACE}:{key}"
+
+
+def _set_path(config: dict[str, Any], key: str, value: Any) -> None:
+    """`services.grafana.hostPort` -> nested assignment under `optiinfra:services`."""
+    full = _full(key)
+    ns, _, path = full.partition(":")
+    top, *rest = path.split(".")
+    top_key = f"{ns}:{top}"
+    if not rest:
+        config[top_key] = value
+        return
+    node = config.get(top_key)
+    if not isinstance(node, dict):
+        node = {}
+        config[top_key] = node
+    for part in rest[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[rest[-1]] = value
+
+
+def _parse_override(flag: str, item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(flag, f"'{item}' is not KEY=VALUE", f"write {flag} services.grafana.hostPort=3100")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def load_config(stack: str, sets: list[str] = (), secrets: list[str] = ()) -> tuple[dict[str, Any], set[str]]:  # type: ignore[assignment]
+    """Config of a stack as the engine would pass it (values as strings/JSON)."""
+    path = stack_file(stack)
+    if not path.exists():
+        raise ConfigError("--stack", f"there is no stack file {path.name}",
+                          f"use one of: {', '.join(available_stacks()) or 'none found'}")
+    data = yaml.safe_load(path.read_text()) or {}
+    config: dict[str, Any] = dict((data.get("config") or {}))
+    secret_keys: set[str] = set()
+    for key, value in list(config.items()):
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            # Encrypted in the stack file; offline we cannot decrypt it, so a long
+            # stand-in marked secret takes its place.
+            config[key] = f"offline-stand-in-for-{key.split(':')[-1]}"
+            secret_keys.add(key)
+    for item in sets:
+        k, v = _parse_override("--set", item)
+        _set_path(config, k, v)
+    for item in secrets:
+        k, v = _parse_override("--secret", item)
+        _set_path(config, k, "" if v is None else str(v))
+        secret_keys.add(_full(k))
+    engine_form = {k: (json.dumps(v) if isinstance(v, (dict, list)) else
+                       ("true" if v is True else "false" if v is False else ("" if v is None else str(v))))
+                   for k, v in config.items()}
+    return engine_form, secret_keys
+
+
+# ---- rendering ------------------------------------------------------------------
+
+def render(stack: str, sets: list[str] = (), secrets: list[str] = (), catalog: Any = None) -> Render:  # type: ignore[assignment]
+    """Render a stack offline. Raises ConfigError for bad config or flags."""
+    from . import program
+
+    config, secret_keys = load_config(stack, sets, secrets)
+    recorder = _Recorder()
+    pulumi.runtime.set_mocks(recorder.mocks, project=PROJECT, stack=stack, preview=True, monitor=recorder)
+    pulumi.runtime.set_all_config(config, sorted(secret_keys))
+    model, supplied = program.load(catalog)  # raises ConfigError before any resource exists
+    outputs: dict[str, Any] = {}
+
+    async def run() -> None:
+        exported = program.deploy(model, supplied)
+        for key, value in exported.items():
+            out = pulumi.Output.from_input(value)
+            resolved = await out.future()
+            outputs[key] = SECRET if await out.is_secret() else resolved
+
+    _sync_await(run_pulumi_func(lambda: _sync_await(run())))
+    # Registrations arrive from several threads; order them by URN so that two renders
+    # of the same stack are identical.
+    return Render(stack=stack, resources=sorted(recorder.records, key=lambda r: r.urn), outputs=outputs,
+                  secret_values=recorder.secret_values)
+
+
+def plan_json(r: Render) -> dict[str, Any]:
+    """The step shape of `pulumi preview --json` (all creates, as against empty state)."""
+    steps = []
+    for res in r.resources:
+        steps.append({
+            "op": "create",
+            "urn": res.urn,
+            "newState": {
+                "urn": res.urn,
+                "type": res.type,
+                "custom": res.custom,
+                "parent": res.parent,
+                "inputs": res.inputs,
+                "dependencies": res.dependencies,
+                "protect": res.protect,
+                "deleteBeforeReplace": res.delete_before_replace,
+            },
+        })
+    return {"config": {"stack": r.stack}, "steps": steps, "outputs": r.outputs,
+            "changeSummary": {"create": len(steps)}}

@@ -1,0 +1,251 @@
+"""Stack settings: the only place stack config is read and validated.
+
+Everything arrives as a flat map of Pulumi config (`optiinfra:key` -> value, objects
+as JSON, the way the engine hands them to a program). `parse_settings` turns it into
+pydantic models; any bad value raises `ConfigError` with one message that names the
+config key and the fix, before any resource is registered.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .model import image_problem, parse_memory_mib
+
+NAMESPACE = "optiinfra"
+
+
+class ConfigError(Exception):
+    """A user error in stack config or flags: one line naming the key and the fix."""
+
+    def __init__(self, key: str, problem: str, fix: str) -> None:
+        self.key, self.problem, self.fix = key, problem, fix
+        super().__init__(f"config key '{key}': {problem}. Fix: {fix}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class ServiceOverride(_Model):
+    """Per-service overrides under `optiinfra:services.<name>`."""
+
+    image: str | None = None
+    """Full image reference `repo:tag` (default: the catalog's, or registry/name:tag)."""
+    host_port: int | None = Field(None, alias="hostPort")
+    """Host port of the service's first port (default: the seed's)."""
+    host_ports: dict[str, int] = Field(default_factory=dict, alias="hostPorts")
+    """Host ports by port name, for services with several ports (clickhouse, qdrant)."""
+    bind_address: str | None = Field(None, alias="bindAddress")
+    """Address published ports bind to (default 127.0.0.1; 0.0.0.0 for public services)."""
+    publish: bool | None = None
+    """Publish host ports (default: yes, except databases and exporters)."""
+    replicas: int | None = None
+    """Instances (Kubernetes); only scalable services (collector, workers, agents)."""
+    memory: str | None = None
+    """Memory request, e.g. 256Mi or 1Gi (default: the catalog's); the limit is twice it."""
+    cpu: float | None = None
+    """CPU request in cores (default: the catalog's)."""
+    enabled: bool = True
+    """Deploy this service (default: yes)."""
+    depends_on: tuple[str, ...] = Field((), alias="dependsOn")
+    """Extra services this one talks to and waits for (added to the catalog's edges)."""
+
+
+class Images(_Model):
+    """Where OptiInfra's own images come from: `<registry>/<name>:<tag>`."""
+
+    registry: str = "ghcr.io/optiinfra"
+    tag: str = "0.1.0"
+
+
+class DockerSettings(_Model):
+    network_prefix: str = Field("optiinfra", alias="networkPrefix")
+    """Networks are named `<prefix>-<tier>`."""
+
+
+class Ingress(_Model):
+    class_name: str = Field("nginx", alias="className")
+    hosts: dict[str, str] = Field(default_factory=dict)
+    """Host name per public service, e.g. {portal: portal.example.com}."""
+    tls_secret_name: str | None = Field(None, alias="tlsSecretName")
+
+
+class KubernetesSettings(_Model):
+    namespace_prefix: str = Field("optiinfra", alias="namespacePrefix")
+    """Tier namespaces are named `<prefix>-<tier>`."""
+    storage_class: str | None = Field(None, alias="storageClass")
+    """StorageClass of the PersistentVolumeClaims (default: the cluster's default)."""
+    storage: dict[str, str] = Field(default_factory=dict)
+    """Volume size per stateful service, e.g. {clickhouse: 50Gi} (default: the catalog's)."""
+    ingress: Ingress = Ingress()
+    render_yaml_to_directory: str | None = Field(None, alias="renderYamlToDirectory")
+    """Write manifests to this directory instead of applying them to a cluster."""
+    context: str | None = None
+    """kubeconfig context to deploy to (default: the current context)."""
+    require_digest: bool = Field(False, alias="requireDigest")
+
+
+class Budget(_Model):
+    """What the stack may use in total (requests)."""
+
+    memory: str = "2Gi"
+    cpu: float = 2.0
+    storage: str = "10Gi"
+
+
+class Settings(_Model):
+    target: Literal["docker", "kubernetes"] = "docker"
+    images: Images = Images()
+    public: tuple[str, ...] = ()
+    """Services whose ports may bind to every interface (Docker) / get an Ingress."""
+    services: dict[str, ServiceOverride] = Field(default_factory=dict)
+    docker: DockerSettings = DockerSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
+    budget: Budget = Budget()
+    cloud_providers: tuple[str, ...] = Field(("aws",), alias="cloudProviders")
+    """Clouds the cost agent collects from; on Kubernetes one instance per provider."""
+
+    @field_validator("public", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+SETTING_KEYS = {f.alias or name for name, f in Settings.model_fields.items()}
+
+_FIXES = {
+    "int_parsing": "use a whole number",
+    "int_type": "use a whole number",
+    "float_parsing": "use a number such as 0.5",
+    "bool_parsing": "use true or false",
+    "extra_forbidden": "remove it (see the settings table in the README)",
+    "literal_error": "use one of the allowed values",
+}
+
+
+def _key(loc: tuple[Any, ...]) -> str:
+    return f"{NAMESPACE}:" + ".".join(str(p) for p in loc)
+
+
+def _from_validation(err: ValidationError) -> ConfigError:
+    e = err.errors()[0]
+    loc = tuple(e["loc"])
+    if e["type"] == "extra_forbidden":
+        parent = loc[:-1]
+        allowed = _allowed_keys(parent)
+        return ConfigError(_key(loc), "is not a known setting", f"remove it; known keys here: {allowed}")
+    fix = _FIXES.get(e["type"], "correct the value")
+    if e["type"] == "literal_error":
+        fix = f"use one of {e['ctx']['expected']}"
+    return ConfigError(_key(loc), f"{e['input']!r} is not valid ({e['msg'].lower()})", fix)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> str:
+    model: Any = Settings
+    for part in loc:
+        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
+        if field is None:  # inside a dict (services.<name>)
+            model = ServiceOverride
+            continue
+        model = field.annotation
+    names = sorted(f.alias or n for n, f in getattr(model, "model_fields", {}).items())
+    return ", ".join(names)
+
+
+def _decode(value: Any) -> Any:
+    """The engine passes objects and lists as JSON strings."""
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def parse_settings(raw: dict[str, Any], service_names: list[str], secret_keys: set[str] | None = None) -> Settings:
+    """Validate raw config (`optiinfra:key` -> value) into Settings. Raises ConfigError."""
+    secret_keys = secret_keys or set()
+    data: dict[str, Any] = {}
+    for full_key, value in raw.items():
+        ns, _, key = full_key.partition(":")
+        if ns != NAMESPACE:
+            continue
+        if key in secret_keys:
+            continue
+        if key not in SETTING_KEYS:
+            known = ", ".join(sorted(SETTING_KEYS | secret_keys))
+            raise ConfigError(full_key, "is not a known setting", f"remove it or use one of: {known}")
+        data[key] = _decode(value)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as err:
+        raise _from_validation(err) from None
+    _check(settings, service_names)
+    return settings
+
+
+_PORT_RANGE = "set a whole number from 1 to 65535"
+
+
+def _check(s: Settings, names: list[str]) -> None:
+    known = ", ".join(names)
+    for name in s.public:
+        if name not in names:
+            raise ConfigError(f"{NAMESPACE}:public", f"'{name}' is not a service", f"use service names: {known}")
+    for name, o in s.services.items():
+        base = f"{NAMESPACE}:services.{name}"
+        if name not in names:
+            raise ConfigError(base, f"'{name}' is not a service", f"use one of: {known}")
+        ports = ([("hostPort", o.host_port)] if o.host_port is not None else []) + [
+            (f"hostPorts.{k}", v) for k, v in o.host_ports.items()]
+        for sub, port in ports:
+            if not 1 <= port <= 65535:
+                raise ConfigError(f"{base}.{sub}", f"{port} is outside 1-65535", _PORT_RANGE)
+        if o.bind_address is not None:
+            try:
+                ipaddress.ip_address(o.bind_address)
+            except ValueError:
+                raise ConfigError(f"{base}.bindAddress", f"'{o.bind_address}' is not an IP address",
+                                  "use an address such as 127.0.0.1 (or 0.0.0.0 for a public service)") from None
+        if o.image is not None:
+            problem = image_problem(o.image)
+            if problem:
+                raise ConfigError(f"{base}.image", f"'{o.image}' {problem}",
+                                  "pin a version tag, e.g. repo/name:1.2.3 (never latest)")
+        if o.memory is not None:
+            try:
+                parse_memory_mib(o.memory)
+            except ValueError:
+                raise ConfigError(f"{base}.memory", f"'{o.memory}' is not a memory size",
+                                  "use a size such as 256Mi, 1Gi or 512M") from None
+        if o.cpu is not None and not 0 < o.cpu <= 64:
+            raise ConfigError(f"{base}.cpu", f"{o.cpu} is not a CPU amount", "use cores, e.g. 0.25 or 2")
+        if o.replicas is not None and not 0 < o.replicas <= 100:
+            raise ConfigError(f"{base}.replicas", f"{o.replicas} is out of range", "use a whole number from 1 to 100")
+    if image_problem(f"x:{s.images.tag}"):
+        raise ConfigError(f"{NAMESPACE}:images.tag", f"'{s.images.tag}' is not a pinned tag",
+                          "set a version tag such as 0.1.0 (never latest)")
+    for key, value in (("budget.memory", s.budget.memory), ("budget.storage", s.budget.storage),
+                       *((f"kubernetes.storage.{k}", v) for k, v in s.kubernetes.storage.items())):
+        try:
+            parse_memory_mib(value)
+        except ValueError:
+            raise ConfigError(f"{NAMESPACE}:{key}", f"'{value}' is not a size", "use a size such as 10Gi") from None
+    for name in s.kubernetes.storage:
+        if name not in names:
+            raise ConfigError(f"{NAMESPACE}:kubernetes.storage.{name}", f"'{name}' is not a service",
+                              f"use one of: {known}")
+    for name in s.kubernetes.ingress.hosts:
+        if name not in s.public:
+            raise ConfigError(f"{NAMESPACE}:kubernetes.ingress.hosts.{name}", f"'{name}' is not public",
+                              f"add it to {NAMESPACE}:public or remove the host")
+    for p in s.cloud_providers:
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", p):
+            raise ConfigError(f"{NAMESPACE}:cloudProviders", f"'{p}' is not a provider name",
+                              "use lower-case names such as aws, gcp, azure")

@@ -1,0 +1,79 @@
+"""Connection URLs and environment, built from the catalog for any backend.
+
+A backend supplies how a service is addressed (`host`) and which port number a
+dependent dials; this module fills the catalog's templates. A value that embeds a
+credential is a secret Output; everything else stays a plain string so plans and
+diffs can show it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import pulumi
+
+from .model import Catalog, Connection, Dsn, EnvValue, Host, Secret, Service, Url
+
+HostOf = Callable[[str], str]
+
+
+def _parts(catalog: Catalog, value: Url | Dsn | Host) -> tuple[Connection | None, str]:
+    target = catalog.services[value.service]
+    conn = target.connection
+    if isinstance(value, Dsn):
+        return conn, value.template
+    if isinstance(value, Host):
+        return conn, "{host}"
+    if conn is None:
+        raise KeyError(f"{value.service} declares no connection")
+    return conn, conn.template
+
+
+def credential_refs(catalog: Catalog, service: Service) -> set[str]:
+    """Credentials a service needs: its own, and those embedded in its env values."""
+    refs = set(service.credentials)
+    for value in [v for _, v in service.env] + list(service.command):
+        if isinstance(value, Secret):
+            refs.add(value.credential)
+        elif isinstance(value, (Url, Dsn, Host)):
+            conn, template = _parts(catalog, value)
+            if conn and conn.credential and "{password}" in template:
+                refs.add(conn.credential)
+    return refs
+
+
+@dataclass(frozen=True)
+class Wiring:
+    catalog: Catalog
+    host_of: HostOf
+    credentials: dict[str, pulumi.Output[str]]
+
+    def value(self, value: EnvValue | str) -> pulumi.Input[str]:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, Secret):
+            return self.credentials[value.credential]
+        conn, template = _parts(self.catalog, value)
+        target = self.catalog.services[value.service]
+        fields = {
+            "host": self.host_of(value.service),
+            "port": str(target.port(conn.port).container) if conn else "",
+            "user": (conn.user or "") if conn else "",
+        }
+        text = template.format(**fields, password="{password}")
+        if "{password}" not in text or conn is None or conn.credential is None:
+            return text
+        is_url = "://" in text  # a password inside a URL must be percent-encoded
+        return pulumi.Output.secret(self.credentials[conn.credential]).apply(
+            lambda pw: text.replace("{password}", quote(pw, safe="") if is_url else pw))
+
+    def env(self, service: Service) -> list[tuple[str, pulumi.Input[str]]]:
+        return [(name, self.value(v)) for name, v in service.env]
+
+    def command(self, service: Service) -> list[pulumi.Input[str]]:
+        return [self.value(v) for v in service.command]
+
+    def url(self, name: str) -> pulumi.Input[str]:
+        return self.value(Url(name))
