@@ -16,6 +16,7 @@ from .model import (
     Connection,
     Credential,
     Dependency,
+    DockerClient,
     Dsn,
     HealthCheck,
     HttpCheck,
@@ -52,7 +53,7 @@ CREDENTIALS = (
 CELERY_APP = "app.celery_app"
 DB_USER = "optiinfra"
 
-_PY = "python"  # OptiInfra's Python images (collector, agents) check with python's urllib
+_PY: DockerClient = "python"  # OptiInfra's Python images (collector, agents) check with python's urllib
 
 
 def _agent(name: str, port: int, purpose: str, *extra: Dependency, env: tuple[tuple[str, object], ...] = ()) -> Service:

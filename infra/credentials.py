@@ -36,7 +36,8 @@ def supplied(model: Model) -> dict[str, str]:
         key = f"{NAMESPACE}:{cred.config_key}"
         if str(value).strip().lower() in KNOWN_DEFAULTS:
             raise ConfigError(key, "is a well-known default credential",
-                              f"pulumi config set --secret {cred.config_key} <a strong value>, or unset it to generate one")
+                              f"pulumi config set --secret {cred.config_key} <a strong value>, "
+                              "or unset it to generate one")
         if len(str(value)) < MIN_LENGTH:
             raise ConfigError(key, f"is shorter than {MIN_LENGTH} characters",
                               f"pulumi config set --secret {cred.config_key} <a longer value>")
@@ -51,7 +52,9 @@ def owner_tier(model: Model, cred: Credential) -> str:
     return next(e.tier.value for e in model.services.values())
 
 
-def materialize(model: Model, values: dict[str, str], parents: dict[str, pulumi.Resource]) -> dict[str, pulumi.Output[str]]:
+def materialize(
+    model: Model, values: dict[str, str], parents: dict[str, pulumi.Resource]
+) -> dict[str, pulumi.Output[str]]:
     """One secret Output per needed credential; generated ones are RandomPasswords
     parented under the tier of the service that owns them."""
     out: dict[str, pulumi.Output[str]] = {}

@@ -231,7 +231,7 @@ def _check_order(model: Model) -> None:
                 stack.append((node, i + 1))
                 child = nxt[i]
                 if color[child] == grey:
-                    cycle = path[path.index(child):] + [child]
+                    cycle = [*path[path.index(child):], child]
                     raise ConfigError(f"{NAMESPACE}:services.{node}.dependsOn",
                                       f"dependency cycle {' -> '.join(cycle)}",
                                       f"remove one of these dependencies so that {child} does not wait for itself")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 
 class Tier(enum.Enum):
@@ -80,7 +80,7 @@ class CommandCheck:
     argv: tuple[str, ...]
 
 
-Probe = Union[HttpCheck, TcpCheck, CommandCheck]
+Probe = HttpCheck | TcpCheck | CommandCheck
 
 
 DockerClient = Literal["wget", "python", "node", "bash-tcp", "exec"]
@@ -191,7 +191,7 @@ class Dsn:
     template: str
 
 
-EnvValue = Union[str, Url, Secret, Host, Dsn]
+EnvValue = str | Url | Secret | Host | Dsn
 
 
 @dataclass(frozen=True)
@@ -276,7 +276,9 @@ class Service:
         return self.ports[0] if self.ports else None
 
 
-_TAG = re.compile(r"^(?P<repo>[^@\s]+?)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
+_TAG = re.compile(
+    r"^(?P<repo>[^@\s]+?)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
 
 
 def image_problem(ref: str) -> str | None:

@@ -124,8 +124,17 @@ class _Recorder(pmocks.MockMonitor):
         self.records: list[Resource] = []
         self.secret_values: set[str] = set()
 
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        """URNs as the engine writes them: the parent's whole type chain, without the
+        root stack's type (the mock's own version keeps only the last link)."""
+        if parent:
+            qualified = parent.split("::")[2]
+            if qualified != "pulumi:pulumi:Stack":
+                type_ = f"{qualified}${type_}"
+        return f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}::{type_}::{name}"
+
     def RegisterResource(self, request: Any) -> Any:
-        response = super().RegisterResource(request)
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != "pulumi:pulumi:Stack":
             self.records.append(Resource(
                 urn=response.urn,
@@ -195,7 +204,7 @@ def load_config(stack: str, sets: list[str] = (), secrets: list[str] = ()) -> tu
         raise ConfigError("--stack", f"there is no stack file {path.name}",
                           f"use one of: {', '.join(available_stacks()) or 'none found'}")
     data = yaml.safe_load(path.read_text()) or {}
-    config: dict[str, Any] = dict((data.get("config") or {}))
+    config: dict[str, Any] = dict(data.get("config") or {})
     secret_keys: set[str] = set()
     for key, value in list(config.items()):
         if isinstance(value, dict) and set(value) == {"secure"}:

@@ -66,7 +66,8 @@ class Wiring:
         if "{password}" not in text or conn is None or conn.credential is None:
             return text
         is_url = "://" in text  # a password inside a URL must be percent-encoded
-        return pulumi.Output.secret(self.credentials[conn.credential]).apply(
+        # Credentials are secret Outputs (credentials.materialize), so the URL is too.
+        return self.credentials[conn.credential].apply(
             lambda pw: text.replace("{password}", quote(pw, safe="") if is_url else pw))
 
     def env(self, service: Service) -> list[tuple[str, pulumi.Input[str]]]:

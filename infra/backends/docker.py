@@ -46,7 +46,8 @@ def _http_command(service: Service, check: HttpCheck, client: str) -> list[str]:
     expect = check.expect
     if client == "wget":
         fetch = f"wget -qO- {shlex.quote(url)}"
-        return ["CMD-SHELL", f"{fetch} | tr -d ' ' | grep -qF {shlex.quote(expect)}" if expect else f"{fetch} >/dev/null"]
+        shell = f"{fetch} | tr -d ' ' | grep -qF {shlex.quote(expect)}" if expect else f"{fetch} >/dev/null"
+        return ["CMD-SHELL", shell]
     if client == "python":
         code = (f"import sys,urllib.request;b=urllib.request.urlopen({url!r},timeout=4).read().decode();"
                 f"sys.exit(0 if {expect!r}.replace(' ','') in b.replace(' ','') else 1)" if expect else

@@ -53,7 +53,7 @@ def brief(res: Resource) -> str:
         return f"Image {i.get('name')}"
     if res.type == "random:index/randomPassword:RandomPassword":
         return f"Generated credential {res.name} (secret)"
-    meta = i.get("metadata") if isinstance(i.get("metadata"), dict) else {}
+    meta: dict[str, Any] = i["metadata"] if isinstance(i.get("metadata"), dict) else {}
     name = meta.get("name") or res.name
     ns = f" in {meta['namespace']}" if meta.get("namespace") else ""
     return f"{kind} {name}{ns}{' (protected)' if res.protect else ''}"

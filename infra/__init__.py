@@ -1,0 +1,1 @@
+"""OptiInfra infrastructure as code: one catalog, two backends, offline tools."""

@@ -1,0 +1,262 @@
+"""The dev stack on Docker, as the offline renderer sees it (Pulumi mocks, no engine)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+
+import pytest
+
+from infra import offline
+
+from .conftest import render
+
+CONTAINER = "docker:index/container:Container"
+NETWORK = "docker:index/network:Network"
+TIER = "optiinfra:platform:Tier"
+
+# The seed's 19 container names.
+SEED_CONTAINERS = {
+    "optiinfra-postgres", "optiinfra-clickhouse", "optiinfra-redis", "optiinfra-qdrant",
+    "optiinfra-prometheus", "optiinfra-grafana", "optiinfra-flower", "optiinfra-postgres-exporter",
+    "optiinfra-redis-exporter", "optiinfra-clickhouse-exporter", "optiinfra-orchestrator",
+    "optiinfra-data-collector", "optiinfra-data-collector-worker", "optiinfra-data-collector-beat",
+    "optiinfra-cost-agent", "optiinfra-performance-agent", "optiinfra-resource-agent",
+    "optiinfra-application-agent", "optiinfra-portal",
+}
+SEED_ORDER = ["databases", "monitoring", "core", "agents", "frontend"]
+
+
+def containers(r: offline.Render) -> dict[str, offline.Resource]:
+    return {c.inputs["name"]: c for c in r.of_type(CONTAINER)}
+
+
+def networks_of(c: offline.Resource) -> set[str]:
+    return {n["name"] for n in c.inputs["networksAdvanced"]}
+
+
+def test_every_service_rendered_once(dev: offline.Render) -> None:
+    names = [c.inputs["name"] for c in dev.of_type(CONTAINER)]
+    assert sorted(names) == sorted(SEED_CONTAINERS)
+    assert len(names) == len(set(names)) == 19
+
+
+def test_five_tiers_five_networks_and_every_resource_under_a_tier(dev: offline.Render) -> None:
+    tiers = {t.urn: t.name for t in dev.of_type(TIER)}
+    assert sorted(tiers.values()) == sorted(SEED_ORDER)
+    nets = {n.inputs["name"]: n for n in dev.of_type(NETWORK)}
+    assert set(nets) == {f"optiinfra-{t}" for t in SEED_ORDER}
+    assert nets["optiinfra-databases"].inputs.get("internal") is True
+    assert not any(n.inputs.get("internal") for name, n in nets.items() if name != "optiinfra-databases")
+    for res in dev.resources:
+        if res.type != TIER:
+            assert res.parent in tiers, f"{res.short} is not parented under a tier"
+    # Each container sits in the tier the seed puts it in.
+    by_tier: dict[str, set[str]] = {tiers[c.parent]: set() for c in dev.of_type(CONTAINER)}
+    for c in dev.of_type(CONTAINER):
+        by_tier[tiers[c.parent]].add(c.name)
+    assert by_tier["databases"] == {"postgres", "clickhouse", "redis", "qdrant"}
+    assert by_tier["frontend"] == {"portal"}
+    assert by_tier["agents"] == {"cost-agent", "performance-agent", "resource-agent", "application-agent"}
+
+
+# What each container must join: its own tier's network plus the network of the earlier
+# tier of every connection it is part of (written out by hand from the catalog's edges).
+EXPECTED_NETWORKS = {
+    "optiinfra-postgres": {"databases"},
+    "optiinfra-qdrant": {"databases"},
+    "optiinfra-prometheus": {"monitoring"},
+    "optiinfra-grafana": {"monitoring"},
+    "optiinfra-flower": {"monitoring", "databases"},
+    "optiinfra-postgres-exporter": {"monitoring", "databases"},
+    "optiinfra-orchestrator": {"core", "databases"},
+    "optiinfra-data-collector-beat": {"core", "databases"},
+    # agents: orchestrator + data collector (core), scraped by Prometheus (monitoring)
+    "optiinfra-cost-agent": {"agents", "core", "monitoring"},
+    # plus Qdrant (databases)
+    "optiinfra-application-agent": {"agents", "core", "monitoring", "databases"},
+    # orchestrator + data collector (core), grafana (monitoring)
+    "optiinfra-portal": {"frontend", "core", "monitoring"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_NETWORKS))
+def test_container_networks_equal_the_derived_set(dev: offline.Render, name: str) -> None:
+    got = networks_of(containers(dev)[name])
+    assert got == {f"optiinfra-{t}" for t in EXPECTED_NETWORKS[name]}
+
+
+def test_networks_are_exactly_what_connections_need(dev: offline.Render) -> None:
+    """Every connection has a shared network, and every extra network has a connection."""
+    from infra.catalog import default_catalog
+    from infra.graph import resolve
+    from infra.settings import parse_settings
+
+    cat = default_catalog()
+    model = resolve(cat, parse_settings({}, list(cat.services)))
+    cs = containers(dev)
+    justified: dict[str, set[str]] = {n: {f"optiinfra-{model.services[n].tier.value}"} for n in model.services}
+    for e in model.edges:
+        a, b = networks_of(cs[f"optiinfra-{e.source}"]), networks_of(cs[f"optiinfra-{e.target}"])
+        shared = a & b
+        assert shared, f"{e.source} -> {e.target} share no network"
+        justified[e.source] |= shared
+        justified[e.target] |= shared
+    for name, c in cs.items():
+        assert networks_of(c) <= justified[name.removeprefix("optiinfra-")], name
+    # A database never joins the frontend network.
+    for db in ("postgres", "clickhouse", "redis", "qdrant"):
+        assert "optiinfra-frontend" not in networks_of(cs[f"optiinfra-{db}"])
+
+
+def test_startup_order_follows_the_seed(dev: offline.Render) -> None:
+    tiers = {t.name: t for t in dev.of_type(TIER)}
+    for before, after in itertools.pairwise(SEED_ORDER):
+        # Depending on a component means depending on everything in it (the SDK expands
+        # the component to its children), so the later tier waits for all of the earlier.
+        earlier = {c.urn for c in dev.of_type(CONTAINER) if c.parent == tiers[before].urn}
+        assert earlier and earlier <= set(tiers[after].dependencies), f"{after} must depend on {before}"
+        for c in dev.of_type(CONTAINER):
+            if c.parent == tiers[after].urn:
+                assert earlier <= set(c.dependencies), f"{c.name} must wait for tier {before}"
+        later = {c.urn for c in dev.of_type(CONTAINER) if c.parent == tiers[after].urn}
+        assert not later & set(tiers[before].dependencies), f"{before} must not wait for {after}"
+
+
+@pytest.mark.parametrize(("service", "waits_for"), [
+    ("grafana", {"prometheus"}),
+    ("postgres-exporter", {"postgres"}),
+    ("data-collector", {"postgres", "clickhouse", "redis"}),
+    ("data-collector-beat", {"redis"}),
+    ("application-agent", {"orchestrator", "data-collector", "qdrant"}),
+    ("portal", {"orchestrator", "data-collector", "grafana"}),
+])
+def test_service_level_depends_on_and_gating(dev: offline.Render, service: str, waits_for: set[str]) -> None:
+    cs = {c.name: c for c in dev.of_type(CONTAINER)}
+    for target in waits_for:
+        assert cs[target].urn in cs[service].dependencies
+        # a container others wait for is created with its health check and waited on
+        assert cs[target].inputs["wait"] is True
+        assert cs[target].inputs["healthcheck"]["tests"]
+
+
+def test_host_ports_unique_loopback_and_only_for_published_services(dev: offline.Render) -> None:
+    published: dict[int, str] = {}
+    for c in dev.of_type(CONTAINER):
+        for p in c.inputs.get("ports") or []:
+            assert p["external"] not in published, f"{p['external']} used twice"
+            published[p["external"]] = c.name
+            assert p["ip"] == "127.0.0.1"
+    # the seed's port table, minus databases and exporters (no host port by default)
+    assert published == {
+        9090: "prometheus", 3000: "grafana", 5555: "flower", 8080: "orchestrator", 8005: "data-collector",
+        8001: "cost-agent", 8002: "performance-agent", 8003: "resource-agent", 8004: "application-agent",
+        3001: "portal",
+    }
+    portal = containers(dev)["optiinfra-portal"]
+    assert portal.inputs["ports"][0]["internal"] == 3000
+
+
+def test_public_and_published_overrides() -> None:
+    r = render("dev", "public=[portal]", "services.postgres.publish=true", "services.grafana.hostPort=3100")
+    cs = containers(r)
+    assert cs["optiinfra-portal"].inputs["ports"][0]["ip"] == "0.0.0.0"
+    assert cs["optiinfra-postgres"].inputs["ports"] == [
+        {"external": 5432, "internal": 5432, "ip": "127.0.0.1", "protocol": "tcp"}]
+    assert cs["optiinfra-grafana"].inputs["ports"][0]["external"] == 3100
+    assert r.outputs["urls"]["grafana"] == "http://localhost:3100"
+
+
+def test_hardening_on_every_container(dev: offline.Render) -> None:
+    for c in dev.of_type(CONTAINER):
+        i = c.inputs
+        assert i["securityOpts"] == ["no-new-privileges:true"], c.name
+        assert i["capabilities"]["drops"] == ["ALL"], c.name
+        assert i["memory"] >= i["memoryReservation"] > 0, c.name
+        assert float(i["cpus"]) > 0, c.name
+        assert i["restart"] == "on-failure" and i["maxRetryCount"] == 5, c.name
+        assert not i.get("privileged") and not i.get("networkMode"), c.name
+        assert c.delete_before_replace, f"{c.name}: fixed names need delete-before-replace"
+
+
+def test_stateful_services_keep_named_protected_volumes(dev: offline.Render) -> None:
+    vols = {v.inputs["name"]: v for v in dev.of_type("docker:index/volume:Volume")}
+    assert set(vols) == {"optiinfra-postgres-data", "optiinfra-clickhouse-data", "optiinfra-redis-data",
+                         "optiinfra-qdrant-storage", "optiinfra-prometheus-data", "optiinfra-grafana-data"}
+    assert all(v.protect for v in vols.values())
+    mounts = {m["containerPath"]: m["volumeName"] for m in containers(dev)["optiinfra-postgres"].inputs["volumes"]}
+    assert mounts == {"/var/lib/postgresql/data": "optiinfra-postgres-data"}
+
+
+def test_health_checks_use_binaries_the_images_have(dev: offline.Render) -> None:
+    cs = containers(dev)
+    assert cs["optiinfra-postgres"].inputs["healthcheck"]["tests"][:2] == ["CMD", "pg_isready"]
+    assert cs["optiinfra-qdrant"].inputs["healthcheck"]["tests"] == ["CMD", "bash", "-c", ":> /dev/tcp/127.0.0.1/6333"]
+    redis = cs["optiinfra-redis"].inputs
+    assert "redis-cli ping" in " ".join(redis["healthcheck"]["tests"])
+    assert "REDISCLI_AUTH=[secret]" in redis["envs"]  # the password reaches redis-cli by env, not argv
+    assert "wget" in " ".join(cs["optiinfra-prometheus"].inputs["healthcheck"]["tests"])
+    assert "/-/healthy" in " ".join(cs["optiinfra-prometheus"].inputs["healthcheck"]["tests"])
+    # scratch exporters: no in-container check (Prometheus' `up` watches them)
+    assert "healthcheck" not in cs["optiinfra-redis-exporter"].inputs
+
+
+def test_monitoring_files_generated_from_the_catalog(dev: offline.Render) -> None:
+    import yaml
+
+    prom = containers(dev)["optiinfra-prometheus"].inputs["uploads"][0]
+    assert prom["file"] == "/etc/prometheus/prometheus.yml"
+    config = yaml.safe_load(prom["content"])
+    targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
+    assert targets == {
+        "prometheus": ["localhost:9090"], "grafana": ["grafana:3000"],
+        "postgres-exporter": ["postgres-exporter:9187"], "redis-exporter": ["redis-exporter:9121"],
+        "clickhouse-exporter": ["clickhouse-exporter:9116"], "cost-agent": ["cost-agent:8001"],
+        "performance-agent": ["performance-agent:8002"], "resource-agent": ["resource-agent:8003"],
+        "application-agent": ["application-agent:8004"],
+    }
+    graf = containers(dev)["optiinfra-grafana"].inputs["uploads"][0]
+    assert graf["file"].startswith("/etc/grafana/provisioning/datasources/")
+    assert yaml.safe_load(graf["content"])["datasources"][0]["url"] == "http://prometheus:9090"
+    # each exporter gets its DSN as a secret
+    assert "DATA_SOURCE_NAME=[secret]" in containers(dev)["optiinfra-postgres-exporter"].inputs["envs"]
+
+
+def test_connection_urls_built_from_the_catalog_and_secret() -> None:
+    pw = "Str0ng-postgres-pass"
+    r = render("dev", secrets=(f"postgresPassword={pw}",))
+    assert "DATABASE_URL=[secret]" in containers(r)["optiinfra-data-collector"].inputs["envs"]
+    assert f"DATABASE_URL=postgresql://optiinfra:{pw}@postgres:5432/optiinfra" in r.secret_values
+    # a supplied credential replaces the generated one
+    generated = {p.name for p in r.of_type("random:index/randomPassword:RandomPassword")}
+    assert "postgres-credential" not in generated and "redis-credential" in generated
+
+
+def _all_text(r: offline.Render) -> str:
+    return json.dumps([res.inputs for res in r.resources]) + json.dumps(r.outputs)
+
+
+def test_no_secret_value_in_plaintext_anywhere() -> None:
+    pw = "Pl41ntext-canary-value"
+    r = render("dev", secrets=(f"redisPassword={pw}", f"grafanaAdminPassword={pw}x"))
+    assert pw in "".join(r.secret_values), "the canary must have reached some secret input"
+    text = _all_text(r)
+    assert pw not in text
+    generated = set(re.findall(r"generated-[a-z-]+-x{24}", " ".join(r.secret_values)))
+    assert generated and not any(g in text for g in generated)
+    for key in ("urls", "ports", "networks"):
+        assert key in r.outputs
+
+
+def test_two_renders_are_identical() -> None:
+    a, b = offline.render("dev"), offline.render("dev")
+    assert offline.plan_json(a) == offline.plan_json(b)
+
+
+def test_stack_outputs(dev: offline.Render) -> None:
+    assert dev.outputs["urls"]["portal"] == "http://localhost:3001"
+    assert dev.outputs["urls"]["grafana"] == "http://localhost:3000"
+    assert dev.outputs["urls"]["data-collector"] == "http://localhost:8005"
+    assert dev.outputs["ports"]["portal"] == {"http": 3001}
+    assert dev.outputs["networks"]["databases"] == "optiinfra-databases"

@@ -1,0 +1,112 @@
+"""Bad stack config and flags: one clear message naming the key and the fix, exit 2,
+nothing registered, no traceback. Exercised through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra import offline
+from infra.settings import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "infra", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+BAD = [
+    # (override flags, key named in the message, words of the problem)
+    (["--set", "services.grafanna.memory=1Gi"], "optiinfra:services.grafanna", "not a service"),
+    (["--set", "services.grafana.hostPort=70000"], "optiinfra:services.grafana.hostPort", "outside 1-65535"),
+    (["--set", "services.grafana.hostPort=0"], "optiinfra:services.grafana.hostPort", "outside 1-65535"),
+    (["--set", "services.grafana.hostPort=abc"], "optiinfra:services.grafana.hostPort", "'abc'"),
+    (["--set", "services.flower.hostPort=3000"], "optiinfra:services.", "host port 3000 is used by both"),
+    (["--set", "services.grafana.bindAddress=localhost"], "optiinfra:services.grafana.bindAddress",
+     "not an IP address"),
+    (["--set", "services.grafana.image=grafana/grafana"], "optiinfra:services.grafana.image", "has no tag"),
+    (["--set", "services.grafana.image=grafana/grafana:latest"], "optiinfra:services.grafana.image", "'latest'"),
+    (["--set", "services.redis.memory=lots"], "optiinfra:services.redis.memory", "not a memory size"),
+    (["--set", "services.postgres.enabled=false"], "optiinfra:services.postgres.enabled", "is disabled but"),
+    (["--set", "services.portal.dependsOn=[nosuch]"], "optiinfra:services.portal.dependsOn", "not a service"),
+    (["--set", "services.postgres.dependsOn=[redis]", "--set", "services.redis.dependsOn=[postgres]"],
+     "dependsOn", "dependency cycle"),
+    (["--set", "services.postgres.dependsOn=[portal]"], "optiinfra:services.postgres.dependsOn",
+     "tiers start in the order"),
+    (["--set", "target=swarm"], "optiinfra:target", "not valid"),
+    (["--set", "colour=blue"], "optiinfra:colour", "not a known setting"),
+    (["--set", "services.grafana.replicas=3"], "optiinfra:services.grafana.replicas", "exactly one instance"),
+    (["--secret", "postgresPassword=changeme"], "optiinfra:postgresPassword", "well-known default"),
+    (["--set", "no-equals-sign"], "--set", "not KEY=VALUE"),
+]
+
+
+@pytest.mark.parametrize(("flags", "key", "problem"), BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_bad_value_gives_one_clear_error(flags: list[str], key: str, problem: str) -> None:
+    pairs = list(zip(flags[::2], flags[1::2], strict=True))
+    with pytest.raises(ConfigError) as err:
+        offline.render("dev", [v for f, v in pairs if f == "--set"], [v for f, v in pairs if f == "--secret"])
+    message = str(err.value)
+    assert key in message and problem in message
+    assert "Fix:" in message
+
+
+@pytest.mark.parametrize("flags", [
+    ["--set", "services.grafana.hostPort=abc"],
+    ["--set", "services.postgres.dependsOn=[redis]", "--set", "services.redis.dependsOn=[postgres]"],
+    ["--secret", "postgresPassword=changeme"],
+])
+def test_cli_exit_code_and_message(flags: list[str]) -> None:
+    proc = cli("plan", "--stack", "dev", *flags)
+    assert proc.returncode == 2
+    assert proc.stdout == ""  # nothing rendered
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: config key '")
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_stack_and_unknown_flag() -> None:
+    proc = cli("plan", "--stack", "staging")
+    assert proc.returncode == 2 and "Pulumi.staging.yaml" in proc.stderr and "dev" in proc.stderr
+    proc = cli("plan", "--stack", "dev", "--frobnicate")
+    assert proc.returncode == 2 and "unrecognized arguments: --frobnicate" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_plan_json_lists_19_containers_5_tiers_5_networks() -> None:
+    secret = "Cli-canary-Secret-42"
+    proc = cli("plan", "--stack", "dev", "--json", "--secret", f"clickhousePassword={secret}")
+    assert proc.returncode == 0, proc.stderr
+    assert secret not in proc.stdout
+    plan = json.loads(proc.stdout)
+    steps = plan["steps"]
+    assert all(s["op"] == "create" for s in steps)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for s in steps:
+        by_type.setdefault(s["newState"]["type"], []).append(s)
+    tiers = {s["urn"] for s in by_type["optiinfra:platform:Tier"]}
+    assert len(tiers) == 5
+    assert len(by_type["docker:index/network:Network"]) == 5
+    assert len(by_type["docker:index/container:Container"]) == 19
+    assert all(s["newState"]["parent"] in tiers for s in by_type["docker:index/container:Container"])
+    ch = next(s for s in by_type["docker:index/container:Container"] if s["urn"].endswith("::clickhouse"))
+    assert "CLICKHOUSE_PASSWORD=[secret]" in ch["newState"]["inputs"]["envs"]
+    assert ch["newState"]["protect"] is False
+    vol = next(s for s in by_type["docker:index/volume:Volume"] if s["urn"].endswith("::clickhouse-data"))
+    assert vol["newState"]["protect"] is True
+
+
+def test_plan_text_groups_by_tier() -> None:
+    proc = cli("plan", "--stack", "dev")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    positions = [out.index(f"\n{t} (") for t in ("databases", "monitoring", "core", "agents", "frontend")]
+    assert positions == sorted(positions)
+    assert "Container optiinfra-portal  image ghcr.io/optiinfra/portal:0.1.0  ports 127.0.0.1:3001->3000" in out
