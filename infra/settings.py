@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .model import image_problem, parse_memory_mib
 
 NAMESPACE = "optiinfra"
+COST_AGENT = "cost-agent"
+"""The service `cloudProviders` multiplies: one instance per provider on Kubernetes."""
 
 
 class ConfigError(Exception):
@@ -71,14 +73,24 @@ class DockerSettings(_Model):
 
 class Ingress(_Model):
     class_name: str = Field("nginx", alias="className")
+    """IngressClass of the public services' Ingresses (default nginx)."""
     hosts: dict[str, str] = Field(default_factory=dict)
-    """Host name per public service, e.g. {portal: portal.example.com}."""
+    """Host name per public service, e.g. {portal: portal.example.com}; required for every
+    public service on Kubernetes."""
     tls_secret_name: str | None = Field(None, alias="tlsSecretName")
+    """TLS Secret of the Ingresses (default: none, plain HTTP). It must exist in the namespace
+    of each public service, or be created there by cert-manager (see `annotations`)."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations on every Ingress, e.g. {cert-manager.io/cluster-issuer: letsencrypt}
+    (default: none)."""
+    controller_namespace: str = Field("ingress-nginx", alias="controllerNamespace")
+    """Namespace of the ingress controller: the only source the NetworkPolicies admit to a
+    public service from outside the catalog's edges (default ingress-nginx)."""
 
 
 class KubernetesSettings(_Model):
     namespace_prefix: str = Field("optiinfra", alias="namespacePrefix")
-    """Tier namespaces are named `<prefix>-<tier>`."""
+    """Tier namespaces are named `<prefix>-<tier>` (default optiinfra)."""
     storage_class: str | None = Field(None, alias="storageClass")
     """StorageClass of the PersistentVolumeClaims (default: the cluster's default)."""
     storage: dict[str, str] = Field(default_factory=dict)
@@ -92,11 +104,17 @@ class KubernetesSettings(_Model):
 
 
 class Budget(_Model):
-    """What the stack may use in total (requests)."""
+    """What the stack may use (requests): `nodes` machines of `memory` and `cpu` each, and
+    `storage` in total (`python -m infra capacity` checks it)."""
 
     memory: str = "2Gi"
-    cpu: float = 2.0
+    """Memory per node (default 2Gi: the seed's estimate for the whole platform)."""
+    cpu: float = Field(2.0, gt=0)
+    """CPU cores per node (default 2)."""
     storage: str = "10Gi"
+    """Persistent storage in total (default 10Gi: the seed's estimate)."""
+    nodes: int = Field(1, ge=1, le=1000)
+    """Machines: 1 for the Docker host, the node pool's size on Kubernetes (default 1)."""
 
 
 class Settings(_Model):
@@ -249,3 +267,36 @@ def _check(s: Settings, names: list[str]) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", p):
             raise ConfigError(f"{NAMESPACE}:cloudProviders", f"'{p}' is not a provider name",
                               "use lower-case names such as aws, gcp, azure")
+    cost_agent = s.services.get(COST_AGENT)
+    if not s.cloud_providers and (cost_agent is None or cost_agent.enabled):
+        raise ConfigError(f"{NAMESPACE}:cloudProviders", "is empty, but the cost agent runs one instance per provider",
+                          f"list at least one provider, or set {NAMESPACE}:services.{COST_AGENT}.enabled=false")
+    if len(set(s.cloud_providers)) != len(s.cloud_providers):
+        raise ConfigError(f"{NAMESPACE}:cloudProviders", "lists a provider twice", "list each provider once")
+    _check_kubernetes(s)
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_LONGEST_TIER = 10  # "monitoring": namespaces are <prefix>-<tier> and at most 63 characters
+
+
+def _check_kubernetes(s: Settings) -> None:
+    k = s.kubernetes
+    key = f"{NAMESPACE}:kubernetes"
+    prefix = k.namespace_prefix
+    if not _DNS_LABEL.fullmatch(prefix) or len(prefix) > 62 - _LONGEST_TIER:
+        raise ConfigError(f"{key}.namespacePrefix", f"'{prefix}' cannot start a namespace name",
+                          f"use lower-case letters, digits and '-', at most {62 - _LONGEST_TIER} characters")
+    for name, host in k.ingress.hosts.items():
+        if not re.fullmatch(r"(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?", host):
+            raise ConfigError(f"{key}.ingress.hosts.{name}", f"'{host}' is not a host name",
+                              "use a lower-case DNS name such as portal.example.com")
+    if not _DNS_LABEL.fullmatch(k.ingress.controller_namespace):
+        raise ConfigError(f"{key}.ingress.controllerNamespace", f"'{k.ingress.controller_namespace}' is not a "
+                          "namespace name", "use the namespace your ingress controller runs in, e.g. ingress-nginx")
+    if s.target != "kubernetes":
+        return
+    for name in s.public:
+        if name not in k.ingress.hosts:
+            raise ConfigError(f"{key}.ingress.hosts.{name}", f"public service {name} has no Ingress host",
+                              f"set {key}.ingress.hosts.{name} to its DNS name, or remove it from {NAMESPACE}:public")

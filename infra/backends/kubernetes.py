@@ -1,0 +1,516 @@
+"""Kubernetes backend (prod): one namespace per tier, hardened workloads, policies from the graph.
+
+Derived from the model, nothing restated:
+- a Namespace per tier, `<namespacePrefix>-<tier>`, enforcing the Pod Security Standard
+  `restricted`;
+- a StatefulSet (volume claim templates, claims retained, protected) for every service with
+  volumes, a Deployment for the rest; the cost agent runs one Deployment per configured
+  cloud provider, `cost-agent-<provider>` (env CLOUD_PROVIDER), behind one Service
+  `cost-agent`;
+- a ClusterIP Service named after every service with ports, so connection URLs are
+  `<service>.<namespace>.svc.cluster.local` across namespaces;
+- probes from the catalog's HealthCheck, requests and limits from the effective
+  resources, a restricted security context, read-only root with emptyDirs for the
+  catalog's writable paths;
+- credentials in one Secret per namespace that needs them, consumed via secretKeyRef;
+- generated Prometheus and Grafana files as ConfigMaps (named with a content hash, so a
+  change rolls the pods);
+- NetworkPolicies: default deny in every namespace, one allow policy per service admitting
+  exactly the sources of its edges (dependencies and Prometheus scraping) on the edge's
+  port, plus the ingress controller for public services;
+- a PodDisruptionBudget per workload with more than one replica, an Ingress per public
+  service, never a hostPort.
+Every derivation is linear in services + edges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pulumi_kubernetes.apps import v1 as apps
+from pulumi_kubernetes.core import v1 as core
+from pulumi_kubernetes.meta import v1 as meta
+from pulumi_kubernetes.networking import v1 as net
+from pulumi_kubernetes.policy import v1 as policy
+
+from ..graph import Edge, Effective, Model
+from ..model import CommandCheck, HealthCheck, HttpCheck, Secret, Service, TcpCheck, Tier, Url, parse_memory_mib
+from ..monitoring import render_file
+from ..settings import COST_AGENT
+from ..tiers import TierComponent
+from ..wiring import Wiring
+
+K8S_VERSION = "1.31"
+"""The Kubernetes version the manifests are written for: the OpenAPI schema the tests
+validate them against, and the Pod Security Standard version the namespaces enforce."""
+
+NAME = "app.kubernetes.io/name"
+PART_OF = "app.kubernetes.io/part-of"
+COMPONENT = "app.kubernetes.io/component"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+PROVIDER = "optiinfra.io/cloud-provider"
+NAMESPACE_NAME = "kubernetes.io/metadata.name"
+"""Set by Kubernetes on every namespace (immutable): what namespace selectors match."""
+PSS = "pod-security.kubernetes.io"
+
+CREDENTIALS_SECRET = "credentials"
+SECRET_KEYS = "optiinfra.io/secret-keys"
+DNS_NAMESPACE = "kube-system"
+
+EGRESS_ISOLATED = frozenset({Tier.DATABASES})
+"""Tiers whose pods may open connections only along the catalog's edges (plus DNS): the
+data stores, like Docker's `internal` databases network. Elsewhere egress stays open, as
+the agents and the collector call cloud APIs outside the cluster."""
+
+STARTUP_GRACE = 10
+"""A startup probe allows this many times the catalog's start period before liveness
+takes over (slow first starts: initdb, ClickHouse on a fresh volume)."""
+
+
+def namespace_name(model: Model, tier: Tier) -> str:
+    return f"{model.settings.kubernetes.namespace_prefix}-{tier.value}"
+
+
+def host_resolver(model: Model) -> Callable[[str], str]:
+    """Service DNS name of a catalog service: `<service>.<prefix>-<tier>.svc.cluster.local`."""
+    services = model.catalog.services
+
+    def host_of(service: str) -> str:
+        return f"{service}.{namespace_name(model, services[service].tier)}.svc.cluster.local"
+
+    return host_of
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One workload of a service: its name, the labels selecting its pods, extra env."""
+
+    name: str
+    selector: dict[str, str]
+    env: tuple[tuple[str, str], ...] = ()
+
+
+def instances(model: Model, eff: Effective) -> list[Instance]:
+    """The cost agent runs once per cloud provider (`cost-agent-<provider>`, named so even
+    for a single provider: adding one never renames another); every other service once."""
+    name = eff.name
+    if name == COST_AGENT:
+        return [Instance(f"{name}-{p}", {NAME: name, PROVIDER: p}, (("CLOUD_PROVIDER", p),))
+                for p in model.settings.cloud_providers]
+    return [Instance(name, {NAME: name})]
+
+
+def quantity_cpu(cores: float) -> str:
+    """CPU in the canonical form the provider stores (whole cores as `2`, else `250m`),
+    so the offline render equals what the engine keeps and a second preview is empty."""
+    milli = max(1, round(cores * 1000))
+    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
+
+
+def quantity_mib(mib: int) -> str:
+    """A Kubernetes quantity in canonical form (config sizes such as `300M` or `1GB` are
+    not all valid ones, and the provider stores `1Gi` for `1024Mi`)."""
+    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
+
+
+def _literal(text: str) -> str:
+    """Kubernetes expands `$(VAR)` in args and env values; `$$` escapes a `$`."""
+    return text.replace("$", "$$") if "$(" in text or "$$" in text else text
+
+
+def _secret_key(service: Service, env_name: str, value: object) -> str:
+    """Key in the namespace's Secret: shared where the value is the same for every
+    consumer (a credential, a connection URL), per service otherwise."""
+    if isinstance(value, Secret):
+        return value.credential
+    if isinstance(value, Url):
+        return f"{value.service}-url"
+    return f"{service.name}.{env_name}"
+
+
+def _action(service: Service, health: HealthCheck) -> dict[str, object]:
+    probe = health.probe
+    if isinstance(probe, HttpCheck):
+        # A probe can check the status only; the body match (`expect`) is Docker's.
+        return {"http_get": core.HTTPGetActionArgs(path=probe.path, port=service.port(probe.port).container)}
+    if isinstance(probe, TcpCheck):
+        return {"tcp_socket": core.TCPSocketActionArgs(port=service.port(probe.port).container)}
+    if isinstance(probe, CommandCheck):
+        return {"exec_": core.ExecActionArgs(command=list(probe.argv))}
+    raise TypeError(f"{service.name}: unknown probe {type(probe).__name__}")
+
+
+def probes(service: Service) -> dict[str, core.ProbeArgs]:
+    """readiness and liveness from the catalog's HealthCheck; startup for slow starters."""
+    h = service.health
+    if h is None:
+        return {}
+    action = _action(service, h)
+
+    def probe(*, failures: int, delay: int | None = None) -> core.ProbeArgs:
+        return core.ProbeArgs(**action, period_seconds=h.interval_s,  # type: ignore[arg-type]
+                              timeout_seconds=h.timeout_s, failure_threshold=failures,
+                              initial_delay_seconds=delay)
+
+    out = {"readiness_probe": probe(failures=h.retries),
+           "liveness_probe": probe(failures=h.retries, delay=None if h.slow_start else h.start_period_s)}
+    if h.slow_start:
+        out["startup_probe"] = probe(failures=max(h.retries, -(-h.start_period_s * STARTUP_GRACE // h.interval_s)))
+    return out
+
+
+def _peer(model: Model, service: str) -> net.NetworkPolicyPeerArgs:
+    """The pods of one service (every instance) in its namespace."""
+    ns = namespace_name(model, model.services[service].tier)
+    return net.NetworkPolicyPeerArgs(
+        pod_selector=meta.LabelSelectorArgs(match_labels={NAME: service}),
+        namespace_selector=meta.LabelSelectorArgs(match_labels={NAMESPACE_NAME: ns}))
+
+
+def _edge_port(model: Model, e: Edge) -> net.NetworkPolicyPortArgs | None:
+    if not e.port:  # a dependency on a service without ports carries no traffic
+        return None
+    port = model.services[e.target].service.port(e.port)
+    return net.NetworkPolicyPortArgs(port=port.container, protocol=port.protocol.upper())
+
+
+class KubernetesBackend:
+    def __init__(self, model: Model, tiers: dict[Tier, TierComponent], wiring: Wiring) -> None:
+        self.model, self.tiers, self.wiring = model, tiers, wiring
+        self.host_of = host_resolver(model)
+        k = model.settings.kubernetes
+        self.provider = k8s.Provider("kubernetes", k8s.ProviderArgs(
+            context=k.context, render_yaml_to_directory=k.render_yaml_to_directory))
+        self.namespaces: dict[Tier, core.Namespace] = {}
+        self.ready: dict[Tier, list[pulumi.Resource]] = {}
+        """Per tier: what a workload needs first (namespace, default deny, credentials)."""
+        self.env: dict[str, list[core.EnvVarArgs]] = {}
+        self.args: dict[str, list[str]] = {}
+        self.allow: dict[str, net.NetworkPolicy] = {}
+        self.ingress_urls: dict[str, str] = {}
+        self.files: dict[str, str] = {}
+        for tier, comp in tiers.items():
+            self._tier(tier, comp)
+
+    # ---- per tier -----------------------------------------------------------------
+    def _opts(self, comp: TierComponent, *, depends_on: list[pulumi.Resource] | None = None,
+              protect: bool = False) -> pulumi.ResourceOptions:
+        """A child of the tier, through the stack's provider, depending on exactly `depends_on`.
+
+        No explicit edge to the tier before: the tier component carries it (see TierComponent)."""
+        return pulumi.ResourceOptions.merge(
+            comp.child_opts(depends_on=depends_on, protect=protect),
+            pulumi.ResourceOptions(provider=self.provider))
+
+    def _meta(self, name: str, tier: Tier, labels: Mapping[str, str] | None = None,
+              annotations: Mapping[str, str] | None = None) -> meta.ObjectMetaArgs:
+        return meta.ObjectMetaArgs(
+            name=name, namespace=namespace_name(self.model, tier),
+            labels={PART_OF: "optiinfra", COMPONENT: tier.value, MANAGED_BY: "pulumi", **(labels or {})},
+            annotations=dict(annotations) if annotations else None)
+
+    def _tier(self, tier: Tier, comp: TierComponent) -> None:
+        model = self.model
+        members = model.in_tier(tier)
+        ns_name = namespace_name(model, tier)
+        ns = core.Namespace(f"{tier.value}-namespace", core.NamespaceInitArgs(
+            metadata=meta.ObjectMetaArgs(name=ns_name, labels={
+                PART_OF: "optiinfra", COMPONENT: tier.value, MANAGED_BY: "pulumi",
+                f"{PSS}/enforce": "restricted", f"{PSS}/enforce-version": f"v{K8S_VERSION}",
+                f"{PSS}/audit": "restricted", f"{PSS}/warn": "restricted"})),
+            # Deleting a namespace deletes its claims whatever their retention policy, so a
+            # namespace holding data is protected like the StatefulSets in it.
+            opts=self._opts(comp, protect=any(e.service.stateful for e in members)))
+        self.namespaces[tier] = ns
+        ready: list[pulumi.Resource] = [ns]
+        ready.extend(self._policies(tier, comp, ns, members))
+        secret = self._credentials(tier, comp, ns, members)
+        if secret is not None:
+            ready.append(secret)
+        self.ready[tier] = ready
+
+    def _policies(self, tier: Tier, comp: TierComponent, ns: core.Namespace,
+                  members: list[Effective]) -> list[pulumi.Resource]:
+        """Default deny, then one allow policy per service: exactly its edges. Returns the
+        tier-wide ones (what every pod of the tier starts behind)."""
+        model, isolated = self.model, tier in EGRESS_ISOLATED
+        opts = self._opts(comp, depends_on=[ns])
+        NP, spec = net.NetworkPolicy, net.NetworkPolicySpecArgs
+        everything = meta.LabelSelectorArgs()
+        deny = NP(f"{tier.value}-default-deny", net.NetworkPolicyInitArgs(
+            metadata=self._meta("default-deny", tier),
+            spec=spec(pod_selector=everything, policy_types=["Ingress", "Egress"] if isolated else ["Ingress"])),
+            opts=opts)
+        made: list[pulumi.Resource] = [deny]
+        if isolated:
+            dns = [net.NetworkPolicyPortArgs(port=53, protocol=p) for p in ("UDP", "TCP")]
+            made.append(NP(f"{tier.value}-allow-dns", net.NetworkPolicyInitArgs(
+                metadata=self._meta("allow-dns-egress", tier),
+                spec=spec(pod_selector=everything, policy_types=["Egress"], egress=[
+                    net.NetworkPolicyEgressRuleArgs(ports=dns, to=[
+                        net.NetworkPolicyPeerArgs(namespace_selector=meta.LabelSelectorArgs(
+                            match_labels={NAMESPACE_NAME: DNS_NAMESPACE}))])])),
+                opts=opts))
+        ingress_ns = model.settings.kubernetes.ingress.controller_namespace
+        for eff in members:
+            rules: list[net.NetworkPolicyIngressRuleArgs] = []
+            for e in model.in_edges(eff.name):
+                port = _edge_port(model, e)
+                if port is not None:
+                    rules.append(net.NetworkPolicyIngressRuleArgs(
+                        from_=[_peer(model, e.source)], ports=[port]))
+            primary = eff.service.primary_port
+            if eff.public and primary is not None:
+                rules.append(net.NetworkPolicyIngressRuleArgs(
+                    from_=[net.NetworkPolicyPeerArgs(namespace_selector=meta.LabelSelectorArgs(
+                        match_labels={NAMESPACE_NAME: ingress_ns}))],
+                    ports=[net.NetworkPolicyPortArgs(port=primary.container, protocol=primary.protocol.upper())]))
+            egress: list[net.NetworkPolicyEgressRuleArgs] = []
+            if isolated:
+                for e in model.out_edges(eff.name):
+                    port = _edge_port(model, e)
+                    if port is not None:
+                        egress.append(net.NetworkPolicyEgressRuleArgs(
+                            to=[_peer(model, e.target)], ports=[port]))
+            types = (["Ingress"] if rules else []) + (["Egress"] if egress else [])
+            if not types:
+                continue
+            self.allow[eff.name] = NP(f"allow-{eff.name}", net.NetworkPolicyInitArgs(
+                metadata=self._meta(f"allow-{eff.name}", tier, {NAME: eff.name}),
+                spec=spec(pod_selector=meta.LabelSelectorArgs(match_labels={NAME: eff.name}),
+                          policy_types=types, ingress=rules or None, egress=egress or None)),
+                opts=opts)
+        return made
+
+    def _credentials(self, tier: Tier, comp: TierComponent, ns: core.Namespace,
+                     members: list[Effective]) -> core.Secret | None:
+        """Every secret value of the tier's containers goes into one Secret; a container
+        reads it through secretKeyRef (an argument through `$(VAR)` of such an env var)."""
+        data: dict[str, pulumi.Input[str]] = {}
+        for eff in members:
+            svc = eff.service
+            env: list[core.EnvVarArgs] = []
+            for name, raw in svc.env:
+                value = self.wiring.value(raw, svc)
+                if isinstance(value, str):
+                    env.append(core.EnvVarArgs(name=name, value=_literal(value)))
+                    continue
+                key = _secret_key(svc, name, raw)
+                data.setdefault(key, value)
+                env.append(self._secret_env(name, key))
+            args: list[str] = []
+            for i, raw_arg in enumerate(svc.command):
+                arg = self.wiring.value(raw_arg, svc)
+                if isinstance(arg, str):
+                    args.append(_literal(arg))
+                    continue
+                var, key = f"OPTIINFRA_ARG_{i}", f"{svc.name}.arg{i}"
+                data.setdefault(key, arg)
+                env.append(self._secret_env(var, key))
+                args.append(f"$({var})")
+            self.env[svc.name], self.args[svc.name] = env, args
+        if not data:
+            return None
+        return core.Secret(f"{tier.value}-credentials", core.SecretInitArgs(
+            # The key names (never the values) also as an annotation: the whole of stringData
+            # is secret, so offline renders show the Secret's shape from this.
+            metadata=self._meta(CREDENTIALS_SECRET, tier, annotations={SECRET_KEYS: ",".join(sorted(data))}),
+            type="Opaque", string_data=data),
+            opts=self._opts(comp, depends_on=[ns]))
+
+    @staticmethod
+    def _secret_env(name: str, key: str) -> core.EnvVarArgs:
+        return core.EnvVarArgs(name=name, value_from=core.EnvVarSourceArgs(
+            secret_key_ref=core.SecretKeySelectorArgs(name=CREDENTIALS_SECRET, key=key)))
+
+    # ---- per service ----------------------------------------------------------------
+    def _file(self, generator: str) -> str:
+        """A generated file depends on the model only: render it once, however many
+        services mount it (per service it would be quadratic in the services)."""
+        if generator not in self.files:
+            self.files[generator] = render_file(generator, self.model, self.host_of)
+        return self.files[generator]
+
+    def _config_volumes(self, eff: Effective, comp: TierComponent
+                        ) -> tuple[list[core.VolumeArgs], list[core.VolumeMountArgs],
+                                   list[pulumi.Resource]]:
+        """The catalog's generated files in one ConfigMap, mounted per directory."""
+        svc = eff.service
+        if not svc.files:
+            return [], [], []
+        data: dict[str, str] = {}
+        dirs: dict[str, list[core.KeyToPathArgs]] = {}
+        for f in svc.files:
+            directory, base = posixpath.split(f.path)
+            if base in data:
+                raise ValueError(f"{svc.name}: two generated files are named {base}")
+            data[base] = self._file(f.generator)
+            dirs.setdefault(directory, []).append(core.KeyToPathArgs(key=base, path=base))
+        digest = hashlib.sha256("\0".join(f"{k}\0{v}" for k, v in sorted(data.items())).encode()).hexdigest()[:10]
+        name = f"{svc.name}-config-{digest}"
+        cm = core.ConfigMap(f"{svc.name}-config", core.ConfigMapInitArgs(
+            metadata=self._meta(name, eff.tier, {NAME: svc.name}), data=data),
+            opts=self._opts(comp, depends_on=[self.namespaces[eff.tier]]))
+        volumes, mounts = [], []
+        for i, (directory, items) in enumerate(sorted(dirs.items())):
+            vol = f"config-{i}"
+            volumes.append(core.VolumeArgs(name=vol, config_map=core.ConfigMapVolumeSourceArgs(
+                name=name, items=items)))
+            mounts.append(core.VolumeMountArgs(name=vol, mount_path=directory, read_only=True))
+        return volumes, mounts, [cm]
+
+    def _pod(self, eff: Effective, inst: Instance, volumes: list[core.VolumeArgs],
+             mounts: list[core.VolumeMountArgs]) -> core.PodTemplateSpecArgs:
+        svc, res = eff.service, eff.resources
+        volumes, mounts = list(volumes), list(mounts)
+        if svc.read_only_root:
+            for i, path in enumerate(svc.writable_paths):
+                volumes.append(core.VolumeArgs(name=f"writable-{i}", empty_dir=core.EmptyDirVolumeSourceArgs()))
+                mounts.append(core.VolumeMountArgs(name=f"writable-{i}", mount_path=path))
+        mounts.extend(core.VolumeMountArgs(name=v.name, mount_path=v.path) for v in svc.volumes)
+        env = [core.EnvVarArgs(name=k, value=v) for k, v in inst.env] + self.env[svc.name]
+        seccomp = core.SeccompProfileArgs(type="RuntimeDefault")
+        container = core.ContainerArgs(
+            name=svc.name,
+            image=eff.image,
+            image_pull_policy="IfNotPresent",
+            # The catalog's command is the image's CMD (Docker `command`): Kubernetes `args`.
+            args=self.args[svc.name] or None,
+            env=env or None,
+            ports=[core.ContainerPortArgs(name=p.name, container_port=p.container, protocol=p.protocol.upper())
+                   for p in svc.ports] or None,
+            resources=core.ResourceRequirementsArgs(
+                requests={"cpu": quantity_cpu(res.cpu), "memory": quantity_mib(res.memory_mib)},
+                limits={"cpu": quantity_cpu(res.limit_cpu), "memory": quantity_mib(res.limit_mib)}),
+            security_context=core.SecurityContextArgs(
+                allow_privilege_escalation=False, privileged=False, run_as_non_root=True,
+                read_only_root_filesystem=svc.read_only_root, seccomp_profile=seccomp,
+                capabilities=core.CapabilitiesArgs(drop=["ALL"])),
+            volume_mounts=mounts or None,
+            **probes(svc),  # type: ignore[arg-type]
+        )
+        spread = None
+        if eff.replicas > 1:
+            spread = [core.TopologySpreadConstraintArgs(
+                max_skew=1, topology_key="kubernetes.io/hostname", when_unsatisfiable="ScheduleAnyway",
+                label_selector=meta.LabelSelectorArgs(match_labels=inst.selector))]
+        return core.PodTemplateSpecArgs(
+            metadata=meta.ObjectMetaArgs(labels={PART_OF: "optiinfra", COMPONENT: eff.tier.value, **inst.selector}),
+            spec=core.PodSpecArgs(
+                containers=[container],
+                volumes=volumes or None,
+                automount_service_account_token=False,
+                enable_service_links=False,
+                security_context=core.PodSecurityContextArgs(
+                    run_as_non_root=True, run_as_user=svc.uid, run_as_group=svc.uid, fs_group=svc.uid,
+                    fs_group_change_policy="OnRootMismatch", seccomp_profile=seccomp),
+                topology_spread_constraints=spread,
+            ))
+
+    def _claims(self, eff: Effective) -> list[core.PersistentVolumeClaimArgs]:
+        k = self.model.settings.kubernetes
+        size = k.storage.get(eff.name)
+        return [core.PersistentVolumeClaimArgs(
+            metadata=meta.ObjectMetaArgs(name=v.name, labels={NAME: eff.name}),
+            spec=core.PersistentVolumeClaimSpecArgs(
+                access_modes=["ReadWriteOnce"], storage_class_name=k.storage_class,
+                resources=core.VolumeResourceRequirementsArgs(
+                    requests={"storage": quantity_mib(parse_memory_mib(size) if size else round(v.size_gib * 1024))})))
+            # One size per service (`kubernetes.storage.<service>`); the catalog's otherwise.
+            for v in eff.service.volumes]
+
+    def service(self, eff: Effective, after: list[pulumi.Resource]) -> pulumi.Resource:
+        svc, tier = eff.service, eff.tier
+        comp = self.tiers[tier]
+        volumes, mounts, configs = self._config_volumes(eff, comp)
+        # Only what this workload itself needs: a constant number, plus its waits (see _opts).
+        own = [self.allow[svc.name]] if svc.name in self.allow else []
+        needs = [*self.ready[tier], *own, *configs, *after]
+        workloads: list[pulumi.Resource] = []
+        for inst in instances(self.model, eff):
+            metadata = self._meta(inst.name, tier, inst.selector)
+            selector = meta.LabelSelectorArgs(match_labels=inst.selector)
+            template = self._pod(eff, inst, volumes, mounts)
+            workload: pulumi.Resource
+            if svc.stateful:
+                workload = apps.StatefulSet(inst.name, apps.StatefulSetInitArgs(
+                    metadata=metadata,
+                    spec=apps.StatefulSetSpecArgs(
+                        service_name=svc.name, replicas=eff.replicas, selector=selector, template=template,
+                        volume_claim_templates=self._claims(eff),
+                        persistent_volume_claim_retention_policy=(
+                            apps.StatefulSetPersistentVolumeClaimRetentionPolicyArgs(
+                                when_deleted="Retain", when_scaled="Retain")))),
+                    opts=self._opts(comp, depends_on=needs, protect=True))
+            else:
+                workload = apps.Deployment(inst.name, apps.DeploymentInitArgs(
+                    metadata=metadata,
+                    spec=apps.DeploymentSpecArgs(
+                        replicas=eff.replicas, selector=selector, template=template,
+                        # A service that runs exactly one instance (Celery beat: one scheduler)
+                        # never overlaps with its successor during a rollout.
+                        strategy=None if svc.scalable else apps.DeploymentStrategyArgs(type="Recreate"))),
+                    opts=self._opts(comp, depends_on=needs))
+            workloads.append(workload)
+            if eff.replicas > 1:
+                policy.PodDisruptionBudget(inst.name, policy.PodDisruptionBudgetInitArgs(
+                    metadata=self._meta(inst.name, tier, inst.selector),
+                    spec=policy.PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=selector)),
+                    opts=self._opts(comp, depends_on=[self.namespaces[tier]]))
+        handle = workloads[0]
+        if svc.ports:
+            service = core.Service(svc.name, core.ServiceInitArgs(
+                metadata=self._meta(svc.name, tier, {NAME: svc.name}),
+                spec=core.ServiceSpecArgs(
+                    type="ClusterIP", selector={NAME: svc.name},
+                    ports=[core.ServicePortArgs(name=p.name, port=p.container, target_port=p.name,
+                                                protocol=p.protocol.upper()) for p in svc.ports])),
+                # With several workloads (one per provider), the Service is what dependents
+                # wait for: it is created once all of them are ready.
+                opts=self._opts(comp, depends_on=[self.namespaces[tier],
+                                                  *(workloads if len(workloads) > 1 else [])]))
+            if len(workloads) > 1:
+                handle = service
+            if eff.public:
+                self._ingress(eff, comp, service)
+        comp.services[svc.name] = handle
+        return handle
+
+    def _ingress(self, eff: Effective, comp: TierComponent, service: core.Service) -> None:
+        ing = self.model.settings.kubernetes.ingress
+        port = eff.service.primary_port
+        assert port is not None
+        host = ing.hosts[eff.name]  # settings require a host for every public service
+        net.Ingress(eff.name, net.IngressInitArgs(
+            metadata=self._meta(eff.name, eff.tier, {NAME: eff.name}, ing.annotations),
+            spec=net.IngressSpecArgs(
+                ingress_class_name=ing.class_name,
+                tls=[net.IngressTLSArgs(hosts=[host], secret_name=ing.tls_secret_name)]
+                if ing.tls_secret_name else None,
+                rules=[net.IngressRuleArgs(host=host, http=net.HTTPIngressRuleValueArgs(
+                    paths=[net.HTTPIngressPathArgs(
+                        path="/", path_type="Prefix",
+                        backend=net.IngressBackendArgs(service=net.IngressServiceBackendArgs(
+                            name=eff.name, port=net.ServiceBackendPortArgs(number=port.container))))]))])),
+            opts=self._opts(comp, depends_on=[service]))
+        self.ingress_urls[eff.name] = f"{'https' if ing.tls_secret_name else 'http'}://{host}"
+
+    def outputs(self) -> dict[str, object]:
+        model = self.model
+        endpoints: dict[str, str] = {}
+        for eff in model.services.values():
+            first = eff.service.primary_port
+            if first is not None:
+                endpoints[eff.name] = f"{self.host_of(eff.name)}:{first.container}"
+        return {
+            "namespaces": {t.value: namespace_name(model, t) for t in self.namespaces},
+            # Only the Ingress hosts are reachable from outside; nothing has a host port.
+            "urls": dict(self.ingress_urls),
+            "ports": {},
+            "endpoints": endpoints,
+        }

@@ -1,0 +1,128 @@
+"""`render`: write a Kubernetes stack's manifests as YAML, one file per tier, secrets redacted.
+
+The manifests are the inputs the program registers (apiVersion, kind, metadata, spec, ...)
+as recorded by the offline renderer, so they are exactly what `pulumi up` would send. Secret
+values appear as `[secret]`: the files are for reading, diffing and feeding to other tools
+(schema validators, policy engines), not for `kubectl apply`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import offline
+from ..backends.kubernetes import SECRET_KEYS
+from ..catalog import default_catalog
+from ..cli import add_stack_arguments
+from ..model import Tier
+from ..offline import Render, Resource
+from ..settings import NAMESPACE, ConfigError, parse_settings
+from ..tiers import TierComponent
+
+HELP = "write a Kubernetes stack's manifests as YAML, one file per tier (secret values redacted)"
+
+CLUSTER = "cluster"
+"""File for Kubernetes objects outside every tier (none today)."""
+
+# Apply order inside a file: what others refer to first.
+KIND_ORDER = ("Namespace", "NetworkPolicy", "Secret", "ConfigMap", "Service", "StatefulSet", "Deployment",
+              "PodDisruptionBudget", "Ingress")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_stack_arguments(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write <tier>.yaml files into")
+
+
+def target(stack: str, sets: list[str], secrets: list[str]) -> str:
+    """The stack's target, validated like the program does. Raises ConfigError."""
+    catalog = default_catalog()
+    config, _ = offline.load_config(stack, sets, secrets)
+    credential_keys = {c.config_key for c in catalog.credentials.values()}
+    return parse_settings(config, list(catalog.services), credential_keys).target
+
+
+def is_manifest(res: Resource) -> bool:
+    return res.custom and res.type.startswith("kubernetes:") and "apiVersion" in res.inputs
+
+
+def manifest(res: Resource) -> dict[str, Any]:
+    """A Kubernetes object from a recorded resource: apiVersion, kind, metadata first."""
+    inputs = dict(res.inputs)
+    out: dict[str, Any] = {k: inputs.pop(k) for k in ("apiVersion", "kind", "metadata") if k in inputs}
+    if out.get("kind") == "Secret":
+        # The whole map is secret; its key names are in an annotation, so show its shape.
+        names = str((out.get("metadata") or {}).get("annotations", {}).get(SECRET_KEYS, ""))
+        keys = [k for k in names.split(",") if k]
+        for field in ("data", "stringData"):
+            if inputs.get(field) == offline.SECRET:
+                inputs[field] = dict.fromkeys(keys, offline.SECRET)
+    out.update(sorted(inputs.items()))
+    return out
+
+
+def by_file(r: Render) -> dict[str, list[dict[str, Any]]]:
+    """Manifests per tier (in startup order), then `cluster` for anything outside a tier."""
+    tiers = {res.urn: res.name for res in r.resources if res.type == TierComponent.TYPE}
+    order = [t.value for t in Tier]
+    files: dict[str, list[dict[str, Any]]] = {name: [] for name in sorted(
+        tiers.values(), key=lambda n: order.index(n) if n in order else len(order))}
+    for res in r.resources:
+        if is_manifest(res):
+            files.setdefault(tiers.get(res.parent, CLUSTER), []).append(manifest(res))
+
+    def key(m: dict[str, Any]) -> tuple[int, str, str]:
+        kind = str(m.get("kind"))
+        meta = m.get("metadata") or {}
+        rank = KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+        return rank, str(meta.get("namespace", "")), str(meta.get("name", ""))
+
+    return {name: sorted(docs, key=key) for name, docs in files.items() if docs}
+
+
+# libyaml's emitter where PyYAML has it: the pure-Python one dominates the time of large renders.
+_Base: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Dumper(_Base):  # type: ignore[valid-type,misc]
+    """Block style for multi-line strings (generated config files stay readable)."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def dump(docs: list[dict[str, Any]]) -> str:
+    return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
+
+
+def write(r: Render, out: Path) -> dict[Path, int]:
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[Path, int] = {}
+    for name, docs in by_file(r).items():
+        path = out / f"{name}.yaml"
+        header = (f"# {name} of stack {r.stack}: Kubernetes manifests rendered offline by "
+                  f"`python -m infra render`.\n# Secret values are redacted as \"{offline.SECRET}\": "
+                  "deploy with `pulumi up`, not kubectl.\n")
+        path.write_text(header + dump(docs))
+        written[path] = len(docs)
+    return written
+
+
+def run(args: argparse.Namespace) -> int:
+    if target(args.stack, args.sets, args.secrets) != "kubernetes":
+        raise ConfigError(f"{NAMESPACE}:target", f"stack {args.stack} targets docker, which has no "
+                          "Kubernetes manifests", "use a kubernetes stack (--stack prod) or --set target=kubernetes")
+    r = offline.render(args.stack, args.sets, args.secrets)
+    written = write(r, Path(args.out))
+    for path, count in written.items():
+        print(f"wrote {path} ({count} objects)")
+    return 0

@@ -1,0 +1,655 @@
+"""The prod stack on Kubernetes, as the offline renderer sees it (Pulumi mocks, no cluster).
+
+Manifests are taken from the render command's conversion of the recorded inputs, so what is
+checked here is what `python -m infra render` writes and what `pulumi up` would send.
+Expected values are the seed's facts and Pulumi.prod.yaml's settings written as literals;
+the NetworkPolicy test evaluates the rendered policies with Kubernetes' own semantics and
+compares the result with the graph's edges.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from infra import cli, offline
+from infra.backends import kubernetes
+from infra.backends.kubernetes import K8S_VERSION
+from infra.catalog import default_catalog
+from infra.commands import render as render_cmd
+from infra.graph import Model, resolve
+from infra.settings import ConfigError, parse_settings
+
+from .conftest import render
+
+WORKLOADS = ("Deployment", "StatefulSet")
+TIERS = ("databases", "monitoring", "core", "agents", "frontend")
+STATEFUL = {"postgres", "clickhouse", "redis", "qdrant", "prometheus", "grafana"}
+# Every credential supplied as a stack secret (what an operator does with `--secret`).
+ALL_SECRETS = (
+    "postgresPassword=pg-supplied-0123456789", "clickhousePassword=ch-supplied-0123456789",
+    "redisPassword=redis-supplied-0123456789", "grafanaAdminPassword=gf-supplied-0123456789",
+    "flowerPassword=flower-supplied-0123456789", "qdrantApiKey=qdrant-supplied-0123456789",
+)
+# The seed's container ports per service (Service ports must be exactly these).
+SEED_PORTS = {
+    "postgres": {5432}, "clickhouse": {8123, 9000}, "redis": {6379}, "qdrant": {6333, 6334},
+    "prometheus": {9090}, "grafana": {3000}, "flower": {5555}, "postgres-exporter": {9187},
+    "redis-exporter": {9121}, "clickhouse-exporter": {9116}, "orchestrator": {8080},
+    "data-collector": {8005}, "cost-agent": {8001}, "performance-agent": {8002},
+    "resource-agent": {8003}, "application-agent": {8004}, "portal": {3000},
+}
+
+
+# ---- helpers ---------------------------------------------------------------------
+
+def manifests(r: offline.Render) -> list[dict[str, Any]]:
+    return [m for docs in render_cmd.by_file(r).values() for m in docs]
+
+
+def of_kind(r: offline.Render, *kinds: str) -> list[dict[str, Any]]:
+    return [m for m in manifests(r) if m["kind"] in kinds]
+
+
+def named(r: offline.Render, kind: str) -> dict[str, dict[str, Any]]:
+    return {m["metadata"]["name"]: m for m in of_kind(r, kind)}
+
+
+def workloads(r: offline.Render) -> dict[str, dict[str, Any]]:
+    return {m["metadata"]["name"]: m for m in of_kind(r, *WORKLOADS)}
+
+
+def container(w: dict[str, Any]) -> dict[str, Any]:
+    containers = w["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def model_of(stack: str, *sets: str) -> Model:
+    catalog = default_catalog()
+    config, _ = offline.load_config(stack, list(sets))
+    settings = parse_settings(config, list(catalog.services), {c.config_key for c in catalog.credentials.values()})
+    return resolve(catalog, settings)
+
+
+@pytest.fixture(scope="module")
+def prod() -> offline.Render:
+    return render("prod")
+
+
+# ---- schema ----------------------------------------------------------------------
+
+def test_every_manifest_validates_against_the_stated_schema_strictly(prod: offline.Render) -> None:
+    docs = manifests(prod)
+    assert len(docs) > 60
+    for m in docs:
+        kubernetes_validate.validate(m, K8S_VERSION, strict=True)
+    # The validator is strict: an unknown field is rejected, so the check above has teeth.
+    bad = copy.deepcopy(workloads(prod)["postgres"])
+    bad["spec"]["template"]["spec"]["containers"][0]["runAsUser"] = 999  # belongs in securityContext
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
+
+
+def test_render_command_writes_one_valid_file_per_tier(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["render", "--stack", "prod", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{t}.yaml" for t in TIERS)
+    secrets_in: set[str] = set()
+    for tier in TIERS:
+        docs = list(yaml.safe_load_all((tmp_path / f"{tier}.yaml").read_text()))
+        assert docs[0]["kind"] == "Namespace" and docs[0]["metadata"]["name"] == f"optiinfra-{tier}"
+        for m in docs:
+            kubernetes_validate.validate(m, K8S_VERSION, strict=True)
+            if m["kind"] != "Namespace":
+                assert m["metadata"]["namespace"] == f"optiinfra-{tier}"
+            if m["kind"] == "Secret":
+                secrets_in.add(tier)
+                assert m["stringData"] and set(m["stringData"].values()) == {"[secret]"}
+    # One Secret per namespace that needs one: the portal uses no credential.
+    assert secrets_in == {"databases", "monitoring", "core", "agents"}
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_render_redacts_supplied_secrets(tmp_path: Path) -> None:
+    args = ["render", "--stack", "prod", "--out", str(tmp_path)]
+    for s in ALL_SECRETS:
+        args += ["--secret", s]
+    assert cli.main(args) == 0
+    text = "".join(p.read_text() for p in tmp_path.iterdir())
+    for s in ALL_SECRETS:
+        assert s.split("=", 1)[1] not in text
+
+
+def test_render_refuses_a_docker_stack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["render", "--stack", "dev", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "optiinfra:target" in err and "Fix:" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+# ---- namespaces and Pod Security ---------------------------------------------------
+
+def test_one_restricted_namespace_per_tier(prod: offline.Render) -> None:
+    ns = named(prod, "Namespace")
+    assert set(ns) == {f"optiinfra-{t}" for t in TIERS}
+    for m in ns.values():
+        assert m["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    # Namespaces that hold claims are protected: deleting one would delete its data.
+    protected = {r.inputs["metadata"]["name"] for r in prod.of_type("kubernetes:core/v1:Namespace") if r.protect}
+    assert protected == {"optiinfra-databases", "optiinfra-monitoring"}
+
+
+def test_namespace_prefix_from_config_reaches_names_urls_and_config_files() -> None:
+    r = render("prod", "kubernetes.namespacePrefix=acme")
+    assert set(named(r, "Namespace")) == {f"acme-{t}" for t in TIERS}
+    agent = container(workloads(r)["cost-agent-aws"])
+    env = {e["name"]: e.get("value") for e in agent["env"]}
+    assert env["ORCHESTRATOR_URL"] == "http://orchestrator.acme-core.svc.cluster.local:8080"
+    prom = next(m for m in of_kind(r, "ConfigMap") if m["metadata"]["name"].startswith("prometheus-config"))
+    assert "redis-exporter.acme-monitoring.svc.cluster.local:9121" in prom["data"]["prometheus.yml"]
+
+
+@pytest.mark.parametrize("prefix", ["Acme", "a_b", "x" * 60])
+def test_bad_namespace_prefix_is_a_config_error(prefix: str) -> None:
+    with pytest.raises(ConfigError, match="namespacePrefix"):
+        offline.render("prod", [f"kubernetes.namespacePrefix={prefix}"])
+
+
+ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                   "projected", "secret"}
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """The Pod Security Standard `restricted` (baseline included), checked as written."""
+    out = []
+    psc = pod.get("securityContext") or {}
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            out.append(key)
+    for v in pod.get("volumes") or []:
+        kinds = set(v) - {"name"}
+        if not kinds <= ALLOWED_VOLUMES:
+            out.append(f"volume {v['name']} {kinds}")
+    if psc.get("sysctls"):
+        out.append("sysctls")
+    containers = (pod.get("containers") or []) + (pod.get("initContainers") or []) + (
+        pod.get("ephemeralContainers") or [])
+    for c in containers:
+        sc = c.get("securityContext") or {}
+        name = c["name"]
+        if sc.get("privileged"):
+            out.append(f"{name} privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{name} allowPrivilegeEscalation")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            out.append(f"{name} does not drop ALL")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            out.append(f"{name} adds capabilities")
+        if not (sc.get("runAsNonRoot") is True or (psc.get("runAsNonRoot") is True and
+                                                   sc.get("runAsNonRoot") is not False)):
+            out.append(f"{name} runAsNonRoot")
+        if sc.get("runAsUser") == 0 or psc.get("runAsUser") == 0:
+            out.append(f"{name} runs as uid 0")
+        seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{name} seccomp {seccomp}")
+        if any(p.get("hostPort") for p in c.get("ports") or []):
+            out.append(f"{name} hostPort")
+        if sc.get("procMount", "Default") != "Default":
+            out.append(f"{name} procMount")
+    return out
+
+
+def test_every_pod_meets_restricted(prod: offline.Render) -> None:
+    ws = workloads(prod)
+    assert len(ws) == 21  # 19 services, the cost agent once per provider (aws, gcp, azure)
+    for name, w in ws.items():
+        pod = w["spec"]["template"]["spec"]
+        assert restricted_violations(pod) == [], name
+        assert pod["automountServiceAccountToken"] is False
+    # The checker itself rejects what restricted forbids.
+    pod = copy.deepcopy(ws["portal"]["spec"]["template"]["spec"])
+    pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    pod["containers"][0]["ports"][0]["hostPort"] = 3001
+    pod["hostNetwork"] = True
+    assert len(restricted_violations(pod)) == 3
+
+
+def test_uid_and_read_only_root_follow_the_catalog(prod: offline.Render) -> None:
+    ws = workloads(prod)
+    uid = {n: w["spec"]["template"]["spec"]["securityContext"]["runAsUser"] for n, w in ws.items()}
+    assert (uid["postgres"], uid["redis"], uid["clickhouse"], uid["grafana"], uid["prometheus"]) == (
+        999, 999, 101, 472, 65534)
+    writable = {n for n, w in ws.items() if not container(w)["securityContext"]["readOnlyRootFilesystem"]}
+    assert writable == {"clickhouse"}  # the catalog's one exception, with its reason
+    pg = container(ws["postgres"])
+    mounts = {m["mountPath"]: m["name"] for m in pg["volumeMounts"]}
+    volumes = {v["name"]: v for v in ws["postgres"]["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes[mounts["/var/run/postgresql"]] and "emptyDir" in volumes[mounts["/tmp"]]
+    assert mounts["/var/lib/postgresql/data"] == "data"  # the claim
+    env = {e["name"]: e.get("value") for e in pg["env"]}
+    assert env["PGDATA"].startswith("/var/lib/postgresql/data/")  # below the mount, not lost+found's level
+
+
+# ---- workloads ---------------------------------------------------------------------
+
+def test_statefulsets_with_retained_claims_and_protection(prod: offline.Render) -> None:
+    sts = named(prod, "StatefulSet")
+    assert set(sts) == STATEFUL
+    protected = {r.inputs["metadata"]["name"] for r in prod.of_type("kubernetes:apps/v1:StatefulSet") if r.protect}
+    assert protected == STATEFUL
+    for m in sts.values():
+        assert m["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+        assert m["spec"]["replicas"] == 1
+    sizes = {n: m["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+             for n, m in sts.items()}
+    # Pulumi.prod.yaml's sizes.
+    assert sizes == {"postgres": "20Gi", "clickhouse": "50Gi", "redis": "2Gi", "qdrant": "10Gi",
+                     "prometheus": "20Gi", "grafana": "2Gi"}
+    assert all("storageClassName" not in m["spec"]["volumeClaimTemplates"][0]["spec"] for m in sts.values())
+
+
+def test_storage_class_and_default_sizes_from_config() -> None:
+    r = render("prod", "kubernetes.storageClass=fast-ssd", "kubernetes.storage={}")
+    sts = named(r, "StatefulSet")
+    claims = {n: m["spec"]["volumeClaimTemplates"][0]["spec"] for n, m in sts.items()}
+    assert {c["storageClassName"] for c in claims.values()} == {"fast-ssd"}
+    # The catalog's sizes (postgres 2 GiB, redis 0.5 GiB).
+    assert claims["postgres"]["resources"]["requests"]["storage"] == "2Gi"
+    assert claims["redis"]["resources"]["requests"]["storage"] == "512Mi"
+
+
+def test_config_sizes_become_valid_quantities() -> None:
+    r = render("prod", "kubernetes.storage={redis: 1GB, qdrant: 3Gi}")
+    sts = named(r, "StatefulSet")
+    sizes = {n: sts[n]["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+             for n in ("redis", "qdrant")}
+    assert sizes == {"redis": "954Mi", "qdrant": "3Gi"}  # 1 GB = 10^9 bytes; "1GB" is no Kubernetes quantity
+    kubernetes_validate.validate(sts["redis"], K8S_VERSION, strict=True)
+
+
+def test_dependencies_follow_the_waits_and_never_point_to_a_later_tier(prod: offline.Render) -> None:
+    by_urn = {r.urn: r for r in prod.resources}
+    tier_of = {r.urn: r.name for r in prod.of_type("optiinfra:platform:Tier")}
+    kinds = ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet")
+    workload = {r.name: r for r in prod.resources if r.type in kinds}
+    # The catalog's waits, written out: the collector waits for its three stores.
+    deps = {by_urn[d].name for d in workload["data-collector"].dependencies if by_urn[d].type in kinds}
+    assert deps == {"postgres", "clickhouse", "redis"}
+    for res in prod.resources:
+        if res.parent not in tier_of:
+            continue
+        own = TIERS.index(tier_of[res.parent])
+        for d in res.dependencies:
+            dep = by_urn[d]
+            if dep.parent in tier_of:  # a resource never needs one of a later tier (that would deadlock)
+                assert TIERS.index(tier_of[dep.parent]) <= own, (res.short, dep.short)
+        # Each object needs a handful of things plus its waits, never a whole tier: registration
+        # stays linear in the number of services.
+        assert len(res.dependencies) <= 8, (res.short, len(res.dependencies))
+
+
+def test_deployments_for_the_rest_and_one_cost_agent_per_provider(prod: offline.Render) -> None:
+    deps = named(prod, "Deployment")
+    assert set(deps) == {
+        "flower", "postgres-exporter", "redis-exporter", "clickhouse-exporter", "orchestrator",
+        "data-collector", "data-collector-worker", "data-collector-beat", "performance-agent",
+        "resource-agent", "application-agent", "portal", "cost-agent-aws", "cost-agent-gcp", "cost-agent-azure"}
+    for provider in ("aws", "gcp", "azure"):
+        d = deps[f"cost-agent-{provider}"]
+        env = {e["name"]: e.get("value") for e in container(d)["env"]}
+        assert env["CLOUD_PROVIDER"] == provider
+        assert d["spec"]["selector"]["matchLabels"]["optiinfra.io/cloud-provider"] == provider
+    # One Service for the cost agent, selecting every instance.
+    svc = named(prod, "Service")["cost-agent"]
+    assert svc["spec"]["selector"] == {"app.kubernetes.io/name": "cost-agent"}
+
+
+def test_one_clusterip_service_per_service_with_ports(prod: offline.Render) -> None:
+    services = named(prod, "Service")
+    assert {n: {p["port"] for p in s["spec"]["ports"]} for n, s in services.items()} == SEED_PORTS
+    pods = [w["spec"]["template"]["metadata"]["labels"] for w in workloads(prod).values()]
+    for name, s in services.items():
+        assert s["spec"]["type"] == "ClusterIP"
+        assert s["metadata"]["namespace"] == f"optiinfra-{default_catalog().services[name].tier.value}"
+        selected = [p for p in pods if all(p.get(k) == v for k, v in s["spec"]["selector"].items())]
+        assert selected and all(p["app.kubernetes.io/name"] == name for p in selected)
+
+
+def test_probes_from_the_health_model(prod: offline.Render) -> None:
+    ws = workloads(prod)
+    for name, w in ws.items():
+        c = container(w)
+        assert c.get("readinessProbe") and c.get("livenessProbe"), name
+    assert {n for n, w in ws.items() if container(w).get("startupProbe")} == {"postgres", "clickhouse"}
+    assert container(ws["postgres"])["readinessProbe"]["exec"]["command"][0] == "pg_isready"
+    assert container(ws["qdrant"])["livenessProbe"]["tcpSocket"] == {"port": 6333}
+    assert container(ws["prometheus"])["readinessProbe"]["httpGet"] == {"path": "/-/healthy", "port": 9090}
+    assert container(ws["clickhouse"])["startupProbe"]["httpGet"] == {"path": "/ping", "port": 8123}
+    # A scratch exporter has no binary for Docker's check, but an httpGet probe needs none.
+    assert container(ws["redis-exporter"])["livenessProbe"]["httpGet"]["path"] == "/metrics"
+
+
+def test_requests_and_limits_everywhere(prod: offline.Render) -> None:
+    for name, w in workloads(prod).items():
+        res = container(w)["resources"]
+        assert set(res["requests"]) == set(res["limits"]) == {"cpu", "memory"}, name
+    # Pulumi.prod.yaml: clickhouse memory 2Gi, cpu 1 (limits: twice the memory, four times the CPU),
+    # in the canonical form the provider stores (so the engine's second preview is empty).
+    ch = container(workloads(prod)["clickhouse"])["resources"]
+    assert ch == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "4", "memory": "4Gi"}}
+    assert container(workloads(prod)["data-collector-worker"])["resources"]["requests"]["cpu"] == "250m"
+    # The catalog's figures where the stack sets none (the seed's ~50MB per agent).
+    assert container(workloads(prod)["resource-agent"])["resources"]["requests"]["memory"] == "50Mi"
+
+
+def test_args_are_the_catalogs_command(prod: offline.Render) -> None:
+    ws = workloads(prod)
+    # The catalog's command is the image's CMD, so Kubernetes `args` (the entrypoint stays).
+    assert container(ws["prometheus"])["args"][0] == "--config.file=/etc/prometheus/prometheus.yml"
+    assert "command" not in container(ws["prometheus"])
+    assert container(ws["clickhouse-exporter"])["args"] == [
+        "-scrape_uri=http://clickhouse.optiinfra-databases.svc.cluster.local:8123/"]
+    assert kubernetes._literal("echo $(date)") == "echo $$(date)"
+    assert kubernetes._literal('exec redis-server "$REDIS_PASSWORD"') == 'exec redis-server "$REDIS_PASSWORD"'
+
+
+# ---- credentials ------------------------------------------------------------------
+
+def test_no_secret_value_in_any_workload_and_every_reference_resolves() -> None:
+    r = render("prod", secrets=ALL_SECRETS)
+    supplied = {s.split("=", 1)[1] for s in ALL_SECRETS}
+    # Each reaches the stack (alone or inside a URL/DSN), so the scan below has something to find.
+    assert all(any(v in seen for seen in r.secret_values) for v in supplied)
+    # Every credential supplied: nothing generated (no random provider needed).
+    assert not r.of_type("random:index/randomPassword:RandomPassword")
+    keys = {m["metadata"]["namespace"]: set(m["stringData"]) for m in of_kind(r, "Secret")}
+    for res in r.resources:
+        if res.type in ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet"):
+            text = json.dumps(res.inputs)
+            assert "[secret]" not in text, res.name
+            assert not any(v in text for v in r.secret_values | supplied), res.name
+    for w in workloads(r).values():
+        ns = w["metadata"]["namespace"]
+        for e in container(w).get("env") or []:
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+            if ref:
+                assert ref["name"] == "credentials" and ref["key"] in keys[ns]
+    # Values the catalog marks secret arrive through secretKeyRef, connection URLs included.
+    env = {e["name"]: e for e in container(workloads(r)["data-collector"])["env"]}
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "postgres-url"
+    assert "value" not in env["CELERY_BROKER_URL"]
+    pg = {e["name"]: e for e in container(workloads(r)["postgres"])["env"]}
+    assert pg["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "postgres"
+
+
+def test_no_secret_in_outputs_or_plain_resource_inputs() -> None:
+    r = render("prod", secrets=ALL_SECRETS)
+    out = json.dumps(r.outputs)
+    for res in r.resources:
+        if res.type != "kubernetes:core/v1:Secret":
+            text = json.dumps(res.inputs)
+            assert not any(v in text for v in r.secret_values), res.short
+    assert not any(v in out for v in r.secret_values)
+
+
+# ---- monitoring config -------------------------------------------------------------
+
+def test_prometheus_and_grafana_config_maps_scrape_across_namespaces(prod: offline.Render) -> None:
+    cms = {m["metadata"]["name"].rsplit("-", 1)[0]: m for m in of_kind(prod, "ConfigMap")}
+    assert set(cms) == {"prometheus-config", "grafana-config"}
+    prom = yaml.safe_load(cms["prometheus-config"]["data"]["prometheus.yml"])
+    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    assert {"postgres-exporter.optiinfra-monitoring.svc.cluster.local:9187",
+            "cost-agent.optiinfra-agents.svc.cluster.local:8001",
+            "grafana.optiinfra-monitoring.svc.cluster.local:3000"} <= targets
+    grafana = yaml.safe_load(cms["grafana-config"]["data"]["prometheus.yaml"])
+    assert grafana["datasources"][0]["url"] == "http://prometheus.optiinfra-monitoring.svc.cluster.local:9090"
+    # Mounted where the catalog's ConfigFile says.
+    ws = workloads(prod)
+    for svc, path in (("prometheus", "/etc/prometheus"), ("grafana", "/etc/grafana/provisioning/datasources")):
+        spec = ws[svc]["spec"]["template"]["spec"]
+        mount = next(m for m in container(ws[svc])["volumeMounts"] if m["mountPath"] == path)
+        volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+        assert volume["configMap"]["name"] == cms[f"{svc}-config"]["metadata"]["name"]
+
+
+# ---- NetworkPolicies: reachability equals the edges --------------------------------
+
+Pod = tuple[str, dict[str, str]]  # (namespace, labels)
+
+
+def _matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    if selector is None:
+        return True
+    assert not selector.get("matchExpressions")  # not used; the evaluator would need them
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+class Policies:
+    """Kubernetes NetworkPolicy semantics over rendered objects (the union of allows of every
+    policy that selects a pod for a direction; no such policy: that direction is open)."""
+
+    def __init__(self, nps: list[dict[str, Any]], namespaces: dict[str, dict[str, str]]) -> None:
+        self.nps, self.ns_labels = nps, namespaces
+
+    def _peer(self, peer: dict[str, Any], pod: Pod, policy_ns: str) -> bool:
+        assert "ipBlock" not in peer
+        ns, labels = pod
+        if "namespaceSelector" in peer:
+            ns_ok = _matches(peer["namespaceSelector"], {**self.ns_labels.get(ns, {}),
+                                                          "kubernetes.io/metadata.name": ns})
+        else:
+            ns_ok = ns == policy_ns
+        return ns_ok and _matches(peer.get("podSelector"), labels)
+
+    def _allowed(self, direction: str, side: str, subject: Pod, other: Pod, port: int, proto: str) -> bool:
+        selecting = [np for np in self.nps if np["metadata"]["namespace"] == subject[0]
+                     and direction.capitalize() in np["spec"]["policyTypes"]
+                     and _matches(np["spec"]["podSelector"], subject[1])]
+        if not selecting:
+            return True
+        for np in selecting:
+            for rule in np["spec"].get(direction) or []:
+                peers = rule.get(side)
+                if peers and not any(self._peer(p, other, np["metadata"]["namespace"]) for p in peers):
+                    continue
+                ports = rule.get("ports")
+                if not ports or any(p["port"] == port and p.get("protocol", "TCP") == proto for p in ports):
+                    return True
+        return False
+
+    def allows(self, src: Pod, dst: Pod, port: int, proto: str = "TCP") -> bool:
+        return (self._allowed("ingress", "from", dst, src, port, proto)
+                and self._allowed("egress", "to", src, dst, port, proto))
+
+
+def _policies(r: offline.Render) -> Policies:
+    namespaces = {n: m["metadata"].get("labels") or {} for n, m in named(r, "Namespace").items()}
+    return Policies(of_kind(r, "NetworkPolicy"), namespaces)
+
+
+def _pods(r: offline.Render) -> dict[str, list[Pod]]:
+    pods: dict[str, list[Pod]] = {}
+    for w in workloads(r).values():
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        pods.setdefault(labels["app.kubernetes.io/name"], []).append((w["metadata"]["namespace"], labels))
+    return pods
+
+
+def reachability(r: offline.Render) -> set[tuple[str, str, int]]:
+    """(source, target, port) the rendered policies allow, over every pair and declared port."""
+    pods, policies = _pods(r), _policies(r)
+    ports = {n: [(p["containerPort"], p["protocol"]) for p in container(w).get("ports") or []]
+             for n, w in ((w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"], w)
+                          for w in workloads(r).values())}
+    allowed = set()
+    for src, src_pods in pods.items():
+        for dst, dst_pods in pods.items():
+            if src == dst:
+                continue
+            for port, proto in ports[dst]:
+                if all(policies.allows(s, d, port, proto) for s in src_pods for d in dst_pods):
+                    allowed.add((src, dst, port))
+                else:  # all instances alike: never some but not all
+                    assert not any(policies.allows(s, d, port, proto) for s in src_pods for d in dst_pods)
+    return allowed
+
+
+def expected_edges(model: Model) -> set[tuple[str, str, int]]:
+    return {(e.source, e.target, model.services[e.target].service.port(e.port).container)
+            for e in model.edges if e.port}
+
+
+@pytest.mark.parametrize("sets", [
+    (),
+    # An edge added by config, and one inside the egress-isolated databases tier.
+    ("services.portal.dependsOn=[redis]", "services.postgres.dependsOn=[redis]"),
+], ids=["prod", "extra-edges"])
+def test_network_policy_reachability_equals_the_edges(sets: tuple[str, ...]) -> None:
+    r = render("prod", *sets)
+    assert reachability(r) == expected_edges(model_of("prod", *sets))
+
+
+def test_network_policy_reachability_examples(prod: offline.Render) -> None:
+    allowed = reachability(prod)
+    # Written out from the catalog by hand: a few that must and must not be reachable.
+    assert ("data-collector", "clickhouse", 9000) in allowed
+    assert ("prometheus", "cost-agent", 8001) in allowed
+    assert ("application-agent", "qdrant", 6333) in allowed
+    assert ("portal", "grafana", 3000) in allowed
+    assert ("portal", "postgres", 5432) not in allowed
+    assert ("cost-agent", "qdrant", 6333) not in allowed  # only the application agent uses Qdrant
+    assert ("data-collector", "clickhouse", 8123) not in allowed  # the edge's port only
+    assert ("orchestrator", "cost-agent", 8001) not in allowed  # agents call the orchestrator, not back
+    extra = render("prod", "services.portal.dependsOn=[redis]")
+    assert ("portal", "redis", 6379) in reachability(extra)
+
+
+def test_outside_the_cluster_only_public_services_via_the_ingress_controller(prod: offline.Render) -> None:
+    pods, policies = _pods(prod), _policies(prod)
+    controller: Pod = ("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
+    intruder: Pod = ("default", {"app.kubernetes.io/name": "portal"})  # same labels, wrong namespace
+    reachable_from_controller = set()
+    for name, ps in pods.items():
+        ports = SEED_PORTS.get(name, set())
+        for port in ports:
+            assert not policies.allows(intruder, ps[0], port), name
+            if policies.allows(controller, ps[0], port):
+                reachable_from_controller.add((name, port))
+    assert reachable_from_controller == {("portal", 3000), ("grafana", 3000)}
+
+
+def test_default_deny_everywhere_and_dns_egress_allowed(prod: offline.Render) -> None:
+    nps = of_kind(prod, "NetworkPolicy")
+    deny = {m["metadata"]["namespace"]: m for m in nps if m["metadata"]["name"] == "default-deny"}
+    assert set(deny) == {f"optiinfra-{t}" for t in TIERS}
+    for m in deny.values():
+        assert m["spec"]["podSelector"] == {} and "Ingress" in m["spec"]["policyTypes"]
+        assert not m["spec"].get("ingress")
+    policies = _policies(prod)
+    dns: Pod = ("kube-system", {"k8s-app": "kube-dns"})
+    elsewhere: Pod = ("kube-system", {"k8s-app": "metrics-server"})
+    for name, ps in _pods(prod).items():
+        for pod in ps:
+            assert policies.allows(pod, dns, 53, "UDP") and policies.allows(pod, dns, 53, "TCP"), name
+    # The databases tier has no egress beyond its edges and DNS (like Docker's internal network).
+    postgres = _pods(prod)["postgres"][0]
+    assert not policies.allows(postgres, elsewhere, 443)
+    assert policies.allows(_pods(prod)["data-collector"][0], elsewhere, 443)  # other tiers reach out
+
+
+# ---- scale, availability, exposure ------------------------------------------------
+
+def test_replicas_from_config_and_a_pdb_for_each_workload_with_more_than_one(prod: offline.Render) -> None:
+    ws = workloads(prod)
+    replicas = {n: w["spec"]["replicas"] for n, w in ws.items()}
+    # Pulumi.prod.yaml
+    assert (replicas["data-collector"], replicas["data-collector-worker"], replicas["performance-agent"],
+            replicas["resource-agent"], replicas["application-agent"]) == (2, 3, 2, 2, 2)
+    assert replicas["cost-agent-aws"] == replicas["cost-agent-gcp"] == replicas["cost-agent-azure"] == 1
+    assert replicas["data-collector-beat"] == 1
+    assert ws["data-collector-beat"]["spec"]["strategy"] == {"type": "Recreate"}  # never two schedulers
+    pdbs = named(prod, "PodDisruptionBudget")
+    assert set(pdbs) == {n for n, r in replicas.items() if r > 1}
+    for name, pdb in pdbs.items():
+        assert pdb["spec"]["selector"] == ws[name]["spec"]["selector"]
+        assert pdb["metadata"]["namespace"] == ws[name]["metadata"]["namespace"]
+
+
+def test_beat_cannot_scale() -> None:
+    with pytest.raises(ConfigError, match="exactly one instance"):
+        offline.render("prod", ["services.data-collector-beat.replicas=2"])
+
+
+def test_only_portal_and_grafana_exposed_through_ingress(prod: offline.Render) -> None:
+    ingresses = named(prod, "Ingress")
+    assert set(ingresses) == {"portal", "grafana"}
+    portal = ingresses["portal"]["spec"]
+    assert portal["ingressClassName"] == "nginx"
+    assert portal["rules"][0]["host"] == "portal.optiinfra.example.com"
+    assert portal["tls"] == [{"hosts": ["portal.optiinfra.example.com"], "secretName": "optiinfra-tls"}]
+    backend = portal["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "portal", "port": {"number": 3000}}
+    assert ingresses["grafana"]["metadata"]["namespace"] == "optiinfra-monitoring"
+    text = json.dumps(manifests(prod))
+    assert "hostPort" not in text and "NodePort" not in text and "LoadBalancer" not in text
+    assert prod.outputs["urls"] == {"portal": "https://portal.optiinfra.example.com",
+                                    "grafana": "https://grafana.optiinfra.example.com"}
+
+
+def test_public_service_needs_an_ingress_host() -> None:
+    with pytest.raises(ConfigError, match=r"kubernetes\.ingress\.hosts\.flower"):
+        offline.render("prod", ["public=[portal, grafana, flower]"])
+
+
+@pytest.mark.parametrize(("sets", "key"), [
+    (["cloudProviders=[aws, aws]"], "cloudProviders"),
+    (["cloudProviders=[]"], "cloudProviders"),
+    (["kubernetes.ingress.hosts.portal=Not A Host"], "kubernetes.ingress.hosts.portal"),
+])
+def test_bad_kubernetes_settings(sets: list[str], key: str) -> None:
+    with pytest.raises(ConfigError, match=key) as err:
+        offline.render("prod", sets)
+    assert "Fix:" in str(err.value)
+
+
+def test_provider_from_settings() -> None:
+    r = render("prod", "kubernetes.renderYamlToDirectory=out/prod-yaml", "kubernetes.context=prod-cluster",
+               secrets=ALL_SECRETS)
+    (provider,) = r.of_type("pulumi:providers:kubernetes")
+    assert provider.inputs["renderYamlToDirectory"] == "out/prod-yaml"
+    assert provider.inputs["context"] == "prod-cluster"
+    assert not r.of_type("random:index/randomPassword:RandomPassword")
+
+
+def test_rendering_twice_gives_identical_manifests(prod: offline.Render) -> None:
+    again = offline.render("prod")
+    assert manifests(again) == manifests(prod)
+
+
+def _walk(value: Any) -> Iterator[Any]:
+    yield value
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _walk(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _walk(v)
+
+
+def test_every_object_is_labelled_and_in_a_tier(prod: offline.Render) -> None:
+    tiers = {r.urn for r in prod.of_type("optiinfra:platform:Tier")}
+    for res in prod.resources:
+        if res.type.startswith("kubernetes:"):
+            assert res.parent in tiers, res.short
+            assert res.inputs["metadata"]["labels"]["app.kubernetes.io/part-of"] == "optiinfra"
+    assert not any(v == "[unknown]" for m in manifests(prod) for v in _walk(m))
