@@ -20,6 +20,7 @@ from .model import (
     Dsn,
     HealthCheck,
     HttpCheck,
+    Listen,
     Port,
     Resources,
     Secret,
@@ -77,7 +78,7 @@ def _agent(name: str, port: int, purpose: str, *extra: Dependency, env: tuple[tu
         ),
         resources=Resources(memory_mib=50, cpu=0.1),
         metrics=("http", "/metrics"),
-        env=(("PORT", str(port)), ("ORCHESTRATOR_URL", Url("orchestrator")),
+        env=(("PORT", Listen("http")), ("ORCHESTRATOR_URL", Url("orchestrator")),
              ("DATA_COLLECTOR_URL", Url("data-collector")), *env),  # type: ignore[arg-type]
         scalable=True,
     )
@@ -101,7 +102,7 @@ def _collector(name: str, purpose: str, command: tuple[str, ...], health: Health
         health=health,
         depends_on=tuple(Dependency(d) for d in deps),
         resources=Resources(memory_mib=memory, cpu=0.1),
-        env=tuple(env_for[d] for d in deps),
+        env=(*((("PORT", Listen("http")),) if ports else ()), *(env_for[d] for d in deps)),
         command=command,
         metrics=metrics,
         scalable=name != "data-collector-beat",  # beat must stay exactly one scheduler
@@ -123,7 +124,10 @@ SERVICES: tuple[Service, ...] = (
         volumes=(Volume("data", "/var/lib/postgresql/data", 2),),
         credentials=("postgres",),
         env=(("POSTGRES_USER", DB_USER), ("POSTGRES_DB", "optiinfra"),
-             ("POSTGRES_PASSWORD", Secret("postgres"))),
+             ("POSTGRES_PASSWORD", Secret("postgres")),
+             # A subdirectory of the volume: a fresh PersistentVolume has lost+found at its
+             # root, which initdb refuses, and postgres must own its data directory (0700).
+             ("PGDATA", "/var/lib/postgresql/data/pgdata")),
         connection=Connection("postgresql://{user}:{password}@{host}:{port}/optiinfra", "postgres",
                               user=DB_USER, credential="postgres"),
         # Running as the image's postgres user means the entrypoint needs no chown or
@@ -225,6 +229,8 @@ SERVICES: tuple[Service, ...] = (
         metrics=("web", "/metrics"),
         files=(ConfigFile("/etc/grafana/provisioning/datasources/prometheus.yaml", "grafana_datasources"),),
         uid=472,
+        # Grafana logs to the console and to files under GF_PATHS_LOGS (/var/log/grafana).
+        writable_paths=("/tmp", "/var/log/grafana"),
     ),
     Service(
         name="flower",
@@ -238,7 +244,7 @@ SERVICES: tuple[Service, ...] = (
         credentials=("flower",),
         env=(("CELERY_BROKER_URL", Url("redis")),
              ("FLOWER_BASIC_AUTH", Dsn("flower", "{user}:{password}")),
-             ("FLOWER_PORT", "5555")),
+             ("FLOWER_PORT", Listen("web"))),
         connection=Connection("http://{host}:{port}", "web", user=DB_USER, credential="flower"),
         uid=1000,
     ),
@@ -283,7 +289,7 @@ SERVICES: tuple[Service, ...] = (
         depends_on=(Dependency("clickhouse"),),
         resources=Resources(memory_mib=16, cpu=0.05),
         env=(("CLICKHOUSE_USER", DB_USER), ("CLICKHOUSE_PASSWORD", Secret("clickhouse"))),
-        command=(Dsn("clickhouse", "-scrape_uri=http://{host}:8123/"),),
+        command=(Dsn("clickhouse", "-scrape_uri=http://{host}:{port}/", port="http"),),
         metrics=("metrics", "/metrics"),
     ),
     # ---- core ------------------------------------------------------------------
@@ -303,7 +309,7 @@ SERVICES: tuple[Service, ...] = (
             Dependency("redis", reason="task queue shared with the agents"),
         ),
         resources=Resources(memory_mib=64, cpu=0.1),
-        env=(("PORT", "8080"), ("DATABASE_URL", Url("postgres")), ("REDIS_URL", Url("redis"))),
+        env=(("PORT", Listen("http")), ("DATABASE_URL", Url("postgres")), ("REDIS_URL", Url("redis"))),
         connection=Connection("http://{host}:{port}", "http"),
     ),
     _collector(
@@ -347,7 +353,7 @@ SERVICES: tuple[Service, ...] = (
         health=HealthCheck(HttpCheck("/", "http"), docker_client="node"),
         depends_on=(Dependency("orchestrator"), Dependency("data-collector"), Dependency("grafana")),
         resources=Resources(memory_mib=150, cpu=0.1),
-        env=(("PORT", "3000"), ("ORCHESTRATOR_URL", Url("orchestrator")),
+        env=(("PORT", Listen("http")), ("ORCHESTRATOR_URL", Url("orchestrator")),
              ("DATA_COLLECTOR_URL", Url("data-collector")), ("GRAFANA_URL", Url("grafana"))),
         writable_paths=("/tmp", "/app/.next/cache"),
     ),

@@ -8,9 +8,10 @@ reachability. No Pulumi import. Every derivation is linear in services + edges.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field, replace
 
-from .model import Catalog, Dependency, Port, Resources, Service, Tier, parse_memory_mib
+from .model import Catalog, Dependency, Dsn, Host, Port, Resources, Service, Tier, Url, parse_memory_mib
 from .settings import NAMESPACE, ConfigError, Settings
 
 LOOPBACK = "127.0.0.1"
@@ -192,15 +193,26 @@ def _edges(catalog: Catalog, model: Model, overrides_keys: set[str]) -> list[Edg
                                   f"{dep.service} is disabled but {name} depends on it",
                                   f"enable {dep.service} or disable {name} too")
             target = model.services[dep.service].service
-            conn = target.connection
-            port = conn.port if conn else (target.primary_port.name if target.primary_port else "")
-            edges.append(Edge(name, dep.service, port, dep.wait))
+            for port in dialled_ports(eff.service, target):
+                edges.append(Edge(name, dep.service, port, dep.wait))
     scrapers = [e for e in model.services.values() if e.name == "prometheus"]
     for prom in scrapers:
         for t in model.scrape_targets():
             if t.name != prom.name and t.service.metrics:
                 edges.append(Edge(prom.name, t.name, t.service.metrics[0], wait=False, kind="scrape"))
     return edges
+
+
+def dialled_ports(source: Service, target: Service) -> list[str]:
+    """The target's ports the source connects to: the port of every value in its env or
+    arguments that points at the target (a Dsn may name its own port), else the target's
+    connection port (or its first port)."""
+    conn = target.connection
+    default = conn.port if conn else (target.primary_port.name if target.primary_port else "")
+    ports = {v.port if isinstance(v, Dsn) and v.port else default
+             for _, v in [*source.env, *(("", c) for c in source.command)]
+             if isinstance(v, (Url, Dsn, Host)) and v.service == target.name}
+    return sorted(ports) or [default]
 
 
 def _check_order(model: Model) -> None:
@@ -261,9 +273,9 @@ def startup_order(model: Model) -> list[str]:
         names = [e.name for e in model.in_tier(tier)]
         local = set(names)
         indegree = {n: sum(1 for d in model.waits_for(n) if d in local) for n in names}
-        ready = [n for n in names if indegree[n] == 0]
+        ready = deque(n for n in names if indegree[n] == 0)
         while ready:
-            n = ready.pop(0)
+            n = ready.popleft()
             order.append(n)
             for e in model.in_edges(n):
                 if e.wait and e.source in local:

@@ -185,13 +185,22 @@ class Host:
 @dataclass(frozen=True)
 class Dsn:
     """Environment value: a templated string with {host}, {port}, {user}, {password}
-    of another service's connection (used by exporters whose DSN format differs)."""
+    of another service's connection (used by exporters whose DSN format differs).
+    `port` names the target's port to fill in (default: its connection's port)."""
 
     service: str
     template: str
+    port: str | None = None
 
 
-EnvValue = str | Url | Secret | Host | Dsn
+@dataclass(frozen=True)
+class Listen:
+    """Environment value: this service's own container port `port`, as a number."""
+
+    port: str
+
+
+EnvValue = str | Url | Secret | Host | Dsn | Listen
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,11 @@ import yaml
 from google.protobuf import struct_pb2
 from pulumi.runtime import mocks as pmocks
 from pulumi.runtime import rpc
+from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from .graph import Model
 from .settings import NAMESPACE, ConfigError
 
 PROJECT = "optiinfra"
@@ -59,6 +62,8 @@ class Render:
     outputs: dict[str, Any]
     secret_values: set[str] = field(default_factory=set)
     """Every plain secret value seen (for leak tests; never printed)."""
+    model: Model | None = None
+    """The resolved model the program deployed (capacity reads it)."""
 
     def of_type(self, type_: str) -> list[Resource]:
         return [r for r in self.resources if r.type == type_]
@@ -197,9 +202,11 @@ def _parse_override(flag: str, item: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
-def load_config(stack: str, sets: list[str] = (), secrets: list[str] = ()) -> tuple[dict[str, Any], set[str]]:  # type: ignore[assignment]
-    """Config of a stack as the engine would pass it (values as strings/JSON)."""
-    path = stack_file(stack)
+def load_config(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (),
+                path: Path | None = None) -> tuple[dict[str, Any], set[str]]:
+    """Config of a stack as the engine would pass it (values as strings/JSON).
+    `path` reads another stack file than Pulumi.<stack>.yaml next to Pulumi.yaml."""
+    path = path or stack_file(stack)
     if not path.exists():
         raise ConfigError("--stack", f"there is no stack file {path.name}",
                           f"use one of: {', '.join(available_stacks()) or 'none found'}")
@@ -227,12 +234,16 @@ def load_config(stack: str, sets: list[str] = (), secrets: list[str] = ()) -> tu
 
 # ---- rendering ------------------------------------------------------------------
 
-def render(stack: str, sets: list[str] = (), secrets: list[str] = (), catalog: Any = None) -> Render:  # type: ignore[assignment]
+def render(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), catalog: Any = None,
+           stack_path: Path | None = None) -> Render:
     """Render a stack offline. Raises ConfigError for bad config or flags."""
     from . import program
 
-    config, secret_keys = load_config(stack, sets, secrets)
+    config, secret_keys = load_config(stack, sets, secrets, stack_path)
     recorder = _Recorder()
+    # A fresh root stack per render: set_mocks keeps the previous one, which would parent
+    # this stack's resources under another stack's URN when a process renders several.
+    pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_mocks(recorder.mocks, project=PROJECT, stack=stack, preview=True, monitor=recorder)
     pulumi.runtime.set_all_config(config, sorted(secret_keys))
     model, supplied = program.load(catalog)  # raises ConfigError before any resource exists
@@ -249,7 +260,7 @@ def render(stack: str, sets: list[str] = (), secrets: list[str] = (), catalog: A
     # Registrations arrive from several threads; order them by URN so that two renders
     # of the same stack are identical.
     return Render(stack=stack, resources=sorted(recorder.records, key=lambda r: r.urn), outputs=outputs,
-                  secret_values=recorder.secret_values)
+                  secret_values=recorder.secret_values, model=model)
 
 
 def plan_json(r: Render) -> dict[str, Any]:

@@ -10,9 +10,14 @@ from .model import Tier
 class TierComponent(pulumi.ComponentResource):
     """A tier of the platform (databases, monitoring, core, agents, frontend).
 
-    `after` is the tier before it in the seed's startup order: the component depends
-    on it, and so does every resource created in it (a child does not inherit its
-    parent's dependencies, so backends pass `after` on).
+    `after` is the tier before it in the seed's startup order, and the component
+    depends on it. Depending on a component means depending on everything in it, so
+    the engine registers this tier only once every resource of the tier before exists
+    (healthy, for the containers others wait for), and its children, which need their
+    parent first, start after that too; on destroy the order reverses. Children
+    therefore carry only their own service-level dependencies: repeating the whole
+    previous tier on each of them would make the dependency lists grow with the
+    square of the services.
     """
 
     TYPE = "optiinfra:platform:Tier"
@@ -25,11 +30,8 @@ class TierComponent(pulumi.ComponentResource):
         self.services: dict[str, pulumi.Resource] = {}
 
     def child_opts(self, *, depends_on: list[pulumi.Resource] | None = None, protect: bool = False,
-                   delete_before_replace: bool = False, ordered: bool = True) -> pulumi.ResourceOptions:
-        """Options for a child. `ordered=False` for resources that other tiers use before
-        this tier starts (networks, namespaces): they must not wait for the tier before."""
-        deps: list[pulumi.Resource] = ([self.after] if self.after and ordered else []) + list(depends_on or [])
-        return pulumi.ResourceOptions(parent=self, depends_on=deps, protect=protect,
+                   delete_before_replace: bool = False) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, depends_on=list(depends_on or []), protect=protect,
                                       delete_before_replace=delete_before_replace)
 
     def finish(self) -> None:

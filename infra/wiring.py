@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import pulumi
 
-from .model import Catalog, Connection, Dsn, EnvValue, Host, Secret, Service, Url
+from .model import Catalog, Connection, Dsn, EnvValue, Host, Listen, Secret, Service, Url
 
 HostOf = Callable[[str], str]
 
@@ -50,16 +50,20 @@ class Wiring:
     host_of: HostOf
     credentials: dict[str, pulumi.Output[str]]
 
-    def value(self, value: EnvValue | str) -> pulumi.Input[str]:
+    def value(self, value: EnvValue | str, owner: Service | None = None) -> pulumi.Input[str]:
         if isinstance(value, str):
             return value
+        if isinstance(value, Listen):
+            if owner is None:
+                raise ValueError("Listen needs the service it belongs to")
+            return str(owner.port(value.port).container)
         if isinstance(value, Secret):
             return self.credentials[value.credential]
         conn, template = _parts(self.catalog, value)
         target = self.catalog.services[value.service]
         fields = {
             "host": self.host_of(value.service),
-            "port": str(target.port(conn.port).container) if conn else "",
+            "port": self._port(target, conn, value),
             "user": (conn.user or "") if conn else "",
         }
         text = template.format(**fields, password="{password}")
@@ -70,11 +74,16 @@ class Wiring:
         return self.credentials[conn.credential].apply(
             lambda pw: text.replace("{password}", quote(pw, safe="") if is_url else pw))
 
+    @staticmethod
+    def _port(target: Service, conn: Connection | None, value: Url | Dsn | Host) -> str:
+        name = value.port if isinstance(value, Dsn) and value.port else (conn.port if conn else None)
+        return str(target.port(name).container) if name else ""
+
     def env(self, service: Service) -> list[tuple[str, pulumi.Input[str]]]:
-        return [(name, self.value(v)) for name, v in service.env]
+        return [(name, self.value(v, service)) for name, v in service.env]
 
     def command(self, service: Service) -> list[pulumi.Input[str]]:
-        return [self.value(v) for v in service.command]
+        return [self.value(v, service) for v in service.command]
 
     def url(self, name: str) -> pulumi.Input[str]:
         return self.value(Url(name))

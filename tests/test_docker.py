@@ -115,13 +115,18 @@ def test_startup_order_follows_the_seed(dev: offline.Render) -> None:
     for before, after in itertools.pairwise(SEED_ORDER):
         # Depending on a component means depending on everything in it (the SDK expands
         # the component to its children), so the later tier waits for all of the earlier.
+        # The engine registers the later tier, and so its children, only once all of it exists.
         earlier = {c.urn for c in dev.of_type(CONTAINER) if c.parent == tiers[before].urn}
         assert earlier and earlier <= set(tiers[after].dependencies), f"{after} must depend on {before}"
-        for c in dev.of_type(CONTAINER):
-            if c.parent == tiers[after].urn:
-                assert earlier <= set(c.dependencies), f"{c.name} must wait for tier {before}"
         later = {c.urn for c in dev.of_type(CONTAINER) if c.parent == tiers[after].urn}
         assert not later & set(tiers[before].dependencies), f"{before} must not wait for {after}"
+    # Nothing waits for a later tier, and no resource carries a whole tier in its
+    # dependencies (that would grow with the square of the services).
+    tier_of = {c.urn: c.parent for c in dev.resources}
+    rank = {tiers[name].urn: i for i, name in enumerate(SEED_ORDER)}
+    for c in dev.of_type(CONTAINER):
+        for d in c.dependencies:
+            assert rank.get(tier_of.get(d, ""), -1) <= rank[c.parent], f"{c.name} waits for a later tier"
 
 
 @pytest.mark.parametrize(("service", "waits_for"), [
@@ -134,6 +139,8 @@ def test_startup_order_follows_the_seed(dev: offline.Render) -> None:
 ])
 def test_service_level_depends_on_and_gating(dev: offline.Render, service: str, waits_for: set[str]) -> None:
     cs = {c.name: c for c in dev.of_type(CONTAINER)}
+    # exactly the containers it waits for, no others
+    assert {d.split("::")[-1] for d in cs[service].dependencies if f"{CONTAINER}::" in d} == waits_for
     for target in waits_for:
         assert cs[target].urn in cs[service].dependencies
         # a container others wait for is created with its health check and waited on

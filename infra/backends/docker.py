@@ -80,6 +80,9 @@ class DockerBackend:
         self.model, self.tiers, self.wiring = model, tiers, wiring
         self.networks: dict[Tier, docker.Network] = {}
         self.images: dict[str, docker.RemoteImage] = {}
+        # Computed once: per service they would make the render quadratic in the services.
+        self.gates = model.gates()
+        self.files: dict[str, str] = {}
         for tier, comp in tiers.items():
             self.networks[tier] = docker.Network(
                 f"{tier.value}-network",
@@ -90,13 +93,19 @@ class DockerBackend:
                     internal=tier is Tier.DATABASES,
                     labels=[docker.NetworkLabelArgs(label=f"{LABEL}.tier", value=tier.value)],
                 ),
-                opts=comp.child_opts(delete_before_replace=True, ordered=False),
+                opts=comp.child_opts(delete_before_replace=True),
             )
             for eff in model.in_tier(tier):
                 if eff.published and tier is Tier.DATABASES:
                     pulumi.log.warn(f"{eff.name}: the databases network is internal, so Docker does not "
                                     "forward published ports of its containers; reach it from a container "
                                     "on that network instead")
+
+    def _file(self, generator: str) -> str:
+        """A generated file's content depends on the model only: render it once."""
+        if generator not in self.files:
+            self.files[generator] = render_file(generator, self.model, host_of)
+        return self.files[generator]
 
     def _image(self, eff: Effective, comp: TierComponent) -> docker.RemoteImage:
         key = f"{eff.tier.value}/{eff.image}"
@@ -121,7 +130,8 @@ class DockerBackend:
                 opts=pulumi.ResourceOptions(parent=comp, protect=True),
             )
             volumes.append(docker.ContainerVolumeArgs(volume_name=vol.name, container_path=v.path))
-        env = [pulumi.Output.concat(k, "=", v) for k, v in self.wiring.env(svc)]
+        # A plain value needs no Output (each costs the SDK several tasks per render).
+        env = [f"{k}={v}" if isinstance(v, str) else pulumi.Output.concat(k, "=", v) for k, v in self.wiring.env(svc)]
         healthcheck = None
         if svc.health is not None:
             test = health_test(svc, svc.health)
@@ -130,9 +140,8 @@ class DockerBackend:
                 healthcheck = docker.ContainerHealthcheckArgs(
                     tests=test, interval=f"{h.interval_s}s", timeout=f"{h.timeout_s}s", retries=h.retries,
                     start_period=f"{h.start_period_s}s")
-        gate = svc.name in model.gates() and healthcheck is not None
-        uploads = [docker.ContainerUploadArgs(file=f.path, content=render_file(f.generator, model, host_of))
-                   for f in svc.files]
+        gate = svc.name in self.gates and healthcheck is not None
+        uploads = [docker.ContainerUploadArgs(file=f.path, content=self._file(f.generator)) for f in svc.files]
         res = eff.resources
         container = docker.Container(
             svc.name,
