@@ -1,0 +1,1046 @@
+"""The rules of OptiInfra's policy pack, over Docker (dev) and Kubernetes (prod) resources.
+
+Every rule is a pure function of rendered resources (type token + camelCase inputs,
+see policies/core.py) and the stack's resolved model; nothing is restated here that
+the catalog or the graph already says: port bands come from `infra.catalog.BANDS` and
+each `Port.band`, the networks a service may join from `Model.networks_of`, public
+services from `optiinfra:public`, known default credentials from
+`infra.credentials.KNOWN_DEFAULTS`. The seed's exceptions and per-service exemptions
+live in the policy config (policies/config/<stack>.json), each with its reason.
+
+References: CIS Docker Benchmark section 5, Kubernetes Pod Security Standards
+"restricted", docs design SECURITY.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from infra.backends.docker import CONTAINER_PREFIX, LABEL
+from infra.credentials import KNOWN_DEFAULTS
+from infra.model import Tier, has_digest, image_problem
+from infra.settings import NAMESPACE
+
+from .core import (
+    Context,
+    Resource,
+    Rule,
+    as_dict,
+    as_list,
+    get_in,
+    is_secret,
+    is_unknown,
+)
+
+# ---- type tokens --------------------------------------------------------------------
+
+CONTAINER = "docker:index/container:Container"
+REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
+VOLUME = "docker:index/volume:Volume"
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+STATEFULSET = "kubernetes:apps/v1:StatefulSet"
+DAEMONSET = "kubernetes:apps/v1:DaemonSet"
+REPLICASET = "kubernetes:apps/v1:ReplicaSet"
+JOB = "kubernetes:batch/v1:Job"
+CRONJOB = "kubernetes:batch/v1:CronJob"
+POD = "kubernetes:core/v1:Pod"
+K8S_SERVICE = "kubernetes:core/v1:Service"
+PVC = "kubernetes:core/v1:PersistentVolumeClaim"
+NAMESPACE_T = "kubernetes:core/v1:Namespace"
+K8S_SECRET = "kubernetes:core/v1:Secret"
+CONFIGMAP = "kubernetes:core/v1:ConfigMap"
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
+
+# Where each workload type keeps its pod spec.
+POD_SPEC_PATH: dict[str, tuple[str, ...]] = {
+    DEPLOYMENT: ("spec", "template", "spec"),
+    STATEFULSET: ("spec", "template", "spec"),
+    DAEMONSET: ("spec", "template", "spec"),
+    REPLICASET: ("spec", "template", "spec"),
+    JOB: ("spec", "template", "spec"),
+    CRONJOB: ("spec", "jobTemplate", "spec", "template", "spec"),
+    POD: ("spec",),
+}
+WORKLOADS = frozenset(POD_SPEC_PATH)
+LONG_RUNNING = frozenset({DEPLOYMENT, STATEFULSET, DAEMONSET, REPLICASET, POD})
+
+WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::"})
+CONFIG_FILE = "policies/config/<stack>.json"
+
+
+# ---- shared helpers -----------------------------------------------------------------
+
+def docker_labels(props: Mapping[str, Any]) -> dict[str, str]:
+    return {str(item.get("label")): str(item.get("value")) for item in as_list(props.get("labels"))
+            if isinstance(item, Mapping)}
+
+
+def docker_service(res: Resource) -> str:
+    """The catalog service a container runs: its io.optiinfra.service label, else its name."""
+    label = docker_labels(res.props).get(f"{LABEL}.service")
+    if label:
+        return label
+    name = res.props.get("name")
+    return name[len(CONTAINER_PREFIX):] if isinstance(name, str) and name.startswith(CONTAINER_PREFIX) else res.name
+
+
+def docker_envs(props: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """(name, value, entry) of each `NAME=value` entry; a whole-secret entry gives name ''."""
+    for entry in as_list(props.get("envs")):
+        if not isinstance(entry, str):
+            continue
+        name, sep, value = entry.partition("=")
+        yield (name, value, entry) if sep else ("", entry, entry)
+
+
+K8S_NAME_LABELS = ("io.optiinfra.service", "app.kubernetes.io/name", "app")
+
+
+def k8s_labels(props: Mapping[str, Any]) -> dict[str, Any]:
+    return {**as_dict(get_in(props, "spec", "template", "metadata", "labels")),
+            **as_dict(get_in(props, "metadata", "labels"))}
+
+
+def k8s_service(res: Resource, ctx: Context) -> str:
+    """The catalog service a Kubernetes resource belongs to (labels, else its name)."""
+    labels = k8s_labels(res.props)
+    for key in K8S_NAME_LABELS:
+        value = labels.get(key)
+        if isinstance(value, str) and ctx.service(value) is not None:
+            return value
+    meta_name = get_in(res.props, "metadata", "name")
+    name = meta_name if isinstance(meta_name, str) else res.name
+    return name[len(CONTAINER_PREFIX):] if name.startswith(CONTAINER_PREFIX) else name
+
+
+def pod_spec(res: Resource) -> dict[str, Any] | None:
+    path = POD_SPEC_PATH.get(res.type)
+    spec = get_in(res.props, *path) if path else None
+    return as_dict(spec) if isinstance(spec, Mapping) else None
+
+
+def pod_containers(spec: Mapping[str, Any], *, init: bool = True) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(name, container) of the containers, and (with `init`) the init and ephemeral ones."""
+    kinds = ("containers", "initContainers", "ephemeralContainers") if init else ("containers",)
+    for kind in kinds:
+        for c in as_list(spec.get(kind)):
+            if isinstance(c, Mapping):
+                yield str(c.get("name", "?")), dict(c)
+
+
+def _service_hint(service: str, key: str) -> str:
+    return f"{NAMESPACE}:services.{service}.{key}"
+
+
+def _secret_ok(value: Any) -> bool:
+    return is_secret(value) or is_unknown(value)
+
+
+URL_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:(?P<password>[^/\s@]*)@", re.IGNORECASE)
+
+
+def _plaintext_url_password(value: str) -> str | None:
+    """The password inside a URL of a plain (non-secret) string, if any."""
+    m = URL_PASSWORD.search(value)
+    return m.group("password") if m else None
+
+
+# ---- 1. unique host ports (stack) -----------------------------------------------------
+
+def _bindings(resources: Sequence[Resource], ctx: Context) -> Iterator[tuple[int, str, str, str, str]]:
+    """(host port, protocol, address, owner, urn) of every host port the stack binds."""
+    for res in resources:
+        if res.type == CONTAINER:
+            owner = docker_service(res)
+            for p in as_list(res.props.get("ports")):
+                port = as_dict(p).get("external")
+                if isinstance(port, int):
+                    ip = as_dict(p).get("ip")
+                    yield port, str(as_dict(p).get("protocol") or "tcp"), str(ip or ""), owner, res.urn
+        elif res.type in WORKLOADS:
+            spec = pod_spec(res) or {}
+            for _, c in pod_containers(spec):
+                for p in as_list(c.get("ports")):
+                    port = as_dict(p).get("hostPort")
+                    if isinstance(port, int) and port:
+                        yield (port, str(as_dict(p).get("protocol") or "TCP").lower(),
+                               str(as_dict(p).get("hostIP") or ""), k8s_service(res, ctx), res.urn)
+        elif res.type == K8S_SERVICE:
+            for p in as_list(get_in(res.props, "spec", "ports")):
+                port = as_dict(p).get("nodePort")
+                if isinstance(port, int) and port:
+                    yield (port, str(as_dict(p).get("protocol") or "TCP").lower(), "", k8s_service(res, ctx),
+                           res.urn)
+
+
+def _overlap(a: str, b: str) -> bool:
+    return a == b or a in WILDCARD_ADDRESSES or b in WILDCARD_ADDRESSES
+
+
+def check_unique_host_ports(resources: Sequence[Resource], cfg: Mapping[str, Any],
+                            ctx: Context) -> Iterator[tuple[str, str]]:
+    seen: dict[tuple[int, str], list[tuple[str, str, str]]] = {}
+    for port, proto, ip, owner, urn in _bindings(resources, ctx):
+        for other_ip, other_owner, other_urn in seen.get((port, proto), []):
+            if _overlap(ip, other_ip):
+                for who, whose_urn, peer in ((owner, urn, other_owner), (other_owner, other_urn, owner)):
+                    yield whose_urn, (f"host port {port}/{proto} is bound by both {who} and {peer}; the second one "
+                                      f"cannot start. Fix: give one of them another host port "
+                                      f"({_service_hint(who, 'hostPort')}).")
+        seen.setdefault((port, proto), []).append((ip, owner, urn))
+
+
+# ---- 2. host port bind address ----------------------------------------------------------
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind_address(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    if res.type == CONTAINER:
+        service = docker_service(res)
+        eff = ctx.effective(service)
+        public = bool(eff and eff.public)
+        for p in as_list(res.props.get("ports")):
+            ip = as_dict(p).get("ip")
+            host = as_dict(p).get("external")
+            if is_unknown(ip):
+                continue
+            ip = str(ip or "")
+            where = f"host port {host}" if host else f"container port {as_dict(p).get('internal')}"
+            if ip in WILDCARD_ADDRESSES and not public:
+                shown = ip or "every interface (no ip given)"
+                yield (f"{service}: {where} binds to {shown}, but {service} is not public. Fix: bind it to "
+                       f"127.0.0.1 ({_service_hint(service, 'bindAddress')}), or add {service} to "
+                       f"{NAMESPACE}:public if it must be reachable from other machines.")
+            elif cfg.get("requireLoopback") and not public and not _is_loopback(ip):
+                yield (f"{service}: {where} binds to {ip}, not a loopback address. Fix: bind it to 127.0.0.1 "
+                       f"({_service_hint(service, 'bindAddress')}).")
+        return
+    if res.type in WORKLOADS:
+        spec = pod_spec(res) or {}
+        for cname, c in pod_containers(spec):
+            for p in as_list(c.get("ports")):
+                if as_dict(p).get("hostPort"):
+                    yield (f"container {cname} publishes hostPort {as_dict(p).get('hostPort')}: on Kubernetes nothing "
+                           "binds a node port directly. Fix: remove hostPort; reach the service through its "
+                           "Service (and an Ingress if it is public).")
+        return
+    if res.type == K8S_SERVICE:
+        service = k8s_service(res, ctx)
+        eff = ctx.effective(service)
+        kind = get_in(res.props, "spec", "type")
+        if kind in ("NodePort", "LoadBalancer") and not (eff and eff.public):
+            yield (f"Service of {service} has type {kind}, which opens it outside the cluster, but {service} is not "
+                   f"public. Fix: use ClusterIP, or add {service} to {NAMESPACE}:public and route it through an "
+                   "Ingress.")
+        return
+    if res.type == INGRESS:
+        for backend in _ingress_backends(res.props):
+            service = backend[len(CONTAINER_PREFIX):] if backend.startswith(CONTAINER_PREFIX) else backend
+            eff = ctx.effective(service)
+            if eff is not None and not eff.public:
+                yield (f"Ingress routes to {service}, which is not public. Fix: remove the route, or add {service} "
+                       f"to {NAMESPACE}:public.")
+
+
+def _ingress_backends(props: Mapping[str, Any]) -> Iterator[str]:
+    default = get_in(props, "spec", "defaultBackend", "service", "name")
+    if isinstance(default, str):
+        yield default
+    for rule in as_list(get_in(props, "spec", "rules")):
+        for path in as_list(get_in(rule, "http", "paths")):
+            name = get_in(path, "backend", "service", "name")
+            if isinstance(name, str):
+                yield name
+
+
+# ---- 3. port allocation bands -----------------------------------------------------------
+
+def _exception(cfg: Mapping[str, Any], service: str, port: int) -> bool:
+    return any(e.get("service") == service and e.get("port") == port for e in as_list(cfg.get("exceptions")))
+
+
+def _band_problem(ctx: Context, cfg: Mapping[str, Any], service: str, port_name: str, band_name: str | None,
+                  number: int, what: str) -> str | None:
+    if _exception(cfg, service, number):
+        return None
+    if band_name is None:
+        return (f"{service}: {what} {number} ({port_name}) has no allocation band in the catalog. Fix: give the "
+                "Port a band in infra/catalog.py.")
+    try:
+        band = ctx.model.catalog.band(band_name)
+    except KeyError:
+        return f"{service}: {what} {number} ({port_name}) names the band '{band_name}', which the catalog lacks."
+    if band.contains(number):
+        return None
+    return (f"{service}: {what} {number} ({port_name}) is outside the {band.name} band {band.low}-{band.high}. "
+            f"Fix: pick a free port in {band.low}-{band.high} ({_service_hint(service, 'hostPort')}), or add "
+            f"{{\"service\": \"{service}\", \"port\": {number}, \"reason\": ...}} to port-allocation-bands.exceptions "
+            f"in {CONFIG_FILE}.")
+
+
+def check_port_bands(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    if res.type == CONTAINER:
+        service = docker_service(res)
+        svc = ctx.service(service)
+        for p in as_list(res.props.get("ports")):
+            internal, external = as_dict(p).get("internal"), as_dict(p).get("external")
+            if not isinstance(external, int):
+                continue
+            declared = next((x for x in svc.ports if x.container == internal), None) if svc else None
+            if declared is None:
+                yield (f"{service}: host port {external} publishes container port {internal}, which the catalog "
+                       "does not declare. Fix: declare the port (with its band) in infra/catalog.py.")
+                continue
+            problem = _band_problem(ctx, cfg, service, declared.name, declared.band, external, "host port")
+            if problem:
+                yield problem
+        return
+    if res.type == K8S_SERVICE:
+        service = k8s_service(res, ctx)
+        svc = ctx.service(service)
+        if svc is None:
+            return
+        for p in as_list(get_in(res.props, "spec", "ports")):
+            number = as_dict(p).get("port")
+            if not isinstance(number, int):
+                continue
+            target = as_dict(p).get("targetPort")
+            name = as_dict(p).get("name")
+            declared = next((x for x in svc.ports if x.name in (name, target) or x.container == target), None)
+            if declared is None:
+                yield (f"{service}: Service port {number} targets {target!r}, which the catalog does not declare. "
+                       "Fix: declare the port (with its band) in infra/catalog.py.")
+                continue
+            problem = _band_problem(ctx, cfg, service, declared.name, declared.band, number, "Service port")
+            if problem:
+                yield problem
+
+
+# ---- 4. images pinned --------------------------------------------------------------------
+
+def _digest_required(cfg: Mapping[str, Any], ctx: Context) -> bool:
+    s = ctx.model.settings
+    return bool(cfg.get("requireDigest")) or (s.target == "kubernetes" and s.kubernetes.require_digest)
+
+
+def _image_problem(ref: Any, cfg: Mapping[str, Any], ctx: Context) -> str | None:
+    if not isinstance(ref, str) or is_unknown(ref) or ref.startswith("sha256:"):
+        return None  # an image ID from the RemoteImage (pinned by the RemoteImage's reference)
+    problem = image_problem(ref)
+    if problem:
+        return f"image '{ref}' {problem}"
+    if _digest_required(cfg, ctx) and not has_digest(ref):
+        return f"image '{ref}' has no digest, and this stack requires one"
+    return None
+
+
+def check_images(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    fix = ("Fix: pin a version tag, e.g. repo/name:1.2.3 (optiinfra:services.<name>.image, or images.tag for "
+           "OptiInfra's own images)")
+    if _digest_required(cfg, ctx):
+        fix += ", with its digest (repo/name:1.2.3@sha256:...)"
+    refs: list[tuple[str, Any]] = []
+    if res.type == REMOTE_IMAGE:
+        refs.append((res.name, res.props.get("name")))
+    elif res.type == CONTAINER:
+        service = docker_service(res)
+        refs.append((service, docker_labels(res.props).get(f"{LABEL}.image")))
+        refs.append((service, res.props.get("image")))
+    elif res.type in WORKLOADS:
+        for cname, c in pod_containers(pod_spec(res) or {}):
+            refs.append((cname, c.get("image")))
+    reported: set[str] = set()
+    for who, ref in refs:
+        problem = _image_problem(ref, cfg, ctx)
+        if problem and problem not in reported:
+            reported.add(problem)
+            yield f"{who}: {problem}. {fix}."
+
+
+# ---- 5. health checks ----------------------------------------------------------------------
+
+def _exempt(cfg: Mapping[str, Any], service: str) -> bool:
+    return any(e.get("service") == service for e in as_list(cfg.get("exemptions")))
+
+
+def check_health(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    if res.type == CONTAINER:
+        if res.props.get("rm") is True:
+            return  # a one-shot container
+        service = docker_service(res)
+        tests = as_list(get_in(res.props, "healthcheck", "tests"))
+        if tests and tests[0] != "NONE":
+            return
+        if _exempt(cfg, service):
+            return
+        svc = ctx.service(service)
+        why = (f" The catalog says: {svc.health.no_docker_reason}." if svc and svc.health and
+               svc.health.no_docker_reason else "")
+        yield (f"{service}: long-running container without a health check.{why} Fix: declare a HealthCheck the "
+               "image can run (infra/catalog.py), or exempt the service with its reason in "
+               f"health-checks.exemptions ({CONFIG_FILE}).")
+        return
+    if res.type in LONG_RUNNING:
+        service = k8s_service(res, ctx)
+        if _exempt(cfg, service):
+            return
+        svc = ctx.service(service)
+        slow = bool(svc and svc.health and svc.health.slow_start)
+        for cname, c in pod_containers(pod_spec(res) or {}, init=False):
+            missing = [p for p in ("readinessProbe", "livenessProbe") if not c.get(p)]
+            if slow and cfg.get("requireStartupProbe") and not c.get("startupProbe"):
+                missing.append("startupProbe (the catalog marks it a slow starter)")
+            if missing:
+                yield (f"{service}: container {cname} has no {' and no '.join(missing)}. Fix: render the "
+                       "catalog's HealthCheck as probes.")
+
+
+# ---- 6. resource limits ---------------------------------------------------------------------
+
+def _positive(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return value > 0
+    if isinstance(value, str):
+        if is_unknown(value):
+            return True
+        try:
+            return float(value) > 0
+        except ValueError:
+            return bool(value.strip())
+    return False
+
+
+def check_limits(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    if res.type == CONTAINER:
+        service = docker_service(res)
+        missing = []
+        if not _positive(res.props.get("memory")):
+            missing.append("memory limit (memory)")
+        if not (_positive(res.props.get("cpus")) or _positive(res.props.get("cpuQuota"))):
+            missing.append("CPU limit (cpus)")
+        if cfg.get("requirePidsLimit") and not _positive(res.props.get("pidsLimit")):
+            missing.append("PIDs limit (pidsLimit, CIS 5.28)")
+        if missing:
+            yield (f"{service}: the container has no {', no '.join(missing)}. Fix: set the service's Resources "
+                   f"in infra/catalog.py or {_service_hint(service, 'memory')}/cpu.")
+        return
+    if res.type in WORKLOADS:
+        service = k8s_service(res, ctx)
+        for cname, c in pod_containers(pod_spec(res) or {}):
+            limits = as_dict(get_in(c, "resources", "limits"))
+            missing = [k for k in ("memory", "cpu") if not _positive(limits.get(k))]
+            if missing:
+                yield (f"{service}: container {cname} has no {' and no '.join(missing)} limit "
+                       "(resources.limits). Fix: render the catalog's Resources as limits.")
+
+
+# ---- 7. no host access ------------------------------------------------------------------------
+
+def check_host_access(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    allowed = {str(p) for p in as_list(cfg.get("allowedHostPaths"))}
+    if res.type == CONTAINER:
+        service = docker_service(res)
+        p = res.props
+        if p.get("privileged") is True:
+            yield f"{service}: privileged container (CIS 5.4). Fix: remove privileged; add single capabilities."
+        for key, cis in (("networkMode", "5.9"), ("pidMode", "5.15"), ("ipcMode", "5.16"), ("utsMode", "5.20"),
+                         ("usernsMode", "5.30")):
+            if p.get(key) == "host":
+                yield f"{service}: {key} is host, sharing the host's namespace (CIS {cis}). Fix: remove {key}."
+        if as_list(p.get("devices")):
+            yield f"{service}: host devices are mapped into the container (CIS 5.17). Fix: remove devices."
+        mounts = [(as_dict(v).get("hostPath"), as_dict(v).get("containerPath")) for v in as_list(p.get("volumes"))]
+        mounts += [(as_dict(m).get("source"), as_dict(m).get("target")) for m in as_list(p.get("mounts"))
+                   if as_dict(m).get("type") == "bind"]
+        for source, target in mounts:
+            if not isinstance(source, str) or not source or source in allowed:
+                continue
+            if source.endswith("docker.sock"):
+                yield (f"{service}: mounts the Docker socket {source} (CIS 5.31): that is root on the host. "
+                       "Fix: remove the mount.")
+            else:
+                yield (f"{service}: mounts the host path {source} at {target}. Fix: use a named volume or an "
+                       "upload, or list the path with its reason in no-host-access.allowedHostPaths.")
+        return
+    if res.type in WORKLOADS:
+        service = k8s_service(res, ctx)
+        spec = pod_spec(res) or {}
+        for key in ("hostNetwork", "hostPID", "hostIPC"):
+            if spec.get(key) is True:
+                yield f"{service}: pod spec sets {key}: true. Fix: remove it."
+        for v in as_list(spec.get("volumes")):
+            path = get_in(v, "hostPath", "path")
+            if path is not None and path not in allowed:
+                what = "the Docker socket" if str(path).endswith("docker.sock") else "the host path"
+                yield (f"{service}: volume {as_dict(v).get('name')} mounts {what} {path}. Fix: use a "
+                       "PersistentVolumeClaim, emptyDir, ConfigMap or Secret.")
+        for cname, c in pod_containers(spec):
+            if get_in(c, "securityContext", "privileged") is True:
+                yield f"{service}: container {cname} is privileged. Fix: remove privileged."
+
+
+# ---- 8. no plaintext credential ------------------------------------------------------------------
+
+def _credential_name(cfg: Mapping[str, Any], name: str) -> bool:
+    return bool(name) and re.search(str(cfg["namePattern"]), name) is not None
+
+
+def check_plaintext(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    if res.type == CONTAINER:
+        service = docker_service(res)
+        for name, value, entry in docker_envs(res.props):
+            if _secret_ok(entry):
+                continue
+            if _credential_name(cfg, name):
+                yield (f"{service}: environment variable {name} looks like a credential but is not a secret. Fix: "
+                       "deliver it as a secret Output (a catalog Secret/Url value, set with "
+                       "`pulumi config set --secret`).")
+            elif _plaintext_url_password(value) is not None:
+                yield (f"{service}: environment variable {name} holds a URL with a password in plaintext. Fix: "
+                       "build it from the catalog (infra/wiring.py makes such URLs secret).")
+        args = [("command", a) for a in as_list(res.props.get("command"))]
+        args += [("entrypoints", a) for a in as_list(res.props.get("entrypoints"))]
+        args += [("healthcheck", a) for a in as_list(get_in(res.props, "healthcheck", "tests"))]
+        for where, arg in args:
+            if isinstance(arg, str) and not _secret_ok(arg) and _plaintext_url_password(arg) is not None:
+                yield (f"{service}: the {where} carries a URL with a password in plaintext (and in the process "
+                       "list). Fix: pass it through a secret environment variable.")
+        return
+    if res.type in WORKLOADS:
+        service = k8s_service(res, ctx)
+        for cname, c in pod_containers(pod_spec(res) or {}):
+            for env in as_list(c.get("env")):
+                name, literal = str(as_dict(env).get("name", "")), as_dict(env).get("value")
+                if literal is None:
+                    continue  # valueFrom (secretKeyRef, configMapKeyRef, fieldRef)
+                if _credential_name(cfg, name):
+                    if cfg.get("kubernetesRequireSecretRef") or not _secret_ok(literal):
+                        yield (f"{service}: container {cname} sets {name} as a literal value; the pod spec stores "
+                               "it in plaintext. Fix: put it in a Secret and use valueFrom.secretKeyRef.")
+                elif isinstance(literal, str) and not _secret_ok(literal) and _plaintext_url_password(literal):
+                    yield (f"{service}: container {cname} sets {name} to a URL with a password in plaintext. Fix: "
+                           "put it in a Secret and use valueFrom.secretKeyRef.")
+        return
+    if res.type == K8S_SECRET:
+        for key in ("data", "stringData"):
+            data = res.props.get(key)
+            if data is None or _secret_ok(data):
+                continue
+            plain = sorted(k for k, v in as_dict(data).items() if not _secret_ok(v))
+            if plain:
+                yield (f"Secret {res.name}: {key} {', '.join(plain)} is not marked secret in the program, so Pulumi "
+                       "keeps it in plaintext in the state and the plan. Fix: pass pulumi.Output.secret(...).")
+        return
+    if res.type == CONFIGMAP:
+        for key, value in as_dict(res.props.get("data")).items():
+            if _secret_ok(value):
+                continue
+            if _credential_name(cfg, key) or (isinstance(value, str) and _plaintext_url_password(value)):
+                yield f"ConfigMap {res.name}: {key} holds a credential in plaintext. Fix: move it into a Secret."
+
+
+# ---- 9. no known default credential ----------------------------------------------------------------
+
+def _defaults(cfg: Mapping[str, Any]) -> set[str]:
+    return {d.lower() for d in KNOWN_DEFAULTS} | {str(d).lower() for d in as_list(cfg.get("extraDefaults"))}
+
+
+def _default_problem(cfg: Mapping[str, Any], name: str, value: Any) -> str | None:
+    if not isinstance(value, str) or _secret_ok(value):
+        return None
+    if _credential_name(cfg, name) and value.strip().lower() in _defaults(cfg):
+        return f"{name} is a well-known default credential" + (" (empty)" if not value.strip() else "")
+    if re.search(str(cfg["userPattern"]), name) and value.strip().lower() in {
+            str(u).lower() for u in as_list(cfg.get("defaultUsers"))}:
+        return f"{name} is a well-known default account name ('{value}')"
+    password = _plaintext_url_password(value)
+    if password is not None and password.lower() in _defaults(cfg):
+        return f"{name} embeds a well-known default password in its URL"
+    return None
+
+
+def check_default_credentials(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    fix = ("Fix: leave the credential to the stack (generated, or `pulumi config set --secret <key> <strong "
+           "value>`), and use a non-default account name.")
+    if res.type == CONTAINER:
+        service = docker_service(res)
+        for name, value, _ in docker_envs(res.props):
+            problem = _default_problem(cfg, name, value)
+            if problem:
+                yield f"{service}: {problem}. {fix}"
+        return
+    if res.type in WORKLOADS:
+        service = k8s_service(res, ctx)
+        for cname, c in pod_containers(pod_spec(res) or {}):
+            for env in as_list(c.get("env")):
+                problem = _default_problem(cfg, str(as_dict(env).get("name", "")), as_dict(env).get("value"))
+                if problem:
+                    yield f"{service}: container {cname}: {problem}. {fix}"
+        return
+    if res.type == K8S_SECRET:
+        for key in ("data", "stringData"):
+            for name, value in as_dict(res.props.get(key)).items():
+                # A Secret's keys are credentials by construction; base64 `data` is decoded by nobody here.
+                if key == "stringData" and isinstance(value, str) and not _secret_ok(value) and \
+                        value.strip().lower() in _defaults(cfg):
+                    yield f"Secret {res.name}: {name} is a well-known default credential. {fix}"
+
+
+# ---- 10. tier isolation ------------------------------------------------------------------------------
+
+def _forbidden(cfg: Mapping[str, Any], a: Tier, b: Tier) -> bool:
+    return any(f.get("tier") == a.value and f.get("network") == b.value for f in as_list(cfg.get("forbidden")))
+
+
+def check_tier_isolation(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    if res.type == CONTAINER:
+        yield from _docker_isolation(res, cfg, ctx)
+    elif res.type in WORKLOADS:
+        service = k8s_service(res, ctx)
+        eff = ctx.effective(service)
+        ns = get_in(res.props, "metadata", "namespace")
+        if eff is None or not isinstance(ns, str) or is_unknown(ns):
+            return
+        tier = ctx.namespaces.get(ns)
+        expected = next(n for n, t in ctx.namespaces.items() if t is eff.tier)
+        if tier is not eff.tier:
+            yield (f"{service} ({eff.tier.value}) runs in namespace {ns}; its tier's namespace is {expected}. "
+                   "Fix: deploy it into its tier's namespace.")
+    elif res.type == NETWORK_POLICY:
+        ns = get_in(res.props, "metadata", "namespace")
+        own = ctx.namespaces.get(ns) if isinstance(ns, str) else None
+        if own is None:
+            return
+        for direction, peer_key in (("ingress", "from"), ("egress", "to")):
+            for rule in as_list(get_in(res.props, "spec", direction)):
+                for peer in as_list(as_dict(rule).get(peer_key)):
+                    for other in _selected_tiers(as_dict(peer).get("namespaceSelector"), ctx):
+                        if _forbidden(cfg, own, other) or _forbidden(cfg, other, own):
+                            yield (f"NetworkPolicy {res.name} in {ns} admits {direction} traffic with the "
+                                   f"{other.value} namespace; {own.value} and {other.value} never talk directly. "
+                                   "Fix: remove that peer.")
+
+
+def _selected_tiers(selector: Any, ctx: Context) -> Iterator[Tier]:
+    labels = as_dict(as_dict(selector).get("matchLabels"))
+    name = labels.get("kubernetes.io/metadata.name")
+    if isinstance(name, str) and name in ctx.namespaces:
+        yield ctx.namespaces[name]
+    tier = labels.get("io.optiinfra.tier") or labels.get("app.kubernetes.io/component")
+    for t in Tier:
+        if tier == t.value:
+            yield t
+
+
+def _docker_isolation(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    service = docker_service(res)
+    eff = ctx.effective(service)
+    if eff is None:
+        yield (f"container {res.props.get('name', res.name)} runs no service of this stack's catalog "
+               f"(label {LABEL}.service), so its tier and networks cannot be checked.")
+        return
+    label_tier = docker_labels(res.props).get(f"{LABEL}.tier")
+    if label_tier is not None and label_tier != eff.tier.value:
+        yield f"{service}: labelled tier {label_tier}, but the catalog puts it in {eff.tier.value}."
+    joined = [as_dict(n).get("name") for n in as_list(res.props.get("networksAdvanced"))]
+    mode = res.props.get("networkMode")
+    if not joined and mode in (None, "", "bridge", "default"):
+        yield (f"{service}: joins Docker's default bridge, shared by every container on the host (CIS 5.29). "
+               "Fix: attach it to its tier networks.")
+    allowed = ctx.allowed_networks(service)
+    for net in joined:
+        if not isinstance(net, str) or is_unknown(net):
+            continue
+        tier = ctx.docker_networks.get(net)
+        if tier is None:
+            yield f"{service}: joins {net}, which is none of the stack's tier networks."
+            continue
+        if _forbidden(cfg, eff.tier, tier):
+            yield (f"{service} ({eff.tier.value}) joins the {tier.value} network {net}: a {eff.tier.value} container "
+                   f"never shares a network with the {tier.value} tier. Fix: remove the dependency that puts it "
+                   f"there ({_service_hint(service, 'dependsOn')}) and go through the tier in between.")
+        elif net not in allowed:
+            yield (f"{service} ({eff.tier.value}) joins {net}, but its connections only need "
+                   f"{', '.join(sorted(allowed)) or 'none'} (infra.graph networks_of). Fix: remove the network, or "
+                   "declare the dependency that needs it.")
+
+
+# ---- 11. default-deny NetworkPolicy per tier namespace (stack) -------------------------------------
+
+def _denies(policy: Resource, types: set[str]) -> bool:
+    spec = as_dict(policy.props.get("spec"))
+    selector = spec.get("podSelector")
+    if as_dict(selector).get("matchLabels") or as_dict(selector).get("matchExpressions"):
+        return False
+    declared = {str(t) for t in as_list(spec.get("policyTypes"))} or {"Ingress"}
+    if not types <= declared:
+        return False
+    return all(not as_list(spec.get(t.lower())) for t in types)
+
+
+def check_default_deny(resources: Sequence[Resource], cfg: Mapping[str, Any],
+                       ctx: Context) -> Iterator[tuple[str, str]]:
+    namespaces = {str(get_in(r.props, "metadata", "name")): r for r in resources if r.type == NAMESPACE_T}
+    used = {str(get_in(r.props, "metadata", "namespace")) for r in resources if r.type in WORKLOADS}
+    if not namespaces and not used:
+        return  # not a Kubernetes stack
+    types = {str(t) for t in as_list(cfg.get("policyTypes"))}
+    for ns, tier in ctx.namespaces.items():
+        if tier not in ctx.model.tiers() or (ns not in namespaces and ns not in used):
+            continue
+        policies = [r for r in resources if r.type == NETWORK_POLICY and get_in(r.props, "metadata", "namespace") == ns]
+        if not any(_denies(p, types) for p in policies):
+            urn = namespaces[ns].urn if ns in namespaces else ""
+            yield urn, (f"namespace {ns} ({tier.value}) has no default-deny NetworkPolicy (podSelector {{}}, "
+                        f"policyTypes {sorted(types)}, no rules). Fix: add one; allow rules then open exactly the "
+                        "catalog's connections.")
+
+
+# ---- 12. Pod Security Standard restricted ------------------------------------------------------------
+
+PSS_VOLUMES = frozenset({"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                         "projected", "secret"})
+PSS_SECCOMP = frozenset({"RuntimeDefault", "Localhost"})
+PSS_SELINUX = frozenset({"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"})
+PSS_SYSCTLS = frozenset({"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range",
+                         "net.ipv4.ip_unprivileged_port_start", "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range",
+                         "net.ipv4.ip_local_reserved_ports",
+                         "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+                         "net.ipv4.tcp_keepalive_probes"})
+PSS_LABEL = "pod-security.kubernetes.io/enforce"
+
+
+def _pss_pod(spec: Mapping[str, Any], cfg: Mapping[str, Any]) -> Iterator[str]:
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key) is True:
+            yield f"pod sets {key}"
+    for v in as_list(spec.get("volumes")):
+        kinds = set(as_dict(v)) - {"name"}
+        bad = kinds - PSS_VOLUMES
+        if bad:
+            yield f"volume {as_dict(v).get('name')} is of type {', '.join(sorted(bad))}"
+    psc = as_dict(spec.get("securityContext"))
+    for sysctl in as_list(psc.get("sysctls")):
+        if as_dict(sysctl).get("name") not in PSS_SYSCTLS:
+            yield f"sysctl {as_dict(sysctl).get('name')} is not in the safe set"
+    if psc.get("runAsUser") == 0:
+        yield "pod runs as user 0"
+    yield from _selinux("pod", psc)
+    allowed_caps = {str(c) for c in as_list(cfg.get("allowedCapabilities"))}
+    for cname, c in pod_containers(spec):
+        sc = as_dict(c.get("securityContext"))
+        where = f"container {cname}"
+        if sc.get("privileged") is True:
+            yield f"{where} is privileged"
+        if sc.get("allowPrivilegeEscalation") is not False:
+            yield f"{where} does not set allowPrivilegeEscalation: false"
+        caps = as_dict(sc.get("capabilities"))
+        if "ALL" not in {str(x) for x in as_list(caps.get("drop"))}:
+            yield f"{where} does not drop ALL capabilities"
+        added = {str(x) for x in as_list(caps.get("add"))} - allowed_caps
+        if added:
+            yield f"{where} adds capabilities {', '.join(sorted(added))}"
+        non_root = sc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+        if non_root is not True:
+            yield f"{where} does not set runAsNonRoot: true (pod or container)"
+        if sc.get("runAsUser") == 0:
+            yield f"{where} runs as user 0"
+        seccomp = get_in(sc, "seccompProfile", "type") or get_in(psc, "seccompProfile", "type")
+        if seccomp not in PSS_SECCOMP:
+            yield f"{where} has no seccompProfile RuntimeDefault or Localhost (pod or container)"
+        if sc.get("procMount") not in (None, "Default"):
+            yield f"{where} sets procMount {sc.get('procMount')}"
+        if get_in(sc, "appArmorProfile", "type") == "Unconfined":
+            yield f"{where} runs AppArmor unconfined"
+        yield from _selinux(where, sc)
+        for p in as_list(c.get("ports")):
+            if as_dict(p).get("hostPort"):
+                yield f"{where} uses hostPort {as_dict(p).get('hostPort')}"
+
+
+def _selinux(where: str, sc: Mapping[str, Any]) -> Iterator[str]:
+    opts = as_dict(sc.get("seLinuxOptions"))
+    if opts.get("type", "") not in PSS_SELINUX or opts.get("user") or opts.get("role"):
+        yield f"{where} sets SELinux options outside the restricted set"
+
+
+def check_pss(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    if res.type == NAMESPACE_T:
+        name = get_in(res.props, "metadata", "name")
+        if cfg.get("requireNamespaceLabel") and isinstance(name, str) and name in ctx.namespaces:
+            label = get_in(res.props, "metadata", "labels", PSS_LABEL)
+            if label != "restricted":
+                yield (f"namespace {name} is not labelled {PSS_LABEL}=restricted, so the cluster does not enforce "
+                       "the standard. Fix: add the label.")
+        return
+    spec = pod_spec(res)
+    if spec is None:
+        return
+    service = k8s_service(res, ctx)
+    problems = list(_pss_pod(spec, cfg))
+    if problems:
+        yield (f"{service}: the pod spec breaks Pod Security Standard restricted: {'; '.join(problems)}. Fix: "
+               "render the catalog's secure defaults (non-root uid, seccomp RuntimeDefault, drop ALL, no privilege "
+               "escalation).")
+
+
+# ---- 13. stateful resources protected ----------------------------------------------------------------
+
+def check_stateful(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+    fix = "Fix: create it with ResourceOptions(protect=True)."
+    if res.type in (VOLUME, PVC, STATEFULSET) and not res.protect:
+        what = {VOLUME: "Docker volume", PVC: "PersistentVolumeClaim", STATEFULSET: "StatefulSet"}[res.type]
+        yield f"{what} {res.name} holds data but is not protected from deletion. {fix}"
+    retention = get_in(res.props, "spec", "persistentVolumeClaimRetentionPolicy", "whenDeleted")
+    if res.type == STATEFULSET and cfg.get("requireRetainPolicy") and retention == "Delete":
+        yield (f"StatefulSet {res.name} deletes its PersistentVolumeClaims with it. Fix: whenDeleted: Retain "
+                   "(the default).")
+    if res.type == CONTAINER:
+        service = docker_service(res)
+        svc = ctx.service(service)
+        if svc is None:
+            return
+        named = {as_dict(v).get("containerPath") for v in as_list(res.props.get("volumes"))
+                 if as_dict(v).get("volumeName")}
+        for vol in svc.volumes:
+            if vol.path not in named:
+                yield (f"{service}: {vol.path} is not on a named volume, so replacing the container loses its "
+                       "data. Fix: mount the catalog's Volume.")
+    elif res.type in (DEPLOYMENT, STATEFULSET):
+        service = k8s_service(res, ctx)
+        svc = ctx.service(service)
+        spec = pod_spec(res) or {}
+        if svc is None or not svc.volumes:
+            return
+        templates = as_list(get_in(res.props, "spec", "volumeClaimTemplates"))
+        claims = {str(get_in(t, "metadata", "name")) for t in templates}
+        claims |= {str(as_dict(v).get("name")) for v in as_list(spec.get("volumes"))
+                   if as_dict(v).get("persistentVolumeClaim")}
+        mounts = {str(get_in(m, "mountPath")): str(get_in(m, "name")) for _, c in pod_containers(spec, init=False)
+                  for m in as_list(c.get("volumeMounts"))}
+        for vol in svc.volumes:
+            if mounts.get(vol.path) not in claims:
+                yield (f"{service}: {vol.path} is not on a PersistentVolumeClaim, so a new pod loses its data. "
+                       "Fix: mount a PVC (or a volumeClaimTemplate) there.")
+
+
+# ---- the pack ------------------------------------------------------------------------------------------
+
+def _list_of(item: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"type": "array", "items": {"type": "object", "properties": item, "required": required,
+                                       "additionalProperties": False}}
+
+
+CREDENTIAL_NAME = r"(?i)(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY|(^|_)KEY$|CREDENTIAL|AUTH$)"
+USER_NAME = r"(?i)(^|_)(USER|USERNAME|LOGIN)$"
+TIERS = [t.value for t in Tier]
+DOCKER = frozenset({CONTAINER})
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        name="unique-host-ports",
+        description="No two services bind the same host port.",
+        severity="high",
+        config={},
+        remediation="Give one of the services another host port (optiinfra:services.<name>.hostPort).",
+        check_stack=check_unique_host_ports,
+        tags=("exposure",),
+    ),
+    Rule(
+        name="host-port-bind-address",
+        description=("A published host port binds to a specific address; 0.0.0.0 only for a service the stack "
+                     "marks public (optiinfra:public). On Kubernetes nothing uses hostPort, and only public "
+                     "services get a NodePort/LoadBalancer or an Ingress."),
+        severity="high",
+        config={"requireLoopback": {"type": "boolean", "default": False,
+                                    "description": "Non-public services must bind a loopback address."}},
+        remediation="Bind to 127.0.0.1 (optiinfra:services.<name>.bindAddress) or mark the service public.",
+        check=check_bind_address,
+        types=frozenset({CONTAINER, K8S_SERVICE, INGRESS}) | WORKLOADS,
+        tags=("exposure", "CIS-5.13"),
+    ),
+    Rule(
+        name="port-allocation-bands",
+        description=("Host ports (Docker) and Service ports (Kubernetes) lie inside the seed's allocation band "
+                     "of their catalog Port; exceptions are listed in the config with their reason."),
+        severity="low",
+        config={"exceptions": {**_list_of({"service": {"type": "string"}, "port": {"type": "integer"},
+                                           "band": {"type": "string"}, "reason": {"type": "string"}},
+                                          ["service", "port", "reason"]), "default": [],
+                               "description": "Ports allowed outside their band, each with the reason."}},
+        remediation="Pick a free port in the band, or add an exception with its reason.",
+        check=check_port_bands,
+        types=frozenset({CONTAINER, K8S_SERVICE}),
+        tags=("ports",),
+    ),
+    Rule(
+        name="images-pinned",
+        description="Images are pinned to a version tag (never latest, never untagged); a stack may require digests.",
+        severity="high",
+        config={"requireDigest": {"type": "boolean", "default": False,
+                                  "description": "Every image must carry @sha256:... (also on when the stack sets "
+                                                 "optiinfra:kubernetes.requireDigest)."}},
+        remediation="Pin a version tag (and a digest where required).",
+        check=check_images,
+        types=frozenset({REMOTE_IMAGE, CONTAINER}) | WORKLOADS,
+        tags=("supply-chain",),
+    ),
+    Rule(
+        name="health-checks",
+        description=("Every long-running container has a health check (Docker) or readiness and liveness probes, "
+                     "plus a startup probe for slow starters (Kubernetes)."),
+        severity="medium",
+        config={
+            "exemptions": {**_list_of({"service": {"type": "string"}, "reason": {"type": "string"}},
+                                      ["service", "reason"]), "default": [],
+                           "description": "Services without an in-container check, each with what watches it instead."},
+            "requireStartupProbe": {"type": "boolean", "default": True,
+                                    "description": "Slow starters (catalog HealthCheck.slow_start) need a "
+                                                   "startupProbe."},
+        },
+        remediation="Declare a HealthCheck the image can run, or exempt the service with its reason.",
+        check=check_health,
+        types=DOCKER | LONG_RUNNING,
+        tags=("reliability",),
+    ),
+    Rule(
+        name="resource-limits",
+        description="Every container has a memory and a CPU limit.",
+        severity="medium",
+        config={"requirePidsLimit": {"type": "boolean", "default": False,
+                                     "description": "Docker containers also need pidsLimit (CIS 5.28)."}},
+        remediation="Set the service's Resources in the catalog or memory/cpu in stack config.",
+        check=check_limits,
+        types=DOCKER | WORKLOADS,
+        tags=("reliability", "CIS-5.10", "CIS-5.11"),
+    ),
+    Rule(
+        name="no-host-access",
+        description=("No privileged container, host network, host PID/IPC/UTS/user namespace, host device, "
+                     "docker.sock or hostPath mount."),
+        severity="critical",
+        config={"allowedHostPaths": {"type": "array", "items": {"type": "string"}, "default": [],
+                                     "description": "Host paths that may be mounted (none by default)."}},
+        remediation="Remove the host access; use named volumes, PVCs or single capabilities.",
+        check=check_host_access,
+        types=DOCKER | WORKLOADS,
+        tags=("isolation", "CIS-5.4", "CIS-5.9", "CIS-5.15", "CIS-5.16", "CIS-5.31"),
+    ),
+    Rule(
+        name="no-plaintext-credentials",
+        description=("An environment value whose name looks like a password, token, key or secret is a secret "
+                     "(on Kubernetes: a secretKeyRef); no URL carries a password in plaintext."),
+        severity="critical",
+        config={
+            "namePattern": {"type": "string", "default": CREDENTIAL_NAME,
+                            "description": "Regular expression for names of credential-bearing variables."},
+            "kubernetesRequireSecretRef": {"type": "boolean", "default": True,
+                                           "description": "On Kubernetes a credential comes from a Secret "
+                                                          "(valueFrom.secretKeyRef), never a literal env value."},
+        },
+        remediation="Deliver the value as a secret Output / Kubernetes Secret.",
+        check=check_plaintext,
+        types=DOCKER | WORKLOADS | frozenset({K8S_SECRET, CONFIGMAP}),
+        tags=("credentials",),
+    ),
+    Rule(
+        name="no-default-credentials",
+        description=("No credential is a well-known default (admin, password, postgres, changeme, empty, ...), "
+                     "and no admin account keeps its default name."),
+        severity="critical",
+        config={
+            "namePattern": {"type": "string", "default": CREDENTIAL_NAME,
+                            "description": "Regular expression for names of credential-bearing variables."},
+            "extraDefaults": {"type": "array", "items": {"type": "string"}, "default": [],
+                              "description": "Values refused on top of infra.credentials.KNOWN_DEFAULTS."},
+            "userPattern": {"type": "string", "default": USER_NAME,
+                            "description": "Regular expression for names of account-name variables."},
+            "defaultUsers": {"type": "array", "items": {"type": "string"}, "default": ["admin", "root"],
+                             "description": "Account names refused (the seed's Grafana admin/admin)."},
+        },
+        remediation="Let the stack generate the credential, or set a strong one as a stack secret.",
+        check=check_default_credentials,
+        types=DOCKER | WORKLOADS | frozenset({K8S_SECRET}),
+        tags=("credentials",),
+    ),
+    Rule(
+        name="tier-isolation",
+        description=("A container joins only the networks its connections need (infra.graph networks_of), never "
+                     "the default bridge; forbidden tier pairs (a database and the frontend) never share a network; "
+                     "on Kubernetes a workload runs in its tier's namespace."),
+        severity="high",
+        config={"forbidden": {**_list_of({"tier": {"type": "string", "enum": TIERS},
+                                          "network": {"type": "string", "enum": TIERS},
+                                          "reason": {"type": "string"}}, ["tier", "network"]),
+                              "default": [{"tier": "databases", "network": "frontend"},
+                                          {"tier": "frontend", "network": "databases"}],
+                              "description": "Tier pairs that never share a network or a NetworkPolicy peer."}},
+        remediation="Remove the network (or the dependency that adds it).",
+        check=check_tier_isolation,
+        types=DOCKER | WORKLOADS | frozenset({NETWORK_POLICY}),
+        tags=("isolation", "CIS-5.29"),
+    ),
+    Rule(
+        name="namespace-default-deny",
+        description="Every Kubernetes tier namespace has a default-deny NetworkPolicy.",
+        severity="high",
+        config={"policyTypes": {"type": "array", "items": {"type": "string", "enum": ["Ingress", "Egress"]},
+                                "default": ["Ingress"],
+                                "description": "Directions the default-deny policy must cover."}},
+        remediation="Add a NetworkPolicy with podSelector {} and no rules to each tier namespace.",
+        check_stack=check_default_deny,
+        tags=("isolation",),
+    ),
+    Rule(
+        name="pod-security-restricted",
+        description=("Kubernetes pod specs meet the Pod Security Standard restricted, and tier namespaces "
+                     "enforce it (pod-security.kubernetes.io/enforce=restricted)."),
+        severity="high",
+        config={
+            "allowedCapabilities": {"type": "array", "items": {"type": "string"}, "default": ["NET_BIND_SERVICE"],
+                                    "description": "Capabilities a container may add (the standard allows only "
+                                                   "NET_BIND_SERVICE)."},
+            "requireNamespaceLabel": {"type": "boolean", "default": True,
+                                      "description": "Tier namespaces carry the enforce=restricted label."},
+        },
+        remediation="Render the catalog's secure defaults into the pod spec.",
+        check=check_pss,
+        types=WORKLOADS | frozenset({NAMESPACE_T}),
+        tags=("isolation", "pss-restricted"),
+    ),
+    Rule(
+        name="stateful-resources-protected",
+        description=("Data volumes, PersistentVolumeClaims and StatefulSets are protected from deletion, and every "
+                     "stateful service keeps its data on them."),
+        severity="high",
+        config={"requireRetainPolicy": {"type": "boolean", "default": True,
+                                        "description": "StatefulSets keep their PVCs when deleted."}},
+        remediation="Create them with protect=True and mount the catalog's volumes.",
+        check=check_stateful,
+        types=frozenset({VOLUME, PVC, STATEFULSET, DEPLOYMENT, CONTAINER}),
+        tags=("data",),
+    ),
+)
+
+
+def by_name(name: str) -> Rule:
+    for rule in RULES:
+        if rule.name == name:
+            return rule
+    raise KeyError(name)
+
+
+def names() -> list[str]:
+    return [r.name for r in RULES]
