@@ -1,0 +1,299 @@
+"""Footprint of a stack against its budget: CPU, memory and persistent storage.
+
+Computed from the resolved model (graph.resolve), not from either backend's inputs, so
+one calculation serves both targets:
+
+- instances: one per service on Docker; on Kubernetes `replicas`, and the cost agent
+  once per cloud provider (`cloudProviders`), each with those replicas;
+- CPU and memory: the effective requests and limits (catalog, or `services.<name>.cpu`
+  and `.memory`) times the instances;
+- storage: the catalog's volume sizes, or `kubernetes.storage.<name>` on Kubernetes
+  (one claim per volume and instance, as a StatefulSet makes them).
+
+The budget is `optiinfra:budget`: `nodes` machines of `memory` and `cpu` each, and
+`storage` in total. Requests are what must fit: a Kubernetes scheduler reserves them,
+and on Docker they are the seed's measured use. CPU is compressible and Docker
+reserves none (a container is only capped at its limit), so on Docker a CPU request
+above the budget is a warning, while memory and storage above it are errors; on
+Kubernetes all three are, and so is an instance larger than one node.
+
+Amounts are kept in integers (millicores, MiB) so that totals add up exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .graph import Effective, Model
+from .model import Tier, parse_memory_mib
+from .settings import COST_AGENT, NAMESPACE, ConfigError
+
+
+@dataclass(frozen=True)
+class Amount:
+    """Requests and limits of CPU (millicores) and memory (MiB), and storage (MiB)."""
+
+    cpu_request_m: int = 0
+    cpu_limit_m: int = 0
+    memory_request_mib: int = 0
+    memory_limit_mib: int = 0
+    storage_mib: int = 0
+
+    def __add__(self, other: Amount) -> Amount:
+        return Amount(self.cpu_request_m + other.cpu_request_m, self.cpu_limit_m + other.cpu_limit_m,
+                      self.memory_request_mib + other.memory_request_mib,
+                      self.memory_limit_mib + other.memory_limit_mib, self.storage_mib + other.storage_mib)
+
+    def times(self, n: int) -> Amount:
+        return Amount(self.cpu_request_m * n, self.cpu_limit_m * n, self.memory_request_mib * n,
+                      self.memory_limit_mib * n, self.storage_mib * n)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"cpu": {"request": self.cpu_request_m / 1000, "limit": self.cpu_limit_m / 1000},
+                "memoryMiB": {"request": self.memory_request_mib, "limit": self.memory_limit_mib},
+                "storageMiB": self.storage_mib}
+
+
+@dataclass(frozen=True)
+class Line:
+    """One service: what one instance takes, and how many instances run."""
+
+    name: str
+    tier: Tier
+    instances: int
+    each: Amount
+
+    @property
+    def total(self) -> Amount:
+        return self.each.times(self.instances)
+
+
+@dataclass(frozen=True)
+class Budget:
+    nodes: int
+    cpu_per_node_m: int
+    memory_per_node_mib: int
+    storage_mib: int
+
+    @property
+    def cpu_m(self) -> int:
+        return self.nodes * self.cpu_per_node_m
+
+    @property
+    def memory_mib(self) -> int:
+        return self.nodes * self.memory_per_node_mib
+
+
+@dataclass
+class Footprint:
+    stack: str
+    target: str
+    lines: list[Line]
+    budget: Budget
+    problems: list[str] = field(default_factory=list)
+    """Each a one-line error naming the config key and the fix (the stack does not fit)."""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> Amount:
+        return sum((line.total for line in self.lines), Amount())
+
+    @property
+    def instances(self) -> int:
+        return sum(line.instances for line in self.lines)
+
+    def tiers(self) -> dict[Tier, tuple[int, Amount]]:
+        out: dict[Tier, tuple[int, Amount]] = {}
+        for line in self.lines:
+            n, amount = out.get(line.tier, (0, Amount()))
+            out[line.tier] = (n + line.instances, amount + line.total)
+        return {t: out[t] for t in Tier if t in out}
+
+    @property
+    def fits(self) -> bool:
+        return not self.problems
+
+
+# ---- the calculation ------------------------------------------------------------------
+
+def instances(model: Model, eff: Effective) -> int:
+    """How many copies of a service run: Docker runs one of each; Kubernetes runs the
+    replicas, and the cost agent's replicas once per cloud provider."""
+    if model.settings.target != "kubernetes":
+        return 1
+    if eff.name == COST_AGENT:
+        return eff.replicas * len(model.settings.cloud_providers)
+    return eff.replicas
+
+
+def storage_mib(model: Model, eff: Effective) -> int:
+    """Persistent storage of one instance: its volumes (a claim each on Kubernetes)."""
+    override = model.settings.kubernetes.storage.get(eff.name) if model.settings.target == "kubernetes" else None
+    size = parse_memory_mib(override) if override else None
+    return sum(size if size is not None else round(v.size_gib * 1024) for v in eff.service.volumes)
+
+
+def per_instance(model: Model, eff: Effective) -> Amount:
+    res = eff.resources
+    return Amount(cpu_request_m=round(res.cpu * 1000), cpu_limit_m=round(res.limit_cpu * 1000),
+                  memory_request_mib=res.memory_mib, memory_limit_mib=res.limit_mib,
+                  storage_mib=storage_mib(model, eff))
+
+
+def budget_of(model: Model) -> Budget:
+    b = model.settings.budget
+    return Budget(nodes=b.nodes, cpu_per_node_m=round(b.cpu * 1000),
+                  memory_per_node_mib=parse_memory_mib(b.memory), storage_mib=parse_memory_mib(b.storage))
+
+
+def footprint(model: Model, stack: str) -> Footprint:
+    lines = [Line(eff.name, eff.tier, instances(model, eff), per_instance(model, eff))
+             for tier in Tier for eff in model.in_tier(tier)]
+    fp = Footprint(stack=stack, target=model.settings.target, lines=lines, budget=budget_of(model))
+    _judge(fp)
+    return fp
+
+
+def _largest(fp: Footprint, value: Callable[[Amount], int], key: str, fmt: Callable[[int], str]) -> str:
+    top = sorted((line for line in fp.lines if value(line.total)), key=lambda x: -value(x.total))[:3]
+    parts = []
+    for line in top:
+        n = f"{line.instances} x {fmt(value(line.each))} = " if line.instances > 1 else ""
+        more = (", .replicas" if line.instances > 1 else "") + (
+            f", {NAMESPACE}:cloudProviders" if line.name == COST_AGENT and line.instances > 1 else "")
+        parts.append(f"{line.name} {n}{fmt(value(line.total))} ({NAMESPACE}:services.{line.name}.{key}{more})")
+    return ", ".join(parts)
+
+
+def _judge(fp: Footprint) -> None:
+    total, b, k8s = fp.total, fp.budget, fp.target == "kubernetes"
+    nodes = f"{b.nodes} nodes x " if b.nodes > 1 else ""
+    per_node = f" per node, or {NAMESPACE}:budget.nodes" if b.nodes > 1 else ""
+    if total.memory_request_mib > b.memory_mib:
+        need = -(-total.memory_request_mib // b.nodes)
+        fp.problems.append(str(ConfigError(
+            f"{NAMESPACE}:budget.memory",
+            f"stack {fp.stack} requests {mem(total.memory_request_mib)} of memory, more than its budget of "
+            f"{nodes}{mem(b.memory_per_node_mib)}",
+            f"raise {NAMESPACE}:budget.memory to at least {mem(need)}{per_node}, or shrink the largest: "
+            + _largest(fp, lambda a: a.memory_request_mib, "memory", mem))))
+    if total.cpu_request_m > b.cpu_m:
+        need_m = -(-total.cpu_request_m // b.nodes)
+        message = str(ConfigError(
+            f"{NAMESPACE}:budget.cpu",
+            f"stack {fp.stack} requests {cores(total.cpu_request_m)} CPU cores, more than its budget of "
+            f"{nodes}{cores(b.cpu_per_node_m)}",
+            f"raise {NAMESPACE}:budget.cpu to at least {cores(need_m)}{per_node}, or shrink the largest: "
+            + _largest(fp, lambda a: a.cpu_request_m, "cpu", cores)))
+        if k8s:
+            fp.problems.append(message)
+        else:
+            fp.warnings.append(message + " (a warning on Docker: it reserves no CPU, so the containers share "
+                               "the cores, each capped at its limit)")
+    if total.storage_mib > b.storage_mib:
+        shrink = ""
+        if k8s:
+            top = sorted((x for x in fp.lines if x.total.storage_mib), key=lambda x: -x.total.storage_mib)[:3]
+            shrink = ", or lower " + ", ".join(
+                f"{NAMESPACE}:kubernetes.storage.{x.name} ({mem(x.total.storage_mib)})" for x in top)
+        fp.problems.append(str(ConfigError(
+            f"{NAMESPACE}:budget.storage",
+            f"stack {fp.stack} claims {mem(total.storage_mib)} of persistent storage, more than its budget of "
+            f"{mem(b.storage_mib)}",
+            f"raise {NAMESPACE}:budget.storage to at least {mem(total.storage_mib)}{shrink}")))
+    if k8s:
+        # A pod runs on one node: it must fit there, whatever the pool's total.
+        for line in fp.lines:
+            for key, need_each, have, fmt, what in (
+                    ("memory", line.each.memory_request_mib, b.memory_per_node_mib, mem, "memory"),
+                    ("cpu", line.each.cpu_request_m, b.cpu_per_node_m, cores, "CPU cores")):
+                if need_each > have:
+                    fp.problems.append(str(ConfigError(
+                        f"{NAMESPACE}:services.{line.name}.{key}",
+                        f"one {line.name} pod requests {fmt(need_each)} {what}, more than a node has "
+                        f"({NAMESPACE}:budget.{key} {fmt(have)})",
+                        f"lower {NAMESPACE}:services.{line.name}.{key}, or raise {NAMESPACE}:budget.{key} "
+                        "(the size of one node)")))
+
+
+# ---- presentation ---------------------------------------------------------------------
+
+def mem(mib: int) -> str:
+    if mib >= 1024 and mib % 1024 == 0:
+        return f"{mib // 1024}Gi"
+    if mib >= 1024:
+        return f"{mib / 1024:.2f}Gi"
+    return f"{mib}Mi"
+
+
+def cores(m: int) -> str:
+    return f"{m / 1000:g}"
+
+
+def _pct(used: int, budget: int) -> str:
+    return f"{round(100 * used / budget)}%" if budget else "-"
+
+
+def text(fp: Footprint) -> str:
+    b, total = fp.budget, fp.total
+    how = ("Docker: one instance of each service" if fp.target != "kubernetes" else
+           "Kubernetes: replicas, the cost agent once per cloud provider")
+    head = f"{'':2}{'service':<26}{'inst':>5}{'cpu req':>9}{'cpu lim':>9}{'mem req':>10}{'mem lim':>10}{'storage':>10}"
+
+    def row(label: str, n: int | str, a: Amount, indent: int = 2) -> str:
+        return (f"{'':{indent}}{label:<{28 - indent}}{n!s:>5}{cores(a.cpu_request_m):>9}{cores(a.cpu_limit_m):>9}"
+                f"{mem(a.memory_request_mib):>10}{mem(a.memory_limit_mib):>10}"
+                f"{mem(a.storage_mib) if a.storage_mib else '-':>10}")
+
+    lines = [f"Capacity of stack {fp.stack} ({how}); requests and limits are totals over the instances", "", head]
+    for tier, (n, amount) in fp.tiers().items():
+        lines.append(f"{tier.value}")
+        lines.extend(row(x.name, x.instances, x.total, 4) for x in fp.lines if x.tier is tier)
+        lines.append(row(f"{tier.value} total", n, amount))
+    lines.append("")
+    lines.append(row("total", fp.instances, total, 0))
+    def pool(per_node: str, total: str) -> str:
+        return f"{b.nodes} nodes x {per_node} = {total}" if b.nodes > 1 else total
+
+    lines.append(f"{'budget (' + NAMESPACE + ':budget)':<27}cpu {pool(cores(b.cpu_per_node_m), cores(b.cpu_m))} cores, "
+                 f"memory {pool(mem(b.memory_per_node_mib), mem(b.memory_mib))}, storage {mem(b.storage_mib)}")
+    lines.append(f"{'used (requests)':<27}cpu {_pct(total.cpu_request_m, b.cpu_m)}, "
+                 f"memory {_pct(total.memory_request_mib, b.memory_mib)}, "
+                 f"storage {_pct(total.storage_mib, b.storage_mib)}")
+    lines.append("")
+    lines.extend(f"warning: {w}" for w in fp.warnings)
+    lines.append(f"Within budget: {'yes' if fp.fits else 'NO'}")
+    return "\n".join(lines)
+
+
+def as_json(fp: Footprint) -> dict[str, Any]:
+    b = fp.budget
+    return {
+        "stack": fp.stack,
+        "target": fp.target,
+        "services": [{"name": x.name, "tier": x.tier.value, "instances": x.instances,
+                      "each": x.each.as_json(), "total": x.total.as_json()} for x in fp.lines],
+        "tiers": {t.value: {"instances": n, **a.as_json()} for t, (n, a) in fp.tiers().items()},
+        "total": {"instances": fp.instances, **fp.total.as_json()},
+        "budget": {"nodes": b.nodes, "cpuPerNode": b.cpu_per_node_m / 1000, "memoryPerNodeMiB": b.memory_per_node_mib,
+                   "cpu": b.cpu_m / 1000, "memoryMiB": b.memory_mib, "storageMiB": b.storage_mib},
+        "withinBudget": fp.fits,
+        "problems": fp.problems,
+        "warnings": fp.warnings,
+    }
+
+
+def summary_line(model: Model | None, stack: str) -> str:
+    """The one line `plan` prints under its resources."""
+    if model is None:
+        return ""
+    fp = footprint(model, stack)
+    t, b = fp.total, fp.budget
+    verdict = "within budget" if fp.fits else (
+        f"OVER BUDGET: see `python -m infra capacity --stack {stack}`")
+    return (f"\nCapacity (requests of {fp.instances} instances): cpu {cores(t.cpu_request_m)} of "
+            f"{cores(b.cpu_m)} cores, memory {mem(t.memory_request_mib)} of {mem(b.memory_mib)}, "
+            f"storage {mem(t.storage_mib)} of {mem(b.storage_mib)}: {verdict}"
+            f"{' (cpu above budget: a warning on Docker)' if fp.warnings and fp.fits else ''}")
