@@ -26,15 +26,15 @@ def add_stack_arguments(p: argparse.ArgumentParser, *, stack_required: bool = Tr
                    help="override a secret config value for this run, e.g. postgresPassword=... (repeatable)")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI. With `only`, just that command's module is imported (each pulls in its
+    own dependencies: the policy pack, the Kubernetes SDK, ...); the full listing for
+    `--help` and for mistakes imports them all."""
     top = argparse.ArgumentParser(prog="python -m infra", description="Offline tools for the OptiInfra Pulumi program.")
     sub = top.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f".commands.{name}", __package__)
-        except ModuleNotFoundError:
-            continue
+    for name in COMMANDS if only is None else (only,):
+        mod = importlib.import_module(f".commands.{name}", __package__)
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
         p.set_defaults(run=mod.run)
@@ -42,7 +42,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
     try:
         return int(args.run(args))
     except ConfigError as err:
