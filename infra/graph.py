@@ -173,14 +173,14 @@ def resolve(catalog: Catalog, settings: Settings) -> Model:
         services[name] = Effective(svc, image, res, replicas, tuple(published), public)
 
     model = Model(catalog=catalog, settings=settings, services=services)
-    model.edges = _edges(catalog, model, overrides_keys=set(overrides))
+    model.edges = _edges(catalog, model)
     model._index()
     _check_order(model)
     _check_host_ports(model)
     return model
 
 
-def _edges(catalog: Catalog, model: Model, overrides_keys: set[str]) -> list[Edge]:
+def _edges(catalog: Catalog, model: Model) -> list[Edge]:
     edges: list[Edge] = []
     for name, eff in model.services.items():
         for dep in eff.service.depends_on:

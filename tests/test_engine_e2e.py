@@ -7,7 +7,8 @@ policy pack runs under the CLI, and a second preview after `up` is empty.
 The engine comes from `scripts/engine.sh` (an official CLI on PATH, or one built from
 the published Go modules and cached outside the repository). Without it the tests are
 skipped with the reason; with OPTIINFRA_REQUIRE_ENGINE=1 (set by .ci/run) they fail
-instead. OPTIINFRA_SKIP_ENGINE=1 skips them on purpose.
+instead. OPTIINFRA_SKIP_ENGINE=1 skips them on purpose. E2E_DUMP=DIR writes, for each
+resource whose engine inputs differ from the offline plan, both sides to DIR/<name>.json.
 """
 
 from __future__ import annotations
