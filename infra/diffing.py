@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import offline
-from .settings import NAMESPACE, ConfigError
+from .settings import ConfigError
 
 if TYPE_CHECKING:
     from .graph import Model
@@ -1233,47 +1233,8 @@ def run_diff(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), 
         old = take(stack, key=key, catalog=catalog, label="working tree")
     else:
         old = at_revision(stack, base if isinstance(base, str) else None, key=key)
-    try:
-        new = take(stack, sets, secrets, key=key, catalog=catalog, label=new_label)
-    except ConfigError as err:
-        raise _explain_taken(err, stack, sets, secrets, old) from None
+    new = take(stack, sets, secrets, key=key, catalog=catalog, label=new_label)
     return diff(old, new)
-
-
-def _explain_taken(err: ConfigError, stack: str, sets: Sequence[str], secrets: Sequence[str],
-                   old: Snapshot) -> ConfigError:
-    """A duplicate host port is rejected by settings validation; say which override asked
-    for a port that another service already publishes, and offer a free one in its band."""
-    if "host port" not in err.problem or not old.ports:
-        return err
-    from .catalog import default_catalog
-    from .settings import parse_settings
-
-    catalog = default_catalog()
-    raw, _ = offline.load_config(stack, list(sets), list(secrets))
-    try:
-        settings = parse_settings(raw, list(catalog.services), {c.config_key for c in catalog.credentials.values()})
-    except ConfigError:
-        return err
-    taken = {p.host: p for p in old.ports if p.host is not None}
-    used = {p.host for p in old.ports if p.host is not None} | {p.allocated for p in old.ports if p.allocated}
-    for name, o in settings.services.items():
-        wanted = ([(0, None, o.host_port)] if o.host_port is not None else []) + \
-                 [(None, pn, port) for pn, port in o.host_ports.items()]
-        facts = [p for p in old.ports if p.service == name]
-        for index, pname, port in wanted:
-            fact = facts[index] if index is not None and index < len(facts) else \
-                next((p for p in facts if p.port == pname), None)
-            other = taken.get(port)
-            if fact is None or other is None or other.service == name:
-                continue
-            free = next((x for x in range(fact.band_low or 0, (fact.band_high or 0) + 1) if x not in used), None)
-            sub = "hostPort" if index is not None else f"hostPorts.{pname}"
-            hint = "choose a free host port" + (f", e.g. {free} (free in band {fact.band})" if free else "")
-            return ConfigError(f"{NAMESPACE}:services.{name}.{sub}",
-                               f"host port {port} is already taken by {other.service} {other.port} "
-                               f"({other.container} -> {other.host_text()})", hint)
-    return err
 
 
 # ---- text -----------------------------------------------------------------------------------------

@@ -255,14 +255,45 @@ def _check_order(model: Model) -> None:
 
 
 def _check_host_ports(model: Model) -> None:
-    seen: dict[int, str] = {}
+    """No two published ports on one host port. The error names the side whose host port
+    the stack config set (that is the change to undo) and a free port of its band."""
+    seen: dict[int, tuple[Effective, Published]] = {}
     for eff in model.services.values():
         for p in eff.published:
-            if p.host in seen:
-                raise ConfigError(f"{NAMESPACE}:services.{eff.name}.hostPort",
-                                  f"host port {p.host} is used by both {seen[p.host]} and {eff.name}",
-                                  "give one of them another host port")
-            seen[p.host] = eff.name
+            if p.host not in seen:
+                seen[p.host] = (eff, p)
+                continue
+            (a, pa), (b, pb) = seen[p.host], (eff, p)
+            if _host_port_key(model, a, pa) and not _host_port_key(model, b, pb):
+                (a, pa), (b, pb) = (b, pb), (a, pa)
+            taken = set(seen) | {q.host for s in model.catalog.services.values() for q in s.ports if q.host}
+            free = _free_port(model, pb.port, taken)
+            raise ConfigError(
+                _host_port_key(model, b, pb) or f"{NAMESPACE}:services.{b.name}.hostPort",
+                f"host port {p.host} is already taken by {a.name} {pa.port.name} "
+                f"({pa.port.container} -> {pa.bind}:{pa.host})",
+                "choose a free host port" + (f", e.g. {free} (free in band {pb.port.band})" if free else ""))
+
+
+def _host_port_key(model: Model, eff: Effective, p: Published) -> str | None:
+    """The config key that set this published port's host port, if the stack set it."""
+    o = model.settings.services.get(eff.name)
+    if o is None:
+        return None
+    key = f"{NAMESPACE}:services.{eff.name}"
+    if p.port.name in o.host_ports:
+        return f"{key}.hostPorts.{p.port.name}"
+    if o.host_port is not None and eff.service.ports and eff.service.ports[0] == p.port:
+        return f"{key}.hostPort"
+    return None
+
+
+def _free_port(model: Model, port: Port, taken: set[int]) -> int | None:
+    """The lowest port of this port's band that nothing publishes or is allocated."""
+    if port.band is None:
+        return None
+    band = model.catalog.band(port.band)
+    return next((x for x in range(band.low, band.high + 1) if x not in taken), None)
 
 
 def startup_order(model: Model) -> list[str]:

@@ -847,7 +847,7 @@ def test_cli_advisory_violations_exit_0_and_json_names_everything(capsys: pytest
     # The settings and the graph refuse these before anything renders: exit 2 naming the key.
     (["--set", "services.grafana.image=grafana/grafana:latest"], "optiinfra:services.grafana.image"),
     (["--set", "services.redis.hostPort=8080", "--set", "services.redis.publish=true"],
-     "host port 8080 is used by both"),
+     "host port 8080 is already taken by orchestrator"),
     (["--secret", "grafanaAdminPassword=admin"], "well-known default credential"),
     (["--policy-config", "no/such/file.json"], "there is no file"),
 ])
