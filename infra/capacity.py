@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .graph import Effective, Model
+from .graph import Effective, Model, providers_of, volume_mib
 from .model import Tier, parse_memory_mib
 from .settings import COST_AGENT, NAMESPACE, ConfigError
 
@@ -123,16 +123,12 @@ def instances(model: Model, eff: Effective) -> int:
     replicas, and the cost agent's replicas once per cloud provider."""
     if model.settings.target != "kubernetes":
         return 1
-    if eff.name == COST_AGENT:
-        return eff.replicas * len(model.settings.cloud_providers)
-    return eff.replicas
+    return eff.replicas * (len(providers_of(model, eff)) or 1)
 
 
 def storage_mib(model: Model, eff: Effective) -> int:
     """Persistent storage of one instance: its volumes (a claim each on Kubernetes)."""
-    override = model.settings.kubernetes.storage.get(eff.name) if model.settings.target == "kubernetes" else None
-    size = parse_memory_mib(override) if override else None
-    return sum(size if size is not None else round(v.size_gib * 1024) for v in eff.service.volumes)
+    return sum(volume_mib(model, eff, v) for v in eff.service.volumes)
 
 
 def per_instance(model: Model, eff: Effective) -> Amount:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from .model import Catalog, Dependency, Dsn, Host, Port, Resources, Service, Tier, Url, parse_memory_mib
-from .settings import NAMESPACE, ConfigError, Settings
+from .model import Catalog, Dependency, Dsn, Host, Port, Resources, Service, Tier, Url, Volume, parse_memory_mib
+from .settings import COST_AGENT, NAMESPACE, ConfigError, Settings
 
 LOOPBACK = "127.0.0.1"
 ANY = "0.0.0.0"
@@ -118,6 +118,21 @@ class Model:
         for e in self.edges:
             self._out.setdefault(e.source, []).append(e)
             self._in.setdefault(e.target, []).append(e)
+
+
+def providers_of(model: Model, eff: Effective) -> tuple[str, ...]:
+    """Cloud providers a service runs one instance for on Kubernetes: the cost agent's
+    `cloudProviders`; () for every other service (and on Docker, which runs one of each)."""
+    if model.settings.target == "kubernetes" and eff.name == COST_AGENT:
+        return model.settings.cloud_providers
+    return ()
+
+
+def volume_mib(model: Model, eff: Effective, volume: Volume) -> int:
+    """Size of one of a service's volumes: `kubernetes.storage.<service>` on Kubernetes,
+    otherwise the catalog's."""
+    override = model.settings.kubernetes.storage.get(eff.name) if model.settings.target == "kubernetes" else None
+    return parse_memory_mib(override) if override else round(volume.size_gib * 1024)
 
 
 def own_image(settings: Settings, name: str) -> str:

@@ -38,10 +38,9 @@ from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.networking import v1 as net
 from pulumi_kubernetes.policy import v1 as policy
 
-from ..graph import Edge, Effective, Model
-from ..model import CommandCheck, HealthCheck, HttpCheck, Secret, Service, TcpCheck, Tier, Url, parse_memory_mib
+from ..graph import Edge, Effective, Model, providers_of, volume_mib
+from ..model import CommandCheck, HealthCheck, HttpCheck, Secret, Service, TcpCheck, Tier, Url
 from ..monitoring import render_file
-from ..settings import COST_AGENT
 from ..tiers import TierComponent
 from ..wiring import Wiring
 
@@ -99,9 +98,9 @@ def instances(model: Model, eff: Effective) -> list[Instance]:
     """The cost agent runs once per cloud provider (`cost-agent-<provider>`, named so even
     for a single provider: adding one never renames another); every other service once."""
     name = eff.name
-    if name == COST_AGENT:
-        return [Instance(f"{name}-{p}", {NAME: name, PROVIDER: p}, (("CLOUD_PROVIDER", p),))
-                for p in model.settings.cloud_providers]
+    providers = providers_of(model, eff)
+    if providers:
+        return [Instance(f"{name}-{p}", {NAME: name, PROVIDER: p}, (("CLOUD_PROVIDER", p),)) for p in providers]
     return [Instance(name, {NAME: name})]
 
 
@@ -413,15 +412,12 @@ class KubernetesBackend:
             ))
 
     def _claims(self, eff: Effective) -> list[core.PersistentVolumeClaimArgs]:
-        k = self.model.settings.kubernetes
-        size = k.storage.get(eff.name)
         return [core.PersistentVolumeClaimArgs(
             metadata=meta.ObjectMetaArgs(name=v.name, labels={NAME: eff.name}),
             spec=core.PersistentVolumeClaimSpecArgs(
-                access_modes=["ReadWriteOnce"], storage_class_name=k.storage_class,
+                access_modes=["ReadWriteOnce"], storage_class_name=self.model.settings.kubernetes.storage_class,
                 resources=core.VolumeResourceRequirementsArgs(
-                    requests={"storage": quantity_mib(parse_memory_mib(size) if size else round(v.size_gib * 1024))})))
-            # One size per service (`kubernetes.storage.<service>`); the catalog's otherwise.
+                    requests={"storage": quantity_mib(volume_mib(self.model, eff, v))})))
             for v in eff.service.volumes]
 
     def service(self, eff: Effective, after: list[pulumi.Resource]) -> pulumi.Resource:
