@@ -95,7 +95,9 @@ cache_root=${OPTIINFRA_ENGINE_CACHE:-$HOME/.cache/optiinfra/engine}
 engine_dir="$cache_root/pulumi-${PULUMI_V}_k8s-${K8S_V}"
 bin_dir="$engine_dir/bin"
 stamp="$engine_dir/.complete"
-want_stamp="recipe=$RECIPE_REV sdk=$PULUMI_V k8s=$K8S_V cli=${OPTIINFRA_PULUMI_CLI_VERSION:-auto} provider=${OPTIINFRA_K8S_PROVIDER_VERSION:-auto}"
+# The language host is our source: a change to it must rebuild, like a version change.
+host_src=$(sha256sum "$script_dir/pylanghost/main.go" | cut -c1-12)
+want_stamp="recipe=$RECIPE_REV host=$host_src sdk=$PULUMI_V k8s=$K8S_V cli=${OPTIINFRA_PULUMI_CLI_VERSION:-auto} provider=${OPTIINFRA_K8S_PROVIDER_VERSION:-auto}"
 binaries=(pulumi pulumi-language-python pulumi-language-python-exec pulumi-resource-kubernetes)
 
 cache_ok() {

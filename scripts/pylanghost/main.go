@@ -49,7 +49,7 @@ type langHost struct {
 	engine   string
 	tracing  string
 
-	stop     context.Context    // cancelled by the Cancel RPC or on shutdown; parent of program runs
+	stop     context.Context // cancelled by the Cancel RPC or on shutdown; parent of program runs
 	stopFunc context.CancelFunc
 	shutdown func() // stops the gRPC server (engine gone or interrupted)
 }
@@ -117,6 +117,15 @@ func main() {
 }
 
 // pythonOptions turns the `runtime.options` block of Pulumi.yaml / PulumiPolicy.yaml into toolchain options.
+// resolveToolchain is the Python toolchain a program or plugin runs with.
+func resolveToolchain(info *pulumirpc.ProgramInfo, defaultVenv string) (toolchain.Toolchain, error) {
+	opts, err := pythonOptions(info, defaultVenv)
+	if err != nil {
+		return nil, err
+	}
+	return toolchain.ResolveToolchain(opts)
+}
+
 func pythonOptions(info *pulumirpc.ProgramInfo, defaultVenv string) (toolchain.PythonOptions, error) {
 	opts := toolchain.PythonOptions{Root: info.GetRootDirectory(), ProgramDir: info.GetProgramDirectory()}
 	raw := info.GetOptions().AsMap()
@@ -193,11 +202,7 @@ func (h *langHost) Cancel(context.Context, *emptypb.Empty) (*emptypb.Empty, erro
 }
 
 func (h *langHost) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.RunResponse, error) {
-	opts, err := pythonOptions(req.GetInfo(), "")
-	if err != nil {
-		return nil, err
-	}
-	tc, err := toolchain.ResolveToolchain(opts)
+	tc, err := resolveToolchain(req.GetInfo(), "")
 	if err != nil {
 		return nil, err
 	}
@@ -292,11 +297,7 @@ func (h *langHost) RunPlugin(req *pulumirpc.RunPluginRequest, server pulumirpc.L
 	if analyzer {
 		defaultVenv = ""
 	}
-	opts, err := pythonOptions(req.GetInfo(), defaultVenv)
-	if err != nil {
-		return err
-	}
-	tc, err := toolchain.ResolveToolchain(opts)
+	tc, err := resolveToolchain(req.GetInfo(), defaultVenv)
 	if err != nil {
 		return err
 	}
@@ -404,11 +405,7 @@ func (h *langHost) InstallDependencies(req *pulumirpc.InstallDependenciesRequest
 	if req.GetIsPlugin() {
 		defaultVenv = "venv"
 	}
-	opts, err := pythonOptions(req.GetInfo(), defaultVenv)
-	if err != nil {
-		return err
-	}
-	tc, err := toolchain.ResolveToolchain(opts)
+	tc, err := resolveToolchain(req.GetInfo(), defaultVenv)
 	if err != nil {
 		return err
 	}
@@ -425,11 +422,7 @@ func (h *langHost) InstallDependencies(req *pulumirpc.InstallDependenciesRequest
 }
 
 func (h *langHost) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumirpc.AboutResponse, error) {
-	opts, err := pythonOptions(req.GetInfo(), "")
-	if err != nil {
-		return nil, err
-	}
-	tc, err := toolchain.ResolveToolchain(opts)
+	tc, err := resolveToolchain(req.GetInfo(), "")
 	if err != nil {
 		return nil, err
 	}
@@ -446,11 +439,7 @@ func (h *langHost) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pul
 
 func (h *langHost) GetProgramDependencies(ctx context.Context, req *pulumirpc.GetProgramDependenciesRequest,
 ) (*pulumirpc.GetProgramDependenciesResponse, error) {
-	opts, err := pythonOptions(req.GetInfo(), "")
-	if err != nil {
-		return nil, err
-	}
-	tc, err := toolchain.ResolveToolchain(opts)
+	tc, err := resolveToolchain(req.GetInfo(), "")
 	if err != nil {
 		return nil, err
 	}
