@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# scripts/tools.sh NAME - print the path of a pinned Go tool, building it once when absent.
+#
+#   scripts/tools.sh actionlint              # -> ~/.cache/optiinfra/tools/actionlint-v1.7.12/actionlint
+#   "$(scripts/tools.sh actionlint)" -version
+#
+# The tool is built with `GOBIN=<dir> go install MODULE@VERSION` into
+# ${OPTIINFRA_TOOLS_CACHE:-$HOME/.cache/optiinfra/tools}/<name>-<version>/ (outside the
+# repository). A cached tool is printed without running `go` at all, so a second run needs
+# no network. Only the path goes to stdout; progress and errors go to stderr.
+#
+# To add a tool, add one row to the table below: NAME MODULE VERSION. The binary is the
+# last element of MODULE (a trailing major-version element such as /v2 skipped), which is
+# what `go install` names it; a new VERSION gets a new cache directory.
+set -euo pipefail
+
+TOOLS_TABLE='
+# name         module                                          version
+actionlint     github.com/rhysd/actionlint/cmd/actionlint      v1.7.12
+'
+
+die() {
+	printf 'tools.sh: error: %s\n' "$*" >&2
+	exit 1
+}
+
+known() { printf '%s\n' "$TOOLS_TABLE" | awk '$1 !~ /^#/ && NF { printf "%s%s", sep, $1; sep=", " }'; }
+
+[[ $# -eq 1 && -n $1 && $1 != -* ]] || die "usage: scripts/tools.sh NAME (one of: $(known))"
+want=$1
+
+module='' version=''
+while read -r name mod ver _; do
+	[[ -z ${name:-} || $name == \#* ]] && continue
+	if [[ $name == "$want" ]]; then
+		module=$mod version=$ver
+		break
+	fi
+done <<<"$TOOLS_TABLE"
+[[ -n $module ]] || die "unknown tool '$want'; known tools: $(known). Add a row (NAME MODULE VERSION) to the table in scripts/tools.sh"
+
+binary=${module##*/}
+if [[ $binary =~ ^v[0-9]+$ ]]; then
+	binary=${module%/*}
+	binary=${binary##*/}
+fi
+
+cache=${OPTIINFRA_TOOLS_CACHE:-$HOME/.cache/optiinfra/tools}
+dir=$cache/$want-$version
+if [[ -x $dir/$binary ]]; then
+	printf '%s\n' "$dir/$binary"
+	exit 0
+fi
+
+command -v go >/dev/null 2>&1 ||
+	die "$want $version is not in $dir and building it needs Go, but 'go' is not on PATH. Install Go (https://go.dev/dl/) and rerun, or put a prebuilt $binary $version at $dir/$binary"
+
+mkdir -p "$cache"
+tmp=$(mktemp -d "$cache/.$want-$version.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+printf 'tools.sh: building %s %s (go install %s@%s) into %s\n' "$want" "$version" "$module" "$version" "$dir" >&2
+start=$SECONDS
+GOBIN=$tmp go install "$module@$version" >&2 ||
+	die "go install $module@$version failed (see above); it needs the Go module proxy ($(go env GOPROXY)) or a warm module cache"
+[[ -x $tmp/$binary ]] || die "go install $module@$version produced no $binary in $tmp (found: $(ls -A "$tmp" | tr '\n' ' '))"
+# Publish the finished build in one step: an interrupted build never looks cached, and a
+# concurrent run that finished first simply wins.
+if ! mv -T "$tmp" "$dir" 2>/dev/null && [[ ! -x $dir/$binary ]]; then
+	die "could not move the build into $dir"
+fi
+printf 'tools.sh: built %s %s in %ss\n' "$want" "$version" "$((SECONDS - start))" >&2
+printf '%s\n' "$dir/$binary"
