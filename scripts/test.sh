@@ -9,5 +9,12 @@ echo "== ruff"
 "$VENV/bin/ruff" check .
 echo "== mypy"
 "$VENV/bin/mypy"
+echo "== actionlint"
+# The workflows in .github/workflows, with the pinned actionlint (built once into a cache
+# outside the repository by scripts/tools.sh; it needs Go the first time).
+actionlint=$(scripts/tools.sh actionlint)
+command -v shellcheck >/dev/null ||
+  echo "note: shellcheck is not installed, so actionlint skips the workflows' run: scripts (apt-get install shellcheck)"
+"$actionlint" -color=never
 echo "== pytest"
 "$PY" -m pytest "$@"

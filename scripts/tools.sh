@@ -62,7 +62,7 @@ printf 'tools.sh: building %s %s (go install %s@%s) into %s\n' "$want" "$version
 start=$SECONDS
 GOBIN=$tmp go install "$module@$version" >&2 ||
 	die "go install $module@$version failed (see above); it needs the Go module proxy ($(go env GOPROXY)) or a warm module cache"
-[[ -x $tmp/$binary ]] || die "go install $module@$version produced no $binary in $tmp (found: $(ls -A "$tmp" | tr '\n' ' '))"
+[[ -x $tmp/$binary ]] || die "go install $module@$version produced no $binary in $tmp (found: $(cd "$tmp" && printf '%s ' *))"
 # Publish the finished build in one step: an interrupted build never looks cached, and a
 # concurrent run that finished first simply wins.
 if ! mv -T "$tmp" "$dir" 2>/dev/null && [[ ! -x $dir/$binary ]]; then
