@@ -28,7 +28,7 @@ from typing import Any
 
 from .graph import Effective, Model, providers_of, volume_mib
 from .model import Tier, parse_memory_mib
-from .settings import COST_AGENT, NAMESPACE, ConfigError
+from .settings import NAMESPACE, ConfigError
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,8 @@ class Line:
     tier: Tier
     instances: int
     each: Amount
+    per_provider: bool = False
+    """Instances multiply by the stack's cloudProviders (catalog role per_cloud_provider)."""
 
     @property
     def total(self) -> Amount:
@@ -145,7 +147,8 @@ def budget_of(model: Model) -> Budget:
 
 
 def footprint(model: Model, stack: str) -> Footprint:
-    lines = [Line(eff.name, eff.tier, instances(model, eff), per_instance(model, eff))
+    lines = [Line(eff.name, eff.tier, instances(model, eff), per_instance(model, eff),
+                  per_provider=bool(providers_of(model, eff)))
              for tier in Tier for eff in model.in_tier(tier)]
     fp = Footprint(stack=stack, target=model.settings.target, lines=lines, budget=budget_of(model))
     _judge(fp)
@@ -158,7 +161,7 @@ def _largest(fp: Footprint, value: Callable[[Amount], int], key: str, fmt: Calla
     for line in top:
         n = f"{line.instances} x {fmt(value(line.each))} = " if line.instances > 1 else ""
         more = (", .replicas" if line.instances > 1 else "") + (
-            f", {NAMESPACE}:cloudProviders" if line.name == COST_AGENT and line.instances > 1 else "")
+            f", {NAMESPACE}:cloudProviders" if line.per_provider and line.instances > 1 else "")
         parts.append(f"{line.name} {n}{fmt(value(line.total))} ({NAMESPACE}:services.{line.name}.{key}{more})")
     return ", ".join(parts)
 

@@ -18,6 +18,7 @@ from .model import (
     Dependency,
     DockerClient,
     Dsn,
+    Generated,
     HealthCheck,
     HttpCheck,
     Listen,
@@ -57,7 +58,8 @@ DB_USER = "optiinfra"
 _PY: DockerClient = "python"  # OptiInfra's Python images (collector, agents) check with python's urllib
 
 
-def _agent(name: str, port: int, purpose: str, *extra: Dependency, env: tuple[tuple[str, object], ...] = ()) -> Service:
+def _agent(name: str, port: int, purpose: str, *extra: Dependency, env: tuple[tuple[str, object], ...] = (),
+           per_cloud_provider: bool = False) -> Service:
     return Service(
         name=name,
         tier=Tier.AGENTS,
@@ -81,6 +83,7 @@ def _agent(name: str, port: int, purpose: str, *extra: Dependency, env: tuple[tu
         env=(("PORT", Listen("http")), ("ORCHESTRATOR_URL", Url("orchestrator")),
              ("DATA_COLLECTOR_URL", Url("data-collector")), *env),  # type: ignore[arg-type]
         scalable=True,
+        per_cloud_provider=per_cloud_provider,
     )
 
 
@@ -132,7 +135,6 @@ SERVICES: tuple[Service, ...] = (
                               user=DB_USER, credential="postgres"),
         # Running as the image's postgres user means the entrypoint needs no chown or
         # gosu, so every capability stays dropped.
-        run_as="999:999",
         uid=999,
         writable_paths=("/tmp", "/var/run/postgresql"),
     ),
@@ -153,7 +155,6 @@ SERVICES: tuple[Service, ...] = (
              ("CLICKHOUSE_DEFAULT_ACCESS_MANAGEMENT", "1")),
         connection=Connection("clickhouse://{user}:{password}@{host}:{port}/optiinfra_metrics", "native",
                               user=DB_USER, credential="clickhouse"),
-        run_as="101:101",
         uid=101,
         read_only_root=False,
         read_only_reason=("the entrypoint writes the user given in CLICKHOUSE_USER into "
@@ -174,7 +175,6 @@ SERVICES: tuple[Service, ...] = (
         env=(("REDIS_PASSWORD", Secret("redis")), ("REDISCLI_AUTH", Secret("redis"))),
         command=("sh", "-c", 'exec redis-server --appendonly yes --requirepass "$REDIS_PASSWORD"'),
         connection=Connection("redis://:{password}@{host}:{port}/0", "redis", credential="redis"),
-        run_as="999:999",
         uid=999,
     ),
     Service(
@@ -192,6 +192,8 @@ SERVICES: tuple[Service, ...] = (
         env=(("QDRANT__SERVICE__API_KEY", Secret("qdrant")),),
         connection=Connection("http://{host}:{port}", "http"),
         uid=1000,
+        image_user_on_docker=("the image runs as root and owns /qdrant/storage as root, so a fresh "
+                              "Docker volume is writable only by root (Kubernetes' fsGroup fixes that)"),
         writable_paths=("/tmp", "/qdrant/snapshots"),
     ),
     # ---- monitoring ------------------------------------------------------------
@@ -206,9 +208,10 @@ SERVICES: tuple[Service, ...] = (
         volumes=(Volume("data", "/prometheus", 1),),
         connection=Connection("http://{host}:{port}", "web"),
         metrics=("web", "/metrics"),
-        files=(ConfigFile("/etc/prometheus/prometheus.yml", "prometheus_config"),),
+        files=(ConfigFile("/etc/prometheus/prometheus.yml", Generated.SCRAPE_CONFIG),),
         command=("--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
                  "--storage.tsdb.retention.time=15d"),
+        scraper=True,
         uid=65534,
     ),
     Service(
@@ -227,7 +230,7 @@ SERVICES: tuple[Service, ...] = (
              ("GF_ANALYTICS_CHECK_FOR_UPDATES", "false")),
         connection=Connection("http://{host}:{port}", "web"),
         metrics=("web", "/metrics"),
-        files=(ConfigFile("/etc/grafana/provisioning/datasources/prometheus.yaml", "grafana_datasources"),),
+        files=(ConfigFile("/etc/grafana/provisioning/datasources/prometheus.yaml", Generated.DATASOURCES),),
         uid=472,
         # Grafana logs to the console and to files under GF_PATHS_LOGS (/var/log/grafana).
         writable_paths=("/tmp", "/var/log/grafana"),
@@ -333,7 +336,7 @@ SERVICES: tuple[Service, ...] = (
         ("redis",), memory=48,
     ),
     # ---- agents ----------------------------------------------------------------
-    _agent("cost-agent", 8001, "Cost data collection"),
+    _agent("cost-agent", 8001, "Cost data collection", per_cloud_provider=True),
     _agent("performance-agent", 8002, "Performance monitoring"),
     _agent("resource-agent", 8003, "Resource tracking"),
     _agent("application-agent", 8004, "LLM quality monitoring",

@@ -6,6 +6,9 @@ default is refused before anything is registered.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pulumi
 import pulumi_random as random
 
@@ -26,14 +29,15 @@ def needed(model: Model) -> dict[str, Credential]:
     return {k: v for k, v in model.catalog.credentials.items() if k in ids}
 
 
-def supplied(model: Model) -> dict[str, str]:
-    """Credentials set as stack secrets, validated (plain values, never printed)."""
+def supplied(model: Model, config: Mapping[str, Any]) -> dict[str, str]:
+    """Credentials set as stack secrets (in the stack's config, engine form), validated
+    (plain values, never printed)."""
     out: dict[str, str] = {}
     for cred in needed(model).values():
-        value = pulumi.runtime.get_config(f"{NAMESPACE}:{cred.config_key}")
+        key = f"{NAMESPACE}:{cred.config_key}"
+        value = config.get(key)
         if value is None:
             continue
-        key = f"{NAMESPACE}:{cred.config_key}"
         if str(value).strip().lower() in KNOWN_DEFAULTS:
             raise ConfigError(key, "is a well-known default credential",
                               f"pulumi config set --secret {cred.config_key} <a strong value>, "

@@ -44,7 +44,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import offline
+from .model import Generated
 from .settings import ConfigError
+from . import stack as stack_config
 
 if TYPE_CHECKING:
     from .graph import Model
@@ -365,13 +367,9 @@ def port_facts(model: Any) -> list[PortFact]:
 def take(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), *, key: bytes,
          catalog: Catalog | None = None, label: str = "working tree") -> Snapshot:
     """Render a stack offline (this checkout's code) into a snapshot. Raises ConfigError."""
-    from . import program
-
     with _fingerprinting(key) as fps:
         r = offline.render(stack, list(sets), list(secrets), catalog=catalog)
-    model = getattr(r, "model", None)  # older renderers do not hand it over: resolve it again
-    if model is None:
-        model, _ = program.load(*([catalog] if catalog is not None else []))  # the render's config is still set
+    model = r.model
     states = {}
     for res in r.resources:
         inputs = fps[res.urn] if fps is not None and res.urn in fps else res.inputs
@@ -407,7 +405,7 @@ def _snapshot_main() -> int:
 
 def _git(*args: str) -> str:
     try:
-        proc = subprocess.run(["git", "-C", str(offline.ROOT), *args], capture_output=True, text=True, check=False)
+        proc = subprocess.run(["git", "-C", str(stack_config.ROOT), *args], capture_output=True, text=True, check=False)
     except FileNotFoundError:
         raise ConfigError("--base", "git is not installed", "install git, or diff against --set overrides") from None
     if proc.returncode != 0:
@@ -437,7 +435,7 @@ def at_revision(stack: str, rev: str | None, *, key: bytes) -> Snapshot:
         raise ConfigError("--base", f"'{rev}' is not a commit of this repository",
                           "use a branch, tag or commit, e.g. --base main or --base HEAD~1") from None
     label = f"{shown} ({sha[:12]})" if rev != sha else sha[:12]
-    archive = subprocess.run(["git", "-C", str(offline.ROOT), "archive", "--format=tar", sha],
+    archive = subprocess.run(["git", "-C", str(stack_config.ROOT), "archive", "--format=tar", sha],
                              capture_output=True, check=True).stdout
     with tempfile.TemporaryDirectory(prefix="optiinfra-base-") as tmp:
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
@@ -920,7 +918,7 @@ def impact(changes: list[PortChange], model: Model, old: Snapshot, new: Snapshot
         conn = svc.connection
         if ch.service == "prometheus" and conn and conn.port == ch.port:
             for holder in sorted(e.name for e in model.services.values()
-                                 if any(f.generator == "grafana_datasources" for f in e.service.files)):
+                                 if any(f.generator is Generated.DATASOURCES for f in e.service.files)):
                 if moved:
                     effects.append(Effect("datasource", holder, f"datasource url http://prometheus:{cport}", True,
                                           _config_holders(new, model, holder)))
@@ -964,9 +962,9 @@ def _file_readers(model: Model, service: str, port: str) -> set[str]:
     out = set()
     for eff in model.services.values():
         for f in eff.service.files:
-            if f.generator == "prometheus_config" and svc.metrics and svc.metrics[0] == port:
+            if f.generator is Generated.SCRAPE_CONFIG and svc.metrics and svc.metrics[0] == port:
                 out.add(eff.name)
-            if f.generator == "grafana_datasources" and service == "prometheus" and svc.connection \
+            if f.generator is Generated.DATASOURCES and service == "prometheus" and svc.connection \
                     and svc.connection.port == port:
                 out.add(eff.name)
     return out

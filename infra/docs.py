@@ -21,6 +21,7 @@ from xml.sax.saxutils import escape
 from . import offline
 from .graph import Effective, Model, startup_order
 from .model import Catalog, CommandCheck, HealthCheck, HttpCheck, Port, Service, TcpCheck, Tier
+from .stack import available_stacks
 
 DOCS = "docs"
 PORTS_MD = "PORTS.md"
@@ -74,11 +75,8 @@ class StackView:
 
 
 def view(stack: str, catalog: Catalog | None = None) -> StackView:
-    from . import program
-
     r = offline.render(stack, catalog=catalog)
-    model = r.model or program.load(catalog)[0]  # the render's config is still in place
-    return StackView(stack, model, r.outputs, r.resources)
+    return StackView(stack, r.model, r.outputs, r.resources)
 
 
 # ---- text helpers ------------------------------------------------------------------------------
@@ -440,7 +438,7 @@ def topology_svg(v: StackView) -> str:
 
 def files(stacks: Sequence[str] | None = None, catalog: Catalog | None = None) -> dict[str, str]:
     """Every generated file (path relative to the repository root) and its content."""
-    views = [view(s, catalog) for s in (stacks or offline.available_stacks())]
+    views = [view(s, catalog) for s in (stacks or available_stacks())]
     out = {f"{DOCS}/{PORTS_MD}": ports_md(views)}
     for v in views:
         out[f"{DOCS}/topology-{v.stack}.svg"] = topology_svg(v)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from .model import Catalog, Dependency, Dsn, Host, Port, Resources, Service, Tier, Url, Volume, parse_memory_mib
-from .settings import COST_AGENT, NAMESPACE, ConfigError, Settings
+from .model import Catalog, Dependency, Dsn, Port, Resources, Service, Tier, Url, Volume, parse_memory_mib
+from .settings import NAMESPACE, ConfigError, Settings
 
 LOOPBACK = "127.0.0.1"
 ANY = "0.0.0.0"
@@ -102,6 +102,10 @@ class Model:
     def scrape_targets(self) -> list[Effective]:
         return [e for e in self.services.values() if e.service.metrics]
 
+    def scraper(self) -> Effective | None:
+        """The service that scrapes the others' metrics (catalog role `scraper`), if enabled."""
+        return next((e for e in self.services.values() if e.service.scraper), None)
+
     def scrape_edges(self) -> list[Edge]:
         return [e for e in self.edges if e.kind == "scrape"]
 
@@ -121,9 +125,10 @@ class Model:
 
 
 def providers_of(model: Model, eff: Effective) -> tuple[str, ...]:
-    """Cloud providers a service runs one instance for on Kubernetes: the cost agent's
-    `cloudProviders`; () for every other service (and on Docker, which runs one of each)."""
-    if model.settings.target == "kubernetes" and eff.name == COST_AGENT:
+    """Cloud providers a service runs one instance for on Kubernetes: `cloudProviders` for
+    a service with the catalog role `per_cloud_provider`; () for every other service (and
+    on Docker, which runs one of each)."""
+    if model.settings.target == "kubernetes" and eff.service.per_cloud_provider:
         return model.settings.cloud_providers
     return ()
 
@@ -140,7 +145,8 @@ def own_image(settings: Settings, name: str) -> str:
 
 
 def resolve(catalog: Catalog, settings: Settings) -> Model:
-    """Apply settings to the catalog and validate the graph. Raises ConfigError."""
+    """Apply settings to the catalog and validate them against it. Raises ConfigError."""
+    _check_names(catalog, settings)
     overrides = settings.services
     enabled = {n for n in catalog.services if overrides.get(n) is None or overrides[n].enabled}
     services: dict[str, Effective] = {}
@@ -195,6 +201,27 @@ def resolve(catalog: Catalog, settings: Settings) -> Model:
     return model
 
 
+def _check_names(catalog: Catalog, s: Settings) -> None:
+    """Every service a setting names exists, and a setting applies where it is set."""
+    names = list(catalog.services)
+    known = ", ".join(names)
+    for name in s.public:
+        if name not in catalog.services:
+            raise ConfigError(f"{NAMESPACE}:public", f"'{name}' is not a service", f"use service names: {known}")
+    for name in s.services:
+        if name not in catalog.services:
+            raise ConfigError(f"{NAMESPACE}:services.{name}", f"'{name}' is not a service", f"use one of: {known}")
+    for name in s.kubernetes.storage:
+        if name not in catalog.services:
+            raise ConfigError(f"{NAMESPACE}:kubernetes.storage.{name}", f"'{name}' is not a service",
+                              f"use one of: {known}")
+    fan_out = [svc.name for svc in catalog.services.values() if svc.per_cloud_provider
+               and (s.services.get(svc.name) is None or s.services[svc.name].enabled)]
+    if not s.cloud_providers and fan_out:
+        raise ConfigError(f"{NAMESPACE}:cloudProviders", f"is empty, but {fan_out[0]} runs one instance per provider",
+                          f"list at least one provider, or set {NAMESPACE}:services.{fan_out[0]}.enabled=false")
+
+
 def _edges(catalog: Catalog, model: Model) -> list[Edge]:
     edges: list[Edge] = []
     for name, eff in model.services.items():
@@ -210,7 +237,7 @@ def _edges(catalog: Catalog, model: Model) -> list[Edge]:
             target = model.services[dep.service].service
             for port in dialled_ports(eff.service, target):
                 edges.append(Edge(name, dep.service, port, dep.wait))
-    scrapers = [e for e in model.services.values() if e.name == "prometheus"]
+    scrapers = [e for e in model.services.values() if e.service.scraper]
     for prom in scrapers:
         for t in model.scrape_targets():
             if t.name != prom.name and t.service.metrics:
@@ -226,7 +253,7 @@ def dialled_ports(source: Service, target: Service) -> list[str]:
     default = conn.port if conn else (target.primary_port.name if target.primary_port else "")
     ports = {v.port if isinstance(v, Dsn) and v.port else default
              for _, v in [*source.env, *(("", c) for c in source.command)]
-             if isinstance(v, (Url, Dsn, Host)) and v.service == target.name}
+             if isinstance(v, (Url, Dsn)) and v.service == target.name}
     return sorted(ports) or [default]
 
 

@@ -176,13 +176,6 @@ class Secret:
 
 
 @dataclass(frozen=True)
-class Host:
-    """Environment value: the address (host name) of another service."""
-
-    service: str
-
-
-@dataclass(frozen=True)
 class Dsn:
     """Environment value: a templated string with {host}, {port}, {user}, {password}
     of another service's connection (used by exporters whose DSN format differs).
@@ -200,7 +193,7 @@ class Listen:
     port: str
 
 
-EnvValue = str | Url | Secret | Host | Dsn | Listen
+EnvValue = str | Url | Secret | Dsn | Listen
 
 
 @dataclass(frozen=True)
@@ -216,15 +209,21 @@ class Dependency:
     reason: str = ""
 
 
+class Generated(enum.Enum):
+    """What a generated file holds; monitoring.py renders each kind from the model."""
+
+    SCRAPE_CONFIG = "scrape-config"
+    """The scraper's configuration: one job per service that declares `metrics`."""
+    DATASOURCES = "datasources"
+    """Grafana datasource provisioning: the scraper's connection."""
+
+
 @dataclass(frozen=True)
 class ConfigFile:
-    """A generated file delivered into the container (Docker upload, Kubernetes ConfigMap).
-
-    `generator` names a function in monitoring.py; the file is rendered from the catalog.
-    """
+    """A generated file delivered into the container (Docker upload, Kubernetes ConfigMap)."""
 
     path: str
-    generator: str
+    generator: Generated
 
 
 @dataclass(frozen=True)
@@ -251,14 +250,17 @@ class Service:
     command: tuple[str | Dsn, ...] = ()
     """Arguments (a Dsn is filled per backend, like an environment value)."""
     files: tuple[ConfigFile, ...] = ()
-    run_as: str | None = None
-    """User the container runs as on Docker (None: the image's default)."""
     uid: int = 65532
-    """Numeric non-root user for Kubernetes (runAsUser/fsGroup)."""
+    """The non-root user (and group) the container runs as, on both targets
+    (Kubernetes runAsUser/runAsGroup/fsGroup, Docker `user`); default 65532."""
+    image_user_on_docker: str = ""
+    """Why the container keeps its image's own user on Docker, if it must: Docker has no
+    fsGroup, so a fresh named volume keeps the ownership the image gave its directory.
+    Empty (the default): Docker runs it as `uid` too."""
     cap_add: tuple[tuple[str, str], ...] = ()
-    """Capabilities added back after drop ALL on Docker, each with its reason."""
+    """Capabilities added back after drop ALL (both targets), each with its reason; default none."""
     writable_paths: tuple[str, ...] = ("/tmp",)
-    """Paths that get an emptyDir/tmpfs when the root filesystem is read-only."""
+    """Paths that get an emptyDir (Kubernetes) or tmpfs (Docker) under the read-only root."""
     read_only_root: bool = True
     read_only_reason: str = ""
     """Why the root filesystem stays writable, when read_only_root is False."""
@@ -267,12 +269,30 @@ class Service:
     over their tier network unless the stack asks (CIS 5.8)."""
     scalable: bool = False
     """Replicas may be raised (stateless workers); otherwise exactly one."""
+    per_cloud_provider: bool = False
+    """Runs one instance per cloud provider of the stack (`cloudProviders`) on Kubernetes,
+    `<name>-<provider>` behind one Service; once on Docker. Default no."""
+    scraper: bool = False
+    """Scrapes every service that declares `metrics` (Prometheus' role); the scrape edges,
+    the scrape config and Grafana's datasource follow from it. Default no."""
     own_image: bool = False
     """True for OptiInfra's own images: registry and tag come from stack config."""
 
     @property
     def stateful(self) -> bool:
         return bool(self.volumes)
+
+    @property
+    def read_only_root_on_docker(self) -> bool:
+        """Docker copies generated files into the container's filesystem before it starts,
+        which a read-only root refuses: a service with generated files keeps a writable
+        root on Docker (on Kubernetes they are mounted from a ConfigMap)."""
+        return self.read_only_root and not self.files
+
+    @property
+    def docker_user(self) -> str | None:
+        """`uid:uid`, or None (the image's own user) where `image_user_on_docker` says why."""
+        return None if self.image_user_on_docker else f"{self.uid}:{self.uid}"
 
     def port(self, name: str) -> Port:
         for p in self.ports:
@@ -347,5 +367,6 @@ class Catalog:
                 return b
         raise KeyError(name)
 
-    def by_tier(self, tier: Tier) -> list[Service]:
-        return [s for s in self.services.values() if s.tier is tier]
+    def credential_keys(self) -> frozenset[str]:
+        """The config keys credentials are supplied under (read by credentials.py)."""
+        return frozenset(c.config_key for c in self.credentials.values())

@@ -10,7 +10,6 @@ that ask for them (to prove they never leak).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-import yaml
 from google.protobuf import struct_pb2
 from pulumi.runtime import mocks as pmocks
 from pulumi.runtime import rpc
@@ -26,11 +24,12 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from .graph import Model
-from .settings import NAMESPACE, ConfigError
+from policies.optiinfra_policies.vocabulary import PROJECT, STACK
 
-PROJECT = "optiinfra"
-ROOT = Path(__file__).resolve().parent.parent
+from . import stack as stack_config
+from .graph import Model
+from .model import Catalog
+
 SECRET = "[secret]"
 UNKNOWN = "[unknown]"
 _SECRET_SIG = rpc._special_secret_sig
@@ -60,10 +59,10 @@ class Render:
     stack: str
     resources: list[Resource]
     outputs: dict[str, Any]
+    model: Model
+    """The resolved model the program deployed."""
     secret_values: set[str] = field(default_factory=set)
     """Every plain secret value seen (for leak tests; never printed)."""
-    model: Model | None = None
-    """The resolved model the program deployed (capacity reads it)."""
 
     def of_type(self, type_: str) -> list[Resource]:
         return [r for r in self.resources if r.type == type_]
@@ -134,13 +133,13 @@ class _Recorder(pmocks.MockMonitor):
         root stack's type (the mock's own version keeps only the last link)."""
         if parent:
             qualified = parent.split("::")[2]
-            if qualified != "pulumi:pulumi:Stack":
+            if qualified != STACK:
                 type_ = f"{qualified}${type_}"
         return f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}::{type_}::{name}"
 
     def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
-        if request.type != "pulumi:pulumi:Stack":
+        if request.type != STACK:
             self.records.append(Resource(
                 urn=response.urn,
                 type=request.type,
@@ -155,98 +154,22 @@ class _Recorder(pmocks.MockMonitor):
         return response
 
 
-# ---- stack config -------------------------------------------------------------
-
-def stack_file(stack: str) -> Path:
-    return ROOT / f"Pulumi.{stack}.yaml"
-
-
-def available_stacks() -> list[str]:
-    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
-
-
-def _full(key: str) -> str:
-    return key if ":" in key else f"{NAMESPACE}:{key}"
-
-
-def _set_path(config: dict[str, Any], key: str, value: Any) -> None:
-    """`services.grafana.hostPort` -> nested assignment under `optiinfra:services`."""
-    full = _full(key)
-    ns, _, path = full.partition(":")
-    top, *rest = path.split(".")
-    top_key = f"{ns}:{top}"
-    if not rest:
-        config[top_key] = value
-        return
-    node = config.get(top_key)
-    if not isinstance(node, dict):
-        node = {}
-        config[top_key] = node
-    for part in rest[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    node[rest[-1]] = value
-
-
-def _parse_override(flag: str, item: str) -> tuple[str, Any]:
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(flag, f"'{item}' is not KEY=VALUE", f"write {flag} services.grafana.hostPort=3100")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
-    return key.strip(), parsed
-
-
-def load_config(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (),
-                path: Path | None = None) -> tuple[dict[str, Any], set[str]]:
-    """Config of a stack as the engine would pass it (values as strings/JSON).
-    `path` reads another stack file than Pulumi.<stack>.yaml next to Pulumi.yaml."""
-    path = path or stack_file(stack)
-    if not path.exists():
-        raise ConfigError("--stack", f"there is no stack file {path.name}",
-                          f"use one of: {', '.join(available_stacks()) or 'none found'}")
-    data = yaml.safe_load(path.read_text()) or {}
-    config: dict[str, Any] = dict(data.get("config") or {})
-    secret_keys: set[str] = set()
-    for key, value in list(config.items()):
-        if isinstance(value, dict) and set(value) == {"secure"}:
-            # Encrypted in the stack file; offline we cannot decrypt it, so a long
-            # stand-in marked secret takes its place.
-            config[key] = f"offline-stand-in-for-{key.split(':')[-1]}"
-            secret_keys.add(key)
-    for item in sets:
-        k, v = _parse_override("--set", item)
-        _set_path(config, k, v)
-    for item in secrets:
-        k, v = _parse_override("--secret", item)
-        _set_path(config, k, "" if v is None else str(v))
-        secret_keys.add(_full(k))
-    engine_form = {k: (json.dumps(v) if isinstance(v, (dict, list)) else
-                       ("true" if v is True else "false" if v is False else ("" if v is None else str(v))))
-                   for k, v in config.items()}
-    return engine_form, secret_keys
-
-
 # ---- rendering ------------------------------------------------------------------
 
-def render(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), catalog: Any = None,
+def render(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), catalog: Catalog | None = None,
            stack_path: Path | None = None) -> Render:
     """Render a stack offline. Raises ConfigError for bad config or flags."""
     from . import program
 
-    config, secret_keys = load_config(stack, sets, secrets, stack_path)
+    config = stack_config.read(stack, sets, secrets, stack_path)
     recorder = _Recorder()
     # A fresh root stack per render: set_mocks keeps the previous one, which would parent
     # this stack's resources under another stack's URN when a process renders several.
     pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_mocks(recorder.mocks, project=PROJECT, stack=stack, preview=True, monitor=recorder)
-    pulumi.runtime.set_all_config(config, sorted(secret_keys))
-    model, supplied = program.load(catalog)  # raises ConfigError before any resource exists
+    # As the engine hands config to a program; the program reads it with pulumi.Config.
+    pulumi.runtime.set_all_config(dict(config.values), sorted(config.secret_keys))
+    model, supplied = program.load(config.values.keys(), catalog)  # raises ConfigError before any resource exists
     outputs: dict[str, Any] = {}
 
     async def run() -> None:
@@ -260,7 +183,7 @@ def render(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), ca
     # Registrations arrive from several threads; order them by URN so that two renders
     # of the same stack are identical.
     return Render(stack=stack, resources=sorted(recorder.records, key=lambda r: r.urn), outputs=outputs,
-                  secret_values=recorder.secret_values, model=model)
+                  model=model, secret_values=recorder.secret_values)
 
 
 def plan_json(r: Render) -> dict[str, Any]:

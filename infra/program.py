@@ -1,87 +1,56 @@
-"""The Pulumi program: settings -> model -> tiers -> backend resources -> outputs.
+"""The Pulumi program: stack config -> model -> tiers -> backend resources -> outputs.
 
-`main()` is what `__main__.py` runs under the engine; the offline renderer runs the
-same function under Pulumi's mock runtime, so both see one program.
+`main()` is what `__main__.py` runs under the engine; the offline renderer runs `load`
+and `deploy` under Pulumi's mock runtime, with the stack's config handed over the way
+the engine hands it, so both see one program.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
 
 import pulumi
 
-from . import credentials
+from . import credentials, stack
+from .backends import create
 from .catalog import default_catalog
-from .graph import Model, resolve, startup_order
+from .graph import Model, startup_order
 from .model import Catalog, Tier
-from .settings import ConfigError, Settings, parse_settings
+from .settings import NAMESPACE, SETTING_KEYS, ConfigError
 from .tiers import TierComponent
-from .wiring import Wiring
 
 
-def raw_config() -> tuple[dict[str, Any], set[str]]:
-    """All config of this stack as the engine handed it over, and the secret keys."""
-    cfg = {**pulumi.runtime.config.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
-    secret = set(pulumi.runtime.config.get_config_secret_keys_env()) | set(pulumi.runtime.config._SECRET_KEYS.get())
-    return cfg, secret
-
-
-def load(catalog: Catalog | None = None) -> tuple[Model, dict[str, str]]:
-    """Read and validate everything before any resource exists. Raises ConfigError."""
+def load(present: Iterable[str], catalog: Catalog | None = None) -> tuple[Model, dict[str, str]]:
+    """Read the stack's config with `pulumi.Config` and validate it before any resource
+    exists: the model, and the credentials supplied as stack secrets. `present` are the
+    config keys the stack sets (unknown ones are refused). Raises ConfigError."""
     catalog = catalog or default_catalog()
-    raw, _ = raw_config()
-    secret_keys = {c.config_key for c in catalog.credentials.values()}
-    settings: Settings = parse_settings(raw, list(catalog.services), secret_keys)
-    model = resolve(catalog, settings)
-    return model, credentials.supplied(model)
+    keys = {*present, *(f"{NAMESPACE}:{k}" for k in (*SETTING_KEYS, *catalog.credential_keys()))}
+    values = stack.engine_values(sorted(keys), pulumi.Config(NAMESPACE).get)
+    model = stack.load_stack(values, catalog)
+    return model, credentials.supplied(model, values)
 
 
-def deploy(model: Model, supplied: dict[str, str]) -> dict[str, Any]:
+def deploy(model: Model, supplied: dict[str, str]) -> dict[str, object]:
+    """Register every resource of the stack; returns the stack outputs."""
     tiers: dict[Tier, TierComponent] = {}
     previous: TierComponent | None = None
     for tier in model.tiers():
-        previous = tiers[tier] = TierComponent(tier, after=previous)
-    parents: dict[str, pulumi.Resource] = {t.value: c for t, c in tiers.items()}
-    secrets = credentials.materialize(model, supplied, parents)
-
-    backend: Any
-    if model.settings.target == "docker":
-        from .backends import docker
-
-        wiring = Wiring(model.catalog, docker.host_of, secrets)
-        backend = docker.DockerBackend(model, tiers, wiring)
-    else:
-        from .backends import kubernetes
-
-        wiring = Wiring(model.catalog, kubernetes.host_resolver(model), secrets)
-        backend = kubernetes.KubernetesBackend(model, tiers, wiring)
-
+        previous = tiers[tier] = TierComponent(
+            tier, pulumi.ResourceOptions(depends_on=[previous] if previous else []))
+    secrets = credentials.materialize(model, supplied, {t.value: c for t, c in tiers.items()})
+    backend = create(model, tiers, secrets)
     handles: dict[str, pulumi.Resource] = {}
     for name in startup_order(model):
-        eff = model.services[name]
-        handles[name] = backend.service(eff, after=[handles[d] for d in model.waits_for(name)])
-    for comp in tiers.values():
-        comp.finish()
-    return {**stack_outputs(model), **backend.outputs()}
-
-
-def stack_outputs(model: Model) -> dict[str, Any]:
-    """The seed's quick-access URLs and the port map (no credential in any of them)."""
-    urls: dict[str, str] = {}
-    ports: dict[str, dict[str, int]] = {}
-    for eff in model.services.values():
-        if eff.published:
-            ports[eff.name] = {p.port.name: p.host for p in eff.published}
-            first = eff.published[0]
-            if first.port.name in ("http", "web"):
-                host = "localhost" if first.bind in ("127.0.0.1", "0.0.0.0") else first.bind
-                urls[eff.name] = f"http://{host}:{first.host}"
-    return {"urls": urls, "ports": ports}
+        handles[name] = backend.service(model.services[name], [handles[d] for d in model.waits_for(name)])
+    for tier, comp in tiers.items():
+        comp.finish(e.name for e in model.in_tier(tier))
+    return backend.outputs().exports()
 
 
 def main() -> None:
     try:
-        model, supplied = load()
+        model, supplied = load(stack.keys_in_file(pulumi.get_stack()))
     except ConfigError as err:
         # RunError ends the program with this one message and no traceback.
         raise pulumi.RunError(str(err)) from None

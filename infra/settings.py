@@ -1,9 +1,13 @@
-"""Stack settings: the only place stack config is read and validated.
+"""Stack settings: the shape of a stack's config, as pydantic models.
 
 Everything arrives as a flat map of Pulumi config (`optiinfra:key` -> value, objects
-as JSON, the way the engine hands them to a program). `parse_settings` turns it into
-pydantic models; any bad value raises `ConfigError` with one message that names the
-config key and the fix, before any resource is registered.
+as JSON, the way the engine hands them to a program; see stack.py, the one load path).
+`parse_settings` turns it into these models and checks each value on its own terms:
+type, range, format. What needs the catalog (a service that exists, a port it has, a
+replica count it allows) is checked against it in graph.resolve. Any bad value raises
+`ConfigError` with one message that names the config key and the fix, before any
+resource is registered. Each field's docstring is its documentation (the README's
+settings table is generated from them).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Mapping, Set
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -18,8 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .model import image_problem, parse_memory_mib
 
 NAMESPACE = "optiinfra"
-COST_AGENT = "cost-agent"
-"""The service `cloudProviders` multiplies: one instance per provider on Kubernetes."""
 
 
 class ConfigError(Exception):
@@ -31,7 +34,7 @@ class ConfigError(Exception):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, use_attribute_docstrings=True)
 
 
 class ServiceOverride(_Model):
@@ -186,9 +189,10 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def parse_settings(raw: dict[str, Any], service_names: list[str], secret_keys: set[str] | None = None) -> Settings:
-    """Validate raw config (`optiinfra:key` -> value) into Settings. Raises ConfigError."""
-    secret_keys = secret_keys or set()
+def parse_settings(raw: Mapping[str, Any], credential_keys: Set[str] = frozenset()) -> Settings:
+    """Validate raw config (`optiinfra:key` -> value) into Settings. `credential_keys` are
+    read by credentials.py, not here. Raises ConfigError."""
+    secret_keys = credential_keys
     data: dict[str, Any] = {}
     for full_key, value in raw.items():
         ns, _, key = full_key.partition(":")
@@ -204,22 +208,16 @@ def parse_settings(raw: dict[str, Any], service_names: list[str], secret_keys: s
         settings = Settings.model_validate(data)
     except ValidationError as err:
         raise _from_validation(err) from None
-    _check(settings, service_names)
+    _check(settings)
     return settings
 
 
 _PORT_RANGE = "set a whole number from 1 to 65535"
 
 
-def _check(s: Settings, names: list[str]) -> None:
-    known = ", ".join(names)
-    for name in s.public:
-        if name not in names:
-            raise ConfigError(f"{NAMESPACE}:public", f"'{name}' is not a service", f"use service names: {known}")
+def _check(s: Settings) -> None:
     for name, o in s.services.items():
         base = f"{NAMESPACE}:services.{name}"
-        if name not in names:
-            raise ConfigError(base, f"'{name}' is not a service", f"use one of: {known}")
         ports = ([("hostPort", o.host_port)] if o.host_port is not None else []) + [
             (f"hostPorts.{k}", v) for k, v in o.host_ports.items()]
         for sub, port in ports:
@@ -255,10 +253,6 @@ def _check(s: Settings, names: list[str]) -> None:
             parse_memory_mib(value)
         except ValueError:
             raise ConfigError(f"{NAMESPACE}:{key}", f"'{value}' is not a size", "use a size such as 10Gi") from None
-    for name in s.kubernetes.storage:
-        if name not in names:
-            raise ConfigError(f"{NAMESPACE}:kubernetes.storage.{name}", f"'{name}' is not a service",
-                              f"use one of: {known}")
     for name in s.kubernetes.ingress.hosts:
         if name not in s.public:
             raise ConfigError(f"{NAMESPACE}:kubernetes.ingress.hosts.{name}", f"'{name}' is not public",
@@ -267,10 +261,6 @@ def _check(s: Settings, names: list[str]) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", p):
             raise ConfigError(f"{NAMESPACE}:cloudProviders", f"'{p}' is not a provider name",
                               "use lower-case names such as aws, gcp, azure")
-    cost_agent = s.services.get(COST_AGENT)
-    if not s.cloud_providers and (cost_agent is None or cost_agent.enabled):
-        raise ConfigError(f"{NAMESPACE}:cloudProviders", "is empty, but the cost agent runs one instance per provider",
-                          f"list at least one provider, or set {NAMESPACE}:services.{COST_AGENT}.enabled=false")
     if len(set(s.cloud_providers)) != len(s.cloud_providers):
         raise ConfigError(f"{NAMESPACE}:cloudProviders", "lists a provider twice", "list each provider once")
     _check_kubernetes(s)

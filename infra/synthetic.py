@@ -22,12 +22,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .catalog import default_catalog
-from .model import Catalog, Credential, Dependency, Dsn, EnvValue, Host, Port, Secret, Service, Url
+from .model import Catalog, Credential, Dependency, Dsn, EnvValue, Port, Secret, Service, Url
 
 
 def _rename_value(value: EnvValue, names: dict[str, str], creds: dict[str, str]) -> EnvValue:
     """The same value, pointing at the copy's services and credentials (other fields kept)."""
-    if isinstance(value, (Url, Host, Dsn)):
+    if isinstance(value, (Url, Dsn)):
         return replace(value, service=names.get(value.service, value.service))
     if isinstance(value, Secret):
         return replace(value, credential=creds.get(value.credential, value.credential))

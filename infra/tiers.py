@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pulumi
+
+from policies.optiinfra_policies.vocabulary import TIER
 
 from .model import Tier
 
@@ -10,29 +14,27 @@ from .model import Tier
 class TierComponent(pulumi.ComponentResource):
     """A tier of the platform (databases, monitoring, core, agents, frontend).
 
-    `after` is the tier before it in the seed's startup order, and the component
-    depends on it. Depending on a component means depending on everything in it, so
-    the engine registers this tier only once every resource of the tier before exists
-    (healthy, for the containers others wait for), and its children, which need their
-    parent first, start after that too; on destroy the order reverses. Children
-    therefore carry only their own service-level dependencies: repeating the whole
-    previous tier on each of them would make the dependency lists grow with the
-    square of the services.
+    program.py creates the tiers in the seed's startup order, each with
+    `opts=ResourceOptions(depends_on=[<the tier before>])`. Depending on a component
+    means depending on everything in it, so the engine registers this tier only once
+    every resource of the tier before exists (healthy, for the containers others wait
+    for), and its children, which need their parent first, start after that too; on
+    destroy the order reverses. Children therefore carry only their own service-level
+    dependencies: repeating the whole previous tier on each of them would make the
+    dependency lists grow with the square of the services.
     """
 
-    TYPE = "optiinfra:platform:Tier"
+    TYPE = TIER
 
-    def __init__(self, tier: Tier, *, after: TierComponent | None) -> None:
-        super().__init__(self.TYPE, tier.value, None,
-                         pulumi.ResourceOptions(depends_on=[after] if after else []))
+    def __init__(self, tier: Tier, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(self.TYPE, tier.value, None, opts)
         self.tier = tier
-        self.after = after
-        self.services: dict[str, pulumi.Resource] = {}
 
     def child_opts(self, *, depends_on: list[pulumi.Resource] | None = None, protect: bool = False,
                    delete_before_replace: bool = False) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, depends_on=list(depends_on or []), protect=protect,
                                       delete_before_replace=delete_before_replace)
 
-    def finish(self) -> None:
-        self.register_outputs({"services": sorted(self.services)})
+    def finish(self, services: Iterable[str]) -> None:
+        """Register the tier's outputs: the names of its services."""
+        self.register_outputs({"services": sorted(services)})

@@ -14,18 +14,16 @@ from urllib.parse import quote
 
 import pulumi
 
-from .model import Catalog, Connection, Dsn, EnvValue, Host, Listen, Secret, Service, Url
+from .model import Catalog, Connection, Dsn, EnvValue, Listen, Secret, Service, Url
 
 HostOf = Callable[[str], str]
 
 
-def _parts(catalog: Catalog, value: Url | Dsn | Host) -> tuple[Connection | None, str]:
+def _parts(catalog: Catalog, value: Url | Dsn) -> tuple[Connection | None, str]:
     target = catalog.services[value.service]
     conn = target.connection
     if isinstance(value, Dsn):
         return conn, value.template
-    if isinstance(value, Host):
-        return conn, "{host}"
     if conn is None:
         raise KeyError(f"{value.service} declares no connection")
     return conn, conn.template
@@ -37,7 +35,7 @@ def credential_refs(catalog: Catalog, service: Service) -> set[str]:
     for value in [v for _, v in service.env] + list(service.command):
         if isinstance(value, Secret):
             refs.add(value.credential)
-        elif isinstance(value, (Url, Dsn, Host)):
+        elif isinstance(value, (Url, Dsn)):
             conn, template = _parts(catalog, value)
             if conn and conn.credential and "{password}" in template:
                 refs.add(conn.credential)
@@ -75,7 +73,7 @@ class Wiring:
             lambda pw: text.replace("{password}", quote(pw, safe="") if is_url else pw))
 
     @staticmethod
-    def _port(target: Service, conn: Connection | None, value: Url | Dsn | Host) -> str:
+    def _port(target: Service, conn: Connection | None, value: Url | Dsn) -> str:
         name = value.port if isinstance(value, Dsn) and value.port else (conn.port if conn else None)
         return str(target.port(name).container) if name else ""
 
@@ -84,6 +82,3 @@ class Wiring:
 
     def command(self, service: Service) -> list[pulumi.Input[str]]:
         return [self.value(v, service) for v in service.command]
-
-    def url(self, name: str) -> pulumi.Input[str]:
-        return self.value(Url(name))

@@ -26,11 +26,11 @@ from typing import Any
 
 import yaml
 
-from infra.catalog import default_catalog
-from infra.graph import Effective, Model, resolve
+from infra.graph import Effective, Model
 from infra.model import Service, Tier
 from infra.offline import SECRET, UNKNOWN
-from infra.settings import ConfigError, parse_settings
+from infra.settings import ConfigError
+from infra.stack import load_stack, model_of
 
 PACK_DIR = Path(__file__).resolve().parent
 ROOT = PACK_DIR.parent
@@ -151,19 +151,13 @@ class Rule:
 
 def model_from_config(raw: Mapping[str, Any]) -> Model:
     """The resolved model for stack config in the engine's form (`optiinfra:key` ->
-    string or JSON), as `infra.program.load` builds it. Raises ConfigError."""
-    catalog = default_catalog()
-    secret_keys = {c.config_key for c in catalog.credentials.values()}
-    settings = parse_settings(dict(raw), list(catalog.services), secret_keys)
-    return resolve(catalog, settings)
+    string or JSON). Raises ConfigError."""
+    return load_stack(raw)
 
 
 def model_for_stack(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = ()) -> Model:
     """The model of a stack file plus `--set`/`--secret` overrides (offline)."""
-    from infra import offline
-
-    config, _ = offline.load_config(stack, list(sets), list(secrets))
-    return model_from_config(config)
+    return model_of(stack, sets, secrets)
 
 
 def model_from_engine(urn: str) -> Model:

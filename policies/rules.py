@@ -19,10 +19,11 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from infra.backends.docker import CONTAINER_PREFIX, LABEL
 from infra.credentials import KNOWN_DEFAULTS
 from infra.model import Tier, has_digest, image_problem
 from infra.settings import NAMESPACE
+from policies.optiinfra_policies.vocabulary import CONTAINER_PREFIX
+from policies.optiinfra_policies.vocabulary import DOCKER_LABEL as LABEL
 
 from .core import (
     Context,

@@ -16,9 +16,8 @@ import pytest
 from infra import cli
 from infra.catalog import BANDS, default_catalog
 from infra.commands import plan
-from infra.graph import resolve
-from infra.model import Dsn, Host, Secret, Tier, Url
-from infra.settings import parse_settings
+from infra.model import Dsn, Secret, Tier, Url
+from infra.stack import load_stack
 from infra.synthetic import synthetic_catalog
 
 from .conftest import render
@@ -251,7 +250,7 @@ def test_synthetic_catalogs_resolve_with_unique_valid_ports(n: int) -> None:
         assert {d.service for d in s.depends_on} == {f"{d.service}-{k}" for d in original.depends_on}
 
         def back(v: Any, k: str = k) -> Any:
-            if isinstance(v, (Url, Host, Dsn)):
+            if isinstance(v, (Url, Dsn)):
                 return replace(v, service=v.service.removesuffix(f"-{k}"))
             if isinstance(v, Secret):
                 return replace(v, credential=v.credential.removesuffix(f"-{k}"))
@@ -262,7 +261,7 @@ def test_synthetic_catalogs_resolve_with_unique_valid_ports(n: int) -> None:
         for _, v in s.env:
             if isinstance(v, Secret):
                 assert v.credential in cat.credentials and v.credential.endswith(f"-{k}")
-    model = resolve(cat, parse_settings({}, list(cat.services), {c.config_key for c in cat.credentials.values()}))
+    model = load_stack({}, cat)
     assert len(model.services) == n
     # the published ports are the copies' unique ones: no host port twice
     assert len({p.host for e in model.services.values() for p in e.published}) == sum(

@@ -20,6 +20,8 @@ from infra import cli, diffing, offline
 from infra.catalog import default_catalog
 from infra.model import Catalog
 from infra.settings import ConfigError
+from infra import stack as infra_stack
+from infra.stack import ROOT
 
 KEY = b"test-fingerprint-key-0123456789ab"
 CONTAINER = "docker:index/container:Container"
@@ -326,9 +328,10 @@ def test_base_revision_against_working_tree(tmp_path: Path, monkeypatch: pytest.
     # A throwaway repository holding a copy of this program; its working tree then moves
     # grafana's host port. The base side is rendered by the committed copy in a subprocess.
     repo = tmp_path / "repo"
-    shutil.copytree(offline.ROOT / "infra", repo / "infra", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("infra", "policies"):
+        shutil.copytree(ROOT / package, repo / package, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("Pulumi.yaml", "Pulumi.dev.yaml"):
-        shutil.copy(offline.ROOT / name, repo / name)
+        shutil.copy(ROOT / name, repo / name)
 
     def git(*args: str) -> None:
         subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
@@ -338,7 +341,7 @@ def test_base_revision_against_working_tree(tmp_path: Path, monkeypatch: pytest.
     git("commit", "-q", "-m", "base")
     stack_file = repo / "Pulumi.dev.yaml"
     stack_file.write_text(stack_file.read_text() + "  optiinfra:services:\n    grafana:\n      hostPort: 3100\n")
-    monkeypatch.setattr(offline, "ROOT", repo)
+    monkeypatch.setattr(infra_stack, "ROOT", repo)
 
     d = diffing.run_diff("dev", base=None)  # the merge base with main: HEAD here
     assert d.old_label.startswith("merge base with main (")

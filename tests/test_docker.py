@@ -89,12 +89,9 @@ def test_container_networks_equal_the_derived_set(dev: offline.Render, name: str
 
 def test_networks_are_exactly_what_connections_need(dev: offline.Render) -> None:
     """Every connection has a shared network, and every extra network has a connection."""
-    from infra.catalog import default_catalog
-    from infra.graph import resolve
-    from infra.settings import parse_settings
+    from infra.stack import load_stack
 
-    cat = default_catalog()
-    model = resolve(cat, parse_settings({}, list(cat.services)))
+    model = load_stack({})
     cs = containers(dev)
     justified: dict[str, set[str]] = {n: {f"optiinfra-{model.services[n].tier.value}"} for n in model.services}
     for e in model.edges:

@@ -20,12 +20,13 @@ import pytest
 import yaml
 
 from infra import cli, offline
+from infra import stack as infra_stack
 from infra.backends import kubernetes
 from infra.backends.kubernetes import K8S_VERSION
 from infra.catalog import default_catalog
 from infra.commands import render as render_cmd
-from infra.graph import Model, resolve
-from infra.settings import ConfigError, parse_settings
+from infra.graph import Model
+from infra.settings import ConfigError
 
 from .conftest import render
 
@@ -73,10 +74,7 @@ def container(w: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_of(stack: str, *sets: str) -> Model:
-    catalog = default_catalog()
-    config, _ = offline.load_config(stack, list(sets))
-    settings = parse_settings(config, list(catalog.services), {c.config_key for c in catalog.credentials.values()})
-    return resolve(catalog, settings)
+    return infra_stack.model_of(stack, sets)
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from infra.catalog import default_catalog
 from infra.cli import main as cli_main
 from infra.commands import check as check_cmd
 from infra.settings import ConfigError
+from infra.stack import read as read_stack
 from policies import core, pack, rules
 
 from .conftest import render
@@ -900,7 +901,7 @@ class Analyzers:
         from pulumi.runtime.proto import analyzer_pb2_grpc
 
         if (stack, sets) not in self.stubs:
-            config, _ = offline.load_config(stack, list(sets))
+            config = read_stack(stack, sets).values
             env = {**os.environ, "PULUMI_CONFIG": json.dumps(config), "PULUMI_STACK": stack,
                    "PULUMI_PROJECT": "optiinfra", "PULUMI_DRY_RUN": "true", "PYTHONPATH": ""}
             proc = subprocess.Popen([sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", "."],

@@ -74,8 +74,8 @@ def test_cli_exit_code_and_message(flags: list[str]) -> None:
 
 
 def test_unknown_stack_and_unknown_flag() -> None:
-    proc = cli("plan", "--stack", "staging")
-    assert proc.returncode == 2 and "Pulumi.staging.yaml" in proc.stderr and "dev" in proc.stderr
+    proc = cli("plan", "--stack", "no-such-stack")
+    assert proc.returncode == 2 and "Pulumi.no-such-stack.yaml" in proc.stderr and "dev" in proc.stderr
     proc = cli("plan", "--stack", "dev", "--frobnicate")
     assert proc.returncode == 2 and "unrecognized arguments: --frobnicate" in proc.stderr
     assert "Traceback" not in proc.stderr

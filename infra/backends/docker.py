@@ -9,18 +9,25 @@ capabilities dropped.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping, Sequence
 
 import pulumi
 import pulumi_docker as docker
 
-from ..graph import Effective, Model
+from policies.optiinfra_policies.vocabulary import (
+    CONTAINER_PREFIX,
+    DOCKER_IMAGE_LABEL,
+    DOCKER_PUBLIC,
+    DOCKER_SERVICE,
+    DOCKER_TIER,
+)
+
+from ..graph import ANY, LOOPBACK, Effective, Model
 from ..model import CommandCheck, HealthCheck, HttpCheck, Service, TcpCheck, Tier
-from ..monitoring import render_file
+from ..monitoring import GeneratedFiles
 from ..tiers import TierComponent
 from ..wiring import Wiring
-
-CONTAINER_PREFIX = "optiinfra-"
-LABEL = "io.optiinfra"
+from . import StackOutputs
 
 
 def container_name(service: str) -> str:
@@ -32,7 +39,7 @@ def network_name(model: Model, tier: Tier) -> str:
 
 
 def volume_name(service: str, volume: str) -> str:
-    return f"optiinfra-{service}-{volume}"
+    return f"{CONTAINER_PREFIX}{service}-{volume}"
 
 
 def host_of(service: str) -> str:
@@ -76,13 +83,15 @@ def health_test(service: Service, health: HealthCheck) -> list[str] | None:
 
 
 class DockerBackend:
-    def __init__(self, model: Model, tiers: dict[Tier, TierComponent], wiring: Wiring) -> None:
-        self.model, self.tiers, self.wiring = model, tiers, wiring
+    def __init__(self, model: Model, tiers: Mapping[Tier, TierComponent],
+                 credentials: Mapping[str, pulumi.Output[str]]) -> None:
+        self.model, self.tiers = model, tiers
+        self.wiring = Wiring(model.catalog, host_of, dict(credentials))
+        self.files = GeneratedFiles(model, host_of)
         self.networks: dict[Tier, docker.Network] = {}
         self.images: dict[str, docker.RemoteImage] = {}
         # Computed once: per service they would make the render quadratic in the services.
         self.gates = model.gates()
-        self.files: dict[str, str] = {}
         for tier, comp in tiers.items():
             self.networks[tier] = docker.Network(
                 f"{tier.value}-network",
@@ -91,7 +100,7 @@ class DockerBackend:
                     driver="bridge",
                     # The data tier has no route out: databases need no egress.
                     internal=tier is Tier.DATABASES,
-                    labels=[docker.NetworkLabelArgs(label=f"{LABEL}.tier", value=tier.value)],
+                    labels=[docker.NetworkLabelArgs(label=DOCKER_TIER, value=tier.value)],
                 ),
                 opts=comp.child_opts(delete_before_replace=True),
             )
@@ -100,12 +109,6 @@ class DockerBackend:
                     pulumi.log.warn(f"{eff.name}: the databases network is internal, so Docker does not "
                                     "forward published ports of its containers; reach it from a container "
                                     "on that network instead")
-
-    def _file(self, generator: str) -> str:
-        """A generated file's content depends on the model only: render it once."""
-        if generator not in self.files:
-            self.files[generator] = render_file(generator, self.model, host_of)
-        return self.files[generator]
 
     def _image(self, eff: Effective, comp: TierComponent) -> docker.RemoteImage:
         key = f"{eff.tier.value}/{eff.image}"
@@ -117,7 +120,7 @@ class DockerBackend:
             )
         return self.images[key]
 
-    def service(self, eff: Effective, after: list[pulumi.Resource]) -> docker.Container:
+    def service(self, eff: Effective, after: Sequence[pulumi.Resource]) -> docker.Container:
         svc, model = eff.service, self.model
         comp = self.tiers[eff.tier]
         volumes = []
@@ -125,7 +128,7 @@ class DockerBackend:
             vol = docker.Volume(
                 f"{svc.name}-{v.name}",
                 docker.VolumeArgs(name=volume_name(svc.name, v.name),
-                                  labels=[docker.VolumeLabelArgs(label=f"{LABEL}.service", value=svc.name)]),
+                                  labels=[docker.VolumeLabelArgs(label=DOCKER_SERVICE, value=svc.name)]),
                 # Protected: a replaced or deleted container must never take its data along.
                 opts=pulumi.ResourceOptions(parent=comp, protect=True),
             )
@@ -141,7 +144,9 @@ class DockerBackend:
                     tests=test, interval=f"{h.interval_s}s", timeout=f"{h.timeout_s}s", retries=h.retries,
                     start_period=f"{h.start_period_s}s")
         gate = svc.name in self.gates and healthcheck is not None
-        uploads = [docker.ContainerUploadArgs(file=f.path, content=self._file(f.generator)) for f in svc.files]
+        uploads = [docker.ContainerUploadArgs(file=f.path, content=self.files.content(f.generator))
+                   for f in svc.files]
+        read_only = svc.read_only_root_on_docker
         res = eff.resources
         container = docker.Container(
             svc.name,
@@ -168,19 +173,33 @@ class DockerBackend:
                 security_opts=["no-new-privileges:true"],
                 capabilities=docker.ContainerCapabilitiesArgs(
                     drops=["ALL"], adds=[c for c, _ in svc.cap_add] or None),
-                user=svc.run_as,
+                user=svc.docker_user,
+                # Read-only root as on Kubernetes, with a tmpfs where the emptyDirs are there.
+                read_only=read_only or None,
+                tmpfs=dict.fromkeys(svc.writable_paths, "") if read_only and svc.writable_paths else None,
                 volumes=volumes or None,
                 uploads=uploads or None,
-                labels=[docker.ContainerLabelArgs(label=f"{LABEL}.{k}", value=v) for k, v in (
-                    ("service", svc.name), ("tier", svc.tier.value), ("image", eff.image),
-                    ("public", "true" if eff.public else "false"))],
+                labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in (
+                    (DOCKER_SERVICE, svc.name), (DOCKER_TIER, svc.tier.value), (DOCKER_IMAGE_LABEL, eff.image),
+                    (DOCKER_PUBLIC, "true" if eff.public else "false"))],
             ),
             # Names are fixed (the seed's container names), so a replacement must delete
             # the old container first; that also frees its host port.
-            opts=comp.child_opts(depends_on=after, delete_before_replace=True),
+            opts=comp.child_opts(depends_on=list(after), delete_before_replace=True),
         )
-        comp.services[svc.name] = container
         return container
 
-    def outputs(self) -> dict[str, object]:
-        return {"networks": {t.value: network_name(self.model, t) for t in self.networks}}
+    def outputs(self) -> StackOutputs:
+        """The seed's quick-access URLs and the port map, from the published host ports
+        (no credential in any of them)."""
+        urls: dict[str, str] = {}
+        ports: dict[str, dict[str, int]] = {}
+        for eff in self.model.services.values():
+            if eff.published:
+                ports[eff.name] = {p.port.name: p.host for p in eff.published}
+                first = eff.published[0]
+                if first.port.name in ("http", "web"):
+                    host = "localhost" if first.bind in (LOOPBACK, ANY) else first.bind
+                    urls[eff.name] = f"http://{host}:{first.host}"
+        return StackOutputs(urls=urls, ports=ports,
+                            extra={"networks": {t.value: network_name(self.model, t) for t in self.networks}})

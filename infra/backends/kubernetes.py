@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -38,27 +38,27 @@ from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.networking import v1 as net
 from pulumi_kubernetes.policy import v1 as policy
 
+from policies.optiinfra_policies.vocabulary import K8S_CLOUD_PROVIDER as PROVIDER
+from policies.optiinfra_policies.vocabulary import K8S_COMPONENT as COMPONENT
+from policies.optiinfra_policies.vocabulary import K8S_MANAGED_BY as MANAGED_BY
+from policies.optiinfra_policies.vocabulary import K8S_NAME as NAME
+from policies.optiinfra_policies.vocabulary import K8S_NAMESPACE_NAME as NAMESPACE_NAME
+from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
+from policies.optiinfra_policies.vocabulary import K8S_SECRET_KEYS as SECRET_KEYS
+from policies.optiinfra_policies.vocabulary import PROJECT, PSS
+
 from ..graph import Edge, Effective, Model, providers_of, volume_mib
 from ..model import CommandCheck, HealthCheck, HttpCheck, Secret, Service, TcpCheck, Tier, Url
-from ..monitoring import render_file
+from ..monitoring import GeneratedFiles
 from ..tiers import TierComponent
 from ..wiring import Wiring
+from . import StackOutputs
 
 K8S_VERSION = "1.31"
 """The Kubernetes version the manifests are written for: the OpenAPI schema the tests
 validate them against, and the Pod Security Standard version the namespaces enforce."""
 
-NAME = "app.kubernetes.io/name"
-PART_OF = "app.kubernetes.io/part-of"
-COMPONENT = "app.kubernetes.io/component"
-MANAGED_BY = "app.kubernetes.io/managed-by"
-PROVIDER = "optiinfra.io/cloud-provider"
-NAMESPACE_NAME = "kubernetes.io/metadata.name"
-"""Set by Kubernetes on every namespace (immutable): what namespace selectors match."""
-PSS = "pod-security.kubernetes.io"
-
 CREDENTIALS_SECRET = "credentials"
-SECRET_KEYS = "optiinfra.io/secret-keys"
 DNS_NAMESPACE = "kube-system"
 
 EGRESS_ISOLATED = frozenset({Tier.DATABASES})
@@ -95,8 +95,8 @@ class Instance:
 
 
 def instances(model: Model, eff: Effective) -> list[Instance]:
-    """The cost agent runs once per cloud provider (`cost-agent-<provider>`, named so even
-    for a single provider: adding one never renames another); every other service once."""
+    """A `per_cloud_provider` service runs once per provider (`<name>-<provider>`, named
+    so even for a single provider: adding one never renames another); every other once."""
     name = eff.name
     providers = providers_of(model, eff)
     if providers:
@@ -179,9 +179,12 @@ def _edge_port(model: Model, e: Edge) -> net.NetworkPolicyPortArgs | None:
 
 
 class KubernetesBackend:
-    def __init__(self, model: Model, tiers: dict[Tier, TierComponent], wiring: Wiring) -> None:
-        self.model, self.tiers, self.wiring = model, tiers, wiring
+    def __init__(self, model: Model, tiers: Mapping[Tier, TierComponent],
+                 credentials: Mapping[str, pulumi.Output[str]]) -> None:
+        self.model, self.tiers = model, tiers
         self.host_of = host_resolver(model)
+        self.wiring = Wiring(model.catalog, self.host_of, dict(credentials))
+        self.files = GeneratedFiles(model, self.host_of)
         k = model.settings.kubernetes
         self.provider = k8s.Provider("kubernetes", k8s.ProviderArgs(
             context=k.context, render_yaml_to_directory=k.render_yaml_to_directory))
@@ -192,7 +195,6 @@ class KubernetesBackend:
         self.args: dict[str, list[str]] = {}
         self.allow: dict[str, net.NetworkPolicy] = {}
         self.ingress_urls: dict[str, str] = {}
-        self.files: dict[str, str] = {}
         for tier, comp in tiers.items():
             self._tier(tier, comp)
 
@@ -210,7 +212,7 @@ class KubernetesBackend:
               annotations: Mapping[str, str] | None = None) -> meta.ObjectMetaArgs:
         return meta.ObjectMetaArgs(
             name=name, namespace=namespace_name(self.model, tier),
-            labels={PART_OF: "optiinfra", COMPONENT: tier.value, MANAGED_BY: "pulumi", **(labels or {})},
+            labels={PART_OF: PROJECT, COMPONENT: tier.value, MANAGED_BY: "pulumi", **(labels or {})},
             annotations=dict(annotations) if annotations else None)
 
     def _tier(self, tier: Tier, comp: TierComponent) -> None:
@@ -219,7 +221,7 @@ class KubernetesBackend:
         ns_name = namespace_name(model, tier)
         ns = core.Namespace(f"{tier.value}-namespace", core.NamespaceInitArgs(
             metadata=meta.ObjectMetaArgs(name=ns_name, labels={
-                PART_OF: "optiinfra", COMPONENT: tier.value, MANAGED_BY: "pulumi",
+                PART_OF: PROJECT, COMPONENT: tier.value, MANAGED_BY: "pulumi",
                 f"{PSS}/enforce": "restricted", f"{PSS}/enforce-version": f"v{K8S_VERSION}",
                 f"{PSS}/audit": "restricted", f"{PSS}/warn": "restricted"})),
             # Deleting a namespace deletes its claims whatever their retention policy, so a
@@ -328,13 +330,6 @@ class KubernetesBackend:
             secret_key_ref=core.SecretKeySelectorArgs(name=CREDENTIALS_SECRET, key=key)))
 
     # ---- per service ----------------------------------------------------------------
-    def _file(self, generator: str) -> str:
-        """A generated file depends on the model only: render it once, however many
-        services mount it (per service it would be quadratic in the services)."""
-        if generator not in self.files:
-            self.files[generator] = render_file(generator, self.model, self.host_of)
-        return self.files[generator]
-
     def _config_volumes(self, eff: Effective, comp: TierComponent
                         ) -> tuple[list[core.VolumeArgs], list[core.VolumeMountArgs],
                                    list[pulumi.Resource]]:
@@ -348,7 +343,7 @@ class KubernetesBackend:
             directory, base = posixpath.split(f.path)
             if base in data:
                 raise ValueError(f"{svc.name}: two generated files are named {base}")
-            data[base] = self._file(f.generator)
+            data[base] = self.files.content(f.generator)
             dirs.setdefault(directory, []).append(core.KeyToPathArgs(key=base, path=base))
         digest = hashlib.sha256("\0".join(f"{k}\0{v}" for k, v in sorted(data.items())).encode()).hexdigest()[:10]
         name = f"{svc.name}-config-{digest}"
@@ -389,7 +384,7 @@ class KubernetesBackend:
             security_context=core.SecurityContextArgs(
                 allow_privilege_escalation=False, privileged=False, run_as_non_root=True,
                 read_only_root_filesystem=svc.read_only_root, seccomp_profile=seccomp,
-                capabilities=core.CapabilitiesArgs(drop=["ALL"])),
+                capabilities=core.CapabilitiesArgs(drop=["ALL"], add=[c for c, _ in svc.cap_add] or None)),
             volume_mounts=mounts or None,
             **probes(svc),  # type: ignore[arg-type]
         )
@@ -399,7 +394,7 @@ class KubernetesBackend:
                 max_skew=1, topology_key="kubernetes.io/hostname", when_unsatisfiable="ScheduleAnyway",
                 label_selector=meta.LabelSelectorArgs(match_labels=inst.selector))]
         return core.PodTemplateSpecArgs(
-            metadata=meta.ObjectMetaArgs(labels={PART_OF: "optiinfra", COMPONENT: eff.tier.value, **inst.selector}),
+            metadata=meta.ObjectMetaArgs(labels={PART_OF: PROJECT, COMPONENT: eff.tier.value, **inst.selector}),
             spec=core.PodSpecArgs(
                 containers=[container],
                 volumes=volumes or None,
@@ -420,7 +415,7 @@ class KubernetesBackend:
                     requests={"storage": quantity_mib(volume_mib(self.model, eff, v))})))
             for v in eff.service.volumes]
 
-    def service(self, eff: Effective, after: list[pulumi.Resource]) -> pulumi.Resource:
+    def service(self, eff: Effective, after: Sequence[pulumi.Resource]) -> pulumi.Resource:
         svc, tier = eff.service, eff.tier
         comp = self.tiers[tier]
         volumes, mounts, configs = self._config_volumes(eff, comp)
@@ -474,7 +469,6 @@ class KubernetesBackend:
                 handle = service
             if eff.public:
                 self._ingress(eff, comp, service)
-        comp.services[svc.name] = handle
         return handle
 
     def _ingress(self, eff: Effective, comp: TierComponent, service: core.Service) -> None:
@@ -496,17 +490,14 @@ class KubernetesBackend:
             opts=self._opts(comp, depends_on=[service]))
         self.ingress_urls[eff.name] = f"{'https' if ing.tls_secret_name else 'http'}://{host}"
 
-    def outputs(self) -> dict[str, object]:
+    def outputs(self) -> StackOutputs:
         model = self.model
         endpoints: dict[str, str] = {}
         for eff in model.services.values():
             first = eff.service.primary_port
             if first is not None:
                 endpoints[eff.name] = f"{self.host_of(eff.name)}:{first.container}"
-        return {
+        # Only the Ingress hosts are reachable from outside; nothing has a host port.
+        return StackOutputs(urls=self.ingress_urls, ports={}, extra={
             "namespaces": {t.value: namespace_name(model, t) for t in self.namespaces},
-            # Only the Ingress hosts are reachable from outside; nothing has a host port.
-            "urls": dict(self.ingress_urls),
-            "ports": {},
-            "endpoints": endpoints,
-        }
+            "endpoints": endpoints})

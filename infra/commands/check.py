@@ -19,6 +19,7 @@ from policies import core, rules
 
 from .. import offline
 from ..cli import add_stack_arguments
+from ..stack import ROOT
 
 HELP = "run the policy pack over the offline render (no Pulumi CLI); exit 1 when a mandatory policy fails"
 
@@ -119,7 +120,7 @@ class Result:
 
 def _display(path: Path) -> str:
     try:
-        return str(path.resolve().relative_to(offline.ROOT))
+        return str(path.resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
 

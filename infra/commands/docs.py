@@ -14,7 +14,8 @@ import difflib
 import sys
 from pathlib import Path
 
-from .. import docs, offline
+from .. import docs
+from ..stack import ROOT
 
 HELP = "write docs/PORTS.md and docs/topology-<stack>.svg from the catalog (--check: fail when they are stale)"
 
@@ -24,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="document only this stack (repeatable; default: every Pulumi.<stack>.yaml)")
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 when the committed docs differ from what this would write")
-    p.add_argument("--root", type=Path, default=offline.ROOT, help=argparse.SUPPRESS)
+    p.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:

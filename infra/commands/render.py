@@ -14,14 +14,13 @@ from typing import Any
 
 import yaml
 
-from .. import offline
-from ..backends.kubernetes import SECRET_KEYS
-from ..catalog import default_catalog
+from policies.optiinfra_policies.vocabulary import K8S_SECRET_KEYS, TIER, is_kubernetes
+
+from .. import offline, stack
 from ..cli import add_stack_arguments
 from ..model import Tier
 from ..offline import Render, Resource
-from ..settings import NAMESPACE, ConfigError, parse_settings
-from ..tiers import TierComponent
+from ..settings import NAMESPACE, ConfigError
 
 HELP = "write a Kubernetes stack's manifests as YAML, one file per tier (secret values redacted)"
 
@@ -38,16 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write <tier>.yaml files into")
 
 
-def target(stack: str, sets: list[str], secrets: list[str]) -> str:
-    """The stack's target, validated like the program does. Raises ConfigError."""
-    catalog = default_catalog()
-    config, _ = offline.load_config(stack, sets, secrets)
-    credential_keys = {c.config_key for c in catalog.credentials.values()}
-    return parse_settings(config, list(catalog.services), credential_keys).target
-
-
 def is_manifest(res: Resource) -> bool:
-    return res.custom and res.type.startswith("kubernetes:") and "apiVersion" in res.inputs
+    return res.custom and is_kubernetes(res.type) and "apiVersion" in res.inputs
 
 
 def manifest(res: Resource) -> dict[str, Any]:
@@ -56,7 +47,7 @@ def manifest(res: Resource) -> dict[str, Any]:
     out: dict[str, Any] = {k: inputs.pop(k) for k in ("apiVersion", "kind", "metadata") if k in inputs}
     if out.get("kind") == "Secret":
         # The whole map is secret; its key names are in an annotation, so show its shape.
-        names = str((out.get("metadata") or {}).get("annotations", {}).get(SECRET_KEYS, ""))
+        names = str((out.get("metadata") or {}).get("annotations", {}).get(K8S_SECRET_KEYS, ""))
         keys = [k for k in names.split(",") if k]
         for field in ("data", "stringData"):
             if inputs.get(field) == offline.SECRET:
@@ -67,7 +58,7 @@ def manifest(res: Resource) -> dict[str, Any]:
 
 def by_file(r: Render) -> dict[str, list[dict[str, Any]]]:
     """Manifests per tier (in startup order), then `cluster` for anything outside a tier."""
-    tiers = {res.urn: res.name for res in r.resources if res.type == TierComponent.TYPE}
+    tiers = {res.urn: res.name for res in r.resources if res.type == TIER}
     order = [t.value for t in Tier]
     files: dict[str, list[dict[str, Any]]] = {name: [] for name in sorted(
         tiers.values(), key=lambda n: order.index(n) if n in order else len(order))}
@@ -118,7 +109,7 @@ def write(r: Render, out: Path) -> dict[Path, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if target(args.stack, args.sets, args.secrets) != "kubernetes":
+    if stack.model_of(args.stack, args.sets, args.secrets).settings.target != "kubernetes":
         raise ConfigError(f"{NAMESPACE}:target", f"stack {args.stack} targets docker, which has no "
                           "Kubernetes manifests", "use a kubernetes stack (--stack prod) or --set target=kubernetes")
     r = offline.render(args.stack, args.sets, args.secrets)

@@ -1,0 +1,137 @@
+"""The resource vocabulary: type tokens, label keys, and which service a resource is of.
+
+One module owns these strings. The program writes its resources with them (infra/), and
+everything that reads resources back asks this module: the offline plan, docs, diff, the
+policy rules and the tests. It lives in the policy pack's package because the pack must
+stay self-contained; it imports nothing but the standard library and names no service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# ---- type tokens --------------------------------------------------------------------
+
+TIER = "optiinfra:platform:Tier"
+"""The ComponentResource of one tier (its children are the tier's resources)."""
+STACK = "pulumi:pulumi:Stack"
+RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
+
+DOCKER_CONTAINER = "docker:index/container:Container"
+DOCKER_NETWORK = "docker:index/network:Network"
+DOCKER_VOLUME = "docker:index/volume:Volume"
+DOCKER_IMAGE = "docker:index/remoteImage:RemoteImage"
+
+K8S_PROVIDER = "pulumi:providers:kubernetes"
+K8S_NAMESPACE = "kubernetes:core/v1:Namespace"
+K8S_SERVICE = "kubernetes:core/v1:Service"
+K8S_SECRET = "kubernetes:core/v1:Secret"
+K8S_CONFIGMAP = "kubernetes:core/v1:ConfigMap"
+K8S_PVC = "kubernetes:core/v1:PersistentVolumeClaim"
+K8S_POD = "kubernetes:core/v1:Pod"
+K8S_DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+K8S_STATEFULSET = "kubernetes:apps/v1:StatefulSet"
+K8S_DAEMONSET = "kubernetes:apps/v1:DaemonSet"
+K8S_REPLICASET = "kubernetes:apps/v1:ReplicaSet"
+K8S_JOB = "kubernetes:batch/v1:Job"
+K8S_CRONJOB = "kubernetes:batch/v1:CronJob"
+K8S_NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+K8S_INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
+K8S_PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+K8S_ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
+K8S_CLUSTER_ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding"
+K8S_STORAGE_CLASS = "kubernetes:storage.k8s.io/v1:StorageClass"
+
+K8S_POD_SPEC_PATH: Mapping[str, tuple[str, ...]] = {
+    K8S_DEPLOYMENT: ("spec", "template", "spec"),
+    K8S_STATEFULSET: ("spec", "template", "spec"),
+    K8S_DAEMONSET: ("spec", "template", "spec"),
+    K8S_REPLICASET: ("spec", "template", "spec"),
+    K8S_JOB: ("spec", "template", "spec"),
+    K8S_CRONJOB: ("spec", "jobTemplate", "spec", "template", "spec"),
+    K8S_POD: ("spec",),
+}
+"""Where each workload kind keeps its pod spec."""
+K8S_WORKLOADS = frozenset(K8S_POD_SPEC_PATH)
+SERVICE_WORKLOADS = frozenset({DOCKER_CONTAINER, K8S_DEPLOYMENT, K8S_STATEFULSET})
+"""What runs a service's processes: a container on Docker, a Deployment or StatefulSet on Kubernetes."""
+
+
+def is_kubernetes(type_: str) -> bool:
+    return type_.startswith("kubernetes:")
+
+
+def kind(type_: str) -> str:
+    """`kubernetes:apps/v1:Deployment` -> `Deployment`, `docker:index/container:Container` -> `Container`."""
+    return type_.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
+
+
+# ---- names and labels -----------------------------------------------------------------
+
+PROJECT = "optiinfra"
+CONTAINER_PREFIX = "optiinfra-"
+"""Docker names: the seed's `optiinfra-<service>` containers (and `optiinfra-<service>-<volume>` volumes)."""
+
+DOCKER_LABEL = "io.optiinfra"
+DOCKER_SERVICE = f"{DOCKER_LABEL}.service"
+DOCKER_TIER = f"{DOCKER_LABEL}.tier"
+DOCKER_IMAGE_LABEL = f"{DOCKER_LABEL}.image"
+DOCKER_PUBLIC = f"{DOCKER_LABEL}.public"
+
+K8S_NAME = "app.kubernetes.io/name"
+K8S_PART_OF = "app.kubernetes.io/part-of"
+K8S_COMPONENT = "app.kubernetes.io/component"
+"""Carries the tier on every object the program makes."""
+K8S_MANAGED_BY = "app.kubernetes.io/managed-by"
+K8S_CLOUD_PROVIDER = "optiinfra.io/cloud-provider"
+K8S_SECRET_KEYS = "optiinfra.io/secret-keys"
+"""Annotation on a Secret: its key names (never the values), so offline renders show its shape."""
+K8S_NAMESPACE_NAME = "kubernetes.io/metadata.name"
+"""Set by Kubernetes on every namespace (immutable): what namespace selectors match."""
+PSS = "pod-security.kubernetes.io"
+PSS_ENFORCE = f"{PSS}/enforce"
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def docker_labels(inputs: Mapping[str, Any]) -> dict[str, str]:
+    """A Docker resource's `labels` ([{label, value}, ...]) as a dict."""
+    items = inputs.get("labels")
+    return {str(i.get("label")): str(i.get("value")) for i in (items if isinstance(items, list) else [])
+            if isinstance(i, Mapping)}
+
+
+def k8s_labels(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """A Kubernetes object's labels, with its pod template's (the object's own win)."""
+    template = _as_dict(_as_dict(_as_dict(inputs.get("spec")).get("template")).get("metadata")).get("labels")
+    return {**_as_dict(template), **_as_dict(_as_dict(inputs.get("metadata")).get("labels"))}
+
+
+def labels_of(type_: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    return k8s_labels(inputs) if is_kubernetes(type_) else docker_labels(inputs)
+
+
+def service_of(type_: str, inputs: Mapping[str, Any]) -> str | None:
+    """The catalog service a resource belongs to, from the label the program writes
+    (`io.optiinfra.service` on Docker, `app.kubernetes.io/name` on Kubernetes), else a
+    Docker container's `optiinfra-<service>` name; None for shared resources (networks,
+    namespaces, a tier's Secret, generated credentials)."""
+    if is_kubernetes(type_):
+        value = k8s_labels(inputs).get(K8S_NAME)
+        return value if isinstance(value, str) and value else None
+    label = docker_labels(inputs).get(DOCKER_SERVICE)
+    if label:
+        return label
+    name = inputs.get("name")
+    if type_ == DOCKER_CONTAINER and isinstance(name, str) and name.startswith(CONTAINER_PREFIX):
+        return name[len(CONTAINER_PREFIX):]
+    return None
+
+
+def tier_of(type_: str, inputs: Mapping[str, Any]) -> str | None:
+    """The tier label the program writes (`io.optiinfra.tier` / `app.kubernetes.io/component`)."""
+    value = labels_of(type_, inputs).get(K8S_COMPONENT if is_kubernetes(type_) else DOCKER_TIER)
+    return value if isinstance(value, str) and value else None
