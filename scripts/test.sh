@@ -15,6 +15,6 @@ echo "== actionlint"
 actionlint=$(scripts/tools.sh actionlint)
 command -v shellcheck >/dev/null ||
   echo "note: shellcheck is not installed, so actionlint skips the workflows' run: scripts (apt-get install shellcheck)"
-"$actionlint" -color=never
+"$actionlint" -no-color
 echo "== pytest"
 "$PY" -m pytest "$@"
