@@ -65,6 +65,7 @@ GOBIN=$tmp go install "$module@$version" >&2 ||
 [[ -x $tmp/$binary ]] || die "go install $module@$version produced no $binary in $tmp (found: $(cd "$tmp" && printf '%s ' *))"
 # Publish the finished build in one step: an interrupted build never looks cached, and a
 # concurrent run that finished first simply wins.
+chmod 755 "$tmp"
 if ! mv -T "$tmp" "$dir" 2>/dev/null && [[ ! -x $dir/$binary ]]; then
 	die "could not move the build into $dir"
 fi
