@@ -17,7 +17,7 @@
 #   OPTIINFRA_PULUMI_CLI_VERSION   override the pulumi CLI module version (e.g. v3.274.1)
 #   OPTIINFRA_K8S_PROVIDER_VERSION override the kubernetes provider module version (a vX.Y.Z or pseudo-version)
 #
-# See scripts/README-engine.md for the recipe, the environment a Pulumi run needs offline, and timings.
+# See docs/engine.md for the recipe, the environment a Pulumi run needs offline, and timings.
 set -euo pipefail
 
 log() { printf 'engine.sh: %s\n' "$*" >&2; }
