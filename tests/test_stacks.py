@@ -2,15 +2,14 @@
 its policy config and fits its budget; the Kubernetes stacks keep to their own namespaces
 and hosts, are enforced as prod is, and are no larger than prod.
 
-The stacks are discovered (`available_stacks()` of the offline tools), so a new stack file is
-covered without editing this file. Expected values come from the stack files themselves
+The stacks are discovered (`infra.stack.available_stacks()`, as the offline tools do), so
+a new stack file is covered without editing this file. Expected values come from the stack files themselves
 and from prod's own results, never from literals of the current figures.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import itertools
 import json
 import re
@@ -22,21 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
+from infra.stack import available_stacks
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def available_stacks() -> list[str]:
-    """The offline tools' own discovery (infra.stack; infra.offline before the stack module)."""
-    for name in ("infra.stack", "infra.offline"):
-        try:
-            found = getattr(importlib.import_module(name), "available_stacks", None)
-        except ImportError:
-            continue
-        if callable(found):
-            return list(found())
-    raise AssertionError("neither infra.stack nor infra.offline has available_stacks()")
-
-
 STACKS = available_stacks()
 # The production stack: the reference every other Kubernetes stack is measured against.
 REFERENCE = "prod"
