@@ -42,15 +42,6 @@ BANDS = (
     Band("metrics", 9000, 9999),
 )
 
-CREDENTIALS = (
-    Credential("postgres", "postgresPassword", "PostgreSQL password of the optiinfra user"),
-    Credential("clickhouse", "clickhousePassword", "ClickHouse password of the optiinfra user"),
-    Credential("redis", "redisPassword", "Redis requirepass"),
-    Credential("grafana", "grafanaAdminPassword", "Grafana admin password"),
-    Credential("flower", "flowerPassword", "Flower basic-auth password"),
-    Credential("qdrant", "qdrantApiKey", "Qdrant API key", length=40),
-)
-
 # The Celery application inside the data-collector image (a contract with that image).
 CELERY_APP = "app.celery_app"
 DB_USER = "optiinfra"
@@ -125,7 +116,7 @@ SERVICES: tuple[Service, ...] = (
                            slow_start=True, start_period_s=30),
         resources=Resources(memory_mib=200, cpu=0.1),
         volumes=(Volume("data", "/var/lib/postgresql/data", 2),),
-        credentials=("postgres",),
+        credentials=(Credential("postgres", "postgresPassword", "PostgreSQL password of the optiinfra user"),),
         env=(("POSTGRES_USER", DB_USER), ("POSTGRES_DB", "optiinfra"),
              ("POSTGRES_PASSWORD", Secret("postgres")),
              # A subdirectory of the volume: a fresh PersistentVolume has lost+found at its
@@ -149,7 +140,7 @@ SERVICES: tuple[Service, ...] = (
                            start_period_s=30),
         resources=Resources(memory_mib=500, cpu=0.5),
         volumes=(Volume("data", "/var/lib/clickhouse", 5),),
-        credentials=("clickhouse",),
+        credentials=(Credential("clickhouse", "clickhousePassword", "ClickHouse password of the optiinfra user"),),
         env=(("CLICKHOUSE_USER", DB_USER), ("CLICKHOUSE_DB", "optiinfra_metrics"),
              ("CLICKHOUSE_PASSWORD", Secret("clickhouse")),
              ("CLICKHOUSE_DEFAULT_ACCESS_MANAGEMENT", "1")),
@@ -171,7 +162,7 @@ SERVICES: tuple[Service, ...] = (
         health=HealthCheck(CommandCheck(("sh", "-c", "redis-cli ping | grep -q PONG"))),
         resources=Resources(memory_mib=50, cpu=0.1),
         volumes=(Volume("data", "/data", 0.5),),
-        credentials=("redis",),
+        credentials=(Credential("redis", "redisPassword", "Redis requirepass"),),
         env=(("REDIS_PASSWORD", Secret("redis")), ("REDISCLI_AUTH", Secret("redis"))),
         command=("sh", "-c", 'exec redis-server --appendonly yes --requirepass "$REDIS_PASSWORD"'),
         connection=Connection("redis://:{password}@{host}:{port}/0", "redis", credential="redis"),
@@ -188,7 +179,7 @@ SERVICES: tuple[Service, ...] = (
         health=HealthCheck(TcpCheck("http"), docker_client="bash-tcp"),
         resources=Resources(memory_mib=128, cpu=0.1),
         volumes=(Volume("storage", "/qdrant/storage", 1),),
-        credentials=("qdrant",),
+        credentials=(Credential("qdrant", "qdrantApiKey", "Qdrant API key", length=40),),
         env=(("QDRANT__SERVICE__API_KEY", Secret("qdrant")),),
         connection=Connection("http://{host}:{port}", "http"),
         uid=1000,
@@ -224,7 +215,7 @@ SERVICES: tuple[Service, ...] = (
         depends_on=(Dependency("prometheus"),),
         resources=Resources(memory_mib=100, cpu=0.1),
         volumes=(Volume("data", "/var/lib/grafana", 0.5),),
-        credentials=("grafana",),
+        credentials=(Credential("grafana", "grafanaAdminPassword", "Grafana admin password"),),
         env=(("GF_SECURITY_ADMIN_USER", "optiinfra-admin"), ("GF_SECURITY_ADMIN_PASSWORD", Secret("grafana")),
              ("GF_USERS_ALLOW_SIGN_UP", "false"), ("GF_ANALYTICS_REPORTING_ENABLED", "false"),
              ("GF_ANALYTICS_CHECK_FOR_UPDATES", "false")),
@@ -244,7 +235,7 @@ SERVICES: tuple[Service, ...] = (
         health=HealthCheck(HttpCheck("/healthcheck", "web", "OK"), docker_client="python"),
         depends_on=(Dependency("redis"),),
         resources=Resources(memory_mib=48, cpu=0.1),
-        credentials=("flower",),
+        credentials=(Credential("flower", "flowerPassword", "Flower basic-auth password"),),
         env=(("CELERY_BROKER_URL", Url("redis")),
              ("FLOWER_BASIC_AUTH", Dsn("flower", "{user}:{password}")),
              ("FLOWER_PORT", Listen("web"))),
@@ -371,6 +362,10 @@ def _with_connections(services: tuple[Service, ...]) -> tuple[Service, ...]:
             s = Service(**{**s.__dict__, "connection": Connection("http://{host}:{port}", "http")})
         out.append(s)
     return tuple(out)
+
+
+CREDENTIALS = tuple(c for s in SERVICES for c in s.credentials)
+"""Every credential, each declared on the service that owns it."""
 
 
 def default_catalog() -> Catalog:

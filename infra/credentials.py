@@ -51,7 +51,7 @@ def supplied(model: Model, config: Mapping[str, Any]) -> dict[str, str]:
 
 def owner_tier(model: Model, cred: Credential) -> str:
     for eff in model.services.values():
-        if cred.id in eff.service.credentials:
+        if cred in eff.service.credentials:
             return eff.tier.value
     return next(e.tier.value for e in model.services.values())
 

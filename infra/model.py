@@ -241,8 +241,9 @@ class Service:
     depends_on: tuple[Dependency, ...] = ()
     resources: Resources = Resources(memory_mib=64, cpu=0.1)
     volumes: tuple[Volume, ...] = ()
-    credentials: tuple[str, ...] = ()
-    """Credentials this service owns (its own password); generated under its tier."""
+    credentials: tuple[Credential, ...] = ()
+    """Credentials this service owns (its own password), declared with it; generated
+    under its tier unless supplied as a stack secret. Default none."""
     env: tuple[tuple[str, EnvValue], ...] = ()
     connection: Connection | None = None
     metrics: tuple[str, str] | None = None

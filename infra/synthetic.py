@@ -63,20 +63,17 @@ def synthetic_catalog(n: int) -> Catalog:
     real = default_catalog()
     originals = list(real.services.values())
     services: dict[str, Service] = {s.name: s for s in originals[:n]}
-    credentials: dict[str, Credential] = {
-        cid: c for cid, c in real.credentials.items()
-        if any(cid in s.credentials for s in services.values())}
+    credentials: dict[str, Credential] = {c.id: c for s in services.values() for c in s.credentials}
     ports = _Ports(real)
     k = 0
     while len(services) < n:
         k += 1
         chunk = originals[: n - len(services)]
         names = {s.name: f"{s.name}-{k}" for s in chunk}
-        owned = {cid for s in chunk for cid in s.credentials}
+        owned = {c.id: c for s in chunk for c in s.credentials}
         creds = {cid: f"{cid}-{k}" for cid in owned}
-        for cid in owned:
-            c = real.credentials[cid]
-            credentials[creds[cid]] = replace(c, id=creds[cid], config_key=f"{c.config_key}{k}")
+        copies = {cid: replace(c, id=creds[cid], config_key=f"{c.config_key}{k}") for cid, c in owned.items()}
+        credentials.update((c.id, c) for c in copies.values())
         for s in chunk:
             conn = s.connection
             if conn is not None and conn.credential is not None:
@@ -87,7 +84,7 @@ def synthetic_catalog(n: int) -> Catalog:
                 ports=tuple(_copy_port(p, ports) for p in s.ports),
                 depends_on=tuple(Dependency(names.get(d.service, d.service), d.wait, d.reason)
                                  for d in s.depends_on),
-                credentials=tuple(creds.get(c, c) for c in s.credentials),
+                credentials=tuple(copies[c.id] for c in s.credentials),
                 env=tuple((key, _rename_value(v, names, creds)) for key, v in s.env),
                 command=tuple(replace(v, service=names.get(v.service, v.service)) if isinstance(v, Dsn) else v
                               for v in s.command),

@@ -31,7 +31,7 @@ def _parts(catalog: Catalog, value: Url | Dsn) -> tuple[Connection | None, str]:
 
 def credential_refs(catalog: Catalog, service: Service) -> set[str]:
     """Credentials a service needs: its own, and those embedded in its env values."""
-    refs = set(service.credentials)
+    refs = {c.id for c in service.credentials}
     for value in [v for _, v in service.env] + list(service.command):
         if isinstance(value, Secret):
             refs.add(value.credential)

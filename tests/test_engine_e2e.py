@@ -83,7 +83,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     }))
     shutil.copy(ROOT / "__main__.py", project / "__main__.py")
     shutil.copy(ROOT / "requirements.txt", project / "requirements.txt")
-    (project / "infra").symlink_to(ROOT / "infra")
+    for package in ("infra", "policies"):  # the program imports the resource vocabulary from the pack
+        (project / package).symlink_to(ROOT / package)
     # The stack's settings are prod's, as committed.
     shutil.copy(ROOT / "Pulumi.prod.yaml", project / f"Pulumi.{STACK}.yaml")
     out = base / "manifests"
