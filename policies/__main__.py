@@ -19,6 +19,6 @@ sys.path.insert(0, str(_HERE.parent))
 
 from pulumi_policy import PolicyPack  # noqa: E402
 
-from policies.pack import pack_arguments  # noqa: E402
+from policies.optiinfra_policies.pack import pack_arguments  # noqa: E402
 
 PolicyPack(**pack_arguments())

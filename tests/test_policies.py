@@ -29,7 +29,7 @@ from infra.cli import main as cli_main
 from infra.commands import check as check_cmd
 from infra.settings import ConfigError
 from infra.stack import read as read_stack
-from policies import core, pack, rules
+from policies.optiinfra_policies import core, pack, rules
 
 from .conftest import render
 

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from policies import core, rules
+from policies.optiinfra_policies import core, rules
 
 from .. import offline
 from ..cli import add_stack_arguments

@@ -32,8 +32,8 @@ from infra.offline import SECRET, UNKNOWN
 from infra.settings import ConfigError
 from infra.stack import load_stack, model_of
 
-PACK_DIR = Path(__file__).resolve().parent
-ROOT = PACK_DIR.parent
+PACK_DIR = Path(__file__).resolve().parent.parent
+"""The pack directory (PulumiPolicy.yaml, config/)."""
 PACK_NAME = "optiinfra-policies"
 CONFIG_DIR = PACK_DIR / "config"
 LEVELS = ("advisory", "mandatory", "remediate", "disabled")

@@ -22,8 +22,8 @@ from typing import Any
 from infra.credentials import KNOWN_DEFAULTS
 from infra.model import Tier, has_digest, image_problem
 from infra.settings import NAMESPACE
-from policies.optiinfra_policies.vocabulary import CONTAINER_PREFIX
-from policies.optiinfra_policies.vocabulary import DOCKER_LABEL as LABEL
+from .vocabulary import CONTAINER_PREFIX
+from .vocabulary import DOCKER_LABEL as LABEL
 
 from .core import (
     Context,
