@@ -264,3 +264,38 @@ def test_stack_outputs(dev: offline.Render) -> None:
     assert dev.outputs["urls"]["data-collector"] == "http://localhost:8005"
     assert dev.outputs["ports"]["portal"] == {"http": 3001}
     assert dev.outputs["networks"]["databases"] == "optiinfra-databases"
+
+
+def test_secure_defaults_mean_the_same_on_docker_and_kubernetes(dev: offline.Render) -> None:
+    """Read-only root with writable paths, the user and the capabilities: the Docker
+    container says what the Kubernetes pod says, except where the model states why not."""
+    from infra.catalog import default_catalog
+
+    catalog = default_catalog()
+    prod = render("prod")
+    pods = {}
+    for w in prod.resources:
+        if w.type in ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet"):
+            pods.setdefault(w.inputs["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"],
+                            w.inputs["spec"]["template"]["spec"])
+    image_user = set()
+    for name, c in containers(dev).items():
+        service = name.removeprefix("optiinfra-")
+        pod = pods[service]
+        k8s = pod["containers"][0]
+        mounts = {m["mountPath"] for m in k8s.get("volumeMounts", []) if m["name"].startswith("writable-")}
+        docker_ro = bool(c.inputs.get("readOnly"))
+        if c.inputs.get("uploads"):
+            # Docker copies generated files into the container first: a read-only root refuses that.
+            assert not docker_ro and k8s["securityContext"]["readOnlyRootFilesystem"], name
+        else:
+            assert docker_ro == k8s["securityContext"]["readOnlyRootFilesystem"], name
+            assert set(c.inputs.get("tmpfs") or {}) == mounts, name
+        assert c.inputs["capabilities"].get("adds") == k8s["securityContext"]["capabilities"].get("add"), name
+        sc = pod["securityContext"]
+        if "user" in c.inputs:
+            assert c.inputs["user"] == f"{sc['runAsUser']}:{sc['runAsGroup']}", name
+        else:
+            image_user.add(service)
+    stated = {s.name for s in catalog.services.values() if s.image_user_on_docker}
+    assert image_user == stated and len(stated) <= 2, "every container without our uid says why, in the catalog"

@@ -1,0 +1,180 @@
+"""The structure the other modules build on: one load path, Pulumi's public config API,
+no service named outside the catalog, and a new service being one declaration."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra import offline, program, stack
+from infra.catalog import default_catalog
+from infra.settings import ConfigError
+
+ROOT = stack.ROOT
+
+# String literals equal to a service name that are not about that service, each with its reason.
+NOT_A_SERVICE = {
+    ("infra/credentials.py", "postgres"): "a well-known default password value, refused as a credential",
+    ("infra/monitoring.py", "prometheus"): "Grafana's datasource type name for a Prometheus-compatible API",
+}
+
+
+def _sources() -> list[Path]:
+    files = [*ROOT.glob("infra/**/*.py"), *ROOT.glob("policies/**/*.py"), *ROOT.glob("scripts/*.py")]
+    return sorted(p for p in files if p.name != "catalog.py")
+
+
+def test_no_module_outside_the_catalog_names_a_service() -> None:
+    names = set(default_catalog().services)
+    found = []
+    for path in _sources():
+        rel = str(path.relative_to(ROOT))
+        for node in ast.walk(ast.parse(path.read_text(), rel)):
+            if isinstance(node, ast.Constant) and node.value in names and (rel, node.value) not in NOT_A_SERVICE:
+                found.append(f"{rel}:{node.lineno}: {node.value!r}")
+    assert not found, "service names outside infra/catalog.py (derive them from the catalog):\n" + "\n".join(found)
+
+
+def test_the_program_reads_config_through_the_public_api_only() -> None:
+    """No private SDK state (pulumi.runtime.config.CONFIG, _SECRET_KEYS, get_config_env)
+    in the modules the engine runs to read config."""
+    for rel in ("infra/program.py", "infra/stack.py", "infra/settings.py", "infra/credentials.py"):
+        tree = ast.parse((ROOT / rel).read_text(), rel)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute):
+                assert not node.attr.startswith("_") or node.attr.startswith("__"), f"{rel}: private .{node.attr}"
+                assert node.attr not in ("runtime", "CONFIG", "get_config_env"), f"{rel}: pulumi.{node.attr}"
+            if isinstance(node, ast.ImportFrom):
+                assert not (node.module or "").startswith("pulumi.runtime"), f"{rel}: imports {node.module}"
+
+
+def test_unknown_top_level_key_in_the_stack_file_is_refused_by_the_program(tmp_path: Path) -> None:
+    """The SDK's public API cannot list keys, so the program reads which keys the stack
+    file sets; a typo there is refused, not ignored."""
+    path = tmp_path / "Pulumi.dev.yaml"
+    data = yaml.safe_load(stack.stack_file("dev").read_text())
+    data["config"]["optiinfra:servics"] = {"grafana": {"hostPort": 3100}}
+    path.write_text(yaml.safe_dump(data))
+    assert "optiinfra:servics" in stack.keys_in_file("dev", tmp_path)
+    with pytest.raises(ConfigError, match=r"optiinfra:servics.*is not a known setting"):
+        offline.render("dev", stack_path=path)
+
+
+def test_offline_render_and_load_stack_agree() -> None:
+    """The program (pulumi.Config under the mock runtime) and load_stack (the commands)
+    resolve the same model from the same stack."""
+    for name in ("dev", "prod"):
+        config = stack.read(name)
+        assert offline.render(name).model.settings == stack.load_stack(config.values).settings
+
+
+def test_program_load_takes_credentials_from_the_same_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pulumi
+
+    config = stack.read("dev", secrets=["grafanaAdminPassword=Grafana-Test-Value-123"])
+    pulumi.runtime.set_all_config(dict(config.values), sorted(config.secret_keys))
+    model, supplied = program.load(config.values.keys())
+    assert supplied == {"grafana": "Grafana-Test-Value-123"}
+    assert model.settings.target == "docker"
+
+
+# ---- adding services is one declaration each -------------------------------------------------
+
+NEW_SERVICES = '''
+    Service(
+        name="billing-api",
+        tier=Tier.CORE,
+        image="billing-api",
+        own_image=True,
+        purpose="Billing API (test)",
+        ports=(Port("http", 8090, host=8090, band="application"),),
+        health=HealthCheck(HttpCheck("/health", "http", '"status":"healthy"'), docker_client="python"),
+        depends_on=(Dependency("ledger-db"),),
+        env=(("PORT", Listen("http")), ("LEDGER_URL", Url("ledger-db"))),
+        metrics=("http", "/metrics"),
+        scalable=True,
+    ),
+    Service(
+        name="ledger-db",
+        tier=Tier.DATABASES,
+        image="postgres:16.4",
+        publish=False,
+        purpose="Ledger database (test)",
+        ports=(Port("postgres", 5433, host=5433, band="database"),),
+        health=HealthCheck(CommandCheck(("pg_isready", "-h", "127.0.0.1", "-p", "5433")), slow_start=True),
+        volumes=(Volume("data", "/var/lib/postgresql/data", 1),),
+        credentials=(Credential("ledger", "ledgerPassword", "Ledger database password"),),
+        env=(("POSTGRES_PASSWORD", Secret("ledger")), ("PGPORT", Listen("postgres")),
+             ("PGDATA", "/var/lib/postgresql/data/pgdata")),
+        connection=Connection("postgresql://ledger:{password}@{host}:{port}/ledger", "postgres",
+                              user="ledger", credential="ledger"),
+        uid=999,
+        writable_paths=("/tmp", "/var/run/postgresql"),
+    ),
+'''
+
+
+@pytest.fixture(scope="module")
+def extended(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project whose catalog gains two services, by declaration only."""
+    root = tmp_path_factory.mktemp("extended") / "project"
+    shutil.copytree(ROOT, root, ignore=shutil.ignore_patterns(
+        "venv", ".venv", ".git", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"))
+    catalog = root / "infra" / "catalog.py"
+    text = catalog.read_text()
+    end = "\n)\n\n\ndef _with_connections"
+    assert text.count(end) == 1, "the SERVICES tuple's end moved; update this test"
+    catalog.write_text(text.replace(end, NEW_SERVICES.rstrip("\n") + end))
+    return root
+
+
+def _cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "infra", *args], cwd=root, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+@pytest.mark.parametrize("name", ["dev", "prod"])
+def test_new_services_render_and_pass_the_policies(extended: Path, name: str) -> None:
+    plan = _cli(extended, "plan", "--stack", name, "--json")
+    assert plan.returncode == 0, plan.stderr
+    steps = json.loads(plan.stdout)["steps"]
+    by_kind = {(s["newState"]["type"].rsplit(":", 1)[1], s["urn"].rsplit("::", 1)[1]): s["newState"] for s in steps}
+    if name == "dev":
+        api, db = by_kind["Container", "billing-api"], by_kind["Container", "ledger-db"]
+        assert api["type"] == db["type"] == "docker:index/container:Container"
+        # The API reaches its database over the databases network and waits for it; Prometheus
+        # scrapes it over the monitoring network.
+        assert {n["name"] for n in api["inputs"]["networksAdvanced"]} == {
+            "optiinfra-core", "optiinfra-databases", "optiinfra-monitoring"}
+        assert db["urn"] in api["dependencies"]
+        assert by_kind["Volume", "ledger-db-data"]["protect"] is True
+        url = next(e for e in api["inputs"]["envs"] if e.startswith("LEDGER_URL="))
+        assert url == "LEDGER_URL=[secret]"  # the URL embeds the generated password
+    else:
+        assert by_kind["StatefulSet", "ledger-db"]["protect"] is True
+        secret = by_kind["Secret", "databases-credentials"]["inputs"]["metadata"]["annotations"]["optiinfra.io/secret-keys"]
+        assert "ledger" in secret.split(",")
+        allow = by_kind["NetworkPolicy", "allow-ledger-db"]["inputs"]["spec"]["ingress"]
+        sources = {peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for rule in allow
+                   for peer in rule["from"]}
+        assert sources == {"billing-api"}
+        scrape = next(v for (kind, _), v in by_kind.items() if kind == "ConfigMap" and "prometheus.yml" in v["inputs"]["data"])
+        assert "billing-api" in scrape["inputs"]["data"]["prometheus.yml"]
+    assert ("RandomPassword", "ledger-credential") in by_kind
+    check = _cli(extended, "check", "--stack", name)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_new_services_need_only_regenerated_docs(extended: Path) -> None:
+    stale = _cli(extended, "docs", "--check")
+    assert stale.returncode == 1  # the inventory must mention the new services
+    assert _cli(extended, "docs").returncode == 0
+    assert "billing-api" in (extended / "docs" / "PORTS.md").read_text()
+    assert _cli(extended, "docs", "--check").returncode == 0
