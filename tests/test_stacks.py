@@ -18,9 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
+from infra.backends.kubernetes import K8S_VERSION
 from infra.stack import available_stacks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,6 +163,18 @@ def test_capacity_fits_the_budget(stack: str) -> None:
 
 def test_there_are_kubernetes_stacks_besides_the_reference() -> None:
     assert REFERENCE in KUBERNETES and OTHERS
+
+
+@pytest.mark.parametrize("stack", KUBERNETES)
+def test_render_writes_valid_manifests_in_the_stacks_namespaces(stack: str, tmp_path: Path) -> None:
+    proc = infra("render", "--stack", stack, "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    manifests = [m for p in sorted(tmp_path.glob("*.yaml")) for m in yaml.safe_load_all(p.read_text()) if m]
+    assert manifests
+    for m in manifests:
+        kubernetes_validate.validate(m, K8S_VERSION, strict=True)
+    assert {m["metadata"]["name"] for m in manifests if m["kind"] == "Namespace"} == namespaces(stack)
+    assert {m["metadata"]["namespace"] for m in manifests if m["kind"] != "Namespace"} <= namespaces(stack)
 
 
 @pytest.mark.parametrize("stack", KUBERNETES)
