@@ -11,16 +11,27 @@ same bytes, so `--check` can compare the committed files with what the code woul
 
 from __future__ import annotations
 
+import json
+import re
 import shlex
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 from xml.sax.saxutils import escape
 
+from pydantic import BaseModel
+
+from policies.optiinfra_policies import vocabulary as vocab
+
 from . import offline
+from .catalog import default_catalog
+from .credentials import MIN_LENGTH
 from .graph import Effective, Model, startup_order
 from .model import Catalog, CommandCheck, HealthCheck, HttpCheck, Port, Service, TcpCheck, Tier
+from .settings import NAMESPACE, Settings
 from .stack import available_stacks
 
 DOCS = "docs"
@@ -43,18 +54,9 @@ class StackView:
         return self.model.settings.target == "kubernetes"
 
     def workloads(self, service: str) -> list[offline.Resource]:
-        kinds = ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet", "docker:index/container:Container")
-        out = []
-        for r in self.resources:
-            if r.type not in kinds:
-                continue
-            meta = r.inputs.get("metadata") or {}
-            labels = meta.get("labels") or {}
-            docker_labels = {i.get("label"): i.get("value") for i in r.inputs.get("labels") or []
-                             if isinstance(i, dict)}
-            if labels.get("app.kubernetes.io/name") == service or docker_labels.get("io.optiinfra.service") == service:
-                out.append(r)
-        return sorted(out, key=lambda r: r.name)
+        """What runs the service's processes (container, Deployments, StatefulSet)."""
+        return sorted((r for r in self.resources if r.type in vocab.SERVICE_WORKLOADS
+                       and vocab.service_of(r.type, r.inputs) == service), key=lambda r: r.name)
 
     def pods(self, service: str) -> int:
         """Pods of a service on Kubernetes (replicas of all its workloads), 1 on Docker."""
@@ -67,11 +69,14 @@ class StackView:
         if self.kube:
             return str((self.outputs.get("namespaces") or {}).get(tier.value, tier.value)), False
         for r in self.resources:
-            if r.type == "docker:index/network:Network":
-                labels = {i.get("label"): i.get("value") for i in r.inputs.get("labels") or [] if isinstance(i, dict)}
-                if labels.get("io.optiinfra.tier") == tier.value:
-                    return str(r.inputs.get("name")), bool(r.inputs.get("internal"))
+            if r.type == vocab.DOCKER_NETWORK and vocab.tier_of(r.type, r.inputs) == tier.value:
+                return str(r.inputs.get("name")), bool(r.inputs.get("internal"))
         return tier.value, False
+
+    @property
+    def scraper(self) -> Effective | None:
+        """The service in the catalog's scraper role (None when the stack disables it)."""
+        return self.model.scraper()
 
 
 def view(stack: str, catalog: Catalog | None = None) -> StackView:
@@ -122,6 +127,21 @@ def health_how(v: StackView, svc: Service) -> str:
     return f"Docker health check with {client}, every {h.interval_s}s"
 
 
+def _scraper_title(v: StackView) -> str:
+    """The scraper's name as a title (the catalog's `scraper` role names it, not this module)."""
+    scraper = v.scraper
+    return scraper.name[:1].upper() + scraper.name[1:] if scraper else "nothing"
+
+
+def _forward_example(v: StackView) -> str:
+    """A `kubectl port-forward` of the scraper's first port, the UI an operator opens first."""
+    scraper = v.scraper
+    if scraper is None or not scraper.service.ports:
+        return ""
+    return (f", e.g. `kubectl -n {v.network(scraper.tier)[0]} port-forward svc/{scraper.name} "
+            f"{scraper.service.ports[0].container}`")
+
+
 def _deps(model: Model, name: str) -> str:
     out = []
     for e in model.out_edges(name):
@@ -159,7 +179,7 @@ def section(v: StackView) -> str:
         lines += [f"| Service | {unit} | Ports | Health check | Depends on | Purpose |", "|---|---|---|---|---|---|"]
         for eff in m.in_tier(tier):
             svc = eff.service
-            wl = ", ".join(f"{r.type.split(':')[-1]} {_code(str((r.inputs.get('metadata') or {}).get('name')))}"
+            wl = ", ".join(f"{vocab.kind(r.type)} {_code(str((r.inputs.get('metadata') or {}).get('name')))}"
                            if v.kube else _code(str(r.inputs.get("name"))) for r in v.workloads(svc.name)) or "–"
             ports = "<br>".join(port_text(v, eff, p) for p in svc.ports) or "–"
             health = probe_text(svc, svc.health) if svc.health else "–"
@@ -206,8 +226,7 @@ def section(v: StackView) -> str:
     if v.kube:
         endpoints = v.outputs.get("endpoints") or {}
         if endpoints:
-            lines += ["In-cluster endpoints; from a workstation, forward one, e.g. "
-                      f"`kubectl -n {v.network(Tier.MONITORING)[0]} port-forward svc/prometheus 9090`:", "",
+            lines += ["In-cluster endpoints; from a workstation, forward one" + _forward_example(v) + ":", "",
                       "| Service | Endpoint |", "|---|---|"]
             lines += [f"| {k} | `{e}` |" for k, e in sorted(endpoints.items())]
             lines.append("")
@@ -233,7 +252,8 @@ def section(v: StackView) -> str:
         lines += ["Database connections (a password is the stack secret named in angle brackets):", "",
                   *conns, ""]
 
-    lines += ["### Dependencies", "", "| Service | Talks to (port) | Waits until healthy | Scraped by Prometheus at |",
+    lines += ["### Dependencies", "",
+              f"| Service | Talks to (port) | Waits until healthy | Scraped by {_scraper_title(v)} at |",
               "|---|---|---|---|"]
     for name in startup_order(m):
         svc = m.services[name].service
@@ -412,7 +432,7 @@ def topology_svg(v: StackView) -> str:
                f'marker-end="url(#arrow-databases)"/>')
     out.append(_t(MARGIN + 48, ly + 14, "depends on (arrow colour: the tier it points to)", 10.5))
     out.append(f'<circle cx="{MARGIN + 340:.1f}" cy="{ly + 10:.1f}" r="4.5" fill="#e8a33d"/>')
-    out.append(_t(MARGIN + 350, ly + 14, "scraped by Prometheus", 10.5))
+    out.append(_t(MARGIN + 350, ly + 14, f"scraped by {_scraper_title(v)}", 10.5))
     out.append(f'<rect x="{MARGIN + 500}" y="{ly + 3}" width="22" height="14" rx="3" fill="#fff" stroke="#555" '
                'stroke-width="2.4"/>')
     out.append(_t(MARGIN + 528, ly + 14, "stateful: keeps its data in a protected " +
@@ -434,12 +454,162 @@ def topology_svg(v: StackView) -> str:
     return "\n".join(out) + "\n"
 
 
+# ---- settings ---------------------------------------------------------------------------------------------
+
+SETTINGS_MD = "settings.md"
+
+
+@dataclass(frozen=True)
+class SettingRow:
+    """One row of the settings table: a config key under `optiinfra:` (alias path)."""
+
+    key: str
+    type: str
+    default: str
+    description: str
+    secret: bool = False
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _type_text(annotation: Any) -> str:
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return " or ".join(_code(str(a)) for a in args)
+    if origin in (Union, UnionType):
+        return " or ".join(_type_text(a) for a in args if a is not type(None))
+    if origin is tuple:
+        return f"list of {_type_text(args[0])}s"
+    if origin is dict:
+        return f"map of {_type_text(args[1])}s"
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(annotation, str(annotation))
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return _code("true" if value else "false")
+    if isinstance(value, (tuple, list, dict)):
+        return _code(json.dumps(list(value) if isinstance(value, tuple) else value))
+    return _code(str(value))
+
+
+def _described(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def setting_rows(catalog: Catalog | None = None) -> list[SettingRow]:
+    """Every stack setting from the pydantic models (their field docstrings are the
+    descriptions), in declaration order, then the catalog's credentials (secret)."""
+    rows: list[SettingRow] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, f in model.model_fields.items():
+            key = prefix + (f.alias or name)
+            nested = _model_of(f.annotation)
+            if get_origin(f.annotation) is dict and _model_of(get_args(f.annotation)[1]):
+                nested, key = _model_of(get_args(f.annotation)[1]), f"{key}.<name>"
+            if nested is not None:
+                text = _described(f.description or nested.__doc__)
+                if text:
+                    rows.append(SettingRow(key, "object", "–", text))
+                walk(nested, key + ".")
+                continue
+            rows.append(SettingRow(key, _type_text(f.annotation),
+                                   _default_text(f.get_default(call_default_factory=True)), _described(f.description)))
+
+    walk(Settings, "")
+    catalog = catalog or default_catalog()
+    for cred in catalog.credentials.values():
+        rows.append(SettingRow(cred.config_key, "string", f"generated per stack ({cred.length} characters)",
+                               f"{cred.description}. Set it with `pulumi config set --secret {cred.config_key}`; "
+                               f"at least {MIN_LENGTH} characters and not a well-known default.", secret=True))
+    return rows
+
+
+def settings_md(catalog: Catalog | None = None) -> str:
+    lines = [GENERATED.replace("from infra/catalog.py and Pulumi.<stack>.yaml",
+                               "from infra/settings.py and infra/catalog.py"), "",
+             "# Stack settings", "",
+             f"Each `Pulumi.<stack>.yaml` sets these under the `{NAMESPACE}:` namespace; "
+             "`python -m infra ... --set key=value` (and `--secret key=value`) override one for a single run. "
+             "Nested keys are written with dots (`--set budget.memory=4Gi`); `<name>` is a service "
+             "of the catalog. Descriptions are the field docstrings of [`infra/settings.py`](../infra/settings.py) "
+             "and the credentials of [`infra/catalog.py`](../infra/catalog.py). A bad value stops every command "
+             "with one line naming the key and the fix.", "",
+             "| key | type | default | description |", "|---|---|---|---|"]
+    for r in setting_rows(catalog):
+        kind = f"{r.type}, **secret**" if r.secret else r.type
+        lines.append(f"| {_code(r.key)} | {_cell(kind)} | {_cell(r.default)} | {_cell(r.description) or '–'} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---- layout ----------------------------------------------------------------------------------------------
+
+README = "README.md"
+LAYOUT_HEADING = "## Layout"
+LAYOUT_ROOTS = (("infra", "*.py"), ("policies", "*.py"), ("scripts", "*"))
+"""What the README's layout section must list: every Python module of the program and the
+policy pack, and every file under scripts/."""
+
+
+def _expand(word: str) -> list[str]:
+    """Shell-style braces, one level: `infra/{a,b}.py` -> infra/a.py, infra/b.py."""
+    m = re.search(r"\{([^{}]*)\}", word)
+    if not m:
+        return [word]
+    return [x for part in m.group(1).split(",") for x in _expand(word[:m.start()] + part + word[m.end():])]
+
+
+def layout_listed(readme: str) -> set[str]:
+    """Paths the README's layout section names (the first word of each line in its code block)."""
+    _, found, rest = readme.partition(f"\n{LAYOUT_HEADING}\n")
+    if not found:
+        return set()
+    section = rest.split("\n## ", 1)[0]
+    block = section.split("```", 2)[1] if section.count("```") >= 2 else ""
+    return {path for line in block.splitlines()[1:] if line.strip()
+            for path in _expand(line.split()[0])}
+
+
+def layout_expected(root: Path) -> set[str]:
+    """The files the layout must list: those git tracks under `root` (so a scratch file
+    nobody added yet does not count), or every file there outside a git checkout."""
+    tops = [top for top, _ in LAYOUT_ROOTS]
+    try:
+        tracked = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--", *tops], capture_output=True,
+                                 text=True, check=True).stdout.split("\0")
+        in_git = (root / ".git").exists()
+    except (OSError, subprocess.CalledProcessError):
+        tracked, in_git = [], False
+    candidates = [root / p for p in tracked if p] if in_git else \
+        [p for top in tops for p in (root / top).rglob("*")]
+    return {p.relative_to(root).as_posix() for p in candidates
+            if p.is_file() and "__pycache__" not in p.parts
+            and any(p.relative_to(root).parts[0] == top and p.match(pattern) for top, pattern in LAYOUT_ROOTS)}
+
+
+def layout_problems(root: Path) -> list[str]:
+    """Modules missing from the README's layout section, and listed files that do not exist."""
+    readme = root / README
+    listed = layout_listed(readme.read_text()) if readme.exists() else set()
+    expected = layout_expected(root)
+    missing = sorted(expected - listed)
+    gone = sorted(p for p in listed if p.startswith(tuple(f"{top}/" for top, _ in LAYOUT_ROOTS))
+                  and not p.endswith("/") and not (root / p).is_file())
+    return ([f"not listed: {', '.join(missing)}"] if missing else []) + \
+        ([f"listed but missing: {', '.join(gone)}"] if gone else [])
+
+
 # ---- files ----------------------------------------------------------------------------------------------
 
 def files(stacks: Sequence[str] | None = None, catalog: Catalog | None = None) -> dict[str, str]:
     """Every generated file (path relative to the repository root) and its content."""
     views = [view(s, catalog) for s in (stacks or available_stacks())]
-    out = {f"{DOCS}/{PORTS_MD}": ports_md(views)}
+    out = {f"{DOCS}/{PORTS_MD}": ports_md(views), f"{DOCS}/{SETTINGS_MD}": settings_md(catalog)}
     for v in views:
         out[f"{DOCS}/topology-{v.stack}.svg"] = topology_svg(v)
     return out

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import functools
+import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -10,9 +12,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from infra import cli, docs
 from infra.catalog import default_catalog
+from infra.model import Credential
+from infra.settings import Budget, DockerSettings, Images, Ingress, KubernetesSettings, ServiceOverride, Settings
+from infra.stack import ROOT
+from policies.optiinfra_policies import vocabulary
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -27,8 +34,8 @@ def generated(moved_grafana: bool = False) -> dict[str, str]:
     return docs.files(["dev", "prod"], catalog)
 
 
-def test_files_are_one_markdown_and_an_svg_per_stack() -> None:
-    assert set(generated()) == {"docs/PORTS.md", "docs/topology-dev.svg", "docs/topology-prod.svg"}
+def test_files_are_the_inventory_the_settings_and_an_svg_per_stack() -> None:
+    assert set(generated()) == {"docs/PORTS.md", "docs/settings.md", "docs/topology-dev.svg", "docs/topology-prod.svg"}
 
 
 def test_regenerated_identically() -> None:
@@ -123,3 +130,177 @@ def test_svg_renders(tmp_path: Path) -> None:
     out = tmp_path / "t.png"
     subprocess.run(["rsvg-convert", str(src), "-o", str(out)], check=True, capture_output=True)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- docs/settings.md ---------------------------------------------------------------------------------
+
+def _rows() -> dict[str, list[str]]:
+    """The settings table of the generated file: key -> [type, default, description]."""
+    out = {}
+    for line in generated()["docs/settings.md"].splitlines():
+        m = re.fullmatch(r"\| `([^`]+)` \| (.*?) \| (.*?) \| (.*) \|", line)
+        if m:
+            out[m.group(1)] = [m.group(2), m.group(3), m.group(4)]
+    return out
+
+
+# Each settings model and the key prefix it sits under, written out here independently of
+# the generator's walk, so a model the generator skipped would show up as missing rows.
+MODELS: list[tuple[type[BaseModel], str]] = [
+    (Settings, ""), (Images, "images."), (ServiceOverride, "services.<name>."), (DockerSettings, "docker."),
+    (KubernetesSettings, "kubernetes."), (Ingress, "kubernetes.ingress."), (Budget, "budget."),
+]
+SECTIONS = {"images", "services", "docker", "kubernetes", "kubernetes.ingress", "budget"}
+
+
+def test_settings_table_has_every_field_with_its_docstring() -> None:
+    rows = _rows()
+    for model, prefix in MODELS:
+        for name, field in model.model_fields.items():
+            key = prefix + (field.alias or name)
+            if key in SECTIONS:
+                continue
+            assert key in rows, f"{key} is missing from docs/settings.md"
+            description = " ".join((field.description or "").split()) or "–"
+            assert rows[key][2] == description.replace("|", "\\|"), key
+    assert rows["services.<name>.hostPort"][:2] == ["integer", "unset"]
+    assert rows["budget.nodes"][:2] == ["integer", "`1`"]
+    assert rows["cloudProviders"][:2] == ["list of strings", '`["aws"]`']
+    assert rows["target"][:2] == ["`docker` or `kubernetes`", "`docker`"]
+    assert rows["kubernetes.ingress.controllerNamespace"][1] == "`ingress-nginx`"
+    assert rows["services.<name>"][2] == "Per-service overrides under `optiinfra:services.<name>`."
+
+
+# Fields without a docstring yet (requested from the owner of infra/settings.py). A new
+# undocumented field fails here; documenting one of these needs only `python -m infra docs`.
+UNDOCUMENTED = {"target", "images.registry", "images.tag", "kubernetes.requireDigest"}
+
+
+def test_new_settings_fields_carry_a_docstring() -> None:
+    undocumented = {r.key for r in docs.setting_rows() if not r.description}
+    assert undocumented <= UNDOCUMENTED, f"add a docstring below each of {sorted(undocumented - UNDOCUMENTED)}"
+
+
+def test_settings_table_lists_the_catalogs_credentials_as_secrets() -> None:
+    rows = _rows()
+    catalog = default_catalog()
+    for cred in catalog.credentials.values():
+        kind, default, description = rows[cred.config_key]
+        assert kind == "string, **secret**"
+        assert default == f"generated per stack ({cred.length} characters)"
+        assert description.startswith(cred.description) and f"--secret {cred.config_key}" in description
+    assert sum("**secret**" in r[0] for r in rows.values()) == len(catalog.credentials)
+    # A credential added to the catalog gets its row: the list is not written down anywhere else.
+    catalog.credentials["mq"] = Credential("mq", "mqPassword", "RabbitMQ password", length=24)
+    keys = [r.key for r in docs.setting_rows(catalog) if r.secret]
+    assert keys[-1] == "mqPassword" and len(keys) == len(catalog.credentials)
+
+
+def test_check_fails_when_settings_md_is_stale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    for top in ("infra", "policies", "scripts"):
+        for path in docs.layout_expected(ROOT):
+            if path.startswith(top + "/"):
+                (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+                (tmp_path / path).touch()
+    args = ["docs", "--stack", "dev", "--root", str(tmp_path)]
+    assert cli.main(args) == 0
+    assert cli.main([*args, "--check"]) == 0
+    settings_md = tmp_path / "docs" / "settings.md"
+    settings_md.write_text(settings_md.read_text().replace("Memory per node", "Memory of the node"))
+    capsys.readouterr()
+    assert cli.main([*args, "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "docs/settings.md" in err and "+| `budget.memory` | string | `2Gi` | Memory per node" in err
+
+
+# ---- the README's layout section ---------------------------------------------------------------------
+
+def test_every_module_is_in_the_readme_layout() -> None:
+    assert docs.layout_problems(ROOT) == []
+    listed = docs.layout_listed((ROOT / "README.md").read_text())
+    assert {"infra/stack.py", "infra/commands/docs.py", "scripts/pylanghost/main.go"} <= listed
+    expected = docs.layout_expected(ROOT)
+    assert {"infra/docs.py", "infra/backends/__init__.py", "policies/optiinfra_policies/vocabulary.py",
+            "scripts/test.sh", "scripts/pylanghost/main.go"} <= expected
+    assert not [p for p in expected if not p.endswith(".py") and not p.startswith("scripts/")]
+
+
+README_WITH_LAYOUT = """# x
+
+## Layout
+
+```
+infra/{a,b}.py      two modules
+infra/sub/c.py      one more
+scripts/run.sh      a script
+```
+
+## Next
+infra/d.py is mentioned here, outside the section
+"""
+
+
+def test_layout_check_names_missing_and_gone_modules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "README.md").write_text(README_WITH_LAYOUT)
+    for rel in ("infra/a.py", "infra/b.py", "infra/sub/c.py", "scripts/run.sh", "infra/sub/__pycache__/c.pyc"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).touch()
+    assert docs.layout_problems(tmp_path) == []
+    (tmp_path / "infra" / "d.py").touch()
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "rules.py").touch()
+    (tmp_path / "infra" / "b.py").unlink()
+    assert docs.layout_problems(tmp_path) == ["not listed: infra/d.py, policies/rules.py",
+                                              "listed but missing: infra/b.py"]
+    args = ["docs", "--stack", "dev", "--root", str(tmp_path)]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    assert cli.main([*args, "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "README.md is stale: not listed: infra/d.py, policies/rules.py" in err
+    assert "generated docs are stale" not in err  # only the layout is
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_in_a_checkout_the_layout_lists_what_git_tracks(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text(README_WITH_LAYOUT)
+    for rel in ("infra/a.py", "infra/b.py", "infra/sub/c.py", "scripts/run.sh", "infra/scratch.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).touch()
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "add", "infra/a.py", "infra/b.py", "infra/sub", "scripts"], check=True)
+    assert docs.layout_problems(tmp_path) == []  # infra/scratch.py is nobody's module yet
+    subprocess.run(["git", "-C", str(tmp_path), "add", "infra/scratch.py"], check=True)
+    assert docs.layout_problems(tmp_path) == ["not listed: infra/scratch.py"]
+
+
+# ---- what the generator itself names --------------------------------------------------------------------
+
+def _literals(path: Path) -> list[str]:
+    return [n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant)
+            and isinstance(n.value, str)]
+
+
+def test_the_generator_names_no_service_and_no_vocabulary_string() -> None:
+    literals = _literals(ROOT / "infra" / "docs.py")
+    for name in default_catalog().services:
+        hits = [s for s in literals if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", s, re.IGNORECASE)]
+        assert not hits, f"infra/docs.py names the service {name}: {hits}"
+    tokens = {v for k, v in vars(vocabulary).items() if k.isupper() and isinstance(v, str) and ("." in v or ":" in v)}
+    assert not [s for s in literals if any(t in s for t in tokens)]
+
+
+def test_the_scraper_is_named_by_its_catalog_role() -> None:
+    catalog = default_catalog()
+    renamed = {}
+    for name, svc in catalog.services.items():
+        svc = replace(svc, depends_on=tuple(replace(d, service="victoria") if d.service == "prometheus" else d
+                                            for d in svc.depends_on))
+        renamed["victoria" if name == "prometheus" else name] = replace(svc, name="victoria") if svc.scraper else svc
+    catalog.services = renamed
+    out = docs.files(["dev"], catalog)
+    assert "| Service | Talks to (port) | Waits until healthy | Scraped by Victoria at |" in out["docs/PORTS.md"]
+    assert "scraped by Victoria" in out["docs/topology-dev.svg"]
+    prod = generated()["docs/PORTS.md"].split("## Stack `prod` (Kubernetes)")[1]
+    assert "forward one, e.g. `kubectl -n optiinfra-monitoring port-forward svc/prometheus 9090`:" in prod

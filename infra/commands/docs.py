@@ -1,10 +1,13 @@
-"""`docs`: write docs/PORTS.md and docs/topology-<stack>.svg from the catalog and stacks.
+"""`docs`: write the generated docs from the catalog, the settings models and the stacks.
 
     python -m infra docs            # (re)write the files; prints which changed
-    python -m infra docs --check    # exit 1 if the committed files differ (CI, scripts/test.sh)
+    python -m infra docs --check    # exit 1 if they are stale or the README's layout is (CI, scripts/test.sh)
 
-One PORTS.md with a section per stack (every `Pulumi.<stack>.yaml`, or the `--stack`s
-given), and one SVG topology picture per stack. Output is deterministic.
+docs/PORTS.md with a section per stack (every `Pulumi.<stack>.yaml`, or the `--stack`s
+given), one SVG topology picture per stack, and docs/settings.md (every setting with its
+type, default and field docstring, and the credentials). Output is deterministic.
+`--check` also fails when a module under infra/ or policies/, or a file under scripts/,
+is missing from the README's layout section, or the section lists one that is gone.
 """
 
 from __future__ import annotations
@@ -17,14 +20,16 @@ from pathlib import Path
 from .. import docs
 from ..stack import ROOT
 
-HELP = "write docs/PORTS.md and docs/topology-<stack>.svg from the catalog (--check: fail when they are stale)"
+HELP = ("write docs/PORTS.md, docs/settings.md and docs/topology-<stack>.svg "
+        "(--check: fail when they or the README's layout are stale)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stack", dest="stacks", action="append", default=None, metavar="STACK",
                    help="document only this stack (repeatable; default: every Pulumi.<stack>.yaml)")
     p.add_argument("--check", action="store_true",
-                   help="write nothing; exit 1 when the committed docs differ from what this would write")
+                   help="write nothing; exit 1 when the committed docs differ from what this would write, "
+                        "or the README's layout section misses a module")
     p.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
 
 
@@ -33,11 +38,17 @@ def run(args: argparse.Namespace) -> int:
     root: Path = args.root
     if args.check:
         stale = docs.stale(root, generated)
-        if not stale:
-            print(f"docs are up to date: {', '.join(sorted(generated))}")
+        layout = docs.layout_problems(root)
+        if not stale and not layout:
+            print(f"docs are up to date: {', '.join(sorted(generated))}, and the layout in {docs.README}")
             return 0
-        print(f"error: generated docs are stale: {', '.join(stale)} differ from what the catalog and stack files "
-              "give. Fix: run `python -m infra docs` and commit the result", file=sys.stderr)
+        if layout:
+            print(f"error: the '{docs.LAYOUT_HEADING}' section of {docs.README} is stale: {'; '.join(layout)}. "
+                  "Fix: give each module a line there (braces group several: infra/{a,b}.py)", file=sys.stderr)
+        if not stale:
+            return 1
+        print(f"error: generated docs are stale: {', '.join(stale)} differ from what the catalog, the settings "
+              "and the stack files give. Fix: run `python -m infra docs` and commit the result", file=sys.stderr)
         for rel in stale:
             path = root / rel
             old = path.read_text().splitlines() if path.exists() else []
