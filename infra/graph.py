@@ -215,6 +215,22 @@ def _check_names(catalog: Catalog, s: Settings) -> None:
         if name not in catalog.services:
             raise ConfigError(f"{NAMESPACE}:kubernetes.storage.{name}", f"'{name}' is not a service",
                               f"use one of: {known}")
+        if not catalog.services[name].volumes:
+            with_volumes = ", ".join(n for n, svc in catalog.services.items() if svc.volumes)
+            raise ConfigError(f"{NAMESPACE}:kubernetes.storage.{name}", f"{name} has no volume to size",
+                              f"remove it; services with volumes: {with_volumes}")
+    for name, o in s.services.items():
+        key = f"{NAMESPACE}:services.{name}"
+        if s.target == "kubernetes":
+            for sub, value in (("hostPort", o.host_port), ("hostPorts", o.host_ports or None),
+                               ("bindAddress", o.bind_address), ("publish", o.publish)):
+                if value is not None:
+                    raise ConfigError(f"{key}.{sub}", "does not apply on Kubernetes (nothing has a host port; "
+                                      "public services get an Ingress)",
+                                      f"remove it, or list {name} in {NAMESPACE}:public for an Ingress")
+        elif o.replicas is not None and o.replicas != 1 and catalog.services[name].scalable:
+            raise ConfigError(f"{key}.replicas", "does not apply on Docker, which runs one container per service",
+                              "remove it from this stack (replicas apply on Kubernetes)")
     fan_out = [svc.name for svc in catalog.services.values() if svc.per_cloud_provider
                and (s.services.get(svc.name) is None or s.services[svc.name].enabled)]
     if not s.cloud_providers and fan_out:

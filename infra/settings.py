@@ -12,15 +12,16 @@ settings table is generated from them).
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
 from collections.abc import Mapping, Set
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .model import image_problem, parse_memory_mib
+from .model import Tier, image_problem, parse_memory_mib
 
 NAMESPACE = "optiinfra"
 
@@ -158,9 +159,16 @@ def _from_validation(err: ValidationError) -> ConfigError:
     e = err.errors()[0]
     loc = tuple(e["loc"])
     if e["type"] == "extra_forbidden":
-        parent = loc[:-1]
-        allowed = _allowed_keys(parent)
-        return ConfigError(_key(loc), "is not a known setting", f"remove it; known keys here: {allowed}")
+        allowed = _allowed_keys(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed.split(", "), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return ConfigError(_key(loc), "is not a known setting", f"{hint}remove it; known keys here: {allowed}")
+    if e["type"] in ("tuple_type", "list_type"):
+        return ConfigError(_key(loc), f"{e['input']!r} is not a list",
+                           f"write a list, e.g. {loc[-1]}=[{e['input']}]")
+    if e["type"] in ("model_type", "dict_type", "model_attributes_type"):
+        return ConfigError(_key(loc), f"{e['input']!r} is not a map of settings",
+                           f"write it as a map, e.g. {loc[-1]}: {{key: value}} (keys here: {_allowed_keys(loc)})")
     fix = _FIXES.get(e["type"], "correct the value")
     if e["type"] == "literal_error":
         fix = f"use one of {e['ctx']['expected']}"
@@ -168,15 +176,19 @@ def _from_validation(err: ValidationError) -> ConfigError:
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> str:
+    """The keys allowed at a config path (`services.grafana` -> a ServiceOverride's)."""
     model: Any = Settings
     for part in loc:
-        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
-        if field is None:  # inside a dict (services.<name>)
-            model = ServiceOverride
+        if get_origin(model) in (dict, Mapping):  # `part` is a key of a map: its values' type
+            model = get_args(model)[1]
             continue
+        fields = getattr(model, "model_fields", None)
+        field = next((f for n, f in (fields or {}).items() if (f.alias or n) == part), None)
+        if field is None:
+            return "(none: not a map of settings)"
         model = field.annotation
     names = sorted(f.alias or n for n, f in getattr(model, "model_fields", {}).items())
-    return ", ".join(names)
+    return ", ".join(names) or "(none: not a map of settings)"
 
 
 def _decode(value: Any) -> Any:
@@ -234,6 +246,10 @@ def _check(s: Settings) -> None:
             if problem:
                 raise ConfigError(f"{base}.image", f"'{o.image}' {problem}",
                                   "pin a version tag, e.g. repo/name:1.2.3 (never latest)")
+            repository = o.image.split("@")[0].rsplit(":", 1)[0]
+            if repository != repository.lower():
+                raise ConfigError(f"{base}.image", f"'{o.image}' has upper-case letters in its repository",
+                                  "write the repository in lower case, e.g. grafana/grafana:11.3.1")
         if o.memory is not None:
             try:
                 parse_memory_mib(o.memory)
@@ -244,6 +260,12 @@ def _check(s: Settings) -> None:
             raise ConfigError(f"{base}.cpu", f"{o.cpu} is not a CPU amount", "use cores, e.g. 0.25 or 2")
         if o.replicas is not None and not 0 < o.replicas <= 100:
             raise ConfigError(f"{base}.replicas", f"{o.replicas} is out of range", "use a whole number from 1 to 100")
+    if not _REGISTRY.fullmatch(s.images.registry):
+        raise ConfigError(f"{NAMESPACE}:images.registry", f"'{s.images.registry}' is not a registry path",
+                          "use lower-case host[:port]/path, e.g. ghcr.io/optiinfra")
+    if not _DNS_LABEL.fullmatch(s.docker.network_prefix) or len(s.docker.network_prefix) > 50:
+        raise ConfigError(f"{NAMESPACE}:docker.networkPrefix", f"'{s.docker.network_prefix}' cannot start a "
+                          "network name", "use lower-case letters, digits and '-', e.g. optiinfra")
     if image_problem(f"x:{s.images.tag}"):
         raise ConfigError(f"{NAMESPACE}:images.tag", f"'{s.images.tag}' is not a pinned tag",
                           "set a version tag such as 0.1.0 (never latest)")
@@ -267,7 +289,9 @@ def _check(s: Settings) -> None:
 
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_LONGEST_TIER = 10  # "monitoring": namespaces are <prefix>-<tier> and at most 63 characters
+_DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_REGISTRY = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*")
+_LONGEST_TIER = max(len(t.value) for t in Tier)  # namespaces are <prefix>-<tier>, at most 63 characters
 
 
 def _check_kubernetes(s: Settings) -> None:
@@ -277,6 +301,11 @@ def _check_kubernetes(s: Settings) -> None:
     if not _DNS_LABEL.fullmatch(prefix) or len(prefix) > 62 - _LONGEST_TIER:
         raise ConfigError(f"{key}.namespacePrefix", f"'{prefix}' cannot start a namespace name",
                           f"use lower-case letters, digits and '-', at most {62 - _LONGEST_TIER} characters")
+    for sub, value in (("storageClass", k.storage_class), ("ingress.tlsSecretName", k.ingress.tls_secret_name),
+                       ("ingress.className", k.ingress.class_name)):
+        if value is not None and not _DNS_SUBDOMAIN.fullmatch(value):
+            raise ConfigError(f"{key}.{sub}", f"{value!r} is not a Kubernetes object name",
+                              "use a lower-case DNS name (letters, digits, '-' and '.'), e.g. gp3 or nginx")
     for name, host in k.ingress.hosts.items():
         if not re.fullmatch(r"(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?", host):
             raise ConfigError(f"{key}.ingress.hosts.{name}", f"'{host}' is not a host name",

@@ -80,12 +80,14 @@ def test_dev_text_report_lists_every_service_and_the_verdict(capsys: pytest.Capt
     assert "warning: config key 'optiinfra:budget.cpu': stack dev requests 2.55 CPU cores" in out
 
 
-def test_docker_runs_one_instance_whatever_the_replicas(capsys: pytest.CaptureFixture[str]) -> None:
-    code, report, _ = capacity(capsys, "dev", "services.data-collector.replicas=3", "cloudProviders=[aws,gcp]")
+def test_docker_runs_one_instance_and_refuses_replicas(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report, _ = capacity(capsys, "dev", "cloudProviders=[aws,gcp]")
     assert code == 0
-    assert service(report, "data-collector")["instances"] == 1
     assert service(report, "cost-agent")["instances"] == 1
     assert report["total"]["instances"] == 19
+    # A replica count cannot apply on Docker (one container per service): refused, not ignored.
+    code, _, err = capacity(capsys, "dev", "services.data-collector.replicas=3")
+    assert code == 2 and "optiinfra:services.data-collector.replicas': does not apply on Docker" in err
 
 
 def test_an_override_changes_request_and_limit(capsys: pytest.CaptureFixture[str]) -> None:
