@@ -46,6 +46,25 @@ BAD = [
     (["--set", "services.grafana.replicas=3"], "optiinfra:services.grafana.replicas", "exactly one instance"),
     (["--secret", "postgresPassword=changeme"], "optiinfra:postgresPassword", "well-known default"),
     (["--set", "no-equals-sign"], "--set", "not KEY=VALUE"),
+    # A typo inside a nested object names the keys allowed there and the closest one.
+    (["--set", "services.grafana.hostport=3100"], "optiinfra:services.grafana.hostport", "did you mean 'hostPort'"),
+    (["--set", "kubernetes.ingress.classNam=x"], "optiinfra:kubernetes.ingress.classNam", "did you mean 'className'"),
+    (["--set", "cloudProviders=aws"], "optiinfra:cloudProviders", "is not a list"),
+    (["--set", "services.grafana=3"], "optiinfra:services.grafana", "is not a map of settings"),
+    # Values the target would reject later are refused where they are read.
+    (["--set", "images.registry=GHCR.io/optiinfra"], "optiinfra:images.registry", "not a registry path"),
+    (["--set", "services.grafana.image=Grafana/grafana:11.3.1"], "optiinfra:services.grafana.image", "upper-case"),
+    (["--set", "docker.networkPrefix=my net"], "optiinfra:docker.networkPrefix", "cannot start a network name"),
+    (["--set", "kubernetes.storageClass=Fast_SSD"], "optiinfra:kubernetes.storageClass", "not a Kubernetes object"),
+    (["--set", "kubernetes.ingress.tlsSecretName=My TLS"], "optiinfra:kubernetes.ingress.tlsSecretName",
+     "not a Kubernetes object"),
+    (["--set", "kubernetes.ingress.className="], "optiinfra:kubernetes.ingress.className", "not a Kubernetes object"),
+    # Settings that cannot apply are refused, never ignored.
+    (["--set", "kubernetes.storage.portal=1Gi"], "optiinfra:kubernetes.storage.portal", "has no volume"),
+    (["--set", "services.data-collector.replicas=3"], "optiinfra:services.data-collector.replicas",
+     "does not apply on Docker"),
+    (["--set", "target=kubernetes", "--set", "services.grafana.hostPort=3100"], "optiinfra:services.grafana.hostPort",
+     "does not apply on Kubernetes"),
 ]
 
 
