@@ -12,12 +12,14 @@ from typing import Any
 import pulumi
 import pulumi_random as random
 
+from policies.optiinfra_policies.standards import KNOWN_DEFAULT_CREDENTIALS
+
 from .graph import Model
 from .model import Credential
 from .settings import NAMESPACE, ConfigError
 from .wiring import credential_refs
 
-KNOWN_DEFAULTS = frozenset({"", "admin", "password", "postgres", "changeme", "root", "secret", "optiinfra"})
+KNOWN_DEFAULTS = KNOWN_DEFAULT_CREDENTIALS
 MIN_LENGTH = 12
 
 

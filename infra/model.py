@@ -306,31 +306,6 @@ class Service:
         return self.ports[0] if self.ports else None
 
 
-_TAG = re.compile(
-    r"^(?P<repo>[^@\s]+?)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
-)
-
-
-def image_problem(ref: str) -> str | None:
-    """Why an image reference is not pinned, or None when it is."""
-    m = _TAG.match(ref)
-    if not m:
-        return "is not an image reference"
-    repo_last = m.group("repo").rsplit("/", 1)[-1]
-    if ":" in repo_last:
-        return "is not an image reference"
-    if m.group("tag") is None and m.group("digest") is None:
-        return "has no tag"
-    if m.group("tag") == "latest":
-        return "uses the tag 'latest'"
-    return None
-
-
-def has_digest(ref: str) -> bool:
-    m = _TAG.match(ref)
-    return bool(m and m.group("digest"))
-
-
 _MEM = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>Ki|Mi|Gi|Ti|K|M|G|T|KB|MB|GB|k|m|g)?\s*$")
 _MEM_FACTORS = {
     None: 1 / (1024 * 1024), "Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024,
@@ -367,6 +342,10 @@ class Catalog:
             if b.name == name:
                 return b
         raise KeyError(name)
+
+    def band_of(self, port: Port) -> Band | None:
+        """The allocation band a port's host port belongs to (None: it has none)."""
+        return self.band(port.band) if port.band else None
 
     def credential_keys(self) -> frozenset[str]:
         """The config keys credentials are supplied under (read by credentials.py)."""

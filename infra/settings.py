@@ -21,7 +21,9 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .model import Tier, image_problem, parse_memory_mib
+from policies.optiinfra_policies.standards import image_problem
+
+from .model import Tier, parse_memory_mib
 
 NAMESPACE = "optiinfra"
 

@@ -16,10 +16,17 @@ import pulumi_docker as docker
 
 from policies.optiinfra_policies.vocabulary import (
     CONTAINER_PREFIX,
+    DOCKER_DATA_PATHS,
     DOCKER_IMAGE_LABEL,
+    DOCKER_NETWORKS,
+    DOCKER_NO_HEALTHCHECK,
     DOCKER_PUBLIC,
     DOCKER_SERVICE,
     DOCKER_TIER,
+    docker_port_key,
+    joined,
+    port_stamp,
+    tier_scoped_name,
 )
 
 from ..graph import ANY, LOOPBACK, Effective, Model
@@ -35,7 +42,7 @@ def container_name(service: str) -> str:
 
 
 def network_name(model: Model, tier: Tier) -> str:
-    return f"{model.settings.docker.network_prefix}-{tier.value}"
+    return tier_scoped_name(model.settings.docker.network_prefix, tier.value)
 
 
 def volume_name(service: str, volume: str) -> str:
@@ -179,15 +186,28 @@ class DockerBackend:
                 tmpfs=dict.fromkeys(svc.writable_paths, "") if read_only and svc.writable_paths else None,
                 volumes=volumes or None,
                 uploads=uploads or None,
-                labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in (
-                    (DOCKER_SERVICE, svc.name), (DOCKER_TIER, svc.tier.value), (DOCKER_IMAGE_LABEL, eff.image),
-                    (DOCKER_PUBLIC, "true" if eff.public else "false"))],
+                labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in self._labels(eff, healthcheck)],
             ),
             # Names are fixed (the seed's container names), so a replacement must delete
             # the old container first; that also frees its host port.
             opts=comp.child_opts(depends_on=list(after), delete_before_replace=True),
         )
         return container
+
+    def _labels(self, eff: Effective, healthcheck: object) -> list[tuple[str, str]]:
+        """What the container is, and what the policy pack needs from the catalog to judge
+        it without the model (keys in the vocabulary)."""
+        svc = eff.service
+        labels = [(DOCKER_SERVICE, svc.name), (DOCKER_TIER, svc.tier.value), (DOCKER_IMAGE_LABEL, eff.image),
+                  (DOCKER_PUBLIC, "true" if eff.public else "false"),
+                  (DOCKER_NETWORKS, joined(network_name(self.model, t) for t in self.model.networks_of(svc.name)))]
+        labels += [(docker_port_key(p.container), port_stamp(p.name, self.model.catalog.band_of(p)))
+                   for p in svc.ports]
+        if svc.volumes:
+            labels.append((DOCKER_DATA_PATHS, joined(v.path for v in svc.volumes)))
+        if svc.health is not None and healthcheck is None:
+            labels.append((DOCKER_NO_HEALTHCHECK, svc.health.no_docker_reason))
+        return labels
 
     def outputs(self) -> StackOutputs:
         """The seed's quick-access URLs and the port map, from the published host ports

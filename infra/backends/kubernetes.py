@@ -40,12 +40,24 @@ from pulumi_kubernetes.policy import v1 as policy
 
 from policies.optiinfra_policies.vocabulary import K8S_CLOUD_PROVIDER as PROVIDER
 from policies.optiinfra_policies.vocabulary import K8S_COMPONENT as COMPONENT
+from policies.optiinfra_policies.vocabulary import (
+    K8S_DATA_PATHS,
+    K8S_PUBLIC,
+    K8S_REQUIRE_DIGEST,
+    K8S_SLOW_START,
+    PROJECT,
+    PSS,
+    TRUE,
+    joined,
+    k8s_port_key,
+    port_stamp,
+    tier_scoped_name,
+)
 from policies.optiinfra_policies.vocabulary import K8S_MANAGED_BY as MANAGED_BY
 from policies.optiinfra_policies.vocabulary import K8S_NAME as NAME
 from policies.optiinfra_policies.vocabulary import K8S_NAMESPACE_NAME as NAMESPACE_NAME
 from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
 from policies.optiinfra_policies.vocabulary import K8S_SECRET_KEYS as SECRET_KEYS
-from policies.optiinfra_policies.vocabulary import PROJECT, PSS
 
 from ..graph import Edge, Effective, Model, providers_of, volume_mib
 from ..model import CommandCheck, HealthCheck, HttpCheck, Secret, Service, TcpCheck, Tier, Url
@@ -72,7 +84,7 @@ takes over (slow first starts: initdb, ClickHouse on a fresh volume)."""
 
 
 def namespace_name(model: Model, tier: Tier) -> str:
-    return f"{model.settings.kubernetes.namespace_prefix}-{tier.value}"
+    return tier_scoped_name(model.settings.kubernetes.namespace_prefix, tier.value)
 
 
 def host_resolver(model: Model) -> Callable[[str], str]:
@@ -406,6 +418,17 @@ class KubernetesBackend:
                 topology_spread_constraints=spread,
             ))
 
+    def _workload_stamps(self, eff: Effective) -> dict[str, str]:
+        """What the policy pack needs from the catalog to judge a workload without the model."""
+        svc, stamps = eff.service, {}
+        if svc.health is not None and svc.health.slow_start:
+            stamps[K8S_SLOW_START] = TRUE
+        if svc.volumes:
+            stamps[K8S_DATA_PATHS] = joined(v.path for v in svc.volumes)
+        if self.model.settings.kubernetes.require_digest:
+            stamps[K8S_REQUIRE_DIGEST] = TRUE
+        return stamps
+
     def _claims(self, eff: Effective) -> list[core.PersistentVolumeClaimArgs]:
         return [core.PersistentVolumeClaimArgs(
             metadata=meta.ObjectMetaArgs(name=v.name, labels={NAME: eff.name}),
@@ -424,7 +447,7 @@ class KubernetesBackend:
         needs = [*self.ready[tier], *own, *configs, *after]
         workloads: list[pulumi.Resource] = []
         for inst in instances(self.model, eff):
-            metadata = self._meta(inst.name, tier, inst.selector)
+            metadata = self._meta(inst.name, tier, inst.selector, self._workload_stamps(eff) or None)
             selector = meta.LabelSelectorArgs(match_labels=inst.selector)
             template = self._pod(eff, inst, volumes, mounts)
             workload: pulumi.Resource
@@ -456,7 +479,10 @@ class KubernetesBackend:
         handle = workloads[0]
         if svc.ports:
             service = core.Service(svc.name, core.ServiceInitArgs(
-                metadata=self._meta(svc.name, tier, {NAME: svc.name}),
+                metadata=self._meta(svc.name, tier, {NAME: svc.name}, {
+                    K8S_PUBLIC: "true" if eff.public else "false",
+                    **{k8s_port_key(p.name): port_stamp(p.name, self.model.catalog.band_of(p))
+                       for p in svc.ports}}),
                 spec=core.ServiceSpecArgs(
                     type="ClusterIP", selector={NAME: svc.name},
                     ports=[core.ServicePortArgs(name=p.name, port=p.container, target_port=p.name,
@@ -477,7 +503,7 @@ class KubernetesBackend:
         assert port is not None
         host = ing.hosts[eff.name]  # settings require a host for every public service
         net.Ingress(eff.name, net.IngressInitArgs(
-            metadata=self._meta(eff.name, eff.tier, {NAME: eff.name}, ing.annotations),
+            metadata=self._meta(eff.name, eff.tier, {NAME: eff.name}, {**ing.annotations, K8S_PUBLIC: "true"}),
             spec=net.IngressSpecArgs(
                 ingress_class_name=ing.class_name,
                 tls=[net.IngressTLSArgs(hosts=[host], secret_name=ing.tls_secret_name)]
