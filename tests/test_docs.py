@@ -304,3 +304,39 @@ def test_the_scraper_is_named_by_its_catalog_role() -> None:
     assert "scraped by Victoria" in out["docs/topology-dev.svg"]
     prod = generated()["docs/PORTS.md"].split("## Stack `prod` (Kubernetes)")[1]
     assert "forward one, e.g. `kubectl -n optiinfra-monitoring port-forward svc/prometheus 9090`:" in prod
+
+
+# ---- links ------------------------------------------------------------------------------------------------
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.DOTALL)
+    return {_slug(m.group(1)) for m in re.finditer(r"^#+ (.+)$", text, re.MULTILINE)}
+
+
+# The pages this suite owns (others write docs/delivery.md and docs/live-cluster.md).
+PAGES = [ROOT / "README.md", *(p for p in sorted((ROOT / "docs").glob("*.md"))
+                               if p.name not in {"delivery.md", "live-cluster.md"})]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_relative_links_resolve(page: Path) -> None:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        rel, _, anchor = target.partition("#")
+        dest = (page.parent / rel).resolve() if rel else page
+        assert dest.exists(), f"{page.name} links to {target}, which does not exist"
+        if anchor and dest.suffix == ".md":
+            assert anchor in _anchors(dest), f"{page.name} links to {target}: no such heading"
+
+
+def test_readme_links_every_page_in_docs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert f"docs/{page.name}" in readme, f"the README does not link docs/{page.name}"
