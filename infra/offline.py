@@ -6,10 +6,19 @@ way the engine hands it over, and every resource registration is recorded with i
 inputs, parent, dependencies and options. Secret values are kept apart: the recorded
 inputs carry the marker `[secret]`, and the plain values are only available to tests
 that ask for them (to prove they never leak).
+
+With a `fingerprint_key`, each secret is recorded as `[secret]#<fingerprint>` instead:
+the first 16 hex digits of an HMAC-SHA256 under that key, so two renders with the same
+key can tell a changed secret from an unchanged one (the offline diff) without either
+value being recoverable. The key is made per run and never stored, so a fingerprint
+means nothing outside that run. What is hashed (`fingerprint`) is a contract between
+revisions: `diff --base` compares a fingerprint made by another revision's renderer.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, message, struct_pb2
 from pulumi.runtime import mocks as pmocks
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from policies.optiinfra_policies.vocabulary import PROJECT, STACK
+from policies.optiinfra_policies.vocabulary import PROJECT, RANDOM_PASSWORD, STACK
 
 from . import stack as stack_config
 from .graph import Model
@@ -74,21 +83,30 @@ class Render:
         raise KeyError(f"{type_} {name}")
 
 
-def _plain(value: Any, secrets: set[str]) -> Any:
-    """A protobuf value as plain data with each secret replaced by the marker."""
+def fingerprint(key: bytes, value: Any) -> str:
+    """`#<16 hex>`: HMAC-SHA256 under `key` of a secret's protobuf value (its JSON with
+    sorted keys for a struct or list, else its Python repr)."""
+    text = json_format.MessageToJson(value, sort_keys=True) if isinstance(value, message.Message) else repr(value)
+    return "#" + hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def _plain(value: Any, secrets: set[str], key: bytes | None = None) -> Any:
+    """A protobuf value as plain data with each secret replaced by the marker (with a
+    key: the marker and the secret's keyed fingerprint)."""
     if isinstance(value, struct_pb2.Struct):
         if _SIG in value and value[_SIG] == _SECRET_SIG:
             _collect(value["value"], secrets)
             inner = value["value"]
+            marker = SECRET if key is None else SECRET + fingerprint(key, inner)
             # `NAME=value` (a Docker env entry): the name is no secret, show it.
             if isinstance(inner, str) and _ENV_ENTRY.match(inner):
-                return inner.split("=", 1)[0] + "=" + SECRET
-            return SECRET
+                return inner.split("=", 1)[0] + "=" + marker
+            return marker
         if _SIG in value:  # assets, archives, resource references
-            return {k: _plain(v, secrets) for k, v in sorted(value.items()) if k != _SIG}
-        return {k: _plain(v, secrets) for k, v in sorted(value.items())}
+            return {k: _plain(v, secrets, key) for k, v in sorted(value.items()) if k != _SIG}
+        return {k: _plain(v, secrets, key) for k, v in sorted(value.items())}
     if isinstance(value, struct_pb2.ListValue):
-        return [_plain(v, secrets) for v in value]
+        return [_plain(v, secrets, key) for v in value]
     if value == rpc.UNKNOWN:
         return UNKNOWN
     if isinstance(value, float) and value.is_integer():
@@ -113,7 +131,7 @@ class _Mocks(pmocks.Mocks):
 
     def new_resource(self, args: pmocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
-        if args.typ == "random:index/randomPassword:RandomPassword":
+        if args.typ == RANDOM_PASSWORD:
             # A stand-in value, secret like the real one; never a usable password.
             state["result"] = f"generated-{args.name}-" + "x" * 24
         return f"{args.name}-id", state
@@ -123,10 +141,11 @@ class _Mocks(pmocks.Mocks):
 
 
 class _Recorder(pmocks.MockMonitor):
-    def __init__(self) -> None:
+    def __init__(self, fingerprint_key: bytes | None = None) -> None:
         super().__init__(_Mocks())
         self.records: list[Resource] = []
         self.secret_values: set[str] = set()
+        self.fingerprint_key = fingerprint_key
 
     def make_urn(self, parent: str, type_: str, name: str) -> str:
         """URNs as the engine writes them: the parent's whole type chain, without the
@@ -146,7 +165,7 @@ class _Recorder(pmocks.MockMonitor):
                 name=request.name,
                 parent=request.parent,
                 custom=bool(request.custom),
-                inputs=_plain(request.object, self.secret_values),
+                inputs=_plain(request.object, self.secret_values, self.fingerprint_key),
                 dependencies=sorted(set(request.dependencies)),
                 protect=bool(request.protect),
                 delete_before_replace=bool(request.deleteBeforeReplace),
@@ -157,12 +176,13 @@ class _Recorder(pmocks.MockMonitor):
 # ---- rendering ------------------------------------------------------------------
 
 def render(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), catalog: Catalog | None = None,
-           stack_path: Path | None = None) -> Render:
-    """Render a stack offline. Raises ConfigError for bad config or flags."""
+           stack_path: Path | None = None, fingerprint_key: bytes | None = None) -> Render:
+    """Render a stack offline. Raises ConfigError for bad config or flags. With
+    `fingerprint_key`, secrets in the inputs are `[secret]#<fingerprint>` (module doc)."""
     from . import program
 
     config = stack_config.read(stack, sets, secrets, stack_path)
-    recorder = _Recorder()
+    recorder = _Recorder(fingerprint_key)
     # A fresh root stack per render: set_mocks keeps the previous one, which would parent
     # this stack's resources under another stack's URN when a process renders several.
     pulumi_settings.ROOT.set(None)

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from infra import cli, diffing, offline
+from infra import cli
+from infra import stack as infra_stack
 from infra.catalog import default_catalog
+from infra.diffing import compare, impact, report, snapshot
+from infra.diffing import replace as replace_table
 from infra.model import Catalog
 from infra.settings import ConfigError
-from infra import stack as infra_stack
 from infra.stack import ROOT
 
 KEY = b"test-fingerprint-key-0123456789ab"
@@ -43,25 +45,25 @@ def _catalog(moves: tuple[tuple[str, str, int], ...]) -> Catalog | None:
 
 @functools.lru_cache(maxsize=32)
 def snap(stack: str, sets: tuple[str, ...] = (), secrets: tuple[str, ...] = (),
-         moves: tuple[tuple[str, str, int], ...] = ()) -> diffing.Snapshot:
-    return diffing.take(stack, sets, secrets, key=KEY, catalog=_catalog(moves))
+         moves: tuple[tuple[str, str, int], ...] = ()) -> snapshot.Snapshot:
+    return snapshot.take(stack, sets, secrets, key=KEY, catalog=_catalog(moves))
 
 
 def diff_of(stack: str, sets: tuple[str, ...] = (), secrets: tuple[str, ...] = (),
-            moves: tuple[tuple[str, str, int], ...] = ()) -> diffing.Diff:
-    return diffing.diff(snap(stack), snap(stack, sets, secrets, moves))
+            moves: tuple[tuple[str, str, int], ...] = ()) -> report.Diff:
+    return report.diff(snap(stack), snap(stack, sets, secrets, moves))
 
 
-def changed(d: diffing.Diff, type_: str | None = None) -> dict[str, str]:
+def changed(d: report.Diff, type_: str | None = None) -> dict[str, str]:
     """{resource name: op} of the changed resources (of one type)."""
     return {r.name: r.op for r in d.resources if type_ is None or r.type == type_}
 
 
-def effects(d: diffing.Diff, kind: str, follows: bool = True) -> set[str]:
+def effects(d: report.Diff, kind: str, follows: bool = True) -> set[str]:
     return {e.subject for i in d.impacts for e in i.effects if e.kind == kind and e.follows is follows}
 
 
-def alerts(d: diffing.Diff, kind: str) -> list[str]:
+def alerts(d: report.Diff, kind: str) -> list[str]:
     return [a.message for a in d.warnings if a.kind == kind]
 
 
@@ -101,7 +103,7 @@ def test_grafana_replacement_is_delete_first_and_keeps_its_volume() -> None:
     (grafana,) = d.resources
     assert grafana.delete_before_replace
     assert any(n.startswith("will be deleted before its replacement is created") and "127.0.0.1:3000" in n
-               for n in grafana.notes)
+               for n in (note.text for note in grafana.notes))
     (msg,) = alerts(d, "stateful-replace")
     assert "grafana" in msg and "optiinfra-grafana-data is protected and not in the replace set" in msg
     volume = snap("dev", ("services.grafana.hostPort=3100",)).resources[
@@ -156,7 +158,8 @@ def test_dependents_are_updated_in_the_same_run_after_the_collector() -> None:
     collector = next(r.urn for r in d.resources if r.name == "data-collector")
     for r in d.resources:
         if r.name in URL_HOLDERS:
-            assert any(n.startswith("follows data-collector http: updated in the same `pulumi up`") for n in r.notes)
+            assert any(n.text.startswith("follows data-collector http: updated in the same `pulumi up`")
+                       for n in r.notes)
             # ... and the engine orders them after the collector's new container.
             assert collector in new.resources[r.urn].dependencies
 
@@ -190,9 +193,9 @@ def test_a_port_written_literally_elsewhere_is_flagged() -> None:
             orch, env=tuple((k, "8080" if k == "PORT" else v) for k, v in orch.env))
         return cat
 
-    old = diffing.take("dev", (), (), key=KEY, catalog=literal(()))
-    new = diffing.take("dev", (), (), key=KEY, catalog=literal((("orchestrator", "http", 8081),)))
-    assert any("orchestrator sets PORT=8080" in m for m in alerts(diffing.diff(old, new), "stale-port"))
+    old = snapshot.take("dev", (), (), key=KEY, catalog=literal(()))
+    new = snapshot.take("dev", (), (), key=KEY, catalog=literal((("orchestrator", "http", 8081),)))
+    assert any("orchestrator sets PORT=8080" in m for m in alerts(report.diff(old, new), "stale-port"))
 
 
 def test_the_catalog_restates_no_port_of_its_own() -> None:
@@ -232,7 +235,7 @@ def test_a_port_allocated_to_an_unpublished_service_is_flagged() -> None:
 
 def test_a_host_port_already_published_is_refused_with_the_taker(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ConfigError) as err:
-        diffing.run_diff("dev", ["services.grafana.hostPort=3001"])
+        report.run_diff("dev", ["services.grafana.hostPort=3001"])
     assert err.value.key == "optiinfra:services.grafana.hostPort"
     assert "already taken by portal http" in err.value.problem
     assert "3002" in err.value.fix  # the first free port of the monitoring band
@@ -284,7 +287,7 @@ def test_a_changed_secret_shows_as_a_change_but_never_in_plaintext(capsys: pytes
     ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "metadata.namespace", True),
 ])
 def test_replace_table(type_: str, path: str, replaces: bool) -> None:
-    rule = diffing.rule_for(type_, path)
+    rule = replace_table.rule_for(type_, path)
     assert rule.replaces is replaces and rule.reason
 
 
@@ -343,13 +346,13 @@ def test_base_revision_against_working_tree(tmp_path: Path, monkeypatch: pytest.
     stack_file.write_text(stack_file.read_text() + "  optiinfra:services:\n    grafana:\n      hostPort: 3100\n")
     monkeypatch.setattr(infra_stack, "ROOT", repo)
 
-    d = diffing.run_diff("dev", base=None)  # the merge base with main: HEAD here
+    d = report.run_diff("dev", base=None)  # the merge base with main: HEAD here
     assert d.old_label.startswith("merge base with main (")
     assert changed(d) == {"grafana": "replace"}
     assert {p for p, _, _ in d.outputs} == {"ports.grafana.web", "urls.grafana"}
     assert d.notes == []  # both sides fingerprinted their secrets
     with pytest.raises(ConfigError, match="not a commit"):
-        diffing.run_diff("dev", base="no-such-revision")
+        report.run_diff("dev", base="no-such-revision")
 
 
 # ---- Kubernetes (prod) ---------------------------------------------------------------------------------------------
@@ -384,19 +387,19 @@ def test_prod_statefulset_replacement_is_flagged_with_its_claims() -> None:
 def test_secret_change_without_pod_restart_is_flagged() -> None:
     # A synthetic pair: a Secret's data changes under the same name; the Deployment that
     # reads it does not change, so its pods would keep the old value.
-    def state(urn: str, type_: str, inputs: dict[str, object]) -> diffing.State:
-        return diffing.State(urn=urn, type=type_, name=urn, parent="", inputs=inputs, protect=False,
+    def state(urn: str, type_: str, inputs: dict[str, object]) -> snapshot.State:
+        return snapshot.State(urn=urn, type=type_, name=urn, parent="", inputs=inputs, protect=False,
                              delete_before_replace=False, dependencies=[])
     meta = {"name": "credentials", "namespace": "ns"}
     deploy = state("d", DEPLOY, {"metadata": {"name": "api", "namespace": "ns"}, "spec": {"template": {"spec": {
         "containers": [{"name": "api", "env": [{"name": "URL", "valueFrom": {
             "secretKeyRef": {"name": "credentials", "key": "url"}}}]}]}}}})
-    old = diffing.Snapshot("s", "old", "kubernetes", {"s": state("s", "kubernetes:core/v1:Secret", {
+    old = snapshot.Snapshot("s", "old", "kubernetes", {"s": state("s", "kubernetes:core/v1:Secret", {
         "metadata": meta, "stringData": "[secret]#0000000000000000"}), "d": deploy}, {}, [])
-    new = diffing.Snapshot("s", "new", "kubernetes", {"s": state("s", "kubernetes:core/v1:Secret", {
+    new = snapshot.Snapshot("s", "new", "kubernetes", {"s": state("s", "kubernetes:core/v1:Secret", {
         "metadata": meta, "stringData": "[secret]#1111111111111111"}), "d": deploy}, {}, [])
-    changes = diffing.compare(old, new)
+    changes = compare.compare(old, new)
     assert [(c.name, c.op) for c in changes] == [("s", "replace")]
-    (alert,) = diffing.not_restarted(new, changes)
+    (alert,) = impact.not_restarted(new, changes)
     msg = alert.message
     assert "deployment/api" in msg and "rollout restart" in msg

@@ -38,8 +38,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .. import diffing
 from ..cli import add_stack_arguments
+from ..diffing import report
 
 HELP = "compare two offline renders of a stack (overrides or a git revision) and show what a port change sets off"
 
@@ -58,9 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     base: str | bool | None = False if args.base is None else (args.base or None)
-    d = diffing.run_diff(args.stack, args.sets, args.secrets, base=base)
+    d = report.run_diff(args.stack, args.sets, args.secrets, base=base)
     if args.json:
         print(json.dumps(d.to_json(), indent=2, sort_keys=True))
     else:
-        print(diffing.text(d))
+        print(report.text(d))
     return 1 if args.exit_code and not d.empty else 0

@@ -6,8 +6,11 @@ import argparse
 import json
 from typing import Any
 
+from policies.optiinfra_policies import vocabulary as v
+
 from .. import capacity, offline
 from ..cli import add_stack_arguments
+from ..model import Tier
 from ..offline import Render, Resource
 
 HELP = "render a stack offline (no Pulumi CLI, no Docker) and print its resources by tier"
@@ -27,47 +30,41 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _label(res: Resource, key: str) -> str:
-    for item in res.inputs.get("labels") or []:
-        if isinstance(item, dict) and item.get("label") == f"io.optiinfra.{key}":
-            return str(item.get("value"))
-    return ""
-
-
 def brief(res: Resource) -> str:
     """One line describing a resource (type-specific where it helps a reviewer)."""
     i: dict[str, Any] = res.inputs
-    kind = res.type.split(":")[-1].split("/")[-1]
-    if res.type == "docker:index/container:Container":
+    kind = v.kind(res.type)
+    if res.type == v.DOCKER_CONTAINER:
         ports = ", ".join(f"{p['ip']}:{p['external']}->{p['internal']}" for p in i.get("ports") or []) or "none"
         nets = ", ".join(n["name"] for n in i.get("networksAdvanced") or [])
         hc = "health check" if i.get("healthcheck") else "no health check"
         gate = ", waited on until healthy" if i.get("wait") else ""
-        return (f"Container {i.get('name')}  image {_label(res, 'image')}  ports {ports}  networks {nets}  "
+        image = v.docker_labels(i).get(v.DOCKER_IMAGE_LABEL, "")
+        return (f"Container {i.get('name')}  image {image}  ports {ports}  networks {nets}  "
                 f"memory {i.get('memory')}MiB  {hc}{gate}")
-    if res.type == "docker:index/network:Network":
+    if res.type == v.DOCKER_NETWORK:
         return f"Network {i.get('name')}{' (internal: no egress)' if i.get('internal') else ''}"
-    if res.type == "docker:index/volume:Volume":
+    if res.type == v.DOCKER_VOLUME:
         return f"Volume {i.get('name')}{' (protected)' if res.protect else ''}"
-    if res.type == "docker:index/remoteImage:RemoteImage":
+    if res.type == v.DOCKER_IMAGE:
         return f"Image {i.get('name')}"
-    if res.type == "random:index/randomPassword:RandomPassword":
+    if res.type == v.RANDOM_PASSWORD:
         return f"Generated credential {res.name} (secret)"
-    if res.type == "pulumi:providers:kubernetes":
+    if res.type == v.K8S_PROVIDER:
         where = (f"renders YAML to {i['renderYamlToDirectory']}" if i.get("renderYamlToDirectory") else
                  f"kubeconfig context {i.get('context') or '(current)'}")
         return f"Kubernetes provider  {where}"
     meta: dict[str, Any] = i["metadata"] if isinstance(i.get("metadata"), dict) else {}
     name = meta.get("name") or res.name
     ns = f" in {meta['namespace']}" if meta.get("namespace") else ""
-    detail = _kubernetes(kind, i, meta) if res.type.startswith("kubernetes:") else ""
+    detail = _kubernetes(res.type, i, meta) if v.is_kubernetes(res.type) else ""
     return f"{kind} {name}{ns}{detail}{' (protected)' if res.protect else ''}"
 
 
-def _kubernetes(kind: str, i: dict[str, Any], meta: dict[str, Any]) -> str:
+def _kubernetes(type_: str, i: dict[str, Any], meta: dict[str, Any]) -> str:
     """What a reviewer wants to see of a Kubernetes object, after its name."""
     spec: dict[str, Any] = i["spec"] if isinstance(i.get("spec"), dict) else {}
-    if kind in ("Deployment", "StatefulSet"):
+    if type_ in (v.K8S_DEPLOYMENT, v.K8S_STATEFULSET):
         pod = spec.get("template", {}).get("spec", {})
         c = (pod.get("containers") or [{}])[0]
         res = c.get("resources") or {}
@@ -80,9 +77,9 @@ def _kubernetes(kind: str, i: dict[str, Any], meta: dict[str, Any]) -> str:
                 f"probes {','.join(probes) or 'none'}  uid {pod.get('securityContext', {}).get('runAsUser')}"
                 f"{'  read-only root' if c.get('securityContext', {}).get('readOnlyRootFilesystem') else ''}"
                 f"{f'  claims {claims} (retained)' if claims else ''}")
-    if kind == "Service":
+    if type_ == v.K8S_SERVICE:
         return "  ports " + ", ".join(f"{p.get('name')} {p.get('port')}" for p in spec.get("ports") or [])
-    if kind == "NetworkPolicy":
+    if type_ == v.K8S_NETWORK_POLICY:
         types = "/".join(t.lower() for t in spec.get("policyTypes") or [])
         if not spec.get("ingress") and not spec.get("egress"):
             return f"  denies all {types} not allowed by another policy"
@@ -93,25 +90,25 @@ def _kubernetes(kind: str, i: dict[str, Any], meta: dict[str, Any]) -> str:
                 ports = ",".join(f"{p.get('port')}{'/udp' if p.get('protocol') == 'UDP' else ''}"
                                  for p in rule.get("ports") or [])
                 for peer in rule.get(side) or [{}]:
-                    ns = peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
-                    pod = peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name", "*")
+                    ns = peer.get("namespaceSelector", {}).get("matchLabels", {}).get(v.K8S_NAMESPACE_NAME)
+                    pod = peer.get("podSelector", {}).get("matchLabels", {}).get(v.K8S_NAME, "*")
                     out.append(f"{ns or '*'}/{pod}:{ports}")
             return ", ".join(out)
 
         parts = [f"ingress from {peers(spec['ingress'], 'from')}" if spec.get("ingress") else "",
                  f"egress to {peers(spec['egress'], 'to')}" if spec.get("egress") else ""]
         return "  allows " + "; ".join(x for x in parts if x)
-    if kind == "Namespace":
-        level = (meta.get("labels") or {}).get("pod-security.kubernetes.io/enforce")
+    if type_ == v.K8S_NAMESPACE:
+        level = (meta.get("labels") or {}).get(v.PSS_ENFORCE)
         return f"  Pod Security {level}" if level else ""
-    if kind == "Secret":
-        keys = (meta.get("annotations") or {}).get("optiinfra.io/secret-keys", "")
+    if type_ == v.K8S_SECRET:
+        keys = (meta.get("annotations") or {}).get(v.K8S_SECRET_KEYS, "")
         return f"  keys {keys.replace(',', ', ')} (values secret)"
-    if kind == "ConfigMap":
+    if type_ == v.K8S_CONFIGMAP:
         return "  files " + ", ".join(sorted(i.get("data") or {}))
-    if kind == "PodDisruptionBudget":
+    if type_ == v.K8S_PDB:
         return f"  maxUnavailable {spec.get('maxUnavailable')}"
-    if kind == "Ingress":
+    if type_ == v.K8S_INGRESS:
         tls = " (TLS)" if spec.get("tls") else ""
         hosts = ", ".join(str(r.get("host")) for r in spec.get("rules") or [])
         return f"  {hosts}{tls}  class {spec.get('ingressClassName')}"
@@ -119,8 +116,8 @@ def _kubernetes(kind: str, i: dict[str, Any], meta: dict[str, Any]) -> str:
 
 
 def text(r: Render) -> str:
-    tiers = [res for res in r.resources if res.type == "optiinfra:platform:Tier"]
-    order = ["databases", "monitoring", "core", "agents", "frontend"]
+    tiers = [res for res in r.resources if res.type == v.TIER]
+    order = [t.value for t in Tier]
     tiers.sort(key=lambda t: order.index(t.name) if t.name in order else len(order))
     lines = [f"Stack {r.stack}: {len(r.resources)} resources in {len(tiers)} tiers (offline render, nothing deployed)"]
     seen = {t.urn for t in tiers}
