@@ -45,7 +45,18 @@ def deploy(model: Model, supplied: dict[str, str]) -> dict[str, object]:
         handles[name] = backend.service(model.services[name], [handles[d] for d in model.waits_for(name)])
     for tier, comp in tiers.items():
         comp.finish(e.name for e in model.in_tier(tier))
-    return backend.outputs().exports()
+    return {**backend.outputs().exports(), CREDENTIALS_OUTPUT: credentials_output(model, secrets)}
+
+
+CREDENTIALS_OUTPUT = "credentials"
+"""One secret stack output: `pulumi stack output --show-secrets credentials`."""
+
+
+def credentials_output(model: Model, secrets: dict[str, pulumi.Output[str]]) -> pulumi.Output[dict[str, str]]:
+    """Every credential of the stack by its config key (what `pulumi config set --secret`
+    takes), generated or supplied: one secret Output, never shown in plaintext."""
+    keys = {model.catalog.credentials[cid].config_key: value for cid, value in secrets.items()}
+    return pulumi.Output.secret(pulumi.Output.all(**keys))
 
 
 def main() -> None:

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Deploy a stack with the real Pulumi engine:  scripts/deploy.sh [STACK] [pulumi up flags...]
+# Deploy a stack with the real Pulumi engine:  scripts/deploy.sh STACK [pulumi up flags...]
 #   scripts/deploy.sh dev            # the whole platform on the local Docker engine
 #   scripts/deploy.sh dev --yes      # without the confirmation prompt
-# State lives in the local file backend (Pulumi.yaml); secrets are encrypted with
-# PULUMI_CONFIG_PASSPHRASE. Installs the pinned Pulumi CLI into ./.pulumi when absent.
+# Backend: PULUMI_BACKEND_URL or `pulumi login` if you chose one; otherwise a stack that
+# targets Docker keeps its state on this machine (file://~/.pulumi-optiinfra, no account),
+# and a Kubernetes stack stops and asks for a shared backend. Secrets are encrypted with
+# PULUMI_CONFIG_PASSPHRASE (or the stack's secrets provider). Installs the pinned Pulumi
+# CLI into ./.pulumi when absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STACK=${1:-dev}; shift || true
+stacks=$(ls Pulumi.*.yaml 2>/dev/null | sed 's/Pulumi\.\(.*\)\.yaml/\1/' | tr '\n' ' ')
+[ $# -ge 1 ] || { echo "usage: scripts/deploy.sh STACK [pulumi up flags...]  (stacks: $stacks)" >&2; exit 2; }
+STACK=$1; shift
 PULUMI_VERSION=$(sed -n 's/^pulumi==//p' requirements.txt)
 die() { echo "error: $*" >&2; exit 1; }
 offline_hint="Without it you can still review the stack offline: venv/bin/python -m infra plan --stack $STACK"
 
-[ -f "Pulumi.$STACK.yaml" ] || die "there is no Pulumi.$STACK.yaml (stacks: $(ls Pulumi.*.yaml | sed 's/Pulumi\.\(.*\)\.yaml/\1/' | grep -v '^Pulumi$' | tr '\n' ' '))"
+[ -f "Pulumi.$STACK.yaml" ] || die "there is no Pulumi.$STACK.yaml (stacks: $stacks)"
 . scripts/venv.sh
 # Validate the stack's config first: a bad value stops here with one clear message.
 "$PY" -m infra plan --stack "$STACK" >/dev/null
@@ -44,5 +49,15 @@ fi
 have=$("$PULUMI" version 2>/dev/null | sed 's/^v//')
 [ "$have" = "$PULUMI_VERSION" ] || echo "note: using Pulumi CLI $have; the project pins $PULUMI_VERSION" >&2
 
+if [ -z "${PULUMI_BACKEND_URL:-}" ] && ! "$PULUMI" whoami >/dev/null 2>&1; then
+  if [ "$target" = docker ]; then
+    export PULUMI_BACKEND_URL="file://$HOME/.pulumi-optiinfra"
+    echo "note: no Pulumi backend chosen; keeping stack $STACK's state in $PULUMI_BACKEND_URL (this machine only)" >&2
+  else
+    die "stack $STACK targets Kubernetes and needs a shared backend: run 'pulumi login <url>' (e.g. s3://bucket, or Pulumi Cloud) or set PULUMI_BACKEND_URL; see docs/delivery.md"
+  fi
+fi
+
 "$PULUMI" stack select --create "$STACK" >/dev/null
-exec "$PULUMI" up --stack "$STACK" "$@"
+"$PULUMI" up --stack "$STACK" "$@"
+echo "Credentials (generated or set with 'pulumi config set --secret'): $PULUMI stack output --stack $STACK --show-secrets credentials" >&2
