@@ -110,8 +110,10 @@ def write(r: Render, out: Path) -> dict[Path, int]:
 
 def run(args: argparse.Namespace) -> int:
     if stack.model_of(args.stack, args.sets, args.secrets).settings.target != "kubernetes":
-        raise ConfigError(f"{NAMESPACE}:target", f"stack {args.stack} targets docker, which has no "
-                          "Kubernetes manifests", "use a kubernetes stack (--stack prod) or --set target=kubernetes")
+        kubernetes = [s for s in stack.available_stacks() if stack.model_of(s).settings.target == "kubernetes"]
+        raise ConfigError(f"{NAMESPACE}:target", f"stack {args.stack} targets docker, which has no Kubernetes "
+                          "manifests", f"use a kubernetes stack ({', '.join(kubernetes) or 'none here'}) or "
+                          "--set target=kubernetes")
     r = offline.render(args.stack, args.sets, args.secrets)
     written = write(r, Path(args.out))
     for path, count in written.items():
