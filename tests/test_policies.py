@@ -24,12 +24,13 @@ from typing import Any
 import pytest
 
 from infra import offline
+from infra.backends.kubernetes import namespace_name
 from infra.catalog import default_catalog
 from infra.cli import main as cli_main
 from infra.commands import check as check_cmd
-from infra.settings import ConfigError
-from infra.stack import read as read_stack
+from infra.stack import model_of
 from policies.optiinfra_policies import core, pack, rules
+from policies.optiinfra_policies import vocabulary as vocab
 
 from .conftest import render
 
@@ -69,10 +70,6 @@ def dev_resources(*sets: str) -> list[core.Resource]:
     return check_cmd.resources_of(render("dev", *sets))
 
 
-def dev_context(*sets: str) -> core.Context:
-    return core.Context(core.model_for_stack("dev", sets))
-
-
 def changed(resources: list[core.Resource], type_: str, name: str,
             edit: Callable[[dict[str, Any]], object], *, protect: bool | None = None) -> list[core.Resource]:
     """The resources with one of them edited (a deep copy; the cached render stays as is)."""
@@ -88,11 +85,11 @@ def changed(resources: list[core.Resource], type_: str, name: str,
     return out
 
 
-def violations(policy: str, resources: list[core.Resource], ctx: core.Context,
+def violations(policy: str, resources: list[core.Resource],
                config: dict[str, Any] | None = None) -> list[tuple[str, str]]:
     names = {r.urn: r.name for r in resources}
     rule = rules.by_name(policy)
-    return sorted((names.get(v.urn, ""), v.message) for v in rule.run(resources, config or {}, ctx))
+    return sorted((names.get(v.urn, ""), v.message) for v in rule.run(resources, config or {}))
 
 
 def set_env(props: dict[str, Any], name: str, value: str) -> None:
@@ -136,16 +133,16 @@ def test_unique_host_ports_fails_when_two_services_bind_one_port() -> None:
     # Config cannot produce this (infra.graph refuses the clash first, see the CLI test);
     # the rule is the second line for anything that bypasses the settings.
     resources = changed(dev_resources(), CONTAINER, "redis", _publish(8080))
-    found_ = violations("unique-host-ports", resources, dev_context())
+    found_ = violations("unique-host-ports", resources)
     assert [name for name, _ in found_] == ["orchestrator", "redis"]
     assert all("host port 8080/tcp is bound by both" in msg for _, msg in found_)
 
 
 def test_unique_host_ports_considers_the_address() -> None:
     other_loopback = changed(dev_resources(), CONTAINER, "redis", _publish(8080, "127.0.0.2"))
-    assert violations("unique-host-ports", other_loopback, dev_context()) == []
+    assert violations("unique-host-ports", other_loopback) == []
     every_interface = changed(dev_resources(), CONTAINER, "redis", _publish(8080, "0.0.0.0"))
-    assert len(violations("unique-host-ports", every_interface, dev_context())) == 2
+    assert len(violations("unique-host-ports", every_interface)) == 2
 
 
 # ---- 2. bind address ----------------------------------------------------------------------------
@@ -168,7 +165,7 @@ def test_bind_address_passes_on_every_interface_for_a_public_service() -> None:
 
 def test_bind_address_without_ip_means_every_interface() -> None:
     resources = changed(dev_resources(), CONTAINER, "grafana", lambda p: p["ports"][0].pop("ip"))
-    (name, msg), = violations("host-port-bind-address", resources, dev_context())
+    (name, msg), = violations("host-port-bind-address", resources)
     assert name == "grafana" and "every interface (no ip given)" in msg
 
 
@@ -223,7 +220,7 @@ def test_images_fail_when_not_pinned(ref: str, problem: str) -> None:
 
     resources = changed(dev_resources(), CONTAINER, "grafana", edit)
     resources = changed(resources, IMAGE, "grafana-image", edit)
-    found_ = violations("images-pinned", resources, dev_context())
+    found_ = violations("images-pinned", resources)
     assert [n for n, _ in found_] == ["grafana", "grafana-image"]
     assert all(f"image '{ref}' {problem}" in msg for _, msg in found_)
 
@@ -243,7 +240,7 @@ def test_images_require_a_digest_when_configured(tmp_path: Path) -> None:
 
 def test_health_check_missing_fails() -> None:
     resources = changed(dev_resources(), CONTAINER, "grafana", lambda p: p.pop("healthcheck"))
-    (name, msg), = violations("health-checks", resources, dev_context(), DEV_CONFIG["health-checks"])
+    (name, msg), = violations("health-checks", resources, DEV_CONFIG["health-checks"])
     assert name == "grafana" and "long-running container without a health check" in msg
 
 
@@ -267,15 +264,15 @@ def test_the_exporters_without_a_check_are_exempt_only_through_the_config(tmp_pa
 @pytest.mark.parametrize(("drop", "missing"), [("memory", "memory limit"), ("cpus", "CPU limit")])
 def test_limits_missing_fail(drop: str, missing: str) -> None:
     resources = changed(dev_resources(), CONTAINER, "portal", lambda p: p.pop(drop))
-    (name, msg), = violations("resource-limits", resources, dev_context())
+    (name, msg), = violations("resource-limits", resources)
     assert name == "portal" and missing in msg
 
 
 def test_pids_limit_is_required_only_when_configured() -> None:
     resources = [r for r in dev_resources() if r.type == CONTAINER and r.name in ("portal", "grafana")]
     resources = changed(resources, CONTAINER, "portal", lambda p: p.update(pidsLimit=256))
-    assert violations("resource-limits", resources, dev_context()) == []
-    (name, msg), = violations("resource-limits", resources, dev_context(), {"requirePidsLimit": True})
+    assert violations("resource-limits", resources) == []
+    (name, msg), = violations("resource-limits", resources, {"requirePidsLimit": True})
     assert name == "grafana" and "PIDs limit" in msg
 
 
@@ -295,14 +292,14 @@ HOST_ACCESS = [
 @pytest.mark.parametrize(("extra", "words"), HOST_ACCESS)
 def test_host_access_fails(extra: dict[str, Any], words: str) -> None:
     resources = changed(dev_resources(), CONTAINER, "flower", lambda p: p.update(extra))
-    (name, msg), = violations("no-host-access", resources, dev_context())
+    (name, msg), = violations("no-host-access", resources)
     assert name == "flower" and words in msg
 
 
 def test_allowed_host_paths_are_config() -> None:
     resources = changed(dev_resources(), CONTAINER, "flower",
                         lambda p: p.update(mounts=[{"type": "bind", "source": "/etc", "target": "/e"}]))
-    assert violations("no-host-access", resources, dev_context(), {"allowedHostPaths": ["/etc"]}) == []
+    assert violations("no-host-access", resources, {"allowedHostPaths": ["/etc"]}) == []
 
 
 # ---- 8. plaintext credentials -----------------------------------------------------------------------------------
@@ -311,7 +308,7 @@ def test_every_credential_of_the_dev_render_is_a_secret() -> None:
     # The passing case, and what it rests on: the values are marked, not merely named.
     grafana = next(r for r in dev_resources() if r.type == CONTAINER and r.name == "grafana")
     assert "GF_SECURITY_ADMIN_PASSWORD=[secret]" in grafana.props["envs"]
-    assert violations("no-plaintext-credentials", dev_resources(), dev_context(),
+    assert violations("no-plaintext-credentials", dev_resources(),
                       rules.by_name("no-plaintext-credentials").defaults()) == []
 
 
@@ -324,7 +321,7 @@ def test_plaintext_credentials_fail(name: str, value: str, words: str) -> None:
     resources = changed(dev_resources(), CONTAINER, "portal" if name == "GRAFANA_URL" else "grafana",
                         lambda p: set_env(p, name, value))
     cfg = rules.by_name("no-plaintext-credentials").defaults()
-    (_, msg), = violations("no-plaintext-credentials", resources, dev_context(), cfg)
+    (_, msg), = violations("no-plaintext-credentials", resources, cfg)
     assert words in msg and value not in msg
 
 
@@ -332,7 +329,7 @@ def test_a_password_in_a_command_line_fails() -> None:
     resources = changed(dev_resources(), CONTAINER, "clickhouse-exporter",
                         lambda p: p.update(command=["-scrape_uri=http://optiinfra:pw-123456789@clickhouse:8123/"]))
     cfg = rules.by_name("no-plaintext-credentials").defaults()
-    (name, msg), = violations("no-plaintext-credentials", resources, dev_context(), cfg)
+    (name, msg), = violations("no-plaintext-credentials", resources, cfg)
     assert name == "clickhouse-exporter" and "command carries a URL with a password" in msg
 
 
@@ -347,13 +344,13 @@ def test_a_password_in_a_command_line_fails() -> None:
 def test_default_credentials_fail(name: str, value: str, words: str) -> None:
     resources = changed(dev_resources(), CONTAINER, "grafana", lambda p: set_env(p, name, value))
     cfg = rules.by_name("no-default-credentials").defaults()
-    (who, msg), = violations("no-default-credentials", resources, dev_context(), cfg)
+    (who, msg), = violations("no-default-credentials", resources, cfg)
     assert who == "grafana" and words in msg
 
 
 def test_default_credentials_pass_on_the_dev_render() -> None:
     cfg = rules.by_name("no-default-credentials").defaults()
-    assert violations("no-default-credentials", dev_resources(), dev_context(), cfg) == []
+    assert violations("no-default-credentials", dev_resources(), cfg) == []
 
 
 # ---- 10. tier isolation ---------------------------------------------------------------------------------------------
@@ -381,20 +378,20 @@ def _join(network: str) -> Callable[[dict[str, Any]], object]:
 def test_a_database_never_joins_the_frontend_network() -> None:
     resources = changed(dev_resources(), CONTAINER, "postgres", _join("optiinfra-frontend"))
     cfg = rules.by_name("tier-isolation").defaults()
-    (name, msg), = violations("tier-isolation", resources, dev_context(), cfg)
+    (name, msg), = violations("tier-isolation", resources, cfg)
     assert name == "postgres" and "a databases container never shares a network with the frontend tier" in msg
 
 
 def test_a_container_joins_only_the_networks_the_graph_gives_it() -> None:
     resources = changed(dev_resources(), CONTAINER, "postgres", _join("optiinfra-core"))
-    (name, msg), = violations("tier-isolation", resources, dev_context())
+    (name, msg), = violations("tier-isolation", resources)
     assert name == "postgres"
     assert "joins optiinfra-core, but its connections only need optiinfra-databases" in msg
 
 
 def test_the_default_bridge_fails() -> None:
     resources = changed(dev_resources(), CONTAINER, "flower", lambda p: p.pop("networksAdvanced"))
-    (name, msg), = violations("tier-isolation", resources, dev_context())
+    (name, msg), = violations("tier-isolation", resources)
     assert name == "flower" and "default bridge" in msg
 
 
@@ -404,27 +401,19 @@ def test_data_volumes_are_protected() -> None:
     volumes = [r for r in dev_resources() if r.type == VOLUME]
     assert {v.name for v in volumes} == {"postgres-data", "clickhouse-data", "redis-data", "qdrant-storage",
                                          "prometheus-data", "grafana-data"}
-    assert violations("stateful-resources-protected", dev_resources(), dev_context()) == []
+    assert violations("stateful-resources-protected", dev_resources()) == []
     resources = changed(dev_resources(), VOLUME, "postgres-data", lambda p: None, protect=False)
-    (name, msg), = violations("stateful-resources-protected", resources, dev_context())
+    (name, msg), = violations("stateful-resources-protected", resources)
     assert name == "postgres-data" and "not protected from deletion" in msg
 
 
 def test_data_on_the_container_layer_fails() -> None:
     resources = changed(dev_resources(), CONTAINER, "redis", lambda p: p.pop("volumes"))
-    (name, msg), = violations("stateful-resources-protected", resources, dev_context())
+    (name, msg), = violations("stateful-resources-protected", resources)
     assert name == "redis" and "/data is not on a named volume" in msg
 
 
 # ---- Kubernetes rules on hand-written manifests ---------------------------------------------------------------------
-
-K8S_CONFIG = {"optiinfra:target": "kubernetes", "optiinfra:public": '["portal"]',
-              "optiinfra:kubernetes": json.dumps({"ingress": {"hosts": {"portal": "portal.example.com"}}})}
-
-
-def k8s_context(**extra: str) -> core.Context:
-    return core.Context(core.model_from_config({**K8S_CONFIG, **extra}))
-
 
 def _urn(type_: str, name: str) -> str:
     return f"urn:pulumi:prod::optiinfra::optiinfra:platform:Tier${type_}::{name}"
@@ -462,7 +451,10 @@ def _pod(container: dict[str, Any], uid: int, volumes: list[dict[str, Any]], tie
 
 def k8s_manifests() -> list[core.Resource]:
     """A compliant slice of a prod stack: two tiers, a StatefulSet, a Deployment, their
-    Services, a credentials Secret, namespaces with default-deny policies, an Ingress."""
+    Services, a credentials Secret, namespaces with default-deny policies, an Ingress; with
+    the catalog facts the program stamps on them (vocabulary: annotations optiinfra.io/...)."""
+    catalog = default_catalog()
+    postgres_port = catalog.services["postgres"].port("postgres")
     out = []
     for tier in ("databases", "core", "frontend"):
         ns = f"optiinfra-{tier}"
@@ -481,7 +473,9 @@ def k8s_manifests() -> list[core.Resource]:
     out.append(_res(rules.STATEFULSET, "postgres", {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": "postgres", "namespace": "optiinfra-databases",
-                     "labels": {"app.kubernetes.io/name": "postgres"}},
+                     "labels": {"app.kubernetes.io/name": "postgres"},
+                     "annotations": {vocab.K8S_SLOW_START: "true",
+                                     vocab.K8S_DATA_PATHS: "/var/lib/postgresql/data"}},
         "spec": {"serviceName": "postgres", "replicas": 1,
                  "template": _pod(pg, 999, [{"name": "tmp", "emptyDir": {}}], "databases", "postgres"),
                  "volumeClaimTemplates": [{"metadata": {"name": "data"},
@@ -491,7 +485,9 @@ def k8s_manifests() -> list[core.Resource]:
         protect=True))
     out.append(_res(rules.K8S_SERVICE, "postgres", {
         "metadata": {"name": "postgres", "namespace": "optiinfra-databases",
-                     "labels": {"app.kubernetes.io/name": "postgres"}},
+                     "labels": {"app.kubernetes.io/name": "postgres"},
+                     "annotations": {vocab.K8S_PUBLIC: "false", vocab.k8s_port_key("postgres"): vocab.port_stamp(
+                         "postgres", catalog.band(postgres_port.band or ""))}},
         "spec": {"type": "ClusterIP", "selector": {"app.kubernetes.io/name": "postgres"},
                  "ports": [{"name": "postgres", "port": 5432, "targetPort": "postgres"}]}}))
     out.append(_res(rules.K8S_SECRET, "databases-credentials", {
@@ -507,7 +503,8 @@ def k8s_manifests() -> list[core.Resource]:
         "spec": {"replicas": 1, "template": _pod(orch, 65532, [{"name": "tmp", "emptyDir": {}}], "core",
                                                   "orchestrator")}}))
     out.append(_res(rules.INGRESS, "portal", {
-        "metadata": {"name": "portal", "namespace": "optiinfra-frontend"},
+        "metadata": {"name": "portal", "namespace": "optiinfra-frontend",
+                     "labels": {"app.kubernetes.io/name": "portal"}, "annotations": {vocab.K8S_PUBLIC: "true"}},
         "spec": {"rules": [{"host": "portal.example.com", "http": {"paths": [
             {"path": "/", "pathType": "Prefix",
              "backend": {"service": {"name": "portal", "port": {"number": 3000}}}}]}}]}}))
@@ -519,13 +516,11 @@ def k8s_changed(name: str, type_: str, edit: Callable[[dict[str, Any]], object],
     return changed(k8s_manifests(), type_, name, edit, protect=protect)
 
 
-def k8s_violations(resources: list[core.Resource], ctx: core.Context | None = None,
-                   config: dict[str, Any] | None = None) -> dict[str, list[str]]:
+def k8s_violations(resources: list[core.Resource], config: dict[str, Any] | None = None) -> dict[str, list[str]]:
     """Policy -> messages, every rule with the prod policy config."""
-    ctx = ctx or k8s_context()
     settings = core.reconcile(rules.RULES, config or PROD_CONFIG, source="prod.json")
     out: dict[str, list[str]] = {}
-    for f in core.evaluate(rules.RULES, resources, ctx, settings):
+    for f in core.evaluate(rules.RULES, resources, settings):
         out.setdefault(f.violation.policy, []).append(f.violation.message)
     return out
 
@@ -656,9 +651,12 @@ def test_kubernetes_service_ports_follow_the_bands() -> None:
 
 
 def test_the_stack_setting_require_digest_applies_on_kubernetes() -> None:
-    strict = k8s_context(**{"optiinfra:kubernetes": json.dumps(
-        {"requireDigest": True, "ingress": {"hosts": {"portal": "portal.example.com"}}})})
-    hits = k8s_violations(k8s_manifests(), ctx=strict)
+    # The program stamps the stack's kubernetes.requireDigest on every workload it renders.
+    strict = k8s_manifests()
+    for type_, name in ((rules.STATEFULSET, "postgres"), (rules.DEPLOYMENT, "orchestrator")):
+        strict = changed(strict, type_, name, lambda p: p["metadata"].setdefault("annotations", {}).update(
+            {vocab.K8S_REQUIRE_DIGEST: "true"}))
+    hits = k8s_violations(strict)
     assert set(hits) == {"images-pinned"} and len(hits["images-pinned"]) == 2
     assert all("has no digest, and this stack requires one" in m for m in hits["images-pinned"])
 
@@ -677,10 +675,6 @@ def prod_resources(*sets: str) -> list[core.Resource]:
     return check_cmd.resources_of(render("prod", *sets))
 
 
-def prod_context(*sets: str) -> core.Context:
-    return core.Context(core.model_for_stack("prod", sets))
-
-
 def test_prod_passes_every_policy_clean() -> None:
     result = checked("prod")
     assert result.findings == []
@@ -692,13 +686,13 @@ def test_prod_passes_every_policy_clean() -> None:
 
 def test_the_rules_see_every_prod_workload_as_its_catalog_service() -> None:
     # Not vacuous: every workload maps to a service (cost-agent-aws is the cost agent) in its tier's namespace.
-    ctx = prod_context()
+    model = model_of("prod")
     workloads = [r for r in prod_resources() if r.type in rules.WORKLOADS]
-    services = {rules.k8s_service(r, ctx) for r in workloads}
-    assert services == set(ctx.model.services)
+    services = {rules.k8s_service(r) for r in workloads}
+    assert services == set(model.services)
     for r in workloads:
-        eff = ctx.model.services[rules.k8s_service(r, ctx)]
-        assert ctx.namespaces[r.props["metadata"]["namespace"]] is eff.tier
+        eff = model.services[rules.k8s_service(r)]
+        assert r.props["metadata"]["namespace"] == namespace_name(model, eff.tier)
 
 
 def test_prod_fails_when_the_frontend_is_let_into_the_databases() -> None:
@@ -725,10 +719,9 @@ def test_prod_needs_the_clickhouse_exception_for_its_service_port(tmp_path: Path
 def test_prod_needs_no_health_exemption() -> None:
     # Kubernetes probes need nothing inside the image: the exporters get httpGet probes.
     assert "health-checks" not in PROD_CONFIG
-    ctx = prod_context()
     exporters = [r for r in prod_resources() if r.type == rules.DEPLOYMENT and r.name.endswith("-exporter")]
     assert len(exporters) == 3
-    assert violations("health-checks", exporters, ctx) == []
+    assert violations("health-checks", exporters) == []
 
 
 def _no_probes(props: dict[str, Any]) -> None:
@@ -752,7 +745,7 @@ def test_prod_render_with_one_input_changed_fails(type_: str, name: str, edit: C
                                                   protect: bool | None, policies: set[str], words: str) -> None:
     resources = changed(prod_resources(), type_, name, edit, protect=protect)
     settings = core.reconcile(rules.RULES, PROD_CONFIG, source="prod.json")
-    findings = core.evaluate(rules.RULES, resources, prod_context(), settings)
+    findings = core.evaluate(rules.RULES, resources, settings)
     assert {f.violation.policy for f in findings} == policies
     assert all(words in f.violation.message for f in findings)
 
@@ -762,7 +755,7 @@ def test_prod_without_a_namespace_default_deny_fails() -> None:
                  if not (r.type == rules.NETWORK_POLICY and r.props["metadata"] == {
                      **r.props["metadata"], "name": "default-deny", "namespace": "optiinfra-agents"})]
     assert len(resources) == len(prod_resources()) - 1
-    (name, msg), = violations("namespace-default-deny", resources, prod_context(), {"policyTypes": ["Ingress"]})
+    (name, msg), = violations("namespace-default-deny", resources, {"policyTypes": ["Ingress"]})
     assert name == "agents-namespace" and "namespace optiinfra-agents (agents) has no default-deny" in msg
 
 
@@ -802,7 +795,7 @@ def test_a_policy_entry_overrides_all() -> None:
     ({"health-checks": {"exemption": []}}, "x.json: health-checks.exemption", "is not a known setting"),
 ])
 def test_bad_policy_config_is_a_user_error(config: dict[str, Any], key: str, words: str) -> None:
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(core.PolicyConfigError) as err:
         core.reconcile(rules.RULES, config, source="x.json")
     assert err.value.key == key and words in err.value.problem
 
@@ -882,15 +875,49 @@ def engine_form(value: Any) -> Any:
     return value
 
 
-def test_redaction_gives_rules_exactly_the_offline_inputs() -> None:
-    for res in dev_resources():
-        assert pack.plain(pack.redact(engine_form(dict(res.props)))) == dict(res.props), res.name
+def unwrapped(value: Any) -> Any:
+    """What the rules see of offline inputs under the engine: the (fake) secret values
+    themselves, as pulumi-policy's public `args.props` hands them over."""
+    if isinstance(value, dict):
+        return {k: unwrapped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrapped(v) for v in value]
+    if value == offline.SECRET:
+        return FAKE_SECRET
+    if isinstance(value, str) and value.endswith("=" + offline.SECRET):
+        return value.split("=", 1)[0] + "=" + FAKE_SECRET
+    return value
+
+
+def engine_props(props: dict[str, Any]) -> Any:
+    """`args.props` as pulumi-policy builds it from an engine request (what Analyze does;
+    the test may use the SDK's internals to reproduce it, the pack does not)."""
+    from google.protobuf import json_format, struct_pb2
+    from pulumi_policy.deserialize import deserialize_properties
+    from pulumi_policy.proxy import unknown_checking_proxy
+
+    message = struct_pb2.Struct()
+    message.update(engine_form(props))
+    return unknown_checking_proxy(deserialize_properties(json_format.MessageToDict(message)))
+
+
+def test_the_adapter_gives_rules_the_offline_inputs_with_secrets_unwrapped() -> None:
+    # Unknowns become the offline marker, numbers ints again; secrets arrive as their values
+    # (public API), so the adapter says so: secrets_marked=False.
+    unknown = 0
+    for res in dev_resources() + prod_resources():
+        seen = pack.resource(res.urn, res.type, res.name, engine_props(dict(res.props)), res.protect)
+        assert seen.props == unwrapped(dict(res.props)), res.name
+        assert seen.protect == res.protect and seen.secrets_marked is False
+        unknown += json.dumps(res.props).count(offline.UNKNOWN)
+    assert unknown  # the renders do hold values not known before deployment (image IDs)
 
 
 class Analyzers:
     """policies/__main__.py started as the CLI starts it (`python -m pulumi.policy <engine> .`
-    in the pack directory, the stack's config in PULUMI_CONFIG): the real server, one per
-    stack config, stopped when the module's tests are done."""
+    in the pack directory, nothing of the project on PYTHONPATH and no stack config: the
+    pack needs neither): the real server, one per stack the tests name, stopped when the
+    module's tests are done."""
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[str]] = []
@@ -901,9 +928,8 @@ class Analyzers:
         from pulumi.runtime.proto import analyzer_pb2_grpc
 
         if (stack, sets) not in self.stubs:
-            config = read_stack(stack, sets).values
-            env = {**os.environ, "PULUMI_CONFIG": json.dumps(config), "PULUMI_STACK": stack,
-                   "PULUMI_PROJECT": "optiinfra", "PULUMI_DRY_RUN": "true", "PYTHONPATH": ""}
+            env = {k: v for k, v in os.environ.items() if k not in ("PULUMI_CONFIG", "PULUMI_STACK")}
+            env.update({"PULUMI_PROJECT": "optiinfra", "PULUMI_DRY_RUN": "true", "PYTHONPATH": ""})
             proc = subprocess.Popen([sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", "."],
                                     cwd=core.PACK_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True)
@@ -948,12 +974,13 @@ def _policy_config(settings: dict[str, core.Setting]) -> Any:
     return request
 
 
-def _analyze(stub: Any, res: core.Resource) -> list[tuple[str, str, int]]:
+def _analyze(stub: Any, res: core.Resource, sent: dict[str, Any] | None = None) -> list[tuple[str, str, int]]:
+    """Diagnostics for one resource; `sent` replaces its engine-form properties."""
     from google.protobuf import struct_pb2
     from pulumi.runtime.proto import analyzer_pb2
 
     props = struct_pb2.Struct()
-    props.update(engine_form(dict(res.props)))
+    props.update(sent if sent is not None else engine_form(dict(res.props)))
     response = stub.Analyze(analyzer_pb2.AnalyzeRequest(
         urn=res.urn, type=res.type, name=res.name, properties=props,
         options=analyzer_pb2.AnalyzerResourceOptions(protect=res.protect)))
@@ -998,17 +1025,50 @@ def test_the_pack_under_the_cli_finds_what_the_offline_check_finds(analyzers: An
     assert sorted(got) == expected
 
 
+def _literal_env(name: str, value: str) -> Callable[[dict[str, Any]], object]:
+    def edit(props: dict[str, Any]) -> None:
+        env = props["spec"]["template"]["spec"]["containers"][0]["env"]
+        env[:] = [e for e in env if e["name"] != name] + [{"name": name, "value": value}]
+    return edit
+
+
 def test_the_pack_tells_a_secret_from_plaintext_and_never_shows_the_value(analyzer: Any) -> None:
     from pulumi.runtime.proto import analyzer_pb2
 
+    # Under the engine a secret arrives unwrapped, so the pack tells them apart by structure:
+    # on Kubernetes a credential comes through secretKeyRef (the Secret's value never enters
+    # the pod spec); a literal value is stored in plaintext, whatever the program marked.
     analyzer.Configure(_policy_config(core.reconcile(rules.RULES, PROD_CONFIG, source="prod.json")))
-    grafana = next(r for r in dev_resources() if r.type == CONTAINER and r.name == "grafana")
-    assert _analyze(analyzer, grafana) == []  # its secret env entries arrive marked secret: fine
-    plain = changed([grafana], CONTAINER, "grafana",
-                    lambda p: set_env(p, "GF_SECURITY_ADMIN_PASSWORD", FAKE_SECRET))[0]
+    grafana = next(r for r in prod_resources() if r.type == rules.STATEFULSET and r.name == "grafana")
+    assert _analyze(analyzer, grafana) == []  # GF_SECURITY_ADMIN_PASSWORD through secretKeyRef: fine
+    plain = changed([grafana], rules.STATEFULSET, "grafana",
+                    _literal_env("GF_SECURITY_ADMIN_PASSWORD", FAKE_SECRET))[0]
     diags = _analyze(analyzer, plain)
     assert [(p, level) for p, _, level in diags] == [("no-plaintext-credentials", analyzer_pb2.MANDATORY)]
     assert all(FAKE_SECRET not in m for _, m, _ in diags)
+
+
+def test_under_the_engine_a_docker_env_value_is_judged_by_its_value_not_its_mark(analyzer: Any) -> None:
+    from pulumi.runtime.proto import analyzer_pb2
+    from pulumi_policy.deserialize import SPECIAL_SECRET_SIG, SPECIAL_SIG_KEY
+
+    analyzer.Configure(_policy_config(core.reconcile(rules.RULES, PROD_CONFIG, source="prod.json")))
+    grafana = next(r for r in dev_resources() if r.type == CONTAINER and r.name == "grafana")
+    # Secret env entries arrive unwrapped: no false alarm on the committed render ...
+    assert _analyze(analyzer, grafana) == []
+    # ... and, the mark being gone, a plaintext one is not told apart here (the offline check
+    # sees the marks: test_plaintext_credentials_fail; the program makes every credential secret).
+    plain = changed([grafana], CONTAINER, "grafana", lambda p: set_env(p, "GF_SECURITY_ADMIN_PASSWORD", FAKE_SECRET))[0]
+    assert _analyze(analyzer, plain) == []
+    # A well-known default is refused whether it travels as a secret or not, and never printed.
+    for marked in (True, False):
+        sent = engine_form(dict(grafana.props))
+        entry = "GF_SECURITY_ADMIN_PASSWORD=changeme"
+        sent["envs"] = [e for e in sent["envs"] if "GF_SECURITY_ADMIN_PASSWORD" not in json.dumps(e)] + [
+            {SPECIAL_SIG_KEY: SPECIAL_SECRET_SIG, "value": entry} if marked else entry]
+        diags = _analyze(analyzer, grafana, sent)
+        assert [(p, level) for p, _, level in diags] == [("no-default-credentials", analyzer_pb2.MANDATORY)]
+        assert all("changeme" not in m.partition("\n")[2] for _, m, _ in diags)  # after the description
 
 
 def test_the_pack_runs_stack_policies(analyzer: Any) -> None:

@@ -1,8 +1,11 @@
 """`check`: run the policy pack over the offline render, without the Pulumi CLI.
 
-The same rules (policies/rules.py) and the same enforcement levels and config
-(policies/config/<stack>.json, reconciled as the engine does) as
-`pulumi preview --policy-pack policies --policy-pack-config policies/config/<stack>.json`.
+The same rules (policies/optiinfra_policies/rules.py) over the same inputs the engine hands
+them (the rendered resources, with what the program stamps on them), and the same
+enforcement levels and config (policies/config/<stack>.json, reconciled as the engine does)
+as `pulumi preview --policy-pack policies --policy-pack-config policies/config/<stack>.json`.
+Offline, secret values carry the renderer's `[secret]` mark, so the rules that need it (a
+credential in a Docker env value) see more here than under the engine.
 Exit 1 when a mandatory policy fails, 0 otherwise (advisory violations are printed),
 2 for a user error (bad stack config, flags or policy config).
 """
@@ -19,6 +22,7 @@ from policies.optiinfra_policies import core, rules
 
 from .. import offline
 from ..cli import add_stack_arguments
+from ..settings import ConfigError
 from ..stack import ROOT
 
 HELP = "run the policy pack over the offline render (no Pulumi CLI); exit 1 when a mandatory policy fails"
@@ -134,14 +138,16 @@ def check(stack: str, sets: list[str] = (), secrets: list[str] = (),  # type: ig
           policy_config: Path | None = None, *, rendered: offline.Render | None = None) -> Result:
     """Render (unless given) and check a stack. Raises ConfigError for user errors."""
     path = policy_config or core.stack_config_file(stack)
-    if policy_config is None and not path.exists():
-        pack_config: dict[str, Any] = {}
-        shown: Path | None = None
-    else:
-        pack_config, shown = core.load_pack_config(path), path
-    settings = core.reconcile(rules.RULES, pack_config, source=_display(path))
+    try:
+        if policy_config is None and not path.exists():
+            pack_config: dict[str, Any] = {}
+            shown: Path | None = None
+        else:
+            pack_config, shown = core.load_pack_config(path), path
+        settings = core.reconcile(rules.RULES, pack_config, source=_display(path))
+    except core.PolicyConfigError as err:
+        raise ConfigError(err.key, err.problem, err.fix) from None
     r = rendered or offline.render(stack, sets, secrets)
-    model = core.model_for_stack(stack, sets, secrets)
     resources = resources_of(r)
-    findings = core.evaluate(rules.RULES, resources, core.Context(model), settings)
+    findings = core.evaluate(rules.RULES, resources, settings)
     return Result(stack, resources, findings, settings, shown)

@@ -2,41 +2,42 @@
 
 A rule reads a resource the way CrossGuard's `args.props` gives it: the type token
 (`docker:index/container:Container`, `kubernetes:apps/v1:Deployment`, ...) and the
-inputs in camelCase. Secret values appear as the offline renderer shows them:
-`[secret]`, or `NAME=[secret]` for a Docker environment entry; values not known yet
-(during a preview) as `[unknown]`. Under the Pulumi CLI, `policies.pack` turns the
-engine's form into this one, so a rule never sees a secret's plain value.
+inputs in camelCase, plus what the stack's other resources carry (stack policies) and
+the policy's config. Nothing else: no stack config, no program model (see the package
+docstring for where each fact comes from).
 
-Rules that need to know what the stack *should* look like (which networks a service
-may join, which services are public, which port belongs to which band) read the
-stack's resolved `infra.graph.Model`, built from the same stack config the program
-reads: offline from `Pulumi.<stack>.yaml` plus `--set`/`--secret`, under the CLI from
-the config the engine hands every policy pack (PULUMI_CONFIG).
+Values not known yet (during a preview) appear as `[unknown]`, offline and under the
+engine. Secret values appear as `[secret]` (`NAME=[secret]` for a Docker env entry) in
+the offline render only: under the engine pulumi-policy hands rules secret inputs
+unwrapped, so `Resource.secrets_marked` says whether a missing mark means "plaintext"
+(offline) or "cannot tell" (engine).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from infra.graph import Effective, Model
-from infra.model import Service, Tier
-from infra.offline import SECRET, UNKNOWN
-from infra.settings import ConfigError
-from infra.stack import load_stack, model_of
+from .vocabulary import SECRET_MARK, UNKNOWN_MARK
 
 PACK_DIR = Path(__file__).resolve().parent.parent
-"""The pack directory (PulumiPolicy.yaml, config/)."""
+"""The pack directory (PulumiPolicy.yaml, requirements.txt, config/)."""
 PACK_NAME = "optiinfra-policies"
 CONFIG_DIR = PACK_DIR / "config"
 LEVELS = ("advisory", "mandatory", "remediate", "disabled")
+
+
+class PolicyConfigError(Exception):
+    """Policy config the engine would refuse: one line naming the file and key, and the fix."""
+
+    def __init__(self, key: str, problem: str, fix: str) -> None:
+        self.key, self.problem, self.fix = key, problem, fix
+        super().__init__(f"config key '{key}': {problem}. Fix: {fix}")
 
 
 def pack_version() -> str:
@@ -48,12 +49,12 @@ def pack_version() -> str:
 # ---- values -----------------------------------------------------------------------
 
 def is_secret(value: Any) -> bool:
-    """A value marked secret (`[secret]`, or a Docker env entry `NAME=[secret]`)."""
-    return isinstance(value, str) and (value == SECRET or value.endswith("=" + SECRET))
+    """A value marked secret (`[secret]`, or a Docker env entry `NAME=[secret]`): offline only."""
+    return isinstance(value, str) and (value == SECRET_MARK or value.endswith("=" + SECRET_MARK))
 
 
 def is_unknown(value: Any) -> bool:
-    return isinstance(value, str) and (value == UNKNOWN or value.endswith("=" + UNKNOWN))
+    return isinstance(value, str) and (value == UNKNOWN_MARK or value.endswith("=" + UNKNOWN_MARK))
 
 
 def as_list(value: Any) -> list[Any]:
@@ -88,6 +89,9 @@ class Resource:
     name: str
     props: Mapping[str, Any]
     protect: bool = False
+    secrets_marked: bool = True
+    """True when every secret input carries the SECRET_MARK (the offline render); False
+    under the engine, where secret values arrive unwrapped and look like plaintext."""
 
     @property
     def label(self) -> str:
@@ -108,8 +112,8 @@ class Violation:
     message: str
 
 
-ResourceCheck = Callable[[Resource, Mapping[str, Any], "Context"], Iterable[str]]
-StackCheck = Callable[[Sequence[Resource], Mapping[str, Any], "Context"], Iterable[tuple[str, str]]]
+ResourceCheck = Callable[[Resource, Mapping[str, Any]], Iterable[str]]
+StackCheck = Callable[[Sequence[Resource], Mapping[str, Any]], Iterable[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -135,71 +139,16 @@ class Rule:
     def defaults(self) -> dict[str, Any]:
         return {k: v["default"] for k, v in self.config.items() if "default" in v}
 
-    def run(self, resources: Sequence[Resource], config: Mapping[str, Any], ctx: Context) -> Iterator[Violation]:
+    def run(self, resources: Sequence[Resource], config: Mapping[str, Any]) -> Iterator[Violation]:
         cfg = {**self.defaults(), **config}
         if self.check is not None:
             for res in resources:
                 if not self.types or res.type in self.types:
-                    for message in self.check(res, cfg, ctx):
+                    for message in self.check(res, cfg):
                         yield Violation(self.name, res.urn, message)
         if self.check_stack is not None:
-            for urn, message in self.check_stack(resources, cfg, ctx):
+            for urn, message in self.check_stack(resources, cfg):
                 yield Violation(self.name, urn, message)
-
-
-# ---- the stack's model ------------------------------------------------------------
-
-def model_from_config(raw: Mapping[str, Any]) -> Model:
-    """The resolved model for stack config in the engine's form (`optiinfra:key` ->
-    string or JSON). Raises ConfigError."""
-    return load_stack(raw)
-
-
-def model_for_stack(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = ()) -> Model:
-    """The model of a stack file plus `--set`/`--secret` overrides (offline)."""
-    return model_of(stack, sets, secrets)
-
-
-def model_from_engine(urn: str) -> Model:
-    """Under the Pulumi CLI: the stack config the engine passes to policy packs in
-    PULUMI_CONFIG; without it, the stack file named by PULUMI_STACK or the URN."""
-    raw = os.environ.get("PULUMI_CONFIG")
-    config = json.loads(raw) if raw else {}
-    if any(k.startswith("optiinfra:") for k in config):
-        return model_from_config(config)
-    return model_for_stack(os.environ.get("PULUMI_STACK") or stack_of(urn))
-
-
-@dataclass
-class Context:
-    """The stack's resolved model, with the lookups rules share."""
-
-    model: Model
-
-    @cached_property
-    def docker_networks(self) -> dict[str, Tier]:
-        """Docker network name -> tier."""
-        from infra.backends.docker import network_name
-
-        return {network_name(self.model, t): t for t in Tier}
-
-    @cached_property
-    def namespaces(self) -> dict[str, Tier]:
-        """Kubernetes namespace name -> tier."""
-        from infra.backends.kubernetes import namespace_name
-
-        return {namespace_name(self.model, t): t for t in Tier}
-
-    def effective(self, service: str) -> Effective | None:
-        return self.model.services.get(service)
-
-    def service(self, name: str) -> Service | None:
-        return self.model.catalog.services.get(name)
-
-    def allowed_networks(self, service: str) -> dict[str, Tier]:
-        """Docker networks the graph lets a service join (infra.graph.Model.networks_of)."""
-        allowed = set(self.model.networks_of(service))
-        return {n: t for n, t in self.docker_networks.items() if t in allowed}
 
 
 # ---- policy config ----------------------------------------------------------------
@@ -215,14 +164,14 @@ def reconcile(rules: Sequence[Rule], pack_config: Mapping[str, Any], *, source: 
     """Enforcement level and config per policy, as the Pulumi engine reconciles them:
     schema defaults, then `all` (a level for every policy), then each policy's entry
     (a level string, or an object with `enforcementLevel` and config properties).
-    Raises ConfigError naming the file and key for anything the engine would refuse."""
+    Raises PolicyConfigError naming the file and key for anything the engine would refuse."""
     names = {r.name for r in rules}
     for key, value in pack_config.items():
         if key != "all" and key not in names:
-            raise ConfigError(f"{source}: {key}", "is not a policy of this pack",
+            raise PolicyConfigError(f"{source}: {key}", "is not a policy of this pack",
                               f"use one of: all, {', '.join(sorted(names))}")
         if not isinstance(value, (str, dict)):
-            raise ConfigError(f"{source}: {key}", "must be an enforcement level or an object",
+            raise PolicyConfigError(f"{source}: {key}", "must be an enforcement level or an object",
                               f"write \"{key}\": \"mandatory\" or \"{key}\": {{\"enforcementLevel\": \"advisory\"}}")
     all_level = _level(pack_config.get("all"), f"{source}: all") if "all" in pack_config else None
     out: dict[str, Setting] = {}
@@ -239,15 +188,15 @@ def reconcile(rules: Sequence[Rule], pack_config: Mapping[str, Any], *, source: 
             props.update(entry)
         for problem in validate(props, {"type": "object", "properties": dict(rule.config),
                                         "additionalProperties": False}, rule.name):
-            raise ConfigError(f"{source}: {problem[0]}", problem[1], "see the policy's config schema in "
-                              "policies/rules.py (README: Policy pack)")
+            raise PolicyConfigError(f"{source}: {problem[0]}", problem[1], "see the policy's config schema in "
+                              "policies/optiinfra_policies/rules.py (README: Policy pack)")
         out[rule.name] = Setting(level, props)
     return out
 
 
 def _level(value: Any, key: str) -> str:
     if value not in LEVELS:
-        raise ConfigError(key, f"{value!r} is not an enforcement level", f"use one of: {', '.join(LEVELS)}")
+        raise PolicyConfigError(key, f"{value!r} is not an enforcement level", f"use one of: {', '.join(LEVELS)}")
     return str(value)
 
 
@@ -289,17 +238,17 @@ def validate(value: Any, schema: Mapping[str, Any], path: str) -> Iterator[tuple
 
 
 def load_pack_config(path: Path) -> dict[str, Any]:
-    """A policy config file (`--policy-pack-config`). Raises ConfigError."""
+    """A policy config file (`--policy-pack-config`). Raises PolicyConfigError."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError("--policy-config", f"there is no file {path}",
+        raise PolicyConfigError("--policy-config", f"there is no file {path}",
                           "pass an existing JSON file, or add policies/config/<stack>.json") from None
     except json.JSONDecodeError as err:
-        raise ConfigError(str(path), f"is not valid JSON ({err.msg} at line {err.lineno})",
+        raise PolicyConfigError(str(path), f"is not valid JSON ({err.msg} at line {err.lineno})",
                           "fix the JSON syntax") from None
     if not isinstance(data, dict):
-        raise ConfigError(str(path), "is not a JSON object", "write {\"all\": \"advisory\", \"<policy>\": {...}}")
+        raise PolicyConfigError(str(path), "is not a JSON object", "write {\"all\": \"advisory\", \"<policy>\": {...}}")
     return data
 
 
@@ -319,7 +268,7 @@ class Finding:
     description: str
 
 
-def evaluate(rules: Sequence[Rule], resources: Sequence[Resource], ctx: Context,
+def evaluate(rules: Sequence[Rule], resources: Sequence[Resource],
              settings: Mapping[str, Setting]) -> list[Finding]:
     findings: list[Finding] = []
     for rule in rules:
@@ -327,6 +276,6 @@ def evaluate(rules: Sequence[Rule], resources: Sequence[Resource], ctx: Context,
         if setting.level == "disabled":
             continue
         level = "mandatory" if setting.level == "remediate" else setting.level
-        for v in rule.run(resources, setting.config, ctx):
+        for v in rule.run(resources, setting.config):
             findings.append(Finding(v, level, rule.severity, rule.description))
     return findings

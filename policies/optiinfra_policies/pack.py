@@ -1,30 +1,28 @@
-"""The CrossGuard adapter: `pulumi_policy` policies built from `policies.rules.RULES`.
+"""The CrossGuard adapter: `pulumi_policy` policies built from `rules.RULES`, public API only.
 
-Two things differ between the Pulumi engine and the offline renderer, and are made
-equal here so that one rule serves both:
+A validation gets `args.props` (an unknown-checking proxy: reading a value that is not
+known yet raises `UnknownValueError`), `args.opts.protect`, `args.get_config()` (the
+policy's config, schema defaults filled in by the engine) and, for stack policies,
+`args.resources`. `plain` turns the proxy into plain data the way the offline render
+shows it, reading it only through the `Mapping`/`Sequence` protocol it publishes:
 
-- Secrets. The engine sends a policy pack every secret input marked as a secret, and
-  pulumi-policy 1.21 unwraps the mark before a validation runs: `args.props` holds the
-  plain value, indistinguishable from a plaintext one (Analyze/AnalyzeStack call
-  `deserialize_properties(...)` without `proxy_secrets`). `redact_secrets` replaces every
-  marked value with the offline renderer's marker (`[secret]`, or `NAME=[secret]` for a
-  Docker env entry) before pulumi-policy deserializes it; the rules can then tell a
-  secret from plaintext, and no rule ever holds a secret's value (so none can print it).
-- Unknowns and numbers. During a preview, values not known yet arrive as pulumi-policy's
-  sentinel strings, and every number as a float (protobuf's double: host port 3000.0);
-  `plain` turns them into the offline marker `[unknown]` and ints where integral, and
-  unwraps pulumi-policy's proxies (which raise on any unknown value) into plain data.
-
-The stack's model is built once per stack from the config the engine passes to policy
-packs (PULUMI_CONFIG; see `core.model_from_engine`).
+- a value not known yet becomes `[unknown]`: the proxy raises (`UnknownValueError`) when a
+  key it lists itself, or an index below its length, is read, and that is the only way
+  such a read fails, so any exception there means "unknown" (the class is exported by no
+  public module of pulumi-policy, so it is not imported by name);
+- protobuf carries every number as a double, so integral floats become ints;
+- secrets arrive unwrapped (pulumi-policy deserializes secret inputs to their plain
+  values for validations), so every resource is handed over with
+  `secrets_marked=False`: the rules then judge credentials structurally and by value, and
+  skip what only a secret mark could tell (see the package docstring). No rule's message
+  carries a value (a well-known default excepted), so no secret is ever printed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import pulumi_policy.policy as _policy_module
 from pulumi_policy import (
     EnforcementLevel,
     Policy,
@@ -36,97 +34,53 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
-from pulumi_policy.deserialize import SPECIAL_SECRET_SIG, SPECIAL_SIG_KEY
-from pulumi_policy.proxy import _is_unknown
-
-from infra.offline import _ENV_ENTRY, SECRET, UNKNOWN
-from infra.settings import ConfigError
 
 from . import core
 from .rules import RULES
-
-
-def redact(value: Any) -> Any:
-    """Engine-form properties (`json_format.MessageToDict` of the request) with every
-    secret replaced by the offline marker."""
-    if isinstance(value, dict):
-        if value.get(SPECIAL_SIG_KEY) == SPECIAL_SECRET_SIG:
-            inner = value.get("value")
-            if isinstance(inner, str) and _ENV_ENTRY.match(inner):
-                return inner.split("=", 1)[0] + "=" + SECRET
-            return SECRET
-        return {k: redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
-
-
-def redact_secrets() -> None:
-    """Make pulumi-policy hand validations redacted properties (idempotent).
-
-    Analyze and AnalyzeStack look `deserialize_properties` up in pulumi_policy.policy's
-    globals at call time, so wrapping that name is enough (pinned: pulumi-policy==1.21.0;
-    tests/test_policies.py drives the real server to prove it).
-    """
-    original = _policy_module.deserialize_properties  # type: ignore[attr-defined]
-    if getattr(original, "redacts_secrets", False):
-        return
-
-    def deserialize(props: dict[str, Any], proxy_secrets: bool = False) -> dict[str, Any]:
-        return original(redact(props), proxy_secrets)
-
-    deserialize.redacts_secrets = True  # type: ignore[attr-defined]
-    _policy_module.deserialize_properties = deserialize  # type: ignore[attr-defined]
+from .vocabulary import UNKNOWN_MARK
 
 
 def plain(value: Any) -> Any:
-    """pulumi-policy's (unknown-checking) proxies as plain data; unknowns as `[unknown]`."""
+    """pulumi-policy's proxied inputs as plain data; unknowns as `[unknown]`, integral
+    numbers as ints."""
+    if isinstance(value, (str, bytes)):
+        return value
     if isinstance(value, Mapping):
-        target = value["__target"] if _is_proxy(value) else value
-        return {k: plain(v) for k, v in target.items()}
-    if isinstance(value, (list, tuple)) or _is_proxy(value):
-        target = value["__target"] if _is_proxy(value) else value
-        return [plain(v) for v in target]
-    if isinstance(value, str) and _is_unknown(value):
-        return UNKNOWN
+        out: dict[str, Any] = {}
+        for key in value:
+            try:
+                item = value[key]
+            except Exception:  # UnknownValueError: the only failure of reading a listed key
+                out[key] = UNKNOWN_MARK
+                continue
+            out[key] = plain(item)
+        return out
+    if isinstance(value, Sequence):
+        items: list[Any] = []
+        for i in range(len(value)):
+            try:
+                item = value[i]
+            except Exception:  # UnknownValueError, as above
+                items.append(UNKNOWN_MARK)
+                continue
+            items.append(plain(item))
+        return items
     if isinstance(value, float) and value.is_integer():
-        return int(value)  # protobuf carries every number as a double; the offline renderer does the same
+        return int(value)
     return value
 
 
-def _is_proxy(value: Any) -> bool:
-    return type(value).__module__ in ("pulumi_policy.proxy", "pulumi_policy.secret")
-
-
-# ---- the stack's model, once per stack ----------------------------------------------
-
-_contexts: dict[str, core.Context] = {}
-
-
-def context_for(urn: str) -> core.Context:
-    stack = core.stack_of(urn)
-    if stack not in _contexts:
-        _contexts[stack] = core.Context(core.model_from_engine(urn))
-    return _contexts[stack]
-
-
-# ---- policies -------------------------------------------------------------------------
-
-def _resource(args: Any) -> core.Resource:
-    return core.Resource(urn=args.urn, type=args.resource_type, name=args.name, props=plain(args.props),
-                         protect=bool(args.opts.protect))
+def resource(urn: str, type_: str, name: str, props: Any, protect: Any) -> core.Resource:
+    return core.Resource(urn=urn, type=type_, name=name, props=plain(props), protect=bool(protect),
+                         secrets_marked=False)
 
 
 def _resource_validator(rule: core.Rule) -> Callable[[ResourceValidationArgs, ReportViolation], None]:
     def validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
         if rule.types and args.resource_type not in rule.types:
             return
-        try:
-            ctx = context_for(args.urn)
-        except ConfigError as err:
-            report(f"cannot resolve the stack's model: {err}", args.urn)
-            return
-        for v in rule.run([_resource(args)], dict(args.get_config()), ctx):
+        res = resource(args.urn, args.resource_type, args.name, args.props, args.opts.protect)
+        for v in rule.run([res], dict(args.get_config())):
             report(v.message, v.urn or None)
 
     return validate
@@ -134,15 +88,8 @@ def _resource_validator(rule: core.Rule) -> Callable[[ResourceValidationArgs, Re
 
 def _stack_validator(rule: core.Rule) -> Callable[[StackValidationArgs, ReportViolation], None]:
     def validate(args: StackValidationArgs, report: ReportViolation) -> None:
-        resources = [_resource(r) for r in args.resources]
-        if not resources:
-            return
-        try:
-            ctx = context_for(resources[0].urn)
-        except ConfigError as err:
-            report(f"cannot resolve the stack's model: {err}", None)
-            return
-        for v in rule.run(resources, dict(args.get_config()), ctx):
+        resources = [resource(r.urn, r.resource_type, r.name, r.props, r.opts.protect) for r in args.resources]
+        for v in rule.run(resources, dict(args.get_config())):
             report(v.message, v.urn or None)
 
     return validate
@@ -167,9 +114,7 @@ def policies() -> list[Policy]:
 
 
 def pack_arguments() -> dict[str, Any]:
-    """Keyword arguments of `pulumi_policy.PolicyPack` for this pack. Also makes the
-    analyzer hand rules redacted secrets (see the module docstring)."""
-    redact_secrets()
+    """Keyword arguments of `pulumi_policy.PolicyPack` for this pack."""
     return {
         "name": core.PACK_NAME,
         "policies": policies(),

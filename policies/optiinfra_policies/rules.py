@@ -1,12 +1,11 @@
 """The rules of OptiInfra's policy pack, over Docker (dev) and Kubernetes (prod) resources.
 
-Every rule is a pure function of rendered resources (type token + camelCase inputs,
-see policies/core.py) and the stack's resolved model; nothing is restated here that
-the catalog or the graph already says: port bands come from `infra.catalog.BANDS` and
-each `Port.band`, the networks a service may join from `Model.networks_of`, public
-services from `optiinfra:public`, known default credentials from
-`infra.credentials.KNOWN_DEFAULTS`. The seed's exceptions and per-service exemptions
-live in the policy config (policies/config/<stack>.json), each with its reason.
+Every rule is a pure function of what the resources carry (type token + camelCase inputs,
+see core.py) and the policy's config; stack policies also see the stack's other
+resources. Nothing is restated here that the catalog says: the program stamps the catalog
+facts a rule needs onto the resources (see the package docstring and vocabulary.py), and
+the seed's exceptions and per-service exemptions live in the policy config
+(policies/config/<stack>.json), each with its reason.
 
 References: CIS Docker Benchmark section 5, Kubernetes Pod Security Standards
 "restricted", docs design SECURITY.md.
@@ -19,75 +18,50 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from infra.credentials import KNOWN_DEFAULTS
-from infra.model import Tier, has_digest, image_problem
-from infra.settings import NAMESPACE
-from .vocabulary import CONTAINER_PREFIX
-from .vocabulary import DOCKER_LABEL as LABEL
+from . import vocabulary as v
+from .core import Resource, Rule, as_dict, as_list, get_in, is_secret, is_unknown
+from .standards import KNOWN_DEFAULT_CREDENTIALS, has_digest, image_problem
 
-from .core import (
-    Context,
-    Resource,
-    Rule,
-    as_dict,
-    as_list,
-    get_in,
-    is_secret,
-    is_unknown,
-)
+# ---- type tokens (the vocabulary's; short names for the rules and their tests) ----------
 
-# ---- type tokens --------------------------------------------------------------------
+CONTAINER = v.DOCKER_CONTAINER
+REMOTE_IMAGE = v.DOCKER_IMAGE
+VOLUME = v.DOCKER_VOLUME
 
-CONTAINER = "docker:index/container:Container"
-REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
-VOLUME = "docker:index/volume:Volume"
+DEPLOYMENT = v.K8S_DEPLOYMENT
+STATEFULSET = v.K8S_STATEFULSET
+DAEMONSET = v.K8S_DAEMONSET
+REPLICASET = v.K8S_REPLICASET
+JOB = v.K8S_JOB
+CRONJOB = v.K8S_CRONJOB
+POD = v.K8S_POD
+K8S_SERVICE = v.K8S_SERVICE
+PVC = v.K8S_PVC
+NAMESPACE_T = v.K8S_NAMESPACE
+K8S_SECRET = v.K8S_SECRET
+CONFIGMAP = v.K8S_CONFIGMAP
+NETWORK_POLICY = v.K8S_NETWORK_POLICY
+INGRESS = v.K8S_INGRESS
 
-DEPLOYMENT = "kubernetes:apps/v1:Deployment"
-STATEFULSET = "kubernetes:apps/v1:StatefulSet"
-DAEMONSET = "kubernetes:apps/v1:DaemonSet"
-REPLICASET = "kubernetes:apps/v1:ReplicaSet"
-JOB = "kubernetes:batch/v1:Job"
-CRONJOB = "kubernetes:batch/v1:CronJob"
-POD = "kubernetes:core/v1:Pod"
-K8S_SERVICE = "kubernetes:core/v1:Service"
-PVC = "kubernetes:core/v1:PersistentVolumeClaim"
-NAMESPACE_T = "kubernetes:core/v1:Namespace"
-K8S_SECRET = "kubernetes:core/v1:Secret"
-CONFIGMAP = "kubernetes:core/v1:ConfigMap"
-NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
-INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
-
-# Where each workload type keeps its pod spec.
-POD_SPEC_PATH: dict[str, tuple[str, ...]] = {
-    DEPLOYMENT: ("spec", "template", "spec"),
-    STATEFULSET: ("spec", "template", "spec"),
-    DAEMONSET: ("spec", "template", "spec"),
-    REPLICASET: ("spec", "template", "spec"),
-    JOB: ("spec", "template", "spec"),
-    CRONJOB: ("spec", "jobTemplate", "spec", "template", "spec"),
-    POD: ("spec",),
-}
-WORKLOADS = frozenset(POD_SPEC_PATH)
+POD_SPEC_PATH = v.K8S_POD_SPEC_PATH
+WORKLOADS = v.K8S_WORKLOADS
 LONG_RUNNING = frozenset({DEPLOYMENT, STATEFULSET, DAEMONSET, REPLICASET, POD})
 
 WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::"})
 CONFIG_FILE = "policies/config/<stack>.json"
+NAMESPACE = v.CONFIG_NAMESPACE
+LABEL = v.DOCKER_LABEL
 
 
 # ---- shared helpers -----------------------------------------------------------------
 
 def docker_labels(props: Mapping[str, Any]) -> dict[str, str]:
-    return {str(item.get("label")): str(item.get("value")) for item in as_list(props.get("labels"))
-            if isinstance(item, Mapping)}
+    return v.docker_labels(props)
 
 
 def docker_service(res: Resource) -> str:
     """The catalog service a container runs: its io.optiinfra.service label, else its name."""
-    label = docker_labels(res.props).get(f"{LABEL}.service")
-    if label:
-        return label
-    name = res.props.get("name")
-    return name[len(CONTAINER_PREFIX):] if isinstance(name, str) and name.startswith(CONTAINER_PREFIX) else res.name
+    return v.service_of(res.type, res.props) or res.name
 
 
 def docker_envs(props: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
@@ -99,24 +73,27 @@ def docker_envs(props: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
         yield (name, value, entry) if sep else ("", entry, entry)
 
 
-K8S_NAME_LABELS = ("io.optiinfra.service", "app.kubernetes.io/name", "app")
-
-
 def k8s_labels(props: Mapping[str, Any]) -> dict[str, Any]:
-    return {**as_dict(get_in(props, "spec", "template", "metadata", "labels")),
-            **as_dict(get_in(props, "metadata", "labels"))}
+    return v.k8s_labels(props)
 
 
-def k8s_service(res: Resource, ctx: Context) -> str:
-    """The catalog service a Kubernetes resource belongs to (labels, else its name)."""
-    labels = k8s_labels(res.props)
-    for key in K8S_NAME_LABELS:
-        value = labels.get(key)
-        if isinstance(value, str) and ctx.service(value) is not None:
-            return value
+def k8s_service(res: Resource) -> str:
+    """The catalog service a Kubernetes resource belongs to (its app.kubernetes.io/name
+    label, else its name)."""
+    service = v.service_of(res.type, res.props)
+    if service:
+        return service
     meta_name = get_in(res.props, "metadata", "name")
     name = meta_name if isinstance(meta_name, str) else res.name
-    return name[len(CONTAINER_PREFIX):] if name.startswith(CONTAINER_PREFIX) else name
+    return name[len(v.CONTAINER_PREFIX):] if name.startswith(v.CONTAINER_PREFIX) else name
+
+
+def annotation(res: Resource, key: str) -> Any:
+    return v.annotations_of(res.props).get(key)
+
+
+def stamped_true(value: Any) -> bool:
+    return value == v.TRUE
 
 
 def pod_spec(res: Resource) -> dict[str, Any] | None:
@@ -138,8 +115,10 @@ def _service_hint(service: str, key: str) -> str:
     return f"{NAMESPACE}:services.{service}.{key}"
 
 
-def _secret_ok(value: Any) -> bool:
-    return is_secret(value) or is_unknown(value)
+def _secret_ok(res: Resource, value: Any) -> bool:
+    """Offline: marked secret (or not known yet). Under the engine secrets arrive unwrapped,
+    so only an unknown value is known to be fine; callers skip what they cannot judge."""
+    return is_unknown(value) or (res.secrets_marked and is_secret(value))
 
 
 URL_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:(?P<password>[^/\s@]*)@", re.IGNORECASE)
@@ -153,7 +132,7 @@ def _plaintext_url_password(value: str) -> str | None:
 
 # ---- 1. unique host ports (stack) -----------------------------------------------------
 
-def _bindings(resources: Sequence[Resource], ctx: Context) -> Iterator[tuple[int, str, str, str, str]]:
+def _bindings(resources: Sequence[Resource]) -> Iterator[tuple[int, str, str, str, str]]:
     """(host port, protocol, address, owner, urn) of every host port the stack binds."""
     for res in resources:
         if res.type == CONTAINER:
@@ -170,23 +149,21 @@ def _bindings(resources: Sequence[Resource], ctx: Context) -> Iterator[tuple[int
                     port = as_dict(p).get("hostPort")
                     if isinstance(port, int) and port:
                         yield (port, str(as_dict(p).get("protocol") or "TCP").lower(),
-                               str(as_dict(p).get("hostIP") or ""), k8s_service(res, ctx), res.urn)
+                               str(as_dict(p).get("hostIP") or ""), k8s_service(res), res.urn)
         elif res.type == K8S_SERVICE:
             for p in as_list(get_in(res.props, "spec", "ports")):
                 port = as_dict(p).get("nodePort")
                 if isinstance(port, int) and port:
-                    yield (port, str(as_dict(p).get("protocol") or "TCP").lower(), "", k8s_service(res, ctx),
-                           res.urn)
+                    yield port, str(as_dict(p).get("protocol") or "TCP").lower(), "", k8s_service(res), res.urn
 
 
 def _overlap(a: str, b: str) -> bool:
     return a == b or a in WILDCARD_ADDRESSES or b in WILDCARD_ADDRESSES
 
 
-def check_unique_host_ports(resources: Sequence[Resource], cfg: Mapping[str, Any],
-                            ctx: Context) -> Iterator[tuple[str, str]]:
+def check_unique_host_ports(resources: Sequence[Resource], cfg: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     seen: dict[tuple[int, str], list[tuple[str, str, str]]] = {}
-    for port, proto, ip, owner, urn in _bindings(resources, ctx):
+    for port, proto, ip, owner, urn in _bindings(resources):
         for other_ip, other_owner, other_urn in seen.get((port, proto), []):
             if _overlap(ip, other_ip):
                 for who, whose_urn, peer in ((owner, urn, other_owner), (other_owner, other_urn, owner)):
@@ -205,11 +182,10 @@ def _is_loopback(ip: str) -> bool:
         return False
 
 
-def check_bind_address(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+def check_bind_address(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
     if res.type == CONTAINER:
         service = docker_service(res)
-        eff = ctx.effective(service)
-        public = bool(eff and eff.public)
+        public = stamped_true(docker_labels(res.props).get(v.DOCKER_PUBLIC))
         for p in as_list(res.props.get("ports")):
             ip = as_dict(p).get("ip")
             host = as_dict(p).get("external")
@@ -236,19 +212,21 @@ def check_bind_address(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> I
                            "Service (and an Ingress if it is public).")
         return
     if res.type == K8S_SERVICE:
-        service = k8s_service(res, ctx)
-        eff = ctx.effective(service)
+        service = k8s_service(res)
         kind = get_in(res.props, "spec", "type")
-        if kind in ("NodePort", "LoadBalancer") and not (eff and eff.public):
+        if kind in ("NodePort", "LoadBalancer") and not stamped_true(annotation(res, v.K8S_PUBLIC)):
             yield (f"Service of {service} has type {kind}, which opens it outside the cluster, but {service} is not "
                    f"public. Fix: use ClusterIP, or add {service} to {NAMESPACE}:public and route it through an "
                    "Ingress.")
         return
     if res.type == INGRESS:
+        # An Ingress vouches only for the service it is labelled for, and only when it is
+        # stamped public; any other backend is not known to be public.
+        own = v.service_of(res.type, res.props)
+        vouched = own if stamped_true(annotation(res, v.K8S_PUBLIC)) else None
         for backend in _ingress_backends(res.props):
-            service = backend[len(CONTAINER_PREFIX):] if backend.startswith(CONTAINER_PREFIX) else backend
-            eff = ctx.effective(service)
-            if eff is not None and not eff.public:
+            service = backend[len(v.CONTAINER_PREFIX):] if backend.startswith(v.CONTAINER_PREFIX) else backend
+            if service != vouched:
                 yield (f"Ingress routes to {service}, which is not public. Fix: remove the route, or add {service} "
                        f"to {NAMESPACE}:public.")
 
@@ -270,99 +248,95 @@ def _exception(cfg: Mapping[str, Any], service: str, port: int) -> bool:
     return any(e.get("service") == service and e.get("port") == port for e in as_list(cfg.get("exceptions")))
 
 
-def _band_problem(ctx: Context, cfg: Mapping[str, Any], service: str, port_name: str, band_name: str | None,
-                  number: int, what: str) -> str | None:
+def _band_problem(cfg: Mapping[str, Any], service: str, stamp: v.PortStamp, number: int, what: str) -> str | None:
     if _exception(cfg, service, number):
         return None
-    if band_name is None:
-        return (f"{service}: {what} {number} ({port_name}) has no allocation band in the catalog. Fix: give the "
+    if stamp.band is None:
+        return (f"{service}: {what} {number} ({stamp.name}) has no allocation band in the catalog. Fix: give the "
                 "Port a band in infra/catalog.py.")
-    try:
-        band = ctx.model.catalog.band(band_name)
-    except KeyError:
-        return f"{service}: {what} {number} ({port_name}) names the band '{band_name}', which the catalog lacks."
-    if band.contains(number):
+    if stamp.contains(number):
         return None
-    return (f"{service}: {what} {number} ({port_name}) is outside the {band.name} band {band.low}-{band.high}. "
-            f"Fix: pick a free port in {band.low}-{band.high} ({_service_hint(service, 'hostPort')}), or add "
+    return (f"{service}: {what} {number} ({stamp.name}) is outside the {stamp.band} band {stamp.low}-{stamp.high}. "
+            f"Fix: pick a free port in {stamp.low}-{stamp.high} ({_service_hint(service, 'hostPort')}), or add "
             f"{{\"service\": \"{service}\", \"port\": {number}, \"reason\": ...}} to port-allocation-bands.exceptions "
             f"in {CONFIG_FILE}.")
 
 
-def check_port_bands(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+def check_port_bands(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
+    """Judged against the band the program stamps on each catalog port (Docker label
+    io.optiinfra.port.<container port>, Service annotation optiinfra.io/port.<name>)."""
     if res.type == CONTAINER:
         service = docker_service(res)
-        svc = ctx.service(service)
+        labels = docker_labels(res.props)
         for p in as_list(res.props.get("ports")):
             internal, external = as_dict(p).get("internal"), as_dict(p).get("external")
             if not isinstance(external, int):
                 continue
-            declared = next((x for x in svc.ports if x.container == internal), None) if svc else None
-            if declared is None:
+            stamp = v.parse_port_stamp(labels.get(v.docker_port_key(internal))) if isinstance(internal, int) else None
+            if stamp is None:
                 yield (f"{service}: host port {external} publishes container port {internal}, which the catalog "
                        "does not declare. Fix: declare the port (with its band) in infra/catalog.py.")
                 continue
-            problem = _band_problem(ctx, cfg, service, declared.name, declared.band, external, "host port")
+            problem = _band_problem(cfg, service, stamp, external, "host port")
             if problem:
                 yield problem
         return
     if res.type == K8S_SERVICE:
-        service = k8s_service(res, ctx)
-        svc = ctx.service(service)
-        if svc is None:
-            return
+        service = k8s_service(res)
+        annotations = v.annotations_of(res.props)
         for p in as_list(get_in(res.props, "spec", "ports")):
             number = as_dict(p).get("port")
             if not isinstance(number, int):
                 continue
             target = as_dict(p).get("targetPort")
             name = as_dict(p).get("name")
-            declared = next((x for x in svc.ports if x.name in (name, target) or x.container == target), None)
-            if declared is None:
+            stamp = next((s for s in (v.parse_port_stamp(annotations.get(v.k8s_port_key(str(k))))
+                                      for k in (name, target) if k is not None) if s is not None), None)
+            if stamp is None:
                 yield (f"{service}: Service port {number} targets {target!r}, which the catalog does not declare. "
                        "Fix: declare the port (with its band) in infra/catalog.py.")
                 continue
-            problem = _band_problem(ctx, cfg, service, declared.name, declared.band, number, "Service port")
+            problem = _band_problem(cfg, service, stamp, number, "Service port")
             if problem:
                 yield problem
 
 
 # ---- 4. images pinned --------------------------------------------------------------------
 
-def _digest_required(cfg: Mapping[str, Any], ctx: Context) -> bool:
-    s = ctx.model.settings
-    return bool(cfg.get("requireDigest")) or (s.target == "kubernetes" and s.kubernetes.require_digest)
+def _digest_required(res: Resource, cfg: Mapping[str, Any]) -> bool:
+    """The policy config, or the stack's kubernetes.requireDigest as the program stamps it."""
+    return bool(cfg.get("requireDigest")) or stamped_true(annotation(res, v.K8S_REQUIRE_DIGEST))
 
 
-def _image_problem(ref: Any, cfg: Mapping[str, Any], ctx: Context) -> str | None:
+def _image_problem(res: Resource, ref: Any, cfg: Mapping[str, Any]) -> str | None:
     if not isinstance(ref, str) or is_unknown(ref) or ref.startswith("sha256:"):
         return None  # an image ID from the RemoteImage (pinned by the RemoteImage's reference)
     problem = image_problem(ref)
     if problem:
         return f"image '{ref}' {problem}"
-    if _digest_required(cfg, ctx) and not has_digest(ref):
+    if _digest_required(res, cfg) and not has_digest(ref):
         return f"image '{ref}' has no digest, and this stack requires one"
     return None
 
 
-def check_images(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+def check_images(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
     fix = ("Fix: pin a version tag, e.g. repo/name:1.2.3 (optiinfra:services.<name>.image, or images.tag for "
            "OptiInfra's own images)")
-    if _digest_required(cfg, ctx):
+    if _digest_required(res, cfg):
         fix += ", with its digest (repo/name:1.2.3@sha256:...)"
     refs: list[tuple[str, Any]] = []
     if res.type == REMOTE_IMAGE:
         refs.append((res.name, res.props.get("name")))
     elif res.type == CONTAINER:
         service = docker_service(res)
-        refs.append((service, docker_labels(res.props).get(f"{LABEL}.image")))
+        refs.append((service, docker_labels(res.props).get(v.DOCKER_IMAGE_LABEL)))
         refs.append((service, res.props.get("image")))
     elif res.type in WORKLOADS:
         for cname, c in pod_containers(pod_spec(res) or {}):
             refs.append((cname, c.get("image")))
     reported: set[str] = set()
     for who, ref in refs:
-        problem = _image_problem(ref, cfg, ctx)
+        problem = _image_problem(res, ref, cfg)
         if problem and problem not in reported:
             reported.add(problem)
             yield f"{who}: {problem}. {fix}."
@@ -374,7 +348,7 @@ def _exempt(cfg: Mapping[str, Any], service: str) -> bool:
     return any(e.get("service") == service for e in as_list(cfg.get("exemptions")))
 
 
-def check_health(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+def check_health(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
     if res.type == CONTAINER:
         if res.props.get("rm") is True:
             return  # a one-shot container
@@ -384,19 +358,17 @@ def check_health(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterato
             return
         if _exempt(cfg, service):
             return
-        svc = ctx.service(service)
-        why = (f" The catalog says: {svc.health.no_docker_reason}." if svc and svc.health and
-               svc.health.no_docker_reason else "")
+        reason = docker_labels(res.props).get(v.DOCKER_NO_HEALTHCHECK)
+        why = f" The catalog says: {reason}." if reason else ""
         yield (f"{service}: long-running container without a health check.{why} Fix: declare a HealthCheck the "
                "image can run (infra/catalog.py), or exempt the service with its reason in "
                f"health-checks.exemptions ({CONFIG_FILE}).")
         return
     if res.type in LONG_RUNNING:
-        service = k8s_service(res, ctx)
+        service = k8s_service(res)
         if _exempt(cfg, service):
             return
-        svc = ctx.service(service)
-        slow = bool(svc and svc.health and svc.health.slow_start)
+        slow = stamped_true(annotation(res, v.K8S_SLOW_START))
         for cname, c in pod_containers(pod_spec(res) or {}, init=False):
             missing = [p for p in ("readinessProbe", "livenessProbe") if not c.get(p)]
             if slow and cfg.get("requireStartupProbe") and not c.get("startupProbe"):
@@ -423,7 +395,7 @@ def _positive(value: Any) -> bool:
     return False
 
 
-def check_limits(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+def check_limits(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
     if res.type == CONTAINER:
         service = docker_service(res)
         missing = []
@@ -438,7 +410,7 @@ def check_limits(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterato
                    f"in infra/catalog.py or {_service_hint(service, 'memory')}/cpu.")
         return
     if res.type in WORKLOADS:
-        service = k8s_service(res, ctx)
+        service = k8s_service(res)
         for cname, c in pod_containers(pod_spec(res) or {}):
             limits = as_dict(get_in(c, "resources", "limits"))
             missing = [k for k in ("memory", "cpu") if not _positive(limits.get(k))]
@@ -449,7 +421,7 @@ def check_limits(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterato
 
 # ---- 7. no host access ------------------------------------------------------------------------
 
-def check_host_access(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+def check_host_access(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
     allowed = {str(p) for p in as_list(cfg.get("allowedHostPaths"))}
     if res.type == CONTAINER:
         service = docker_service(res)
@@ -476,7 +448,7 @@ def check_host_access(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> It
                        "upload, or list the path with its reason in no-host-access.allowedHostPaths.")
         return
     if res.type in WORKLOADS:
-        service = k8s_service(res, ctx)
+        service = k8s_service(res)
         spec = pod_spec(res) or {}
         for key in ("hostNetwork", "hostPID", "hostIPC"):
             if spec.get(key) is True:
@@ -498,11 +470,15 @@ def _credential_name(cfg: Mapping[str, Any], name: str) -> bool:
     return bool(name) and re.search(str(cfg["namePattern"]), name) is not None
 
 
-def check_plaintext(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+def check_plaintext(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
+    """Structural where the resource shows it (Kubernetes: a credential comes through
+    secretKeyRef; no URL with a password in a pod spec, a command line or a ConfigMap);
+    by the secret mark where only the mark tells (a Docker env value, a Secret's data):
+    offline only, as the engine hands the pack secrets unwrapped (package docstring)."""
     if res.type == CONTAINER:
         service = docker_service(res)
-        for name, value, entry in docker_envs(res.props):
-            if _secret_ok(entry):
+        for name, value, entry in docker_envs(res.props) if res.secrets_marked else ():
+            if _secret_ok(res, entry):
                 continue
             if _credential_name(cfg, name):
                 yield (f"{service}: environment variable {name} looks like a credential but is not a secret. Fix: "
@@ -515,38 +491,43 @@ def check_plaintext(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iter
         args += [("entrypoints", a) for a in as_list(res.props.get("entrypoints"))]
         args += [("healthcheck", a) for a in as_list(get_in(res.props, "healthcheck", "tests"))]
         for where, arg in args:
-            if isinstance(arg, str) and not _secret_ok(arg) and _plaintext_url_password(arg) is not None:
+            # A process's arguments are readable by anyone on the host, secret Output or not.
+            if isinstance(arg, str) and not is_unknown(arg) and _plaintext_url_password(arg) is not None:
                 yield (f"{service}: the {where} carries a URL with a password in plaintext (and in the process "
                        "list). Fix: pass it through a secret environment variable.")
         return
     if res.type in WORKLOADS:
-        service = k8s_service(res, ctx)
+        service = k8s_service(res)
         for cname, c in pod_containers(pod_spec(res) or {}):
             for env in as_list(c.get("env")):
                 name, literal = str(as_dict(env).get("name", "")), as_dict(env).get("value")
-                if literal is None:
+                if literal is None or is_unknown(literal):
                     continue  # valueFrom (secretKeyRef, configMapKeyRef, fieldRef)
                 if _credential_name(cfg, name):
-                    if cfg.get("kubernetesRequireSecretRef") or not _secret_ok(literal):
+                    # A literal is stored in the pod spec as it is, whatever the program marked it.
+                    if cfg.get("kubernetesRequireSecretRef") or (res.secrets_marked and not is_secret(literal)):
                         yield (f"{service}: container {cname} sets {name} as a literal value; the pod spec stores "
                                "it in plaintext. Fix: put it in a Secret and use valueFrom.secretKeyRef.")
-                elif isinstance(literal, str) and not _secret_ok(literal) and _plaintext_url_password(literal):
+                elif isinstance(literal, str) and _plaintext_url_password(literal) is not None:
                     yield (f"{service}: container {cname} sets {name} to a URL with a password in plaintext. Fix: "
                            "put it in a Secret and use valueFrom.secretKeyRef.")
         return
     if res.type == K8S_SECRET:
+        if not res.secrets_marked:
+            return  # the engine unwraps the marks (pulumi-kubernetes keeps a Secret's data secret itself)
         for key in ("data", "stringData"):
             data = res.props.get(key)
-            if data is None or _secret_ok(data):
+            if data is None or _secret_ok(res, data):
                 continue
-            plain = sorted(k for k, v in as_dict(data).items() if not _secret_ok(v))
+            plain = sorted(k for k, val in as_dict(data).items() if not _secret_ok(res, val))
             if plain:
                 yield (f"Secret {res.name}: {key} {', '.join(plain)} is not marked secret in the program, so Pulumi "
                        "keeps it in plaintext in the state and the plan. Fix: pass pulumi.Output.secret(...).")
         return
     if res.type == CONFIGMAP:
+        # A ConfigMap is plaintext in the cluster: no credential belongs there, marked or not.
         for key, value in as_dict(res.props.get("data")).items():
-            if _secret_ok(value):
+            if is_unknown(value):
                 continue
             if _credential_name(cfg, key) or (isinstance(value, str) and _plaintext_url_password(value)):
                 yield f"ConfigMap {res.name}: {key} holds a credential in plaintext. Fix: move it into a Secret."
@@ -555,11 +536,14 @@ def check_plaintext(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iter
 # ---- 9. no known default credential ----------------------------------------------------------------
 
 def _defaults(cfg: Mapping[str, Any]) -> set[str]:
-    return {d.lower() for d in KNOWN_DEFAULTS} | {str(d).lower() for d in as_list(cfg.get("extraDefaults"))}
+    return {d.lower() for d in KNOWN_DEFAULT_CREDENTIALS} | {str(d).lower() for d in as_list(cfg.get("extraDefaults"))}
 
 
 def _default_problem(cfg: Mapping[str, Any], name: str, value: Any) -> str | None:
-    if not isinstance(value, str) or _secret_ok(value):
+    """Judged on the value wherever it is visible: secret or not under the engine (which
+    unwraps secrets); offline a secret shows only its mark (the settings refuse a supplied
+    default before anything renders). Messages never carry a value that is not a default."""
+    if not isinstance(value, str) or is_unknown(value) or is_secret(value):
         return None
     if _credential_name(cfg, name) and value.strip().lower() in _defaults(cfg):
         return f"{name} is a well-known default credential" + (" (empty)" if not value.strip() else "")
@@ -572,7 +556,7 @@ def _default_problem(cfg: Mapping[str, Any], name: str, value: Any) -> str | Non
     return None
 
 
-def check_default_credentials(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+def check_default_credentials(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
     fix = ("Fix: leave the credential to the stack (generated, or `pulumi config set --secret <key> <strong "
            "value>`), and use a non-default account name.")
     if res.type == CONTAINER:
@@ -583,7 +567,7 @@ def check_default_credentials(res: Resource, cfg: Mapping[str, Any], ctx: Contex
                 yield f"{service}: {problem}. {fix}"
         return
     if res.type in WORKLOADS:
-        service = k8s_service(res, ctx)
+        service = k8s_service(res)
         for cname, c in pod_containers(pod_spec(res) or {}):
             for env in as_list(c.get("env")):
                 problem = _default_problem(cfg, str(as_dict(env).get("name", "")), as_dict(env).get("value"))
@@ -594,87 +578,91 @@ def check_default_credentials(res: Resource, cfg: Mapping[str, Any], ctx: Contex
         for key in ("data", "stringData"):
             for name, value in as_dict(res.props.get(key)).items():
                 # A Secret's keys are credentials by construction; base64 `data` is decoded by nobody here.
-                if key == "stringData" and isinstance(value, str) and not _secret_ok(value) and \
-                        value.strip().lower() in _defaults(cfg):
+                if key == "stringData" and isinstance(value, str) and not is_unknown(value) and \
+                        not is_secret(value) and value.strip().lower() in _defaults(cfg):
                     yield f"Secret {res.name}: {name} is a well-known default credential. {fix}"
 
 
 # ---- 10. tier isolation ------------------------------------------------------------------------------
 
-def _forbidden(cfg: Mapping[str, Any], a: Tier, b: Tier) -> bool:
-    return any(f.get("tier") == a.value and f.get("network") == b.value for f in as_list(cfg.get("forbidden")))
+def _forbidden(cfg: Mapping[str, Any], a: str, b: str) -> bool:
+    return any(f.get("tier") == a and f.get("network") == b for f in as_list(cfg.get("forbidden")))
 
 
-def check_tier_isolation(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+def check_tier_isolation(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
+    """Judged against the tier labels, the `<prefix>-<tier>` names of networks and
+    namespaces, the networks the program stamps as needed, and the forbidden pairs in the
+    config: a dependency the stack config adds (services.<name>.dependsOn) changes what the
+    program stamps, never what the config forbids."""
     if res.type == CONTAINER:
-        yield from _docker_isolation(res, cfg, ctx)
+        yield from _docker_isolation(res, cfg)
     elif res.type in WORKLOADS:
-        service = k8s_service(res, ctx)
-        eff = ctx.effective(service)
+        service = k8s_service(res)
+        tier = v.tier_of(res.type, res.props)
         ns = get_in(res.props, "metadata", "namespace")
-        if eff is None or not isinstance(ns, str) or is_unknown(ns):
+        if tier is None or not isinstance(ns, str) or is_unknown(ns):
             return
-        tier = ctx.namespaces.get(ns)
-        expected = next(n for n, t in ctx.namespaces.items() if t is eff.tier)
-        if tier is not eff.tier:
-            yield (f"{service} ({eff.tier.value}) runs in namespace {ns}; its tier's namespace is {expected}. "
-                   "Fix: deploy it into its tier's namespace.")
+        if v.tier_of_name(ns) != tier:
+            prefix = ns.rpartition("-")[0] if v.tier_of_name(ns) else v.PROJECT
+            yield (f"{service} ({tier}) runs in namespace {ns}; its tier's namespace is "
+                   f"{v.tier_scoped_name(prefix, tier)}. Fix: deploy it into its tier's namespace.")
     elif res.type == NETWORK_POLICY:
         ns = get_in(res.props, "metadata", "namespace")
-        own = ctx.namespaces.get(ns) if isinstance(ns, str) else None
+        own = v.tier_of_name(ns) if isinstance(ns, str) else None
         if own is None:
             return
         for direction, peer_key in (("ingress", "from"), ("egress", "to")):
             for rule in as_list(get_in(res.props, "spec", direction)):
                 for peer in as_list(as_dict(rule).get(peer_key)):
-                    for other in _selected_tiers(as_dict(peer).get("namespaceSelector"), ctx):
+                    for other in _selected_tiers(as_dict(peer).get("namespaceSelector")):
                         if _forbidden(cfg, own, other) or _forbidden(cfg, other, own):
                             yield (f"NetworkPolicy {res.name} in {ns} admits {direction} traffic with the "
-                                   f"{other.value} namespace; {own.value} and {other.value} never talk directly. "
+                                   f"{other} namespace; {own} and {other} never talk directly. "
                                    "Fix: remove that peer.")
 
 
-def _selected_tiers(selector: Any, ctx: Context) -> Iterator[Tier]:
+def _selected_tiers(selector: Any) -> Iterator[str]:
     labels = as_dict(as_dict(selector).get("matchLabels"))
-    name = labels.get("kubernetes.io/metadata.name")
-    if isinstance(name, str) and name in ctx.namespaces:
-        yield ctx.namespaces[name]
-    tier = labels.get("io.optiinfra.tier") or labels.get("app.kubernetes.io/component")
-    for t in Tier:
-        if tier == t.value:
-            yield t
+    name = labels.get(v.K8S_NAMESPACE_NAME)
+    tier = v.tier_of_name(name) if isinstance(name, str) else None
+    if tier is not None:
+        yield tier
+    label = labels.get(v.DOCKER_TIER) or labels.get(v.K8S_COMPONENT)
+    if label in v.TIERS:
+        yield str(label)
 
 
-def _docker_isolation(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
-    service = docker_service(res)
-    eff = ctx.effective(service)
-    if eff is None:
-        yield (f"container {res.props.get('name', res.name)} runs no service of this stack's catalog "
-               f"(label {LABEL}.service), so its tier and networks cannot be checked.")
+def _docker_isolation(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
+    service = v.service_of(res.type, res.props)
+    tier = v.tier_of(res.type, res.props)
+    if service is None or tier is None:
+        yield (f"container {res.props.get('name', res.name)} carries no service and tier labels "
+               f"({v.DOCKER_SERVICE}, {v.DOCKER_TIER}), so its tier and networks cannot be checked.")
         return
-    label_tier = docker_labels(res.props).get(f"{LABEL}.tier")
-    if label_tier is not None and label_tier != eff.tier.value:
-        yield f"{service}: labelled tier {label_tier}, but the catalog puts it in {eff.tier.value}."
+    labels = docker_labels(res.props)
     joined = [as_dict(n).get("name") for n in as_list(res.props.get("networksAdvanced"))]
     mode = res.props.get("networkMode")
     if not joined and mode in (None, "", "bridge", "default"):
         yield (f"{service}: joins Docker's default bridge, shared by every container on the host (CIS 5.29). "
                "Fix: attach it to its tier networks.")
-    allowed = ctx.allowed_networks(service)
+    needed = v.split(labels.get(v.DOCKER_NETWORKS))
+    if v.DOCKER_NETWORKS not in labels:
+        yield (f"{service}: carries no {v.DOCKER_NETWORKS} label, so the networks its connections need are "
+               "unknown. Fix: render the container with the program (infra/backends/docker.py stamps it).")
     for net in joined:
         if not isinstance(net, str) or is_unknown(net):
             continue
-        tier = ctx.docker_networks.get(net)
-        if tier is None:
+        other = v.tier_of_name(net)
+        if other is None:
             yield f"{service}: joins {net}, which is none of the stack's tier networks."
             continue
-        if _forbidden(cfg, eff.tier, tier):
-            yield (f"{service} ({eff.tier.value}) joins the {tier.value} network {net}: a {eff.tier.value} container "
-                   f"never shares a network with the {tier.value} tier. Fix: remove the dependency that puts it "
+        if _forbidden(cfg, tier, other):
+            yield (f"{service} ({tier}) joins the {other} network {net}: a {tier} container "
+                   f"never shares a network with the {other} tier. Fix: remove the dependency that puts it "
                    f"there ({_service_hint(service, 'dependsOn')}) and go through the tier in between.")
-        elif net not in allowed:
-            yield (f"{service} ({eff.tier.value}) joins {net}, but its connections only need "
-                   f"{', '.join(sorted(allowed)) or 'none'} (infra.graph networks_of). Fix: remove the network, or "
+        elif v.DOCKER_NETWORKS in labels and net not in needed:
+            yield (f"{service} ({tier}) joins {net}, but its connections only need "
+                   f"{', '.join(sorted(needed)) or 'none'} (infra.graph networks_of). Fix: remove the network, or "
                    "declare the dependency that needs it.")
 
 
@@ -691,20 +679,22 @@ def _denies(policy: Resource, types: set[str]) -> bool:
     return all(not as_list(spec.get(t.lower())) for t in types)
 
 
-def check_default_deny(resources: Sequence[Resource], cfg: Mapping[str, Any],
-                       ctx: Context) -> Iterator[tuple[str, str]]:
+def check_default_deny(resources: Sequence[Resource], cfg: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """The stack's tier namespaces: the Namespaces it creates and those its workloads run in,
+    named `<prefix>-<tier>` (or labelled with their tier)."""
     namespaces = {str(get_in(r.props, "metadata", "name")): r for r in resources if r.type == NAMESPACE_T}
     used = {str(get_in(r.props, "metadata", "namespace")) for r in resources if r.type in WORKLOADS}
-    if not namespaces and not used:
-        return  # not a Kubernetes stack
     types = {str(t) for t in as_list(cfg.get("policyTypes"))}
-    for ns, tier in ctx.namespaces.items():
-        if tier not in ctx.model.tiers() or (ns not in namespaces and ns not in used):
-            continue
+    tiers: dict[str, str] = {}
+    for ns in sorted(set(namespaces) | used):
+        tier = v.tier_of_name(ns) or (v.tier_of(NAMESPACE_T, namespaces[ns].props) if ns in namespaces else None)
+        if tier is not None:
+            tiers[ns] = tier
+    for ns, tier in tiers.items():
         policies = [r for r in resources if r.type == NETWORK_POLICY and get_in(r.props, "metadata", "namespace") == ns]
         if not any(_denies(p, types) for p in policies):
             urn = namespaces[ns].urn if ns in namespaces else ""
-            yield urn, (f"namespace {ns} ({tier.value}) has no default-deny NetworkPolicy (podSelector {{}}, "
+            yield urn, (f"namespace {ns} ({tier}) has no default-deny NetworkPolicy (podSelector {{}}, "
                         f"policyTypes {sorted(types)}, no rules). Fix: add one; allow rules then open exactly the "
                         "catalog's connections.")
 
@@ -720,18 +710,18 @@ PSS_SYSCTLS = frozenset({"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range
                          "net.ipv4.ip_local_reserved_ports",
                          "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
                          "net.ipv4.tcp_keepalive_probes"})
-PSS_LABEL = "pod-security.kubernetes.io/enforce"
+PSS_LABEL = v.PSS_ENFORCE
 
 
 def _pss_pod(spec: Mapping[str, Any], cfg: Mapping[str, Any]) -> Iterator[str]:
     for key in ("hostNetwork", "hostPID", "hostIPC"):
         if spec.get(key) is True:
             yield f"pod sets {key}"
-    for v in as_list(spec.get("volumes")):
-        kinds = set(as_dict(v)) - {"name"}
+    for vol in as_list(spec.get("volumes")):
+        kinds = set(as_dict(vol)) - {"name"}
         bad = kinds - PSS_VOLUMES
         if bad:
-            yield f"volume {as_dict(v).get('name')} is of type {', '.join(sorted(bad))}"
+            yield f"volume {as_dict(vol).get('name')} is of type {', '.join(sorted(bad))}"
     psc = as_dict(spec.get("securityContext"))
     for sysctl in as_list(psc.get("sysctls")):
         if as_dict(sysctl).get("name") not in PSS_SYSCTLS:
@@ -777,10 +767,10 @@ def _selinux(where: str, sc: Mapping[str, Any]) -> Iterator[str]:
         yield f"{where} sets SELinux options outside the restricted set"
 
 
-def check_pss(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+def check_pss(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
     if res.type == NAMESPACE_T:
         name = get_in(res.props, "metadata", "name")
-        if cfg.get("requireNamespaceLabel") and isinstance(name, str) and name in ctx.namespaces:
+        if cfg.get("requireNamespaceLabel") and isinstance(name, str) and v.tier_of_name(name):
             label = get_in(res.props, "metadata", "labels", PSS_LABEL)
             if label != "restricted":
                 yield (f"namespace {name} is not labelled {PSS_LABEL}=restricted, so the cluster does not enforce "
@@ -789,7 +779,7 @@ def check_pss(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[s
     spec = pod_spec(res)
     if spec is None:
         return
-    service = k8s_service(res, ctx)
+    service = k8s_service(res)
     problems = list(_pss_pod(spec, cfg))
     if problems:
         yield (f"{service}: the pod spec breaks Pod Security Standard restricted: {'; '.join(problems)}. Fix: "
@@ -799,7 +789,9 @@ def check_pss(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[s
 
 # ---- 13. stateful resources protected ----------------------------------------------------------------
 
-def check_stateful(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Iterator[str]:
+def check_stateful(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
+    """Volumes, claims and StatefulSets protected; every data path the program stamps
+    (the catalog's volumes) on a named volume / a PersistentVolumeClaim."""
     fix = "Fix: create it with ResourceOptions(protect=True)."
     if res.type in (VOLUME, PVC, STATEFULSET) and not res.protect:
         what = {VOLUME: "Docker volume", PVC: "PersistentVolumeClaim", STATEFULSET: "StatefulSet"}[res.type]
@@ -810,30 +802,27 @@ def check_stateful(res: Resource, cfg: Mapping[str, Any], ctx: Context) -> Itera
                    "(the default).")
     if res.type == CONTAINER:
         service = docker_service(res)
-        svc = ctx.service(service)
-        if svc is None:
-            return
-        named = {as_dict(v).get("containerPath") for v in as_list(res.props.get("volumes"))
-                 if as_dict(v).get("volumeName")}
-        for vol in svc.volumes:
-            if vol.path not in named:
-                yield (f"{service}: {vol.path} is not on a named volume, so replacing the container loses its "
+        named = {as_dict(m).get("containerPath") for m in as_list(res.props.get("volumes"))
+                 if as_dict(m).get("volumeName")}
+        for path in v.split(docker_labels(res.props).get(v.DOCKER_DATA_PATHS)):
+            if path not in named:
+                yield (f"{service}: {path} is not on a named volume, so replacing the container loses its "
                        "data. Fix: mount the catalog's Volume.")
     elif res.type in (DEPLOYMENT, STATEFULSET):
-        service = k8s_service(res, ctx)
-        svc = ctx.service(service)
+        service = k8s_service(res)
         spec = pod_spec(res) or {}
-        if svc is None or not svc.volumes:
+        paths = v.split(annotation(res, v.K8S_DATA_PATHS))
+        if not paths:
             return
         templates = as_list(get_in(res.props, "spec", "volumeClaimTemplates"))
         claims = {str(get_in(t, "metadata", "name")) for t in templates}
-        claims |= {str(as_dict(v).get("name")) for v in as_list(spec.get("volumes"))
-                   if as_dict(v).get("persistentVolumeClaim")}
+        claims |= {str(as_dict(vol).get("name")) for vol in as_list(spec.get("volumes"))
+                   if as_dict(vol).get("persistentVolumeClaim")}
         mounts = {str(get_in(m, "mountPath")): str(get_in(m, "name")) for _, c in pod_containers(spec, init=False)
                   for m in as_list(c.get("volumeMounts"))}
-        for vol in svc.volumes:
-            if mounts.get(vol.path) not in claims:
-                yield (f"{service}: {vol.path} is not on a PersistentVolumeClaim, so a new pod loses its data. "
+        for path in paths:
+            if mounts.get(path) not in claims:
+                yield (f"{service}: {path} is not on a PersistentVolumeClaim, so a new pod loses its data. "
                        "Fix: mount a PVC (or a volumeClaimTemplate) there.")
 
 
@@ -846,7 +835,7 @@ def _list_of(item: dict[str, Any], required: list[str]) -> dict[str, Any]:
 
 CREDENTIAL_NAME = r"(?i)(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY|(^|_)KEY$|CREDENTIAL|AUTH$)"
 USER_NAME = r"(?i)(^|_)(USER|USERNAME|LOGIN)$"
-TIERS = [t.value for t in Tier]
+TIERS = list(v.TIERS)
 DOCKER = frozenset({CONTAINER})
 
 RULES: tuple[Rule, ...] = (
@@ -965,7 +954,8 @@ RULES: tuple[Rule, ...] = (
             "namePattern": {"type": "string", "default": CREDENTIAL_NAME,
                             "description": "Regular expression for names of credential-bearing variables."},
             "extraDefaults": {"type": "array", "items": {"type": "string"}, "default": [],
-                              "description": "Values refused on top of infra.credentials.KNOWN_DEFAULTS."},
+                              "description": "Values refused on top of the known defaults "
+                                             "(optiinfra_policies/known_defaults.json)."},
             "userPattern": {"type": "string", "default": USER_NAME,
                             "description": "Regular expression for names of account-name variables."},
             "defaultUsers": {"type": "array", "items": {"type": "string"}, "default": ["admin", "root"],

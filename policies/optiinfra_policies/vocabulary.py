@@ -8,7 +8,8 @@ stay self-contained; it imports nothing but the standard library and names no se
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 # ---- type tokens --------------------------------------------------------------------
@@ -70,6 +71,8 @@ def kind(type_: str) -> str:
 # ---- names and labels -----------------------------------------------------------------
 
 PROJECT = "optiinfra"
+CONFIG_NAMESPACE = "optiinfra"
+"""The stack config namespace (`optiinfra:<key>`), which the rules' fix hints name."""
 CONTAINER_PREFIX = "optiinfra-"
 """Docker names: the seed's `optiinfra-<service>` containers (and `optiinfra-<service>-<volume>` volumes)."""
 
@@ -91,6 +94,112 @@ K8S_NAMESPACE_NAME = "kubernetes.io/metadata.name"
 """Set by Kubernetes on every namespace (immutable): what namespace selectors match."""
 PSS = "pod-security.kubernetes.io"
 PSS_ENFORCE = f"{PSS}/enforce"
+
+# ---- facts the program stamps from the catalog, for the policy pack -----------------------
+# The pack judges resources without the program's model, so what it needs from the catalog
+# travels on the resources (Docker labels, Kubernetes annotations: never labels, so no
+# selector changes). Absent means "the program said nothing" (see optiinfra_policies.rules).
+
+DOCKER_NETWORKS = f"{DOCKER_LABEL}.networks"
+"""Container label: the names of the networks its connections need (`joined(...)`)."""
+DOCKER_PORT_PREFIX = f"{DOCKER_LABEL}.port."
+"""Container label per catalog port, `io.optiinfra.port.<container port>` = `port_stamp(...)`."""
+DOCKER_DATA_PATHS = f"{DOCKER_LABEL}.data-paths"
+"""Container label: the catalog's volume paths (`joined(...)`), only for services with volumes."""
+DOCKER_NO_HEALTHCHECK = f"{DOCKER_LABEL}.no-healthcheck"
+"""Container label: the catalog's reason why the image cannot run a Docker health check."""
+
+K8S_ANNOTATION = "optiinfra.io"
+K8S_PUBLIC = f"{K8S_ANNOTATION}/public"
+"""Annotation on a Service and an Ingress: `"true"` when the stack marks the service public."""
+K8S_PORT_PREFIX = f"{K8S_ANNOTATION}/port."
+"""Service annotation per catalog port, `optiinfra.io/port.<port name>` = `port_stamp(...)`."""
+K8S_SLOW_START = f"{K8S_ANNOTATION}/slow-start"
+"""Workload annotation `"true"`: the catalog marks the service a slow starter (startup probe)."""
+K8S_DATA_PATHS = f"{K8S_ANNOTATION}/data-paths"
+"""Workload annotation: the catalog's volume paths (`joined(...)`)."""
+K8S_REQUIRE_DIGEST = f"{K8S_ANNOTATION}/require-digest"
+"""Workload annotation `"true"` when the stack sets kubernetes.requireDigest."""
+
+TRUE = "true"
+
+SECRET_MARK = "[secret]"
+"""How the offline render shows a secret value (a Docker env entry as `NAME=[secret]`)."""
+UNKNOWN_MARK = "[unknown]"
+"""How a value not known yet (preview) reaches the rules, offline and under the engine."""
+
+TIERS = ("databases", "monitoring", "core", "agents", "frontend")
+"""The tier names, in startup order: the values of the tier labels (infra.model.Tier)."""
+
+
+def tier_scoped_name(prefix: str, tier: str) -> str:
+    """A per-tier Docker network or Kubernetes namespace: `<prefix>-<tier>`."""
+    return f"{prefix}-{tier}"
+
+
+def tier_of_name(name: str) -> str | None:
+    """The tier of a `<prefix>-<tier>` network or namespace name, None for any other name."""
+    prefix, sep, tier = name.rpartition("-")
+    return tier if sep and prefix and tier in TIERS else None
+
+
+def joined(items: Iterable[str]) -> str:
+    """A list stamped into one label or annotation value: comma-separated."""
+    return ",".join(items)
+
+
+def split(value: Any) -> list[str]:
+    return [v for v in value.split(",") if v] if isinstance(value, str) else []
+
+
+def docker_port_key(container_port: int) -> str:
+    return f"{DOCKER_PORT_PREFIX}{container_port}"
+
+
+def k8s_port_key(port_name: str) -> str:
+    return f"{K8S_PORT_PREFIX}{port_name}"
+
+
+@dataclass(frozen=True)
+class PortStamp:
+    """A catalog port as stamped: its name and allocation band (None: the port has none)."""
+
+    name: str
+    band: str | None = None
+    low: int = 0
+    high: int = 0
+
+    def contains(self, port: int) -> bool:
+        return self.low <= port <= self.high
+
+
+def port_stamp(name: str, band: Any = None) -> str:
+    """`<port name>:<band>:<low>-<high>` (e.g. `http:metrics:9000-9999`); `http::` without a
+    band. `band` is anything with `name`, `low` and `high` (infra.model.Band)."""
+    if band is None:
+        return f"{name}::"
+    return f"{name}:{band.name}:{band.low}-{band.high}"
+
+
+def parse_port_stamp(value: Any) -> PortStamp | None:
+    """The inverse of `port_stamp`; None for a malformed value."""
+    if not isinstance(value, str):
+        return None
+    name, sep, rest = value.partition(":")
+    band, sep2, span = rest.partition(":")
+    if not (name and sep and sep2):
+        return None
+    if not band and not span:
+        return PortStamp(name)
+    low, dash, high = span.partition("-")
+    if not (band and dash and low.isdigit() and high.isdigit()):
+        return None
+    return PortStamp(name, band, int(low), int(high))
+
+
+def annotations_of(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """A Kubernetes object's own annotations."""
+    return _as_dict(_as_dict(inputs.get("metadata")).get("annotations"))
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
