@@ -69,15 +69,21 @@ class Images(_Model):
     """Where OptiInfra's own images come from: `<registry>/<name>:<tag>`."""
 
     registry: str = "ghcr.io/optiinfra"
+    """Registry and path of OptiInfra's own images, lower case (default ghcr.io/optiinfra)."""
     tag: str = "0.1.0"
+    """Tag of OptiInfra's own images: a version, never latest (default 0.1.0)."""
 
 
 class DockerSettings(_Model):
+    """Docker target settings (`optiinfra:docker`)."""
+
     network_prefix: str = Field("optiinfra", alias="networkPrefix")
     """Networks are named `<prefix>-<tier>`."""
 
 
 class Ingress(_Model):
+    """How public services are exposed on Kubernetes (`optiinfra:kubernetes.ingress`)."""
+
     class_name: str = Field("nginx", alias="className")
     """IngressClass of the public services' Ingresses (default nginx)."""
     hosts: dict[str, str] = Field(default_factory=dict)
@@ -95,6 +101,8 @@ class Ingress(_Model):
 
 
 class KubernetesSettings(_Model):
+    """Kubernetes target settings (`optiinfra:kubernetes`)."""
+
     namespace_prefix: str = Field("optiinfra", alias="namespacePrefix")
     """Tier namespaces are named `<prefix>-<tier>` (default optiinfra)."""
     storage_class: str | None = Field(None, alias="storageClass")
@@ -107,6 +115,7 @@ class KubernetesSettings(_Model):
     context: str | None = None
     """kubeconfig context to deploy to (default: the current context)."""
     require_digest: bool = Field(False, alias="requireDigest")
+    """Require image digests (`repo@sha256:...`): the policy pack then refuses tags alone (default false)."""
 
 
 class Budget(_Model):
@@ -124,7 +133,10 @@ class Budget(_Model):
 
 
 class Settings(_Model):
+    """A stack's settings: every `optiinfra:` key of Pulumi.<stack>.yaml."""
+
     target: Literal["docker", "kubernetes"] = "docker"
+    """Where the stack deploys: `docker` (the local engine) or `kubernetes` (default docker)."""
     images: Images = Images()
     public: tuple[str, ...] = ()
     """Services whose ports may bind to every interface (Docker) / get an Ingress."""
@@ -148,7 +160,7 @@ _FIXES = {
     "int_type": "use a whole number",
     "float_parsing": "use a number such as 0.5",
     "bool_parsing": "use true or false",
-    "extra_forbidden": "remove it (see the settings table in the README)",
+    "extra_forbidden": "remove it (see docs/settings.md)",
     "literal_error": "use one of the allowed values",
 }
 
