@@ -227,7 +227,7 @@ else
 fi
 if [[ $k8s_reported != "$K8S_V" ]]; then
 	log "NOTE: the kubernetes provider will be $k8s_reported while the Python SDK pins $K8S_V; Pulumi will warn" \
-		"'resource plugin kubernetes is expected to have version >=$K8S_V, but has $k8s_reported' (see README-engine.md)"
+		"'resource plugin kubernetes is expected to have version >=$K8S_V, but has $k8s_reported' (see docs/engine.md)"
 fi
 k8s_dir=$(module_info "github.com/pulumi/pulumi-kubernetes/provider/v4@$k8s_version") ||
 	die "cannot download github.com/pulumi/pulumi-kubernetes/provider/v4@$k8s_version: $(classify_error)"
