@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from infra import cli
+from infra import cli, offline
 from infra import stack as infra_stack
 from infra.catalog import default_catalog
 from infra.diffing import compare, impact, report, snapshot
@@ -258,6 +258,37 @@ def test_a_changed_secret_shows_as_a_change_but_never_in_plaintext(capsys: pytes
     out = capsys.readouterr().out
     assert value not in out and "[secret]" in out
     assert "#" not in json.dumps([c["old"] for r in json.loads(out)["resources"] for c in r["changes"]])
+
+
+def test_the_renderer_fingerprints_secrets_by_key_and_never_shows_them() -> None:
+    value = "a-very-long-new-password-1234"
+
+    def render(key: bytes | None) -> offline.Render:
+        return offline.render("dev", secrets=[f"postgresPassword={value}"], fingerprint_key=key)
+
+    def password(r: offline.Render) -> str:
+        envs = r.by_name(CONTAINER, "postgres").inputs["envs"]
+        return str(next(e for e in envs if e.startswith("POSTGRES_PASSWORD=")))
+
+    plain, keyed, again, other = render(None), render(KEY), render(KEY), render(b"another-key-of-32-bytes-01234567")
+    assert password(plain) == "POSTGRES_PASSWORD=[secret]"
+    assert re.fullmatch(r"POSTGRES_PASSWORD=\[secret\]#[0-9a-f]{16}", password(keyed))
+    # Stable under one key (two renders can be compared), meaningless under another.
+    assert password(keyed) == password(again) != password(other)
+    text = json.dumps(offline.plan_json(keyed))
+    assert any(value in s for s in keyed.secret_values) and not any(s in text for s in keyed.secret_values)
+
+
+def test_warnings_follow_the_kind_of_a_note_not_its_wording() -> None:
+    def replaced(*notes: compare.Note) -> compare.ResourceChange:
+        return compare.ResourceChange("u", CONTAINER, "db", compare.Op.REPLACE, [], False, True, "db", list(notes))
+    empty = snapshot.Snapshot("dev", "new", "docker", {}, {}, [])
+    model = snap("dev").model
+    assert model is not None
+    at_risk = replaced(compare.Note(compare.NoteKind.DATA_AT_RISK, "volume gone"),
+                       compare.Note(compare.NoteKind.K8S_ORDER, "DATA AT RISK: RISK: only worded like one"))
+    assert [(a.kind, a.message) for a in impact.warnings_for([], model, empty, [at_risk])] == [
+        ("data-at-risk", "db: volume gone")]
 
 
 # ---- the replace table ---------------------------------------------------------------------------------------

@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra import offline
 from policies.optiinfra_policies import vocabulary as v
 
+from .. import offline
 from .replace import DOCKER_LIVE, head, rule_for
 from .snapshot import Snapshot, State
 

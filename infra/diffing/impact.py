@@ -22,13 +22,10 @@ from policies.optiinfra_policies import vocabulary as v
 from ..model import Dsn, Generated, HttpCheck, TcpCheck, Url
 from .compare import NoteKind, Op, ResourceChange, namespace, object_name
 from .replace import head
-from .snapshot import PortFact, Snapshot, State
+from .snapshot import RUNS_A_SERVICE, PortFact, Snapshot, State
 
 if TYPE_CHECKING:
     from ..graph import Model
-
-_WORKLOADS = (v.DOCKER_CONTAINER, v.K8S_DEPLOYMENT, v.K8S_STATEFULSET)
-_RUNS_A_SERVICE = (*_WORKLOADS, v.K8S_SERVICE)
 
 
 class EffectKind(enum.StrEnum):
@@ -147,7 +144,7 @@ class Impact:
 
 # ---- what follows from a port change ---------------------------------------------------------------
 
-def _urns(snap: Snapshot, service: str, types: Collection[str] = _RUNS_A_SERVICE) -> list[str]:
+def _urns(snap: Snapshot, service: str, types: Collection[str] = RUNS_A_SERVICE) -> list[str]:
     return sorted(s.urn for s in snap.of_service(service) if s.type in types)
 
 
@@ -187,7 +184,7 @@ def _stale(model: Model, change: PortChange) -> list[Alert]:
 
 
 def _scrape_file(model: Model, scraper: str) -> str:
-    """The file name of the scraper's generated scrape config (`prometheus.yml`)."""
+    """The file name of the scraper's generated scrape config."""
     files = model.services[scraper].service.files
     return next((PurePosixPath(f.path).name for f in files if f.generator is Generated.SCRAPE_CONFIG), "its config")
 
@@ -230,7 +227,7 @@ def impact(changes: list[PortChange], model: Model, old: Snapshot, new: Snapshot
             if moved:
                 old_port = ch.old.container if ch.old else "-"
                 effects.append(Effect(EffectKind.HEALTH, ch.service, f"{kind} {what} port {old_port} -> {cport}",
-                                      True, _urns(new, ch.service, _WORKLOADS)))
+                                      True, _urns(new, ch.service, v.SERVICE_WORKLOADS)))
             else:
                 effects.append(Effect(EffectKind.HEALTH, ch.service, f"unaffected: the {kind} ({what} {cport}) "
                                       "runs against the container port, not the host port", False))
@@ -263,7 +260,7 @@ def impact(changes: list[PortChange], model: Model, old: Snapshot, new: Snapshot
             else:
                 effects.append(Effect(EffectKind.SCRAPE, who, f"unaffected: scraped at {ch.service}:{cport} "
                                       "(container port)", False))
-        # The datasource (Grafana's) is the scraper's connection.
+        # A generated datasource is the scraper's connection.
         conn = svc.connection
         if is_scraper and conn and conn.port == ch.port:
             for holder in sorted(e.name for e in model.services.values()
@@ -326,7 +323,7 @@ def _output_seen(key: str, changed: set[str]) -> bool:
 def _config_holders(snap: Snapshot, service: str) -> list[str]:
     """Resources that carry a generated config file of `service`: its container (Docker
     upload) or its workload and ConfigMap (Kubernetes)."""
-    return _urns(snap, service, _WORKLOADS) + sorted(
+    return _urns(snap, service, v.SERVICE_WORKLOADS) + sorted(
         s.urn for s in snap.resources.values()
         if s.type == v.K8S_CONFIGMAP and v.service_of(s.type, s.inputs) == service)
 

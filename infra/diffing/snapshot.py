@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
 KEY_ENV = "OPTIINFRA_DIFF_KEY"
 """Environment variable that hands the fingerprint key to the base revision's renderer."""
-_RUNS_A_SERVICE = v.SERVICE_WORKLOADS | {v.K8S_SERVICE}
+RUNS_A_SERVICE = v.SERVICE_WORKLOADS | {v.K8S_SERVICE}
+"""The types `State.service` answers for: what runs a service, and its Kubernetes Service."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class State:
     @property
     def service(self) -> str | None:
         """The service this resource runs (its container, workload or Service), else None."""
-        return v.service_of(self.type, self.inputs) if self.type in _RUNS_A_SERVICE else None
+        return v.service_of(self.type, self.inputs) if self.type in RUNS_A_SERVICE else None
 
 
 @dataclass
