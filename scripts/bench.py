@@ -13,7 +13,7 @@ the machine spreads over all of them; the table shows medians.
 What is measured:
 - the floor: `python -c "import pulumi, pulumi_docker, pulumi_kubernetes"`;
 - the public CLI on the real stacks: `plan` and `capacity` for each stack, `check` for
-  each stack (when infra/commands/check.py exists), `render` for prod;
+  each stack (when infra/commands/check.py exists), `render` for each Kubernetes stack;
 - the same tools on synthetic catalogs (infra/synthetic.py) of --sizes services. For
   those the child is this script (`--child`) with OPTIINFRA_SYNTHETIC_SERVICES=N: it builds
   the catalog, makes it the default catalog of the process and calls the same
@@ -138,19 +138,29 @@ def measure(argv: list[str], env: dict[str, str], timeout: float) -> Sample | No
     return Sample(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode)
 
 
+def stack_targets() -> dict[str, str]:
+    """Every stack file and its target (docker or kubernetes)."""
+    sys.path.insert(0, str(ROOT))
+    from infra import stack
+
+    return {s: stack.model_of(s).settings.target for s in stack.available_stacks()}
+
+
 def cells(python: str, sizes: list[int], outdir: Path) -> tuple[Cell, list[Cell], list[str]]:
     notes: list[str] = []
     commands = {p.stem for p in (ROOT / "infra" / "commands").glob("*.py")}
-    stacks = [s for s in ("dev", "prod") if (ROOT / f"Pulumi.{s}.yaml").exists()]
+    targets = stack_targets()
+    stacks = list(targets)
     tools: list[tuple[str, str]] = [("plan", s) for s in stacks]
     if "check" in commands:
         tools += [("check", s) for s in stacks]
     else:
         notes.append("check: skipped, infra/commands/check.py does not exist yet")
-    if "render" in commands and "prod" in stacks:
-        tools.append(("render", "prod"))
+    kubernetes = [s for s, t in targets.items() if t == "kubernetes"]
+    if "render" in commands and kubernetes:
+        tools += [("render", s) for s in kubernetes]
     else:
-        notes.append("render: skipped, infra/commands/render.py or Pulumi.prod.yaml does not exist yet")
+        notes.append("render: skipped, infra/commands/render.py or a Kubernetes stack does not exist yet")
     if "capacity" in commands:
         tools += [("capacity", s) for s in stacks]
 
@@ -195,11 +205,11 @@ def table(floor: Cell, rows: list[Cell], timeout: float) -> list[str]:
 
 def verdicts(floor: Cell, rows: list[Cell], sizes: list[int], timeout: float) -> list[str]:
     out = []
-    plan_dev = next((c for c in rows if c.tool == "plan" and c.stack == "dev" and c.services is None), None)
-    if plan_dev and plan_dev.samples:
+    docker = [s for s, t in stack_targets().items() if t == "docker"]
+    for plan in (c for c in rows if c.tool == "plan" and c.stack in docker and c.services is None and c.samples):
         for attr, what in (("wall", "wall"), ("cpu", "CPU")):
-            r = plan_dev.median(attr) / floor.median(attr)
-            out.append(f"- plan dev within 1.5x the floor ({what} time): {'MET' if r <= 1.5 else 'MISSED'} "
+            r = plan.median(attr) / floor.median(attr)
+            out.append(f"- plan {plan.stack} within 1.5x the floor ({what} time): {'MET' if r <= 1.5 else 'MISSED'} "
                        f"({r:.2f}x)")
     small, large = (min(sizes), max(sizes)) if sizes else (0, 0)
     for c in rows:
