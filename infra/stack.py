@@ -62,13 +62,38 @@ def available_stacks(root: Path | None = None) -> list[str]:
     return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in (root or ROOT).glob("Pulumi.*.yaml"))
 
 
-def keys_in_file(stack: str, root: Path | None = None) -> list[str]:
-    """The `optiinfra:` keys a stack file sets (the program refuses unknown ones; the
-    SDK's public config API can read a key but not list them)."""
+def _file_config(stack: str, root: Path | None = None) -> dict[str, Any]:
     path = stack_file(stack, root)
     data = yaml.safe_load(path.read_text()) if path.exists() else None
     config = data.get("config") if isinstance(data, dict) else None
-    return [k for k in (config or {}) if isinstance(k, str) and k.startswith(f"{NAMESPACE}:")]
+    return {k: v for k, v in (config or {}).items() if isinstance(k, str) and k.startswith(f"{NAMESPACE}:")}
+
+
+def keys_in_file(stack: str, root: Path | None = None) -> list[str]:
+    """The `optiinfra:` keys a stack file sets (the program refuses unknown ones; the
+    SDK's public config API can read a key but not list them). Raises ConfigError for a
+    credential stored there in plaintext."""
+    config = _file_config(stack, root)
+    refuse_plaintext_credentials(config, {k for k, v in config.items() if _encrypted(v)})
+    return list(config)
+
+
+def _encrypted(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"secure"}
+
+
+def refuse_plaintext_credentials(config: Mapping[str, Any], secret_keys: Iterable[str],
+                                 catalog: Catalog | None = None) -> None:
+    """A credential key whose value is not a secret (`pulumi config set` without
+    `--secret`, a plain value in the stack file, `--set` offline) is refused: its value
+    would sit in plaintext in the stack file and in every log that prints config."""
+    secret = set(secret_keys)
+    for key in sorted((catalog or default_catalog()).credential_keys()):
+        full = f"{NAMESPACE}:{key}"
+        if full in config and full not in secret:
+            raise ConfigError(full, "is set in plaintext, but it is a credential",
+                              f"pulumi config set --secret {key} <value> (it replaces the plain entry), "
+                              f"or --secret {key}=<value> offline")
 
 
 def _full(key: str) -> str:
@@ -127,7 +152,7 @@ def read(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), path
     config: dict[str, Any] = dict(data.get("config") or {})
     secret_keys: set[str] = set()
     for key, value in list(config.items()):
-        if isinstance(value, dict) and set(value) == {"secure"}:
+        if _encrypted(value):
             # Encrypted in the stack file; offline we cannot decrypt it, so a long
             # stand-in marked secret takes its place.
             config[key] = f"offline-stand-in-for-{key.split(':')[-1]}"
@@ -135,10 +160,12 @@ def read(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), path
     for item in sets:
         k, v = _parse_override("--set", item)
         _set_path(config, k, v)
+        secret_keys.discard(_full(k))  # a --set value is plain, whatever the file held
     for item in secrets:
         k, v = _parse_override("--secret", item)
         _set_path(config, k, "" if v is None else str(v))
         secret_keys.add(_full(k))
+    refuse_plaintext_credentials(config, secret_keys)
     return StackConfig(stack, {k: _engine_form(v) for k, v in config.items()}, frozenset(secret_keys))
 
 

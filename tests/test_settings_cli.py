@@ -59,6 +59,8 @@ BAD = [
     (["--set", "kubernetes.ingress.tlsSecretName=My TLS"], "optiinfra:kubernetes.ingress.tlsSecretName",
      "not a Kubernetes object"),
     (["--set", "kubernetes.ingress.className="], "optiinfra:kubernetes.ingress.className", "not a Kubernetes object"),
+    # A credential never sits in plaintext config.
+    (["--set", "postgresPassword=Abcdefgh12345"], "optiinfra:postgresPassword", "pulumi config set --secret"),
     # Settings that cannot apply are refused, never ignored.
     (["--set", "kubernetes.storage.portal=1Gi"], "optiinfra:kubernetes.storage.portal", "has no volume"),
     (["--set", "services.data-collector.replicas=3"], "optiinfra:services.data-collector.replicas",

@@ -66,6 +66,21 @@ def test_unknown_top_level_key_in_the_stack_file_is_refused_by_the_program(tmp_p
         offline.render("dev", stack_path=path)
 
 
+def test_a_plaintext_credential_in_the_stack_file_is_refused(tmp_path: Path) -> None:
+    """`pulumi config set grafanaAdminPassword ...` without --secret writes it in plaintext
+    into the stack file: the program (keys_in_file) and the offline tools refuse it."""
+    path = tmp_path / "Pulumi.dev.yaml"
+    data = yaml.safe_load(stack.stack_file("dev").read_text())
+    data["config"]["optiinfra:grafanaAdminPassword"] = "Plain-Text-Password-1"
+    path.write_text(yaml.safe_dump(data))
+    for attempt in (lambda: stack.keys_in_file("dev", tmp_path), lambda: offline.render("dev", stack_path=path)):
+        with pytest.raises(ConfigError, match=r"grafanaAdminPassword.*plaintext.*pulumi config set --secret"):
+            attempt()
+    data["config"]["optiinfra:grafanaAdminPassword"] = {"secure": "v1:abc"}
+    path.write_text(yaml.safe_dump(data))
+    assert "optiinfra:grafanaAdminPassword" in stack.keys_in_file("dev", tmp_path)
+
+
 def test_offline_render_and_load_stack_agree() -> None:
     """The program (pulumi.Config under the mock runtime) and load_stack (the commands)
     resolve the same model from the same stack."""
