@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from google.protobuf import json_format, message, struct_pb2
+from google.protobuf import struct_pb2
 from pulumi.runtime import mocks as pmocks
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
@@ -86,7 +86,12 @@ class Render:
 def fingerprint(key: bytes, value: Any) -> str:
     """`#<16 hex>`: HMAC-SHA256 under `key` of a secret's protobuf value (its JSON with
     sorted keys for a struct or list, else its Python repr)."""
-    text = json_format.MessageToJson(value, sort_keys=True) if isinstance(value, message.Message) else repr(value)
+    if isinstance(value, (struct_pb2.Struct, struct_pb2.ListValue)):
+        from google.protobuf import json_format  # only a render with a key needs it (plan does not)
+
+        text = json_format.MessageToJson(value, sort_keys=True)
+    else:
+        text = repr(value)
     return "#" + hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:16]
 
 
