@@ -201,8 +201,10 @@ class DockerBackend:
         labels = [(DOCKER_SERVICE, svc.name), (DOCKER_TIER, svc.tier.value), (DOCKER_IMAGE_LABEL, eff.image),
                   (DOCKER_PUBLIC, "true" if eff.public else "false"),
                   (DOCKER_NETWORKS, joined(network_name(self.model, t) for t in self.model.networks_of(svc.name)))]
-        labels += [(docker_port_key(p.container), port_stamp(p.name, self.model.catalog.band_of(p)))
-                   for p in svc.ports]
+        # Published ports only: the band rule judges host ports, and a label names its port
+        # number, so stamping an unpublished port would replace the container when it moves.
+        labels += [(docker_port_key(p.port.container), port_stamp(p.port.name, self.model.catalog.band_of(p.port)))
+                   for p in eff.published]
         if svc.volumes:
             labels.append((DOCKER_DATA_PATHS, joined(v.path for v in svc.volumes)))
         if svc.health is not None and healthcheck is None:
