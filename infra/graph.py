@@ -8,6 +8,7 @@ reachability. No Pulumi import. Every derivation is linear in services + edges.
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from dataclasses import dataclass, field, replace
 
@@ -27,6 +28,13 @@ class Published:
     bind: str
 
 
+class EdgeKind(enum.StrEnum):
+    DEPENDS = "depends"
+    """A catalog dependency (or one added by `dependsOn`)."""
+    SCRAPE = "scrape"
+    """The scraper reading a service's metrics."""
+
+
 @dataclass(frozen=True)
 class Edge:
     """`source` connects to `target` on the target's port `port`; `wait` gates startup."""
@@ -35,7 +43,7 @@ class Edge:
     target: str
     port: str
     wait: bool
-    kind: str = "depends"  # or "scrape"
+    kind: EdgeKind = EdgeKind.DEPENDS
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,7 @@ class Model:
         return next((e for e in self.services.values() if e.service.scraper), None)
 
     def scrape_edges(self) -> list[Edge]:
-        return [e for e in self.edges if e.kind == "scrape"]
+        return [e for e in self.edges if e.kind is EdgeKind.SCRAPE]
 
     def gates(self) -> set[str]:
         """Services something waits for: created with their health check, waited on."""
@@ -257,7 +265,7 @@ def _edges(catalog: Catalog, model: Model) -> list[Edge]:
     for prom in scrapers:
         for t in model.scrape_targets():
             if t.name != prom.name and t.service.metrics:
-                edges.append(Edge(prom.name, t.name, t.service.metrics[0], wait=False, kind="scrape"))
+                edges.append(Edge(prom.name, t.name, t.service.metrics[0], wait=False, kind=EdgeKind.SCRAPE))
     return edges
 
 

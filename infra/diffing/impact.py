@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from policies.optiinfra_policies import vocabulary as v
 
+from ..graph import EdgeKind
 from ..model import Dsn, Generated, HttpCheck, TcpCheck, Url
 from .compare import NoteKind, Op, ResourceChange, namespace, object_name
 from .replace import head
@@ -233,7 +234,8 @@ def impact(changes: list[PortChange], model: Model, old: Snapshot, new: Snapshot
                                       "runs against the container port, not the host port", False))
         # Dependents that carry its address.
         refs = _refs(model, ch.service, ch.port)
-        edges = sorted({e.source for e in model.in_edges(ch.service) if e.kind == "depends" and e.port == ch.port})
+        edges = sorted({e.source for e in model.in_edges(ch.service)
+                        if e.kind is EdgeKind.DEPENDS and e.port == ch.port})
         readers = _file_readers(model, ch.service, ch.port)
         for dep in sorted(set(refs) | set(edges)):
             names = ", ".join(refs.get(dep, [])) or "no URL with this port"
@@ -247,7 +249,7 @@ def impact(changes: list[PortChange], model: Model, old: Snapshot, new: Snapshot
                        else "it holds no URL with this port")
                 effects.append(Effect(EffectKind.DEPENDENT, dep, f"unaffected ({names}): {why}", False))
         # The scraper scraping it (its scrape config is uploaded into its container / ConfigMap).
-        scrapers = sorted({e.source for e in model.in_edges(ch.service) if e.kind == "scrape"})
+        scrapers = sorted({e.source for e in model.in_edges(ch.service) if e.kind is EdgeKind.SCRAPE})
         metrics_port = svc.metrics[0] if svc.metrics else None
         if is_scraper and metrics_port == ch.port:
             scrapers = [ch.service]  # it scrapes itself on localhost
