@@ -33,14 +33,14 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from policies.optiinfra_policies.vocabulary import PROJECT, RANDOM_PASSWORD, STACK
+from policies.optiinfra_policies.vocabulary import PROJECT, RANDOM_PASSWORD, SECRET_MARK, STACK, UNKNOWN_MARK
 
 from . import stack as stack_config
 from .graph import Model
 from .model import Catalog
 
-SECRET = "[secret]"
-UNKNOWN = "[unknown]"
+SECRET = SECRET_MARK
+UNKNOWN = UNKNOWN_MARK
 _SECRET_SIG = rpc._special_secret_sig
 _SIG = rpc._special_sig_key
 _ENV_ENTRY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
