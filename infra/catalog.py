@@ -22,6 +22,7 @@ from .model import (
     HealthCheck,
     HttpCheck,
     Listen,
+    Outside,
     Port,
     Resources,
     Secret,
@@ -50,7 +51,7 @@ _PY: DockerClient = "python"  # OptiInfra's Python images (collector, agents) ch
 
 
 def _agent(name: str, port: int, purpose: str, *extra: Dependency, env: tuple[tuple[str, object], ...] = (),
-           per_cloud_provider: bool = False) -> Service:
+           per_cloud_provider: bool = False, outside: tuple[Outside, ...] = ()) -> Service:
     return Service(
         name=name,
         tier=Tier.AGENTS,
@@ -58,7 +59,8 @@ def _agent(name: str, port: int, purpose: str, *extra: Dependency, env: tuple[tu
         own_image=True,
         purpose=purpose,
         ports=(Port("http", port, host=port, band="application"),),
-        health=HealthCheck(HttpCheck("/health", "http", '"status":"healthy"'), docker_client=_PY),
+        health=HealthCheck(HttpCheck("/health", "http", '"status":"healthy"'), live=TcpCheck("http"),
+                           docker_client=_PY),
         depends_on=(
             # The seed leaves the agents' peers open. Decision: an agent registers with
             # and pulls work from the orchestrator, and submits collection jobs through
@@ -75,12 +77,13 @@ def _agent(name: str, port: int, purpose: str, *extra: Dependency, env: tuple[tu
              ("DATA_COLLECTOR_URL", Url("data-collector")), *env),  # type: ignore[arg-type]
         scalable=True,
         per_cloud_provider=per_cloud_provider,
+        outside=outside,
     )
 
 
 def _collector(name: str, purpose: str, command: tuple[str, ...], health: HealthCheck,
                deps: tuple[str, ...], memory: int, ports: tuple[Port, ...] = (),
-               metrics: tuple[str, str] | None = None) -> Service:
+               metrics: tuple[str, str] | None = None, exclusive: str = "") -> Service:
     env_for = {
         "postgres": ("DATABASE_URL", Url("postgres")),
         "clickhouse": ("CLICKHOUSE_URL", Url("clickhouse")),
@@ -99,7 +102,8 @@ def _collector(name: str, purpose: str, command: tuple[str, ...], health: Health
         env=(*((("PORT", Listen("http")),) if ports else ()), *(env_for[d] for d in deps)),
         command=command,
         metrics=metrics,
-        scalable=name != "data-collector-beat",  # beat must stay exactly one scheduler
+        scalable=not exclusive,
+        exclusive=exclusive,
     )
 
 
@@ -112,8 +116,10 @@ SERVICES: tuple[Service, ...] = (
         publish=False,
         purpose="Relational database",
         ports=(Port("postgres", 5432, host=5432, band="database"),),
+        # Ready when it accepts connections; alive while it listens (pg_isready fails during
+        # crash recovery, which a liveness restart would only prolong).
         health=HealthCheck(CommandCheck(("pg_isready", "-h", "127.0.0.1", "-U", DB_USER, "-d", "optiinfra")),
-                           slow_start=True, start_period_s=30),
+                           live=TcpCheck("postgres"), slow_start=True, start_period_s=30),
         resources=Resources(memory_mib=200, cpu=0.1),
         volumes=(Volume("data", "/var/lib/postgresql/data", 2),),
         credentials=(Credential("postgres", "postgresPassword", "PostgreSQL password of the optiinfra user"),),
@@ -136,8 +142,8 @@ SERVICES: tuple[Service, ...] = (
         publish=False,
         purpose="Time-series metrics",
         ports=(Port("http", 8123, host=8123, band="metrics"), Port("native", 9000, host=9000, band="metrics")),
-        health=HealthCheck(HttpCheck("/ping", "http", "Ok."), docker_client="wget", slow_start=True,
-                           start_period_s=30),
+        health=HealthCheck(HttpCheck("/ping", "http", "Ok."), live=TcpCheck("native"), docker_client="wget",
+                           slow_start=True, start_period_s=30),
         resources=Resources(memory_mib=500, cpu=0.5),
         volumes=(Volume("data", "/var/lib/clickhouse", 5),),
         credentials=(Credential("clickhouse", "clickhousePassword", "ClickHouse password of the optiinfra user"),),
@@ -158,8 +164,10 @@ SERVICES: tuple[Service, ...] = (
         publish=False,
         purpose="Cache & message broker",
         ports=(Port("redis", 6379, host=6379, band="database"),),
-        # redis-cli reads the password from REDISCLI_AUTH, so it never appears in argv.
-        health=HealthCheck(CommandCheck(("sh", "-c", "redis-cli ping | grep -q PONG"))),
+        # redis-cli reads the password from REDISCLI_AUTH, so it never appears in argv. While
+        # Redis replays its AOF it answers LOADING, not PONG: not ready, but alive (it listens).
+        health=HealthCheck(CommandCheck(("sh", "-c", "redis-cli ping | grep -q PONG")), live=TcpCheck("redis"),
+                           slow_start=True, start_period_s=30),
         resources=Resources(memory_mib=50, cpu=0.1),
         volumes=(Volume("data", "/data", 0.5),),
         credentials=(Credential("redis", "redisPassword", "Redis requirepass"),),
@@ -175,8 +183,10 @@ SERVICES: tuple[Service, ...] = (
         publish=False,
         purpose="Vector database",
         ports=(Port("http", 6333, host=6333, band="database"), Port("grpc", 6334, host=6334, band="database")),
-        # The image has neither curl nor wget; bash's /dev/tcp checks the HTTP port.
-        health=HealthCheck(TcpCheck("http"), docker_client="bash-tcp"),
+        # Qdrant's own readiness and liveness endpoints. The image has neither curl nor wget:
+        # on Docker bash's /dev/tcp sends the GET.
+        health=HealthCheck(HttpCheck("/readyz", "http"), live=HttpCheck("/livez", "http"), docker_client="bash-tcp",
+                           slow_start=True, start_period_s=30),
         resources=Resources(memory_mib=128, cpu=0.1),
         volumes=(Volume("storage", "/qdrant/storage", 1),),
         credentials=(Credential("qdrant", "qdrantApiKey", "Qdrant API key", length=40),),
@@ -194,7 +204,9 @@ SERVICES: tuple[Service, ...] = (
         image="prom/prometheus:v2.55.1",
         purpose="Metrics collection",
         ports=(Port("web", 9090, host=9090, band="metrics"),),
-        health=HealthCheck(HttpCheck("/-/healthy", "web", "Prometheus is Healthy"), docker_client="wget"),
+        # Ready once the WAL is replayed (/-/ready); healthy as soon as the process serves.
+        health=HealthCheck(HttpCheck("/-/ready", "web", "is Ready"), live=HttpCheck("/-/healthy", "web"),
+                           docker_client="wget", slow_start=True, start_period_s=30),
         resources=Resources(memory_mib=300, cpu=0.5),
         volumes=(Volume("data", "/prometheus", 1),),
         connection=Connection("http://{host}:{port}", "web"),
@@ -211,7 +223,9 @@ SERVICES: tuple[Service, ...] = (
         image="grafana/grafana:11.3.1",
         purpose="Visualization",
         ports=(Port("web", 3000, host=3000, band="monitoring"),),
-        health=HealthCheck(HttpCheck("/api/health", "web", '"database":"ok"'), docker_client="wget"),
+        # /api/health checks Grafana's database (migrations on a first start): readiness only.
+        health=HealthCheck(HttpCheck("/api/health", "web", '"database":"ok"'), live=TcpCheck("web"),
+                           docker_client="wget", slow_start=True, start_period_s=30),
         depends_on=(Dependency("prometheus"),),
         resources=Resources(memory_mib=100, cpu=0.1),
         volumes=(Volume("data", "/var/lib/grafana", 0.5),),
@@ -221,6 +235,7 @@ SERVICES: tuple[Service, ...] = (
              ("GF_ANALYTICS_CHECK_FOR_UPDATES", "false")),
         connection=Connection("http://{host}:{port}", "web"),
         metrics=("web", "/metrics"),
+        external_url_env="GF_SERVER_ROOT_URL",
         files=(ConfigFile("/etc/grafana/provisioning/datasources/prometheus.yaml", Generated.DATASOURCES),),
         uid=472,
         # Grafana logs to the console and to files under GF_PATHS_LOGS (/var/log/grafana).
@@ -232,7 +247,7 @@ SERVICES: tuple[Service, ...] = (
         image="mher/flower:2.0.1",
         purpose="Celery monitoring",
         ports=(Port("web", 5555, host=5555, band="monitoring"),),
-        health=HealthCheck(HttpCheck("/healthcheck", "web", "OK"), docker_client="python"),
+        health=HealthCheck(HttpCheck("/healthcheck", "web", "OK"), live=TcpCheck("web"), docker_client="python"),
         depends_on=(Dependency("redis"),),
         resources=Resources(memory_mib=48, cpu=0.1),
         credentials=(Credential("flower", "flowerPassword", "Flower basic-auth password"),),
@@ -249,7 +264,8 @@ SERVICES: tuple[Service, ...] = (
         publish=False,
         purpose="PostgreSQL metrics",
         ports=(Port("metrics", 9187, host=9187, band="metrics"),),
-        health=HealthCheck(HttpCheck("/metrics", "metrics"), docker_client=None,
+        # The landing page, not a full /metrics scrape of PostgreSQL.
+        health=HealthCheck(HttpCheck("/", "metrics"), live=TcpCheck("metrics"), docker_client=None,
                            no_docker_reason="scratch-like image without a shell or HTTP client; "
                                             "Prometheus' `up` series watches it"),
         depends_on=(Dependency("postgres"),),
@@ -264,7 +280,7 @@ SERVICES: tuple[Service, ...] = (
         publish=False,
         purpose="Redis metrics",
         ports=(Port("metrics", 9121, host=9121, band="metrics"),),
-        health=HealthCheck(HttpCheck("/metrics", "metrics"), docker_client=None,
+        health=HealthCheck(HttpCheck("/health", "metrics"), live=TcpCheck("metrics"), docker_client=None,
                            no_docker_reason="scratch image without a shell or HTTP client; "
                                             "Prometheus' `up` series watches it"),
         depends_on=(Dependency("redis"),),
@@ -279,7 +295,8 @@ SERVICES: tuple[Service, ...] = (
         publish=False,
         purpose="ClickHouse metrics",
         ports=(Port("metrics", 9116, host=9116, band="metrics"),),
-        health=HealthCheck(HttpCheck("/metrics", "metrics"), docker_client="wget"),
+        # The landing page, not a full /metrics scrape of ClickHouse.
+        health=HealthCheck(HttpCheck("/", "metrics"), live=TcpCheck("metrics"), docker_client="wget"),
         depends_on=(Dependency("clickhouse"),),
         resources=Resources(memory_mib=16, cpu=0.05),
         env=(("CLICKHOUSE_USER", DB_USER), ("CLICKHOUSE_PASSWORD", Secret("clickhouse"))),
@@ -295,7 +312,7 @@ SERVICES: tuple[Service, ...] = (
         purpose="Go orchestration service",
         ports=(Port("http", 8080, host=8080, band="application"),),
         # The Go image is alpine-based: busybox wget checks /health.
-        health=HealthCheck(HttpCheck("/health", "http", '"status":"ok"'), docker_client="wget"),
+        health=HealthCheck(HttpCheck("/health", "http", '"status":"ok"'), live=TcpCheck("http"), docker_client="wget"),
         depends_on=(
             # The seed leaves the orchestrator's stores open. Decision: workflow state in
             # PostgreSQL and its task queue in Redis, the two stores every core service shares.
@@ -308,15 +325,17 @@ SERVICES: tuple[Service, ...] = (
     ),
     _collector(
         "data-collector", "Generic Collector API", (),
-        HealthCheck(HttpCheck("/health", "http", '"status":"healthy"'), docker_client=_PY),
+        HealthCheck(HttpCheck("/health", "http", '"status":"healthy"'), live=TcpCheck("http"), docker_client=_PY),
         ("postgres", "clickhouse", "redis"), memory=100,
         ports=(Port("http", 8005, host=8005, band="application"),),
     ),
     _collector(
         "data-collector-worker", "Async task processing (Celery worker)",
         ("celery", "-A", CELERY_APP, "worker", "--loglevel=INFO"),
-        HealthCheck(CommandCheck(("celery", "-A", CELERY_APP, "inspect", "ping", "--timeout", "5")),
-                    interval_s=30, timeout_s=15),
+        # Pings this worker's own node, so one hung worker restarts alone; five failures 30 s
+        # apart outlast a Redis restart, so a broker blip restarts no worker.
+        HealthCheck(CommandCheck(("sh", "-c", f'exec celery -A {CELERY_APP} inspect ping -d "celery@$HOSTNAME" '
+                                  "--timeout 5")), interval_s=30, timeout_s=15),
         ("postgres", "clickhouse", "redis"), memory=88,
     ),
     _collector(
@@ -325,9 +344,13 @@ SERVICES: tuple[Service, ...] = (
          "--schedule=/tmp/celerybeat-schedule"),
         HealthCheck(CommandCheck(("sh", "-c", "kill -0 $(cat /tmp/celerybeat.pid)")), interval_s=30),
         ("redis",), memory=48,
+        exclusive="one scheduler: a second beat, even briefly during a rollout, sends every periodic task twice",
     ),
     # ---- agents ----------------------------------------------------------------
-    _agent("cost-agent", 8001, "Cost data collection", per_cloud_provider=True),
+    _agent("cost-agent", 8001, "Cost data collection", per_cloud_provider=True,
+           # The only service that leaves the cluster: billing data from the providers' APIs.
+           # Every other service talks only along the catalog's edges (and to DNS).
+           outside=(Outside("cloud-apis", (443,), "billing data from the cloud providers' APIs"),)),
     _agent("performance-agent", 8002, "Performance monitoring"),
     _agent("resource-agent", 8003, "Resource tracking"),
     _agent("application-agent", 8004, "LLM quality monitoring",
@@ -344,7 +367,7 @@ SERVICES: tuple[Service, ...] = (
         purpose="Web UI (Next.js)",
         # The seed maps host 3001 to the container's 3000 (Grafana has host 3000).
         ports=(Port("http", 3000, host=3001, band="monitoring"),),
-        health=HealthCheck(HttpCheck("/", "http"), docker_client="node"),
+        health=HealthCheck(HttpCheck("/", "http"), live=TcpCheck("http"), docker_client="node"),
         depends_on=(Dependency("orchestrator"), Dependency("data-collector"), Dependency("grafana")),
         resources=Resources(memory_mib=150, cpu=0.1),
         env=(("PORT", Listen("http")), ("ORCHESTRATOR_URL", Url("orchestrator")),

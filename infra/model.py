@@ -82,6 +82,11 @@ class CommandCheck:
 
 Probe = HttpCheck | TcpCheck | CommandCheck
 
+LOG_MIB = 64
+"""Ephemeral storage a container's logs may take on the node (kubelet rotates them)."""
+ROOT_SCRATCH_MIB = 256
+"""Ephemeral storage for a writable root filesystem (what the image writes outside its volumes)."""
+
 
 DockerClient = Literal["wget", "python", "node", "bash-tcp", "exec"]
 
@@ -99,6 +104,11 @@ class HealthCheck:
     """
 
     probe: Probe
+    """Readiness: the service can serve (Kubernetes readiness and startup probes, Docker's
+    health check, which gates dependents)."""
+    live: Probe | None = None
+    """Liveness: the process is not hung, a cheaper check that a dependency blip does not
+    fail (Kubernetes liveness probe); None: the same as `probe`."""
     docker_client: DockerClient | None = "exec"
     no_docker_reason: str = ""
     interval_s: int = 10
@@ -106,7 +116,21 @@ class HealthCheck:
     retries: int = 5
     start_period_s: int = 10
     slow_start: bool = False
-    """Slow starters get a Kubernetes startup probe (postgres, clickhouse)."""
+    """Slow starters get a Kubernetes startup probe (initdb, migrations, WAL or AOF replay)."""
+
+    @property
+    def liveness(self) -> Probe:
+        return self.live or self.probe
+
+
+@dataclass(frozen=True)
+class Outside:
+    """Egress to addresses outside the cluster (Kubernetes ipBlock from the stack's
+    `kubernetes.outsideCidrs` minus `outsideExcept`; on Docker a network with a route out)."""
+
+    name: str
+    ports: tuple[int, ...]
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -278,6 +302,22 @@ class Service:
     the scrape config and Grafana's datasource follow from it. Default no."""
     own_image: bool = False
     """True for OptiInfra's own images: registry and tag come from stack config."""
+    outside: tuple[Outside, ...] = ()
+    """Egress beyond the catalog's edges and DNS; default none (deny)."""
+    exclusive: str = ""
+    """Why two instances must never run at once, even during a rollout (Kubernetes then
+    replaces in place: Recreate); empty: rolling updates with surge."""
+    scratch_mib: int = 64
+    """Size limit of each writable path's emptyDir; the ephemeral-storage request is their
+    sum plus `LOG_MIB` for the container's logs (a writable root adds `ROOT_SCRATCH_MIB`)."""
+    external_url_env: str = ""
+    """Environment variable through which a public service learns its external URL (the
+    Ingress host on Kubernetes); empty: none."""
+
+    @property
+    def ephemeral_mib(self) -> int:
+        paths = len(self.writable_paths) if self.read_only_root else 0
+        return paths * self.scratch_mib + LOG_MIB + (0 if self.read_only_root else ROOT_SCRATCH_MIB)
 
     @property
     def stateful(self) -> bool:

@@ -100,8 +100,32 @@ class Ingress(_Model):
     public service from outside the catalog's edges (default ingress-nginx)."""
 
 
+class ClusterDns(_Model):
+    """The cluster DNS pods, the only DNS every pod may reach (`optiinfra:kubernetes.dns`)."""
+
+    namespace: str = "kube-system"
+    """Namespace of the cluster DNS pods (default kube-system)."""
+    pod_labels: dict[str, str] = Field(default_factory=lambda: {"k8s-app": "kube-dns"}, alias="podLabels")
+    """Labels of the cluster DNS pods (default {k8s-app: kube-dns}, which CoreDNS keeps too)."""
+
+
+PRIVATE_AND_LINK_LOCAL = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16")
+"""RFC 1918, carrier-grade NAT and link-local (the cloud metadata address 169.254.169.254)."""
+
+
 class KubernetesSettings(_Model):
     """Kubernetes target settings (`optiinfra:kubernetes`)."""
+
+    dns: ClusterDns = ClusterDns()
+    outside_cidrs: tuple[str, ...] = Field(("0.0.0.0/0",), alias="outsideCidrs")
+    """Addresses a service that declares outside egress in the catalog may reach (default
+    0.0.0.0/0, minus `outsideExcept`)."""
+    outside_except: tuple[str, ...] = Field(PRIVATE_AND_LINK_LOCAL, alias="outsideExcept")
+    """Ranges cut out of `outsideCidrs`: the cluster's own networks, the API server and the
+    cloud metadata address (default: the private, CGNAT and link-local ranges)."""
+    image_pull_secrets: tuple[str, ...] = Field((), alias="imagePullSecrets")
+    """Secrets (in every tier namespace) the kubelet pulls OptiInfra's own images with, for
+    a private registry (default: none)."""
 
     namespace_prefix: str = Field("optiinfra", alias="namespacePrefix")
     """Tier namespaces are named `<prefix>-<tier>` (default optiinfra)."""
@@ -116,6 +140,13 @@ class KubernetesSettings(_Model):
     """kubeconfig context to deploy to (default: the current context)."""
     require_digest: bool = Field(False, alias="requireDigest")
     """Require image digests (`repo@sha256:...`): the policy pack then refuses tags alone (default false)."""
+
+    @field_validator("outside_cidrs", "outside_except")
+    @classmethod
+    def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in v:
+            ipaddress.ip_network(cidr)  # ValueError: reported as a bad value of this key
+        return v
 
 
 class Budget(_Model):

@@ -193,15 +193,39 @@ def test_stateful_services_keep_named_protected_volumes(dev: offline.Render) -> 
     assert mounts == {"/var/lib/postgresql/data": "optiinfra-postgres-data"}
 
 
+def test_a_network_routes_out_only_where_its_own_containers_need_it() -> None:
+    from infra import stack as infra_stack
+    from infra.backends.docker import routes_out
+    from infra.model import Tier
+
+    model = infra_stack.model_of("dev", ())
+    # dev: the data tier publishes nothing and declares no outside egress; every other tier
+    # publishes a UI or API, which Docker forwards only through a network with a gateway.
+    assert [t.value for t in Tier if not routes_out(model, t)] == ["databases"]
+    # Publishing nothing in a tier (and declaring no outside egress there) cuts its route out.
+    quiet = infra_stack.model_of("dev", tuple(f"services.{n}.publish=false" for n in ("portal",)))
+    assert not routes_out(quiet, Tier.FRONTEND)
+    agents = infra_stack.model_of("dev", tuple(f"services.{n}.publish=false" for n in (
+        "cost-agent", "performance-agent", "resource-agent", "application-agent")))
+    assert routes_out(agents, Tier.AGENTS)  # the cost agent declares cloud APIs
+
+
 def test_health_checks_use_binaries_the_images_have(dev: offline.Render) -> None:
     cs = containers(dev)
     assert cs["optiinfra-postgres"].inputs["healthcheck"]["tests"][:2] == ["CMD", "pg_isready"]
-    assert cs["optiinfra-qdrant"].inputs["healthcheck"]["tests"] == ["CMD", "bash", "-c", ":> /dev/tcp/127.0.0.1/6333"]
+    # Qdrant's own readiness endpoint, over bash's /dev/tcp (the image has no HTTP client).
+    qdrant = cs["optiinfra-qdrant"].inputs["healthcheck"]["tests"]
+    assert qdrant[:3] == ["CMD", "bash", "-c"] and "/dev/tcp/127.0.0.1/6333" in qdrant[3]
+    assert "GET /readyz" in qdrant[3] and "' 200 '" in qdrant[3]
     redis = cs["optiinfra-redis"].inputs
     assert "redis-cli ping" in " ".join(redis["healthcheck"]["tests"])
     assert "REDISCLI_AUTH=[secret]" in redis["envs"]  # the password reaches redis-cli by env, not argv
     assert "wget" in " ".join(cs["optiinfra-prometheus"].inputs["healthcheck"]["tests"])
-    assert "/-/healthy" in " ".join(cs["optiinfra-prometheus"].inputs["healthcheck"]["tests"])
+    # Docker's check gates dependents: readiness (WAL replayed), as on Kubernetes.
+    assert "/-/ready" in " ".join(cs["optiinfra-prometheus"].inputs["healthcheck"]["tests"])
+    # A cheap endpoint, not a full scrape; the worker pings its own node.
+    assert "/metrics" not in " ".join(cs["optiinfra-clickhouse-exporter"].inputs["healthcheck"]["tests"])
+    assert '-d "celery@$HOSTNAME"' in " ".join(cs["optiinfra-data-collector-worker"].inputs["healthcheck"]["tests"])
     # scratch exporters: no in-container check (Prometheus' `up` watches them)
     assert "healthcheck" not in cs["optiinfra-redis-exporter"].inputs
 

@@ -54,6 +54,15 @@ def host_of(service: str) -> str:
     return service
 
 
+def routes_out(model: Model, tier: Tier) -> bool:
+    """A tier network has a route out (is not `internal`) only when one of the tier's own
+    containers needs it: it declares outside egress in the catalog, or it publishes a host
+    port (Docker forwards published ports only through a network with a gateway). With the
+    catalog's defaults the databases network is internal and the others are not (each has a
+    published UI or API); Docker cannot narrow egress per container on a shared network."""
+    return any(eff.service.outside or eff.published for eff in model.in_tier(tier))
+
+
 def _http_command(service: Service, check: HttpCheck, client: str) -> list[str]:
     port = service.port(check.port).container
     url = f"http://127.0.0.1:{port}{check.path}"
@@ -67,6 +76,10 @@ def _http_command(service: Service, check: HttpCheck, client: str) -> list[str]:
                 f"sys.exit(0 if {expect!r}.replace(' ','') in b.replace(' ','') else 1)" if expect else
                 f"import urllib.request;urllib.request.urlopen({url!r},timeout=4)")
         return ["CMD", "python", "-c", code]
+    if client == "bash-tcp":  # no HTTP client in the image: bash's /dev/tcp sends the GET
+        script = (f"exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET {check.path} HTTP/1.0\\r\\n\\r\\n' >&3 "
+                  "&& read -r status <&3 && [[ $status == *' 200 '* ]]")
+        return ["CMD", "bash", "-c", script]
     if client == "node":
         code = (f"fetch({url!r}).then(r=>r.text().then(t=>process.exit(r.ok&&t.replace(/ /g,'')"
                 f".includes({(expect or '')!r})?0:1))).catch(()=>process.exit(1))")
@@ -105,17 +118,11 @@ class DockerBackend:
                 docker.NetworkArgs(
                     name=network_name(model, tier),
                     driver="bridge",
-                    # The data tier has no route out: databases need no egress.
-                    internal=tier is Tier.DATABASES,
+                    internal=not routes_out(model, tier),
                     labels=[docker.NetworkLabelArgs(label=DOCKER_TIER, value=tier.value)],
                 ),
                 opts=comp.child_opts(delete_before_replace=True),
             )
-            for eff in model.in_tier(tier):
-                if eff.published and tier is Tier.DATABASES:
-                    pulumi.log.warn(f"{eff.name}: the databases network is internal, so Docker does not "
-                                    "forward published ports of its containers; reach it from a container "
-                                    "on that network instead")
 
     def _image(self, eff: Effective, comp: TierComponent) -> docker.RemoteImage:
         key = f"{eff.tier.value}/{eff.image}"

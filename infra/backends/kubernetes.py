@@ -26,6 +26,7 @@ Every derivation is linear in services + edges.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import posixpath
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
 from policies.optiinfra_policies.vocabulary import K8S_SECRET_KEYS as SECRET_KEYS
 
 from ..graph import Edge, Effective, Model, providers_of, volume_mib
-from ..model import CommandCheck, HealthCheck, HttpCheck, Secret, Service, TcpCheck, Tier, Url
+from ..model import CommandCheck, HttpCheck, Probe, Secret, Service, TcpCheck, Tier, Url
 from ..monitoring import GeneratedFiles
 from ..tiers import TierComponent
 from ..wiring import Wiring
@@ -71,12 +72,6 @@ K8S_VERSION = "1.31"
 validate them against, and the Pod Security Standard version the namespaces enforce."""
 
 CREDENTIALS_SECRET = "credentials"
-DNS_NAMESPACE = "kube-system"
-
-EGRESS_ISOLATED = frozenset({Tier.DATABASES})
-"""Tiers whose pods may open connections only along the catalog's edges (plus DNS): the
-data stores, like Docker's `internal` databases network. Elsewhere egress stays open, as
-the agents and the collector call cloud APIs outside the cluster."""
 
 STARTUP_GRACE = 10
 """A startup probe allows this many times the catalog's start period before liveness
@@ -144,8 +139,7 @@ def _secret_key(service: Service, env_name: str, value: object) -> str:
     return f"{service.name}.{env_name}"
 
 
-def _action(service: Service, health: HealthCheck) -> dict[str, object]:
-    probe = health.probe
+def _action(service: Service, probe: Probe) -> dict[str, object]:
     if isinstance(probe, HttpCheck):
         # A probe can check the status only; the body match (`expect`) is Docker's.
         return {"http_get": core.HTTPGetActionArgs(path=probe.path, port=service.port(probe.port).container)}
@@ -157,21 +151,23 @@ def _action(service: Service, health: HealthCheck) -> dict[str, object]:
 
 
 def probes(service: Service) -> dict[str, core.ProbeArgs]:
-    """readiness and liveness from the catalog's HealthCheck; startup for slow starters."""
+    """readiness from the catalog's HealthCheck `probe`, liveness from its `live` check;
+    a slow starter's startup probe waits for readiness before liveness takes over."""
     h = service.health
     if h is None:
         return {}
-    action = _action(service, h)
+    ready, live = _action(service, h.probe), _action(service, h.liveness)
 
-    def probe(*, failures: int, delay: int | None = None) -> core.ProbeArgs:
+    def probe(action: dict[str, object], *, failures: int, delay: int | None = None) -> core.ProbeArgs:
         return core.ProbeArgs(**action, period_seconds=h.interval_s,  # type: ignore[arg-type]
                               timeout_seconds=h.timeout_s, failure_threshold=failures,
                               initial_delay_seconds=delay)
 
-    out = {"readiness_probe": probe(failures=h.retries),
-           "liveness_probe": probe(failures=h.retries, delay=None if h.slow_start else h.start_period_s)}
+    out = {"readiness_probe": probe(ready, failures=h.retries),
+           "liveness_probe": probe(live, failures=h.retries, delay=None if h.slow_start else h.start_period_s)}
     if h.slow_start:
-        out["startup_probe"] = probe(failures=max(h.retries, -(-h.start_period_s * STARTUP_GRACE // h.interval_s)))
+        out["startup_probe"] = probe(
+            ready, failures=max(h.retries, -(-h.start_period_s * STARTUP_GRACE // h.interval_s)))
     return out
 
 
@@ -181,6 +177,17 @@ def _peer(model: Model, service: str) -> net.NetworkPolicyPeerArgs:
     return net.NetworkPolicyPeerArgs(
         pod_selector=meta.LabelSelectorArgs(match_labels={NAME: service}),
         namespace_selector=meta.LabelSelectorArgs(match_labels={NAMESPACE_NAME: ns}))
+
+
+def _inside(cidr: str, excepted: Sequence[str]) -> list[str]:
+    """The excepted ranges that lie inside `cidr` (an ipBlock's `except` must)."""
+    block = ipaddress.ip_network(cidr)
+    out = []
+    for x in excepted:
+        net_x = ipaddress.ip_network(x)
+        if net_x.version == block.version and net_x.subnet_of(block):  # type: ignore[arg-type]
+            out.append(x)
+    return out
 
 
 def _edge_port(model: Model, e: Edge) -> net.NetworkPolicyPortArgs | None:
@@ -249,27 +256,27 @@ class KubernetesBackend:
 
     def _policies(self, tier: Tier, comp: TierComponent, ns: core.Namespace,
                   members: list[Effective]) -> list[pulumi.Resource]:
-        """Default deny, then one allow policy per service: exactly its edges. Returns the
-        tier-wide ones (what every pod of the tier starts behind)."""
-        model, isolated = self.model, tier in EGRESS_ISOLATED
+        """Default deny both ways, DNS to the cluster DNS pods, then one allow policy per
+        service: exactly its edges, both ways, and the outside egress the catalog declares.
+        Returns the tier-wide ones (what every pod of the tier starts behind)."""
+        model, k = self.model, self.model.settings.kubernetes
         opts = self._opts(comp, depends_on=[ns])
         NP, spec = net.NetworkPolicy, net.NetworkPolicySpecArgs
         everything = meta.LabelSelectorArgs()
         deny = NP(f"{tier.value}-default-deny", net.NetworkPolicyInitArgs(
             metadata=self._meta("default-deny", tier),
-            spec=spec(pod_selector=everything, policy_types=["Ingress", "Egress"] if isolated else ["Ingress"])),
+            spec=spec(pod_selector=everything, policy_types=["Ingress", "Egress"])),
             opts=opts)
-        made: list[pulumi.Resource] = [deny]
-        if isolated:
-            dns = [net.NetworkPolicyPortArgs(port=53, protocol=p) for p in ("UDP", "TCP")]
-            made.append(NP(f"{tier.value}-allow-dns", net.NetworkPolicyInitArgs(
-                metadata=self._meta("allow-dns-egress", tier),
-                spec=spec(pod_selector=everything, policy_types=["Egress"], egress=[
-                    net.NetworkPolicyEgressRuleArgs(ports=dns, to=[
-                        net.NetworkPolicyPeerArgs(namespace_selector=meta.LabelSelectorArgs(
-                            match_labels={NAMESPACE_NAME: DNS_NAMESPACE}))])])),
-                opts=opts))
-        ingress_ns = model.settings.kubernetes.ingress.controller_namespace
+        dns_ports = [net.NetworkPolicyPortArgs(port=53, protocol=p) for p in ("UDP", "TCP")]
+        dns = NP(f"{tier.value}-allow-dns", net.NetworkPolicyInitArgs(
+            metadata=self._meta("allow-dns-egress", tier),
+            spec=spec(pod_selector=everything, policy_types=["Egress"], egress=[
+                net.NetworkPolicyEgressRuleArgs(ports=dns_ports, to=[net.NetworkPolicyPeerArgs(
+                    namespace_selector=meta.LabelSelectorArgs(match_labels={NAMESPACE_NAME: k.dns.namespace}),
+                    pod_selector=meta.LabelSelectorArgs(match_labels=dict(k.dns.pod_labels)))])])),
+            opts=opts)
+        made: list[pulumi.Resource] = [deny, dns]
+        ingress_ns = k.ingress.controller_namespace
         for eff in members:
             rules: list[net.NetworkPolicyIngressRuleArgs] = []
             for e in model.in_edges(eff.name):
@@ -284,12 +291,15 @@ class KubernetesBackend:
                         match_labels={NAMESPACE_NAME: ingress_ns}))],
                     ports=[net.NetworkPolicyPortArgs(port=primary.container, protocol=primary.protocol.upper())]))
             egress: list[net.NetworkPolicyEgressRuleArgs] = []
-            if isolated:
-                for e in model.out_edges(eff.name):
-                    port = _edge_port(model, e)
-                    if port is not None:
-                        egress.append(net.NetworkPolicyEgressRuleArgs(
-                            to=[_peer(model, e.target)], ports=[port]))
+            for e in model.out_edges(eff.name):
+                port = _edge_port(model, e)
+                if port is not None:
+                    egress.append(net.NetworkPolicyEgressRuleArgs(to=[_peer(model, e.target)], ports=[port]))
+            for out in eff.service.outside:
+                egress.append(net.NetworkPolicyEgressRuleArgs(
+                    to=[net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr=cidr, except_=list(
+                        _inside(cidr, k.outside_except)) or None)) for cidr in k.outside_cidrs],
+                    ports=[net.NetworkPolicyPortArgs(port=p, protocol="TCP") for p in out.ports]))
             types = (["Ingress"] if rules else []) + (["Egress"] if egress else [])
             if not types:
                 continue

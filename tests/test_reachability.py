@@ -1,0 +1,202 @@
+"""What every NetworkPolicy of a Kubernetes stack allows, together, equals the catalog's edges.
+
+The evaluator below applies Kubernetes' NetworkPolicy semantics to the rendered manifests: a
+connection from pod A to pod B on a port is allowed when B's ingress admits it and A's egress
+admits it (a direction no policy selects is open; where policies select a pod, the union of
+their rules). It is evaluated over every pair of rendered pods and every container port, plus
+pods and addresses the stack does not own: a pod of an unrelated namespace carrying a catalog
+service's labels, the cluster DNS pods, another kube-system pod, a public address, the cloud
+metadata address and a private address (where the API server lives). The expected sets come
+from the model (edges, declared outside egress), never from the manifests.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from infra import offline
+from infra import stack as infra_stack
+from infra.commands import render as render_cmd
+from infra.graph import Model
+
+from .conftest import render
+
+NAME = "app.kubernetes.io/name"
+PUBLIC_IP, METADATA_IP, PRIVATE_IP = "203.0.113.10", "169.254.169.254", "10.96.0.1"
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    labels: tuple[tuple[str, str], ...]
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+Peer = Pod | str  # a pod, or an address outside the cluster
+
+
+def _matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    if selector is None:
+        return True
+    assert not selector.get("matchExpressions")  # not rendered; the evaluator would need them
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+class Policies:
+    def __init__(self, manifests: list[dict[str, Any]]) -> None:
+        self.nps = [m for m in manifests if m["kind"] == "NetworkPolicy"]
+        self.ns_labels = {m["metadata"]["name"]: m["metadata"].get("labels") or {}
+                          for m in manifests if m["kind"] == "Namespace"}
+
+    def _peer_matches(self, peer: dict[str, Any], other: Peer, policy_ns: str) -> bool:
+        if isinstance(other, str):
+            block = peer.get("ipBlock")
+            if block is None:
+                return False
+            ip = ipaddress.ip_address(other)
+            return (ip in ipaddress.ip_network(block["cidr"])
+                    and not any(ip in ipaddress.ip_network(x) for x in block.get("except") or []))
+        if "ipBlock" in peer:  # pod addresses are private, which every rendered ipBlock excepts
+            return False
+        if "namespaceSelector" in peer:
+            labels = {**self.ns_labels.get(other.namespace, {}), "kubernetes.io/metadata.name": other.namespace}
+            if not _matches(peer["namespaceSelector"], labels):
+                return False
+        elif other.namespace != policy_ns:
+            return False
+        return _matches(peer.get("podSelector"), other.label_map)
+
+    def _admits(self, direction: str, subject: Peer, other: Peer, port: int, proto: str) -> bool:
+        if isinstance(subject, str):  # outside the cluster: no NetworkPolicy applies
+            return True
+        side = "from" if direction == "ingress" else "to"
+        selecting = [np for np in self.nps if np["metadata"]["namespace"] == subject.namespace
+                     and direction.capitalize() in np["spec"]["policyTypes"]
+                     and _matches(np["spec"]["podSelector"], subject.label_map)]
+        if not selecting:
+            return True
+        for np in selecting:
+            for rule in np["spec"].get(direction) or []:
+                peers = rule.get(side)
+                if peers and not any(self._peer_matches(p, other, np["metadata"]["namespace"]) for p in peers):
+                    continue
+                ports = rule.get("ports")
+                if not ports or any(p["port"] == port and p.get("protocol", "TCP") == proto for p in ports):
+                    return True
+        return False
+
+    def allows(self, src: Peer, dst: Peer, port: int, proto: str = "TCP") -> bool:
+        return self._admits("egress", src, dst, port, proto) and self._admits("ingress", dst, src, port, proto)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    pods: dict[str, list[Pod]]
+    """Per catalog service, one pod per workload (every provider's cost agent)."""
+    ports: dict[str, list[tuple[int, str]]]
+    policies: Policies
+
+
+def rendered(r: offline.Render) -> Rendered:
+    manifests = [m for docs in render_cmd.by_file(r).values() for m in docs]
+    pods: dict[str, list[Pod]] = {}
+    ports: dict[str, list[tuple[int, str]]] = {}
+    for w in manifests:
+        if w["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        name = labels[NAME]
+        pods.setdefault(name, []).append(Pod(w["metadata"]["namespace"], tuple(sorted(labels.items()))))
+        c = w["spec"]["template"]["spec"]["containers"][0]
+        ports[name] = [(p["containerPort"], p["protocol"]) for p in c.get("ports") or []]
+    return Rendered(pods, ports, Policies(manifests))
+
+
+def allowed_edges(x: Rendered) -> set[tuple[str, str, int]]:
+    """(source, target, port) between the stack's pods that the policies allow."""
+    out = set()
+    for src, src_pods in x.pods.items():
+        for dst, dst_pods in x.pods.items():
+            if src == dst:
+                continue
+            for port, proto in x.ports[dst]:
+                verdicts = {x.policies.allows(s, d, port, proto) for s in src_pods for d in dst_pods}
+                assert len(verdicts) == 1, (src, dst, port)  # every instance alike
+                if verdicts.pop():
+                    out.add((src, dst, port))
+    return out
+
+
+def declared_edges(model: Model) -> set[tuple[str, str, int]]:
+    return {(e.source, e.target, model.services[e.target].service.port(e.port).container)
+            for e in model.edges if e.port}
+
+
+STACKS = [
+    ("prod", ()),
+    ("staging", ()),
+    # An edge added by config, and one inside the databases tier.
+    ("prod", ("services.portal.dependsOn=[redis]", "services.postgres.dependsOn=[redis]")),
+]
+
+
+@pytest.mark.parametrize(("stack", "sets"), STACKS, ids=["prod", "staging", "prod-extra-edges"])
+def test_pod_to_pod_reachability_equals_the_declared_edges(stack: str, sets: tuple[str, ...]) -> None:
+    x, model = rendered(render(stack, *sets)), infra_stack.model_of(stack, sets)
+    allowed, declared = allowed_edges(x), declared_edges(model)
+    assert allowed - declared == set(), "allowed but not declared"
+    assert declared - allowed == set(), "declared but not allowed"
+    assert len(declared) > 30  # the figure in docs/production.md (prod: 34 declared, 34 allowed)
+
+
+@pytest.mark.parametrize(("stack", "sets"), STACKS[:2], ids=["prod", "staging"])
+def test_nothing_else_in_or_out(stack: str, sets: tuple[str, ...]) -> None:
+    x, model = rendered(render(stack, *sets)), infra_stack.model_of(stack, sets)
+    k = model.settings.kubernetes
+    ours = [(name, pod) for name, pods in x.pods.items() for pod in pods]
+    all_ports = {p for ports in x.ports.values() for p in ports} | {(53, "UDP"), (53, "TCP"), (443, "TCP")}
+    for name, pod in ours:
+        # A pod of an unrelated namespace, even one wearing this service's labels, reaches
+        # nothing of the stack and is reached by nothing.
+        intruder = Pod("default", pod.labels)
+        for port, proto in all_ports:
+            assert not x.policies.allows(intruder, pod, port, proto), (name, port)
+            assert not x.policies.allows(pod, intruder, port, proto), (name, port)
+        # DNS only to the cluster DNS pods (settings: namespace and labels).
+        dns = Pod(k.dns.namespace, tuple(k.dns.pod_labels.items()))
+        other = Pod(k.dns.namespace, (("k8s-app", "metrics-server"),))
+        for proto in ("UDP", "TCP"):
+            assert x.policies.allows(pod, dns, 53, proto), name
+            assert not x.policies.allows(pod, other, 53, proto), name
+        # Outside the cluster: only what the catalog declares, never the metadata address
+        # or a private address (the API server, node ports).
+        declared = {p for o in model.services[name].service.outside for p in o.ports}
+        for port in (80, 443, 8443):
+            assert x.policies.allows(pod, PUBLIC_IP, port) == (port in declared), (name, port)
+            assert not x.policies.allows(pod, METADATA_IP, port), name
+            assert not x.policies.allows(pod, PRIVATE_IP, port), name
+        # Nothing from outside the cluster reaches a pod directly (the Ingress controller does).
+        for port, proto in x.ports[name]:
+            assert not x.policies.allows(PUBLIC_IP, pod, port, proto), name
+    leaving = {name for name, _ in ours if x.policies.allows(x.pods[name][0], PUBLIC_IP, 443)}
+    assert leaving == {n for n, e in model.services.items() if e.service.outside} == {"cost-agent"}
+
+
+def test_outside_ranges_come_from_settings() -> None:
+    sets = ("kubernetes.outsideCidrs=[198.51.100.0/24]", "kubernetes.outsideExcept=[]")
+    x = rendered(render("prod", *sets))
+    cost = x.pods["cost-agent"][0]
+    assert x.policies.allows(cost, "198.51.100.7", 443)
+    assert not x.policies.allows(cost, PUBLIC_IP, 443)
+    dns_sets = ("kubernetes.dns.namespace=dns", "kubernetes.dns.podLabels={app: coredns}")
+    y = rendered(render("prod", *dns_sets))
+    pod = y.pods["portal"][0]
+    assert y.policies.allows(pod, Pod("dns", (("app", "coredns"),)), 53, "UDP")
+    assert not y.policies.allows(pod, Pod("kube-system", (("k8s-app", "kube-dns"),)), 53, "UDP")
