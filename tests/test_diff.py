@@ -140,7 +140,9 @@ def test_collector_port_reaches_exactly_the_services_holding_its_url() -> None:
     assert d.outputs == []
     collector = next(r for r in d.resources if r.name == "data-collector")
     # PORT follows the catalog port too, so the process listens where the checks look.
-    assert {f.path for f in collector.changes} == {"ports[0].internal", "healthcheck.tests[3]", "envs[PORT]"}
+    # The published port's band stamp (for the policy pack) is keyed by the port number and moves with it.
+    assert {f.path for f in collector.changes} == {"ports[0].internal", "healthcheck.tests[3]", "envs[PORT]",
+                                                   "labels[io.optiinfra.port.8005]", "labels[io.optiinfra.port.8006]"}
     for r in d.resources:
         if r.name in URL_HOLDERS:
             assert [(f.path, f.old, f.new) for f in r.changes] == [
