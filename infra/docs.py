@@ -1,4 +1,5 @@
-"""Generated inventory: docs/PORTS.md and one topology picture per stack.
+"""Generated docs: docs/PORTS.md, one topology picture per stack, docs/settings.md; and the
+check that the README's layout section lists every module.
 
 Everything comes from the resolved model of each stack (catalog + `Pulumi.<stack>.yaml`)
 and from its offline render (names the backend chose: networks, namespaces, workloads,
@@ -7,6 +8,11 @@ allocation by band, quick-access URLs, a Mermaid graph, and `docs/topology-<stac
 an SVG written here as plain text (a layered layout: one row per tier, dependency edges
 from dependents down to what they use). No timestamps, no randomness: two runs write the
 same bytes, so `--check` can compare the committed files with what the code would write.
+
+docs/settings.md is the settings table: every field of the settings models (infra/settings.py)
+with its alias path, type, default and field docstring, then the catalog's credentials,
+marked secret. Which service plays a role (the scraper) and every type token and label key
+come from the catalog and the vocabulary; this module names neither.
 """
 
 from __future__ import annotations
