@@ -697,9 +697,12 @@ def test_the_rules_see_every_prod_workload_as_its_catalog_service() -> None:
 
 def test_prod_fails_when_the_frontend_is_let_into_the_databases() -> None:
     result = checked("prod", "services.portal.dependsOn=[postgres]")
-    (name, msg), = found(result, "tier-isolation")
-    assert name == "allow-postgres"
-    assert "admits ingress traffic with the frontend namespace" in msg
+    # Both ends of the edge (egress is denied by default in every tier namespace since 514fb57,
+    # so the portal's own policy now admits the edge too).
+    (dst, into), (src, out) = sorted(found(result, "tier-isolation"), key=lambda f: f[0] != "allow-postgres")
+    assert (dst, src) == ("allow-postgres", "allow-portal")
+    assert "admits ingress traffic with the frontend namespace" in into
+    assert "admits egress traffic with the databases namespace" in out
     assert result.failed
 
 
@@ -1005,17 +1008,17 @@ def test_the_pack_publishes_every_rule_with_severity_and_config_schema(analyzer:
         assert set(json_format.MessageToDict(p.configSchema.properties)) == set(rule.config)
 
 
-@pytest.mark.parametrize(("stack", "bad", "policy"), [
-    ("dev", "services.grafana.bindAddress=0.0.0.0", "host-port-bind-address"),
-    ("prod", "services.portal.dependsOn=[postgres]", "tier-isolation"),
+@pytest.mark.parametrize(("stack", "bad", "policy", "count"), [
+    ("dev", "services.grafana.bindAddress=0.0.0.0", "host-port-bind-address", 1),
+    ("prod", "services.portal.dependsOn=[postgres]", "tier-isolation", 2),  # both NetworkPolicies of the edge
 ])
 def test_the_pack_under_the_cli_finds_what_the_offline_check_finds(analyzers: Analyzers, stack: str, bad: str,
-                                                                   policy: str) -> None:
+                                                                   policy: str, count: int) -> None:
     server = analyzers(stack, bad)
     result = checked(stack, bad)
     server.Configure(_policy_config(result.settings))
     expected = sorted((f.violation.policy, f.violation.urn, f.violation.message) for f in result.findings)
-    assert [p for p, _, _ in expected] == [policy]
+    assert [p for p, _, _ in expected] == [policy] * count
     got = []
     for res in result.resources:
         for name, message, _ in _analyze(server, res):

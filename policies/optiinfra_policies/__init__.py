@@ -60,7 +60,7 @@ every secret `[secret]`; `Resource.secrets_marked` says which of the two a rule 
   Kubernetes Secret whose data the program did not mark secret. Under the engine every
   Docker env value arrives plain, so `no-plaintext-credentials` does not judge Docker env
   values there (it would flag every generated password); `python -m infra check` (CI runs
-  it on every pull request, deploy.sh before deploying) covers them, and the program
+  it on every pull request and before `pulumi up` in pulumi-up.yml) covers them, and the program
   builds every credential as a secret Output. pulumi-kubernetes keeps a Secret's data
   secret in the state itself.
 Values not known yet (preview) are read through the proxy's public Mapping/Sequence

@@ -16,6 +16,7 @@ unwrapped, so `Resource.secrets_marked` says whether a missing mark means "plain
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +49,13 @@ def pack_version() -> str:
 
 # ---- values -----------------------------------------------------------------------
 
+_SECRET = re.compile(rf"(?:^|=){re.escape(SECRET_MARK)}(?:#[0-9a-f]+)?$")
+
+
 def is_secret(value: Any) -> bool:
-    """A value marked secret (`[secret]`, or a Docker env entry `NAME=[secret]`): offline only."""
-    return isinstance(value, str) and (value == SECRET_MARK or value.endswith("=" + SECRET_MARK))
+    """A value marked secret (`[secret]`, a Docker env entry `NAME=[secret]`, either with the
+    recorder's keyed fingerprint `#<hex>` when it has one): offline only."""
+    return isinstance(value, str) and _SECRET.search(value) is not None
 
 
 def is_unknown(value: Any) -> bool:

@@ -282,6 +282,8 @@ def check_port_bands(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
                 yield problem
         return
     if res.type == K8S_SERVICE:
+        if get_in(res.props, "spec", "clusterIP") == "None":
+            return  # headless: a DNS name for the pods, no port of its own to allocate
         service = k8s_service(res)
         annotations = v.annotations_of(res.props)
         for p in as_list(get_in(res.props, "spec", "ports")):
