@@ -557,9 +557,10 @@ def settings_md(catalog: Catalog | None = None) -> str:
 
 README = "README.md"
 LAYOUT_HEADING = "## Layout"
-LAYOUT_ROOTS = (("infra", "*.py"), ("policies", "*.py"), ("scripts", "*"))
+LAYOUT_ROOTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("infra", ("*.py",)), ("policies", ("*.py",)), ("scripts", ("*.sh", "*.py", "*.go")))
 """What the README's layout section must list: every Python module of the program and the
-policy pack, and every file under scripts/."""
+policy pack, and every script under scripts/ (shell, Python, Go; not their data files)."""
 
 
 def _expand(word: str) -> list[str]:
@@ -595,7 +596,8 @@ def layout_expected(root: Path) -> set[str]:
         [p for top in tops for p in (root / top).rglob("*")]
     return {p.relative_to(root).as_posix() for p in candidates
             if p.is_file() and "__pycache__" not in p.parts
-            and any(p.relative_to(root).parts[0] == top and p.match(pattern) for top, pattern in LAYOUT_ROOTS)}
+            and any(p.relative_to(root).parts[0] == top and any(p.match(x) for x in patterns)
+                    for top, patterns in LAYOUT_ROOTS)}
 
 
 def layout_problems(root: Path) -> list[str]:

@@ -252,12 +252,13 @@ infra/d.py is mentioned here, outside the section
 
 def test_layout_check_names_missing_and_gone_modules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "README.md").write_text(README_WITH_LAYOUT)
-    for rel in ("infra/a.py", "infra/b.py", "infra/sub/c.py", "scripts/run.sh", "infra/sub/__pycache__/c.pyc"):
+    # Data files (a pin list, policy config) and bytecode need no line; modules and scripts do.
+    for rel in ("infra/a.py", "infra/b.py", "infra/sub/c.py", "scripts/run.sh", "infra/sub/__pycache__/c.pyc",
+                "scripts/pins.txt", "policies/config/dev.json"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).touch()
     assert docs.layout_problems(tmp_path) == []
     (tmp_path / "infra" / "d.py").touch()
-    (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "rules.py").touch()
     (tmp_path / "infra" / "b.py").unlink()
     assert docs.layout_problems(tmp_path) == ["not listed: infra/d.py, policies/rules.py",
