@@ -6,7 +6,7 @@
 docs/PORTS.md with a section per stack (every `Pulumi.<stack>.yaml`, or the `--stack`s
 given), one SVG topology picture per stack, and docs/settings.md (every setting with its
 type, default and field docstring, and the credentials). Output is deterministic.
-`--check` also fails when a module under infra/ or policies/, or a file under scripts/,
+`--check` also fails when a module under infra/ or policies/, or a script under scripts/,
 is missing from the README's layout section, or the section lists one that is gone.
 """
 
