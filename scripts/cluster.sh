@@ -45,7 +45,7 @@ ETCD_VERSION=v3.5.35
 KWOK_VERSION=v0.8.0
 GO_MIN=1.26.0
 # Bump when the build recipe below changes, so existing caches get rebuilt.
-RECIPE_REV=1
+RECIPE_REV=2
 
 log() { printf 'cluster.sh: %s\n' "$*" >&2; }
 die() {
@@ -60,8 +60,13 @@ stages_dir="$cluster_dir/stages"
 stamp="$cluster_dir/.complete"
 want_stamp="recipe=$RECIPE_REV k8s=$K8S_VERSION staging=$STAGING_VERSION nearest=${STAGING_NEAREST// /,} etcd=$ETCD_VERSION kwok=$KWOK_VERSION"
 binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok)
-stage_files=(node-initialize.yaml node-heartbeat-with-lease.yaml pod-ready.yaml pod-complete.yaml pod-delete.yaml
-	storage-class.yaml pv-bind.yaml pv-delete.yaml pvc-provision.yaml pvc-delete.yaml)
+# kwok's "fast" stages (kustomize/stage/<kind>/fast) plus the node lease heartbeat, as kwokctl uses them by default;
+# pod/general has files of the same names that wait for init stages, so the paths are explicit.
+stage_paths=(node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml
+	pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml
+	volume/fast/storage-class.yaml volume/fast/pv-bind.yaml volume/fast/pv-delete.yaml
+	volume/fast/pvc-provision.yaml volume/fast/pvc-delete.yaml)
+stage_files=("${stage_paths[@]##*/}")
 
 cache_ok() {
 	[[ ${OPTIINFRA_CLUSTER_REBUILD:-} != 1 ]] || return 1
@@ -275,10 +280,10 @@ printf 'module optiinfra.local/cluster/kwok\n\ngo 1.26\n\nrequire sigs.k8s.io/kw
 tools_go "$work/kwok" sigs.k8s.io/kwok/cmd/kwok
 tidy_module kwok "$work/kwok"
 build_into kwok "$work/kwok" "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" sigs.k8s.io/kwok/cmd/kwok
-for f in "${stage_files[@]}"; do
-	src=$(find "$kwok_dir/kustomize/stage" -path '*/testdata' -prune -o -name "$f" -type f -print | head -n1)
-	[[ -n $src ]] || die "stage file $f not found under $kwok_dir/kustomize/stage; the module layout changed, update cluster.sh"
-	install -m 0644 "$src" "$stages_out/$f"
+for f in "${stage_paths[@]}"; do
+	[[ -f $kwok_dir/kustomize/stage/$f ]] ||
+		die "stage file kustomize/stage/$f not found in $kwok_dir; the module layout changed, update cluster.sh"
+	install -m 0644 "$kwok_dir/kustomize/stage/$f" "$stages_out/${f##*/}"
 done
 timings+=("kwok=$(($(now) - t0))s")
 
@@ -300,7 +305,7 @@ cat >"$cluster_dir/manifest.txt" <<EOF
 kube-apiserver kube-controller-manager kube-scheduler kubectl  k8s.io/kubernetes@$K8S_VERSION (reports: $got_apiserver; $got_kubectl)
   staging modules: ${staging_used[*]}
 etcd   go.etcd.io/etcd/server/v3@$ETCD_VERSION (reports: $got_etcd)
-kwok   sigs.k8s.io/kwok@$KWOK_VERSION (reports: $got_kwok); stages from kustomize/stage: ${stage_files[*]}
+kwok   sigs.k8s.io/kwok@$KWOK_VERSION (reports: $got_kwok); stages from kustomize/stage: ${stage_paths[*]}
 build seconds: total=$(($(now) - t_all)) ${timings[*]}
 EOF
 rm -rf "$bin_dir" "$stages_dir"
