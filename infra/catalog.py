@@ -47,6 +47,10 @@ BANDS = (
 CELERY_APP = "app.celery_app"
 DB_USER = "optiinfra"
 
+OWN_ENV = "OptiInfra's own images read connection URLs and keys from the environment only (no file option yet)"
+"""Why OptiInfra's own images take secrets as environment variables (a contract with those images)."""
+PENDING_FILE = "the image could read it from a mounted file ({}); not moved yet (issue 12 item 6)"
+
 _PY: DockerClient = "python"  # OptiInfra's Python images (collector, agents) check with python's urllib
 
 
@@ -76,6 +80,7 @@ def _agent(name: str, port: int, purpose: str, *extra: Dependency, env: tuple[tu
         env=(("PORT", Listen("http")), ("ORCHESTRATOR_URL", Url("orchestrator")),
              ("DATA_COLLECTOR_URL", Url("data-collector")), *env),  # type: ignore[arg-type]
         scalable=True,
+        secret_env_reason=OWN_ENV,
         per_cloud_provider=per_cloud_provider,
         outside=outside,
     )
@@ -103,6 +108,7 @@ def _collector(name: str, purpose: str, command: tuple[str, ...], health: Health
         command=command,
         metrics=metrics,
         scalable=not exclusive,
+        secret_env_reason=OWN_ENV,
         exclusive=exclusive,
     )
 
@@ -128,6 +134,7 @@ SERVICES: tuple[Service, ...] = (
              # A subdirectory of the volume: a fresh PersistentVolume has lost+found at its
              # root, which initdb refuses, and postgres must own its data directory (0700).
              ("PGDATA", "/var/lib/postgresql/data/pgdata")),
+        secret_env_reason=PENDING_FILE.format("POSTGRES_PASSWORD_FILE"),
         connection=Connection("postgresql://{user}:{password}@{host}:{port}/optiinfra", "postgres",
                               user=DB_USER, credential="postgres"),
         # Running as the image's postgres user means the entrypoint needs no chown or
@@ -150,6 +157,7 @@ SERVICES: tuple[Service, ...] = (
         env=(("CLICKHOUSE_USER", DB_USER), ("CLICKHOUSE_DB", "optiinfra_metrics"),
              ("CLICKHOUSE_PASSWORD", Secret("clickhouse")),
              ("CLICKHOUSE_DEFAULT_ACCESS_MANAGEMENT", "1")),
+        secret_env_reason="the image's entrypoint takes the user's password from CLICKHOUSE_PASSWORD only",
         connection=Connection("clickhouse://{user}:{password}@{host}:{port}/optiinfra_metrics", "native",
                               user=DB_USER, credential="clickhouse"),
         uid=101,
@@ -172,6 +180,8 @@ SERVICES: tuple[Service, ...] = (
         volumes=(Volume("data", "/data", 0.5),),
         credentials=(Credential("redis", "redisPassword", "Redis requirepass"),),
         env=(("REDIS_PASSWORD", Secret("redis")), ("REDISCLI_AUTH", Secret("redis"))),
+        secret_env_reason=("redis-cli (the health check) reads the password from REDISCLI_AUTH only; "
+                           + PENDING_FILE.format("requirepass from a mounted file")),
         command=("sh", "-c", 'exec redis-server --appendonly yes --requirepass "$REDIS_PASSWORD"'),
         connection=Connection("redis://:{password}@{host}:{port}/0", "redis", credential="redis"),
         uid=999,
@@ -191,6 +201,7 @@ SERVICES: tuple[Service, ...] = (
         volumes=(Volume("storage", "/qdrant/storage", 1),),
         credentials=(Credential("qdrant", "qdrantApiKey", "Qdrant API key", length=40),),
         env=(("QDRANT__SERVICE__API_KEY", Secret("qdrant")),),
+        secret_env_reason="Qdrant reads its API key from its config file or QDRANT__SERVICE__API_KEY only",
         connection=Connection("http://{host}:{port}", "http"),
         uid=1000,
         image_user_on_docker=("the image runs as root and owns /qdrant/storage as root, so a fresh "
@@ -233,6 +244,7 @@ SERVICES: tuple[Service, ...] = (
         env=(("GF_SECURITY_ADMIN_USER", "optiinfra-admin"), ("GF_SECURITY_ADMIN_PASSWORD", Secret("grafana")),
              ("GF_USERS_ALLOW_SIGN_UP", "false"), ("GF_ANALYTICS_REPORTING_ENABLED", "false"),
              ("GF_ANALYTICS_CHECK_FOR_UPDATES", "false")),
+        secret_env_reason=PENDING_FILE.format("GF_SECURITY_ADMIN_PASSWORD__FILE"),
         connection=Connection("http://{host}:{port}", "web"),
         metrics=("web", "/metrics"),
         external_url_env="GF_SERVER_ROOT_URL",
@@ -254,6 +266,7 @@ SERVICES: tuple[Service, ...] = (
         env=(("CELERY_BROKER_URL", Url("redis")),
              ("FLOWER_BASIC_AUTH", Dsn("flower", "{user}:{password}")),
              ("FLOWER_PORT", Listen("web"))),
+        secret_env_reason="Flower takes its broker URL and basic auth from the environment or argv only",
         connection=Connection("http://{host}:{port}", "web", user=DB_USER, credential="flower"),
         uid=1000,
     ),
@@ -271,6 +284,7 @@ SERVICES: tuple[Service, ...] = (
         depends_on=(Dependency("postgres"),),
         resources=Resources(memory_mib=16, cpu=0.05),
         env=(("DATA_SOURCE_NAME", Dsn("postgres", "postgresql://{user}:{password}@{host}:{port}/optiinfra?sslmode=disable")),),
+        secret_env_reason=PENDING_FILE.format("DATA_SOURCE_PASS_FILE"),
         metrics=("metrics", "/metrics"),
     ),
     Service(
@@ -286,6 +300,7 @@ SERVICES: tuple[Service, ...] = (
         depends_on=(Dependency("redis"),),
         resources=Resources(memory_mib=16, cpu=0.05),
         env=(("REDIS_ADDR", Dsn("redis", "redis://{host}:{port}")), ("REDIS_PASSWORD", Secret("redis"))),
+        secret_env_reason=PENDING_FILE.format("REDIS_PASSWORD_FILE"),
         metrics=("metrics", "/metrics"),
     ),
     Service(
@@ -300,6 +315,7 @@ SERVICES: tuple[Service, ...] = (
         depends_on=(Dependency("clickhouse"),),
         resources=Resources(memory_mib=16, cpu=0.05),
         env=(("CLICKHOUSE_USER", DB_USER), ("CLICKHOUSE_PASSWORD", Secret("clickhouse"))),
+        secret_env_reason="the exporter reads the password from CLICKHOUSE_PASSWORD only",
         command=(Dsn("clickhouse", "-scrape_uri=http://{host}:{port}/", port="http"),),
         metrics=("metrics", "/metrics"),
     ),
@@ -321,6 +337,7 @@ SERVICES: tuple[Service, ...] = (
         ),
         resources=Resources(memory_mib=64, cpu=0.1),
         env=(("PORT", Listen("http")), ("DATABASE_URL", Url("postgres")), ("REDIS_URL", Url("redis"))),
+        secret_env_reason=OWN_ENV,
         connection=Connection("http://{host}:{port}", "http"),
     ),
     _collector(

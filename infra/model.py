@@ -310,6 +310,9 @@ class Service:
     scratch_mib: int = 64
     """Size limit of each writable path's emptyDir; the ephemeral-storage request is their
     sum plus `LOG_MIB` for the container's logs (a writable root adds `ROOT_SCRATCH_MIB`)."""
+    secret_env_reason: str = ""
+    """Why this service's image takes its secrets only as environment variables (no file
+    option): kept as the reviewers' exception beside the workload; empty: none said."""
     external_url_env: str = ""
     """Environment variable through which a public service learns its external URL (the
     Ingress host on Kubernetes); empty: none."""

@@ -17,6 +17,7 @@ set -euo pipefail
 TOOLS_TABLE='
 # name         module                                          version
 actionlint     github.com/rhysd/actionlint/cmd/actionlint      v1.7.12
+kube-score     github.com/zegl/kube-score/cmd/kube-score       v1.20.0
 '
 
 die() {

@@ -312,7 +312,8 @@ def test_deployments_for_the_rest_and_one_cost_agent_per_provider(prod: offline.
 
 
 def test_one_clusterip_service_per_service_with_ports(prod: offline.Render) -> None:
-    services = named(prod, "Service")
+    # Plus a headless governing Service per StatefulSet (test_workloads_roll_spread_and_pull).
+    services = {n: s for n, s in named(prod, "Service").items() if s["spec"].get("clusterIP") != "None"}
     assert {n: {p["port"] for p in s["spec"]["ports"]} for n, s in services.items()} == SEED_PORTS
     pods = [w["spec"]["template"]["metadata"]["labels"] for w in workloads(prod).values()]
     for name, s in services.items():
@@ -353,11 +354,16 @@ def test_probes_from_the_health_model(prod: offline.Render) -> None:
 def test_requests_and_limits_everywhere(prod: offline.Render) -> None:
     for name, w in workloads(prod).items():
         res = container(w)["resources"]
-        assert set(res["requests"]) == set(res["limits"]) == {"cpu", "memory"}, name
+        assert set(res["requests"]) == set(res["limits"]) == {"cpu", "memory", "ephemeral-storage"}, name
     # Pulumi.prod.yaml: clickhouse memory 2Gi, cpu 1 (limits: twice the memory, four times the CPU),
     # in the canonical form the provider stores (so the engine's second preview is empty).
     ch = container(workloads(prod)["clickhouse"])["resources"]
-    assert ch == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "4", "memory": "4Gi"}}
+    assert ch == {"requests": {"cpu": "1", "memory": "2Gi", "ephemeral-storage": "320Mi"},
+                  "limits": {"cpu": "4", "memory": "4Gi", "ephemeral-storage": "640Mi"}}
+    # emptyDirs bounded; the request covers them and the logs (two 64Mi paths + 64Mi logs).
+    pg = workloads(prod)["postgres"]["spec"]["template"]["spec"]
+    assert {v["emptyDir"]["sizeLimit"] for v in pg["volumes"] if "emptyDir" in v} == {"64Mi"}
+    assert container(workloads(prod)["postgres"])["resources"]["requests"]["ephemeral-storage"] == "192Mi"
     assert container(workloads(prod)["data-collector-worker"])["resources"]["requests"]["cpu"] == "250m"
     # The catalog's figures where the stack sets none (the seed's ~50MB per agent).
     assert container(workloads(prod)["resource-agent"])["resources"]["requests"]["memory"] == "50Mi"
@@ -595,6 +601,35 @@ def test_replicas_from_config_and_a_pdb_for_each_workload_with_more_than_one(pro
     for name, pdb in pdbs.items():
         assert pdb["spec"]["selector"] == ws[name]["spec"]["selector"]
         assert pdb["metadata"]["namespace"] == ws[name]["metadata"]["namespace"]
+
+
+def test_workloads_roll_spread_and_pull(prod: offline.Render) -> None:
+    ws, services = workloads(prod), named(prod, "Service")
+    for name, w in ws.items():
+        if w["kind"] == "StatefulSet":  # a headless governing Service that selects its pods
+            gov = services[w["spec"]["serviceName"]]
+            assert gov["spec"]["clusterIP"] == "None" and gov["spec"]["publishNotReadyAddresses"] is True
+            assert gov["spec"]["selector"] == {"app.kubernetes.io/name": name}
+            assert gov["metadata"]["namespace"] == w["metadata"]["namespace"]
+        elif name == "data-collector-beat":
+            assert w["spec"]["strategy"] == {"type": "Recreate"}
+        else:  # singletons too (portal, orchestrator): one extra pod, never one fewer
+            assert w["spec"]["strategy"] == {"type": "RollingUpdate",
+                                             "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}, name
+        spread = w["spec"]["template"]["spec"].get("topologySpreadConstraints")
+        if w["spec"]["replicas"] > 1:
+            assert [c["topologyKey"] for c in spread] == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+        else:
+            assert spread is None, name
+        assert container(w)["imagePullPolicy"] == "Always"
+        assert "imagePullSecrets" not in w["spec"]["template"]["spec"]  # none configured
+    pulled = workloads(render("prod", "kubernetes.imagePullSecrets=[ghcr-pull]"))
+    own = {n for n, w in pulled.items() if w["spec"]["template"]["spec"].get("imagePullSecrets")}
+    assert own == {n for n, w in pulled.items() if container(w)["image"].startswith("ghcr.io/optiinfra/")}
+    assert pulled["portal"]["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "ghcr-pull"}]
+    # Grafana builds its links from the Ingress host.
+    env = {e["name"]: e.get("value") for e in container(ws["grafana"])["env"]}
+    assert env["GF_SERVER_ROOT_URL"] == "https://grafana.optiinfra.example.com/"
 
 
 def test_beat_cannot_scale() -> None:

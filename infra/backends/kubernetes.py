@@ -39,9 +39,8 @@ from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.networking import v1 as net
 from pulumi_kubernetes.policy import v1 as policy
 
-from policies.optiinfra_policies.vocabulary import K8S_CLOUD_PROVIDER as PROVIDER
-from policies.optiinfra_policies.vocabulary import K8S_COMPONENT as COMPONENT
 from policies.optiinfra_policies.vocabulary import (
+    K8S_ANNOTATION,
     K8S_DATA_PATHS,
     K8S_PUBLIC,
     K8S_REQUIRE_DIGEST,
@@ -54,6 +53,8 @@ from policies.optiinfra_policies.vocabulary import (
     port_stamp,
     tier_scoped_name,
 )
+from policies.optiinfra_policies.vocabulary import K8S_CLOUD_PROVIDER as PROVIDER
+from policies.optiinfra_policies.vocabulary import K8S_COMPONENT as COMPONENT
 from policies.optiinfra_policies.vocabulary import K8S_MANAGED_BY as MANAGED_BY
 from policies.optiinfra_policies.vocabulary import K8S_NAME as NAME
 from policies.optiinfra_policies.vocabulary import K8S_NAMESPACE_NAME as NAMESPACE_NAME
@@ -61,7 +62,7 @@ from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
 from policies.optiinfra_policies.vocabulary import K8S_SECRET_KEYS as SECRET_KEYS
 
 from ..graph import Edge, Effective, Model, providers_of, volume_mib
-from ..model import CommandCheck, HttpCheck, Probe, Secret, Service, TcpCheck, Tier, Url
+from ..model import CommandCheck, Dsn, HttpCheck, Probe, Secret, Service, TcpCheck, Tier, Url
 from ..monitoring import GeneratedFiles
 from ..tiers import TierComponent
 from ..wiring import Wiring
@@ -73,9 +74,80 @@ validate them against, and the Pod Security Standard version the namespaces enfo
 
 CREDENTIALS_SECRET = "credentials"
 
+HIGH_UID = 10000
+"""checkov CKV_K8S_40 and kube-score want UIDs and GIDs of at least this (no host user clash)."""
+
+KUBE_SCORE_IGNORE = "kube-score/ignore"
+KUBE_SCORE_REASON = f"{K8S_ANNOTATION}/kube-score."
+"""`optiinfra.io/kube-score.<check>`: why kube-score's `<check>` is ignored on this object
+(kube-score's own annotation takes only the check names)."""
+CHECKOV_SKIP = "checkov.io/skip"
+"""`checkov.io/skip<N>: CKV_K8S_<id>=<reason>`, checkov's own skip annotation."""
+
+
+@dataclass(frozen=True)
+class Exception_:
+    """A reviewer finding accepted on one object, with the catalog fact that justifies it."""
+
+    checkov: tuple[str, ...]
+    kube_score: tuple[str, ...]
+    reason: str
+
+
+def review_exceptions(model: Model, eff: Effective, kind: str, replicas: int) -> list[Exception_]:
+    """The checkov and kube-score findings this workload keeps, each with its reason, from
+    the catalog and the stack (docs/production.md lists them)."""
+    svc, out = eff.service, []
+    if "@sha256:" not in eff.image:
+        out.append(Exception_(("CKV_K8S_43",), (), (
+            f"pinned to a version tag ({eff.image.rsplit(':', 1)[-1]}); pin a digest with "
+            f"services.{svc.name}.image and kubernetes.requireDigest")))
+    if svc.uid < HIGH_UID:
+        out.append(Exception_(("CKV_K8S_40",), ("container-security-context-user-group-id",), (
+            f"runs as UID {svc.uid}, the image's own user, which owns the image's directories")))
+    if not svc.read_only_root:
+        out.append(Exception_(("CKV_K8S_22",), ("container-security-context-readonlyrootfilesystem",),
+                              f"writable root: {svc.read_only_reason}"))
+    if svc.secret_env_reason and any(isinstance(v, Secret | Url | Dsn) for _, v in svc.env):
+        out.append(Exception_(("CKV_K8S_35",), (), f"secrets in env: {svc.secret_env_reason}"))
+    h = svc.health
+    if h is not None and h.live is None and not svc.ports:
+        out.append(Exception_((), ("pod-probes-identical",), (
+            "no Service routes to it, so readiness only paces a rollout; the one check that "
+            "proves it works also proves it alive")))
+    if kind == "Deployment" and replicas < 2:
+        why = (f"one instance: {svc.exclusive}" if svc.exclusive else
+               "one instance per cloud provider in this stack" if svc.per_cloud_provider else
+               "the catalog runs one instance; a rolling update with surge keeps it available"
+               if not svc.scalable else "this stack's replicas: 1")
+        out.append(Exception_((), ("deployment-replicas",), why))
+    if replicas > 1:
+        out.append(Exception_((), (f"{kind.lower()}-has-host-podantiaffinity",), (
+            "topologySpreadConstraints spread the replicas over zones and hosts (ScheduleAnyway, "
+            "so a full node never blocks a rollout)")))
+    return out
+
+
+def exception_annotations(exceptions: Sequence[Exception_]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    skips = [(c, x.reason) for x in exceptions for c in x.checkov]
+    for i, (check, reason) in enumerate(skips, start=1):
+        out[f"{CHECKOV_SKIP}{i}"] = f"{check}={reason}"
+    ignored = [(c, x.reason) for x in exceptions for c in x.kube_score]
+    if ignored:
+        out[KUBE_SCORE_IGNORE] = ",".join(c for c, _ in ignored)
+        out.update({f"{KUBE_SCORE_REASON}{c}": reason for c, reason in ignored})
+    return out
+
+
 STARTUP_GRACE = 10
 """A startup probe allows this many times the catalog's start period before liveness
 takes over (slow first starts: initdb, ClickHouse on a fresh volume)."""
+
+
+def governing_service(service: Service) -> str:
+    """Name of a StatefulSet's headless governing Service."""
+    return f"{service.name}-headless"
 
 
 def namespace_name(model: Model, tier: Tier) -> str:
@@ -386,23 +458,30 @@ class KubernetesBackend:
         volumes, mounts = list(volumes), list(mounts)
         if svc.read_only_root:
             for i, path in enumerate(svc.writable_paths):
-                volumes.append(core.VolumeArgs(name=f"writable-{i}", empty_dir=core.EmptyDirVolumeSourceArgs()))
+                volumes.append(core.VolumeArgs(name=f"writable-{i}", empty_dir=core.EmptyDirVolumeSourceArgs(
+                    size_limit=quantity_mib(svc.scratch_mib))))
                 mounts.append(core.VolumeMountArgs(name=f"writable-{i}", mount_path=path))
         mounts.extend(core.VolumeMountArgs(name=v.name, mount_path=v.path) for v in svc.volumes)
         env = [core.EnvVarArgs(name=k, value=v) for k, v in inst.env] + self.env[svc.name]
+        if svc.external_url_env and eff.name in self.model.settings.kubernetes.ingress.hosts and eff.public:
+            env.append(core.EnvVarArgs(name=svc.external_url_env, value=self._external_url(eff.name) + "/"))
         seccomp = core.SeccompProfileArgs(type="RuntimeDefault")
         container = core.ContainerArgs(
             name=svc.name,
             image=eff.image,
-            image_pull_policy="IfNotPresent",
+            # Always: the kubelet checks the registry credentials on every start, so a pod on a
+            # node that cached a private image cannot run it without imagePullSecrets.
+            image_pull_policy="Always",
             # The catalog's command is the image's CMD (Docker `command`): Kubernetes `args`.
             args=self.args[svc.name] or None,
             env=env or None,
             ports=[core.ContainerPortArgs(name=p.name, container_port=p.container, protocol=p.protocol.upper())
                    for p in svc.ports] or None,
             resources=core.ResourceRequirementsArgs(
-                requests={"cpu": quantity_cpu(res.cpu), "memory": quantity_mib(res.memory_mib)},
-                limits={"cpu": quantity_cpu(res.limit_cpu), "memory": quantity_mib(res.limit_mib)}),
+                requests={"cpu": quantity_cpu(res.cpu), "memory": quantity_mib(res.memory_mib),
+                          "ephemeral-storage": quantity_mib(svc.ephemeral_mib)},
+                limits={"cpu": quantity_cpu(res.limit_cpu), "memory": quantity_mib(res.limit_mib),
+                        "ephemeral-storage": quantity_mib(2 * svc.ephemeral_mib)}),
             security_context=core.SecurityContextArgs(
                 allow_privilege_escalation=False, privileged=False, run_as_non_root=True,
                 read_only_root_filesystem=svc.read_only_root, seccomp_profile=seccomp,
@@ -412,9 +491,13 @@ class KubernetesBackend:
         )
         spread = None
         if eff.replicas > 1:
+            # Over zones, then hosts: one zone or node lost takes at most its share of replicas.
             spread = [core.TopologySpreadConstraintArgs(
-                max_skew=1, topology_key="kubernetes.io/hostname", when_unsatisfiable="ScheduleAnyway",
-                label_selector=meta.LabelSelectorArgs(match_labels=inst.selector))]
+                max_skew=1, topology_key=key, when_unsatisfiable="ScheduleAnyway",
+                label_selector=meta.LabelSelectorArgs(match_labels=inst.selector))
+                for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")]
+        pull = self.model.settings.kubernetes.image_pull_secrets
+        pull_secrets = [core.LocalObjectReferenceArgs(name=n) for n in pull] if svc.own_image and pull else None
         return core.PodTemplateSpecArgs(
             metadata=meta.ObjectMetaArgs(labels={PART_OF: PROJECT, COMPONENT: eff.tier.value, **inst.selector}),
             spec=core.PodSpecArgs(
@@ -426,6 +509,7 @@ class KubernetesBackend:
                     run_as_non_root=True, run_as_user=svc.uid, run_as_group=svc.uid, fs_group=svc.uid,
                     fs_group_change_policy="OnRootMismatch", seccomp_profile=seccomp),
                 topology_spread_constraints=spread,
+                image_pull_secrets=pull_secrets,
             ))
 
     def _workload_stamps(self, eff: Effective) -> dict[str, str]:
@@ -457,7 +541,10 @@ class KubernetesBackend:
         needs = [*self.ready[tier], *own, *configs, *after]
         workloads: list[pulumi.Resource] = []
         for inst in instances(self.model, eff):
-            metadata = self._meta(inst.name, tier, inst.selector, self._workload_stamps(eff) or None)
+            kind = "StatefulSet" if svc.stateful else "Deployment"
+            notes = {**self._workload_stamps(eff),
+                     **exception_annotations(review_exceptions(self.model, eff, kind, eff.replicas))}
+            metadata = self._meta(inst.name, tier, inst.selector, notes or None)
             selector = meta.LabelSelectorArgs(match_labels=inst.selector)
             template = self._pod(eff, inst, volumes, mounts)
             workload: pulumi.Resource
@@ -465,7 +552,8 @@ class KubernetesBackend:
                 workload = apps.StatefulSet(inst.name, apps.StatefulSetInitArgs(
                     metadata=metadata,
                     spec=apps.StatefulSetSpecArgs(
-                        service_name=svc.name, replicas=eff.replicas, selector=selector, template=template,
+                        service_name=governing_service(svc), replicas=eff.replicas, selector=selector,
+                        template=template,
                         volume_claim_templates=self._claims(eff),
                         persistent_volume_claim_retention_policy=(
                             apps.StatefulSetPersistentVolumeClaimRetentionPolicyArgs(
@@ -476,9 +564,13 @@ class KubernetesBackend:
                     metadata=metadata,
                     spec=apps.DeploymentSpecArgs(
                         replicas=eff.replicas, selector=selector, template=template,
-                        # A service that runs exactly one instance (Celery beat: one scheduler)
-                        # never overlaps with its successor during a rollout.
-                        strategy=None if svc.scalable else apps.DeploymentStrategyArgs(type="Recreate"))),
+                        # A service whose instances must never overlap (Celery beat: one
+                        # scheduler) is replaced in place; every other one rolls with one extra
+                        # pod, never one fewer (a singleton stays available).
+                        strategy=apps.DeploymentStrategyArgs(type="Recreate") if svc.exclusive else
+                        apps.DeploymentStrategyArgs(type="RollingUpdate",
+                                                    rolling_update=apps.RollingUpdateDeploymentArgs(
+                                                        max_surge=1, max_unavailable=0)))),
                     opts=self._opts(comp, depends_on=needs))
             workloads.append(workload)
             if eff.replicas > 1:
@@ -487,6 +579,8 @@ class KubernetesBackend:
                     spec=policy.PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=selector)),
                     opts=self._opts(comp, depends_on=[self.namespaces[tier]]))
         handle = workloads[0]
+        if svc.stateful:
+            self._governing(eff, comp)
         if svc.ports:
             service = core.Service(svc.name, core.ServiceInitArgs(
                 metadata=self._meta(svc.name, tier, {NAME: svc.name}, {
@@ -507,6 +601,24 @@ class KubernetesBackend:
                 self._ingress(eff, comp, service)
         return handle
 
+    def _governing(self, eff: Effective, comp: TierComponent) -> core.Service:
+        """The headless Service a StatefulSet's pods get their stable DNS names from
+        (`<pod>.<service>-headless.<namespace>.svc`), ready or not (peers find a starting pod)."""
+        svc = eff.service
+        return core.Service(governing_service(svc), core.ServiceInitArgs(
+            metadata=self._meta(governing_service(svc), eff.tier, {NAME: svc.name}, {
+                K8S_PUBLIC: "false",
+                **{k8s_port_key(p.name): port_stamp(p.name, self.model.catalog.band_of(p)) for p in svc.ports}}),
+            spec=core.ServiceSpecArgs(
+                cluster_ip="None", publish_not_ready_addresses=True, selector={NAME: svc.name},
+                ports=[core.ServicePortArgs(name=p.name, port=p.container, target_port=p.name,
+                                            protocol=p.protocol.upper()) for p in svc.ports] or None)),
+            opts=self._opts(comp, depends_on=[self.namespaces[eff.tier]]))
+
+    def _external_url(self, name: str) -> str:
+        ing = self.model.settings.kubernetes.ingress
+        return f"{'https' if ing.tls_secret_name else 'http'}://{ing.hosts[name]}"
+
     def _ingress(self, eff: Effective, comp: TierComponent, service: core.Service) -> None:
         ing = self.model.settings.kubernetes.ingress
         port = eff.service.primary_port
@@ -524,7 +636,7 @@ class KubernetesBackend:
                         backend=net.IngressBackendArgs(service=net.IngressServiceBackendArgs(
                             name=eff.name, port=net.ServiceBackendPortArgs(number=port.container))))]))])),
             opts=self._opts(comp, depends_on=[service]))
-        self.ingress_urls[eff.name] = f"{'https' if ing.tls_secret_name else 'http'}://{host}"
+        self.ingress_urls[eff.name] = self._external_url(eff.name)
 
     def outputs(self) -> StackOutputs:
         model = self.model
