@@ -531,8 +531,8 @@ def setting_rows(catalog: Catalog | None = None) -> list[SettingRow]:
     catalog = catalog or default_catalog()
     for cred in catalog.credentials.values():
         rows.append(SettingRow(cred.config_key, "string", f"generated per stack ({cred.length} characters)",
-                               f"{cred.description}. Set it with `pulumi config set --secret {cred.config_key}`; "
-                               f"at least {MIN_LENGTH} characters and not a well-known default.", secret=True))
+                               f"{cred.description}. Always a secret, `pulumi config set --secret {cred.config_key}` (a "
+                               f"plaintext value is refused); at least {MIN_LENGTH} characters, not a well-known default.", secret=True))
     return rows
 
 
