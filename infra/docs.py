@@ -530,9 +530,10 @@ def setting_rows(catalog: Catalog | None = None) -> list[SettingRow]:
     walk(Settings, "")
     catalog = catalog or default_catalog()
     for cred in catalog.credentials.values():
-        rows.append(SettingRow(cred.config_key, "string", f"generated per stack ({cred.length} characters)",
-                               f"{cred.description}. Always a secret, `pulumi config set --secret {cred.config_key}` (a "
-                               f"plaintext value is refused); at least {MIN_LENGTH} characters, not a well-known default.", secret=True))
+        how = (f"{cred.description}. Always a secret, `pulumi config set --secret {cred.config_key}` (a plaintext "
+               f"value is refused); at least {MIN_LENGTH} characters, not a well-known default.")
+        rows.append(SettingRow(cred.config_key, "string", f"generated per stack ({cred.length} characters)", how,
+                               secret=True))
     return rows
 
 
