@@ -573,13 +573,14 @@ def _expand(word: str) -> list[str]:
 
 
 def layout_listed(readme: str) -> set[str]:
-    """Paths the README's layout section names (the first word of each line in its code block)."""
+    """Paths the README's layout section names: the first word of each line of its code block
+    (an indented line continues the description above it)."""
     _, found, rest = readme.partition(f"\n{LAYOUT_HEADING}\n")
     if not found:
         return set()
     section = rest.split("\n## ", 1)[0]
     block = section.split("```", 2)[1] if section.count("```") >= 2 else ""
-    return {path for line in block.splitlines()[1:] if line.strip()
+    return {path for line in block.splitlines()[1:] if line.strip() and not line[0].isspace()
             for path in _expand(line.split()[0])}
 
 

@@ -241,7 +241,8 @@ README_WITH_LAYOUT = """# x
 
 ```
 infra/{a,b}.py      two modules
-infra/sub/c.py      one more
+infra/sub/c.py      one more, with a description
+                    infra/continued.py that goes on (not a path)
 scripts/run.sh      a script
 ```
 
