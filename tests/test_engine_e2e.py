@@ -1,8 +1,13 @@
 """The real Pulumi engine, end to end, on the Kubernetes target rendered to YAML.
 
 Mocks prove what the program asks for; this proves that Pulumi accepts it: the stack
-files load, secrets are encrypted in state, the provider takes every input, the
-policy pack runs under the CLI, and a second preview after `up` is empty.
+files load, secrets are encrypted in state, the provider's manifests validate strictly
+against the schema of the Kubernetes version the manifests target, the engine's inputs
+agree with the offline plan, and the policy pack runs (and refuses) under the CLI.
+
+What a live API server proves (every resource created and ready, empty preview and
+refresh, updates, destroy) is tests/test_live_cluster.py's; this file keeps only what
+that test does not check, and needs no control plane.
 
 The engine comes from `scripts/engine.sh` (an official CLI on PATH, or one built from
 the published Go modules and cached outside the repository). Without it the tests are
@@ -126,12 +131,6 @@ def deployed(run: Run) -> dict[str, Any]:
     return state
 
 
-def test_second_preview_is_empty_and_state_has_every_resource(run: Run, deployed: dict[str, Any]) -> None:
-    urns = {r["urn"] for r in deployed["deployment"]["resources"]}
-    expected = {r.urn for r in _offline(run).resources}
-    assert expected <= urns, sorted(expected - urns)[:5]
-
-
 def test_state_holds_no_secret_in_plaintext(run: Run, deployed: dict[str, Any]) -> None:
     text = deployed["_text"]
     for key, value in run.secrets.items():
@@ -239,12 +238,3 @@ def test_policy_pack_fails_a_bad_override_under_the_cli(run: Run, deployed: dict
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output[-3000:]
     assert "tier-isolation" in output and "mandatory" in output, output[-3000:]
-
-
-def test_destroy_and_remove_the_stack(run: Run, deployed: dict[str, Any]) -> None:
-    # Stateful workloads and claims are protected; tearing down is an explicit step.
-    run.pulumi("state", "unprotect", "--all", "--yes", label="state unprotect")
-    run.pulumi("destroy", "--yes", "--skip-preview", label="destroy")
-    left = json.loads(run.pulumi("stack", "export", label="stack export (after)").stdout)
-    assert [r["type"] for r in left["deployment"].get("resources") or [] if r["type"] != "pulumi:pulumi:Stack"] == []
-    run.pulumi("stack", "rm", "--yes", STACK, label="stack rm")
