@@ -33,9 +33,8 @@ from .model import (
     Volume,
 )
 
-# The seed's port allocation summary. ClickHouse HTTP (8123) is listed under the
-# metrics band although it lies outside it: that exception lives in the policy config
-# (policies/config/*.json), not here.
+# The seed's port allocation summary. A port outside its band says why beside itself
+# (Port.outside_band): ClickHouse HTTP (8123) is the seed's one such port.
 BANDS = (
     Band("application", 8000, 8099),
     Band("database", 5000, 6999),
@@ -148,7 +147,10 @@ SERVICES: tuple[Service, ...] = (
         image="clickhouse/clickhouse-server:24.8.4.13",
         publish=False,
         purpose="Time-series metrics",
-        ports=(Port("http", 8123, host=8123, band="metrics"), Port("native", 9000, host=9000, band="metrics")),
+        ports=(Port("http", 8123, host=8123, band="metrics",
+                    outside_band="the seed lists ClickHouse HTTP (8123) under Metrics & Exporters (9000-9999) "
+                                 "although it lies outside that range; it keeps ClickHouse's well-known port"),
+               Port("native", 9000, host=9000, band="metrics")),
         health=HealthCheck(HttpCheck("/ping", "http", "Ok."), live=TcpCheck("native"), docker_client="wget",
                            slow_start=True, start_period_s=30),
         resources=Resources(memory_mib=500, cpu=0.5),

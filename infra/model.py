@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from policies.optiinfra_policies.vocabulary import port_stamp
+
 
 class Tier(enum.Enum):
     """The five tiers, in the seed's startup order (a tier starts after the one before it)."""
@@ -51,6 +53,9 @@ class Port:
     host: int | None = None
     band: str | None = None
     protocol: Literal["tcp", "udp"] = "tcp"
+    outside_band: str = ""
+    """Why this port lies outside its band, if it does: the one written exception (the policy
+    pack reads it from the port's stamp); it covers the port's own numbers only."""
 
 
 @dataclass(frozen=True)
@@ -389,6 +394,11 @@ class Catalog:
     def band_of(self, port: Port) -> Band | None:
         """The allocation band a port's host port belongs to (None: it has none)."""
         return self.band(port.band) if port.band else None
+
+    def port_stamp(self, port: Port) -> str:
+        """What the policy pack reads of a port: its band, and the catalog's exception."""
+        numbers = [port.container] + ([port.host] if port.host else [])
+        return port_stamp(port.name, self.band_of(port), port.outside_band, numbers)
 
     def credential_keys(self) -> frozenset[str]:
         """The config keys credentials are supplied under (read by credentials.py)."""

@@ -192,15 +192,41 @@ def test_bands_pass_for_a_free_port_inside_the_band() -> None:
     assert checked("dev", "services.grafana.hostPort=3100").findings == []
 
 
-def test_the_seed_exception_for_clickhouse_http_lives_in_the_policy_config(tmp_path: Path) -> None:
+def _without_band_exception(props: dict[str, Any]) -> None:
+    """A resource's port stamps as if its catalog Port had no written exception."""
+    from types import SimpleNamespace
+
+    from policies.optiinfra_policies import vocabulary as v
+
+    def plain(value: Any) -> Any:
+        stamp = v.parse_port_stamp(value)
+        if stamp is None or not stamp.outside_band:
+            return value
+        return v.port_stamp(stamp.name, SimpleNamespace(name=stamp.band, low=stamp.low, high=stamp.high))
+
+    for item in props.get("labels", []):
+        item["value"] = plain(item.get("value"))
+    annotations = props.get("metadata", {}).get("annotations") or {}
+    for key in annotations:
+        annotations[key] = plain(annotations[key])
+
+
+def test_the_seed_exception_for_clickhouse_http_is_written_beside_its_port() -> None:
+    from infra.catalog import default_catalog
+
     sets = ("services.clickhouse.publish=true",)
     assert checked("dev", *sets).findings == []
-    without = with_config(tmp_path, DEV_CONFIG, **{"port-allocation-bands": {"exceptions": []}})
-    (name, msg), = found(checked("dev", *sets, config=without), "port-allocation-bands")
+    without = changed(dev_resources(*sets), CONTAINER, "clickhouse", _without_band_exception)
+    (name, msg), = violations("port-allocation-bands", without)
     assert name == "clickhouse" and "host port 8123 (http) is outside the metrics band 9000-9999" in msg
+    # One written exception, in one place: beside the catalog Port; no policy config repeats it.
+    ports = [p for svc in default_catalog().services.values() for p in svc.ports if p.outside_band]
+    assert [(p.name, p.container) for p in ports] == [("http", 8123)]
     for cfg in (DEV_CONFIG, PROD_CONFIG):
-        (exc,) = cfg["port-allocation-bands"]["exceptions"]
-        assert (exc["service"], exc["port"]) == ("clickhouse", 8123) and exc["reason"]
+        assert "port-allocation-bands" not in cfg
+    # The exception covers the port's own number, not one the stack config picks.
+    (name, msg), = found(checked("dev", "services.clickhouse.hostPorts.http=8124"), "port-allocation-bands")
+    assert name == "clickhouse" and "host port 8124" in msg
 
 
 # ---- 4. images pinned ----------------------------------------------------------------------------------
@@ -713,9 +739,10 @@ def test_prod_fails_every_image_without_a_digest_when_the_stack_requires_digests
     assert policies_hit(result) == {"images-pinned"}
 
 
-def test_prod_needs_the_clickhouse_exception_for_its_service_port(tmp_path: Path) -> None:
-    without = with_config(tmp_path, PROD_CONFIG, **{"port-allocation-bands": {"exceptions": []}})
-    (name, msg), = found(checked("prod", config=without), "port-allocation-bands")
+def test_prod_needs_the_clickhouse_exception_for_its_service_port() -> None:
+    resources = check_cmd.resources_of(render("prod"))
+    without = changed(resources, rules.K8S_SERVICE, "clickhouse", _without_band_exception)
+    (name, msg), = violations("port-allocation-bands", without)
     assert name == "clickhouse" and "Service port 8123 (http) is outside the metrics band 9000-9999" in msg
 
 

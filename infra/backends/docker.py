@@ -25,7 +25,6 @@ from policies.optiinfra_policies.vocabulary import (
     DOCKER_TIER,
     docker_port_key,
     joined,
-    port_stamp,
     tier_scoped_name,
 )
 
@@ -210,7 +209,7 @@ class DockerBackend:
                   (DOCKER_NETWORKS, joined(network_name(self.model, t) for t in self.model.networks_of(svc.name)))]
         # Published ports only: the band rule judges host ports, and a label names its port
         # number, so stamping an unpublished port would replace the container when it moves.
-        labels += [(docker_port_key(p.port.container), port_stamp(p.port.name, self.model.catalog.band_of(p.port)))
+        labels += [(docker_port_key(p.port.container), self.model.catalog.port_stamp(p.port))
                    for p in eff.published]
         if svc.volumes:
             labels.append((DOCKER_DATA_PATHS, joined(v.path for v in svc.volumes)))

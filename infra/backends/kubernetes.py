@@ -50,7 +50,6 @@ from policies.optiinfra_policies.vocabulary import (
     TRUE,
     joined,
     k8s_port_key,
-    port_stamp,
     tier_scoped_name,
 )
 from policies.optiinfra_policies.vocabulary import K8S_CLOUD_PROVIDER as PROVIDER
@@ -585,7 +584,7 @@ class KubernetesBackend:
             service = core.Service(svc.name, core.ServiceInitArgs(
                 metadata=self._meta(svc.name, tier, {NAME: svc.name}, {
                     K8S_PUBLIC: "true" if eff.public else "false",
-                    **{k8s_port_key(p.name): port_stamp(p.name, self.model.catalog.band_of(p))
+                    **{k8s_port_key(p.name): self.model.catalog.port_stamp(p)
                        for p in svc.ports}}),
                 spec=core.ServiceSpecArgs(
                     type="ClusterIP", selector={NAME: svc.name},
@@ -608,7 +607,7 @@ class KubernetesBackend:
         return core.Service(governing_service(svc), core.ServiceInitArgs(
             metadata=self._meta(governing_service(svc), eff.tier, {NAME: svc.name}, {
                 K8S_PUBLIC: "false",
-                **{k8s_port_key(p.name): port_stamp(p.name, self.model.catalog.band_of(p)) for p in svc.ports}}),
+                **{k8s_port_key(p.name): self.model.catalog.port_stamp(p) for p in svc.ports}}),
             spec=core.ServiceSpecArgs(
                 cluster_ip="None", publish_not_ready_addresses=True, selector={NAME: svc.name},
                 ports=[core.ServicePortArgs(name=p.name, port=p.container, target_port=p.name,

@@ -3,8 +3,9 @@
 Every rule is a pure function of what the resources carry (type token + camelCase inputs,
 see core.py) and the policy's config; stack policies also see the stack's other
 resources. Nothing is restated here that the catalog says: the program stamps the catalog
-facts a rule needs onto the resources (see the package docstring and vocabulary.py), and
-the seed's exceptions and per-service exemptions live in the policy config
+facts a rule needs onto the resources (see the package docstring and vocabulary.py). A
+port outside its band is written once, with its reason, beside the Port in the catalog
+(stamped with the port); per-service exemptions of other rules live in the policy config
 (policies/config/<stack>.json), each with its reason.
 
 References: CIS Docker Benchmark section 5, Kubernetes Pod Security Standards
@@ -244,22 +245,16 @@ def _ingress_backends(props: Mapping[str, Any]) -> Iterator[str]:
 
 # ---- 3. port allocation bands -----------------------------------------------------------
 
-def _exception(cfg: Mapping[str, Any], service: str, port: int) -> bool:
-    return any(e.get("service") == service and e.get("port") == port for e in as_list(cfg.get("exceptions")))
-
-
-def _band_problem(cfg: Mapping[str, Any], service: str, stamp: v.PortStamp, number: int, what: str) -> str | None:
-    if _exception(cfg, service, number):
-        return None
+def _band_problem(service: str, stamp: v.PortStamp, number: int, what: str) -> str | None:
     if stamp.band is None:
         return (f"{service}: {what} {number} ({stamp.name}) has no allocation band in the catalog. Fix: give the "
                 "Port a band in infra/catalog.py.")
-    if stamp.contains(number):
+    if stamp.allows(number):
         return None
     return (f"{service}: {what} {number} ({stamp.name}) is outside the {stamp.band} band {stamp.low}-{stamp.high}. "
-            f"Fix: pick a free port in {stamp.low}-{stamp.high} ({_service_hint(service, 'hostPort')}), or add "
-            f"{{\"service\": \"{service}\", \"port\": {number}, \"reason\": ...}} to port-allocation-bands.exceptions "
-            f"in {CONFIG_FILE}.")
+            f"Fix: pick a free port in {stamp.low}-{stamp.high} ({_service_hint(service, 'hostPort')}), or write "
+            "why beside the Port in infra/catalog.py (Port(..., outside_band=\"<reason>\")).")
+
 
 
 def check_port_bands(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
@@ -277,7 +272,7 @@ def check_port_bands(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
                 yield (f"{service}: host port {external} publishes container port {internal}, which the catalog "
                        "does not declare. Fix: declare the port (with its band) in infra/catalog.py.")
                 continue
-            problem = _band_problem(cfg, service, stamp, external, "host port")
+            problem = _band_problem(service, stamp, external, "host port")
             if problem:
                 yield problem
         return
@@ -298,7 +293,7 @@ def check_port_bands(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
                 yield (f"{service}: Service port {number} targets {target!r}, which the catalog does not declare. "
                        "Fix: declare the port (with its band) in infra/catalog.py.")
                 continue
-            problem = _band_problem(cfg, service, stamp, number, "Service port")
+            problem = _band_problem(service, stamp, number, "Service port")
             if problem:
                 yield problem
 
@@ -866,13 +861,10 @@ RULES: tuple[Rule, ...] = (
     Rule(
         name="port-allocation-bands",
         description=("Host ports (Docker) and Service ports (Kubernetes) lie inside the seed's allocation band "
-                     "of their catalog Port; exceptions are listed in the config with their reason."),
+                     "of their catalog Port, unless the catalog writes why beside that Port."),
         severity="low",
-        config={"exceptions": {**_list_of({"service": {"type": "string"}, "port": {"type": "integer"},
-                                           "band": {"type": "string"}, "reason": {"type": "string"}},
-                                          ["service", "port", "reason"]), "default": [],
-                               "description": "Ports allowed outside their band, each with the reason."}},
-        remediation="Pick a free port in the band, or add an exception with its reason.",
+        config={},
+        remediation="Pick a free port in the band, or write the reason beside the Port in infra/catalog.py.",
         check=check_port_bands,
         types=frozenset({CONTAINER, K8S_SERVICE}),
         tags=("ports",),

@@ -168,17 +168,28 @@ class PortStamp:
     band: str | None = None
     low: int = 0
     high: int = 0
+    outside_band: str = ""
+    """Why the port lies outside its band, as the catalog writes it beside the Port (the
+    one place such an exception lives); empty: it must be inside."""
+    excused: tuple[int, ...] = ()
+    """The numbers that exception covers: the catalog Port's own (container and default
+    host port), never a number the stack config picks."""
+
+    def allows(self, port: int) -> bool:
+        return self.contains(port) or (bool(self.outside_band) and port in self.excused)
 
     def contains(self, port: int) -> bool:
         return self.low <= port <= self.high
 
 
-def port_stamp(name: str, band: Any = None) -> str:
-    """`<port name>:<band>:<low>-<high>` (e.g. `http:metrics:9000-9999`); `http::` without a
-    band. `band` is anything with `name`, `low` and `high` (infra.model.Band)."""
+def port_stamp(name: str, band: Any = None, outside_band: str = "", excused: Iterable[int] = ()) -> str:
+    """`<port name>:<band>:<low>-<high>` (e.g. `http:metrics:9000-9999`), then
+    `:<excused numbers>:<reason>` for a port the catalog places outside its band; `http::`
+    without a band. `band` is anything with `name`, `low` and `high` (infra.model.Band)."""
     if band is None:
         return f"{name}::"
-    return f"{name}:{band.name}:{band.low}-{band.high}"
+    stamp = f"{name}:{band.name}:{band.low}-{band.high}"
+    return f"{stamp}:{joined(str(n) for n in sorted(set(excused)))}:{outside_band}" if outside_band else stamp
 
 
 def parse_port_stamp(value: Any) -> PortStamp | None:
@@ -191,10 +202,12 @@ def parse_port_stamp(value: Any) -> PortStamp | None:
         return None
     if not band and not span:
         return PortStamp(name)
+    span, _, exception = span.partition(":")
+    numbers, _, reason = exception.partition(":")
     low, dash, high = span.partition("-")
-    if not (band and dash and low.isdigit() and high.isdigit()):
+    if not (band and dash and low.isdigit() and high.isdigit()) or not all(n.isdigit() for n in split(numbers)):
         return None
-    return PortStamp(name, band, int(low), int(high))
+    return PortStamp(name, band, int(low), int(high), reason, tuple(int(n) for n in split(numbers)))
 
 
 def annotations_of(inputs: Mapping[str, Any]) -> dict[str, Any]:
