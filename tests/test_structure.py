@@ -193,3 +193,22 @@ def test_new_services_need_only_regenerated_docs(extended: Path) -> None:
     assert _cli(extended, "docs").returncode == 0
     assert "billing-api" in (extended / "docs" / "PORTS.md").read_text()
     assert _cli(extended, "docs", "--check").returncode == 0
+
+
+def test_a_port_outside_its_band_needs_one_written_exception(extended: Path, tmp_path: Path) -> None:
+    """A new service on a port outside its band fails the prod check until the catalog says
+    why, beside that Port; nothing else (no policy config) needs an entry."""
+    root = tmp_path / "project"
+    shutil.copytree(extended, root)
+    catalog = root / "infra" / "catalog.py"
+    text = catalog.read_text()
+    old, new = 'Port("http", 8090, host=8090, band="application"', 'Port("http", 7100, host=7100, band="application"'
+    moved = text.replace(old, new)
+    assert moved != text
+    catalog.write_text(moved)
+    failing = _cli(root, "check", "--stack", "prod")
+    assert failing.returncode == 1
+    assert "billing-api: Service port 7100 (http) is outside the application band" in failing.stdout
+    catalog.write_text(moved.replace(new + ")", new + ', outside_band="a test reason")'))
+    passing = _cli(root, "check", "--stack", "prod")
+    assert passing.returncode == 0, passing.stdout
