@@ -17,13 +17,22 @@ reserves none (a container is only capped at its limit), so on Docker a CPU requ
 above the budget is a warning, while memory and storage above it are errors; on
 Kubernetes all three are, and so is an instance larger than one node.
 
+On Kubernetes the requests must fit with room kept on top, and the report says how much:
+- each node's system reserve (`budget.reservedMemory`, `budget.reservedCpu`: kubelet,
+  runtime, eviction threshold), which pods never get;
+- a rolling update's surge: every Deployment but an `exclusive` one rolls with one extra
+  pod (maxSurge 1, maxUnavailable 0). Rollouts that run at once each wait for room for
+  their next pod, and each finished step frees an old pod; so the room that guarantees
+  progress is that of the largest surge pod, on one node as well as in the pool.
+Docker replaces a container in place (no surge) and the budget is already the host's share.
+
 Amounts are kept in integers (millicores, MiB) so that totals add up exactly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .graph import Effective, Model, providers_of, volume_mib
@@ -78,6 +87,9 @@ class Budget:
     cpu_per_node_m: int
     memory_per_node_mib: int
     storage_mib: int
+    reserved_cpu_m: int = 0
+    """Per node, for the system (Kubernetes only)."""
+    reserved_memory_mib: int = 0
 
     @property
     def cpu_m(self) -> int:
@@ -87,6 +99,14 @@ class Budget:
     def memory_mib(self) -> int:
         return self.nodes * self.memory_per_node_mib
 
+    @property
+    def pod_cpu_per_node_m(self) -> int:
+        return self.cpu_per_node_m - self.reserved_cpu_m
+
+    @property
+    def pod_memory_per_node_mib(self) -> int:
+        return self.memory_per_node_mib - self.reserved_memory_mib
+
 
 @dataclass
 class Footprint:
@@ -94,6 +114,8 @@ class Footprint:
     target: str
     lines: list[Line]
     budget: Budget
+    surge: Line | None = None
+    """The largest pod a rolling update adds (Kubernetes), kept free on top of the requests."""
     problems: list[str] = field(default_factory=list)
     """Each a one-line error naming the config key and the fix (the stack does not fit)."""
     warnings: list[str] = field(default_factory=list)
@@ -135,22 +157,38 @@ def storage_mib(model: Model, eff: Effective) -> int:
 
 def per_instance(model: Model, eff: Effective) -> Amount:
     res = eff.resources
-    return Amount(cpu_request_m=round(res.cpu * 1000), cpu_limit_m=round(res.limit_cpu * 1000),
-                  memory_request_mib=res.memory_mib, memory_limit_mib=res.limit_mib,
+    limit_mib, limit_cpu = res.limits(model.settings.target)  # Guaranteed QoS: limits = requests
+    return Amount(cpu_request_m=round(res.cpu * 1000), cpu_limit_m=round(limit_cpu * 1000),
+                  memory_request_mib=res.memory_mib, memory_limit_mib=limit_mib,
                   storage_mib=storage_mib(model, eff))
 
 
 def budget_of(model: Model) -> Budget:
-    b = model.settings.budget
+    b, k8s = model.settings.budget, model.settings.target == "kubernetes"
+    reserve = b.reserved_memory not in ("0", "0Mi")
     return Budget(nodes=b.nodes, cpu_per_node_m=round(b.cpu * 1000),
-                  memory_per_node_mib=parse_memory_mib(b.memory), storage_mib=parse_memory_mib(b.storage))
+                  memory_per_node_mib=parse_memory_mib(b.memory), storage_mib=parse_memory_mib(b.storage),
+                  reserved_cpu_m=round(b.reserved_cpu * 1000) if k8s else 0,
+                  reserved_memory_mib=parse_memory_mib(b.reserved_memory) if k8s and reserve else 0)
+
+
+def surge_of(model: Model, lines: list[Line]) -> Line | None:
+    """The largest pod a rolling update adds: over Deployments that roll (Kubernetes: not
+    stateful, not `exclusive`), by memory request, then CPU."""
+    if model.settings.target != "kubernetes":
+        return None
+    rolling = [x for x in lines if not model.services[x.name].service.stateful
+               and not model.services[x.name].service.exclusive]
+    top = max(rolling, key=lambda x: (x.each.memory_request_mib, x.each.cpu_request_m), default=None)
+    return None if top is None else Line(top.name, top.tier, 1, replace(top.each, storage_mib=0))
 
 
 def footprint(model: Model, stack: str) -> Footprint:
     lines = [Line(eff.name, eff.tier, instances(model, eff), per_instance(model, eff),
                   per_provider=bool(providers_of(model, eff)))
              for tier in Tier for eff in model.in_tier(tier)]
-    fp = Footprint(stack=stack, target=model.settings.target, lines=lines, budget=budget_of(model))
+    fp = Footprint(stack=stack, target=model.settings.target, lines=lines, budget=budget_of(model),
+                   surge=surge_of(model, lines))
     _judge(fp)
     return fp
 
@@ -166,10 +204,43 @@ def _largest(fp: Footprint, value: Callable[[Amount], int], key: str, fmt: Calla
     return ", ".join(parts)
 
 
+def room(fp: Footprint) -> str:
+    """What the Kubernetes budget keeps free on top of the requests, in words ('' on Docker)."""
+    b = fp.budget
+    if fp.target != "kubernetes":
+        return ""
+    parts = []
+    if b.reserved_memory_mib or b.reserved_cpu_m:
+        parts.append(f"system reserve {mem(b.reserved_memory_mib)} and {cores(b.reserved_cpu_m)} cores per node "
+                     f"({NAMESPACE}:budget.reservedMemory, .reservedCpu)")
+    if fp.surge is not None:
+        parts.append(f"rolling-update surge {mem(fp.surge.each.memory_request_mib)} and "
+                     f"{cores(fp.surge.each.cpu_request_m)} cores (one {fp.surge.name} pod)")
+    return ", ".join(parts)
+
+
 def _judge(fp: Footprint) -> None:
     total, b, k8s = fp.total, fp.budget, fp.target == "kubernetes"
     nodes = f"{b.nodes} nodes x " if b.nodes > 1 else ""
     per_node = f" per node, or {NAMESPACE}:budget.nodes" if b.nodes > 1 else ""
+    surge = fp.surge.each if fp.surge is not None else Amount()
+    kept = f" with room kept for the {room(fp)}" if room(fp) else ""
+    if k8s and total.memory_request_mib <= b.memory_mib and (
+            total.memory_request_mib + surge.memory_request_mib > b.nodes * b.pod_memory_per_node_mib):
+        need = -(-(total.memory_request_mib + surge.memory_request_mib) // b.nodes) + b.reserved_memory_mib
+        fp.problems.append(str(ConfigError(
+            f"{NAMESPACE}:budget.memory",
+            f"stack {fp.stack} requests {mem(total.memory_request_mib)} of memory, which does not fit "
+            f"{nodes}{mem(b.memory_per_node_mib)}{kept}",
+            f"raise {NAMESPACE}:budget.memory to at least {mem(need)}{per_node}")))
+    if k8s and total.cpu_request_m <= b.cpu_m and (
+            total.cpu_request_m + surge.cpu_request_m > b.nodes * b.pod_cpu_per_node_m):
+        need_m = -(-(total.cpu_request_m + surge.cpu_request_m) // b.nodes) + b.reserved_cpu_m
+        fp.problems.append(str(ConfigError(
+            f"{NAMESPACE}:budget.cpu",
+            f"stack {fp.stack} requests {cores(total.cpu_request_m)} CPU cores, which does not fit "
+            f"{nodes}{cores(b.cpu_per_node_m)}{kept}",
+            f"raise {NAMESPACE}:budget.cpu to at least {cores(need_m)}{per_node}")))
     if total.memory_request_mib > b.memory_mib:
         need = -(-total.memory_request_mib // b.nodes)
         fp.problems.append(str(ConfigError(
@@ -203,16 +274,18 @@ def _judge(fp: Footprint) -> None:
             f"{mem(b.storage_mib)}",
             f"raise {NAMESPACE}:budget.storage to at least {mem(total.storage_mib)}{shrink}")))
     if k8s:
-        # A pod runs on one node: it must fit there, whatever the pool's total.
+        # A pod runs on one node: it must fit there beside the system reserve.
         for line in fp.lines:
-            for key, need_each, have, fmt, what in (
-                    ("memory", line.each.memory_request_mib, b.memory_per_node_mib, mem, "memory"),
-                    ("cpu", line.each.cpu_request_m, b.cpu_per_node_m, cores, "CPU cores")):
-                if need_each > have:
+            for key, need_each, have, reserved, fmt, what in (
+                    ("memory", line.each.memory_request_mib, b.memory_per_node_mib, b.reserved_memory_mib, mem,
+                     "memory"),
+                    ("cpu", line.each.cpu_request_m, b.cpu_per_node_m, b.reserved_cpu_m, cores, "CPU cores")):
+                if need_each > have - reserved:
+                    less = f" less the system reserve {fmt(reserved)}" if reserved else ""
                     fp.problems.append(str(ConfigError(
                         f"{NAMESPACE}:services.{line.name}.{key}",
                         f"one {line.name} pod requests {fmt(need_each)} {what}, more than a node has "
-                        f"({NAMESPACE}:budget.{key} {fmt(have)})",
+                        f"({NAMESPACE}:budget.{key} {fmt(have)}{less})",
                         f"lower {NAMESPACE}:services.{line.name}.{key}, or raise {NAMESPACE}:budget.{key} "
                         "(the size of one node)")))
 
@@ -261,6 +334,13 @@ def text(fp: Footprint) -> str:
     lines.append(f"{'used (requests)':<27}cpu {_pct(total.cpu_request_m, b.cpu_m)}, "
                  f"memory {_pct(total.memory_request_mib, b.memory_mib)}, "
                  f"storage {_pct(total.storage_mib, b.storage_mib)}")
+    if room(fp):
+        surge = fp.surge.each if fp.surge is not None else Amount()
+        kept_m = b.nodes * b.reserved_memory_mib + surge.memory_request_mib
+        kept_c = b.nodes * b.reserved_cpu_m + surge.cpu_request_m
+        lines.append(f"{'room kept':<27}{room(fp)}: cpu {cores(kept_c)} cores, memory {mem(kept_m)} in all; "
+                     f"with the requests cpu {_pct(total.cpu_request_m + kept_c, b.cpu_m)}, "
+                     f"memory {_pct(total.memory_request_mib + kept_m, b.memory_mib)}")
     lines.append("")
     lines.extend(f"warning: {w}" for w in fp.warnings)
     lines.append(f"Within budget: {'yes' if fp.fits else 'NO'}")
@@ -277,7 +357,9 @@ def as_json(fp: Footprint) -> dict[str, Any]:
         "tiers": {t.value: {"instances": n, **a.as_json()} for t, (n, a) in fp.tiers().items()},
         "total": {"instances": fp.instances, **fp.total.as_json()},
         "budget": {"nodes": b.nodes, "cpuPerNode": b.cpu_per_node_m / 1000, "memoryPerNodeMiB": b.memory_per_node_mib,
-                   "cpu": b.cpu_m / 1000, "memoryMiB": b.memory_mib, "storageMiB": b.storage_mib},
+                   "cpu": b.cpu_m / 1000, "memoryMiB": b.memory_mib, "storageMiB": b.storage_mib,
+                   "reservedCpuPerNode": b.reserved_cpu_m / 1000, "reservedMemoryPerNodeMiB": b.reserved_memory_mib},
+        "surge": None if fp.surge is None else {"service": fp.surge.name, **fp.surge.each.as_json()},
         "withinBudget": fp.fits,
         "problems": fp.problems,
         "warnings": fp.warnings,

@@ -18,6 +18,8 @@ from .model import (
     Dependency,
     DockerClient,
     Dsn,
+    FromLimit,
+    FromVolume,
     Generated,
     HealthCheck,
     HttpCheck,
@@ -125,7 +127,12 @@ SERVICES: tuple[Service, ...] = (
         # crash recovery, which a liveness restart would only prolong).
         health=HealthCheck(CommandCheck(("pg_isready", "-h", "127.0.0.1", "-U", DB_USER, "-d", "optiinfra")),
                            live=TcpCheck("postgres"), slow_start=True, start_period_s=30),
-        resources=Resources(memory_mib=200, cpu=0.1),
+        resources=Resources(memory_mib=200, cpu=0.1, guaranteed=True),
+        # Sized from the memory limit: a quarter for shared buffers, and connections from
+        # half of it at ~4 MiB each (work memory, catalog caches), never fewer than 20.
+        command=("postgres",),
+        sized_command=(FromLimit("shared_buffers={n}MB", 0.25, flag="-c"),
+                       FromLimit("max_connections={n}", 0.5, scale=1 / 4, minimum=20, flag="-c")),
         volumes=(Volume("data", "/var/lib/postgresql/data", 2),),
         credentials=(Credential("postgres", "postgresPassword", "PostgreSQL password of the optiinfra user"),),
         env=(("POSTGRES_USER", DB_USER), ("POSTGRES_DB", "optiinfra"),
@@ -153,7 +160,12 @@ SERVICES: tuple[Service, ...] = (
                Port("native", 9000, host=9000, band="metrics")),
         health=HealthCheck(HttpCheck("/ping", "http", "Ok."), live=TcpCheck("native"), docker_client="wget",
                            slow_start=True, start_period_s=30),
-        resources=Resources(memory_mib=500, cpu=0.5),
+        resources=Resources(memory_mib=500, cpu=0.5, guaranteed=True),
+        # The server's own cap (bytes) at 80% of the limit, so a heavy query fails with
+        # MEMORY_LIMIT_EXCEEDED instead of the kernel killing the server. The entrypoint
+        # passes arguments after `--` to the server as configuration overrides.
+        command=("--",),
+        sized_command=(FromLimit("--max_server_memory_usage={n}", 0.8, scale=1024 * 1024),),
         volumes=(Volume("data", "/var/lib/clickhouse", 5),),
         credentials=(Credential("clickhouse", "clickhousePassword", "ClickHouse password of the optiinfra user"),),
         env=(("CLICKHOUSE_USER", DB_USER), ("CLICKHOUSE_DB", "optiinfra_metrics"),
@@ -178,13 +190,18 @@ SERVICES: tuple[Service, ...] = (
         # Redis replays its AOF it answers LOADING, not PONG: not ready, but alive (it listens).
         health=HealthCheck(CommandCheck(("sh", "-c", "redis-cli ping | grep -q PONG")), live=TcpCheck("redis"),
                            slow_start=True, start_period_s=30),
-        resources=Resources(memory_mib=50, cpu=0.1),
+        resources=Resources(memory_mib=50, cpu=0.1, guaranteed=True),
         volumes=(Volume("data", "/data", 0.5),),
         credentials=(Credential("redis", "redisPassword", "Redis requirepass"),),
         env=(("REDIS_PASSWORD", Secret("redis")), ("REDISCLI_AUTH", Secret("redis"))),
         secret_env_reason=("redis-cli (the health check) reads the password from REDISCLI_AUTH only; "
                            + PENDING_FILE.format("requirepass from a mounted file")),
-        command=("sh", "-c", 'exec redis-server --appendonly yes --requirepass "$REDIS_PASSWORD"'),
+        # maxmemory at 60% of the limit (an AOF rewrite forks, copying pages on write);
+        # noeviction: a Celery broker must refuse writes when full, never drop queued tasks.
+        # The sized arguments reach redis-server through "$@" ($0 is the name after the script).
+        command=("sh", "-c", 'exec redis-server --appendonly yes --maxmemory-policy noeviction '
+                 '--requirepass "$REDIS_PASSWORD" "$@"', "redis-server"),
+        sized_command=(FromLimit("{n}mb", 0.6, flag="--maxmemory"),),
         connection=Connection("redis://:{password}@{host}:{port}/0", "redis", credential="redis"),
         uid=999,
     ),
@@ -199,7 +216,7 @@ SERVICES: tuple[Service, ...] = (
         # on Docker bash's /dev/tcp sends the GET.
         health=HealthCheck(HttpCheck("/readyz", "http"), live=HttpCheck("/livez", "http"), docker_client="bash-tcp",
                            slow_start=True, start_period_s=30),
-        resources=Resources(memory_mib=128, cpu=0.1),
+        resources=Resources(memory_mib=128, cpu=0.1, guaranteed=True),
         volumes=(Volume("storage", "/qdrant/storage", 1),),
         credentials=(Credential("qdrant", "qdrantApiKey", "Qdrant API key", length=40),),
         env=(("QDRANT__SERVICE__API_KEY", Secret("qdrant")),),
@@ -225,8 +242,11 @@ SERVICES: tuple[Service, ...] = (
         connection=Connection("http://{host}:{port}", "web"),
         metrics=("web", "/metrics"),
         files=(ConfigFile("/etc/prometheus/prometheus.yml", Generated.SCRAPE_CONFIG),),
+        # Retention by time and by size, whichever first: 80% of the data volume (base-2
+        # units), so the WAL and compaction never fill the claim.
         command=("--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
                  "--storage.tsdb.retention.time=15d"),
+        sized_command=(FromVolume("--storage.tsdb.retention.size={n}MB", "data", 0.8),),
         scraper=True,
         uid=65534,
     ),

@@ -146,6 +146,9 @@ class Resources:
     cpu: float
     memory_limit_mib: int | None = None
     cpu_limit: float | None = None
+    guaranteed: bool = False
+    """On Kubernetes, limits equal requests (Guaranteed QoS: evicted last, memory it sizes
+    its caches from is never taken back). Docker has no QoS classes and keeps the limits."""
 
     @property
     def limit_mib(self) -> int:
@@ -154,6 +157,45 @@ class Resources:
     @property
     def limit_cpu(self) -> float:
         return self.cpu_limit or round(self.cpu * 4, 3)
+
+    def limits(self, target: str) -> tuple[int, float]:
+        """(memory MiB, CPU cores) the target caps one instance at."""
+        if self.guaranteed and target == "kubernetes":
+            return self.memory_mib, self.cpu
+        return self.limit_mib, self.limit_cpu
+
+
+@dataclass(frozen=True)
+class FromLimit:
+    """An argument sized from the service's memory limit on its target: `template` with `{n}`
+    = floor(limit MiB x `share` x `scale`), at least `minimum`, after `flag` if given (the
+    store's own memory settings, kept inside the container's limit)."""
+
+    template: str
+    share: float
+    scale: float = 1.0
+    minimum: int = 1
+    flag: str = ""
+
+    def render(self, limit_mib: int) -> tuple[str, ...]:
+        value = self.template.format(n=max(self.minimum, int(limit_mib * self.share * self.scale)))
+        return (self.flag, value) if self.flag else (value,)
+
+
+@dataclass(frozen=True)
+class FromVolume:
+    """An argument sized from one of the service's volumes on its target: `template` with
+    `{n}` = floor(volume MiB x `share`)."""
+
+    template: str
+    volume: str
+    share: float
+
+    def render(self, volume_mib: int) -> tuple[str, ...]:
+        return (self.template.format(n=int(volume_mib * self.share)),)
+
+
+Sized = FromLimit | FromVolume
 
 
 @dataclass(frozen=True)
@@ -279,6 +321,9 @@ class Service:
     """(port name, path) Prometheus scrapes; None: not scraped."""
     command: tuple[str | Dsn, ...] = ()
     """Arguments (a Dsn is filled per backend, like an environment value)."""
+    sized_command: tuple[Sized, ...] = ()
+    """Arguments after `command`, sized per stack from the effective memory limit or a
+    volume's size (the store's own memory and retention settings); default none."""
     files: tuple[ConfigFile, ...] = ()
     uid: int = 65532
     """The non-root user (and group) the container runs as, on both targets

@@ -161,6 +161,18 @@ class Budget(_Model):
     """Persistent storage in total (default 10Gi: the seed's estimate)."""
     nodes: int = Field(1, ge=1, le=1000)
     """Machines: 1 for the Docker host, the node pool's size on Kubernetes (default 1)."""
+    reserved_memory: str = Field("512Mi", alias="reservedMemory")
+    """Memory of each Kubernetes node kept for the system (kubelet, runtime, eviction
+    threshold), not for pods (default 512Mi; Docker: none)."""
+    reserved_cpu: float = Field(0.1, ge=0, alias="reservedCpu")
+    """CPU cores of each Kubernetes node kept for the system (default 0.1; Docker: none)."""
+
+    @field_validator("reserved_memory")
+    @classmethod
+    def _reserve(cls, v: str) -> str:
+        if v not in ("0", "0Mi"):
+            parse_memory_mib(v)
+        return v
 
 
 class Settings(_Model):

@@ -190,16 +190,45 @@ def test_storage_over_budget(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_node_pool_total_and_the_largest_pod(capsys: pytest.CaptureFixture[str]) -> None:
-    # 4 nodes x 1Gi = 4Gi and 4 x 1 core: the stack's 2024 MiB and 2.55 cores fit in total.
+    # 4 nodes x 1Gi = 4Gi and 4 x 1 core: the stack's 2024 MiB and 2.55 cores fit in total
+    # (no system reserve here: test_room_for_the_system_reserve_and_the_surge has it).
+    none = ("budget.reservedMemory=0Mi", "budget.reservedCpu=0")
     code, report, err = capacity(capsys, "dev", "target=kubernetes", "budget.nodes=4", "budget.memory=1Gi",
-                                 "budget.cpu=1")
+                                 "budget.cpu=1", *none)
     assert code == 0, err
     assert report["budget"]["memoryMiB"] == 4096 and report["budget"]["cpu"] == 4
     # clickhouse at 1536 MiB fits the pool (4 Gi) but no single 1 Gi node.
     code, _, err = capacity(capsys, "dev", "target=kubernetes", "budget.nodes=4", "budget.memory=1Gi",
-                            "budget.cpu=1", "services.clickhouse.memory=1536Mi")
+                            "budget.cpu=1", "services.clickhouse.memory=1536Mi", *none)
     assert code == 1
     assert "config key 'optiinfra:services.clickhouse.memory': one clickhouse pod requests 1.50Gi" in err
+
+
+def test_room_for_the_system_reserve_and_the_surge(capsys: pytest.CaptureFixture[str]) -> None:
+    """Kubernetes keeps each node's system reserve and the largest rolling-update surge pod free."""
+    code, report, err = capacity(capsys, "prod")
+    assert code == 0, err
+    assert report["budget"]["reservedMemoryPerNodeMiB"] == 512 and report["budget"]["reservedCpuPerNode"] == 0.1
+    # The largest pod that rolls with surge (StatefulSets and beat do not): a 256Mi worker.
+    assert report["surge"]["service"] == "data-collector-worker"
+    assert report["surge"]["memoryMiB"]["request"] == 256
+    # 4 nodes x 1.5Gi: 2024 MiB of requests fit the 6Gi pool, and still fit once 4 x 512 MiB
+    # are reserved (4096 MiB left) with a 150 MiB portal surge.
+    sets = ("target=kubernetes", "budget.nodes=4", "budget.memory=1536Mi", "budget.cpu=1")
+    code, report, err = capacity(capsys, "dev", *sets)
+    assert code == 0, err
+    assert report["surge"]["service"] == "portal"
+    # 2 x 1.5Gi = 3Gi holds the requests (2024 MiB) but not with 2 x 512 MiB reserved and the surge.
+    code, _, err = capacity(capsys, "dev", *sets[:1], "budget.nodes=2", "budget.memory=1536Mi", "budget.cpu=2")
+    assert code == 1
+    assert "does not fit 2 nodes x 1.50Gi with room kept for the system reserve 512Mi" in err
+    assert "rolling-update surge 150Mi and 0.1 cores (one portal pod)" in err
+    assert "raise optiinfra:budget.memory to at least 1.56Gi per node" in err  # (2024+150)/2 + 512
+    out = capsys.readouterr().out if cli.main(["capacity", "--stack", "prod"]) == 0 else ""
+    assert "room kept" in out and "one data-collector-worker pod" in out
+    # Docker keeps no such room: no surge, and the budget is the host's share already.
+    _, dev, _ = capacity(capsys, "dev")
+    assert dev["surge"] is None and dev["budget"]["reservedMemoryPerNodeMiB"] == 0
 
 
 def test_bad_budget_values_are_config_errors(capsys: pytest.CaptureFixture[str]) -> None:

@@ -210,6 +210,20 @@ def test_a_network_routes_out_only_where_its_own_containers_need_it() -> None:
     assert routes_out(agents, Tier.AGENTS)  # the cost agent declares cloud APIs
 
 
+def test_stores_size_their_memory_from_the_docker_limit(dev: offline.Render) -> None:
+    cs = containers(dev)
+    # Docker keeps the catalog's headroom (no QoS classes): redis 50 MiB -> limit 100 MiB.
+    assert cs["optiinfra-redis"].inputs["memory"] == 100
+    assert cs["optiinfra-redis"].inputs["command"][-2:] == ["--maxmemory", "60mb"]
+    assert "--maxmemory-policy noeviction" in cs["optiinfra-redis"].inputs["command"][2]
+    assert cs["optiinfra-postgres"].inputs["command"] == [
+        "postgres", "-c", "shared_buffers=100MB", "-c", "max_connections=50"]  # limit 400 MiB
+    cap = int(1000 * 0.8 * 2**20)  # limit 1000 MiB
+    assert cs["optiinfra-clickhouse"].inputs["command"] == ["--", f"--max_server_memory_usage={cap}"]
+    # Prometheus: 80% of the catalog's 1 GiB volume.
+    assert "--storage.tsdb.retention.size=819MB" in cs["optiinfra-prometheus"].inputs["command"]
+
+
 def test_health_checks_use_binaries_the_images_have(dev: offline.Render) -> None:
     cs = containers(dev)
     assert cs["optiinfra-postgres"].inputs["healthcheck"]["tests"][:2] == ["CMD", "pg_isready"]

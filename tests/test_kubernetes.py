@@ -355,11 +355,14 @@ def test_requests_and_limits_everywhere(prod: offline.Render) -> None:
     for name, w in workloads(prod).items():
         res = container(w)["resources"]
         assert set(res["requests"]) == set(res["limits"]) == {"cpu", "memory", "ephemeral-storage"}, name
-    # Pulumi.prod.yaml: clickhouse memory 2Gi, cpu 1 (limits: twice the memory, four times the CPU),
-    # in the canonical form the provider stores (so the engine's second preview is empty).
+    # Pulumi.prod.yaml: clickhouse memory 2Gi, cpu 1; a database runs in Guaranteed QoS (limits
+    # equal requests), in the canonical form the provider stores (so a second preview is empty).
     ch = container(workloads(prod)["clickhouse"])["resources"]
     assert ch == {"requests": {"cpu": "1", "memory": "2Gi", "ephemeral-storage": "320Mi"},
-                  "limits": {"cpu": "4", "memory": "4Gi", "ephemeral-storage": "640Mi"}}
+                  "limits": {"cpu": "1", "memory": "2Gi", "ephemeral-storage": "640Mi"}}
+    # Everything else keeps headroom: twice the memory, four times the CPU.
+    pm = container(workloads(prod)["prometheus"])["resources"]
+    assert (pm["requests"]["memory"], pm["limits"]["memory"]) == ("512Mi", "1Gi")
     # emptyDirs bounded; the request covers them and the logs (two 64Mi paths + 64Mi logs).
     pg = workloads(prod)["postgres"]["spec"]["template"]["spec"]
     assert {v["emptyDir"]["sizeLimit"] for v in pg["volumes"] if "emptyDir" in v} == {"64Mi"}
@@ -367,6 +370,25 @@ def test_requests_and_limits_everywhere(prod: offline.Render) -> None:
     assert container(workloads(prod)["data-collector-worker"])["resources"]["requests"]["cpu"] == "250m"
     # The catalog's figures where the stack sets none (the seed's ~50MB per agent).
     assert container(workloads(prod)["resource-agent"])["resources"]["requests"]["memory"] == "50Mi"
+
+
+def test_databases_guaranteed_with_their_memory_inside_the_limit(prod: offline.Render) -> None:
+    ws = workloads(prod)
+    for name in ("postgres", "clickhouse", "redis", "qdrant"):
+        res = container(ws[name])["resources"]
+        assert all(res["requests"][k] == res["limits"][k] for k in ("cpu", "memory")), name  # Guaranteed QoS
+    # Pulumi.prod.yaml: postgres 512Mi -> shared_buffers a quarter, connections from half at 4 MiB each.
+    assert container(ws["postgres"])["args"] == ["postgres", "-c", "shared_buffers=128MB", "-c", "max_connections=64"]
+    # clickhouse 2Gi -> the server caps itself at 80% (bytes).
+    assert container(ws["clickhouse"])["args"] == ["--", f"--max_server_memory_usage={int(2048 * 0.8 * 2**20)}"]
+    # redis 50Mi (catalog) -> maxmemory 60% with noeviction (a Celery broker never drops tasks).
+    redis = container(ws["redis"])["args"]
+    assert "--maxmemory-policy noeviction" in redis[2] and '"$@"' in redis[2]
+    assert redis[3:] == ["redis-server", "--maxmemory", "30mb"]
+    bigger = container(workloads(render("prod", "services.redis.memory=200Mi"))["redis"])["args"]
+    assert bigger[-2:] == ["--maxmemory", "120mb"]
+    # Prometheus keeps 80% of its 20Gi claim (Pulumi.prod.yaml kubernetes.storage.prometheus).
+    assert "--storage.tsdb.retention.size=16384MB" in container(ws["prometheus"])["args"]
 
 
 def test_args_are_the_catalogs_command(prod: offline.Render) -> None:

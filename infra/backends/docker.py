@@ -28,8 +28,8 @@ from policies.optiinfra_policies.vocabulary import (
     tier_scoped_name,
 )
 
-from ..graph import ANY, LOOPBACK, Effective, Model
-from ..model import CommandCheck, HealthCheck, HttpCheck, Service, TcpCheck, Tier
+from ..graph import ANY, LOOPBACK, Effective, Model, volume_mib
+from ..model import CommandCheck, FromLimit, FromVolume, HealthCheck, HttpCheck, Service, TcpCheck, Tier
 from ..monitoring import GeneratedFiles
 from ..tiers import TierComponent
 from ..wiring import Wiring
@@ -51,6 +51,15 @@ def volume_name(service: str, volume: str) -> str:
 def host_of(service: str) -> str:
     """Every container has its service name as an alias on each network it joins."""
     return service
+
+
+def sized(model: Model, eff: Effective, value: FromLimit | FromVolume) -> tuple[str, ...]:
+    """An argument sized from the container's memory limit (Docker keeps the catalog's
+    headroom: no QoS classes), or from a volume's size."""
+    if isinstance(value, FromLimit):
+        return value.render(eff.resources.limits(model.settings.target)[0])
+    volume = next(v for v in eff.service.volumes if v.name == value.volume)
+    return value.render(volume_mib(model, eff, volume))
 
 
 def routes_out(model: Model, tier: Tier) -> bool:
@@ -166,7 +175,8 @@ class DockerBackend:
             docker.ContainerArgs(
                 name=container_name(svc.name),
                 image=self._image(eff, comp).image_id,
-                command=self.wiring.command(svc) or None,
+                command=[*self.wiring.command(svc), *(a for v in svc.sized_command for a in sized(model, eff, v))]
+                or None,
                 envs=env or None,
                 ports=[docker.ContainerPortArgs(internal=p.port.container, external=p.host, ip=p.bind,
                                                 protocol=p.port.protocol) for p in eff.published] or None,

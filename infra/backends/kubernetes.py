@@ -61,7 +61,7 @@ from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
 from policies.optiinfra_policies.vocabulary import K8S_SECRET_KEYS as SECRET_KEYS
 
 from ..graph import Edge, Effective, Model, providers_of, volume_mib
-from ..model import CommandCheck, Dsn, HttpCheck, Probe, Secret, Service, TcpCheck, Tier, Url
+from ..model import CommandCheck, Dsn, FromLimit, FromVolume, HttpCheck, Probe, Secret, Service, TcpCheck, Tier, Url
 from ..monitoring import GeneratedFiles
 from ..tiers import TierComponent
 from ..wiring import Wiring
@@ -72,6 +72,15 @@ K8S_VERSION = "1.31"
 validate them against, and the Pod Security Standard version the namespaces enforce."""
 
 CREDENTIALS_SECRET = "credentials"
+TARGET = "kubernetes"
+
+
+def sized(model: Model, eff: Effective, value: FromLimit | FromVolume) -> tuple[str, ...]:
+    """An argument sized from the effective memory limit on this target, or a volume's size."""
+    if isinstance(value, FromLimit):
+        return value.render(eff.resources.limits(model.settings.target)[0])
+    volume = next(v for v in eff.service.volumes if v.name == value.volume)
+    return value.render(volume_mib(model, eff, volume))
 
 HIGH_UID = 10000
 """checkov CKV_K8S_40 and kube-score want UIDs and GIDs of at least this (no host user clash)."""
@@ -407,6 +416,7 @@ class KubernetesBackend:
                 data.setdefault(key, arg)
                 env.append(self._secret_env(var, key))
                 args.append(f"$({var})")
+            args.extend(_literal(a) for v in svc.sized_command for a in sized(self.model, eff, v))
             self.env[svc.name], self.args[svc.name] = env, args
         if not data:
             return None
@@ -479,7 +489,7 @@ class KubernetesBackend:
             resources=core.ResourceRequirementsArgs(
                 requests={"cpu": quantity_cpu(res.cpu), "memory": quantity_mib(res.memory_mib),
                           "ephemeral-storage": quantity_mib(svc.ephemeral_mib)},
-                limits={"cpu": quantity_cpu(res.limit_cpu), "memory": quantity_mib(res.limit_mib),
+                limits={"cpu": quantity_cpu(res.limits(TARGET)[1]), "memory": quantity_mib(res.limits(TARGET)[0]),
                         "ephemeral-storage": quantity_mib(2 * svc.ephemeral_mib)}),
             security_context=core.SecurityContextArgs(
                 allow_privilege_escalation=False, privileged=False, run_as_non_root=True,
