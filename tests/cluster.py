@@ -27,6 +27,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -200,6 +201,7 @@ class Cluster:
     def start(self) -> Cluster:
         t_all = time.monotonic()
         _LIVE.append(self)
+        _exit_on_sigterm()
         pki = self.dir / "pki"
         t = time.monotonic()
         make_pki(pki)
@@ -394,6 +396,12 @@ def _kill_group(p: subprocess.Popen[bytes], sig: int) -> None:
     if p.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, sig)
+
+
+def _exit_on_sigterm() -> None:
+    """A SIGTERM (CI's timeout, a killed pytest) exits through atexit, which stops the cluster."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 @atexit.register
