@@ -213,13 +213,16 @@ def test_the_catalog_restates_no_port_of_its_own() -> None:
 
 def test_publishing_a_database_port_flags_the_stateful_replacement() -> None:
     d = diff_of("dev", ("services.postgres.hostPort=5433",))
-    assert changed(d) == {"postgres": "replace"}
+    # Docker forwards a published port only through a network with a route out, so the
+    # databases network stops being internal (and is replaced) for the port to work.
+    assert changed(d) == {"postgres": "replace", "databases-network": "replace"}
     (msg,) = alerts(d, "stateful-replace")
-    assert msg.startswith("postgres is stateful and will be replaced (ports)")
+    assert msg.startswith("postgres is stateful and will be replaced (labels, ports)")  # labels: the port stamp
     assert "volume optiinfra-postgres-data is protected and not in the replace set" in msg
     assert "/var/lib/postgresql/data" in msg
-    # The databases network is internal: Docker would not forward the port.
-    assert alerts(d, "unreachable") and "optiinfra-databases" in alerts(d, "unreachable")[0]
+    network = next(r for r in d.resources if r.name == "databases-network")
+    assert {(f.path, f.old, f.new) for f in network.changes} == {("internal", True, False)}
+    assert alerts(d, "unreachable") == []
     assert alerts(d, "band") == []  # 5433 is in the database band 5000-6999
 
 
@@ -395,14 +398,18 @@ def test_prod_grafana_port_reaches_service_probe_ingress_policy_portal_and_scrap
     assert {(r.type.split(":")[-1], r.name): r.op for r in d.resources} == {
         ("StatefulSet", "grafana"): "update",        # container port and probes: a rolling update
         ("Service", "grafana"): "update",
+        ("Service", "grafana-headless"): "update",   # the StatefulSet's governing Service
         ("Ingress", "grafana"): "update",            # backend port
-        ("NetworkPolicy", "allow-grafana"): "update",  # allowed port
+        ("NetworkPolicy", "allow-grafana"): "update",  # allowed port (ingress)
+        ("NetworkPolicy", "allow-portal"): "update",   # the portal's egress to it
+        ("NetworkPolicy", "allow-prometheus"): "update",  # the scraper's egress to it
         ("Deployment", "portal"): "update",          # GRAFANA_URL
         ("ConfigMap", "prometheus-config"): "replace",  # scrape target; the name is content-hashed
         ("StatefulSet", "prometheus"): "update",     # mounts the new ConfigMap
     }
     assert {p for p, _, _ in d.outputs} == {"endpoints.grafana"}
-    assert effects(d, "ingress") == {"grafana"} and effects(d, "network-policy") == {"allow-grafana"}
+    assert effects(d, "ingress") == {"grafana"}
+    assert effects(d, "network-policy") == {"allow-grafana", "allow-portal", "allow-prometheus"}
     assert effects(d, "dependent") == {"portal"} and effects(d, "scrape") == {"prometheus"}
     restarts = alerts(d, "stateful-restart")
     assert {m.split(" ")[0] for m in restarts} == {"grafana", "prometheus"}
