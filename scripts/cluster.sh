@@ -294,8 +294,11 @@ for b in "${binaries[@]}"; do
 	[[ -x $out/$b ]] || die "$b was not built"
 done
 got_apiserver=$("$out/kube-apiserver" --version 2>&1) || die "built kube-apiserver does not run: $got_apiserver"
-got_kubectl=$("$out/kubectl" version --client 2>&1 | head -n1) || die "built kubectl does not run: $got_kubectl"
-got_etcd=$("$out/etcd" --version 2>&1 | head -n1) || die "built etcd does not run: $got_etcd"
+# Whole output first, then its first line: `| head -n1` under pipefail fails when the command gets SIGPIPE.
+got_kubectl=$("$out/kubectl" version --client 2>&1) || die "built kubectl does not run: $got_kubectl"
+got_kubectl=${got_kubectl%%$'\n'*}
+got_etcd=$("$out/etcd" --version 2>&1) || die "built etcd does not run: $got_etcd"
+got_etcd=${got_etcd%%$'\n'*}
 "$out/kwok" --help >/dev/null 2>&1 || die "built kwok does not run ($out/kwok --help failed)"
 got_kwok=$KWOK_VERSION
 [[ $got_apiserver == *"$K8S_VERSION"* ]] || die "kube-apiserver reports '$got_apiserver', expected $K8S_VERSION"
