@@ -47,6 +47,7 @@ from policies.optiinfra_policies.vocabulary import (
     K8S_SLOW_START,
     PROJECT,
     PSS,
+    PULUMI_SKIP_AWAIT,
     TRUE,
     joined,
     k8s_port_key,
@@ -72,6 +73,10 @@ K8S_VERSION = "1.31"
 validate them against, and the Pod Security Standard version the namespaces enforce."""
 
 CREDENTIALS_SECRET = "credentials"
+SERVICE_AWAIT = {PULUMI_SKIP_AWAIT: "true"}
+"""A Service proves nothing its pods' readiness has not: the workload's own await (which
+the next tier waits for) already covers it. Awaiting each Service costs about 10 s, five
+times in a row along the tier chain (`up` of prod: 57 s -> 14 s on a live cluster)."""
 TARGET = "kubernetes"
 
 
@@ -286,7 +291,10 @@ class KubernetesBackend:
         self.files = GeneratedFiles(model, self.host_of)
         k = model.settings.kubernetes
         self.provider = k8s.Provider("kubernetes", k8s.ProviderArgs(
-            context=k.context, render_yaml_to_directory=k.render_yaml_to_directory))
+            context=k.context, render_yaml_to_directory=k.render_yaml_to_directory,
+            # A changed credential updates its Secret in place instead of replacing it (the
+            # pods read it by name; a replace would delete it under them).
+            enable_secret_mutable=True))
         self.namespaces: dict[Tier, core.Namespace] = {}
         self.ready: dict[Tier, list[pulumi.Resource]] = {}
         """Per tier: what a workload needs first (namespace, default deny, credentials)."""
@@ -593,7 +601,7 @@ class KubernetesBackend:
         if svc.ports:
             service = core.Service(svc.name, core.ServiceInitArgs(
                 metadata=self._meta(svc.name, tier, {NAME: svc.name}, {
-                    K8S_PUBLIC: "true" if eff.public else "false",
+                    **SERVICE_AWAIT, K8S_PUBLIC: "true" if eff.public else "false",
                     **{k8s_port_key(p.name): self.model.catalog.port_stamp(p)
                        for p in svc.ports}}),
                 spec=core.ServiceSpecArgs(
@@ -616,7 +624,7 @@ class KubernetesBackend:
         svc = eff.service
         return core.Service(governing_service(svc), core.ServiceInitArgs(
             metadata=self._meta(governing_service(svc), eff.tier, {NAME: svc.name}, {
-                K8S_PUBLIC: "false",
+                **SERVICE_AWAIT, K8S_PUBLIC: "false",
                 **{k8s_port_key(p.name): self.model.catalog.port_stamp(p) for p in svc.ports}}),
             spec=core.ServiceSpecArgs(
                 cluster_ip="None", publish_not_ready_addresses=True, selector={NAME: svc.name},
