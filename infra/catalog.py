@@ -9,6 +9,7 @@ Decisions where the seed is silent are written beside the field they affect.
 from __future__ import annotations
 
 from .model import (
+    SECRET_DIR,
     Band,
     Catalog,
     CommandCheck,
@@ -28,6 +29,7 @@ from .model import (
     Port,
     Resources,
     Secret,
+    SecretFile,
     Service,
     TcpCheck,
     Tier,
@@ -50,7 +52,11 @@ DB_USER = "optiinfra"
 
 OWN_ENV = "OptiInfra's own images read connection URLs and keys from the environment only (no file option yet)"
 """Why OptiInfra's own images take secrets as environment variables (a contract with those images)."""
-PENDING_FILE = "the image could read it from a mounted file ({}); not moved yet (issue 12 item 6)"
+
+PACK_FLAGS_FILE_PATH = ("the image reads {} (a file), but the policy pack's no-plaintext-credentials rule "
+                        "refuses any literal value of a *PASSWORD* variable, a file path included; a "
+                        "SecretFile here once the pack admits *_FILE paths under the mounted Secret")
+"""Interim reason for an image that could read its password from a file (docs/production.md)."""
 
 _PY: DockerClient = "python"  # OptiInfra's Python images (collector, agents) check with python's urllib
 
@@ -140,7 +146,7 @@ SERVICES: tuple[Service, ...] = (
              # A subdirectory of the volume: a fresh PersistentVolume has lost+found at its
              # root, which initdb refuses, and postgres must own its data directory (0700).
              ("PGDATA", "/var/lib/postgresql/data/pgdata")),
-        secret_env_reason=PENDING_FILE.format("POSTGRES_PASSWORD_FILE"),
+        secret_env_reason=PACK_FLAGS_FILE_PATH.format("POSTGRES_PASSWORD_FILE"),
         connection=Connection("postgresql://{user}:{password}@{host}:{port}/optiinfra", "postgres",
                               user=DB_USER, credential="postgres"),
         # Running as the image's postgres user means the entrypoint needs no chown or
@@ -194,13 +200,16 @@ SERVICES: tuple[Service, ...] = (
         volumes=(Volume("data", "/data", 0.5),),
         credentials=(Credential("redis", "redisPassword", "Redis requirepass"),),
         env=(("REDIS_PASSWORD", Secret("redis")), ("REDISCLI_AUTH", Secret("redis"))),
-        secret_env_reason=("redis-cli (the health check) reads the password from REDISCLI_AUTH only; "
-                           + PENDING_FILE.format("requirepass from a mounted file")),
+        # On Kubernetes the server reads requirepass from the mounted file (REDIS_PASSWORD is
+        # not set there); the health check's redis-cli takes a password only from
+        # REDISCLI_AUTH or argv, so that one variable stays.
+        secret_files=(SecretFile("redis", ("REDIS_PASSWORD",)),),
+        secret_env_reason="redis-cli (the health check) reads the password from REDISCLI_AUTH or argv only",
         # maxmemory at 60% of the limit (an AOF rewrite forks, copying pages on write);
         # noeviction: a Celery broker must refuse writes when full, never drop queued tasks.
         # The sized arguments reach redis-server through "$@" ($0 is the name after the script).
         command=("sh", "-c", 'exec redis-server --appendonly yes --maxmemory-policy noeviction '
-                 '--requirepass "$REDIS_PASSWORD" "$@"', "redis-server"),
+                 f'--requirepass "${{REDIS_PASSWORD:-$(cat {SECRET_DIR}/redis)}}" "$@"', "redis-server"),
         sized_command=(FromLimit("{n}mb", 0.6, flag="--maxmemory"),),
         connection=Connection("redis://:{password}@{host}:{port}/0", "redis", credential="redis"),
         uid=999,
@@ -266,7 +275,7 @@ SERVICES: tuple[Service, ...] = (
         env=(("GF_SECURITY_ADMIN_USER", "optiinfra-admin"), ("GF_SECURITY_ADMIN_PASSWORD", Secret("grafana")),
              ("GF_USERS_ALLOW_SIGN_UP", "false"), ("GF_ANALYTICS_REPORTING_ENABLED", "false"),
              ("GF_ANALYTICS_CHECK_FOR_UPDATES", "false")),
-        secret_env_reason=PENDING_FILE.format("GF_SECURITY_ADMIN_PASSWORD__FILE"),
+        secret_env_reason=PACK_FLAGS_FILE_PATH.format("GF_SECURITY_ADMIN_PASSWORD__FILE"),
         connection=Connection("http://{host}:{port}", "web"),
         metrics=("web", "/metrics"),
         external_url_env="GF_SERVER_ROOT_URL",
@@ -306,7 +315,10 @@ SERVICES: tuple[Service, ...] = (
         depends_on=(Dependency("postgres"),),
         resources=Resources(memory_mib=16, cpu=0.05),
         env=(("DATA_SOURCE_NAME", Dsn("postgres", "postgresql://{user}:{password}@{host}:{port}/optiinfra?sslmode=disable")),),
-        secret_env_reason=PENDING_FILE.format("DATA_SOURCE_PASS_FILE"),
+        # On Kubernetes the DSN splits into address, user and a password file.
+        secret_files=(SecretFile("postgres", ("DATA_SOURCE_NAME",), "DATA_SOURCE_PASS_FILE", env=(
+            ("DATA_SOURCE_URI", Dsn("postgres", "{host}:{port}/optiinfra?sslmode=disable")),
+            ("DATA_SOURCE_USER", DB_USER))),),
         metrics=("metrics", "/metrics"),
     ),
     Service(
@@ -322,7 +334,8 @@ SERVICES: tuple[Service, ...] = (
         depends_on=(Dependency("redis"),),
         resources=Resources(memory_mib=16, cpu=0.05),
         env=(("REDIS_ADDR", Dsn("redis", "redis://{host}:{port}")), ("REDIS_PASSWORD", Secret("redis"))),
-        secret_env_reason=PENDING_FILE.format("REDIS_PASSWORD_FILE"),
+        secret_env_reason=("its password file (REDIS_PASSWORD_FILE) is a JSON map of addresses to "
+                           "passwords, which the stack does not render yet"),
         metrics=("metrics", "/metrics"),
     ),
     Service(

@@ -267,6 +267,28 @@ class Listen:
 EnvValue = str | Url | Secret | Dsn | Listen
 
 
+SECRET_DIR = "/run/secrets/optiinfra"
+"""Where Kubernetes mounts a service's credentials as files (`<SECRET_DIR>/<credential>`)."""
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """On Kubernetes, credential `credential` reaches the container as the read-only file
+    `<SECRET_DIR>/<credential>` instead of the environment variables `replaces`; `file_env`
+    (if given) names that file for the image (`POSTGRES_PASSWORD_FILE`), and `env` is set
+    instead of what it replaces. Docker keeps the environment variables: without swarm it
+    has no secret mounts, and an upload would cost the read-only root."""
+
+    credential: str
+    replaces: tuple[str, ...]
+    file_env: str = ""
+    env: tuple[tuple[str, EnvValue], ...] = ()
+
+    @property
+    def path(self) -> str:
+        return f"{SECRET_DIR}/{self.credential}"
+
+
 @dataclass(frozen=True)
 class Dependency:
     """An edge in the catalog: this service talks to `service`.
@@ -360,6 +382,8 @@ class Service:
     scratch_mib: int = 64
     """Size limit of each writable path's emptyDir; the ephemeral-storage request is their
     sum plus `LOG_MIB` for the container's logs (a writable root adds `ROOT_SCRATCH_MIB`)."""
+    secret_files: tuple[SecretFile, ...] = ()
+    """Credentials the image can read from a file (Kubernetes mounts them); default none."""
     secret_env_reason: str = ""
     """Why this service's image takes its secrets only as environment variables (no file
     option): kept as the reviewers' exception beside the workload; empty: none said."""

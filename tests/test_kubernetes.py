@@ -383,12 +383,49 @@ def test_databases_guaranteed_with_their_memory_inside_the_limit(prod: offline.R
     assert container(ws["clickhouse"])["args"] == ["--", f"--max_server_memory_usage={int(2048 * 0.8 * 2**20)}"]
     # redis 50Mi (catalog) -> maxmemory 60% with noeviction (a Celery broker never drops tasks).
     redis = container(ws["redis"])["args"]
-    assert "--maxmemory-policy noeviction" in redis[2] and '"$@"' in redis[2]
+    script = redis[2].replace("$$", "$")  # Kubernetes' $$ escape (the script holds $( ))
+    assert "--maxmemory-policy noeviction" in script and '"$@"' in script
     assert redis[3:] == ["redis-server", "--maxmemory", "30mb"]
     bigger = container(workloads(render("prod", "services.redis.memory=200Mi"))["redis"])["args"]
     assert bigger[-2:] == ["--maxmemory", "120mb"]
     # Prometheus keeps 80% of its 20Gi claim (Pulumi.prod.yaml kubernetes.storage.prometheus).
     assert "--storage.tsdb.retention.size=16384MB" in container(ws["prometheus"])["args"]
+
+
+def test_secrets_as_files_where_the_catalog_declares_it(prod: offline.Render) -> None:
+    ws = workloads(prod)
+
+    def env(name: str) -> dict[str, Any]:
+        return {e["name"]: e for e in container(ws[name]).get("env") or []}
+
+    def files(name: str) -> list[dict[str, Any]]:
+        spec = ws[name]["spec"]["template"]["spec"]
+        vols = {v["name"]: v for v in spec.get("volumes") or []}
+        return [vols[m["name"]] for m in container(ws[name]).get("volumeMounts") or []
+                if m["mountPath"] == "/run/secrets/optiinfra" and m.get("readOnly")]
+
+    # Redis reads requirepass from the mounted file; REDIS_PASSWORD is not set on Kubernetes.
+    assert "REDIS_PASSWORD" not in env("redis")
+    script = container(ws["redis"])["args"][2].replace("$$", "$")
+    assert "$(cat /run/secrets/optiinfra/redis)" in script
+    assert files("redis")[0]["secret"] == {"secretName": "credentials", "defaultMode": 0o440,
+                                           "items": [{"key": "redis", "path": "redis"}]}
+    # The postgres exporter: address and user in the clear, the password from a file; no DSN.
+    pe = env("postgres-exporter")
+    assert "DATA_SOURCE_NAME" not in pe
+    assert pe["DATA_SOURCE_PASS_FILE"]["value"] == "/run/secrets/optiinfra/postgres"
+    uri = "postgres.optiinfra-databases.svc.cluster.local:5432/optiinfra?sslmode=disable"
+    assert pe["DATA_SOURCE_URI"]["value"] == uri
+    assert files("postgres-exporter")[0]["secret"]["items"] == [{"key": "postgres", "path": "postgres"}]
+    # Every secret still in an environment variable is an exception with the catalog's reason.
+    catalog = default_catalog().services
+    for name, w in ws.items():
+        refs = [e for e in env(name).values() if "valueFrom" in e]
+        skips = [v for k, v in (w["metadata"].get("annotations") or {}).items() if k.startswith("checkov.io/skip")]
+        svc = catalog[w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]]
+        assert bool(refs) == any(s.startswith("CKV_K8S_35=") for s in skips), name
+        if refs:
+            assert f"CKV_K8S_35=secrets in env: {svc.secret_env_reason}" in skips, name
 
 
 def test_args_are_the_catalogs_command(prod: offline.Render) -> None:

@@ -62,7 +62,21 @@ from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
 from policies.optiinfra_policies.vocabulary import K8S_SECRET_KEYS as SECRET_KEYS
 
 from ..graph import Edge, Effective, Model, providers_of, volume_mib
-from ..model import CommandCheck, Dsn, FromLimit, FromVolume, HttpCheck, Probe, Secret, Service, TcpCheck, Tier, Url
+from ..model import (
+    SECRET_DIR,
+    CommandCheck,
+    Dsn,
+    EnvValue,
+    FromLimit,
+    FromVolume,
+    HttpCheck,
+    Probe,
+    Secret,
+    Service,
+    TcpCheck,
+    Tier,
+    Url,
+)
 from ..monitoring import GeneratedFiles
 from ..tiers import TierComponent
 from ..wiring import Wiring
@@ -78,6 +92,30 @@ SERVICE_AWAIT = {PULUMI_SKIP_AWAIT: "true"}
 the next tier waits for) already covers it. Awaiting each Service costs about 10 s, five
 times in a row along the tier chain (`up` of prod: 57 s -> 14 s on a live cluster)."""
 TARGET = "kubernetes"
+
+
+def k8s_env(service: Service) -> list[tuple[str, EnvValue]]:
+    """The catalog's environment as Kubernetes sets it: what a SecretFile replaces gives way
+    to the file's path variable and the file's own variables."""
+    replaced = {name for f in service.secret_files for name in f.replaces}
+    env: list[tuple[str, EnvValue]] = [(k, v) for k, v in service.env if k not in replaced]
+    for f in service.secret_files:
+        env.extend(f.env)
+        if f.file_env:
+            env.append((f.file_env, f.path))
+    return env
+
+
+def secret_value(model: Model, value: EnvValue) -> bool:
+    """Whether an environment value carries a credential (a Secret, or a URL or DSN that
+    embeds a password)."""
+    if isinstance(value, Secret):
+        return True
+    if isinstance(value, Url | Dsn):
+        conn = model.catalog.services[value.service].connection
+        template = value.template if isinstance(value, Dsn) else conn.template if conn else ""
+        return "{password}" in template and conn is not None and conn.credential is not None
+    return False
 
 
 def sized(model: Model, eff: Effective, value: FromLimit | FromVolume) -> tuple[str, ...]:
@@ -121,7 +159,8 @@ def review_exceptions(model: Model, eff: Effective, kind: str, replicas: int) ->
     if not svc.read_only_root:
         out.append(Exception_(("CKV_K8S_22",), ("container-security-context-readonlyrootfilesystem",),
                               f"writable root: {svc.read_only_reason}"))
-    if svc.secret_env_reason and any(isinstance(v, Secret | Url | Dsn) for _, v in svc.env):
+    if svc.secret_env_reason and any(isinstance(v, Secret | Url | Dsn) and secret_value(model, v)
+                                     for _, v in k8s_env(svc)):
         out.append(Exception_(("CKV_K8S_35",), (), f"secrets in env: {svc.secret_env_reason}"))
     h = svc.health
     if h is not None and h.live is None and not svc.ports:
@@ -406,7 +445,7 @@ class KubernetesBackend:
         for eff in members:
             svc = eff.service
             env: list[core.EnvVarArgs] = []
-            for name, raw in svc.env:
+            for name, raw in k8s_env(svc):
                 value = self.wiring.value(raw, svc)
                 if isinstance(value, str):
                     env.append(core.EnvVarArgs(name=name, value=_literal(value)))
@@ -425,6 +464,8 @@ class KubernetesBackend:
                 env.append(self._secret_env(var, key))
                 args.append(f"$({var})")
             args.extend(_literal(a) for v in svc.sized_command for a in sized(self.model, eff, v))
+            for f in svc.secret_files:  # mounted from the same Secret (see _pod)
+                data.setdefault(f.credential, self.wiring.value(Secret(f.credential), svc))
             self.env[svc.name], self.args[svc.name] = env, args
         if not data:
             return None
@@ -479,6 +520,13 @@ class KubernetesBackend:
                     size_limit=quantity_mib(svc.scratch_mib))))
                 mounts.append(core.VolumeMountArgs(name=f"writable-{i}", mount_path=path))
         mounts.extend(core.VolumeMountArgs(name=v.name, mount_path=v.path) for v in svc.volumes)
+        if svc.secret_files:
+            # Read-only files, readable by the pod's group (fsGroup) only.
+            volumes.append(core.VolumeArgs(name="credentials", secret=core.SecretVolumeSourceArgs(
+                secret_name=CREDENTIALS_SECRET, default_mode=0o440,
+                items=[core.KeyToPathArgs(key=f.credential, path=f.credential)
+                       for f in {f.credential: f for f in svc.secret_files}.values()])))
+            mounts.append(core.VolumeMountArgs(name="credentials", mount_path=SECRET_DIR, read_only=True))
         env = [core.EnvVarArgs(name=k, value=v) for k, v in inst.env] + self.env[svc.name]
         if svc.external_url_env and eff.name in self.model.settings.kubernetes.ingress.hosts and eff.public:
             env.append(core.EnvVarArgs(name=svc.external_url_env, value=self._external_url(eff.name) + "/"))
