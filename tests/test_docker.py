@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from typing import Any
 
 import pytest
 
@@ -311,7 +312,7 @@ def test_secure_defaults_mean_the_same_on_docker_and_kubernetes(dev: offline.Ren
 
     catalog = default_catalog()
     prod = render("prod")
-    pods = {}
+    pods: dict[str, dict[str, Any]] = {}
     for w in prod.resources:
         if w.type in ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet"):
             pods.setdefault(w.inputs["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"],

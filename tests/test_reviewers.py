@@ -47,7 +47,7 @@ def _unavailable(reason: str) -> None:
 def checkov_version() -> str:
     pins = re.findall(r"^checkov==(\S+)$", CHECKOV_REQUIREMENTS.read_text(), re.M)
     assert len(pins) == 1, "scripts/checkov-requirements.txt pins checkov exactly once"
-    return pins[0]
+    return str(pins[0])
 
 
 @cache
