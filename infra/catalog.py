@@ -53,11 +53,6 @@ DB_USER = "optiinfra"
 OWN_ENV = "OptiInfra's own images read connection URLs and keys from the environment only (no file option yet)"
 """Why OptiInfra's own images take secrets as environment variables (a contract with those images)."""
 
-PACK_FLAGS_FILE_PATH = ("the image reads {} (a file), but the policy pack's no-plaintext-credentials rule "
-                        "refuses any literal value of a *PASSWORD* variable, a file path included; a "
-                        "SecretFile here once the pack admits *_FILE paths under the mounted Secret")
-"""Interim reason for an image that could read its password from a file (docs/production.md)."""
-
 _PY: DockerClient = "python"  # OptiInfra's Python images (collector, agents) check with python's urllib
 
 
@@ -146,7 +141,8 @@ SERVICES: tuple[Service, ...] = (
              # A subdirectory of the volume: a fresh PersistentVolume has lost+found at its
              # root, which initdb refuses, and postgres must own its data directory (0700).
              ("PGDATA", "/var/lib/postgresql/data/pgdata")),
-        secret_env_reason=PACK_FLAGS_FILE_PATH.format("POSTGRES_PASSWORD_FILE"),
+        # The entrypoint reads POSTGRES_PASSWORD_FILE (first start: initdb sets the password).
+        secret_files=(SecretFile("postgres", ("POSTGRES_PASSWORD",), "POSTGRES_PASSWORD_FILE"),),
         connection=Connection("postgresql://{user}:{password}@{host}:{port}/optiinfra", "postgres",
                               user=DB_USER, credential="postgres"),
         # Running as the image's postgres user means the entrypoint needs no chown or
@@ -275,7 +271,8 @@ SERVICES: tuple[Service, ...] = (
         env=(("GF_SECURITY_ADMIN_USER", "optiinfra-admin"), ("GF_SECURITY_ADMIN_PASSWORD", Secret("grafana")),
              ("GF_USERS_ALLOW_SIGN_UP", "false"), ("GF_ANALYTICS_REPORTING_ENABLED", "false"),
              ("GF_ANALYTICS_CHECK_FOR_UPDATES", "false")),
-        secret_env_reason=PACK_FLAGS_FILE_PATH.format("GF_SECURITY_ADMIN_PASSWORD__FILE"),
+        # Grafana reads any setting from the file named by its `__FILE` variable.
+        secret_files=(SecretFile("grafana", ("GF_SECURITY_ADMIN_PASSWORD",), "GF_SECURITY_ADMIN_PASSWORD__FILE"),),
         connection=Connection("http://{host}:{port}", "web"),
         metrics=("web", "/metrics"),
         external_url_env="GF_SERVER_ROOT_URL",

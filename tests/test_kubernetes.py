@@ -10,6 +10,7 @@ compares the result with the graph's edges.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,7 +152,7 @@ def test_namespace_prefix_from_config_reaches_names_urls_and_config_files() -> N
     env = {e["name"]: e.get("value") for e in agent["env"]}
     assert env["ORCHESTRATOR_URL"] == "http://orchestrator.acme-core.svc.cluster.local:8080"
     prom = next(m for m in of_kind(r, "ConfigMap") if m["metadata"]["name"].startswith("prometheus-config"))
-    assert "redis-exporter.acme-monitoring.svc.cluster.local:9121" in prom["data"]["prometheus.yml"]
+    assert "redis-exporter-headless.acme-monitoring.svc.cluster.local" in prom["data"]["prometheus.yml"]
 
 
 @pytest.mark.parametrize("prefix", ["Acme", "a_b", "x" * 60])
@@ -417,6 +418,14 @@ def test_secrets_as_files_where_the_catalog_declares_it(prod: offline.Render) ->
     uri = "postgres.optiinfra-databases.svc.cluster.local:5432/optiinfra?sslmode=disable"
     assert pe["DATA_SOURCE_URI"]["value"] == uri
     assert files("postgres-exporter")[0]["secret"]["items"] == [{"key": "postgres", "path": "postgres"}]
+    # PostgreSQL and Grafana read their own password from the file their image's *_FILE names.
+    for name, var, credential in (("postgres", "POSTGRES_PASSWORD", "postgres"),
+                                  ("grafana", "GF_SECURITY_ADMIN_PASSWORD", "grafana")):
+        assert var not in env(name), name
+        assert env(name)[f"{var}_FILE" if name == "postgres" else f"{var}__FILE"]["value"] == \
+            f"/run/secrets/optiinfra/{credential}"
+        assert files(name)[0]["secret"]["items"] == [{"key": credential, "path": credential}]
+        assert not [e for e in env(name).values() if "valueFrom" in e], name  # no secret left in env
     # Every secret still in an environment variable is an exception with the catalog's reason.
     catalog = default_catalog().services
     for name, w in ws.items():
@@ -426,7 +435,19 @@ def test_secrets_as_files_where_the_catalog_declares_it(prod: offline.Render) ->
         assert bool(refs) == any(s.startswith("CKV_K8S_35=") for s in skips), name
         if refs:
             assert f"CKV_K8S_35=secrets in env: {svc.secret_env_reason}" in skips, name
+        # The policy pack reads the same reason from its stamp (rule secrets-as-files).
+        assert (w["metadata"].get("annotations") or {}).get("optiinfra.io/secret-env") == (
+            svc.secret_env_reason if refs else None), name
 
+
+def test_a_secret_in_the_environment_needs_the_catalogs_reason() -> None:
+    model = model_of("prod")
+    orchestrator = model.catalog.services["orchestrator"]
+    assert kubernetes.secrets_in_env(model, orchestrator)  # DATABASE_URL embeds the password
+    with pytest.raises(ValueError, match="orchestrator: takes a secret from the environment on Kubernetes; "
+                                         r"mount it as a file \(catalog SecretFile\)"):
+        kubernetes.secrets_in_env(model, dataclasses.replace(orchestrator, secret_env_reason=""))
+    assert not kubernetes.secrets_in_env(model, model.catalog.services["postgres"])  # a file, no reason needed
 
 def test_args_are_the_catalogs_command(prod: offline.Render) -> None:
     ws = workloads(prod)
@@ -465,7 +486,8 @@ def test_no_secret_value_in_any_workload_and_every_reference_resolves() -> None:
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "postgres-url"
     assert "value" not in env["CELERY_BROKER_URL"]
     pg = {e["name"]: e for e in container(workloads(r)["postgres"])["env"]}
-    assert pg["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "postgres"
+    assert "POSTGRES_PASSWORD" not in pg  # read from the mounted Secret (test_secrets_as_files_...)
+    assert "postgres" in keys["optiinfra-databases"]
 
 
 def test_no_secret_in_outputs_or_plain_resource_inputs() -> None:
@@ -484,10 +506,11 @@ def test_prometheus_and_grafana_config_maps_scrape_across_namespaces(prod: offli
     cms = {m["metadata"]["name"].rsplit("-", 1)[0]: m for m in of_kind(prod, "ConfigMap")}
     assert set(cms) == {"prometheus-config", "grafana-config"}
     prom = yaml.safe_load(cms["prometheus-config"]["data"]["prometheus.yml"])
-    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
-    assert {"postgres-exporter.optiinfra-monitoring.svc.cluster.local:9187",
-            "cost-agent.optiinfra-agents.svc.cluster.local:8001",
-            "grafana.optiinfra-monitoring.svc.cluster.local:3000"} <= targets
+    discovered = {(n, sd["port"]) for job in prom["scrape_configs"] for sd in job.get("dns_sd_configs", [])
+                  for n in sd["names"]}
+    assert {("postgres-exporter-headless.optiinfra-monitoring.svc.cluster.local", 9187),
+            ("cost-agent-headless.optiinfra-agents.svc.cluster.local", 8001),
+            ("grafana-headless.optiinfra-monitoring.svc.cluster.local", 3000)} <= discovered
     grafana = yaml.safe_load(cms["grafana-config"]["data"]["prometheus.yaml"])
     assert grafana["datasources"][0]["url"] == "http://prometheus.optiinfra-monitoring.svc.cluster.local:9090"
     # Mounted where the catalog's ConfigFile says.
@@ -497,6 +520,39 @@ def test_prometheus_and_grafana_config_maps_scrape_across_namespaces(prod: offli
         mount = next(m for m in container(ws[svc])["volumeMounts"] if m["mountPath"] == path)
         volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
         assert volume["configMap"]["name"] == cms[f"{svc}-config"]["metadata"]["name"]
+
+
+
+def test_prometheus_scrapes_every_pod_of_every_scraped_service() -> None:
+    """Through a ClusterIP Service, replicas (and the cost agent's per-provider instances) merge
+    into one series and some pods are never scraped: each job must discover the pods themselves
+    (a headless Service, one A record per pod) and the Service must select every instance."""
+    r = render("prod", "services.performance-agent.replicas=3")
+    cm = next(m for m in of_kind(r, "ConfigMap") if m["metadata"]["name"].startswith("prometheus-config"))
+    prom = yaml.safe_load(cm["data"]["prometheus.yml"])
+    services, ws, catalog = named(r, "Service"), workloads(r), default_catalog().services
+    scraped = {n for n, s in catalog.items() if s.metrics and not s.scraper}
+    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
+    assert scraped <= set(jobs)
+    for name in scraped:
+        job = jobs[name]
+        assert "static_configs" not in job, name  # a Service address merges the pods
+        (sd,) = job["dns_sd_configs"]
+        metrics = catalog[name].metrics
+        assert metrics is not None and sd["type"] == "A" and sd["port"] == catalog[name].port(metrics[0]).container
+        (dns,) = sd["names"]
+        svc_name, ns = dns.split(".")[:2]
+        headless = services[svc_name]
+        assert headless["spec"]["clusterIP"] == "None" and headless["metadata"]["namespace"] == ns
+        pods = [w for w in ws.values() if all(w["spec"]["template"]["metadata"]["labels"].get(k) == v
+                                              for k, v in headless["spec"]["selector"].items())]
+        expected = [w for w in ws.values() if w["metadata"]["labels"]["app.kubernetes.io/name"] == name]
+        assert pods == expected and expected, name
+        assert {c["target_label"]: c["replacement"] for c in job["relabel_configs"]} == {
+            "tier": catalog[name].tier.value, "service": name}
+    assert sum(w["spec"]["replicas"] for w in ws.values()
+               if w["metadata"]["labels"]["app.kubernetes.io/name"] == "cost-agent") == 3  # all discovered
+    assert ws["performance-agent"]["spec"]["replicas"] == 3
 
 
 # ---- NetworkPolicies: reachability equals the edges --------------------------------

@@ -491,11 +491,12 @@ def k8s_manifests() -> list[core.Resource]:
         out.append(_res(rules.NETWORK_POLICY, f"{tier}-default-deny", {
             "metadata": {"name": "default-deny", "namespace": ns},
             "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}))
+    # The password as a file from the mounted Secret; the orchestrator's image reads none.
     secret_env: list[dict[str, Any]] = [{"name": "POSTGRES_USER", "value": "optiinfra"},
-                  {"name": "POSTGRES_PASSWORD",
-                   "valueFrom": {"secretKeyRef": {"name": "credentials", "key": "postgres-password"}}}]
+                                        {"name": "POSTGRES_PASSWORD_FILE", "value": "/run/secrets/db/password"}]
     pg = _container("postgres", "postgres:16.4", secret_env, slow=True,
-                    mounts=[{"name": "data", "mountPath": "/var/lib/postgresql/data"}])
+                    mounts=[{"name": "data", "mountPath": "/var/lib/postgresql/data"},
+                            {"name": "credentials", "mountPath": "/run/secrets/db", "readOnly": True}])
     out.append(_res(rules.STATEFULSET, "postgres", {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": "postgres", "namespace": "optiinfra-databases",
@@ -503,7 +504,9 @@ def k8s_manifests() -> list[core.Resource]:
                      "annotations": {vocab.K8S_SLOW_START: "true",
                                      vocab.K8S_DATA_PATHS: "/var/lib/postgresql/data"}},
         "spec": {"serviceName": "postgres", "replicas": 1,
-                 "template": _pod(pg, 999, [{"name": "tmp", "emptyDir": {}}], "databases", "postgres"),
+                 "template": _pod(pg, 999, [{"name": "tmp", "emptyDir": {}}, {"name": "credentials", "secret": {
+                     "secretName": "credentials", "items": [{"key": "postgres-password", "path": "password"}]}}],
+                     "databases", "postgres"),
                  "volumeClaimTemplates": [{"metadata": {"name": "data"},
                                            "spec": {"accessModes": ["ReadWriteOnce"],
                                                     "resources": {"requests": {"storage": "20Gi"}}}}],
@@ -525,7 +528,8 @@ def k8s_manifests() -> list[core.Resource]:
     out.append(_res(rules.DEPLOYMENT, "orchestrator", {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "orchestrator", "namespace": "optiinfra-core",
-                     "labels": {"app.kubernetes.io/name": "orchestrator"}},
+                     "labels": {"app.kubernetes.io/name": "orchestrator"},
+                     "annotations": {vocab.K8S_SECRET_ENV: "the image reads its URLs from the environment only"}},
         "spec": {"replicas": 1, "template": _pod(orch, 65532, [{"name": "tmp", "emptyDir": {}}], "core",
                                                   "orchestrator")}}))
     out.append(_res(rules.INGRESS, "portal", {
@@ -632,15 +636,16 @@ def test_every_tier_namespace_needs_a_default_deny_policy() -> None:
     resources = [r for r in k8s_manifests() if r.name != "core-default-deny"]
     assert k8s_violations(resources) == {"namespace-default-deny": [
         "namespace optiinfra-core (core) has no default-deny NetworkPolicy (podSelector {}, policyTypes "
-        "['Ingress'], no rules). Fix: add one; allow rules then open exactly the catalog's connections."]}
+        "['Egress', 'Ingress'], no rules). Fix: add one; allow rules then open exactly the catalog's connections."]}
     selective = k8s_changed("core-default-deny", rules.NETWORK_POLICY,
                             lambda p: p["spec"].update(podSelector={"matchLabels": {"a": "b"}}))
     assert set(k8s_violations(selective)) == {"namespace-default-deny"}
     ingress_only = k8s_changed("core-default-deny", rules.NETWORK_POLICY,
                                lambda p: p["spec"].update(policyTypes=["Ingress"]))
-    assert k8s_violations(ingress_only) == {}
-    egress_too = {**PROD_CONFIG, "namespace-default-deny": {"policyTypes": ["Ingress", "Egress"]}}
-    assert set(k8s_violations(ingress_only, config=egress_too)) == {"namespace-default-deny"}
+    # prod (and staging) deny egress by default too; a stack may ask for ingress only.
+    assert set(k8s_violations(ingress_only)) == {"namespace-default-deny"}
+    ingress_config = {**PROD_CONFIG, "namespace-default-deny": {"policyTypes": ["Ingress"]}}
+    assert k8s_violations(ingress_only, config=ingress_config) == {}
 
 
 def test_namespaces_must_enforce_the_restricted_standard() -> None:
@@ -766,7 +771,29 @@ PROD_MUTATIONS: list[tuple[str, str, Callable[[dict[str, Any]], object], bool | 
      {"no-host-access", "pod-security-restricted"}, "hostNetwork"),
     (rules.NAMESPACE_T, "core-namespace", lambda p: p["metadata"]["labels"].pop("pod-security.kubernetes.io/enforce"),
      None, {"pod-security-restricted"}, "is not labelled"),
+    # The orchestrator's image reads no file: without the catalog's reason its secret env fails.
+    (rules.DEPLOYMENT, "orchestrator", lambda p: p["metadata"]["annotations"].pop(vocab.K8S_SECRET_ENV), None,
+     {"secrets-as-files"}, "takes DATABASE_URL, REDIS_URL from a Secret as environment variables"),
+    # Postgres reads its password from the mounted Secret: pointing the file variable anywhere
+    # else (here a plain emptyDir path) is a literal in the pod spec.
+    (rules.STATEFULSET, "postgres", lambda p: _env(p, "POSTGRES_PASSWORD_FILE").update(value="/tmp/postgres"), None,
+     {"no-plaintext-credentials"}, "sets POSTGRES_PASSWORD_FILE as a literal value"),
+    (rules.STATEFULSET, "postgres", lambda p: _mount(p, "/run/secrets/optiinfra").update(readOnly=False), None,
+     {"no-plaintext-credentials"}, "sets POSTGRES_PASSWORD_FILE as a literal value"),
+    # Egress is denied by default in prod: a default-deny policy for ingress only is not one.
+    (rules.NETWORK_POLICY, "agents-default-deny", lambda p: p["spec"].update(policyTypes=["Ingress"]), None,
+     {"namespace-default-deny"}, "has no default-deny NetworkPolicy (podSelector {}, policyTypes ['Egress', "
+                                 "'Ingress']"),
 ]
+
+
+def _env(props: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(e for e in props["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == name)
+
+
+def _mount(props: dict[str, Any], path: str) -> dict[str, Any]:
+    return next(m for m in props["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+                if m["mountPath"] == path)
 
 
 @pytest.mark.parametrize(("type_", "name", "edit", "protect", "policies", "words"), PROD_MUTATIONS,

@@ -114,6 +114,7 @@ NEW_SERVICES = '''
         env=(("PORT", Listen("http")), ("LEDGER_URL", Url("ledger-db"))),
         metrics=("http", "/metrics"),
         scalable=True,
+        secret_env_reason="the test image reads its database URL from the environment only",
     ),
     Service(
         name="ledger-db",
@@ -127,6 +128,7 @@ NEW_SERVICES = '''
         credentials=(Credential("ledger", "ledgerPassword", "Ledger database password"),),
         env=(("POSTGRES_PASSWORD", Secret("ledger")), ("PGPORT", Listen("postgres")),
              ("PGDATA", "/var/lib/postgresql/data/pgdata")),
+        secret_files=(SecretFile("ledger", ("POSTGRES_PASSWORD",), "POSTGRES_PASSWORD_FILE"),),
         connection=Connection("postgresql://ledger:{password}@{host}:{port}/ledger", "postgres",
                               user="ledger", credential="ledger"),
         uid=999,

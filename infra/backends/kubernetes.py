@@ -8,7 +8,9 @@ Derived from the model, nothing restated:
   cloud provider, `cost-agent-<provider>` (env CLOUD_PROVIDER), behind one Service
   `cost-agent`;
 - a ClusterIP Service named after every service with ports, so connection URLs are
-  `<service>.<namespace>.svc.cluster.local` across namespaces;
+  `<service>.<namespace>.svc.cluster.local` across namespaces; a headless one
+  (`<service>-headless`) for StatefulSets and scraped services, so Prometheus scrapes
+  every pod;
 - probes from the catalog's HealthCheck, requests and limits from the effective
   resources, a restricted security context, read-only root with emptyDirs for the
   catalog's writable paths;
@@ -44,6 +46,7 @@ from policies.optiinfra_policies.vocabulary import (
     K8S_DATA_PATHS,
     K8S_PUBLIC,
     K8S_REQUIRE_DIGEST,
+    K8S_SECRET_ENV,
     K8S_SLOW_START,
     PROJECT,
     PSS,
@@ -118,6 +121,17 @@ def secret_value(model: Model, value: EnvValue) -> bool:
     return False
 
 
+def secrets_in_env(model: Model, service: Service) -> bool:
+    """Whether the container still takes a credential from an environment variable on
+    Kubernetes (the image reads no file for it): the catalog must say why (`secret_env_reason`)."""
+    if not any(isinstance(v, Secret | Url | Dsn) and secret_value(model, v) for _, v in k8s_env(service)):
+        return False
+    if not service.secret_env_reason:
+        raise ValueError(f"{service.name}: takes a secret from the environment on Kubernetes; mount it as a file "
+                         "(catalog SecretFile) or write why the image cannot read one (secret_env_reason)")
+    return True
+
+
 def sized(model: Model, eff: Effective, value: FromLimit | FromVolume) -> tuple[str, ...]:
     """An argument sized from the effective memory limit on this target, or a volume's size."""
     if isinstance(value, FromLimit):
@@ -159,8 +173,7 @@ def review_exceptions(model: Model, eff: Effective, kind: str, replicas: int) ->
     if not svc.read_only_root:
         out.append(Exception_(("CKV_K8S_22",), ("container-security-context-readonlyrootfilesystem",),
                               f"writable root: {svc.read_only_reason}"))
-    if svc.secret_env_reason and any(isinstance(v, Secret | Url | Dsn) and secret_value(model, v)
-                                     for _, v in k8s_env(svc)):
+    if secrets_in_env(model, svc):
         out.append(Exception_(("CKV_K8S_35",), (), f"secrets in env: {svc.secret_env_reason}"))
     h = svc.health
     if h is not None and h.live is None and not svc.ports:
@@ -197,9 +210,10 @@ STARTUP_GRACE = 10
 takes over (slow first starts: initdb, ClickHouse on a fresh volume)."""
 
 
-def governing_service(service: Service) -> str:
-    """Name of a StatefulSet's headless governing Service."""
-    return f"{service.name}-headless"
+def pods_service(service: str) -> str:
+    """Name of a service's headless Service: a StatefulSet's governing Service, and the DNS
+    name Prometheus discovers every pod of a scraped service by (one A record per pod)."""
+    return f"{service}-headless"
 
 
 def namespace_name(model: Model, tier: Tier) -> str:
@@ -214,6 +228,20 @@ def host_resolver(model: Model) -> Callable[[str], str]:
         return f"{service}.{namespace_name(model, services[service].tier)}.svc.cluster.local"
 
     return host_of
+
+
+def pods_resolver(model: Model) -> Callable[[str], str]:
+    """DNS name of every pod of a service (its headless Service), for per-pod scraping."""
+    services = model.catalog.services
+    return lambda service: (f"{pods_service(service)}.{namespace_name(model, services[service].tier)}"
+                            ".svc.cluster.local")
+
+
+def needs_headless(model: Model, eff: Effective) -> bool:
+    """A StatefulSet (its pods' stable names) and every scraped service with ports (the
+    scraper reaches each pod: replicas and per-provider instances are separate series)."""
+    scraped = eff.name in {e.target for e in model.scrape_edges()}
+    return bool(eff.service.ports) and (eff.service.stateful or scraped)
 
 
 @dataclass(frozen=True)
@@ -327,7 +355,7 @@ class KubernetesBackend:
         self.model, self.tiers = model, tiers
         self.host_of = host_resolver(model)
         self.wiring = Wiring(model.catalog, self.host_of, dict(credentials))
-        self.files = GeneratedFiles(model, self.host_of)
+        self.files = GeneratedFiles(model, self.host_of, pods_resolver(model))
         k = model.settings.kubernetes
         self.provider = k8s.Provider("kubernetes", k8s.ProviderArgs(
             context=k.context, render_yaml_to_directory=k.render_yaml_to_directory,
@@ -586,6 +614,8 @@ class KubernetesBackend:
             stamps[K8S_DATA_PATHS] = joined(v.path for v in svc.volumes)
         if self.model.settings.kubernetes.require_digest:
             stamps[K8S_REQUIRE_DIGEST] = TRUE
+        if secrets_in_env(self.model, svc):
+            stamps[K8S_SECRET_ENV] = svc.secret_env_reason
         return stamps
 
     def _claims(self, eff: Effective) -> list[core.PersistentVolumeClaimArgs]:
@@ -617,7 +647,7 @@ class KubernetesBackend:
                 workload = apps.StatefulSet(inst.name, apps.StatefulSetInitArgs(
                     metadata=metadata,
                     spec=apps.StatefulSetSpecArgs(
-                        service_name=governing_service(svc), replicas=eff.replicas, selector=selector,
+                        service_name=pods_service(svc.name), replicas=eff.replicas, selector=selector,
                         template=template,
                         volume_claim_templates=self._claims(eff),
                         persistent_volume_claim_retention_policy=(
@@ -644,8 +674,8 @@ class KubernetesBackend:
                     spec=policy.PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=selector)),
                     opts=self._opts(comp, depends_on=[self.namespaces[tier]]))
         handle = workloads[0]
-        if svc.stateful:
-            self._governing(eff, comp)
+        if needs_headless(self.model, eff):
+            self._headless(eff, comp)
         if svc.ports:
             service = core.Service(svc.name, core.ServiceInitArgs(
                 metadata=self._meta(svc.name, tier, {NAME: svc.name}, {
@@ -666,12 +696,14 @@ class KubernetesBackend:
                 self._ingress(eff, comp, service)
         return handle
 
-    def _governing(self, eff: Effective, comp: TierComponent) -> core.Service:
+    def _headless(self, eff: Effective, comp: TierComponent) -> core.Service:
         """The headless Service a StatefulSet's pods get their stable DNS names from
-        (`<pod>.<service>-headless.<namespace>.svc`), ready or not (peers find a starting pod)."""
+        (`<pod>.<service>-headless.<namespace>.svc`) and the scraper finds every pod by, ready
+        or not (peers find a starting pod; a pod failing readiness is still scraped)."""
         svc = eff.service
-        return core.Service(governing_service(svc), core.ServiceInitArgs(
-            metadata=self._meta(governing_service(svc), eff.tier, {NAME: svc.name}, {
+        name = pods_service(svc.name)
+        return core.Service(name, core.ServiceInitArgs(
+            metadata=self._meta(name, eff.tier, {NAME: svc.name}, {
                 **SERVICE_AWAIT, K8S_PUBLIC: "false",
                 **{k8s_port_key(p.name): self.model.catalog.port_stamp(p) for p in svc.ports}}),
             spec=core.ServiceSpecArgs(

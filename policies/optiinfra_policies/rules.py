@@ -467,6 +467,21 @@ def _credential_name(cfg: Mapping[str, Any], name: str) -> bool:
     return bool(name) and re.search(str(cfg["namePattern"]), name) is not None
 
 
+def secret_mounts(spec: Mapping[str, Any], container: Mapping[str, Any]) -> list[str]:
+    """Mount paths of the container's read-only volumes that come from a Secret."""
+    secret_volumes = {str(as_dict(vol).get("name")) for vol in as_list(spec.get("volumes"))
+                      if as_dict(vol).get("secret") is not None}
+    return [str(m["mountPath"]) for m in map(as_dict, as_list(container.get("volumeMounts")))
+            if m.get("name") in secret_volumes and m.get("readOnly") is True and m.get("mountPath")]
+
+
+def _secret_file(spec: Mapping[str, Any], container: Mapping[str, Any], value: Any) -> bool:
+    """Whether `value` is the path of a file inside one of the container's Secret mounts."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        return False
+    return any(value.startswith(path.rstrip("/") + "/") for path in secret_mounts(spec, container))
+
+
 def check_plaintext(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
     """Structural where the resource shows it (Kubernetes: a credential comes through
     secretKeyRef; no URL with a password in a pod spec, a command line or a ConfigMap);
@@ -494,12 +509,14 @@ def check_plaintext(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
                        "list). Fix: pass it through a secret environment variable.")
         return
     if res.type in WORKLOADS:
-        service = k8s_service(res)
-        for cname, c in pod_containers(pod_spec(res) or {}):
+        service, spec = k8s_service(res), pod_spec(res) or {}
+        for cname, c in pod_containers(spec):
             for env in as_list(c.get("env")):
                 name, literal = str(as_dict(env).get("name", "")), as_dict(env).get("value")
                 if literal is None or is_unknown(literal):
                     continue  # valueFrom (secretKeyRef, configMapKeyRef, fieldRef)
+                if _credential_name(cfg, name) and _secret_file(spec, c, literal):
+                    continue  # names a file the container reads from a mounted Secret (`*_FILE`)
                 if _credential_name(cfg, name):
                     # A literal is stored in the pod spec as it is, whatever the program marked it.
                     if cfg.get("kubernetesRequireSecretRef") or (res.secrets_marked and not is_secret(literal)):
@@ -823,6 +840,27 @@ def check_stateful(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
                        "Fix: mount a PVC (or a volumeClaimTemplate) there.")
 
 
+# ---- 14. secrets as files where the image reads them ------------------------------------------------------
+
+def check_secret_files(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
+    """A Kubernetes container takes a Secret through an environment variable only where the
+    catalog writes why its image reads no file (stamp `optiinfra.io/secret-env`): anything in
+    the environment leaks into `kubectl describe`, crash dumps and child processes."""
+    if res.type not in WORKLOADS:
+        return
+    if str(annotation(res, v.K8S_SECRET_ENV) or "").strip():
+        return
+    service = k8s_service(res)
+    for cname, c in pod_containers(pod_spec(res) or {}):
+        names = sorted(str(as_dict(env).get("name")) for env in as_list(c.get("env"))
+                       if get_in(env, "valueFrom", "secretKeyRef") is not None)
+        if names:
+            yield (f"{service}: container {cname} takes {', '.join(names)} from a Secret as environment "
+                   f"variables. Fix: mount the Secret read-only and point the image's *_FILE option at it "
+                   f"(catalog SecretFile), or write why the image reads no file (Service.secret_env_reason, "
+                   f"stamped as {v.K8S_SECRET_ENV}).")
+
+
 # ---- the pack ------------------------------------------------------------------------------------------
 
 def _list_of(item: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -1016,6 +1054,18 @@ RULES: tuple[Rule, ...] = (
         check=check_stateful,
         types=frozenset({VOLUME, PVC, STATEFULSET, DEPLOYMENT, CONTAINER}),
         tags=("data",),
+    ),
+    Rule(
+        name="secrets-as-files",
+        description=("On Kubernetes a credential reaches a container as a file from a mounted Secret; an "
+                     "environment variable only where the catalog writes why the image reads no file."),
+        severity="medium",
+        config={},
+        remediation="Declare a SecretFile for the credential in infra/catalog.py, or the image's reason "
+                    "(secret_env_reason).",
+        check=check_secret_files,
+        types=WORKLOADS,
+        tags=("credentials",),
     ),
 )
 
