@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from policies.optiinfra_policies import vocabulary as vocab
 
 from . import offline
+from .backends import kubernetes
 from .catalog import default_catalog
 from .credentials import MIN_LENGTH
 from .graph import Effective, Model, startup_order
@@ -614,12 +615,54 @@ def layout_problems(root: Path) -> list[str]:
         ([f"listed but missing: {', '.join(gone)}"] if gone else [])
 
 
+# ---- docs/REVIEW.md: what the reviewers accept, and why ----------------------------------------------
+
+REVIEW_MD = "REVIEW.md"
+
+
+def review_rows(v: StackView) -> list[tuple[str, str, str, str]]:
+    """(workload, tool, check, reason) of every accepted reviewer finding, read from the
+    skip annotations the backend writes beside each workload (review_exceptions)."""
+    rows = []
+    for r in sorted((r for r in v.resources if r.type in vocab.K8S_WORKLOADS), key=lambda r: r.name):
+        notes = (r.inputs.get("metadata") or {}).get("annotations") or {}
+        for key, value in sorted(notes.items()):
+            if key.startswith(kubernetes.CHECKOV_SKIP):
+                check, _, reason = str(value).partition("=")
+                rows.append((r.name, "checkov", check, reason))
+            elif key.startswith(kubernetes.KUBE_SCORE_REASON):
+                rows.append((r.name, "kube-score", key[len(kubernetes.KUBE_SCORE_REASON):], str(value)))
+    return rows
+
+
+def review_md(views: Sequence[StackView]) -> str:
+    lines = [GENERATED, "", "# Reviewer exceptions and secrets in the environment", "",
+             "Generated from the annotations the Kubernetes backend writes beside each workload: checkov's own",
+             "`checkov.io/skip<N>` and kube-score's `kube-score/ignore` (with `optiinfra.io/kube-score.<check>` for",
+             "the reason), and the catalog's `secret_env_reason` (stamp `optiinfra.io/secret-env`, read by the",
+             "policy pack's `secrets-as-files`). Everything not listed here passes both tools. See",
+             "[production.md](production.md).", ""]
+    for v in views:
+        if not v.kube:
+            continue
+        lines += [f"## Stack `{v.stack}`", "", "| workload | tool | check | reason |", "|---|---|---|---|"]
+        lines += [f"| {w} | {tool} | `{check}` | {_cell(reason)} |" for w, tool, check, reason in review_rows(v)]
+        lines += ["", "Secrets still delivered as environment variables (every other credential is a file from",
+                  "the mounted Secret):", "", "| service | why the image needs the environment |", "|---|---|"]
+        env = {vocab.service_of(r.type, r.inputs): ((r.inputs.get("metadata") or {}).get("annotations") or {}).get(
+            vocab.K8S_SECRET_ENV) for r in v.resources if r.type in vocab.K8S_WORKLOADS}
+        lines += [f"| {name} | {_cell(str(why))} |" for name, why in sorted(env.items()) if why]
+        lines.append("")
+    return "\n".join(lines)
+
+
 # ---- files ----------------------------------------------------------------------------------------------
 
 def files(stacks: Sequence[str] | None = None, catalog: Catalog | None = None) -> dict[str, str]:
     """Every generated file (path relative to the repository root) and its content."""
     views = [view(s, catalog) for s in (stacks or available_stacks())]
-    out = {f"{DOCS}/{PORTS_MD}": ports_md(views), f"{DOCS}/{SETTINGS_MD}": settings_md(catalog)}
+    out = {f"{DOCS}/{PORTS_MD}": ports_md(views), f"{DOCS}/{SETTINGS_MD}": settings_md(catalog),
+           f"{DOCS}/{REVIEW_MD}": review_md(views)}
     for v in views:
         out[f"{DOCS}/topology-{v.stack}.svg"] = topology_svg(v)
     return out
