@@ -638,8 +638,9 @@ def review_rows(v: StackView) -> list[tuple[str, str, str, str]]:
 def review_md(views: Sequence[StackView]) -> str:
     lines = [GENERATED, "", "# Reviewer exceptions and secrets in the environment", "",
              "Generated from the annotations the Kubernetes backend writes beside each workload: checkov's own",
-             "`checkov.io/skip<N>` and kube-score's `kube-score/ignore` (with `optiinfra.io/kube-score.<check>` for",
-             "the reason), and the catalog's `secret_env_reason` (stamp `optiinfra.io/secret-env`, read by the",
+             f"`{kubernetes.CHECKOV_SKIP}<N>` and kube-score's `{kubernetes.KUBE_SCORE_IGNORE}` (with "
+             f"`{kubernetes.KUBE_SCORE_REASON}<check>` for",
+             f"the reason), and the catalog's `secret_env_reason` (stamp `{vocab.K8S_SECRET_ENV}`, read by the",
              "policy pack's `secrets-as-files`). Everything not listed here passes both tools. See",
              "[production.md](production.md).", ""]
     for v in views:

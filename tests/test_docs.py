@@ -23,6 +23,8 @@ from infra.settings import Budget, Images, Ingress, ServiceOverride, Settings
 from infra.stack import ROOT
 from policies.optiinfra_policies import vocabulary
 
+from .conftest import render
+
 SVG = "{http://www.w3.org/2000/svg}"
 
 
@@ -37,7 +39,24 @@ def generated(moved_grafana: bool = False) -> dict[str, str]:
 
 
 def test_files_are_the_inventory_the_settings_and_an_svg_per_stack() -> None:
-    assert set(generated()) == {"docs/PORTS.md", "docs/settings.md", "docs/topology-dev.svg", "docs/topology-prod.svg"}
+    assert set(generated()) == {"docs/PORTS.md", "docs/settings.md", "docs/REVIEW.md", "docs/topology-dev.svg",
+                                "docs/topology-prod.svg"}
+
+
+def test_review_lists_every_accepted_finding_with_its_reason() -> None:
+    """REVIEW.md is what the skip annotations say: one row per accepted check, each with a reason."""
+    text = generated()["docs/REVIEW.md"]
+    r = render("prod")
+    skips = [(m.name, str(v)) for m in r.resources if m.type in ("kubernetes:apps/v1:Deployment",
+                                                                  "kubernetes:apps/v1:StatefulSet")
+             for k, v in ((m.inputs.get("metadata") or {}).get("annotations") or {}).items()
+             if k.startswith("checkov.io/skip")]
+    assert skips
+    for workload, skip in skips:
+        check, reason = skip.split("=", 1)
+        assert f"| {workload} | checkov | `{check}` | {reason} |" in text
+    assert "| clickhouse | the image's entrypoint takes the user's password from CLICKHOUSE_PASSWORD only |" in text
+    assert "| postgres | " not in text.split("Secrets still delivered")[1]  # a file now
 
 
 def test_regenerated_identically() -> None:
