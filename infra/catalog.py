@@ -50,6 +50,23 @@ BANDS = (
 CELERY_APP = "app.celery_app"
 DB_USER = "optiinfra"
 
+PG_SOCKET = "/var/run/postgresql"
+PG_APPLY_PASSWORD = (
+    # The image's entrypoint sets POSTGRES_PASSWORD only when it creates the cluster, so a
+    # rotated credential would lock every client out. On every start, once the server answers
+    # on its socket (trust for local connections: the image's default), set the role's password
+    # to the current credential (the mounted file on Kubernetes, the variable on Docker). psql
+    # takes it from its environment (\getenv), never from argv. The subshell always exits 0: the
+    # postmaster, its parent after `exec`, treats a child's non-zero exit as a crash.
+    f'(export OPTIINFRA_PW="${{POSTGRES_PASSWORD:-$(cat "$POSTGRES_PASSWORD_FILE")}}"; '
+    f'for i in $(seq 120); do pg_isready -q -h {PG_SOCKET} -U "$POSTGRES_USER" -d "$POSTGRES_DB" && break; '
+    f'sleep 1; done; printf "%s\\n" "\\getenv pw OPTIINFRA_PW" '
+    f'"ALTER ROLE \\"$POSTGRES_USER\\" PASSWORD :\'pw\';" | psql -q -v ON_ERROR_STOP=1 -h {PG_SOCKET} '
+    f'-U "$POSTGRES_USER" -d "$POSTGRES_DB" -o /dev/null || echo "optiinfra: could not apply the password" >&2; '
+    f'exit 0) & exec docker-entrypoint.sh "$@"'
+)
+"""PostgreSQL's wrapper of its image's entrypoint: the current credential applied on every start."""
+
 OWN_ENV = "OptiInfra's own images read connection URLs and keys from the environment only (no file option yet)"
 """Why OptiInfra's own images take secrets as environment variables (a contract with those images)."""
 
@@ -131,7 +148,7 @@ SERVICES: tuple[Service, ...] = (
         resources=Resources(memory_mib=200, cpu=0.1, guaranteed=True),
         # Sized from the memory limit: a quarter for shared buffers, and connections from
         # half of it at ~4 MiB each (work memory, catalog caches), never fewer than 20.
-        command=("postgres",),
+        command=("sh", "-c", PG_APPLY_PASSWORD, "sh", "postgres"),
         sized_command=(FromLimit("shared_buffers={n}MB", 0.25, flag="-c"),
                        FromLimit("max_connections={n}", 0.5, scale=1 / 4, minimum=20, flag="-c")),
         volumes=(Volume("data", "/var/lib/postgresql/data", 2),),

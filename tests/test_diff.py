@@ -24,6 +24,7 @@ from infra.diffing import replace as replace_table
 from infra.model import Catalog
 from infra.settings import ConfigError
 from infra.stack import ROOT
+from policies.optiinfra_policies import vocabulary
 
 KEY = b"test-fingerprint-key-0123456789ab"
 CONTAINER = "docker:index/container:Container"
@@ -439,7 +440,13 @@ def test_secret_change_without_pod_restart_is_flagged() -> None:
     new = snapshot.Snapshot("s", "new", "kubernetes", {"s": state("s", "kubernetes:core/v1:Secret", {
         "metadata": meta, "stringData": "[secret]#1111111111111111"}), "d": deploy}, {}, [])
     changes = compare.compare(old, new)
-    assert [(c.name, c.op) for c in changes] == [("s", "replace")]
+    # Patched in place: the program's provider sets enableSecretMutable.
+    assert [(c.name, c.op) for c in changes] == [("s", "update")]
     (alert,) = impact.not_restarted(new, changes)
     msg = alert.message
     assert "deployment/api" in msg and "rollout restart" in msg
+    # A pod template with the credentials hash rolls exactly when a credential it reads
+    # changes (the program's own workloads): no warning for it.
+    template = deploy.inputs["spec"]["template"]
+    template["metadata"] = {"annotations": {vocabulary.K8S_CREDENTIALS_ROLLOUT: "0123456789abcdef"}}
+    assert impact.not_restarted(new, changes) == []

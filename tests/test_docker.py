@@ -217,8 +217,9 @@ def test_stores_size_their_memory_from_the_docker_limit(dev: offline.Render) -> 
     assert cs["optiinfra-redis"].inputs["memory"] == 100
     assert cs["optiinfra-redis"].inputs["command"][-2:] == ["--maxmemory", "60mb"]
     assert "--maxmemory-policy noeviction" in cs["optiinfra-redis"].inputs["command"][2]
-    assert cs["optiinfra-postgres"].inputs["command"] == [
-        "postgres", "-c", "shared_buffers=100MB", "-c", "max_connections=50"]  # limit 400 MiB
+    command = cs["optiinfra-postgres"].inputs["command"]  # after the password-applying wrapper
+    assert command[:2] == ["sh", "-c"] and command[3:] == [
+        "sh", "postgres", "-c", "shared_buffers=100MB", "-c", "max_connections=50"]  # limit 400 MiB
     cap = int(1000 * 0.8 * 2**20)  # limit 1000 MiB
     assert cs["optiinfra-clickhouse"].inputs["command"] == ["--", f"--max_server_memory_usage={cap}"]
     # Prometheus: 80% of the catalog's 1 GiB volume.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -291,9 +292,11 @@ def test_dependencies_follow_the_waits_and_never_point_to_a_later_tier(prod: off
             dep = by_urn[d]
             if dep.parent in tier_of:  # a resource never needs one of a later tier (that would deadlock)
                 assert TIERS.index(tier_of[dep.parent]) <= own, (res.short, dep.short)
-        # Each object needs a handful of things plus its waits, never a whole tier: registration
-        # stays linear in the number of services.
-        assert len(res.dependencies) <= 8, (res.short, len(res.dependencies))
+        # Each object needs a handful of things plus its waits and the generated credentials it
+        # reads (its credentials hash), never a whole tier: registration stays linear.
+        generated = [d for d in res.dependencies if by_urn[d].type == "random:index/randomPassword:RandomPassword"]
+        assert len(res.dependencies) - len(generated) <= 8, (res.short, len(res.dependencies))
+        assert len(generated) <= len(default_catalog().credentials), res.short
 
 
 def test_deployments_for_the_rest_and_one_cost_agent_per_provider(prod: offline.Render) -> None:
@@ -379,7 +382,10 @@ def test_databases_guaranteed_with_their_memory_inside_the_limit(prod: offline.R
         res = container(ws[name])["resources"]
         assert all(res["requests"][k] == res["limits"][k] for k in ("cpu", "memory")), name  # Guaranteed QoS
     # Pulumi.prod.yaml: postgres 512Mi -> shared_buffers a quarter, connections from half at 4 MiB each.
-    assert container(ws["postgres"])["args"] == ["postgres", "-c", "shared_buffers=128MB", "-c", "max_connections=64"]
+    # (after the wrapper that applies the current password: tests/test_postgres_rotation.py)
+    args = container(ws["postgres"])["args"]
+    assert args[:2] == ["sh", "-c"] and args[3:] == ["sh", "postgres", "-c", "shared_buffers=128MB", "-c",
+                                                    "max_connections=64"]
     # clickhouse 2Gi -> the server caps itself at 80% (bytes).
     assert container(ws["clickhouse"])["args"] == ["--", f"--max_server_memory_usage={int(2048 * 0.8 * 2**20)}"]
     # redis 50Mi (catalog) -> maxmemory 60% with noeviction (a Celery broker never drops tasks).
@@ -448,6 +454,29 @@ def test_a_secret_in_the_environment_needs_the_catalogs_reason() -> None:
                                          r"mount it as a file \(catalog SecretFile\)"):
         kubernetes.secrets_in_env(model, dataclasses.replace(orchestrator, secret_env_reason=""))
     assert not kubernetes.secrets_in_env(model, model.catalog.services["postgres"])  # a file, no reason needed
+
+def _rollout(r: offline.Render) -> dict[str, str | None]:
+    return {n: (w["spec"]["template"]["metadata"].get("annotations") or {}).get("optiinfra.io/credentials")
+            for n, w in workloads(r).items()}
+
+
+def test_a_changed_credential_rolls_exactly_the_pods_that_read_it() -> None:
+    """A Secret's change alone restarts no pod; each pod template carries a keyed hash of the
+    credentials it reads, so rotating one rolls the service and exactly its consumers."""
+    before = _rollout(render("prod", secrets=ALL_SECRETS))
+    rotated = "pg-rotated-9876543210abcdef"
+    secrets = tuple(s if not s.startswith("postgresPassword=") else f"postgresPassword={rotated}"
+                    for s in ALL_SECRETS)
+    after = _rollout(render("prod", secrets=secrets))
+    changed = {n for n in before if before[n] != after[n]}
+    # PostgreSQL itself and every service the catalog connects to it (its edges in the seed).
+    assert changed == {"postgres", "postgres-exporter", "orchestrator", "data-collector", "data-collector-worker"}
+    assert before["portal"] is None  # reads no credential
+    assert all(len(v) == 16 for v in after.values() if v)
+    # Reveals nothing: neither the value nor an unkeyed digest of it.
+    digests = {hashlib.sha256(rotated.encode()).hexdigest()[:16], hashlib.md5(rotated.encode()).hexdigest()[:16]}
+    assert not any(rotated in str(v) or v in digests for v in after.values())
+    assert _rollout(render("prod", secrets=ALL_SECRETS)) == before  # stable: no roll without a change
 
 def test_args_are_the_catalogs_command(prod: offline.Render) -> None:
     ws = workloads(prod)

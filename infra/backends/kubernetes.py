@@ -28,6 +28,7 @@ Every derivation is linear in services + edges.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import posixpath
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +44,7 @@ from pulumi_kubernetes.policy import v1 as policy
 
 from policies.optiinfra_policies.vocabulary import (
     K8S_ANNOTATION,
+    K8S_CREDENTIALS_ROLLOUT,
     K8S_DATA_PATHS,
     K8S_PUBLIC,
     K8S_REQUIRE_DIGEST,
@@ -82,7 +84,7 @@ from ..model import (
 )
 from ..monitoring import GeneratedFiles
 from ..tiers import TierComponent
-from ..wiring import Wiring
+from ..wiring import Wiring, credential_refs
 from . import StackOutputs
 
 K8S_VERSION = "1.31"
@@ -130,6 +132,19 @@ def secrets_in_env(model: Model, service: Service) -> bool:
         raise ValueError(f"{service.name}: takes a secret from the environment on Kubernetes; mount it as a file "
                          "(catalog SecretFile) or write why the image cannot read one (secret_env_reason)")
     return True
+
+
+ROLLOUT_CONTEXT = b"optiinfra.io/credentials-rollout/v1"
+
+
+def rollout_hash(service: str, values: Mapping[str, str]) -> str:
+    """HMAC-SHA256 keyed by the credentials themselves (length-prefixed, by id), over the
+    service's name, truncated to 64 bits. It changes when any of them changes; without the
+    values it is a random string, and no single value can be read or tested from it apart
+    from the others (each generated credential has ~190 bits; supplied ones are at least
+    12 characters and no known default)."""
+    key = b"".join(len(v.encode()).to_bytes(4, "big") + v.encode() for _, v in sorted(values.items()))
+    return hmac.new(key, ROLLOUT_CONTEXT + b"\0" + service.encode(), hashlib.sha256).hexdigest()[:16]
 
 
 def sized(model: Model, eff: Effective, value: FromLimit | FromVolume) -> tuple[str, ...]:
@@ -592,7 +607,8 @@ class KubernetesBackend:
         pull = self.model.settings.kubernetes.image_pull_secrets
         pull_secrets = [core.LocalObjectReferenceArgs(name=n) for n in pull] if svc.own_image and pull else None
         return core.PodTemplateSpecArgs(
-            metadata=meta.ObjectMetaArgs(labels={PART_OF: PROJECT, COMPONENT: eff.tier.value, **inst.selector}),
+            metadata=meta.ObjectMetaArgs(labels={PART_OF: PROJECT, COMPONENT: eff.tier.value, **inst.selector},
+                                         annotations=self._rollout(svc)),
             spec=core.PodSpecArgs(
                 containers=[container],
                 volumes=volumes or None,
@@ -604,6 +620,15 @@ class KubernetesBackend:
                 topology_spread_constraints=spread,
                 image_pull_secrets=pull_secrets,
             ))
+
+    def _rollout(self, svc: Service) -> dict[str, pulumi.Input[str]] | None:
+        """The pod template's credentials hash (K8S_CREDENTIALS_ROLLOUT), plain: it reveals nothing."""
+        refs = sorted(credential_refs(self.model.catalog, svc) | {f.credential for f in svc.secret_files})
+        if not refs:
+            return None
+        values = pulumi.Output.all(*(self.wiring.credentials[r] for r in refs))
+        digest = values.apply(lambda vs: rollout_hash(svc.name, dict(zip(refs, vs, strict=True))))
+        return {K8S_CREDENTIALS_ROLLOUT: pulumi.Output.unsecret(digest)}
 
     def _workload_stamps(self, eff: Effective) -> dict[str, str]:
         """What the policy pack needs from the catalog to judge a workload without the model."""

@@ -412,6 +412,12 @@ def _reads(state: State) -> set[tuple[str, str]]:
 
 # ---- warnings ----------------------------------------------------------------------------------------
 
+def _template_annotations(state: State) -> dict[str, Any]:
+    """A workload's pod template annotations."""
+    template = (state.inputs.get("spec") or {}).get("template") or {}
+    return dict((template.get("metadata") or {}).get("annotations") or {})
+
+
 def not_restarted(new: Snapshot, changes: list[ResourceChange]) -> list[Alert]:
     """A Secret or ConfigMap whose content changes under the same name does not restart the
     pods that read it: they keep the old values until something rolls them."""
@@ -429,6 +435,8 @@ def not_restarted(new: Snapshot, changes: list[ResourceChange]) -> list[Alert]:
             if w.type not in (v.K8S_DEPLOYMENT, v.K8S_STATEFULSET) or namespace(w) != ns \
                     or (c.type, object_name(obj)) not in _reads(w):
                 continue
+            if c.type == v.K8S_SECRET and v.K8S_CREDENTIALS_ROLLOUT in _template_annotations(w):
+                continue  # its credentials hash changes exactly when a credential it reads does
             wc = by_urn.get(w.urn)
             if wc is None or not any(f.path.startswith("spec.template") for f in wc.changes):
                 stale.append(f"{v.kind(w.type).lower()}/{object_name(w)}")

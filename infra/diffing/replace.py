@@ -65,7 +65,8 @@ WHOLE: dict[str, Rule] = {
 
 # pulumi-kubernetes patches an object in place unless a changed field is in its forceNew
 # table (provider/pkg/provider/diff.go): the fields the API server treats as immutable,
-# plus ConfigMap/Secret data (replaced so that dependents roll). A replaced object that
+# plus ConfigMap data (replaced so that dependents roll; Secret data too, unless the provider
+# sets enableSecretMutable, as the program's does). A replaced object that
 # keeps its explicit name is deleted before its replacement is created (the provider says
 # so in its Diff response).
 _K8S_NAME = _group(True, "metadata.name metadata.namespace",
@@ -99,7 +100,11 @@ K8S: dict[str, dict[str, Rule]] = {
     },
     v.K8S_SECRET: {
         **_K8S_NAME,
-        **_group(True, "type data stringData", "pulumi-kubernetes replaces a Secret whose data or type changes"),
+        **_group(True, "type", "a Secret's type is immutable"),
+        # The program's provider sets enableSecretMutable: data is patched under the same name
+        # (a replace would delete the fixed-name Secret under its pods); the pods that read a
+        # changed credential roll through their credentials hash (vocabulary.K8S_CREDENTIALS_ROLLOUT).
+        **_group(False, "data stringData", "patched in place (the provider's enableSecretMutable)"),
     },
 }
 """Kubernetes kinds with immutable fields beyond name and namespace (every other kind:

@@ -122,6 +122,9 @@ K8S_DATA_PATHS = f"{K8S_ANNOTATION}/data-paths"
 """Workload annotation: the catalog's volume paths (`joined(...)`)."""
 K8S_REQUIRE_DIGEST = f"{K8S_ANNOTATION}/require-digest"
 """Workload annotation `"true"` when the stack sets kubernetes.requireDigest."""
+K8S_CREDENTIALS_ROLLOUT = f"{K8S_ANNOTATION}/credentials"
+"""Pod template annotation: a keyed hash of the credentials the pod uses, so changing one rolls
+exactly the pods that read it (a Secret's change alone restarts nothing)."""
 K8S_SECRET_ENV = f"{K8S_ANNOTATION}/secret-env"
 """Workload annotation: why its image takes secrets as environment variables (the catalog's
 reason: the image reads no file); absent when every secret reaches it as a mounted file."""

@@ -1,0 +1,149 @@
+"""A rotated PostgreSQL credential applies inside the server, on a real PostgreSQL.
+
+The image sets POSTGRES_PASSWORD only when it creates the cluster, so a changed credential
+would lock every client out. The catalog's command wraps the image's entrypoint and sets the
+role's password to the current credential on every start (infra/catalog.py
+PG_APPLY_PASSWORD). This runs exactly that command against a real server (the Debian
+package), with a stand-in for the image's `docker-entrypoint.sh` that starts `postgres` on
+an existing cluster, as the image does on a restart: created with password A, started with
+credential B (as the Docker target passes it, and as the Kubernetes file), B logs in and A
+no longer does.
+
+Everything listens on 127.0.0.1 (and the image's socket directory, as the command expects),
+waits are bounded and the server is stopped when the test ends, also when it fails.
+Without PostgreSQL the test is skipped with the reason; with OPTIINFRA_REQUIRE_TOOLS=1
+(set by .ci/run, which installs it) it fails instead.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.catalog import PG_SOCKET, default_catalog
+
+USER = "postgres"  # the Debian package's account: the server refuses to run as root
+
+
+def _bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found or not shutil.which("runuser") or not Path(PG_SOCKET).is_dir():
+        reason = "PostgreSQL (Debian package postgresql) is not installed"
+        if os.environ.get("OPTIINFRA_REQUIRE_TOOLS") == "1":
+            pytest.fail(f"required here: {reason}")
+        pytest.skip(reason)
+    return Path(found[-1]).parent
+
+
+def _user() -> str:
+    """The role the catalog's PostgreSQL connection logs in as."""
+    conn = default_catalog().services["postgres"].connection
+    assert conn is not None and conn.user
+    return conn.user
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_user(*argv: str, env: dict[str, str] | None = None) -> list[str]:
+    return ["runuser", "-u", USER, "--", "env", *(f"{k}={v}" for k, v in (env or {}).items()), *argv]
+
+
+@pytest.fixture
+def cluster() -> Iterator[tuple[Path, Path, int]]:
+    """A cluster created with password A for the role the catalog's connection uses, in a
+    temp dir the server's account can reach (pytest's own is private to root)."""
+    bindir = _bin()
+    root = Path(tempfile.mkdtemp(prefix="optiinfra-pg-"))
+    root.chmod(0o755)
+    try:
+        yield from _created(bindir, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _created(bindir: Path, root: Path) -> Iterator[tuple[Path, Path, int]]:
+    (root / "pw").write_text("password-A-0123456789\n")
+    shutil.chown(root, USER)
+    shutil.chown(root / "pw", USER)
+    user = _user()
+    init = subprocess.run(_as_user(str(bindir / "initdb"), "-D", str(root / "data"), "-U", user, "--pwfile",
+                                   str(root / "pw"), "--auth-local=trust", "--auth-host=scram-sha-256"),
+                          capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stdout + init.stderr
+    yield bindir, root, _free_port()
+
+
+def _login(port: int, user: str, password: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", "postgres", "-tAc",
+                           "select current_user"], env={**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "3"},
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("form", ["docker-env", "kubernetes-file"])
+def test_a_rotated_password_is_applied_on_start(cluster: tuple[Path, Path, int], form: str) -> None:
+    bindir, root, port = cluster
+    svc = default_catalog().services["postgres"]
+    user = _user()
+    command = [a for a in svc.command if isinstance(a, str)]
+    assert len(command) == len(svc.command)
+    # The image's entrypoint on an existing cluster: start the server (here on 127.0.0.1 and
+    # the image's socket directory, on a free port).
+    shim = root / "bin"
+    shim.mkdir()
+    (shim / "docker-entrypoint.sh").write_text(
+        "#!/bin/sh\n[ \"$1\" = postgres ] && shift\n"
+        f"exec {bindir / 'postgres'} -D {root / 'data'} -c listen_addresses=127.0.0.1 -p {port} "
+        f"-c unix_socket_directories={PG_SOCKET} \"$@\"\n")
+    (shim / "docker-entrypoint.sh").chmod(0o755)
+    shutil.chown(shim, USER)
+    new = "password-B-rotated-0123456789"
+    env = {"PATH": f"{shim}:{bindir}:/usr/bin:/bin", "POSTGRES_USER": user, "POSTGRES_DB": "postgres",
+           "PGPORT": str(port)}
+    if form == "docker-env":
+        env["POSTGRES_PASSWORD"] = new
+    else:
+        (root / "credential").write_text(new)
+        shutil.chown(root / "credential", USER)
+        env["POSTGRES_PASSWORD_FILE"] = str(root / "credential")
+    assert command[:2] == ["sh", "-c"]
+    proc = subprocess.Popen(_as_user(*command, env=env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            ok = _login(port, user, new)
+            if ok.returncode == 0:
+                break
+            assert proc.poll() is None, proc.communicate(timeout=10)[0]
+            assert time.monotonic() < deadline, f"password B never accepted: {ok.stderr}"
+            time.sleep(0.5)
+        assert ok.stdout.strip() == user
+        old = _login(port, user, "password-A-0123456789")
+        assert old.returncode != 0 and "password authentication failed" in old.stderr
+        # The password never appeared in a process's arguments (what `ps` shows everyone).
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, timeout=10).stdout
+        assert new not in ps
+        assert proc.poll() is None  # the server is still up: the helper's exit was no crash
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # postgres' fast shutdown
+        try:
+            out = proc.communicate(timeout=30)[0]
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out = proc.communicate(timeout=10)[0]
+    assert "could not apply the password" not in out, out
+    assert "terminated by signal" not in out and "was terminated" not in out, out
