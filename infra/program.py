@@ -8,6 +8,7 @@ the engine hands it, so both see one program.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import pulumi
 
@@ -61,7 +62,8 @@ def credentials_output(model: Model, secrets: dict[str, pulumi.Output[str]]) -> 
 
 def main() -> None:
     try:
-        model, supplied = load(stack.keys_in_file(pulumi.get_stack()))
+        # The stack file of the project the engine runs (not necessarily this package's checkout).
+        model, supplied = load(stack.keys_in_file(pulumi.get_stack(), Path(pulumi.get_root_directory())))
     except ConfigError as err:
         # RunError ends the program with this one message and no traceback.
         raise pulumi.RunError(str(err)) from None

@@ -238,3 +238,50 @@ def test_policy_pack_fails_a_bad_override_under_the_cli(run: Run, deployed: dict
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output[-3000:]
     assert "tier-isolation" in output and "mandatory" in output, output[-3000:]
+
+
+# Bad settings as a user makes them, through the engine: (config args, key, words of the fix).
+BAD_SETTINGS = [
+    (("--path", "optiinfra:services.grafana.hostport", "3100"), "optiinfra:services.grafana.hostport",
+     "did you mean 'hostPort'?"),
+    (("--path", "optiinfra:kubernetes.storage.portal", "1Gi"), "optiinfra:kubernetes.storage.portal",
+     "portal has no volume to size"),
+    (("--path", "optiinfra:images.registry", "GHCR.io/OptiInfra"), "optiinfra:images.registry", "lower-case host"),
+    # `--plaintext`: the CLI itself warns about a value that looks like a secret; a user can insist.
+    (("--plaintext", "optiinfra:postgresPassword", "typed-in-the-clear-0123456789"), "optiinfra:postgresPassword",
+     "pulumi config set --secret"),
+]
+
+
+@pytest.mark.parametrize(("args", "key", "words"), BAD_SETTINGS, ids=[b[1].split(":", 1)[1] for b in BAD_SETTINGS])
+def test_a_bad_setting_is_one_message_under_the_engine(run: Run, deployed: dict[str, Any], args: tuple[str, ...],
+                                                       key: str, words: str) -> None:
+    """What the offline CLI says (tests/test_settings_cli.py), the program says as the engine
+    runs it: one error naming the key and the fix, no traceback, nothing changed."""
+    def resources() -> Any:
+        """The state's resources, secrets by their place only (each checkpoint re-encrypts them)."""
+        def plain(x: Any) -> Any:
+            if isinstance(x, dict):
+                return {k: plain(v) for k, v in x.items() if k != "ciphertext"}
+            return [plain(v) for v in x] if isinstance(x, list) else x
+        return plain(json.loads(run.pulumi("stack", "export", label="stack export").stdout)["deployment"]["resources"])
+
+    before = resources()
+    stack_file = run.dir / f"Pulumi.{STACK}.yaml"
+    original = stack_file.read_text()
+    run.pulumi("config", "set", *args, label=f"config set {key}")
+    try:
+        proc = run.pulumi("preview", label=f"preview (bad {key})", check=False)
+        up = run.pulumi("up", "--yes", "--skip-preview", label=f"up (bad {key})", check=False)
+    finally:
+        stack_file.write_text(original)
+    for p in (proc, up):
+        output = p.stdout + p.stderr
+        assert p.returncode != 0, output[-3000:]
+        assert "Traceback" not in output, output[-3000:]
+        errors = [line for line in output.splitlines() if f"config key '{key}'" in line]
+        assert errors and all(words in line for line in errors), output[-3000:]
+    if key.endswith("Password"):  # the value typed in the clear is never echoed back
+        assert args[-1] not in proc.stdout + proc.stderr + up.stdout + up.stderr
+    assert resources() == before
+    run.pulumi("preview", "--expect-no-changes", label="preview after bad settings")

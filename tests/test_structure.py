@@ -81,6 +81,22 @@ def test_a_plaintext_credential_in_the_stack_file_is_refused(tmp_path: Path) -> 
     assert "optiinfra:grafanaAdminPassword" in stack.keys_in_file("dev", tmp_path)
 
 
+def test_a_stack_importing_an_esc_environment_takes_its_credentials_as_engine_config(tmp_path: Path) -> None:
+    """Pulumi ESC hands an environment's `pulumiConfig` to the program as stack config: the
+    stack file names the environment and holds no credential, and the program (public config
+    API only) treats what arrives as it treats `pulumi config set --secret` (docs/credentials.md)."""
+    path = tmp_path / "Pulumi.prod.yaml"
+    data = yaml.safe_load(stack.stack_file("prod").read_text())
+    data["environment"] = ["optiinfra/prod-credentials"]
+    path.write_text(yaml.safe_dump(data))
+    keys = stack.keys_in_file("prod", tmp_path)
+    assert keys and not [k for k in keys if k.split(":", 1)[1] in default_catalog().credential_keys()]
+    value = "esc-delivered-0123456789abc"
+    r = offline.render("prod", secrets=[f"postgresPassword={value}"], stack_path=path)
+    assert value in r.secret_values  # a secret wherever it lands
+    assert "postgres-credential" not in {x.name for x in r.of_type("random:index/randomPassword:RandomPassword")}
+    assert value not in json.dumps([x.inputs for x in r.resources]) + json.dumps(r.outputs)
+
 def test_offline_render_and_load_stack_agree() -> None:
     """The program (pulumi.Config under the mock runtime) and load_stack (the commands)
     resolve the same model from the same stack."""
