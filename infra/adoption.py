@@ -64,7 +64,8 @@ class CredentialUse:
     config_key: str
     env: str
     state: str
-    """`default` (a well-known value), `unset` (the image's default or none) or `set`."""
+    """`default` (a well-known value), `unset` (the image's default or none), `set`, or
+    `unknown` (the service takes it inside another setting)."""
 
 
 @dataclass
@@ -79,6 +80,8 @@ class Findings:
     fresh: list[str] = field(default_factory=list)
     """Catalog volumes with no compose volume: the program creates them empty."""
     credentials: list[CredentialUse] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Settings compose made the adopted data with, where the catalog's differ."""
     networks: list[str] = field(default_factory=list)
     volumes_seen: int = 0
 
@@ -159,7 +162,9 @@ def discover(engine: EngineApi, model: Model, project: str) -> Findings:
         for vol in svc.volumes:
             if vol.name not in adopted_here | on_host:
                 f.fresh.append(f"{service} {vol.name} ({vol.path}): {name} mounts no volume there")
-        f.blockers.extend(_path_problems(svc, env, adopted_here, project))
+        adopted_names = {a.volume: a.docker_volume for a in f.adopted if a.service == service}
+        f.blockers.extend(_path_problems(svc, env, adopted_names))
+        f.notes.extend(_setting_differences(svc, env, adopted_names))
         f.credentials.extend(_credentials(model, svc, env))
     running = {c.service for c in f.containers if c.service}
     for svc in catalog.services.values():
@@ -187,7 +192,7 @@ def discover(engine: EngineApi, model: Model, project: str) -> Findings:
     return f
 
 
-def _path_problems(svc: Service, env: dict[str, str], adopted: set[str], project: str) -> list[str]:
+def _path_problems(svc: Service, env: dict[str, str], adopted: dict[str, str]) -> list[str]:
     """Catalog environment that points into an adopted volume (a data directory such as a
     subdirectory of it) and differs from the compose container's: the new container would
     look for the data elsewhere and start empty beside it."""
@@ -205,7 +210,8 @@ def _path_problems(svc: Service, env: dict[str, str], adopted: set[str], project
             move = ""
             if before.rstrip("/") == vol.path.rstrip("/") and sub:
                 move = (f" Move the files into {sub}/ with compose stopped and after the backup: docker run --rm "
-                        f"-v <volume>:/v alpine sh -c 'cd /v && mkdir {sub} && find . -mindepth 1 -maxdepth 1 "
+                        f"-v {adopted[vol.name]}:/v alpine sh -c 'cd /v && mkdir {sub} && find . -mindepth 1 "
+                        "-maxdepth 1 "
                         f"! -name {sub} -exec mv {{}} {sub}/ \\; && chown $(stat -c %u:%g .) {sub} && chmod 700 "
                         f"{sub}'")
             out.append(f"{svc.name}: the catalog sets {key}={value}, the compose container has {key}={before}: "
@@ -213,26 +219,44 @@ def _path_problems(svc: Service, env: dict[str, str], adopted: set[str], project
     return out
 
 
-def _credentials(model: Model, svc: Service, env: dict[str, str]) -> list[CredentialUse]:
+def _setting_differences(svc: Service, env: dict[str, str], adopted: dict[str, str]) -> list[str]:
+    """Plain catalog settings (user and database names, ...) the compose container sets
+    otherwise, for a service whose data is adopted: that data was made with compose's."""
+    if not adopted:
+        return []
+    paths = [v.path for v in svc.volumes]
     out = []
     for key, value in svc.env:
-        if not isinstance(value, Secret):
+        if not isinstance(value, str) or any(_under(value, p) for p in paths) or key not in env:
             continue
-        cred = model.catalog.credentials[value.credential]
-        if cred not in svc.credentials:
-            continue  # another service's credential (a client): its owner reports it
-        before = env.get(key)
-        state = "unset" if not before else "default" if before.strip().lower() in KNOWN_DEFAULT_CREDENTIALS else "set"
-        out.append(CredentialUse(svc.name, cred.config_key, key, state))
+        if env[key] != value:
+            out.append(f"{svc.name}: the catalog sets {key}={value}, the compose container has {key}={env[key]}, "
+                       f"and the data on {', '.join(adopted.values())} was made with that (see {GUIDE})")
+    return out
+
+
+def _credentials(model: Model, svc: Service, env: dict[str, str]) -> list[CredentialUse]:
+    """Each credential the service owns, and what the compose container has for it."""
+    out = []
+    for cred in svc.credentials:
+        keys = [k for k, v in svc.env if isinstance(v, Secret) and v.credential == cred.id]
+        before = next((env[k] for k in keys if k in env), None)
+        state = ("unknown" if not keys else "unset" if not before else
+                 "default" if before.strip().lower() in KNOWN_DEFAULT_CREDENTIALS else "set")
+        out.append(CredentialUse(svc.name, cred.config_key, keys[0] if keys else cred.description, state))
     return out
 
 
 # ---- the report ---------------------------------------------------------------------------------------
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def report(f: Findings, stack: str, host: str) -> str:
     """What adopt prints: findings, the stack config, the commands, the credentials."""
-    lines = [f"Compose project {f.project} on {host}: {len(f.containers)} containers, {f.volumes_seen} volumes, "
-             f"{len(f.networks)} networks", ""]
+    lines = [f"Compose project {f.project} on {host}: {_count(len(f.containers), 'container')}, "
+             f"{_count(f.volumes_seen, 'volume')}, {_count(len(f.networks), 'network')}", ""]
     lines.append("Containers (the program creates its own under the same names: stop compose first)")
     lines += [f"  {c.name:<36} -> {c.service or '(no catalog service)':<24} {c.state}" for c in f.containers]
     lines += ["", "Volumes to adopt (mounted by the program, never created, changed or deleted by it)"]
@@ -240,6 +264,8 @@ def report(f: Findings, stack: str, host: str) -> str:
     if f.fresh:
         lines += ["", "Catalog volumes without compose data (the program creates them, empty)"]
         lines += [f"  {x}" for x in f.fresh]
+    if f.notes:
+        lines += ["", "Settings that differ"] + [f"  note: {x}" for x in f.notes]
     if f.unmatched:
         lines += ["", "Not matched"] + [f"  warning: {x}" for x in f.unmatched]
     if f.blockers:
@@ -251,27 +277,28 @@ def report(f: Findings, stack: str, host: str) -> str:
               "#    docker.Volume.get): it never enters the state as a managed resource, so no update, replace,",
               "#    destroy or removal from the config can delete it, and `pulumi up` stops if it is missing.",
               "#    Compose's containers and networks are not imported: the program's differ (tier networks,",
-              "#    limits, health checks) and would be replaced at once; they are removed by stopping compose.",
-              "", "# 3. Back up, then stop compose, keeping its volumes (never `down -v`)",
-              f"python -m infra backup --stack {stack}    # or, per volume: docker run --rm -v VOLUME:/data:ro "
-              "-v \"$PWD\":/backup alpine tar czf /backup/VOLUME.tgz -C /data .",
-              f"docker compose -p {f.project} down"]
-    if f.networks:
-        lines.append(f"#    (that also removes {', '.join(f.networks)}; the program uses its own tier networks)")
-    lines += ["", "# 4. Credentials: the compose deployment uses default credentials; rotate them"]
+              "#    limits, health checks) and would be replaced at once; they are removed by stopping compose."]
+    lines += ["", "# 3. Credentials: the compose deployment uses default credentials; rotate every one to a secret"]
+    if f.adopted:
+        lines += ["#    (while compose still runs). A service that keeps a credential in its data (a database",
+                  "#    user's password, an admin account) keeps the old one on an adopted volume: change it",
+                  "#    inside the running service first, then set the same value here; see",
+                  f"#    {GUIDE}#4-rotate-away-from-the-default-credentials."]
     seen: set[str] = set()
     for c in f.credentials:
         if c.config_key in seen:
             continue
         seen.add(c.config_key)
-        what = {"default": "a well-known default", "unset": "not set (the image's default, or none)",
-                "set": "a value from the compose file (treat it as known)"}[c.state]
-        lines.append(f"#    {c.service}: {c.env} is {what}")
-        lines.append(f"pulumi config set --stack {stack} --secret {c.config_key} \"$(openssl rand -base64 24)\"")
-    if f.adopted:
-        lines += ["#    A service that stores a credential in its data at first start (a database user's",
-                  "#    password, an admin account) keeps the old one on an adopted volume: change it inside",
-                  "#    the running service to the new value first, then set the same value as above",
-                  f"#    ({GUIDE}, step 4)."]
+        what = {"default": f"{c.env} is a well-known default", "unset": f"{c.env} is not set (the image's default, "
+                "or none)", "set": f"{c.env} has a value from the compose file (treat it as known)",
+                "unknown": f"its credential ({c.env}) is set inside another setting: treat it as known"}[c.state]
+        lines.append(f"#    {c.service}: {what}")
+        lines.append(f"pulumi config set --stack {stack} --secret {c.config_key} \"$(openssl rand -hex 24)\"")
+    lines += ["", "# 4. Back up, then stop compose, keeping its volumes (never `down -v`, which deletes them)",
+              f"python -m infra backup --stack {stack}    # or, per volume: docker run --rm -v VOLUME:/data:ro "
+              "-v \"$PWD\":/backup alpine tar czf /backup/VOLUME.tgz -C /data .",
+              f"docker compose -p {f.project} down"]
+    if f.networks:
+        lines.append(f"#    (that also removes {', '.join(f.networks)}; the program uses its own tier networks)")
     lines += ["", f"# 5. Deploy on the same volumes: scripts/deploy.sh {stack}"]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
