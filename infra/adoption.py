@@ -81,7 +81,9 @@ class Findings:
     """Catalog volumes with no compose volume: the program creates them empty."""
     credentials: list[CredentialUse] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    """Settings compose made the adopted data with, where the catalog's differ."""
+    """Settings and images compose made the adopted data with, where the program's differ."""
+    owners: list[tuple[Adopted, str]] = field(default_factory=list)
+    """Adopted volumes and the `uid:gid` the program's container runs as (it must own the files)."""
     networks: list[str] = field(default_factory=list)
     volumes_seen: int = 0
 
@@ -165,6 +167,13 @@ def discover(engine: EngineApi, model: Model, project: str) -> Findings:
         adopted_names = {a.volume: a.docker_volume for a in f.adopted if a.service == service}
         f.blockers.extend(_path_problems(svc, env, adopted_names))
         f.notes.extend(_setting_differences(svc, env, adopted_names))
+        image, runs = str(c.get("Image", "")), model.services[service].image if service in model.services else ""
+        if adopted_names and runs and image != runs:
+            f.notes.append(f"{service}: compose runs {image}, the program runs {runs} on the same data: a database "
+                           "check its upgrade notes first (a database's next major version may need a dump and "
+                           f"restore; see {GUIDE}#versions)")
+        if svc.docker_user:
+            f.owners.extend((a, svc.docker_user) for a in f.adopted if a.service == service)
         f.credentials.extend(_credentials(model, svc, env))
     running = {c.service for c in f.containers if c.service}
     for svc in catalog.services.values():
@@ -283,7 +292,7 @@ def report(f: Findings, stack: str, host: str) -> str:
         lines += ["#    (while compose still runs). A service that keeps a credential in its data (a database",
                   "#    user's password, an admin account) keeps the old one on an adopted volume: change it",
                   "#    inside the running service first, then set the same value here; see",
-                  f"#    {GUIDE}#4-rotate-away-from-the-default-credentials."]
+                  f"#    {GUIDE}#3-rotate-away-from-the-default-credentials."]
     seen: set[str] = set()
     for c in f.credentials:
         if c.config_key in seen:
@@ -300,5 +309,9 @@ def report(f: Findings, stack: str, host: str) -> str:
               f"docker compose -p {f.project} down"]
     if f.networks:
         lines.append(f"#    (that also removes {', '.join(f.networks)}; the program uses its own tier networks)")
+    if f.owners:
+        lines += ["#    Then, compose stopped: the program's containers run as a fixed user, which must own",
+                  "#    the files (a no-op where compose's image used the same one):"]
+        lines += [f"docker run --rm -v {a.docker_volume}:/v alpine chown -R {user} /v" for a, user in f.owners]
     lines += ["", f"# 5. Deploy on the same volumes: scripts/deploy.sh {stack}"]
     return "\n".join(lines) + "\n"
