@@ -518,7 +518,8 @@ def setting_rows(catalog: Catalog | None = None) -> list[SettingRow]:
             key = prefix + (f.alias or name)
             nested = _model_of(f.annotation)
             if get_origin(f.annotation) is dict and _model_of(get_args(f.annotation)[1]):
-                nested, key = _model_of(get_args(f.annotation)[1]), f"{key}.<name>"
+                extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+                nested, key = _model_of(get_args(f.annotation)[1]), f"{key}.{extra.get('placeholder', '<name>')}"
             if nested is not None:
                 text = _described(f.description or nested.__doc__)
                 if text:

@@ -12,6 +12,8 @@ import enum
 from collections import deque
 from dataclasses import dataclass, field, replace
 
+from policies.optiinfra_policies.vocabulary import docker_volume_name
+
 from .model import Catalog, Dependency, Dsn, Port, Resources, Service, Tier, Url, Volume, parse_memory_mib
 from .settings import NAMESPACE, ConfigError, Settings
 
@@ -239,11 +241,48 @@ def _check_names(catalog: Catalog, s: Settings) -> None:
         elif o.replicas is not None and o.replicas != 1 and catalog.services[name].scalable:
             raise ConfigError(f"{key}.replicas", "does not apply on Docker, which runs one container per service",
                               "remove it from this stack (replicas apply on Kubernetes)")
+    _check_existing_volumes(catalog, s)
     fan_out = [svc.name for svc in catalog.services.values() if svc.per_cloud_provider
                and (s.services.get(svc.name) is None or s.services[svc.name].enabled)]
     if not s.cloud_providers and fan_out:
         raise ConfigError(f"{NAMESPACE}:cloudProviders", f"is empty, but {fan_out[0]} runs one instance per provider",
                           f"list at least one provider, or set {NAMESPACE}:services.{fan_out[0]}.enabled=false")
+
+
+def _check_existing_volumes(catalog: Catalog, s: Settings) -> None:
+    """`services.<name>.volumes.<volume>`: a volume the service has, on Docker only, and
+    each existing Docker volume mounted by one catalog volume only (never one the program
+    creates for another)."""
+    with_volumes = ", ".join(n for n, svc in catalog.services.items() if svc.volumes) or "none"
+    claimed: dict[str, str] = {}
+    for name, o in s.services.items():
+        for vol, vo in o.volumes.items():
+            key = f"{NAMESPACE}:services.{name}.volumes.{vol}"
+            own = [v.name for v in catalog.services[name].volumes]
+            if vol not in own:
+                raise ConfigError(key, f"{name} has no volume '{vol}'",
+                                  f"use one of its volumes: {', '.join(own)}" if own else
+                                  f"remove it ({name} keeps no data; services with volumes: {with_volumes})")
+            if s.target == "kubernetes" and vo.existing is not None:
+                raise ConfigError(f"{key}.existing", "does not apply on Kubernetes (the data lives in a "
+                                  "PersistentVolumeClaim the program creates)",
+                                  "remove it from this stack; to move data from Docker, restore a backup into the "
+                                  "new claim (docs/adoption.md)")
+            if vo.existing is None:
+                continue
+            if vo.existing in claimed:
+                raise ConfigError(f"{key}.existing", f"'{vo.existing}' is already mounted by {claimed[vo.existing]}",
+                                  "give each catalog volume its own Docker volume")
+            claimed[vo.existing] = f"{name}.volumes.{vol}"
+    for name, svc in catalog.services.items():
+        own_volumes = s.services[name].volumes if name in s.services else {}
+        for v in svc.volumes:
+            managed = docker_volume_name(name, v.name)
+            adopted = v.name in own_volumes and own_volumes[v.name].existing is not None
+            if managed in claimed and not adopted:
+                raise ConfigError(f"{NAMESPACE}:services.{claimed[managed]}.existing",
+                                  f"'{managed}' is the volume the program creates for {name} {v.name}",
+                                  f"mount another volume, or adopt it as services.{name}.volumes.{v.name}.existing")
 
 
 def _edges(catalog: Catalog, model: Model) -> list[Edge]:

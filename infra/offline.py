@@ -63,6 +63,18 @@ class Resource:
         return f"{self.type.split(':')[-1]}/{self.name}"
 
 
+@dataclass(frozen=True)
+class Read:
+    """An existing resource the program reads (`<Resource>.get`): the engine records it as
+    external and never creates, updates or deletes it (no policy sees it either)."""
+
+    urn: str
+    type: str
+    name: str
+    id: str
+    parent: str
+
+
 @dataclass
 class Render:
     stack: str
@@ -72,6 +84,8 @@ class Render:
     """The resolved model the program deployed."""
     secret_values: set[str] = field(default_factory=set)
     """Every plain secret value seen (for leak tests; never printed)."""
+    reads: list[Read] = field(default_factory=list)
+    """Existing resources the program reads (`Resource.get`) and never manages."""
 
     def of_type(self, type_: str) -> list[Resource]:
         return [r for r in self.resources if r.type == type_]
@@ -149,6 +163,7 @@ class _Recorder(pmocks.MockMonitor):
     def __init__(self, fingerprint_key: bytes | None = None) -> None:
         super().__init__(_Mocks())
         self.records: list[Resource] = []
+        self.reads: list[Read] = []
         self.secret_values: set[str] = set()
         self.fingerprint_key = fingerprint_key
 
@@ -175,6 +190,12 @@ class _Recorder(pmocks.MockMonitor):
                 protect=bool(request.protect),
                 delete_before_replace=bool(request.deleteBeforeReplace),
             ))
+        return response
+
+    def ReadResource(self, request: Any) -> Any:
+        response = super().ReadResource(request)  # type: ignore[no-untyped-call]
+        self.reads.append(Read(urn=response.urn, type=request.type, name=request.name, id=request.id,
+                               parent=request.parent))
         return response
 
 
@@ -208,7 +229,8 @@ def render(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), ca
     # Registrations arrive from several threads; order them by URN so that two renders
     # of the same stack are identical.
     return Render(stack=stack, resources=sorted(recorder.records, key=lambda r: r.urn), outputs=outputs,
-                  model=model, secret_values=recorder.secret_values)
+                  model=model, secret_values=recorder.secret_values,
+                  reads=sorted(recorder.reads, key=lambda r: r.urn))
 
 
 def plan_json(r: Render) -> dict[str, Any]:
@@ -229,5 +251,10 @@ def plan_json(r: Render) -> dict[str, Any]:
                 "deleteBeforeReplace": res.delete_before_replace,
             },
         })
-    return {"config": {"stack": r.stack}, "steps": steps, "outputs": r.outputs,
-            "changeSummary": {"create": len(steps)}}
+    summary = {"create": len(steps)}
+    for e in r.reads:  # as `pulumi preview --json` shows a `.get`: a read step
+        steps.append({"op": "read", "urn": e.urn,
+                      "newState": {"urn": e.urn, "type": e.type, "id": e.id, "parent": e.parent, "external": True}})
+    if r.reads:
+        summary["read"] = len(r.reads)
+    return {"config": {"stack": r.stack}, "steps": steps, "outputs": r.outputs, "changeSummary": summary}

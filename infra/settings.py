@@ -40,6 +40,17 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, use_attribute_docstrings=True)
 
 
+class VolumeOverride(_Model):
+    """A volume of the service, by the catalog's volume name (`data`, `storage`), under
+    `optiinfra:services.<name>.volumes.<volume>`; Docker stacks only."""
+
+    existing: str | None = None
+    """Name of a Docker volume that already exists (e.g. docker-compose's `optiinfra_postgres_data`) to mount
+    instead of creating one: the program only reads it, never creates, changes or deletes it, and `pulumi up`
+    stops if it is missing (`python -m infra adopt` prints these; see docs/adoption.md). Default: unset, the
+    program creates a protected `optiinfra-<name>-<volume>`."""
+
+
 class ServiceOverride(_Model):
     """Per-service overrides under `optiinfra:services.<name>`."""
 
@@ -63,6 +74,8 @@ class ServiceOverride(_Model):
     """Deploy this service (default: yes)."""
     depends_on: tuple[str, ...] = Field((), alias="dependsOn")
     """Extra services this one talks to and waits for (added to the catalog's edges)."""
+    volumes: dict[str, VolumeOverride] = Field(default_factory=dict, json_schema_extra={"placeholder": "<volume>"})
+    """Settings per volume of the service, by the catalog's volume name (Docker stacks only; default: none)."""
 
 
 class Images(_Model):
@@ -313,6 +326,11 @@ def _check(s: Settings) -> None:
             except ValueError:
                 raise ConfigError(f"{base}.memory", f"'{o.memory}' is not a memory size",
                                   "use a size such as 256Mi, 1Gi or 512M") from None
+        for vol, vo in o.volumes.items():
+            if vo.existing is not None and not _DOCKER_NAME.fullmatch(vo.existing):
+                raise ConfigError(f"{base}.volumes.{vol}.existing", f"{vo.existing!r} is not a Docker volume name",
+                                  "use the name `docker volume ls` shows: letters, digits, '_', '.' and '-', "
+                                  "starting with a letter or digit, e.g. optiinfra_postgres_data")
         if o.cpu is not None and not 0 < o.cpu <= 64:
             raise ConfigError(f"{base}.cpu", f"{o.cpu} is not a CPU amount", "use cores, e.g. 0.25 or 2")
         if o.replicas is not None and not 0 < o.replicas <= 100:
@@ -345,6 +363,7 @@ def _check(s: Settings) -> None:
     _check_kubernetes(s)
 
 
+_DOCKER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # the Docker engine's rule for volume names
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _REGISTRY = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*")

@@ -194,6 +194,27 @@ def test_stateful_services_keep_named_protected_volumes(dev: offline.Render) -> 
     assert mounts == {"/var/lib/postgresql/data": "optiinfra-postgres-data"}
 
 
+def test_an_adopted_volume_is_read_and_mounted_never_created() -> None:
+    """`services.<name>.volumes.<volume>.existing`: no Volume is registered for it (so no
+    update, replace or delete can reach the data); it is read, the container mounts it by
+    that name and waits for the read, which fails when the volume is missing."""
+    adopted = render("dev", "services.postgres.volumes.data.existing=optiinfra_postgres_data",
+                     "services.grafana.volumes.data.existing=optiinfra_grafana_data")
+    created = {v.inputs["name"] for v in adopted.of_type("docker:index/volume:Volume")}
+    assert "optiinfra-postgres-data" not in created and "optiinfra-grafana-data" not in created
+    assert {"optiinfra-redis-data", "optiinfra-clickhouse-data"} <= created
+    reads = {r.id: r for r in adopted.reads}
+    assert set(reads) == {"optiinfra_postgres_data", "optiinfra_grafana_data"}
+    assert all(r.type == "docker:index/volume:Volume" for r in reads.values())
+    postgres = containers(adopted)["optiinfra-postgres"]
+    mounts = {m["containerPath"]: m["volumeName"] for m in postgres.inputs["volumes"]}
+    assert mounts == {"/var/lib/postgresql/data": "optiinfra_postgres_data"}
+    assert reads["optiinfra_postgres_data"].urn in postgres.dependencies
+    # The plan shows the read, as `pulumi preview` shows a read step.
+    steps = offline.plan_json(adopted)["steps"]
+    assert [s["newState"]["id"] for s in steps if s["op"] == "read"] == sorted(reads)
+
+
 def test_a_network_routes_out_only_where_its_own_containers_need_it() -> None:
     from infra import stack as infra_stack
     from infra.backends.docker import routes_out

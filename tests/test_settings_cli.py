@@ -67,6 +67,22 @@ BAD = [
      "does not apply on Docker"),
     (["--set", "target=kubernetes", "--set", "services.grafana.hostPort=3100"], "optiinfra:services.grafana.hostPort",
      "does not apply on Kubernetes"),
+    # Adopting an existing Docker volume: a volume the service has, a valid name, Docker only, once.
+    (["--set", "services.postgres.volumes.dta.existing=optiinfra_postgres_data"],
+     "optiinfra:services.postgres.volumes.dta", "postgres has no volume 'dta'"),
+    (["--set", "services.portal.volumes.data.existing=optiinfra_portal_data"], "optiinfra:services.portal.volumes.data",
+     "portal has no volume 'data'"),
+    (["--set", "services.postgres.volumes.data.existing=/var/lib/docker/volumes/x"],
+     "optiinfra:services.postgres.volumes.data.existing", "is not a Docker volume name"),
+    (["--set", "services.postgres.volumes.data.exists=optiinfra_postgres_data"],
+     "optiinfra:services.postgres.volumes.data.exists", "did you mean 'existing'"),
+    (["--set", "target=kubernetes", "--set", "services.postgres.volumes.data.existing=optiinfra_postgres_data"],
+     "optiinfra:services.postgres.volumes.data.existing", "does not apply on Kubernetes"),
+    (["--set", "services.postgres.volumes.data.existing=shared",
+      "--set", "services.redis.volumes.data.existing=shared"],
+     "optiinfra:services.redis.volumes.data.existing", "already mounted by postgres.volumes.data"),
+    (["--set", "services.postgres.volumes.data.existing=optiinfra-redis-data"],
+     "optiinfra:services.postgres.volumes.data.existing", "the volume the program creates for redis data"),
 ]
 
 

@@ -24,6 +24,7 @@ from policies.optiinfra_policies.vocabulary import (
     DOCKER_SERVICE,
     DOCKER_TIER,
     docker_port_key,
+    docker_volume_name,
     joined,
     tier_scoped_name,
 )
@@ -45,7 +46,7 @@ def network_name(model: Model, tier: Tier) -> str:
 
 
 def volume_name(service: str, volume: str) -> str:
-    return f"{CONTAINER_PREFIX}{service}-{volume}"
+    return docker_volume_name(service, volume)
 
 
 def host_of(service: str) -> str:
@@ -146,7 +147,19 @@ class DockerBackend:
         svc, model = eff.service, self.model
         comp = self.tiers[eff.tier]
         volumes = []
+        adopted: list[pulumi.Resource] = []
+        override = model.settings.services.get(svc.name)
         for v in svc.volumes:
+            existing = override.volumes[v.name].existing if override and v.name in override.volumes else None
+            if existing is not None:
+                # Adopted (docs/adoption.md): read, never managed. The engine records it as
+                # external, so no update, replace, destroy or removal from the program ever
+                # deletes it, and the read fails (stopping `pulumi up`) when it is missing,
+                # where mounting the name alone would start an empty volume of that name.
+                adopted.append(docker.Volume.get(f"{svc.name}-{v.name}-existing", existing,
+                                                 opts=pulumi.ResourceOptions(parent=comp)))
+                volumes.append(docker.ContainerVolumeArgs(volume_name=existing, container_path=v.path))
+                continue
             vol = docker.Volume(
                 f"{svc.name}-{v.name}",
                 docker.VolumeArgs(name=volume_name(svc.name, v.name),
@@ -206,7 +219,7 @@ class DockerBackend:
             ),
             # Names are fixed (the seed's container names), so a replacement must delete
             # the old container first; that also frees its host port.
-            opts=comp.child_opts(depends_on=list(after), delete_before_replace=True),
+            opts=comp.child_opts(depends_on=[*after, *adopted], delete_before_replace=True),
         )
         return container
 

@@ -126,6 +126,8 @@ def text(r: Render) -> str:
         seen.update(c.urn for c in children)
         lines.append(f"\n{tier.name} ({len(children)} resources)")
         lines.extend(f"  {brief(c)}" for c in sorted(children, key=lambda c: (c.type, c.name)))
+        lines.extend(f"  reads existing {v.kind(e.type)} {e.id} (external: never created, changed or deleted)"
+                     for e in r.reads if e.parent == tier.urn)
     rest = [res for res in r.resources if res.urn not in seen]
     if rest:
         lines.append(f"\nother ({len(rest)} resources)")

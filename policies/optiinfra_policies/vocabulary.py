@@ -76,6 +76,13 @@ CONFIG_NAMESPACE = "optiinfra"
 CONTAINER_PREFIX = "optiinfra-"
 """Docker names: the seed's `optiinfra-<service>` containers (and `optiinfra-<service>-<volume>` volumes)."""
 
+
+
+def docker_volume_name(service: str, volume: str) -> str:
+    """The Docker volume the program creates for a catalog Volume: `optiinfra-<service>-<volume>`."""
+    return f"{CONTAINER_PREFIX}{service}-{volume}"
+
+
 DOCKER_LABEL = "io.optiinfra"
 DOCKER_SERVICE = f"{DOCKER_LABEL}.service"
 DOCKER_TIER = f"{DOCKER_LABEL}.tier"

@@ -1,0 +1,67 @@
+"""`adopt`: read the local Docker engine's docker-compose deployment and print how this
+program takes it over on the same volumes.
+
+    python -m infra adopt --stack dev [--project optiinfra] [--docker-host unix:///var/run/docker.sock]
+
+Only reads the engine (GET requests: containers, their config and mounts, volumes,
+networks); changes nothing, on the engine or in the stack. Prints the containers and
+volumes mapped onto the catalog, what it cannot match, the `pulumi config set` lines that
+adopt the volumes, the commands to stop compose, and the credentials to rotate. The
+step-by-step guide is docs/adoption.md.
+
+Exit status: 0 when every compose volume is adopted and nothing blocks `pulumi up`; 1 when
+something needs attention first (a volume or container it cannot match, data on a host
+directory, a data directory the catalog puts elsewhere), when the engine has nothing of
+the project, or when no engine answers (the message says where it looked); 2 on a user
+error (bad flag, unknown stack, a stack that does not deploy to Docker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from policies.optiinfra_policies.vocabulary import CONTAINER_PREFIX
+
+from .. import adoption, dockerapi, stack
+from ..cli import add_stack_arguments
+from ..settings import ConfigError
+
+HELP = ("read the local Docker engine's docker-compose deployment (read-only) and print the stack config, "
+        "commands and credential rotation to take it over on the same volumes")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = __doc__.split("\n\n", 1)[1] if __doc__ else None
+    add_stack_arguments(p)
+    p.add_argument("--project", default=adoption.DEFAULT_PROJECT,
+                   help=f"docker-compose project name (label {adoption.PROJECT_LABEL}; default %(default)s)")
+    p.add_argument("--docker-host", default=None, metavar="URL",
+                   help=f"the engine: unix:///path or tcp://host:port (default: DOCKER_HOST, else "
+                        f"{dockerapi.DEFAULT_HOST})")
+
+
+def run(args: argparse.Namespace) -> int:
+    model = stack.model_of(args.stack, args.sets, args.secrets)
+    if model.settings.target != "docker":
+        raise ConfigError("--stack", f"stack {args.stack} deploys to {model.settings.target}, and adopt takes over a "
+                          "docker-compose deployment on Docker", "use a Docker stack such as dev")
+    host = dockerapi.resolve_host(args.docker_host)
+    try:
+        engine = dockerapi.Engine(host)
+        found = adoption.discover(engine, model, args.project)
+    except dockerapi.DockerUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if not found.containers and not found.volumes_seen:
+        print(f"error: the Docker engine at {host} has no container or volume of compose project {args.project} "
+              f"(label {adoption.PROJECT_LABEL}) and no container named {CONTAINER_PREFIX}*. "
+              "Fix: pass --project NAME (docker compose ls shows it)", file=sys.stderr)
+        return 1
+    print(adoption.report(found, args.stack, host))
+    if found.needs_attention:
+        print(f"\n{len(found.unmatched)} not matched, {len(found.blockers)} to fix before `pulumi up` (above; "
+              f"{adoption.GUIDE})", file=sys.stderr)
+        return 1
+    return 0
