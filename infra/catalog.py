@@ -51,21 +51,49 @@ CELERY_APP = "app.celery_app"
 DB_USER = "optiinfra"
 
 PG_SOCKET = "/var/run/postgresql"
-PG_APPLY_PASSWORD = (
-    # The image's entrypoint sets POSTGRES_PASSWORD only when it creates the cluster, so a
-    # rotated credential would lock every client out. On every start, once the server answers
-    # on its socket (trust for local connections: the image's default), set the role's password
-    # to the current credential (the mounted file on Kubernetes, the variable on Docker). psql
-    # takes it from its environment (\getenv), never from argv. The subshell always exits 0: the
-    # postmaster, its parent after `exec`, treats a child's non-zero exit as a crash.
-    f'(export OPTIINFRA_PW="${{POSTGRES_PASSWORD:-$(cat "$POSTGRES_PASSWORD_FILE")}}"; '
-    f'for i in $(seq 120); do pg_isready -q -h {PG_SOCKET} -U "$POSTGRES_USER" -d "$POSTGRES_DB" && break; '
-    f'sleep 1; done; printf "%s\\n" "\\getenv pw OPTIINFRA_PW" '
-    f'"ALTER ROLE \\"$POSTGRES_USER\\" PASSWORD :\'pw\';" | psql -q -v ON_ERROR_STOP=1 -h {PG_SOCKET} '
-    f'-U "$POSTGRES_USER" -d "$POSTGRES_DB" -o /dev/null || echo "optiinfra: could not apply the password" >&2; '
-    f'exit 0) & exec docker-entrypoint.sh "$@"'
+PG_MONITOR = "optiinfra_monitor"
+"""PostgreSQL's read-only role for its exporter: member of pg_monitor, nothing else."""
+
+
+def _pg_secret(var: str) -> str:
+    """The value of a credential the container gets as `$var` (Docker) or `$var_FILE` (Kubernetes)."""
+    return f'${{{var}:-$(cat "${var}_FILE")}}'
+
+
+_PG_SQL = (
+    r"\getenv pw OPTIINFRA_PW",
+    r"\getenv monpw OPTIINFRA_MONITOR_PW",
+    """ALTER ROLE "$POSTGRES_USER" PASSWORD :'pw';""",
+    f"SELECT 'CREATE ROLE {PG_MONITOR}' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PG_MONITOR}')"
+    r"\gexec",
+    f"ALTER ROLE {PG_MONITOR} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'monpw';",
+    f"GRANT pg_monitor TO {PG_MONITOR};",
 )
-"""PostgreSQL's wrapper of its image's entrypoint: the current credential applied on every start."""
+"""What the wrapper feeds psql (`$POSTGRES_USER` expanded by the shell, `:'pw'` quoted by psql)."""
+
+
+def _dq(text: str) -> str:
+    """`text` inside shell double quotes (its `$VAR`s expand; a double quote stays one)."""
+    return '"' + text.replace('"', '\\"') + '"'
+
+
+PG_APPLY_CREDENTIALS = (
+    # The image's entrypoint sets POSTGRES_PASSWORD only when it creates the cluster, so a
+    # rotated credential would lock every client out, and it creates no other role. On every
+    # start, once the server answers on TCP (the entrypoint's first-start server listens on the
+    # socket only), over the socket (trust for local connections: the image's default): set the
+    # role's password to the current credential, and create or update the exporter's read-only
+    # role (pg_monitor). psql takes the values from its environment (\getenv), never from argv.
+    # Three attempts; the subshell always exits 0: the postmaster, its parent after `exec`,
+    # treats a child's non-zero exit as a crash.
+    '(export OPTIINFRA_PW="' + _pg_secret("POSTGRES_PASSWORD") + '" OPTIINFRA_MONITOR_PW="'
+    + _pg_secret("OPTIINFRA_MONITOR_PASSWORD") + '"; '
+    'for i in $(seq 120); do pg_isready -q -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" && break; '
+    'sleep 1; done; for i in 1 2 3; do printf "%s\\n" ' + " ".join(_dq(line) for line in _PG_SQL) +
+    f' | psql -q -v ON_ERROR_STOP=1 -h {PG_SOCKET} -U "$POSTGRES_USER" -d "$POSTGRES_DB" -o /dev/null && exit 0; '
+    'sleep 2; done; echo "optiinfra: could not apply the credentials" >&2; exit 0) & exec docker-entrypoint.sh "$@"'
+)
+"""PostgreSQL's wrapper of its image's entrypoint: the current credentials applied on every start."""
 
 OWN_ENV = "OptiInfra's own images read connection URLs and keys from the environment only (no file option yet)"
 """Why OptiInfra's own images take secrets as environment variables (a contract with those images)."""
@@ -148,18 +176,23 @@ SERVICES: tuple[Service, ...] = (
         resources=Resources(memory_mib=200, cpu=0.1, guaranteed=True),
         # Sized from the memory limit: a quarter for shared buffers, and connections from
         # half of it at ~4 MiB each (work memory, catalog caches), never fewer than 20.
-        command=("sh", "-c", PG_APPLY_PASSWORD, "sh", "postgres"),
+        command=("sh", "-c", PG_APPLY_CREDENTIALS, "sh", "postgres"),
         sized_command=(FromLimit("shared_buffers={n}MB", 0.25, flag="-c"),
                        FromLimit("max_connections={n}", 0.5, scale=1 / 4, minimum=20, flag="-c")),
         volumes=(Volume("data", "/var/lib/postgresql/data", 2),),
-        credentials=(Credential("postgres", "postgresPassword", "PostgreSQL password of the optiinfra user"),),
+        credentials=(Credential("postgres", "postgresPassword", "PostgreSQL password of the optiinfra user"),
+                     Credential("postgres-monitor", "postgresMonitorPassword",
+                                f"PostgreSQL password of {PG_MONITOR}, the exporter's read-only role (pg_monitor)")),
         env=(("POSTGRES_USER", DB_USER), ("POSTGRES_DB", "optiinfra"),
-             ("POSTGRES_PASSWORD", Secret("postgres")),
+             ("POSTGRES_PASSWORD", Secret("postgres")), ("OPTIINFRA_MONITOR_PASSWORD", Secret("postgres-monitor")),
              # A subdirectory of the volume: a fresh PersistentVolume has lost+found at its
              # root, which initdb refuses, and postgres must own its data directory (0700).
              ("PGDATA", "/var/lib/postgresql/data/pgdata")),
-        # The entrypoint reads POSTGRES_PASSWORD_FILE (first start: initdb sets the password).
-        secret_files=(SecretFile("postgres", ("POSTGRES_PASSWORD",), "POSTGRES_PASSWORD_FILE"),),
+        # The entrypoint reads POSTGRES_PASSWORD_FILE (first start: initdb sets the password);
+        # the wrapper (PG_APPLY_CREDENTIALS) reads both files on every start.
+        secret_files=(SecretFile("postgres", ("POSTGRES_PASSWORD",), "POSTGRES_PASSWORD_FILE"),
+                      SecretFile("postgres-monitor", ("OPTIINFRA_MONITOR_PASSWORD",),
+                                 "OPTIINFRA_MONITOR_PASSWORD_FILE")),
         connection=Connection("postgresql://{user}:{password}@{host}:{port}/optiinfra", "postgres",
                               user=DB_USER, credential="postgres"),
         # Running as the image's postgres user means the entrypoint needs no chown or
@@ -328,11 +361,13 @@ SERVICES: tuple[Service, ...] = (
                                             "Prometheus' `up` series watches it"),
         depends_on=(Dependency("postgres"),),
         resources=Resources(memory_mib=16, cpu=0.05),
-        env=(("DATA_SOURCE_NAME", Dsn("postgres", "postgresql://{user}:{password}@{host}:{port}/optiinfra?sslmode=disable")),),
+        # Logs in as PostgreSQL's read-only monitoring role, never as the application's owner.
+        env=(("DATA_SOURCE_NAME", Dsn("postgres", "postgresql://{user}:{password}@{host}:{port}/optiinfra?sslmode=disable",
+                                      user=PG_MONITOR, credential="postgres-monitor")),),
         # On Kubernetes the DSN splits into address, user and a password file.
-        secret_files=(SecretFile("postgres", ("DATA_SOURCE_NAME",), "DATA_SOURCE_PASS_FILE", env=(
+        secret_files=(SecretFile("postgres-monitor", ("DATA_SOURCE_NAME",), "DATA_SOURCE_PASS_FILE", env=(
             ("DATA_SOURCE_URI", Dsn("postgres", "{host}:{port}/optiinfra?sslmode=disable")),
-            ("DATA_SOURCE_USER", DB_USER))),),
+            ("DATA_SOURCE_USER", PG_MONITOR))),),
         metrics=("metrics", "/metrics"),
     ),
     Service(

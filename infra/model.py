@@ -250,11 +250,15 @@ class Secret:
 class Dsn:
     """Environment value: a templated string with {host}, {port}, {user}, {password}
     of another service's connection (used by exporters whose DSN format differs).
-    `port` names the target's port to fill in (default: its connection's port)."""
+    `port` names the target's port to fill in (default: its connection's port); `user` and
+    `credential` log in as another role of the target than its connection's (a least-privilege
+    role the target declares, such as a monitoring role for its exporter)."""
 
     service: str
     template: str
     port: str | None = None
+    user: str | None = None
+    credential: str | None = None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,13 @@ def _parts(catalog: Catalog, value: Url | Dsn) -> tuple[Connection | None, str]:
     return conn, conn.template
 
 
+def login(conn: Connection | None, value: Url | Dsn) -> tuple[str, str | None]:
+    """The user and credential a value logs in with: a Dsn's own role, else the connection's."""
+    if isinstance(value, Dsn) and value.credential:
+        return value.user or "", value.credential
+    return ((conn.user or "") if conn else ""), (conn.credential if conn else None)
+
+
 def credential_refs(catalog: Catalog, service: Service) -> set[str]:
     """Credentials a service needs: its own, and those embedded in its env values."""
     refs = {c.id for c in service.credentials}
@@ -37,8 +44,9 @@ def credential_refs(catalog: Catalog, service: Service) -> set[str]:
             refs.add(value.credential)
         elif isinstance(value, (Url, Dsn)):
             conn, template = _parts(catalog, value)
-            if conn and conn.credential and "{password}" in template:
-                refs.add(conn.credential)
+            credential = login(conn, value)[1]
+            if credential and "{password}" in template:
+                refs.add(credential)
     return refs
 
 
@@ -59,17 +67,18 @@ class Wiring:
             return self.credentials[value.credential]
         conn, template = _parts(self.catalog, value)
         target = self.catalog.services[value.service]
+        user, credential = login(conn, value)
         fields = {
             "host": self.host_of(value.service),
             "port": self._port(target, conn, value),
-            "user": (conn.user or "") if conn else "",
+            "user": user,
         }
         text = template.format(**fields, password="{password}")
-        if "{password}" not in text or conn is None or conn.credential is None:
+        if "{password}" not in text or credential is None:
             return text
         is_url = "://" in text  # a password inside a URL must be percent-encoded
         # Credentials are secret Outputs (credentials.materialize), so the URL is too.
-        return self.credentials[conn.credential].apply(
+        return self.credentials[credential].apply(
             lambda pw: text.replace("{password}", quote(pw, safe="") if is_url else pw))
 
     @staticmethod

@@ -37,7 +37,8 @@ TIERS = ("databases", "monitoring", "core", "agents", "frontend")
 STATEFUL = {"postgres", "clickhouse", "redis", "qdrant", "prometheus", "grafana"}
 # Every credential supplied as a stack secret (what an operator does with `--secret`).
 ALL_SECRETS = (
-    "postgresPassword=pg-supplied-0123456789", "clickhousePassword=ch-supplied-0123456789",
+    "postgresPassword=pg-supplied-0123456789", "postgresMonitorPassword=pgmon-supplied-0123456789",
+    "clickhousePassword=ch-supplied-0123456789",
     "redisPassword=redis-supplied-0123456789", "grafanaAdminPassword=gf-supplied-0123456789",
     "flowerPassword=flower-supplied-0123456789", "qdrantApiKey=qdrant-supplied-0123456789",
 )
@@ -420,17 +421,18 @@ def test_secrets_as_files_where_the_catalog_declares_it(prod: offline.Render) ->
     # The postgres exporter: address and user in the clear, the password from a file; no DSN.
     pe = env("postgres-exporter")
     assert "DATA_SOURCE_NAME" not in pe
-    assert pe["DATA_SOURCE_PASS_FILE"]["value"] == "/run/secrets/optiinfra/postgres"
+    assert pe["DATA_SOURCE_PASS_FILE"]["value"] == "/run/secrets/optiinfra/postgres-monitor"
+    assert pe["DATA_SOURCE_USER"]["value"] == "optiinfra_monitor"  # the read-only role, not the owner
     uri = "postgres.optiinfra-databases.svc.cluster.local:5432/optiinfra?sslmode=disable"
     assert pe["DATA_SOURCE_URI"]["value"] == uri
-    assert files("postgres-exporter")[0]["secret"]["items"] == [{"key": "postgres", "path": "postgres"}]
+    assert files("postgres-exporter")[0]["secret"]["items"] == [{"key": "postgres-monitor", "path": "postgres-monitor"}]
     # PostgreSQL and Grafana read their own password from the file their image's *_FILE names.
     for name, var, credential in (("postgres", "POSTGRES_PASSWORD", "postgres"),
                                   ("grafana", "GF_SECURITY_ADMIN_PASSWORD", "grafana")):
         assert var not in env(name), name
         assert env(name)[f"{var}_FILE" if name == "postgres" else f"{var}__FILE"]["value"] == \
             f"/run/secrets/optiinfra/{credential}"
-        assert files(name)[0]["secret"]["items"] == [{"key": credential, "path": credential}]
+        assert {"key": credential, "path": credential} in files(name)[0]["secret"]["items"]
         assert not [e for e in env(name).values() if "valueFrom" in e], name  # no secret left in env
     # Every secret still in an environment variable is an exception with the catalog's reason.
     catalog = default_catalog().services
@@ -469,8 +471,9 @@ def test_a_changed_credential_rolls_exactly_the_pods_that_read_it() -> None:
                     for s in ALL_SECRETS)
     after = _rollout(render("prod", secrets=secrets))
     changed = {n for n in before if before[n] != after[n]}
-    # PostgreSQL itself and every service the catalog connects to it (its edges in the seed).
-    assert changed == {"postgres", "postgres-exporter", "orchestrator", "data-collector", "data-collector-worker"}
+    # PostgreSQL itself and every service that logs in as its application role (the exporter
+    # has a role of its own: postgresMonitorPassword).
+    assert changed == {"postgres", "orchestrator", "data-collector", "data-collector-worker"}
     assert before["portal"] is None  # reads no credential
     assert all(len(v) == 16 for v in after.values() if v)
     # Reveals nothing: neither the value nor an unkeyed digest of it.

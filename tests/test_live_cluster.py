@@ -508,7 +508,7 @@ def test_credential_change_through_a_stack_secret_updates_in_place(live: Live, d
     assert ops and set(ops.values()) == {"update"}, ops  # Secrets in place (enableSecretMutable)
     # Besides the Secrets, exactly PostgreSQL and its consumers roll: their credentials hash changed.
     rolled = {u.split("::")[-1] for u in ops if "core/v1:Secret" not in u}
-    consumers = {"postgres", "postgres-exporter", "orchestrator", "data-collector", "data-collector-worker"}
+    consumers = {"postgres", "orchestrator", "data-collector", "data-collector-worker"}  # not the exporter: own role
     assert rolled == consumers, ops
     before = _pod_hashes(live)
     live.pulumi("up", "--yes", "--skip-preview", label="up (credential)")

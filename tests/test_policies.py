@@ -779,7 +779,7 @@ PROD_MUTATIONS: list[tuple[str, str, Callable[[dict[str, Any]], object], bool | 
     (rules.STATEFULSET, "postgres", lambda p: _env(p, "POSTGRES_PASSWORD_FILE").update(value="/tmp/postgres"), None,
      {"no-plaintext-credentials"}, "sets POSTGRES_PASSWORD_FILE as a literal value"),
     (rules.STATEFULSET, "postgres", lambda p: _mount(p, "/run/secrets/optiinfra").update(readOnly=False), None,
-     {"no-plaintext-credentials"}, "sets POSTGRES_PASSWORD_FILE as a literal value"),
+     {"no-plaintext-credentials"}, "_PASSWORD_FILE as a literal value"),  # both of its files
     # Egress is denied by default in prod: a default-deny policy for ingress only is not one.
     (rules.NETWORK_POLICY, "agents-default-deny", lambda p: p["spec"].update(policyTypes=["Ingress"]), None,
      {"namespace-default-deny"}, "has no default-deny NetworkPolicy (podSelector {}, policyTypes ['Egress', "

@@ -1,18 +1,20 @@
 """A rotated PostgreSQL credential applies inside the server, on a real PostgreSQL.
 
 The image sets POSTGRES_PASSWORD only when it creates the cluster, so a changed credential
-would lock every client out. The catalog's command wraps the image's entrypoint and sets the
-role's password to the current credential on every start (infra/catalog.py
-PG_APPLY_PASSWORD). This runs exactly that command against a real server (the Debian
-package), with a stand-in for the image's `docker-entrypoint.sh` that starts `postgres` on
-an existing cluster, as the image does on a restart: created with password A, started with
-credential B (as the Docker target passes it, and as the Kubernetes file), B logs in and A
-no longer does.
+would lock every client out. The catalog's command wraps the image's entrypoint and sets
+the role's password to the current credential on every start (infra/catalog.py
+PG_APPLY_CREDENTIALS), and creates or updates the exporter's read-only role. This runs
+exactly that command against a real server (the Debian package), with a stand-in for the
+image's `docker-entrypoint.sh` that starts `postgres` on an existing cluster, as the image
+does on a restart: created with password A, started with credential B (as the Docker
+target passes it, and as the Kubernetes file), B logs in and A no longer does; the
+monitoring role logs in with its own credential, is a member of pg_monitor and nothing
+more.
 
-Everything listens on 127.0.0.1 (and the image's socket directory, as the command expects),
-waits are bounded and the server is stopped when the test ends, also when it fails.
-Without PostgreSQL the test is skipped with the reason; with OPTIINFRA_REQUIRE_TOOLS=1
-(set by .ci/run, which installs it) it fails instead.
+Everything listens on 127.0.0.1 (and the image's socket directory, as the command
+expects), waits are bounded and the server is stopped when the test ends, also when it
+fails. Without PostgreSQL the test is skipped with the reason; with
+OPTIINFRA_REQUIRE_TOOLS=1 (set by .ci/run, which installs it) it fails instead.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.catalog import PG_SOCKET, default_catalog
+from infra.catalog import PG_MONITOR, PG_SOCKET, default_catalog
 
 USER = "postgres"  # the Debian package's account: the server refuses to run as root
 
@@ -87,9 +89,9 @@ def _created(bindir: Path, root: Path) -> Iterator[tuple[Path, Path, int]]:
     yield bindir, root, _free_port()
 
 
-def _login(port: int, user: str, password: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", "postgres", "-tAc",
-                           "select current_user"], env={**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "3"},
+def _login(port: int, user: str, password: str, sql: str = "select current_user") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", "postgres", "-tAc", sql],
+                          env={**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "3"},
                           capture_output=True, text=True, timeout=30)
 
 
@@ -110,15 +112,16 @@ def test_a_rotated_password_is_applied_on_start(cluster: tuple[Path, Path, int],
         f"-c unix_socket_directories={PG_SOCKET} \"$@\"\n")
     (shim / "docker-entrypoint.sh").chmod(0o755)
     shutil.chown(shim, USER)
-    new = "password-B-rotated-0123456789"
+    new, monitor = "password-B-rotated-0123456789", "monitor-password-0123456789"
     env = {"PATH": f"{shim}:{bindir}:/usr/bin:/bin", "POSTGRES_USER": user, "POSTGRES_DB": "postgres",
            "PGPORT": str(port)}
-    if form == "docker-env":
-        env["POSTGRES_PASSWORD"] = new
-    else:
-        (root / "credential").write_text(new)
-        shutil.chown(root / "credential", USER)
-        env["POSTGRES_PASSWORD_FILE"] = str(root / "credential")
+    for var, value in (("POSTGRES_PASSWORD", new), ("OPTIINFRA_MONITOR_PASSWORD", monitor)):
+        if form == "docker-env":
+            env[var] = value
+        else:
+            (root / var).write_text(value)
+            shutil.chown(root / var, USER)
+            env[f"{var}_FILE"] = str(root / var)
     assert command[:2] == ["sh", "-c"]
     proc = subprocess.Popen(_as_user(*command, env=env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
@@ -134,6 +137,17 @@ def test_a_rotated_password_is_applied_on_start(cluster: tuple[Path, Path, int],
         assert ok.stdout.strip() == user
         old = _login(port, user, "password-A-0123456789")
         assert old.returncode != 0 and "password authentication failed" in old.stderr
+        # The exporter's role: its own password, pg_monitor, no privilege beyond it.
+        deadline = time.monotonic() + 30
+        while (mon := _login(port, PG_MONITOR, monitor, "select pg_has_role(current_user, 'pg_monitor', 'member'),"
+                             " rolsuper, rolcreaterole, rolcreatedb from pg_roles where rolname = current_user"
+                             )).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert mon.returncode == 0, mon.stderr
+        assert mon.stdout.strip() == "t|f|f|f"
+        write = _login(port, PG_MONITOR, monitor, "create table public.x (i int)")
+        assert write.returncode != 0 and "permission denied" in write.stderr
+        assert _login(port, PG_MONITOR, new).returncode != 0  # only its own credential
         # The password never appeared in a process's arguments (what `ps` shows everyone).
         ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, timeout=10).stdout
         assert new not in ps
@@ -145,5 +159,5 @@ def test_a_rotated_password_is_applied_on_start(cluster: tuple[Path, Path, int],
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out = proc.communicate(timeout=10)[0]
-    assert "could not apply the password" not in out, out
+    assert "could not apply the credentials" not in out, out
     assert "terminated by signal" not in out and "was terminated" not in out, out

@@ -84,7 +84,7 @@ from ..model import (
 )
 from ..monitoring import GeneratedFiles
 from ..tiers import TierComponent
-from ..wiring import Wiring, credential_refs
+from ..wiring import Wiring, credential_refs, login
 from . import StackOutputs
 
 K8S_VERSION = "1.31"
@@ -119,7 +119,7 @@ def secret_value(model: Model, value: EnvValue) -> bool:
     if isinstance(value, Url | Dsn):
         conn = model.catalog.services[value.service].connection
         template = value.template if isinstance(value, Dsn) else conn.template if conn else ""
-        return "{password}" in template and conn is not None and conn.credential is not None
+        return "{password}" in template and login(conn, value)[1] is not None
     return False
 
 
