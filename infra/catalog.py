@@ -102,6 +102,8 @@ PLATFORM_ALERTS = (
 """Alerts on every scraped service, from Prometheus' own `up` and the client libraries' process
 metrics (see docs/monitoring.md: why no kube-state-metrics)."""
 
+_DASHBOARDS = "/etc/grafana/dashboards"  # Grafana's generated dashboards (its home is the overview)
+
 _PY: DockerClient = "python"  # OptiInfra's Python images (collector, agents) check with python's urllib
 
 
@@ -335,7 +337,7 @@ SERVICES: tuple[Service, ...] = (
              ("GF_SECURITY_ALLOW_EMBEDDING", "true"), ("GF_AUTH_ANONYMOUS_ENABLED", "true"),
              ("GF_AUTH_ANONYMOUS_ORG_ROLE", "Viewer"), ("GF_AUTH_ANONYMOUS_HIDE_VERSION", "true"),
              ("GF_USERS_VIEWERS_CAN_EDIT", "false"), ("GF_SNAPSHOTS_EXTERNAL_ENABLED", "false"),
-             ("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH", "/etc/grafana/dashboards/overview.json")),
+             ("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH", f"{_DASHBOARDS}/overview.json")),
         # Grafana reads any setting from the file named by its `__FILE` variable.
         secret_files=(SecretFile("grafana", ("GF_SECURITY_ADMIN_PASSWORD",), "GF_SECURITY_ADMIN_PASSWORD__FILE"),),
         connection=Connection("http://{host}:{port}", "web"),
@@ -345,8 +347,8 @@ SERVICES: tuple[Service, ...] = (
         # (the overview and one per tier, each a file the provider loads).
         files=(ConfigFile("/etc/grafana/provisioning/datasources/prometheus.yaml", Generated.DATASOURCES),
                ConfigFile("/etc/grafana/provisioning/dashboards/optiinfra.yaml", Generated.DASHBOARD_PROVIDER),
-               ConfigFile("/etc/grafana/dashboards/overview.json", Generated.DASHBOARD),
-               *(ConfigFile(f"/etc/grafana/dashboards/{t.value}.json", Generated.DASHBOARD, part=t.value)
+               ConfigFile(f"{_DASHBOARDS}/overview.json", Generated.DASHBOARD),
+               *(ConfigFile(f"{_DASHBOARDS}/{t.value}.json", Generated.DASHBOARD, part=t.value)
                  for t in Tier)),
         uid=472,
         # Grafana logs to the console and to files under GF_PATHS_LOGS (/var/log/grafana).

@@ -143,12 +143,13 @@ def tier_dashboard(model: Model, tier: Tier, datasource: dict[str, str]) -> str:
         grid.add("Memory / limit", f'{alerts.MEMORY_RATIO}{{tier="{tier.value}"}}', "percentunit")
         grid.add("Restarts (30 min)", f'changes(process_start_time_seconds{{tier="{tier.value}"}}[30m])')
     _unwatched(model, tier, grid)
-    watched = _watched(model, tier)
-    for job in dict.fromkeys(j for j, _ in watched):
+    by_job: dict[str, list[Panel]] = {}
+    for job, panel in _watched(model, tier):
+        by_job.setdefault(job, []).append(panel)
+    for job, panels in by_job.items():
         grid.row(job)
-        for j, panel in watched:
-            if j == job:
-                grid.add(panel.title, _expr(panel, job), panel.unit, "{{instance}}")
+        for panel in panels:
+            grid.add(panel.title, _expr(panel, job), panel.unit, "{{instance}}")
     return _dashboard(tier.value, grid.panels)
 
 
