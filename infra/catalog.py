@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .model import (
     SECRET_DIR,
+    Alert,
     Band,
     Catalog,
     CommandCheck,
@@ -26,6 +27,7 @@ from .model import (
     HttpCheck,
     Listen,
     Outside,
+    Panel,
     Port,
     Resources,
     Secret,
@@ -97,6 +99,38 @@ PG_APPLY_CREDENTIALS = (
 
 OWN_ENV = "OptiInfra's own images read connection URLs and keys from the environment only (no file option yet)"
 """Why OptiInfra's own images take secrets as environment variables (a contract with those images)."""
+
+# The Celery queue the collector's tasks wait in: a Redis list of that name in the broker's
+# database 0 (Celery's default queue; the broker URL ends in /0). Its length is the backlog.
+CELERY_QUEUE = "celery"
+
+CLIENT_METRICS = ("process_resident_memory_bytes", "process_start_time_seconds")
+"""What every scraped service exposes beside its own metrics: the Prometheus client
+libraries' process collector (Go and Python clients on Linux; a contract with OptiInfra's
+own images, whose /metrics uses prometheus_client)."""
+
+PLATFORM_ALERTS = (
+    Alert("TargetDown", "up == 0", None,
+          "{{ $labels.service }} ({{ $labels.instance }}) does not answer its metrics scrape",
+          "Check the service's logs and health check (python -m infra docs lists it); on Kubernetes "
+          "`kubectl describe pod` shows probe failures and OOM kills.", severity="critical", for_="2m"),
+    # The recording rule service:memory_usage:ratio is the resident memory of each instance
+    # over the limit its target gives it (alerts.py records the limits from the catalog).
+    Alert("MemoryNearLimit", "service:memory_usage:ratio > $threshold", 0.9,
+          "{{ $labels.service }} ({{ $labels.instance }}) uses {{ $value | humanizePercentage }} of its memory limit",
+          "Raise optiinfra:services.<name>.memory in the stack config, or find the leak; at the limit "
+          "the kernel kills the process.", for_="10m", ratio=True),
+    # A restart keeps the instance (the pod IP, the container name) and resets the process
+    # start time; a rollout starts new instances, so it does not count.
+    Alert("Restarting", "changes(process_start_time_seconds[30m]) > $threshold", 2,
+          "{{ $labels.service }} ({{ $labels.instance }}) restarted {{ $value }} times in 30 minutes",
+          "A crash loop: read the logs of the previous run (`kubectl logs --previous`, `docker logs`); "
+          "a failing liveness probe or the memory limit are the usual causes.", for_="0m"),
+)
+"""Alerts on every scraped service, from Prometheus' own `up` and the client libraries' process
+metrics (see docs/monitoring.md: why no kube-state-metrics)."""
+
+_DASHBOARDS = "/etc/grafana/dashboards"  # Grafana's generated dashboards (its home is the overview)
 
 _PY: DockerClient = "python"  # OptiInfra's Python images (collector, agents) check with python's urllib
 
@@ -296,7 +330,15 @@ SERVICES: tuple[Service, ...] = (
         volumes=(Volume("data", "/prometheus", 1),),
         connection=Connection("http://{host}:{port}", "web"),
         metrics=("web", "/metrics"),
-        files=(ConfigFile("/etc/prometheus/prometheus.yml", Generated.SCRAPE_CONFIG),),
+        # One directory, one mount: the rule file sits beside the config that names it.
+        files=(ConfigFile("/etc/prometheus/prometheus.yml", Generated.SCRAPE_CONFIG),
+               ConfigFile("/etc/prometheus/rules.yml", Generated.RULES)),
+        exposes=("prometheus_rule_evaluation_failures_total",),
+        alerts=(Alert("PrometheusRuleFailures",
+                      'increase(prometheus_rule_evaluation_failures_total{job="$job"}[10m]) > $threshold', 0,
+                      "Prometheus failed to evaluate rules {{ $value }} times in 10 minutes",
+                      "A rule names a series it cannot compute: read Prometheus' log and /rules page.",
+                      for_="0m"),),
         # Retention by time and by size, whichever first: 80% of the data volume (base-2
         # units), so the WAL and compaction never fill the claim.
         command=("--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
@@ -320,13 +362,27 @@ SERVICES: tuple[Service, ...] = (
         credentials=(Credential("grafana", "grafanaAdminPassword", "Grafana admin password"),),
         env=(("GF_SECURITY_ADMIN_USER", "optiinfra-admin"), ("GF_SECURITY_ADMIN_PASSWORD", Secret("grafana")),
              ("GF_USERS_ALLOW_SIGN_UP", "false"), ("GF_ANALYTICS_REPORTING_ENABLED", "false"),
-             ("GF_ANALYTICS_CHECK_FOR_UPDATES", "false")),
+             ("GF_ANALYTICS_CHECK_FOR_UPDATES", "false"),
+             # The portal embeds the provisioned dashboards in iframes, seen without a login:
+             # anonymous users get the Viewer role in the one organisation, which holds only
+             # the provisioned (read-only) dashboards; viewers cannot edit or explore
+             # (docs/monitoring.md: why not a service-account token).
+             ("GF_SECURITY_ALLOW_EMBEDDING", "true"), ("GF_AUTH_ANONYMOUS_ENABLED", "true"),
+             ("GF_AUTH_ANONYMOUS_ORG_ROLE", "Viewer"), ("GF_AUTH_ANONYMOUS_HIDE_VERSION", "true"),
+             ("GF_USERS_VIEWERS_CAN_EDIT", "false"), ("GF_SNAPSHOTS_EXTERNAL_ENABLED", "false"),
+             ("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH", f"{_DASHBOARDS}/overview.json")),
         # Grafana reads any setting from the file named by its `__FILE` variable.
         secret_files=(SecretFile("grafana", ("GF_SECURITY_ADMIN_PASSWORD",), "GF_SECURITY_ADMIN_PASSWORD__FILE"),),
         connection=Connection("http://{host}:{port}", "web"),
         metrics=("web", "/metrics"),
         external_url_env="GF_SERVER_ROOT_URL",
-        files=(ConfigFile("/etc/grafana/provisioning/datasources/prometheus.yaml", Generated.DATASOURCES),),
+        # Three directories, three mounts: datasources, the dashboard provider, the dashboards
+        # (the overview and one per tier, each a file the provider loads).
+        files=(ConfigFile("/etc/grafana/provisioning/datasources/prometheus.yaml", Generated.DATASOURCES),
+               ConfigFile("/etc/grafana/provisioning/dashboards/optiinfra.yaml", Generated.DASHBOARD_PROVIDER),
+               ConfigFile(f"{_DASHBOARDS}/overview.json", Generated.DASHBOARD),
+               *(ConfigFile(f"{_DASHBOARDS}/{t.value}.json", Generated.DASHBOARD, part=t.value)
+                 for t in Tier)),
         uid=472,
         # Grafana logs to the console and to files under GF_PATHS_LOGS (/var/log/grafana).
         writable_paths=("/tmp", "/var/log/grafana"),
@@ -369,6 +425,25 @@ SERVICES: tuple[Service, ...] = (
             ("DATA_SOURCE_URI", Dsn("postgres", "{host}:{port}/optiinfra?sslmode=disable")),
             ("DATA_SOURCE_USER", PG_MONITOR))),),
         metrics=("metrics", "/metrics"),
+        exposes=("pg_up", "pg_stat_activity_count", "pg_settings_max_connections"),
+        # pg_up is the exporter's own pg_isready: its last query of PostgreSQL succeeded.
+        alerts=(Alert("PostgresDown", 'pg_up{job="$job"} == 0', None,
+                      "PostgreSQL does not answer its exporter ({{ $labels.instance }})",
+                      "Check the postgres workload: its logs, its volume's free space, crash recovery.",
+                      severity="critical", for_="1m", about="postgres"),
+                Alert("PostgresConnectionsNearMax",
+                      'sum by (instance) (pg_stat_activity_count{job="$job"}) / '
+                      'max by (instance) (pg_settings_max_connections{job="$job"}) > $threshold', 0.8,
+                      "PostgreSQL uses {{ $value | humanizePercentage }} of max_connections",
+                      "Find the client holding connections (pg_stat_activity); max_connections follows "
+                      "the memory limit, so raising optiinfra:services.postgres.memory raises it.",
+                      about="postgres", ratio=True)),
+        # The first panel of an exporter is its subject's health (the overview shows it).
+        panels=(Panel("PostgreSQL up", 'pg_up{job="$job"}'),
+                Panel("Connections / max_connections",
+                      'sum by (instance) (pg_stat_activity_count{job="$job"}) / '
+                      'max by (instance) (pg_settings_max_connections{job="$job"})', "percentunit"),
+                Panel("Connections by state", 'sum by (state) (pg_stat_activity_count{job="$job"})')),
     ),
     Service(
         name="redis-exporter",
@@ -382,10 +457,41 @@ SERVICES: tuple[Service, ...] = (
                                             "Prometheus' `up` series watches it"),
         depends_on=(Dependency("redis"),),
         resources=Resources(memory_mib=16, cpu=0.05),
-        env=(("REDIS_ADDR", Dsn("redis", "redis://{host}:{port}")), ("REDIS_PASSWORD", Secret("redis"))),
+        # The Celery queue's length (redis_key_size) is the collector's backlog.
+        env=(("REDIS_ADDR", Dsn("redis", "redis://{host}:{port}")), ("REDIS_PASSWORD", Secret("redis")),
+             ("REDIS_EXPORTER_CHECK_SINGLE_KEYS", f"db0={CELERY_QUEUE}")),
         secret_env_reason=("its password file (REDIS_PASSWORD_FILE) is a JSON map of addresses to "
                            "passwords, which the stack does not render yet"),
         metrics=("metrics", "/metrics"),
+        exposes=("redis_up", "redis_memory_used_bytes", "redis_memory_max_bytes", "redis_connected_clients",
+                 "redis_rejected_connections_total", "redis_key_size"),
+        alerts=(Alert("RedisDown", 'redis_up{job="$job"} == 0', None,
+                      "Redis does not answer its exporter ({{ $labels.instance }})",
+                      "Check the redis workload: its logs, AOF replay after a restart, its volume.",
+                      severity="critical", for_="1m", about="redis"),
+                # maxmemory with noeviction: at the cap Redis refuses writes, so Celery stops queueing.
+                Alert("RedisMemoryNearMaxmemory",
+                      'redis_memory_used_bytes{job="$job"} / (redis_memory_max_bytes{job="$job"} > 0) > $threshold',
+                      0.85, "Redis uses {{ $value | humanizePercentage }} of maxmemory",
+                      "Drain the Celery backlog or raise optiinfra:services.redis.memory (maxmemory follows it); "
+                      "at maxmemory writes fail (noeviction).", about="redis", ratio=True),
+                Alert("RedisRejectedConnections",
+                      'increase(redis_rejected_connections_total{job="$job"}[5m]) > $threshold', 0,
+                      "Redis rejected {{ $value }} connections in 5 minutes (maxclients reached)",
+                      "Find the client that leaks connections (CLIENT LIST); raise maxclients only after.",
+                      about="redis", for_="0m"),
+                Alert("CeleryBacklog", f'max(redis_key_size{{job="$job", key="{CELERY_QUEUE}"}}) > $threshold', 500,
+                      "{{ $value }} Celery tasks wait in the queue",
+                      "Workers are too few or stuck: check the worker's health and logs, raise "
+                      "optiinfra:services.data-collector-worker.replicas.",
+                      for_="15m", about="data-collector-worker")),
+        panels=(Panel("Redis up", 'redis_up{job="$job"}'),
+                Panel("Memory / maxmemory",
+                      'redis_memory_used_bytes{job="$job"} / (redis_memory_max_bytes{job="$job"} > 0)',
+                      "percentunit"),
+                Panel("Connected clients", 'redis_connected_clients{job="$job"}'),
+                Panel("Rejected connections / s", 'rate(redis_rejected_connections_total{job="$job"}[5m])'),
+                Panel("Celery backlog", f'redis_key_size{{job="$job", key="{CELERY_QUEUE}"}}')),
     ),
     Service(
         name="clickhouse-exporter",
@@ -402,6 +508,23 @@ SERVICES: tuple[Service, ...] = (
         secret_env_reason="the exporter reads the password from CLICKHOUSE_PASSWORD only",
         command=(Dsn("clickhouse", "-scrape_uri=http://{host}:{port}/", port="http"),),
         metrics=("metrics", "/metrics"),
+        # The exporter names ClickHouse's system.events in snake case (FailedQuery ->
+        # clickhouse_failed_query_total) and counts its own failed queries of ClickHouse.
+        exposes=("clickhouse_exporter_scrape_failures_total", "clickhouse_failed_query_total", "clickhouse_query"),
+        alerts=(Alert("ClickHouseUnreachable",
+                      'increase(clickhouse_exporter_scrape_failures_total{job="$job"}[5m]) > $threshold', 0,
+                      "The exporter failed to query ClickHouse {{ $value }} times in 5 minutes",
+                      "Check the clickhouse workload (logs, /ping) and the exporter's credentials.",
+                      severity="critical", for_="5m", about="clickhouse"),
+                Alert("ClickHouseFailedQueries",
+                      'rate(clickhouse_failed_query_total{job="$job"}[5m]) > $threshold', 0.1,
+                      "ClickHouse fails {{ printf \"%.2f\" $value }} queries a second",
+                      "Read system.query_log for the failing queries (exception column); "
+                      "MEMORY_LIMIT_EXCEEDED means the server's memory cap.", about="clickhouse")),
+        panels=(Panel("ClickHouse query failures (exporter, 5 min)",
+                      'increase(clickhouse_exporter_scrape_failures_total{job="$job"}[5m])'),
+                Panel("Failed queries / s", 'rate(clickhouse_failed_query_total{job="$job"}[5m])'),
+                Panel("Running queries", 'clickhouse_query{job="$job"}')),
     ),
     # ---- core ------------------------------------------------------------------
     Service(
@@ -479,11 +602,14 @@ SERVICES: tuple[Service, ...] = (
 
 
 def _with_connections(services: tuple[Service, ...]) -> tuple[Service, ...]:
-    """Give every HTTP API an http connection by default (host and port only)."""
+    """Give every HTTP API an http connection by default (host and port only), and every
+    scraped service the client libraries' process metrics."""
     out = []
     for s in services:
         if s.connection is None and s.ports and s.ports[0].name == "http":
             s = Service(**{**s.__dict__, "connection": Connection("http://{host}:{port}", "http")})
+        if s.metrics:
+            s = Service(**{**s.__dict__, "exposes": (*CLIENT_METRICS, *s.exposes)})
         out.append(s)
     return tuple(out)
 
@@ -499,4 +625,5 @@ def default_catalog() -> Catalog:
         services={s.name: s for s in services},
         bands=BANDS,
         credentials={c.id: c for c in CREDENTIALS},
+        alerts=PLATFORM_ALERTS,
     )

@@ -32,12 +32,12 @@ from pydantic import BaseModel
 
 from policies.optiinfra_policies import vocabulary as vocab
 
-from . import offline
+from . import alerts, offline
 from .backends import kubernetes
 from .catalog import default_catalog
 from .credentials import MIN_LENGTH
 from .graph import Effective, Model, startup_order
-from .model import Catalog, CommandCheck, HealthCheck, HttpCheck, Port, Service, TcpCheck, Tier
+from .model import Alert, Catalog, CommandCheck, HealthCheck, HttpCheck, Port, Service, TcpCheck, Tier
 from .settings import NAMESPACE, Settings
 from .stack import available_stacks
 
@@ -134,6 +134,33 @@ def health_how(v: StackView, svc: Service) -> str:
     return f"Docker health check with {client}, every {h.interval_s}s"
 
 
+def _threshold_text(m: Model, alert: Alert) -> str:
+    value = alerts.threshold(m, alert)
+    return "–" if value is None else f"{value:g}"
+
+
+def alerts_by_service(m: Model) -> dict[str, list[str]]:
+    """Alert names per service they are about: the platform's on every scraped service, the
+    others on their subject (an exporter's on its database), from whichever job reads them."""
+    out: dict[str, list[str]] = {}
+    platform = [a.name for job, a in alerts.alerts_of(m) if not job]
+    for eff in m.scrape_targets():
+        out.setdefault(eff.name, []).extend(platform)
+    for job, a in alerts.alerts_of(m):
+        if job:
+            out.setdefault(a.about or job, []).append(a.name if not a.about else f"{a.name} (via {job})")
+    return out
+
+
+def alert_table(m: Model) -> list[str]:
+    lines = ["### Alerts", "", "Thresholds are the catalog's unless `optiinfra:alerting.thresholds` sets them.", "",
+             "| Alert | Severity | For | Threshold | Expression | Summary | Runbook |", "|---|---|---|---|---|---|---|"]
+    for job, a in alerts.alerts_of(m):
+        lines.append(f"| {a.name} | {a.severity} | {a.for_} | {_threshold_text(m, a)} | "
+                     f"{_cell(_code(alerts.expression(m, a, job)))} | {_cell(_code(a.summary))} | {_cell(a.runbook)} |")
+    return [*lines, ""]
+
+
 def _scraper_title(v: StackView) -> str:
     """The scraper's name as a title (the catalog's `scraper` role names it, not this module)."""
     scraper = v.scraper
@@ -194,12 +221,18 @@ def section(v: StackView) -> str:
                          f"{_cell(_deps(m, svc.name))} | {_cell(svc.purpose)} |")
         lines.append("")
 
-    lines += ["### Health checks", "", "| Service | Check | How it runs |", "|---|---|---|"]
+    lines += ["### Health checks and alerts", "",
+              "Alerts are rules the scraper evaluates, generated from the catalog ([monitoring](monitoring.md)); a "
+              "service that exposes no metrics and has no exporter has none.", "",
+              "| Service | Check | How it runs | Alerts |", "|---|---|---|---|"]
+    per_service = alerts_by_service(m)
     for name in startup_order(m):
         svc = m.services[name].service
         if svc.health:
-            lines.append(f"| {name} | {_cell(probe_text(svc, svc.health))} | {_cell(health_how(v, svc))} |")
+            lines.append(f"| {name} | {_cell(probe_text(svc, svc.health))} | {_cell(health_how(v, svc))} | "
+                         f"{_cell(', '.join(per_service.get(name, [])) or '–')} |")
     lines.append("")
+    lines += alert_table(m)
 
     lines += ["### Port allocation by band", ""]
     lines += ["The seed's bands. " + ("Kubernetes publishes no host port; the allocation is what dev and "

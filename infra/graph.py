@@ -242,6 +242,7 @@ def _check_names(catalog: Catalog, s: Settings) -> None:
             raise ConfigError(f"{key}.replicas", "does not apply on Docker, which runs one container per service",
                               "remove it from this stack (replicas apply on Kubernetes)")
     _check_existing_volumes(catalog, s)
+    _check_thresholds(catalog, s)
     fan_out = [svc.name for svc in catalog.services.values() if svc.per_cloud_provider
                and (s.services.get(svc.name) is None or s.services[svc.name].enabled)]
     if not s.cloud_providers and fan_out:
@@ -283,6 +284,21 @@ def _check_existing_volumes(catalog: Catalog, s: Settings) -> None:
                 raise ConfigError(f"{NAMESPACE}:services.{claimed[managed]}.existing",
                                   f"'{managed}' is the volume the program creates for {name} {v.name}",
                                   f"mount another volume, or adopt it as services.{name}.volumes.{v.name}.existing")
+
+
+def _check_thresholds(catalog: Catalog, s: Settings) -> None:
+    """Every threshold names a catalog alert that has one, in that alert's range."""
+    alerts = {a.name: a for a in catalog.all_alerts() if a.threshold is not None}
+    for name, value in s.alerting.thresholds.items():
+        key = f"{NAMESPACE}:alerting.thresholds.{name}"
+        alert = alerts.get(name)
+        if alert is None:
+            raise ConfigError(key, f"'{name}' is not an alert with a threshold",
+                              f"use one of: {', '.join(sorted(alerts))}")
+        if alert.ratio and not 0 < value <= 1:
+            raise ConfigError(key, f"{value} is not a ratio", "use a fraction above 0 and at most 1, e.g. 0.9")
+        if value < 0:
+            raise ConfigError(key, f"{value} is negative", "use a number of at least 0")
 
 
 def _edges(catalog: Catalog, model: Model) -> list[Edge]:

@@ -313,6 +313,12 @@ class Generated(enum.Enum):
     """The scraper's configuration: one job per service that declares `metrics`."""
     DATASOURCES = "datasources"
     """Grafana datasource provisioning: the scraper's connection."""
+    RULES = "rules"
+    """The scraper's alert and recording rules (alerts.py): the catalog's alerts, the memory limits."""
+    DASHBOARD_PROVIDER = "dashboard-provider"
+    """Grafana dashboard provisioning: the directory of the generated dashboards."""
+    DASHBOARD = "dashboard"
+    """One Grafana dashboard (dashboards.py): the overview (`part` empty) or a tier's (`part` = tier)."""
 
 
 @dataclass(frozen=True)
@@ -321,6 +327,44 @@ class ConfigFile:
 
     path: str
     generator: Generated
+    part: str = ""
+    """Which one of a kind that renders several files (a dashboard's tier); empty: the only one."""
+
+
+Severity = Literal["critical", "warning"]
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A Prometheus alert the catalog declares, rendered into the scraper's rule file.
+
+    `expr` is PromQL with two placeholders filled per stack: `$job` (the scrape job of the
+    service that declares it: its own metrics) and `$threshold` (this default, or stack
+    config `alerting.thresholds.<name>`; None: the alert has none to set). `summary` may use
+    Prometheus' alert templating (`{{ $labels.instance }}`, `{{ $value }}`). `about` names the
+    service the alert is about when that is not the declaring one (an exporter's alert about
+    its database). `ratio`
+    thresholds must lie in (0, 1]; others must be at least 0.
+    """
+
+    name: str
+    expr: str
+    threshold: float | None
+    summary: str
+    runbook: str
+    severity: Severity = "warning"
+    for_: str = "5m"
+    about: str = ""
+    ratio: bool = False
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A dashboard panel an exporter contributes to its subject's tier dashboard (`$job` as in Alert)."""
+
+    title: str
+    expr: str
+    unit: str = "short"
 
 
 @dataclass(frozen=True)
@@ -394,6 +438,19 @@ class Service:
     external_url_env: str = ""
     """Environment variable through which a public service learns its external URL (the
     Ingress host on Kubernetes); empty: none."""
+    exposes: tuple[str, ...] = ()
+    """Metric names its `metrics` endpoint serves that rules or dashboards read (the
+    dashboards test holds every query to these, `up` and what a rule records)."""
+    alerts: tuple[Alert, ...] = ()
+    """Alerts on what this service's own metrics say (beside the platform's, which every
+    scraped service gets); default none."""
+    panels: tuple[Panel, ...] = ()
+    """Key panels of its metrics on the tier dashboard of what it watches; default none."""
+
+    @property
+    def subject(self) -> str:
+        """The service its alerts and panels are about: the one its alerts name, else itself."""
+        return next((a.about for a in self.alerts if a.about), self.name)
 
     @property
     def ephemeral_mib(self) -> int:
@@ -457,6 +514,12 @@ class Catalog:
     services: dict[str, Service]
     bands: tuple[Band, ...] = field(default_factory=tuple)
     credentials: dict[str, Credential] = field(default_factory=dict)
+    alerts: tuple[Alert, ...] = ()
+    """Alerts every scraped service gets (`$job` matches all of them; see Alert)."""
+
+    def all_alerts(self) -> list[Alert]:
+        """The platform's alerts and every service's, in declaration order."""
+        return [*self.alerts, *(a for s in self.services.values() for a in s.alerts)]
 
     def band(self, name: str) -> Band:
         for b in self.bands:

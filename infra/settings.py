@@ -188,6 +188,15 @@ class Budget(_Model):
         return v
 
 
+class Alerting(_Model):
+    """Alert thresholds (`optiinfra:alerting`); the alerts themselves come from the catalog."""
+
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    """Threshold per alert name, e.g. {PostgresConnectionsNearMax: 0.9, CeleryBacklog: 1000}
+    (default: the catalog's; docs/monitoring.md lists every alert, its default and unit).
+    A ratio lies in (0, 1]; a count or rate is at least 0."""
+
+
 class Settings(_Model):
     """A stack's settings: every `optiinfra:` key of Pulumi.<stack>.yaml."""
 
@@ -202,6 +211,7 @@ class Settings(_Model):
     budget: Budget = Budget()
     cloud_providers: tuple[str, ...] = Field(("aws",), alias="cloudProviders")
     """Clouds the cost agent collects from; on Kubernetes one instance per provider."""
+    alerting: Alerting = Alerting()
 
     @field_validator("public", mode="before")
     @classmethod

@@ -89,9 +89,10 @@ def synthetic_catalog(n: int) -> Catalog:
                 command=tuple(replace(v, service=names.get(v.service, v.service)) if isinstance(v, Dsn) else v
                               for v in s.command),
                 connection=conn,
+                alerts=tuple(replace(a, about=names.get(a.about, a.about)) for a in s.alerts),
             )
             services[copy.name] = copy
-    return Catalog(services=services, bands=real.bands, credentials=credentials)
+    return Catalog(services=services, bands=real.bands, credentials=credentials, alerts=real.alerts)
 
 
 def _copy_port(port: Port, ports: _Ports) -> Port:

@@ -18,6 +18,7 @@ TOOLS_TABLE='
 # name         module                                          version
 actionlint     github.com/rhysd/actionlint/cmd/actionlint      v1.7.12
 kube-score     github.com/zegl/kube-score/cmd/kube-score       v1.20.0
+promtool       github.com/prometheus/prometheus/cmd/promtool   v0.55.1
 '
 
 die() {
@@ -61,8 +62,29 @@ tmp=$(mktemp -d "$cache/.$want-$version.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 printf 'tools.sh: building %s %s (go install %s@%s) into %s\n' "$want" "$version" "$module" "$version" "$dir" >&2
 start=$SECONDS
-GOBIN=$tmp go install "$module@$version" >&2 ||
-	die "go install $module@$version failed (see above); it needs the Go module proxy ($(go env GOPROXY)) or a warm module cache"
+# `go install MODULE@VERSION` refuses a module whose go.mod has replace directives
+# (Prometheus' does). Such a tool is built inside its own module, downloaded to the module
+# cache, where those directives apply as its authors intended.
+build_in_module() {
+	local root=$module src=''
+	while [[ $root == */*/* ]]; do
+		root=${root%/*}
+		src=$(go mod download -json "$root@$version" 2>/dev/null | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') || src=''
+		[[ -n $src ]] && break
+	done
+	[[ -n $src ]] || die "no module of $module at $version could be downloaded"
+	printf 'tools.sh: %s has replace directives; building ./%s inside module %s@%s\n' "$module" "${module#"$root"/}" "$root" "$version" >&2
+	(cd "$src" && GOFLAGS=-mod=readonly go build -o "$tmp/$binary" "./${module#"$root"/}") >&2
+}
+if ! GOBIN=$tmp go install "$module@$version" 2>"$tmp/.install.log"; then
+	cat "$tmp/.install.log" >&2
+	if grep -q 'replace directives' "$tmp/.install.log"; then
+		build_in_module || die "building $module@$version inside its module failed (see above)"
+	else
+		die "go install $module@$version failed (see above); it needs the Go module proxy ($(go env GOPROXY)) or a warm module cache"
+	fi
+fi
+rm -f "$tmp/.install.log"
 [[ -x $tmp/$binary ]] || die "go install $module@$version produced no $binary in $tmp (found: $(cd "$tmp" && printf '%s ' *))"
 # Publish the finished build in one step: an interrupted build never looks cached, and a
 # concurrent run that finished first simply wins.

@@ -368,3 +368,16 @@ def test_readme_links_every_page_in_docs() -> None:
     readme = (ROOT / "README.md").read_text()
     for page in sorted((ROOT / "docs").glob("*.md")):
         assert f"docs/{page.name}" in readme, f"the README does not link docs/{page.name}"
+
+
+def test_ports_md_lists_alerts_per_service_next_to_health_checks() -> None:
+    dev = generated()["docs/PORTS.md"].split("## Stack `prod` (Kubernetes)")[0]
+    assert ("| postgres | `pg_isready -h 127.0.0.1 -U optiinfra -d optiinfra` | Docker health check with exec form, "
+            "every 10s | PostgresDown (via postgres-exporter), PostgresConnectionsNearMax (via postgres-exporter) |"
+            ) in dev
+    assert "| CeleryBacklog (via redis-exporter) |" in dev  # on the worker's row: its backlog
+    assert "| cost-agent | GET `/health` on http (8001)" in dev and "| TargetDown, MemoryNearLimit, Restarting |" in dev
+    assert "| qdrant | GET `/readyz` on http (6333) | Docker health check with bash /dev/tcp, every 10s | – |" in dev
+    # The alert table: severity, for, the stack's threshold, the filled expression.
+    assert ('| CeleryBacklog | warning | 15m | 500 | `max(redis_key_size{job="redis-exporter", key="celery"}) > 500`'
+            in dev)

@@ -179,7 +179,7 @@ class DockerBackend:
                     tests=test, interval=f"{h.interval_s}s", timeout=f"{h.timeout_s}s", retries=h.retries,
                     start_period=f"{h.start_period_s}s")
         gate = svc.name in self.gates and healthcheck is not None
-        uploads = [docker.ContainerUploadArgs(file=f.path, content=self.files.content(f.generator))
+        uploads = [docker.ContainerUploadArgs(file=f.path, content=self.files.content(f))
                    for f in svc.files]
         read_only = svc.read_only_root_on_docker
         res = eff.resources

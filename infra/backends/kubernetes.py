@@ -538,7 +538,7 @@ class KubernetesBackend:
             directory, base = posixpath.split(f.path)
             if base in data:
                 raise ValueError(f"{svc.name}: two generated files are named {base}")
-            data[base] = self.files.content(f.generator)
+            data[base] = self.files.content(f)
             dirs.setdefault(directory, []).append(core.KeyToPathArgs(key=base, path=base))
         digest = hashlib.sha256("\0".join(f"{k}\0{v}" for k, v in sorted(data.items())).encode()).hexdigest()[:10]
         name = f"{svc.name}-config-{digest}"

@@ -1,0 +1,103 @@
+"""The scraper's rule file: recording and alert rules generated from the catalog.
+
+Alerts are declared in the catalog, never here: the platform's (`Catalog.alerts`, on every
+scraped service: down, memory near its limit, restarting) and each service's own
+(`Service.alerts`, on what its metrics say: an exporter's view of its database, the Celery
+backlog). This module fills their placeholders per stack (`$job`: the declaring service's
+scrape job; `$threshold`: stack config `alerting.thresholds`, else the catalog's default)
+and adds the recording rules they and the dashboards read:
+
+- `service:memory_limit_bytes`: one constant series per scraped service, the memory limit
+  its target gives one instance (Docker keeps the limit; a Guaranteed pod on Kubernetes
+  has limit = request), so a limit set in stack config moves the alert with it;
+- `service:memory_usage:ratio`: each instance's resident memory over that limit;
+- `service:up:ratio`: the share of a service's instances that answer their scrape.
+
+One rule per scraped service and one per declared alert: linear in the services. The
+output is sorted, deterministic YAML (promtool checks it in tests/test_alerts.py).
+"""
+
+from __future__ import annotations
+
+from string import Template
+
+import yaml
+
+from .graph import Model
+from .model import Alert, Generated
+
+MEMORY_LIMIT = "service:memory_limit_bytes"
+MEMORY_RATIO = "service:memory_usage:ratio"
+UP_RATIO = "service:up:ratio"
+RECORDED = (MEMORY_LIMIT, MEMORY_RATIO, UP_RATIO)
+"""The series the rule file records (dashboards may read them as if scraped)."""
+
+RESIDENT = "process_resident_memory_bytes"
+MIB = 1024 * 1024
+
+
+def threshold(model: Model, alert: Alert) -> float | None:
+    """The alert's threshold in this stack: stack config, else the catalog's default."""
+    return model.settings.alerting.thresholds.get(alert.name, alert.threshold)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def expression(model: Model, alert: Alert, job: str = "") -> str:
+    """The alert's PromQL with `$job` and `$threshold` filled in."""
+    value = threshold(model, alert)
+    return Template(alert.expr).substitute(job=job, threshold=_number(value) if value is not None else "")
+
+
+def _alert_rule(model: Model, alert: Alert, job: str = "") -> dict[str, object]:
+    labels: dict[str, str] = {"severity": alert.severity}
+    if job:
+        labels["service"] = alert.about or job
+    rule: dict[str, object] = {"alert": alert.name, "expr": expression(model, alert, job)}
+    if alert.for_ != "0m":
+        rule["for"] = alert.for_
+    rule["labels"] = labels
+    rule["annotations"] = {"summary": alert.summary, "runbook": alert.runbook}
+    return rule
+
+
+def alerts_of(model: Model) -> list[tuple[str, Alert]]:
+    """Every alert this stack evaluates, with the scrape job it reads ('' for the platform's,
+    which match every job): the platform's, then each scraped, enabled service's own."""
+    out: list[tuple[str, Alert]] = [("", a) for a in model.catalog.alerts]
+    for eff in model.scrape_targets():
+        out += [(eff.name, a) for a in eff.service.alerts]
+    return out
+
+
+def recording_rules(model: Model) -> list[dict[str, object]]:
+    target = model.settings.target
+    rules: list[dict[str, object]] = []
+    for eff in model.scrape_targets():
+        limit_mib, _ = eff.resources.limits(target)
+        rules.append({"record": MEMORY_LIMIT, "expr": f"vector({limit_mib * MIB})",
+                      "labels": {"service": eff.name, "tier": eff.tier.value}})
+    rules.append({"record": MEMORY_RATIO,
+                  "expr": f"max by (service, tier, instance) ({RESIDENT}) "
+                          f"/ on (service) group_left () {MEMORY_LIMIT}"})
+    rules.append({"record": UP_RATIO, "expr": "avg by (service, tier) (up)"})
+    return rules
+
+
+def rules(model: Model) -> str:
+    """The rule file's body (Generated.RULES): a recording group, then an alert group."""
+    groups = [
+        {"name": "optiinfra-recording", "rules": recording_rules(model)},
+        {"name": "optiinfra-alerts", "rules": [_alert_rule(model, a, job) for job, a in alerts_of(model)]},
+    ]
+    return yaml.safe_dump({"groups": groups}, sort_keys=False, width=200)
+
+
+def rule_file_paths(model: Model) -> list[str]:
+    """Where the scraper finds its rule files (its ConfigFiles of kind RULES)."""
+    scraper = model.scraper()
+    if scraper is None:
+        return []
+    return [f.path for f in scraper.service.files if f.generator is Generated.RULES]

@@ -1,0 +1,294 @@
+"""Alert and recording rules from the catalog, checked with Prometheus' own promtool.
+
+`promtool check config` and `check rules` read the files the backends deliver; `promtool
+test rules` runs unit tests of the alerts: input series written here by hand (labelled as
+the generated scrape config labels them), each alert once with series that fire it and
+once with series that do not. The expected summaries are written out here (so a template
+that renders wrong fails); the runbook line is the catalog's declaration, passed verbatim.
+
+promtool is built from github.com/prometheus/prometheus/cmd/promtool by scripts/tools.sh
+(Go, once, cached outside the repository); where it cannot be had the promtool tests skip
+with the reason, unless OPTIINFRA_REQUIRE_TOOLS=1 (CI), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from infra import offline
+from infra.catalog import default_catalog
+from infra.settings import ConfigError
+from tests.conftest import render
+
+ROOT = Path(__file__).resolve().parent.parent
+CATALOG_ALERTS = {a.name: a for a in default_catalog().all_alerts()}
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("OPTIINFRA_REQUIRE_TOOLS") == "1":
+        pytest.fail(f"{reason} (OPTIINFRA_REQUIRE_TOOLS=1)")
+    pytest.skip(reason)
+
+
+@cache
+def promtool() -> Path | str:
+    done = subprocess.run([str(ROOT / "scripts" / "tools.sh"), "promtool"], capture_output=True, text=True)
+    if done.returncode != 0:
+        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "tools.sh failed"
+        return f"promtool unavailable: {last}"
+    return Path(done.stdout.strip())
+
+
+def _tool() -> Path:
+    tool = promtool()
+    if isinstance(tool, str):
+        _unavailable(tool)
+    assert isinstance(tool, Path)
+    return tool
+
+
+def generated(r: offline.Render, name: str) -> str:
+    """A generated file by its base name, from a Docker upload or a Kubernetes ConfigMap."""
+    for res in r.resources:
+        for upload in res.inputs.get("uploads") or []:
+            if Path(upload["file"]).name == name:
+                return str(upload["content"])
+        data = res.inputs.get("data") if res.type.endswith("ConfigMap") else None
+        if data and name in data:
+            return str(data[name])
+    raise AssertionError(f"no generated file {name}")
+
+
+def _rules(r: offline.Render) -> list[dict[str, Any]]:
+    return [rule for g in yaml.safe_load(generated(r, "rules.yml"))["groups"] for rule in g["rules"]]
+
+
+# ---- the rule file --------------------------------------------------------------------------
+
+def test_every_alert_has_a_severity_summary_and_runbook() -> None:
+    alerts = [x for x in _rules(render("prod")) if "alert" in x]
+    assert {a["alert"] for a in alerts} == {
+        "TargetDown", "MemoryNearLimit", "Restarting", "PrometheusRuleFailures", "PostgresDown",
+        "PostgresConnectionsNearMax", "RedisDown", "RedisMemoryNearMaxmemory", "RedisRejectedConnections",
+        "CeleryBacklog", "ClickHouseUnreachable", "ClickHouseFailedQueries"}
+    for a in alerts:
+        assert a["labels"]["severity"] in ("critical", "warning"), a
+        assert a["annotations"]["summary"] and a["annotations"]["runbook"], a
+
+
+def test_memory_limits_are_recorded_per_scraped_service_from_the_targets_limits() -> None:
+    def limits(stack: str, *sets: str) -> dict[str, str]:
+        return {x["labels"]["service"]: x["expr"] for x in _rules(render(stack, *sets))
+                if x.get("record") == "service:memory_limit_bytes"}
+    dev, prod = limits("dev"), limits("prod")
+    # Scraped: Prometheus, Grafana, the three exporters, the four agents (not the databases).
+    assert len(dev) == len(prod) == 9 and "postgres" not in dev
+    # Limits are twice the request: Prometheus 300Mi (dev) and 512Mi (prod), Grafana 100Mi.
+    assert dev["prometheus"] == "vector(629145600)" and prod["prometheus"] == "vector(1073741824)"
+    assert dev["grafana"] == prod["grafana"] == "vector(209715200)"
+    # A memory request set in stack config moves the limit (and so the alert) with it: 256Mi x 2.
+    assert limits("dev", "services.grafana.memory=256Mi")["grafana"] == "vector(536870912)"
+
+
+def test_thresholds_come_from_the_catalog_and_stack_config() -> None:
+    def expr(r: offline.Render, name: str) -> str:
+        return str(next(x["expr"] for x in _rules(r) if x.get("alert") == name))
+    assert expr(render("dev"), "CeleryBacklog") == 'max(redis_key_size{job="redis-exporter", key="celery"}) > 500'
+    tuned = render("dev", "alerting.thresholds.CeleryBacklog=1000", "alerting.thresholds.MemoryNearLimit=0.75")
+    assert expr(tuned, "CeleryBacklog").endswith("> 1000")
+    assert expr(tuned, "MemoryNearLimit") == "service:memory_usage:ratio > 0.75"
+
+
+@pytest.mark.parametrize(("setting", "problem"), [
+    ("alerting.thresholds.CeleryBacklogg=1", "'CeleryBacklogg' is not an alert with a threshold"),
+    ("alerting.thresholds.TargetDown=1", "'TargetDown' is not an alert with a threshold"),
+    ("alerting.thresholds.MemoryNearLimit=1.5", "1.5 is not a ratio"),
+    ("alerting.thresholds.CeleryBacklog=-3", "-3.0 is negative"),
+])
+def test_a_bad_threshold_is_one_message_naming_the_key(setting: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        render("dev", setting)
+    assert err.value.key == "optiinfra:" + setting.split("=")[0]
+    assert err.value.problem == problem
+
+
+def test_the_scrape_config_names_the_rule_file_the_backends_deliver() -> None:
+    for stack in ("dev", "prod"):
+        config = yaml.safe_load(generated(render(stack), "prometheus.yml"))
+        assert config["rule_files"] == ["/etc/prometheus/rules.yml"]
+
+
+# ---- promtool -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "staging"])
+def test_promtool_checks_the_config_and_the_rules(stack: str, tmp_path: Path) -> None:
+    tool = _tool()
+    r = render(stack)
+    (tmp_path / "rules.yml").write_text(generated(r, "rules.yml"))
+    config = yaml.safe_load(generated(r, "prometheus.yml"))
+    # The one change: the rule file where this test wrote it, not where the container mounts it.
+    config["rule_files"] = [str(tmp_path / "rules.yml")]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    done = subprocess.run([str(tool), "check", "config", str(tmp_path / "prometheus.yml")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 23 rules found" in done.stdout  # 9 limits + 2 ratios + 12 alerts
+    done = subprocess.run([str(tool), "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _series(metric: str, values: str, job: str, port: int, tier: str = "monitoring", **labels: str) -> dict[str, str]:
+    """A series as the dev stack's scrape config labels it (Docker: `<service>:<port>`)."""
+    extra = "".join(f', {k}="{v}"' for k, v in labels.items())
+    return {"series": f'{metric}{{job="{job}", instance="{job}:{port}", service="{job}", tier="{tier}"{extra}}}',
+            "values": values}
+
+
+def _alert(name: str, summary: str, **labels: str) -> dict[str, Any]:
+    a = CATALOG_ALERTS[name]
+    return {"exp_labels": {"severity": a.severity, **labels},
+            "exp_annotations": {"summary": summary, "runbook": a.runbook}}
+
+
+PG, RD, CH = "postgres-exporter", "redis-exporter", "clickhouse-exporter"
+
+
+def _cases() -> list[dict[str, Any]]:
+    grafana = {"job": "grafana", "instance": "grafana:3000", "service": "grafana", "tier": "monitoring"}
+    pg = {"job": PG, "instance": f"{PG}:9187", "tier": "monitoring"}
+    rd = {"job": RD, "instance": f"{RD}:9121", "tier": "monitoring"}
+    ch = {"job": CH, "instance": f"{CH}:9116", "tier": "monitoring"}
+    return [
+        {"interval": "1m", "input_series": [
+            _series("up", "0x10", "grafana", 3000), _series("up", "1x10", "prometheus", 9090),
+            _series("prometheus_rule_evaluation_failures_total", "3x10", "prometheus", 9090)],
+         "alert_rule_test": [
+             {"eval_time": "1m", "alertname": "TargetDown", "exp_alerts": []},  # pending: `for: 2m`
+             {"eval_time": "10m", "alertname": "PrometheusRuleFailures", "exp_alerts": []},  # no new failures
+             {"eval_time": "3m", "alertname": "TargetDown", "exp_alerts": [
+                 _alert("TargetDown", "grafana (grafana:3000) does not answer its metrics scrape", **grafana)]}]},
+        # Grafana's limit on dev is 200Mi (209715200 bytes): 95% fires, Prometheus at 16% of 600Mi does not.
+        {"interval": "1m", "input_series": [
+            _series("process_resident_memory_bytes", "199229440x15", "grafana", 3000),
+            _series("process_resident_memory_bytes", "100000000x15", "prometheus", 9090)],
+         "alert_rule_test": [
+             {"eval_time": "5m", "alertname": "MemoryNearLimit", "exp_alerts": []},
+             {"eval_time": "12m", "alertname": "MemoryNearLimit", "exp_alerts": [
+                 _alert("MemoryNearLimit", "grafana (grafana:3000) uses 95% of its memory limit",
+                        service="grafana", tier="monitoring", instance="grafana:3000")]}]},
+        {"interval": "1m", "input_series": [
+            _series("process_start_time_seconds", "100 160 220 280 340 340", "cost-agent", 8001, "agents"),
+            _series("process_start_time_seconds", "100x5", "resource-agent", 8003, "agents")],
+         "alert_rule_test": [
+             {"eval_time": "2m", "alertname": "Restarting", "exp_alerts": []},  # two restarts: not yet
+             {"eval_time": "5m", "alertname": "Restarting", "exp_alerts": [
+                 _alert("Restarting", "cost-agent (cost-agent:8001) restarted 4 times in 30 minutes",
+                        job="cost-agent", instance="cost-agent:8001", service="cost-agent", tier="agents")]}]},
+        # 90 of 100 connections fires (above 0.8); 50 of 100 on the second exporter instance does not.
+        {"interval": "1m", "input_series": [
+            _series("pg_stat_activity_count", "60x10", PG, 9187, state="active"),
+            _series("pg_stat_activity_count", "30x10", PG, 9187, state="idle"),
+            _series("pg_settings_max_connections", "100x10", PG, 9187),
+            _series("pg_up", "1x10", PG, 9187)],
+         "alert_rule_test": [
+             {"eval_time": "3m", "alertname": "PostgresConnectionsNearMax", "exp_alerts": []},
+             {"eval_time": "7m", "alertname": "PostgresConnectionsNearMax", "exp_alerts": [
+                 _alert("PostgresConnectionsNearMax", "PostgreSQL uses 90% of max_connections",
+                        instance=f"{PG}:9187", service="postgres")]},
+             {"eval_time": "7m", "alertname": "PostgresDown", "exp_alerts": []}]},
+        {"interval": "1m", "input_series": [
+            _series("pg_stat_activity_count", "50x10", PG, 9187, state="active"),
+            _series("pg_settings_max_connections", "100x10", PG, 9187),
+            _series("pg_up", "0x10", PG, 9187)],
+         "alert_rule_test": [
+             {"eval_time": "8m", "alertname": "PostgresConnectionsNearMax", "exp_alerts": []},
+             {"eval_time": "2m", "alertname": "PostgresDown", "exp_alerts": [
+                 _alert("PostgresDown", f"PostgreSQL does not answer its exporter ({PG}:9187)",
+                        **pg, service="postgres")]}]},
+        # Redis at 90% of maxmemory fires; with no maxmemory (0) the ratio is undefined and nothing fires.
+        {"interval": "1m", "input_series": [
+            _series("redis_memory_used_bytes", "90x10", RD, 9121),
+            _series("redis_memory_max_bytes", "100x10", RD, 9121),
+            _series("redis_rejected_connections_total", "0 0 0 3 5 5 5 5 5 5 5", RD, 9121),
+            _series("redis_key_size", "600x20", RD, 9121, db="db0", key="celery"),
+            _series("redis_up", "1x20", RD, 9121)],
+         "alert_rule_test": [
+             {"eval_time": "6m", "alertname": "RedisMemoryNearMaxmemory", "exp_alerts": [
+                 _alert("RedisMemoryNearMaxmemory", "Redis uses 90% of maxmemory", **rd, service="redis")]},
+             {"eval_time": "4m", "alertname": "RedisRejectedConnections", "exp_alerts": [
+                 _alert("RedisRejectedConnections", "Redis rejected 5 connections in 5 minutes (maxclients reached)",
+                        **rd, service="redis")]},
+             {"eval_time": "10m", "alertname": "RedisRejectedConnections", "exp_alerts": []},  # none in 5 minutes
+             {"eval_time": "10m", "alertname": "CeleryBacklog", "exp_alerts": []},  # pending: `for: 15m`
+             {"eval_time": "16m", "alertname": "CeleryBacklog", "exp_alerts": [
+                 _alert("CeleryBacklog", "600 Celery tasks wait in the queue", service="data-collector-worker")]},
+             {"eval_time": "16m", "alertname": "RedisDown", "exp_alerts": []}]},
+        {"interval": "1m", "input_series": [
+            _series("redis_memory_used_bytes", "90x10", RD, 9121),
+            _series("redis_memory_max_bytes", "0x10", RD, 9121),
+            _series("redis_key_size", "20x20", RD, 9121, db="db0", key="celery"),
+            _series("redis_up", "0x20", RD, 9121)],
+         "alert_rule_test": [
+             {"eval_time": "6m", "alertname": "RedisMemoryNearMaxmemory", "exp_alerts": []},
+             {"eval_time": "16m", "alertname": "CeleryBacklog", "exp_alerts": []},
+             {"eval_time": "2m", "alertname": "RedisDown", "exp_alerts": [
+                 _alert("RedisDown", f"Redis does not answer its exporter ({RD}:9121)", **rd, service="redis")]}]},
+        # 12 failed queries a minute (0.2/s) fires above 0.1/s; the exporter's own queries of ClickHouse fail.
+        {"interval": "1m", "input_series": [
+            _series("clickhouse_failed_query_total", "0+12x10", CH, 9116),
+            _series("clickhouse_exporter_scrape_failures_total", "0 0 1 2 3 4 5 6 7 8 9 9 9 9 9 9 9", CH, 9116)],
+         "alert_rule_test": [
+             {"eval_time": "3m", "alertname": "ClickHouseFailedQueries", "exp_alerts": []},
+             {"eval_time": "8m", "alertname": "ClickHouseFailedQueries", "exp_alerts": [
+                 _alert("ClickHouseFailedQueries", "ClickHouse fails 0.20 queries a second",
+                        **ch, service="clickhouse")]},
+             {"eval_time": "7m", "alertname": "ClickHouseUnreachable", "exp_alerts": [
+                 _alert("ClickHouseUnreachable", "The exporter failed to query ClickHouse 5 times in 5 minutes",
+                        **ch, service="clickhouse")]},
+             {"eval_time": "16m", "alertname": "ClickHouseUnreachable", "exp_alerts": []}]},
+        {"interval": "1m", "input_series": [
+            _series("clickhouse_failed_query_total", "0+3x10", CH, 9116),
+            _series("prometheus_rule_evaluation_failures_total", "0+1x10", "prometheus", 9090,
+                    rule_group="/etc/prometheus/rules.yml;optiinfra-alerts")],
+         "alert_rule_test": [
+             {"eval_time": "8m", "alertname": "ClickHouseFailedQueries", "exp_alerts": []},  # 0.05/s
+             {"eval_time": "5m", "alertname": "PrometheusRuleFailures", "exp_alerts": [
+                 _alert("PrometheusRuleFailures", "Prometheus failed to evaluate rules 5 times in 10 minutes",
+                        job="prometheus", instance="prometheus:9090", service="prometheus", tier="monitoring",
+                        rule_group="/etc/prometheus/rules.yml;optiinfra-alerts")]}]},
+    ]
+
+
+def test_promtool_unit_tests_of_the_alerts(tmp_path: Path) -> None:
+    tool = _tool()
+    (tmp_path / "rules.yml").write_text(generated(render("dev"), "rules.yml"))
+    cases = _cases()
+    tests = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": cases}
+    (tmp_path / "alerts.test.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    fired = {t["alertname"] for case in cases for t in case["alert_rule_test"] if t["exp_alerts"]}
+    quiet = {t["alertname"] for case in cases for t in case["alert_rule_test"] if not t["exp_alerts"]}
+    assert fired == quiet == set(CATALOG_ALERTS), "every catalog alert is tested firing and quiet"
+    done = subprocess.run([str(tool), "test", "rules", str(tmp_path / "alerts.test.yml")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_promtool_unit_tests_fail_when_an_alert_does_not_fire_as_expected(tmp_path: Path) -> None:
+    """The harness itself can fail: a series below the threshold, expected to fire, is a failure."""
+    tool = _tool()
+    (tmp_path / "rules.yml").write_text(generated(render("dev"), "rules.yml"))
+    case = {"interval": "1m", "input_series": [_series("up", "1x10", "grafana", 3000)], "alert_rule_test": [
+        {"eval_time": "3m", "alertname": "TargetDown", "exp_alerts": [
+            _alert("TargetDown", "grafana (grafana:3000) does not answer its metrics scrape",
+                   job="grafana", instance="grafana:3000", service="grafana", tier="monitoring")]}]}
+    (tmp_path / "t.yml").write_text(yaml.safe_dump({"rule_files": ["rules.yml"], "tests": [case]}))
+    done = subprocess.run([str(tool), "test", "rules", "t.yml"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode != 0 and "TargetDown" in done.stdout + done.stderr
