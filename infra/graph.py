@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from policies.optiinfra_policies.vocabulary import docker_volume_name
 
-from .model import Catalog, Dependency, Dsn, Port, Resources, Service, Tier, Url, Volume, parse_memory_mib
+from .model import Catalog, Dependency, Dsn, Port, Resources, Service, Tier, Url, Volume, backup_job, parse_memory_mib
 from .settings import NAMESPACE, ConfigError, Settings
 
 LOOPBACK = "127.0.0.1"
@@ -35,6 +35,8 @@ class EdgeKind(enum.StrEnum):
     """A catalog dependency (or one added by `dependsOn`)."""
     SCRAPE = "scrape"
     """The scraper reading a service's metrics."""
+    BACKUP = "backup"
+    """A service's backup job reading its data (the source is the job, not a service)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,20 @@ class Model:
 
     def scrape_edges(self) -> list[Edge]:
         return [e for e in self.edges if e.kind is EdgeKind.SCRAPE]
+
+    def backed_up(self) -> list[Effective]:
+        """Services whose data this stack backs up (`backups.enabled`, and a catalog Backup
+        that is not declared unnecessary)."""
+        if not self.settings.backups.enabled:
+            return []
+        return [e for e in self.services.values() if e.service.backup is not None and e.service.backup.enabled]
+
+    def backup_edges(self) -> list[Edge]:
+        """The backup jobs' connections: job `<service>-backup` dials its service's port.
+        Kept apart from `edges` (a job is no service: no network of its own, nothing waits
+        for it); the NetworkPolicies admit exactly these as well."""
+        return [Edge(backup_job(e.name), e.name, e.service.backup.port, wait=False, kind=EdgeKind.BACKUP)
+                for e in self.backed_up() if e.service.backup is not None and e.service.backup.port]
 
     def gates(self) -> set[str]:
         """Services something waits for: created with their health check, waited on."""
