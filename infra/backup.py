@@ -114,6 +114,8 @@ def backup_script(service: Service, where: Where, retention: int) -> str:
         f'name="{prefix(service)}$(date -u +%Y%m%dT%H%M%SZ){ext}"',
         'out="$dir/.$name.partial"',
         'rm -rf -- "$out"',
+        # Whatever happens, no partial file stays behind (after the rename there is none).
+        'trap \'rm -rf -- "$out"\' EXIT',
         _body(b.argv, b.script, where),
         'mv -- "$out" "$dir/$name"',
         'echo "backup written: $dir/$name"',
