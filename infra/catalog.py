@@ -332,7 +332,8 @@ SERVICES: tuple[Service, ...] = (
             script=("printf 'api-key: %s\\n' \"$QDRANT_API_KEY\" > /tmp/api-key\n"
                     'q() { curl -fsS -H @/tmp/api-key "$@"; }\n'
                     'mkdir -p {out}\n'
-                    'for c in $(q http://{host}:{port}/collections | grep -o \'"name":"[^"]*"\' | cut -d\'"\' -f4); do\n'
+                    'for c in $(q http://{host}:{port}/collections '
+                    '| grep -o \'"name":"[^"]*"\' | cut -d\'"\' -f4); do\n'
                     '  s=$(q -X POST "http://{host}:{port}/collections/$c/snapshots?wait=true" '
                     '| grep -o \'"name":"[^"]*"\' | cut -d\'"\' -f4)\n'
                     '  q -o {out}/"$c".snapshot "http://{host}:{port}/collections/$c/snapshots/$s"\n'

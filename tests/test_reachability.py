@@ -109,12 +109,13 @@ def rendered(r: offline.Render) -> Rendered:
     pods: dict[str, list[Pod]] = {}
     ports: dict[str, list[tuple[int, str]]] = {}
     for w in manifests:
-        if w["kind"] not in ("Deployment", "StatefulSet"):
+        if w["kind"] not in ("Deployment", "StatefulSet", "CronJob"):
             continue
-        labels = w["spec"]["template"]["metadata"]["labels"]
+        template = w["spec"]["jobTemplate"]["spec"]["template"] if w["kind"] == "CronJob" else w["spec"]["template"]
+        labels = template["metadata"]["labels"]
         name = labels[NAME]
         pods.setdefault(name, []).append(Pod(w["metadata"]["namespace"], tuple(sorted(labels.items()))))
-        c = w["spec"]["template"]["spec"]["containers"][0]
+        c = template["spec"]["containers"][0]
         ports[name] = [(p["containerPort"], p["protocol"]) for p in c.get("ports") or []]
     return Rendered(pods, ports, Policies(manifests))
 
@@ -136,7 +137,7 @@ def allowed_edges(x: Rendered) -> set[tuple[str, str, int]]:
 
 def declared_edges(model: Model) -> set[tuple[str, str, int]]:
     return {(e.source, e.target, model.services[e.target].service.port(e.port).container)
-            for e in model.edges if e.port}
+            for e in [*model.edges, *model.backup_edges()] if e.port}
 
 
 STACKS = [
@@ -177,7 +178,7 @@ def test_nothing_else_in_or_out(stack: str, sets: tuple[str, ...]) -> None:
             assert not x.policies.allows(pod, other, 53, proto), name
         # Outside the cluster: only what the catalog declares, never the metadata address
         # or a private address (the API server, node ports).
-        declared = {p for o in model.services[name].service.outside for p in o.ports}
+        declared = {p for o in model.services[name].service.outside for p in o.ports} if name in model.services else set()
         for port in (80, 443, 8443):
             assert x.policies.allows(pod, PUBLIC_IP, port) == (port in declared), (name, port)
             assert not x.policies.allows(pod, METADATA_IP, port), name
