@@ -57,9 +57,9 @@ def _wait(ready: Callable[[], bool], what: str) -> None:
     raise TimeoutError(f"{what} not ready within {WAIT_S:.0f}s")
 
 
-def _run(argv: list[str], env: dict[str, str] | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
+def _run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          timeout=WAIT_S, check=True, **kw)  # type: ignore[call-overload,no-any-return]
+                          timeout=WAIT_S, check=True)
 
 
 def _pg_bin() -> Path | None:
