@@ -23,8 +23,8 @@ from infra import stack as infra_stack
 from infra.backends.kubernetes import K8S_VERSION
 from infra.catalog import default_catalog
 from infra.commands import backup as backup_cmd
-from infra.commands import restore as restore_cmd
 from infra.commands import render as render_cmd
+from infra.commands import restore as restore_cmd
 
 from .conftest import render
 from .test_kubernetes import ALL_SECRETS, of_kind, restricted_violations

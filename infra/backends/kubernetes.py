@@ -856,6 +856,7 @@ class KubernetesBackend:
             security_context=container_security(True),
             volume_mounts=mounts)
         notes = {K8S_BACKUP_OF: svc.name, K8S_BACKUP_TARGET: backups.BACKUP_DIR,
+                 **({K8S_REQUIRE_DIGEST: TRUE} if model.settings.kubernetes.require_digest else {}),
                  **exception_annotations(backup_exceptions(image, uid))}
         pod = core.PodTemplateSpecArgs(
             metadata=meta.ObjectMetaArgs(labels={PART_OF: PROJECT, COMPONENT: tier.value, **labels}),
