@@ -166,6 +166,16 @@ def volume_mib(model: Model, eff: Effective, volume: Volume) -> int:
     return parse_memory_mib(override) if override else round(volume.size_gib * 1024)
 
 
+def backup_claim_mib(model: Model, eff: Effective) -> int:
+    """Size of a service's backup claim on Kubernetes: `backups.volumeSize`, else the size of
+    the service's own volumes; 0 when it has none (not backed up, or on Docker, where the
+    backups go to a host directory)."""
+    if model.settings.target != "kubernetes" or eff not in model.backed_up():
+        return 0
+    size = model.settings.backups.volume_size
+    return parse_memory_mib(size) if size else sum(volume_mib(model, eff, v) for v in eff.service.volumes)
+
+
 def own_image(settings: Settings, name: str) -> str:
     return f"{settings.images.registry.rstrip('/')}/{name}:{settings.images.tag}"
 

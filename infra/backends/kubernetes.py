@@ -71,7 +71,7 @@ from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
 from policies.optiinfra_policies.vocabulary import K8S_SECRET_KEYS as SECRET_KEYS
 
 from .. import backup as backups
-from ..graph import Edge, Effective, Model, providers_of, volume_mib
+from ..graph import Edge, Effective, Model, backup_claim_mib, providers_of, volume_mib
 from ..model import (
     LOG_MIB,
     SECRET_DIR,
@@ -89,7 +89,6 @@ from ..model import (
     Tier,
     Url,
     backup_job,
-    parse_memory_mib,
 )
 from ..monitoring import GeneratedFiles
 from ..tiers import TierComponent
@@ -801,8 +800,7 @@ class KubernetesBackend:
         comp_opts = self._opts(comp, depends_on=[self.namespaces[tier]], protect=True)
         job = backup_job(svc.name)
         labels = {NAME: job}
-        size = (parse_memory_mib(cfg.volume_size) if cfg.volume_size
-                else sum(volume_mib(model, eff, v) for v in svc.volumes))
+        size = backup_claim_mib(model, eff)
         # The backups' claim outlives the job and the service: protected like their data.
         claim = core.PersistentVolumeClaim(backup_claim(svc.name), core.PersistentVolumeClaimInitArgs(
             metadata=self._meta(backup_claim(svc.name), tier, labels),
