@@ -17,6 +17,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from infra import backup, cli
 from infra import stack as infra_stack
@@ -307,3 +308,50 @@ def test_docker_containers_carry_the_backup_stamps(dev: Any) -> None:
     assert "io.optiinfra.backup-target" not in labels["optiinfra-prometheus"]
     assert "re-scraped" in labels["optiinfra-prometheus"]["io.optiinfra.no-backup"]
     assert not any("io.optiinfra.backup-target" in labels[f"optiinfra-{n}"] for n in ("portal", "orchestrator"))
+
+
+# ---- Kubernetes: the restore Job -------------------------------------------------------------
+
+@pytest.mark.parametrize("service", sorted(BACKED_UP))
+def test_the_restore_job_validates_and_runs_like_the_backup_job(service: str) -> None:
+    model = infra_stack.model_of("prod")
+    eff = model.services[service]
+    name = f"{service}-20260101T000000Z"
+    job = restore_cmd.restore_job(model, eff, name)
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    pod = job["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    cron = pod_of(cronjobs()[f"{service}-backup"])
+    # The backup job's pod label: the backup edge's NetworkPolicy admits it, nothing new is opened.
+    assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == f"{service}-backup"
+    assert pod["securityContext"] == cron["securityContext"]
+    assert pod["containers"][0]["image"] == cron["containers"][0]["image"]
+    mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["/backup"]["readOnly"] is True  # a restore never writes to the backups
+    b = eff.service.backup
+    assert b is not None
+    data = eff.service.volumes[0].path if b.offline_restore else ""
+    secret = f"/run/secrets/optiinfra/{b.credential}" if b.credential else None
+    host = f"{service}.optiinfra-{eff.tier.value}.svc.cluster.local"
+    port = eff.service.port(b.port).container if b.port else None
+    expected = backup.restore_script(eff.service, backup.Where(host, port, "/backup", secret, data),
+                                     f"/backup/{name}")
+    assert [unescape(a) for a in pod["containers"][0]["command"]] == backup.command(expected)
+    steps = restore_cmd.kubernetes_steps(model, eff)
+    if b.offline_restore:  # the claim is written only with the service scaled to 0
+        assert steps[0].endswith(f"statefulset/{service} --replicas=0") and steps[-1].endswith("--replicas=1")
+        assert {"name": "data", "mountPath": data} in pod["containers"][0]["volumeMounts"]
+    else:
+        assert not any("scale" in s for s in steps)
+
+
+def test_restore_on_kubernetes_prints_the_job_only_when_confirmed(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["restore", "--stack", "prod", "--service", "postgres", "--from", "postgres-20260101T000000Z.dump"]
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "overwrites postgres: the optiinfra database" in captured.err
+    assert cli.main([*argv, "--yes-overwrite"]) == 0
+    captured = capsys.readouterr()
+    job = yaml.safe_load(captured.out)
+    assert job["kind"] == "Job" and job["metadata"]["namespace"] == "optiinfra-databases"
+    assert "pg_restore" in job["spec"]["template"]["spec"]["containers"][0]["command"][2]
