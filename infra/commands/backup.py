@@ -150,7 +150,7 @@ def execute(steps: list[tuple[Effective, Step]], inspect: Inspect = container_en
                 raise ConfigError("--service", f"{container_name(eff.name)} has no {source}",
                                   "redeploy the stack (pulumi up): the container predates its credential")
             env[var] = value
-        print(f"$ {step.shown()}", flush=True)
+        print(f"+ {step.shown()}", flush=True)
         done = subprocess.run(step.argv, env=env, check=False)
         if done.returncode != 0:
             print(f"error: {eff.name}: the backup container failed (exit {done.returncode})", file=sys.stderr)
