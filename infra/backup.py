@@ -89,7 +89,9 @@ def _body(argv: tuple[str, ...], script: str, where: Where) -> str:
 
 
 def _preamble(b: Backup, where: Where) -> list[str]:
-    lines = ["set -eu", "umask 077"]
+    # Owner and group only: on Docker the job and the restore may run as the service's user
+    # with your group, so each can read what the other wrote; nobody else can.
+    lines = ["set -eu", "umask 027"]
     if b.password_env and where.secret_file:
         # `export` and `$(cat ...)` are the shell's: the value reaches the client's
         # environment, never an argument list.

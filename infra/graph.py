@@ -167,13 +167,14 @@ def volume_mib(model: Model, eff: Effective, volume: Volume) -> int:
 
 
 def backup_claim_mib(model: Model, eff: Effective) -> int:
-    """Size of a service's backup claim on Kubernetes: `backups.volumeSize`, else the size of
-    the service's own volumes; 0 when it has none (not backed up, or on Docker, where the
-    backups go to a host directory)."""
+    """Size of a service's backup claim on Kubernetes: `backups.storage.<service>`, else the
+    catalog's size of its volumes (never `kubernetes.storage`: resizing the service's volume
+    leaves its backups' claim alone); 0 when it has none (not backed up, or on Docker, where
+    the backups go to a host directory)."""
     if model.settings.target != "kubernetes" or eff not in model.backed_up():
         return 0
-    size = model.settings.backups.volume_size
-    return parse_memory_mib(size) if size else sum(volume_mib(model, eff, v) for v in eff.service.volumes)
+    size = model.settings.backups.storage.get(eff.name)
+    return parse_memory_mib(size) if size else sum(round(v.size_gib * 1024) for v in eff.service.volumes)
 
 
 def own_image(settings: Settings, name: str) -> str:
@@ -247,6 +248,13 @@ def _check_names(catalog: Catalog, s: Settings) -> None:
     for name in s.services:
         if name not in catalog.services:
             raise ConfigError(f"{NAMESPACE}:services.{name}", f"'{name}' is not a service", f"use one of: {known}")
+    for name in s.backups.storage:
+        svc = catalog.services.get(name)
+        if svc is None or svc.backup is None or not svc.backup.enabled:
+            backed = ", ".join(n for n, x in catalog.services.items() if x.backup is not None and x.backup.enabled)
+            why = "is not a service" if svc is None else "is not backed up"
+            raise ConfigError(f"{NAMESPACE}:backups.storage.{name}", f"'{name}' {why}",
+                              f"remove it; services with a backup: {backed}")
     for name in s.kubernetes.storage:
         if name not in catalog.services:
             raise ConfigError(f"{NAMESPACE}:kubernetes.storage.{name}", f"'{name}' is not a service",

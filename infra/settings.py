@@ -202,9 +202,10 @@ class BackupSettings(_Model):
     """When backups run, a five-field cron expression in UTC (default 17 2 * * *: daily at 02:17)."""
     retention: int = Field(7, ge=1, le=1000)
     """Backups kept per service; each run deletes the older ones (default 7)."""
-    volume_size: str | None = Field(None, alias="volumeSize")
-    """Size of each service's backup claim on Kubernetes (default: the size of the service's
-    own volume, which holds `retention` compressed dumps of typical data)."""
+    storage: dict[str, str] = Field(default_factory=dict)
+    """Size of a service's backup claim on Kubernetes, e.g. {postgres: 20Gi} (default: the
+    catalog's size of the service's volumes). Apart from `kubernetes.storage`: resizing a
+    service's volume never touches (or replaces) the claim that holds its backups."""
     host_dir: str = Field("backups", alias="hostDir")
     """Docker: the host directory backups are written to, one subdirectory per service;
     relative paths are below the project directory (default backups)."""
@@ -378,7 +379,7 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"{NAMESPACE}:images.tag", f"'{s.images.tag}' is not a pinned tag",
                           "set a version tag such as 0.1.0 (never latest)")
     for key, value in (("budget.memory", s.budget.memory), ("budget.storage", s.budget.storage),
-                       *((("backups.volumeSize", s.backups.volume_size),) if s.backups.volume_size else ()),
+                       *((f"backups.storage.{k}", v) for k, v in s.backups.storage.items()),
                        *((f"kubernetes.storage.{k}", v) for k, v in s.kubernetes.storage.items())):
         try:
             parse_memory_mib(value)

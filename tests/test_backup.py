@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shlex
 import shutil
 from pathlib import Path
@@ -162,7 +163,7 @@ def test_backups_go_to_a_claim_that_is_not_the_services_own() -> None:
     protected = {res.inputs["metadata"]["name"] for res in r.of_type("kubernetes:core/v1:PersistentVolumeClaim")
                  if res.protect}
     sizes = {n: m["spec"]["resources"]["requests"]["storage"] for n, m in claims.items()}
-    # Pulumi.prod.yaml sizes each backup claim as the service's volume (default).
+    # Pulumi.prod.yaml's backups.storage (the same sizes as the services' claims).
     assert sizes == {"postgres-backups": "20Gi", "clickhouse-backups": "50Gi", "redis-backups": "2Gi",
                      "qdrant-backups": "10Gi", "grafana-backups": "2Gi"}
     assert protected == set(claims)
@@ -180,14 +181,20 @@ def test_backups_go_to_a_claim_that_is_not_the_services_own() -> None:
     assert term["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": "grafana"}
     assert term["topologyKey"] == "kubernetes.io/hostname"  # beside the pod that has the volume attached
     resized = {m["metadata"]["name"]: m["spec"]["resources"]["requests"]["storage"]
-               for m in of_kind(render("prod", "backups.volumeSize=30Gi"), "PersistentVolumeClaim")}
-    assert {n: resized[n] for n in sizes} == dict.fromkeys(sizes, "30Gi")
+               for m in of_kind(render("prod", "backups.storage.redis=30Gi"), "PersistentVolumeClaim")}
+    assert {n: resized[n] for n in sizes} == {**sizes, "redis-backups": "30Gi"}
+    # Resizing a service's volume leaves its backups' claim alone (no replacement of it).
+    grown = {m["metadata"]["name"]: m["spec"]["resources"]["requests"]["storage"]
+             for m in of_kind(render("prod", "kubernetes.storage.postgres=30Gi"), "PersistentVolumeClaim")}
+    assert {n: grown[n] for n in sizes} == sizes
 
 
 def test_bad_backup_settings_are_config_errors(capsys: pytest.CaptureFixture[str]) -> None:
     for sets, key in ((["backups.schedule=every night"], "backups.schedule"),
                       (["backups.retention=0"], "backups.retention"),
-                      (["backups.volumeSize=lots"], "backups.volumeSize"),
+                      (["backups.storage={redis: lots}"], "backups.storage.redis"),
+                      (["backups.storage={portal: 1Gi}"], "backups.storage.portal"),
+                      (["backups.storage={prometheus: 1Gi}"], "backups.storage.prometheus"),
                       (["backups.scheduel=x"], "backups.scheduel")):
         assert cli.main(["plan", "--stack", "prod", *(a for s in sets for a in ("--set", s))]) == 2
         err = capsys.readouterr().err
@@ -288,7 +295,7 @@ def test_restore_steps_stop_restore_start_for_a_file_restore() -> None:
     assert stop.argv == ["docker", "stop", "optiinfra-redis"] and start.argv == ["docker", "start", "optiinfra-redis"]
     mounts = [job.argv[i + 1] for i, a in enumerate(job.argv) if a == "--volume"]
     assert mounts == ["/srv/o/backups/redis:/restore:ro", "optiinfra-redis-data:/data"]
-    assert job.argv[job.argv.index("--user") + 1] == "999:999"  # the volume's owner
+    assert job.argv[job.argv.index("--user") + 1] == f"999:{os.getgid()}"  # the volume's owner, your group
     assert "--env" not in job.argv and job.secret_env == {}
     where = backup.Where("redis", 6379, "/restore", None, "/data")
     assert job.argv[-1] == backup.restore_script(eff.service, where, "/restore/redis-20260101T000000Z.rdb")

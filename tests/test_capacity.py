@@ -122,11 +122,11 @@ def test_replicas_and_a_cost_agent_per_provider_count_on_kubernetes(capsys: pyte
 def test_kubernetes_storage_setting_sizes_the_claims(capsys: pytest.CaptureFixture[str]) -> None:
     sets = ("kubernetes.storage.clickhouse=50Gi", "budget.storage=200Gi")
     _, k8s, _ = capacity(capsys, "dev", "target=kubernetes", *sets)
-    # clickhouse 5 GiB -> 50 GiB: 10 - 5 + 50 = 55 GiB, and a backup claim the size of each
-    # backed-up service's volumes: postgres 2 + clickhouse 50 + redis 0.5 + qdrant 1 + grafana 0.5 = 54 GiB
-    assert k8s["total"]["storageMiB"] == (55 + 54) * 1024
-    _, small, _ = capacity(capsys, "dev", "target=kubernetes", *sets, "backups.volumeSize=1Gi")
-    assert small["total"]["storageMiB"] == (55 + 5) * 1024
+    # clickhouse 5 GiB -> 50 GiB: 10 - 5 + 50 = 55 GiB, and a backup claim the catalog's size of each
+    # backed-up service's volumes: postgres 2 + clickhouse 5 + redis 0.5 + qdrant 1 + grafana 0.5 = 9 GiB
+    assert k8s["total"]["storageMiB"] == (55 + 9) * 1024
+    _, big, _ = capacity(capsys, "dev", "target=kubernetes", *sets, "backups.storage={clickhouse: 50Gi}")
+    assert big["total"]["storageMiB"] == (55 + 9 - 5 + 50) * 1024
     _, off, _ = capacity(capsys, "dev", "target=kubernetes", *sets, "backups.enabled=false")
     assert off["total"]["storageMiB"] == 55 * 1024
     _, docker, _ = capacity(capsys, "dev", *sets)

@@ -398,7 +398,8 @@ def probes(service: Service) -> dict[str, core.ProbeArgs]:
 def _peer(model: Model, service: str) -> net.NetworkPolicyPeerArgs:
     """The pods of one service (every instance) in its namespace; a backup job's pods in
     the namespace of the service it backs up."""
-    owner = next((e.target for e in model.backup_edges() if e.source == service), service)
+    owner = service if service in model.services else next(
+        e.target for e in model.backup_edges() if e.source == service)
     ns = namespace_name(model, model.services[owner].tier)
     return net.NetworkPolicyPeerArgs(
         pod_selector=meta.LabelSelectorArgs(match_labels={NAME: service}),

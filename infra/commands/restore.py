@@ -13,6 +13,7 @@ with the Job in docs/backups.md.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,10 +73,10 @@ def restore_steps(model: Model, eff: Effective, path: Path) -> list[Step]:
     script = backups.restore_script(svc, where, f"{SOURCE}/{path.name}")
     job = one_shot(model, eff, script, mounts, f"{container_name(backup_job(svc.name))}-restore")
     if b.offline_restore:
-        # Files are replaced as their owner (the service's user), with nothing running on them.
-        uid = svc.uid
+        # Files are replaced as their owner (the service's user), with nothing running on them;
+        # your group reads the backup (written group-readable, umask 027).
         i = job.argv.index("--user")
-        job.argv[i + 1] = f"{uid}:{uid}"
+        job.argv[i + 1] = f"{svc.uid}:{os.getgid()}"
         if b.password_env in job.secret_env:  # it reads files, and needs no password
             j = job.argv.index(b.password_env)
             del job.argv[j - 1:j + 1]
