@@ -366,6 +366,12 @@ class Backup:
     def enabled(self) -> bool:
         return not self.none_reason
 
+    @property
+    def reads_volume(self) -> bool:
+        """The backup reads the service's volume (mounted read-only), not a port; a Backup
+        with both names its volume for the restore only."""
+        return bool(self.volume) and not self.port
+
 
 def backup_job(service: str) -> str:
     """Name (and pod label) of a service's backup job."""

@@ -174,6 +174,9 @@ def test_backups_go_to_a_claim_that_is_not_the_services_own() -> None:
         target = next(v for v in pod["volumes"] if v["name"] == mounts["/backup"]["name"])
         assert target["persistentVolumeClaim"]["claimName"] == f"{service}-backups"
         assert not target["persistentVolumeClaim"].get("readOnly")
+    # Only a backup that dials no port mounts the service's own claim (read-only).
+    assert {n for n, j in cronjobs().items() if any(v["name"] == "source" for v in pod_of(j)["volumes"])} == {
+        "grafana-backup"}
     grafana = pod_of(cronjobs()["grafana-backup"])
     source = next(v for v in grafana["volumes"] if v["name"] == "source")
     assert source["persistentVolumeClaim"] == {"claimName": "data-grafana-0", "readOnly": True}

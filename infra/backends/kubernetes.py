@@ -803,8 +803,10 @@ class KubernetesBackend:
         labels = {NAME: job}
         size = backup_claim_mib(model, eff)
         # The backups' claim outlives the job and the service: protected like their data.
+        # Not awaited: with a WaitForFirstConsumer StorageClass it binds only when the first
+        # backup runs, and nothing of the stack waits for it.
         claim = core.PersistentVolumeClaim(backup_claim(svc.name), core.PersistentVolumeClaimInitArgs(
-            metadata=self._meta(backup_claim(svc.name), tier, labels),
+            metadata=self._meta(backup_claim(svc.name), tier, labels, SERVICE_AWAIT),
             spec=core.PersistentVolumeClaimSpecArgs(
                 access_modes=["ReadWriteOnce"], storage_class_name=model.settings.kubernetes.storage_class,
                 resources=core.VolumeResourceRequirementsArgs(requests={"storage": quantity_mib(size)}))),
@@ -823,7 +825,7 @@ class KubernetesBackend:
             mounts.append(core.VolumeMountArgs(name="credentials", mount_path=SECRET_DIR, read_only=True))
             secret_file = f"{SECRET_DIR}/{b.credential}"
         affinity, data = None, ""
-        if b.volume:
+        if b.reads_volume:
             # The service's own claim, read-only, beside its running pod (a ReadWriteOnce
             # volume is shared only on one node).
             volume = next(v for v in svc.volumes if v.name == b.volume)

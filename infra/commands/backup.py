@@ -88,7 +88,7 @@ def job_user(eff: Effective) -> str:
     backup files are then yours); the service's user for a job that reads its volume."""
     b = backups.backup_of(eff.service)
     uid = b.uid if b.uid is not None else eff.service.uid
-    if b.volume:
+    if b.reads_volume:
         return f"{uid}:{os.getgid()}"
     return f"{os.getuid()}:{os.getgid()}"
 
@@ -118,7 +118,7 @@ def backup_step(model: Model, eff: Effective, root: Path = ROOT) -> Step:
     port = svc.port(b.port).container if b.port else None
     data = ""
     mounts = [(backup_dir(model, svc.name, root), backups.BACKUP_DIR, False)]
-    if b.volume:
+    if b.reads_volume:
         volume = next(v for v in svc.volumes if v.name == b.volume)
         mounts.append((volume_name(svc.name, volume.name), volume.path, True))
         data = volume.path
