@@ -531,8 +531,12 @@ def test_pss_violation_is_refused_by_the_api_server_and_nothing_else_changes(liv
     the backend code of the test copy: the portal's container may escalate privileges."""
     backend = "infra/backends/kubernetes.py"
     original = (live.dir / backend).read_text()
-    live.edit(backend, "allow_privilege_escalation=False,",
-              'allow_privilege_escalation=(svc.name == "portal"),')
+    # The workloads' container context (container_security), with escalation for the portal only.
+    live.edit(backend, "security_context=container_security(svc.read_only_root, [c for c, _ in svc.cap_add]),",
+              'security_context=core.SecurityContextArgs(allow_privilege_escalation=(svc.name == "portal"), '
+              "privileged=False, run_as_non_root=True, read_only_root_filesystem=svc.read_only_root, "
+              'seccomp_profile=SECCOMP, capabilities=core.CapabilitiesArgs(drop=["ALL"], '
+              "add=[c for c, _ in svc.cap_add] or None)),")
     # The provider would wait 10 minutes for the rollout that cannot happen; the API
     # server's refusal is known in seconds, so the test copy gives Deployments 60 s.
     main = (live.dir / "__main__.py").read_text()
