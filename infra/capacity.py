@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .graph import Effective, Model, providers_of, volume_mib
+from .graph import Effective, Model, backup_claim_mib, providers_of, volume_mib
 from .model import Tier, parse_memory_mib
 from .settings import NAMESPACE, ConfigError
 
@@ -151,8 +151,9 @@ def instances(model: Model, eff: Effective) -> int:
 
 
 def storage_mib(model: Model, eff: Effective) -> int:
-    """Persistent storage of one instance: its volumes (a claim each on Kubernetes)."""
-    return sum(volume_mib(model, eff, v) for v in eff.service.volumes)
+    """Persistent storage of one instance: its volumes (a claim each on Kubernetes), and on
+    Kubernetes its backup claim."""
+    return sum(volume_mib(model, eff, v) for v in eff.service.volumes) + backup_claim_mib(model, eff)
 
 
 def per_instance(model: Model, eff: Effective) -> Amount:

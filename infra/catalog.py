@@ -11,6 +11,7 @@ from __future__ import annotations
 from .model import (
     SECRET_DIR,
     Alert,
+    Backup,
     Band,
     Catalog,
     CommandCheck,
@@ -233,6 +234,16 @@ SERVICES: tuple[Service, ...] = (
         # gosu, so every capability stays dropped.
         uid=999,
         writable_paths=("/tmp", "/var/run/postgresql"),
+        # A logical dump in pg_dump's custom format over the network (consistent: one
+        # snapshot), restored online with pg_restore --clean into the same database.
+        backup=Backup(
+            reads="the optiinfra database, over the PostgreSQL protocol (pg_dump, custom format)",
+            argv=("pg_dump", "--host={host}", "--port={port}", f"--username={DB_USER}", "--dbname=optiinfra",
+                  "--format=custom", "--no-password", "--file={out}"),
+            restore=("pg_restore", "--host={host}", "--port={port}", f"--username={DB_USER}", "--dbname=optiinfra",
+                     "--clean", "--if-exists", "--no-owner", "--single-transaction", "--exit-on-error",
+                     "--no-password", "{src}"),
+            port="postgres", credential="postgres", password_env="PGPASSWORD", suffix=".dump"),
     ),
     Service(
         name="clickhouse",
@@ -264,6 +275,25 @@ SERVICES: tuple[Service, ...] = (
         read_only_root=False,
         read_only_reason=("the entrypoint writes the user given in CLICKHOUSE_USER into "
                           "/etc/clickhouse-server/users.d, next to files the image ships there"),
+        # A logical dump through the native protocol: per table its CREATE statement and its
+        # rows in the Native format (a server-side BACKUP TO Disk would write to the server's
+        # own volume; the job writes to the backup target instead).
+        backup=Backup(
+            reads="every table of optiinfra_metrics, over the native protocol (schema and rows, Native format)",
+            script=(f'ch() {{ clickhouse-client --host {{host}} --port {{port}} --user {DB_USER} "$@"; }}\n'
+                    'mkdir -p {out}\n'
+                    'for t in $(ch --query "SHOW TABLES FROM optiinfra_metrics"); do\n'
+                    '  ch --format TSVRaw --query "SHOW CREATE TABLE optiinfra_metrics.\\`$t\\`" > {out}/"$t".sql\n'
+                    '  ch --query "SELECT * FROM optiinfra_metrics.\\`$t\\` FORMAT Native" > {out}/"$t".native\n'
+                    'done'),
+            restore_script=(f'ch() {{ clickhouse-client --host {{host}} --port {{port}} --user {DB_USER} "$@"; }}\n'
+                            'for f in {src}/*.sql; do\n'
+                            '  t=$(basename "$f" .sql)\n'
+                            '  ch --query "DROP TABLE IF EXISTS optiinfra_metrics.\\`$t\\` SYNC"\n'
+                            '  ch --database optiinfra_metrics --queries-file "$f"\n'
+                            '  ch --query "INSERT INTO optiinfra_metrics.\\`$t\\` FORMAT Native" < {src}/"$t".native\n'
+                            'done'),
+            port="native", credential="clickhouse", password_env="CLICKHOUSE_PASSWORD", suffix="/"),
     ),
     Service(
         name="redis",
@@ -293,6 +323,20 @@ SERVICES: tuple[Service, ...] = (
         sized_command=(FromLimit("{n}mb", 0.6, flag="--maxmemory"),),
         connection=Connection("redis://:{password}@{host}:{port}/0", "redis", credential="redis"),
         uid=999,
+        # An RDB snapshot streamed by the server (redis-cli --rdb). Restore replaces the data
+        # with the server stopped: with appendonly on, Redis 7 loads its AOF directory and
+        # ignores dump.rdb (with no AOF it starts empty), so the RDB becomes the AOF's base
+        # file under a fresh manifest (and dump.rdb, for a server without AOF).
+        backup=Backup(
+            reads="the whole dataset, as an RDB snapshot the server streams (redis-cli --rdb)",
+            argv=("redis-cli", "-h", "{host}", "-p", "{port}", "--no-auth-warning", "--rdb", "{out}"),
+            restore_script=("rm -rf {data}/appendonlydir && mkdir {data}/appendonlydir\n"
+                            "cp {src} {data}/appendonlydir/appendonly.aof.1.base.rdb\n"
+                            "printf 'file appendonly.aof.1.base.rdb seq 1 type b\\n' "
+                            "> {data}/appendonlydir/appendonly.aof.manifest\n"
+                            "cp {src} {data}/dump.rdb"),
+            port="redis", volume="data", offline_restore=True, credential="redis", password_env="REDISCLI_AUTH",
+            suffix=".rdb"),
     ),
     Service(
         name="qdrant",
@@ -315,6 +359,28 @@ SERVICES: tuple[Service, ...] = (
         image_user_on_docker=("the image runs as root and owns /qdrant/storage as root, so a fresh "
                               "Docker volume is writable only by root (Kubernetes' fsGroup fixes that)"),
         writable_paths=("/tmp", "/qdrant/snapshots"),
+        # Qdrant's snapshots API, one snapshot per collection, downloaded and then deleted on
+        # the server; the image has no HTTP client, so the job runs curl's official image.
+        backup=Backup(
+            reads="every collection, as the snapshots Qdrant's API makes of them",
+            script=("printf 'api-key: %s\\n' \"$QDRANT_API_KEY\" > /tmp/api-key\n"
+                    'q() { curl -fsS -H @/tmp/api-key "$@"; }\n'
+                    'mkdir -p {out}\n'
+                    'for c in $(q http://{host}:{port}/collections '
+                    '| grep -o \'"name":"[^"]*"\' | cut -d\'"\' -f4); do\n'
+                    '  s=$(q -X POST "http://{host}:{port}/collections/$c/snapshots?wait=true" '
+                    '| grep -o \'"name":"[^"]*"\' | cut -d\'"\' -f4)\n'
+                    '  q -o {out}/"$c".snapshot "http://{host}:{port}/collections/$c/snapshots/$s"\n'
+                    '  q -X DELETE "http://{host}:{port}/collections/$c/snapshots/$s" > /dev/null\n'
+                    'done'),
+            restore_script=("printf 'api-key: %s\\n' \"$QDRANT_API_KEY\" > /tmp/api-key\n"
+                            'for f in {src}/*.snapshot; do\n'
+                            '  c=$(basename "$f" .snapshot)\n'
+                            '  curl -fsS -H @/tmp/api-key -X POST -F snapshot=@"$f" '
+                            '"http://{host}:{port}/collections/$c/snapshots/upload?priority=snapshot&wait=true"\n'
+                            'done'),
+            port="http", credential="qdrant", password_env="QDRANT_API_KEY", image="curlimages/curl:8.10.1",
+            uid=100, suffix="/"),
     ),
     # ---- monitoring ------------------------------------------------------------
     Service(
@@ -346,6 +412,9 @@ SERVICES: tuple[Service, ...] = (
         sized_command=(FromVolume("--storage.tsdb.retention.size={n}MB", "data", 0.8),),
         scraper=True,
         uid=65534,
+        backup=Backup(none_reason=(
+            "its series are re-scraped from every service within one scrape interval, and history is "
+            "bounded by its retention (15 days); losing it costs trend history, never platform state")),
     ),
     Service(
         name="grafana",
@@ -386,6 +455,13 @@ SERVICES: tuple[Service, ...] = (
         uid=472,
         # Grafana logs to the console and to files under GF_PATHS_LOGS (/var/log/grafana).
         writable_paths=("/tmp", "/var/log/grafana"),
+        # Its database is SQLite in the data volume (users, dashboards, folders); the job
+        # mounts that volume read-only beside the running pod and archives the database.
+        backup=Backup(
+            reads="its SQLite database (grafana.db: users, dashboards, folders), from its volume read-only",
+            argv=("tar", "-C", "{data}", "-czf", "{out}", "grafana.db"),
+            restore=("tar", "-C", "{data}", "-xzf", "{src}"),
+            volume="data", offline_restore=True, suffix=".tar.gz"),
     ),
     Service(
         name="flower",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .settings import ConfigError
 
-COMMANDS = ("plan", "render", "check", "diff", "docs", "capacity", "adopt")
+COMMANDS = ("plan", "render", "check", "diff", "docs", "capacity", "adopt", "backup", "restore")
 
 
 def add_stack_arguments(p: argparse.ArgumentParser, *, stack_required: bool = True) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from policies.optiinfra_policies.vocabulary import docker_volume_name
 
-from .model import Catalog, Dependency, Dsn, Port, Resources, Service, Tier, Url, Volume, parse_memory_mib
+from .model import Catalog, Dependency, Dsn, Port, Resources, Service, Tier, Url, Volume, backup_job, parse_memory_mib
 from .settings import NAMESPACE, ConfigError, Settings
 
 LOOPBACK = "127.0.0.1"
@@ -35,6 +35,8 @@ class EdgeKind(enum.StrEnum):
     """A catalog dependency (or one added by `dependsOn`)."""
     SCRAPE = "scrape"
     """The scraper reading a service's metrics."""
+    BACKUP = "backup"
+    """A service's backup job reading its data (the source is the job, not a service)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,20 @@ class Model:
     def scrape_edges(self) -> list[Edge]:
         return [e for e in self.edges if e.kind is EdgeKind.SCRAPE]
 
+    def backed_up(self) -> list[Effective]:
+        """Services whose data this stack backs up (`backups.enabled`, and a catalog Backup
+        that is not declared unnecessary)."""
+        if not self.settings.backups.enabled:
+            return []
+        return [e for e in self.services.values() if e.service.backup is not None and e.service.backup.enabled]
+
+    def backup_edges(self) -> list[Edge]:
+        """The backup jobs' connections: job `<service>-backup` dials its service's port.
+        Kept apart from `edges` (a job is no service: no network of its own, nothing waits
+        for it); the NetworkPolicies admit exactly these as well."""
+        return [Edge(backup_job(e.name), e.name, e.service.backup.port, wait=False, kind=EdgeKind.BACKUP)
+                for e in self.backed_up() if e.service.backup is not None and e.service.backup.port]
+
     def gates(self) -> set[str]:
         """Services something waits for: created with their health check, waited on."""
         return {e.target for e in self.edges if e.wait}
@@ -148,6 +164,17 @@ def volume_mib(model: Model, eff: Effective, volume: Volume) -> int:
     otherwise the catalog's."""
     override = model.settings.kubernetes.storage.get(eff.name) if model.settings.target == "kubernetes" else None
     return parse_memory_mib(override) if override else round(volume.size_gib * 1024)
+
+
+def backup_claim_mib(model: Model, eff: Effective) -> int:
+    """Size of a service's backup claim on Kubernetes: `backups.storage.<service>`, else the
+    catalog's size of its volumes (never `kubernetes.storage`: resizing the service's volume
+    leaves its backups' claim alone); 0 when it has none (not backed up, or on Docker, where
+    the backups go to a host directory)."""
+    if model.settings.target != "kubernetes" or eff not in model.backed_up():
+        return 0
+    size = model.settings.backups.storage.get(eff.name)
+    return parse_memory_mib(size) if size else sum(round(v.size_gib * 1024) for v in eff.service.volumes)
 
 
 def own_image(settings: Settings, name: str) -> str:
@@ -221,6 +248,13 @@ def _check_names(catalog: Catalog, s: Settings) -> None:
     for name in s.services:
         if name not in catalog.services:
             raise ConfigError(f"{NAMESPACE}:services.{name}", f"'{name}' is not a service", f"use one of: {known}")
+    for name in s.backups.storage:
+        svc = catalog.services.get(name)
+        if svc is None or svc.backup is None or not svc.backup.enabled:
+            backed = ", ".join(n for n, x in catalog.services.items() if x.backup is not None and x.backup.enabled)
+            why = "is not a service" if svc is None else "is not backed up"
+            raise ConfigError(f"{NAMESPACE}:backups.storage.{name}", f"'{name}' {why}",
+                              f"remove it; services with a backup: {backed}")
     for name in s.kubernetes.storage:
         if name not in catalog.services:
             raise ConfigError(f"{NAMESPACE}:kubernetes.storage.{name}", f"'{name}' is not a service",

@@ -368,6 +368,61 @@ class Panel:
 
 
 @dataclass(frozen=True)
+class Backup:
+    """How a stateful service's data is saved and put back (backup.py renders it).
+
+    The backup runs as a one-shot job beside the service (a Kubernetes CronJob, a Docker
+    container on the service's network) and writes one file or directory per run into
+    the stack's backup target, never the service's own volume. `argv` (exec form) or
+    `script` (a shell fragment, for several steps) is a template: `{host}` and `{port}`
+    are the service's address and the port `port`, `{out}` the path to write, `{src}` the
+    backup to restore and `{data}` the mount path of the service's volume `volume`. The
+    job reads the service's credential `credential` from a file (the Kubernetes Secret
+    mount, or a file the Docker command writes) into the environment variable
+    `password_env` that the client reads, so no password is ever in argv.
+    `none_reason` declares a service not backed up, and why.
+    """
+
+    reads: str = ""
+    """What the backup reads, in words (the docs and the restore warning say it)."""
+    argv: tuple[str, ...] = ()
+    script: str = ""
+    restore: tuple[str, ...] = ()
+    """The restore command (template, as `argv`); `restore_script` for several steps."""
+    restore_script: str = ""
+    port: str = ""
+    """The service's port the job dials: its NetworkPolicy edge (empty: it dials nothing)."""
+    volume: str = ""
+    """The service's volume the job mounts (read-only for a backup) when it reads files, not a port."""
+    offline_restore: bool = False
+    """The restore replaces the volume's files: the service is stopped first and started after."""
+    credential: str | None = None
+    password_env: str = ""
+    image: str = ""
+    """Image with the client (default: the service's own, which ships it)."""
+    uid: int | None = None
+    """User the job runs as (default: the service's)."""
+    suffix: str = ""
+    """Ending of each backup's name, e.g. `.dump` (a directory when it ends in `/`)."""
+    none_reason: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return not self.none_reason
+
+    @property
+    def reads_volume(self) -> bool:
+        """The backup reads the service's volume (mounted read-only), not a port; a Backup
+        with both names its volume for the restore only."""
+        return bool(self.volume) and not self.port
+
+
+def backup_job(service: str) -> str:
+    """Name (and pod label) of a service's backup job."""
+    return f"{service}-backup"
+
+
+@dataclass(frozen=True)
 class Service:
     """One OptiInfra service, declared once."""
 
@@ -446,6 +501,9 @@ class Service:
     scraped service gets); default none."""
     panels: tuple[Panel, ...] = ()
     """Key panels of its metrics on the tier dashboard of what it watches; default none."""
+    backup: Backup | None = None
+    """How its data is backed up and restored; every stateful service declares one (a
+    Backup with `none_reason` when it is not worth one)."""
 
     @property
     def subject(self) -> str:

@@ -195,6 +195,34 @@ class Alerting(_Model):
     """Threshold per alert name, e.g. {PostgresConnectionsNearMax: 0.9, CeleryBacklog: 1000}
     (default: the catalog's; docs/monitoring.md lists every alert, its default and unit).
     A ratio lies in (0, 1]; a count or rate is at least 0."""
+_CRON_FIELD = r"(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?(,(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?)*"
+_CRON = re.compile(rf"{_CRON_FIELD}( {_CRON_FIELD}){{4}}")
+
+
+class BackupSettings(_Model):
+    """Scheduled backups of the stateful services (`optiinfra:backups`; docs/backups.md)."""
+
+    enabled: bool = True
+    """Back up every stateful service the catalog gives a backup (default yes). Off, prod's
+    policy pack fails the stack: every stateful service there must have a schedule."""
+    schedule: str = "17 2 * * *"
+    """When backups run, a five-field cron expression in UTC (default 17 2 * * *: daily at 02:17)."""
+    retention: int = Field(7, ge=1, le=1000)
+    """Backups kept per service; each run deletes the older ones (default 7)."""
+    storage: dict[str, str] = Field(default_factory=dict)
+    """Size of a service's backup claim on Kubernetes, e.g. {postgres: 20Gi} (default: the
+    catalog's size of the service's volumes). Apart from `kubernetes.storage`: resizing a
+    service's volume never touches (or replaces) the claim that holds its backups."""
+    host_dir: str = Field("backups", alias="hostDir")
+    """Docker: the host directory backups are written to, one subdirectory per service;
+    relative paths are below the project directory (default backups)."""
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        if not _CRON.fullmatch(v.strip()):
+            raise ValueError("not a five-field cron expression")
+        return v.strip()
 
 
 class Settings(_Model):
@@ -212,6 +240,7 @@ class Settings(_Model):
     cloud_providers: tuple[str, ...] = Field(("aws",), alias="cloudProviders")
     """Clouds the cost agent collects from; on Kubernetes one instance per provider."""
     alerting: Alerting = Alerting()
+    backups: BackupSettings = BackupSettings()
 
     @field_validator("public", mode="before")
     @classmethod
@@ -228,6 +257,7 @@ _FIXES = {
     "bool_parsing": "use true or false",
     "extra_forbidden": "remove it (see docs/settings.md)",
     "literal_error": "use one of the allowed values",
+    "value_error": "correct the value (see docs/settings.md)",
 }
 
 
@@ -250,6 +280,8 @@ def _from_validation(err: ValidationError) -> ConfigError:
         return ConfigError(_key(loc), f"{e['input']!r} is not a map of settings",
                            f"write it as a map, e.g. {loc[-1]}: {{key: value}} (keys here: {_allowed_keys(loc)})")
     fix = _FIXES.get(e["type"], "correct the value")
+    if loc == ("backups", "schedule"):
+        fix = "write five cron fields (minute hour day month weekday, UTC), e.g. '17 2 * * *'"
     if e["type"] == "literal_error":
         fix = f"use one of {e['ctx']['expected']}"
     return ConfigError(_key(loc), f"{e['input']!r} is not valid ({e['msg'].lower()})", fix)
@@ -355,6 +387,7 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"{NAMESPACE}:images.tag", f"'{s.images.tag}' is not a pinned tag",
                           "set a version tag such as 0.1.0 (never latest)")
     for key, value in (("budget.memory", s.budget.memory), ("budget.storage", s.budget.storage),
+                       *((f"backups.storage.{k}", v) for k, v in s.backups.storage.items()),
                        *((f"kubernetes.storage.{k}", v) for k, v in s.kubernetes.storage.items())):
         try:
             parse_memory_mib(value)

@@ -104,7 +104,7 @@ def test_an_override_changes_request_and_limit(capsys: pytest.CaptureFixture[str
 def test_replicas_and_a_cost_agent_per_provider_count_on_kubernetes(capsys: pytest.CaptureFixture[str]) -> None:
     code, report, _ = capacity(
         capsys, "dev", "target=kubernetes", "cloudProviders=[aws,gcp,azure]", "services.cost-agent.replicas=2",
-        "services.data-collector-worker.replicas=3", "budget.memory=4Gi", "budget.cpu=4")
+        "services.data-collector-worker.replicas=3", "budget.memory=4Gi", "budget.cpu=4", "budget.storage=20Gi")
     assert code == 0
     cost = service(report, "cost-agent")
     # 3 providers x 2 replicas = 6 pods of 50 MiB / 0.1 core
@@ -120,10 +120,15 @@ def test_replicas_and_a_cost_agent_per_provider_count_on_kubernetes(capsys: pyte
 
 
 def test_kubernetes_storage_setting_sizes_the_claims(capsys: pytest.CaptureFixture[str]) -> None:
-    sets = ("kubernetes.storage.clickhouse=50Gi", "budget.storage=100Gi")
+    sets = ("kubernetes.storage.clickhouse=50Gi", "budget.storage=200Gi")
     _, k8s, _ = capacity(capsys, "dev", "target=kubernetes", *sets)
-    # clickhouse 5 GiB -> 50 GiB: 10 - 5 + 50 = 55 GiB
-    assert k8s["total"]["storageMiB"] == 55 * 1024
+    # clickhouse 5 GiB -> 50 GiB: 10 - 5 + 50 = 55 GiB, and a backup claim the catalog's size of each
+    # backed-up service's volumes: postgres 2 + clickhouse 5 + redis 0.5 + qdrant 1 + grafana 0.5 = 9 GiB
+    assert k8s["total"]["storageMiB"] == (55 + 9) * 1024
+    _, big, _ = capacity(capsys, "dev", "target=kubernetes", *sets, "backups.storage={clickhouse: 50Gi}")
+    assert big["total"]["storageMiB"] == (55 + 9 - 5 + 50) * 1024
+    _, off, _ = capacity(capsys, "dev", "target=kubernetes", *sets, "backups.enabled=false")
+    assert off["total"]["storageMiB"] == 55 * 1024
     _, docker, _ = capacity(capsys, "dev", *sets)
     assert docker["total"]["storageMiB"] == 10 * 1024, "Docker volumes have no size setting"
 
@@ -148,8 +153,9 @@ def test_prod_totals_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
     # CPU: databases 0.5+1+0.1+0.1 = 1.7; monitoring 0.85; core 0.1+0.2+0.75+0.1 = 1.15;
     # agents 0.3+0.6 = 0.9; frontend 0.1; total 4.7
     assert total["cpu"]["request"] == pytest.approx(4.7)
-    # Claims (GiB): postgres 20 + clickhouse 50 + redis 2 + qdrant 10 + prometheus 20 + grafana 2 = 104
-    assert total["storageMiB"] == 104 * 1024
+    # Claims (GiB): postgres 20 + clickhouse 50 + redis 2 + qdrant 10 + prometheus 20 + grafana 2 = 104,
+    # and a backup claim of the same size for each but Prometheus: 20 + 50 + 2 + 10 + 2 = 84
+    assert total["storageMiB"] == (104 + 84) * 1024
     assert report["withinBudget"] is True
 
 
@@ -192,7 +198,7 @@ def test_storage_over_budget(capsys: pytest.CaptureFixture[str]) -> None:
 def test_node_pool_total_and_the_largest_pod(capsys: pytest.CaptureFixture[str]) -> None:
     # 4 nodes x 1Gi = 4Gi and 4 x 1 core: the stack's 2024 MiB and 2.55 cores fit in total
     # (no system reserve here: test_room_for_the_system_reserve_and_the_surge has it).
-    none = ("budget.reservedMemory=0Mi", "budget.reservedCpu=0")
+    none = ("budget.reservedMemory=0Mi", "budget.reservedCpu=0", "budget.storage=20Gi")
     code, report, err = capacity(capsys, "dev", "target=kubernetes", "budget.nodes=4", "budget.memory=1Gi",
                                  "budget.cpu=1", *none)
     assert code == 0, err
@@ -214,12 +220,12 @@ def test_room_for_the_system_reserve_and_the_surge(capsys: pytest.CaptureFixture
     assert report["surge"]["memoryMiB"]["request"] == 256
     # 4 nodes x 1.5Gi: 2024 MiB of requests fit the 6Gi pool, and still fit once 4 x 512 MiB
     # are reserved (4096 MiB left) with a 150 MiB portal surge.
-    sets = ("target=kubernetes", "budget.nodes=4", "budget.memory=1536Mi", "budget.cpu=1")
+    sets = ("target=kubernetes", "budget.storage=20Gi", "budget.nodes=4", "budget.memory=1536Mi", "budget.cpu=1")
     code, report, err = capacity(capsys, "dev", *sets)
     assert code == 0, err
     assert report["surge"]["service"] == "portal"
     # 2 x 1.5Gi = 3Gi holds the requests (2024 MiB) but not with 2 x 512 MiB reserved and the surge.
-    code, _, err = capacity(capsys, "dev", *sets[:1], "budget.nodes=2", "budget.memory=1536Mi", "budget.cpu=2")
+    code, _, err = capacity(capsys, "dev", *sets[:2], "budget.nodes=2", "budget.memory=1536Mi", "budget.cpu=2")
     assert code == 1
     assert "does not fit 2 nodes x 1.50Gi with room kept for the system reserve 512Mi" in err
     assert "rolling-update surge 150Mi and 0.1 cores (one portal pod)" in err

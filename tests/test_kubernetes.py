@@ -644,10 +644,14 @@ def _policies(r: offline.Render) -> Policies:
 
 
 def _pods(r: offline.Render) -> dict[str, list[Pod]]:
+    """Every pod the stack runs, by its name label: the workloads' and the backup jobs'."""
     pods: dict[str, list[Pod]] = {}
-    for w in workloads(r).values():
-        labels = w["spec"]["template"]["metadata"]["labels"]
-        pods.setdefault(labels["app.kubernetes.io/name"], []).append((w["metadata"]["namespace"], labels))
+    templates = [(w["metadata"]["namespace"], w["spec"]["template"]) for w in workloads(r).values()]
+    templates += [(j["metadata"]["namespace"], j["spec"]["jobTemplate"]["spec"]["template"])
+                  for j in of_kind(r, "CronJob")]
+    for ns, template in templates:
+        labels = template["metadata"]["labels"]
+        pods.setdefault(labels["app.kubernetes.io/name"], []).append((ns, labels))
     return pods
 
 
@@ -662,7 +666,7 @@ def reachability(r: offline.Render) -> set[tuple[str, str, int]]:
         for dst, dst_pods in pods.items():
             if src == dst:
                 continue
-            for port, proto in ports[dst]:
+            for port, proto in ports.get(dst, []):  # a backup job has no ports
                 if all(policies.allows(s, d, port, proto) for s in src_pods for d in dst_pods):
                     allowed.add((src, dst, port))
                 else:  # all instances alike: never some but not all
@@ -672,7 +676,7 @@ def reachability(r: offline.Render) -> set[tuple[str, str, int]]:
 
 def expected_edges(model: Model) -> set[tuple[str, str, int]]:
     return {(e.source, e.target, model.services[e.target].service.port(e.port).container)
-            for e in model.edges if e.port}
+            for e in [*model.edges, *model.backup_edges()] if e.port}
 
 
 @pytest.mark.parametrize("sets", [
@@ -696,6 +700,14 @@ def test_network_policy_reachability_examples(prod: offline.Render) -> None:
     assert ("cost-agent", "qdrant", 6333) not in allowed  # only the application agent uses Qdrant
     assert ("data-collector", "clickhouse", 8123) not in allowed  # the edge's port only
     assert ("orchestrator", "cost-agent", 8001) not in allowed  # agents call the orchestrator, not back
+    # A backup job reaches its own service's port, and nothing else.
+    assert ("postgres-backup", "postgres", 5432) in allowed
+    assert ("redis-backup", "redis", 6379) in allowed
+    assert ("clickhouse-backup", "clickhouse", 9000) in allowed
+    assert ("clickhouse-backup", "clickhouse", 8123) not in allowed
+    assert not {(s, d) for s, d, _ in allowed if s == "postgres-backup" and d != "postgres"}
+    assert not {(s, d) for s, d, _ in allowed if d.endswith("-backup")}  # nothing dials a job
+    assert "grafana-backup" not in {s for s, _, _ in allowed}  # it reads the volume, dials nothing
     extra = render("prod", "services.portal.dependsOn=[redis]")
     assert ("portal", "redis", 6379) in reachability(extra)
 

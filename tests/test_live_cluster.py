@@ -262,7 +262,9 @@ _PATHS = {"Namespace": "/api/v1/namespaces/{name}", "Secret": "/api/v1/namespace
           "StatefulSet": "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}",
           "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/{name}",
           "Ingress": "/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses/{name}",
-          "PodDisruptionBudget": "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}"}
+          "PodDisruptionBudget": "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}",
+          "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}",
+          "CronJob": "/apis/batch/v1/namespaces/{ns}/cronjobs/{name}"}
 
 
 def _live_object(lv: Live, doc: dict[str, Any]) -> Any:
@@ -445,7 +447,7 @@ def test_read_back_agrees_with_the_offline_render(live: Live, deployed: dict[str
     checked = 0
     for d in docs:
         if d["kind"] not in ("Secret", "ConfigMap", "NetworkPolicy", "Deployment", "StatefulSet", "Service",
-                             "PodDisruptionBudget", "Ingress", "Namespace"):
+                             "PodDisruptionBudget", "Ingress", "Namespace", "CronJob"):
             continue
         got = _live_object(live, d)
         want = dict(d)
@@ -529,8 +531,12 @@ def test_pss_violation_is_refused_by_the_api_server_and_nothing_else_changes(liv
     the backend code of the test copy: the portal's container may escalate privileges."""
     backend = "infra/backends/kubernetes.py"
     original = (live.dir / backend).read_text()
-    live.edit(backend, "allow_privilege_escalation=False,",
-              'allow_privilege_escalation=(svc.name == "portal"),')
+    # The workloads' container context (container_security), with escalation for the portal only.
+    live.edit(backend, "security_context=container_security(svc.read_only_root, [c for c, _ in svc.cap_add]),",
+              'security_context=core.SecurityContextArgs(allow_privilege_escalation=(svc.name == "portal"), '
+              "privileged=False, run_as_non_root=True, read_only_root_filesystem=svc.read_only_root, "
+              'seccomp_profile=SECCOMP, capabilities=core.CapabilitiesArgs(drop=["ALL"], '
+              "add=[c for c, _ in svc.cap_add] or None)),")
     # The provider would wait 10 minutes for the rollout that cannot happen; the API
     # server's refusal is known in seconds, so the test copy gives Deployments 60 s.
     main = (live.dir / "__main__.py").read_text()

@@ -519,6 +519,19 @@ def k8s_manifests() -> list[core.Resource]:
                          "postgres", catalog.band(postgres_port.band or ""))}},
         "spec": {"type": "ClusterIP", "selector": {"app.kubernetes.io/name": "postgres"},
                  "ports": [{"name": "postgres", "port": 5432, "targetPort": "postgres"}]}}))
+    # Its backup: a CronJob writing to a claim of its own (not data-postgres-0).
+    job = _container("backup", "postgres:16.4", [], mounts=[{"name": "backups", "mountPath": "/backup"}])
+    out.append(_res(rules.PVC, "postgres-backups", {
+        "metadata": {"name": "postgres-backups", "namespace": "optiinfra-databases"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "20Gi"}}}}, protect=True))
+    out.append(_res(rules.CRONJOB, "postgres-backup", {
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "postgres-backup", "namespace": "optiinfra-databases",
+                     "labels": {"app.kubernetes.io/name": "postgres-backup"},
+                     "annotations": {vocab.K8S_BACKUP_OF: "postgres", vocab.K8S_BACKUP_TARGET: "/backup"}},
+        "spec": {"schedule": "17 2 * * *", "jobTemplate": {"spec": {"template": _pod(
+            job, 999, [{"name": "backups", "persistentVolumeClaim": {"claimName": "postgres-backups"}}],
+            "databases", "postgres-backup")}}}}))
     out.append(_res(rules.K8S_SECRET, "databases-credentials", {
         "metadata": {"name": "credentials", "namespace": "optiinfra-databases"},
         "stringData": {"postgres-password": "[secret]"}}))
@@ -717,12 +730,18 @@ def test_prod_passes_every_policy_clean() -> None:
 
 def test_the_rules_see_every_prod_workload_as_its_catalog_service() -> None:
     # Not vacuous: every workload maps to a service (cost-agent-aws is the cost agent) in its tier's namespace.
+    # A backup CronJob runs beside the service its stamp names (its pods have a name of their own).
     model = model_of("prod")
     workloads = [r for r in prod_resources() if r.type in rules.WORKLOADS]
-    services = {rules.k8s_service(r) for r in workloads}
+
+    def service(r: core.Resource) -> str:
+        return str(rules.annotation(r, vocab.K8S_BACKUP_OF) or "") if r.type == rules.CRONJOB else rules.k8s_service(r)
+
+    services = {service(r) for r in workloads if r.type != rules.CRONJOB}
     assert services == set(model.services)
+    assert {service(r) for r in workloads if r.type == rules.CRONJOB} == {e.name for e in model.backed_up()}
     for r in workloads:
-        eff = model.services[rules.k8s_service(r)]
+        eff = model.services[service(r)]
         assert r.props["metadata"]["namespace"] == namespace_name(model, eff.tier)
 
 
@@ -1144,3 +1163,77 @@ def test_the_pack_runs_stack_policies(analyzer: Any) -> None:
     diags = analyzer.AnalyzeStack(request).diagnostics
     assert sorted((d.policyName, d.urn.rsplit("::", 1)[-1]) for d in diags) == [
         ("unique-host-ports", "orchestrator"), ("unique-host-ports", "redis")]
+
+
+# ---- stateful-backups --------------------------------------------------------------------
+
+def _backup_target(claim: str) -> Callable[[dict[str, Any]], object]:
+    def edit(props: dict[str, Any]) -> None:
+        pod = props["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        for vol in pod["volumes"]:
+            if vol["name"] == "backups":
+                vol["persistentVolumeClaim"]["claimName"] = claim
+    return edit
+
+
+def test_backups_pass_on_both_stacks_as_committed() -> None:
+    assert violations("stateful-backups", prod_resources()) == []
+    assert violations("stateful-backups", dev_resources()) == []
+    # Prometheus passes by the catalog's stamped reason, not by a job.
+    prom = next(r for r in prod_resources() if r.type == rules.STATEFULSET and r.name == "prometheus")
+    assert "re-scraped" in prom.props["metadata"]["annotations"][vocab.K8S_NO_BACKUP]
+
+
+def test_a_backup_onto_the_services_own_claim_fails() -> None:
+    resources = changed(prod_resources(), rules.CRONJOB, "postgres-backup", _backup_target("data-postgres-0"))
+    assert violations("stateful-backups", resources) == [(
+        "postgres", "postgres: backup CronJob postgres-backup writes to data-postgres-0, the service's own volume "
+                    "(lost with it). Fix: write backups to a claim of their own.")]
+
+
+def test_a_stateful_service_without_a_backup_job_fails_and_the_reason_is_the_only_way_out() -> None:
+    resources = [r for r in prod_resources() if not (r.type == rules.CRONJOB and r.name == "redis-backup")]
+    ((name, message),) = violations("stateful-backups", resources)
+    assert name == "redis" and "no backup CronJob" in message and "backups.enabled" in message
+    unstamped = changed(prod_resources(), rules.STATEFULSET, "prometheus",
+                        lambda p: p["metadata"]["annotations"].pop(vocab.K8S_NO_BACKUP))
+    assert [n for n, _ in violations("stateful-backups", unstamped)] == ["prometheus"]
+
+
+def test_a_backup_into_an_emptydir_or_read_only_target_fails() -> None:
+    def to_empty_dir(props: dict[str, Any]) -> None:
+        pod = props["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        pod["volumes"] = [{"name": "backups", "emptyDir": {}} if v["name"] == "backups" else v
+                          for v in pod["volumes"]]
+
+    def read_only(props: dict[str, Any]) -> None:
+        for m in props["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]:
+            if m["mountPath"] == "/backup":
+                m["readOnly"] = True
+
+    for edit, words in ((to_empty_dir, "emptyDir"), (read_only, "read-only")):
+        resources = changed(prod_resources(), rules.CRONJOB, "clickhouse-backup", edit)
+        ((name, message),) = violations("stateful-backups", resources)
+        assert name == "clickhouse" and words in message
+
+
+def test_backups_off_is_mandatory_in_prod_and_advisory_in_dev() -> None:
+    prod = checked("prod", "backups.enabled=false")
+    assert prod.failed
+    assert {f.level for f in prod.findings if f.violation.policy == "stateful-backups"} == {"mandatory"}
+    assert len(found(prod, "stateful-backups")) == 5  # every stateful service but Prometheus
+    dev = checked("dev", "backups.enabled=false")
+    assert not dev.failed
+    assert {f.level for f in dev.findings if f.violation.policy == "stateful-backups"} == {"advisory"}
+    assert len(found(dev, "stateful-backups")) == 5
+
+
+def test_a_docker_backup_target_on_its_own_volume_fails() -> None:
+    def onto_volume(props: dict[str, Any]) -> None:
+        for label in props["labels"]:
+            if label["label"] == vocab.DOCKER_BACKUP_TARGET:
+                label["value"] = "optiinfra-redis-data"
+
+    resources = changed(dev_resources(), CONTAINER, "redis", onto_volume)
+    ((name, message),) = violations("stateful-backups", resources)
+    assert name == "redis" and "optiinfra-redis-data" in message and "backups.hostDir" in message

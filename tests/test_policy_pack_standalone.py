@@ -155,11 +155,17 @@ def test_the_program_stamps_what_the_pack_reads() -> None:
             assert notes[vocab.K8S_PUBLIC] in ("true", "false")
             assert {k for k in notes if k.startswith(vocab.K8S_PORT_PREFIX)} == {
                 vocab.k8s_port_key(p.name) for p in svc.ports}
+        elif res.type == rules.CRONJOB:  # a backup job: stamped with its service and its target
+            notes = vocab.annotations_of(res.inputs)
+            svc = catalog.services[notes[vocab.K8S_BACKUP_OF]]
+            assert svc.backup is not None and svc.backup.enabled and notes[vocab.K8S_BACKUP_TARGET] == "/backup"
         elif res.type in rules.WORKLOADS:
             svc = catalog.services[vocab.service_of(res.type, res.inputs) or ""]
             notes = vocab.annotations_of(res.inputs)
             assert vocab.split(notes.get(vocab.K8S_DATA_PATHS)) == [v.path for v in svc.volumes]
             assert (notes.get(vocab.K8S_SLOW_START) == "true") == bool(svc.health and svc.health.slow_start)
+            none = svc.backup.none_reason if svc.backup else ""
+            assert notes.get(vocab.K8S_NO_BACKUP, "") == none
 
 
 def test_stamps_round_trip() -> None:

@@ -149,6 +149,12 @@ NEW_SERVICES = '''
                               user="ledger", credential="ledger"),
         uid=999,
         writable_paths=("/tmp", "/var/run/postgresql"),
+        backup=Backup(reads="the ledger database (pg_dump, custom format)",
+                      argv=("pg_dump", "--host={host}", "--port={port}", "--username=ledger", "--dbname=ledger",
+                            "--format=custom", "--no-password", "--file={out}"),
+                      restore=("pg_restore", "--host={host}", "--port={port}", "--username=ledger",
+                               "--dbname=ledger", "--clean", "--if-exists", "--no-password", "{src}"),
+                      port="postgres", credential="ledger", password_env="PGPASSWORD", suffix=".dump"),
     ),
 '''
 
@@ -197,7 +203,8 @@ def test_new_services_render_and_pass_the_policies(extended: Path, name: str) ->
         allow = by_kind["NetworkPolicy", "allow-ledger-db"]["inputs"]["spec"]["ingress"]
         sources = {peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for rule in allow
                    for peer in rule["from"]}
-        assert sources == {"billing-api"}
+        assert sources == {"billing-api", "ledger-db-backup"}  # its client, and its backup job
+        assert by_kind["CronJob", "ledger-db-backup"]["inputs"]["spec"]["schedule"]
         files = [v["inputs"]["data"] for (kind, _), v in by_kind.items() if kind == "ConfigMap"]
         assert any("billing-api" in text for data in files for text in data.values())
     assert ("RandomPassword", "ledger-credential") in by_kind

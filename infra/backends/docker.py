@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pulumi
 import pulumi_docker as docker
 
 from policies.optiinfra_policies.vocabulary import (
     CONTAINER_PREFIX,
+    DOCKER_BACKUP_SCHEDULE,
+    DOCKER_BACKUP_TARGET,
     DOCKER_DATA_PATHS,
     DOCKER_IMAGE_LABEL,
     DOCKER_NETWORKS,
+    DOCKER_NO_BACKUP,
     DOCKER_NO_HEALTHCHECK,
     DOCKER_PUBLIC,
     DOCKER_SERVICE,
@@ -47,6 +51,15 @@ def network_name(model: Model, tier: Tier) -> str:
 
 def volume_name(service: str, volume: str) -> str:
     return docker_volume_name(service, volume)
+
+
+def backup_dir(model: Model, service: str, root: Path | None = None) -> str:
+    """The host directory a service's backups go to: `backups.hostDir/<service>`, as
+    configured; with `root`, a relative hostDir resolved below it (the project directory)."""
+    base = Path(model.settings.backups.host_dir)
+    if root is not None and not base.is_absolute():
+        base = root / base
+    return str(base / service)
 
 
 def host_of(service: str) -> str:
@@ -236,6 +249,12 @@ class DockerBackend:
                    for p in eff.published]
         if svc.volumes:
             labels.append((DOCKER_DATA_PATHS, joined(v.path for v in svc.volumes)))
+        if eff in self.model.backed_up():
+            # `python -m infra backup` writes here; the host's scheduler runs it on this schedule.
+            labels += [(DOCKER_BACKUP_TARGET, backup_dir(self.model, svc.name)),
+                       (DOCKER_BACKUP_SCHEDULE, self.model.settings.backups.schedule)]
+        elif svc.backup is not None and svc.backup.none_reason:
+            labels.append((DOCKER_NO_BACKUP, svc.backup.none_reason))
         if svc.health is not None and healthcheck is None:
             labels.append((DOCKER_NO_HEALTHCHECK, svc.health.no_docker_reason))
         return labels

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.apps import v1 as apps
+from pulumi_kubernetes.batch import v1 as batch
 from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.networking import v1 as net
@@ -44,8 +45,11 @@ from pulumi_kubernetes.policy import v1 as policy
 
 from policies.optiinfra_policies.vocabulary import (
     K8S_ANNOTATION,
+    K8S_BACKUP_OF,
+    K8S_BACKUP_TARGET,
     K8S_CREDENTIALS_ROLLOUT,
     K8S_DATA_PATHS,
+    K8S_NO_BACKUP,
     K8S_PUBLIC,
     K8S_REQUIRE_DIGEST,
     K8S_SECRET_ENV,
@@ -66,8 +70,10 @@ from policies.optiinfra_policies.vocabulary import K8S_NAMESPACE_NAME as NAMESPA
 from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
 from policies.optiinfra_policies.vocabulary import K8S_SECRET_KEYS as SECRET_KEYS
 
-from ..graph import Edge, Effective, Model, providers_of, volume_mib
+from .. import backup as backups
+from ..graph import Edge, Effective, Model, backup_claim_mib, providers_of, volume_mib
 from ..model import (
+    LOG_MIB,
     SECRET_DIR,
     CommandCheck,
     Dsn,
@@ -76,11 +82,13 @@ from ..model import (
     FromVolume,
     HttpCheck,
     Probe,
+    Resources,
     Secret,
     Service,
     TcpCheck,
     Tier,
     Url,
+    backup_job,
 )
 from ..monitoring import GeneratedFiles
 from ..tiers import TierComponent
@@ -208,6 +216,19 @@ def review_exceptions(model: Model, eff: Effective, kind: str, replicas: int) ->
     return out
 
 
+def backup_exceptions(image: str, uid: int) -> list[Exception_]:
+    """The reviewer findings a backup CronJob keeps, each with its reason."""
+    out = []
+    if "@sha256:" not in image:
+        out.append(Exception_(("CKV_K8S_43",), (), (
+            f"pinned to a version tag ({image.rsplit(':', 1)[-1]}), the image of the service it backs up "
+            "or the catalog's client image")))
+    if uid < HIGH_UID:
+        out.append(Exception_(("CKV_K8S_40",), ("container-security-context-user-group-id",), (
+            f"runs as UID {uid}, the image's own user, so the files it writes belong to the service's user")))
+    return out
+
+
 def exception_annotations(exceptions: Sequence[Exception_]) -> dict[str, str]:
     out: dict[str, str] = {}
     skips = [(c, x.reason) for x in exceptions for c in x.checkov]
@@ -291,6 +312,42 @@ def quantity_mib(mib: int) -> str:
     return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
 
 
+SECCOMP = core.SeccompProfileArgs(type="RuntimeDefault")
+
+
+def container_security(read_only: bool, cap_add: Sequence[str] = ()) -> core.SecurityContextArgs:
+    """The restricted container security context every pod of the stack runs under."""
+    return core.SecurityContextArgs(
+        allow_privilege_escalation=False, privileged=False, run_as_non_root=True,
+        read_only_root_filesystem=read_only, seccomp_profile=SECCOMP,
+        capabilities=core.CapabilitiesArgs(drop=["ALL"], add=list(cap_add) or None))
+
+
+def pod_security(uid: int) -> core.PodSecurityContextArgs:
+    """The pod side of it: non-root as `uid` (user, group, volume group)."""
+    return core.PodSecurityContextArgs(
+        run_as_non_root=True, run_as_user=uid, run_as_group=uid, fs_group=uid,
+        fs_group_change_policy="OnRootMismatch", seccomp_profile=SECCOMP)
+
+
+BACKUP_RESOURCES = Resources(memory_mib=128, cpu=0.05, memory_limit_mib=512, cpu_limit=0.5)
+"""What a backup job's client asks for: it streams, so memory stays flat whatever the data size."""
+BACKUP_SCRATCH_MIB = 64
+"""The job's /tmp (a client's temporary files; the backup itself goes to the target)."""
+BACKUP_DEADLINE_S = 3600
+"""A backup run that takes longer is killed (the next schedule tries again)."""
+
+
+def backup_claim(service: str) -> str:
+    """The claim a service's backups go to: in its namespace, never one of its own."""
+    return f"{service}-backups"
+
+
+def own_claim(volume: str, workload: str) -> str:
+    """The claim a StatefulSet's pod 0 owns for a claim template (`<template>-<set>-0`)."""
+    return f"{volume}-{workload}-0"
+
+
 def _literal(text: str) -> str:
     """Kubernetes expands `$(VAR)` in args and env values; `$$` escapes a `$`."""
     return text.replace("$", "$$") if "$(" in text or "$$" in text else text
@@ -339,8 +396,11 @@ def probes(service: Service) -> dict[str, core.ProbeArgs]:
 
 
 def _peer(model: Model, service: str) -> net.NetworkPolicyPeerArgs:
-    """The pods of one service (every instance) in its namespace."""
-    ns = namespace_name(model, model.services[service].tier)
+    """The pods of one service (every instance) in its namespace; a backup job's pods in
+    the namespace of the service it backs up."""
+    owner = service if service in model.services else next(
+        e.target for e in model.backup_edges() if e.source == service)
+    ns = namespace_name(model, model.services[owner].tier)
     return net.NetworkPolicyPeerArgs(
         pod_selector=meta.LabelSelectorArgs(match_labels={NAME: service}),
         namespace_selector=meta.LabelSelectorArgs(match_labels={NAMESPACE_NAME: ns}))
@@ -447,9 +507,10 @@ class KubernetesBackend:
             opts=opts)
         made: list[pulumi.Resource] = [deny, dns]
         ingress_ns = k.ingress.controller_namespace
+        backup_edges = [e for e in model.backup_edges() if model.services[e.target].tier is tier]
         for eff in members:
             rules: list[net.NetworkPolicyIngressRuleArgs] = []
-            for e in model.in_edges(eff.name):
+            for e in [*model.in_edges(eff.name), *(b for b in backup_edges if b.target == eff.name)]:
                 port = _edge_port(model, e)
                 if port is not None:
                     rules.append(net.NetworkPolicyIngressRuleArgs(
@@ -477,6 +538,15 @@ class KubernetesBackend:
                 metadata=self._meta(f"allow-{eff.name}", tier, {NAME: eff.name}),
                 spec=spec(pod_selector=meta.LabelSelectorArgs(match_labels={NAME: eff.name}),
                           policy_types=types, ingress=rules or None, egress=egress or None)),
+                opts=opts)
+        for e in backup_edges:  # a backup job reaches its service's port, nothing else
+            port = _edge_port(model, e)
+            assert port is not None
+            self.allow[e.source] = NP(f"allow-{e.source}", net.NetworkPolicyInitArgs(
+                metadata=self._meta(f"allow-{e.source}", tier, {NAME: e.source}),
+                spec=spec(pod_selector=meta.LabelSelectorArgs(match_labels={NAME: e.source}),
+                          policy_types=["Egress"],
+                          egress=[net.NetworkPolicyEgressRuleArgs(to=[_peer(model, e.target)], ports=[port])])),
                 opts=opts)
         return made
 
@@ -509,6 +579,9 @@ class KubernetesBackend:
             args.extend(_literal(a) for v in svc.sized_command for a in sized(self.model, eff, v))
             for f in svc.secret_files:  # mounted from the same Secret (see _pod)
                 data.setdefault(f.credential, self.wiring.value(Secret(f.credential), svc))
+            b = svc.backup
+            if eff in self.model.backed_up() and b is not None and b.credential:  # the backup job's file
+                data.setdefault(b.credential, self.wiring.value(Secret(b.credential), svc))
             self.env[svc.name], self.args[svc.name] = env, args
         if not data:
             return None
@@ -573,7 +646,6 @@ class KubernetesBackend:
         env = [core.EnvVarArgs(name=k, value=v) for k, v in inst.env] + self.env[svc.name]
         if svc.external_url_env and eff.name in self.model.settings.kubernetes.ingress.hosts and eff.public:
             env.append(core.EnvVarArgs(name=svc.external_url_env, value=self._external_url(eff.name) + "/"))
-        seccomp = core.SeccompProfileArgs(type="RuntimeDefault")
         container = core.ContainerArgs(
             name=svc.name,
             image=eff.image,
@@ -590,10 +662,7 @@ class KubernetesBackend:
                           "ephemeral-storage": quantity_mib(svc.ephemeral_mib)},
                 limits={"cpu": quantity_cpu(res.limits(TARGET)[1]), "memory": quantity_mib(res.limits(TARGET)[0]),
                         "ephemeral-storage": quantity_mib(2 * svc.ephemeral_mib)}),
-            security_context=core.SecurityContextArgs(
-                allow_privilege_escalation=False, privileged=False, run_as_non_root=True,
-                read_only_root_filesystem=svc.read_only_root, seccomp_profile=seccomp,
-                capabilities=core.CapabilitiesArgs(drop=["ALL"], add=[c for c, _ in svc.cap_add] or None)),
+            security_context=container_security(svc.read_only_root, [c for c, _ in svc.cap_add]),
             volume_mounts=mounts or None,
             **probes(svc),  # type: ignore[arg-type]
         )
@@ -614,9 +683,7 @@ class KubernetesBackend:
                 volumes=volumes or None,
                 automount_service_account_token=False,
                 enable_service_links=False,
-                security_context=core.PodSecurityContextArgs(
-                    run_as_non_root=True, run_as_user=svc.uid, run_as_group=svc.uid, fs_group=svc.uid,
-                    fs_group_change_policy="OnRootMismatch", seccomp_profile=seccomp),
+                security_context=pod_security(svc.uid),
                 topology_spread_constraints=spread,
                 image_pull_secrets=pull_secrets,
             ))
@@ -641,6 +708,8 @@ class KubernetesBackend:
             stamps[K8S_REQUIRE_DIGEST] = TRUE
         if secrets_in_env(self.model, svc):
             stamps[K8S_SECRET_ENV] = svc.secret_env_reason
+        if svc.backup is not None and svc.backup.none_reason:
+            stamps[K8S_NO_BACKUP] = svc.backup.none_reason
         return stamps
 
     def _claims(self, eff: Effective) -> list[core.PersistentVolumeClaimArgs]:
@@ -699,6 +768,8 @@ class KubernetesBackend:
                     spec=policy.PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=selector)),
                     opts=self._opts(comp, depends_on=[self.namespaces[tier]]))
         handle = workloads[0]
+        if eff in self.model.backed_up():
+            self._backup(eff, comp, workloads[0])
         if needs_headless(self.model, eff):
             self._headless(eff, comp)
         if svc.ports:
@@ -720,6 +791,95 @@ class KubernetesBackend:
             if eff.public:
                 self._ingress(eff, comp, service)
         return handle
+
+    def _backup(self, eff: Effective, comp: TierComponent, workload: pulumi.Resource) -> batch.CronJob:
+        """A CronJob that runs the catalog's backup of a service into a claim of its own (not
+        the service's), under the same restricted pod security as the workloads, reaching the
+        service only along its backup edge and reading the credential from a mounted file."""
+        model, svc, tier = self.model, eff.service, eff.tier
+        b, cfg = backups.backup_of(svc), model.settings.backups
+        comp_opts = self._opts(comp, depends_on=[self.namespaces[tier]], protect=True)
+        job = backup_job(svc.name)
+        labels = {NAME: job}
+        size = backup_claim_mib(model, eff)
+        # The backups' claim outlives the job and the service: protected like their data.
+        # Not awaited: with a WaitForFirstConsumer StorageClass it binds only when the first
+        # backup runs, and nothing of the stack waits for it.
+        claim = core.PersistentVolumeClaim(backup_claim(svc.name), core.PersistentVolumeClaimInitArgs(
+            metadata=self._meta(backup_claim(svc.name), tier, labels, SERVICE_AWAIT),
+            spec=core.PersistentVolumeClaimSpecArgs(
+                access_modes=["ReadWriteOnce"], storage_class_name=model.settings.kubernetes.storage_class,
+                resources=core.VolumeResourceRequirementsArgs(requests={"storage": quantity_mib(size)}))),
+            opts=comp_opts)
+        volumes = [core.VolumeArgs(name="backups", persistent_volume_claim=core.PersistentVolumeClaimVolumeSourceArgs(
+                       claim_name=backup_claim(svc.name))),
+                   core.VolumeArgs(name="tmp", empty_dir=core.EmptyDirVolumeSourceArgs(
+                       size_limit=quantity_mib(BACKUP_SCRATCH_MIB)))]
+        mounts = [core.VolumeMountArgs(name="backups", mount_path=backups.BACKUP_DIR),
+                  core.VolumeMountArgs(name="tmp", mount_path="/tmp")]
+        secret_file = None
+        if b.credential:
+            volumes.append(core.VolumeArgs(name="credentials", secret=core.SecretVolumeSourceArgs(
+                secret_name=CREDENTIALS_SECRET, default_mode=0o440,
+                items=[core.KeyToPathArgs(key=b.credential, path=b.credential)])))
+            mounts.append(core.VolumeMountArgs(name="credentials", mount_path=SECRET_DIR, read_only=True))
+            secret_file = f"{SECRET_DIR}/{b.credential}"
+        affinity, data = None, ""
+        if b.reads_volume:
+            # The service's own claim, read-only, beside its running pod (a ReadWriteOnce
+            # volume is shared only on one node).
+            volume = next(v for v in svc.volumes if v.name == b.volume)
+            volumes.append(core.VolumeArgs(name="source", persistent_volume_claim=(
+                core.PersistentVolumeClaimVolumeSourceArgs(claim_name=own_claim(volume.name, eff.name),
+                                                           read_only=True))))
+            mounts.append(core.VolumeMountArgs(name="source", mount_path=volume.path, read_only=True))
+            data = volume.path
+            affinity = core.AffinityArgs(pod_affinity=core.PodAffinityArgs(
+                required_during_scheduling_ignored_during_execution=[core.PodAffinityTermArgs(
+                    topology_key="kubernetes.io/hostname",
+                    label_selector=meta.LabelSelectorArgs(match_labels={NAME: svc.name}))]))
+        port = svc.port(b.port).container if b.port else None
+        where = backups.Where(self.host_of(svc.name), port, backups.BACKUP_DIR, secret_file, data)
+        script = backups.backup_script(svc, where, cfg.retention)
+        image = b.image or eff.image
+        uid = b.uid if b.uid is not None else svc.uid
+        res = BACKUP_RESOURCES
+        ephemeral = BACKUP_SCRATCH_MIB + LOG_MIB
+        container = core.ContainerArgs(
+            name="backup", image=image, image_pull_policy="Always",
+            # `command`, not `args`: the image's entrypoint would start the server.
+            command=[_literal(a) for a in backups.command(script)],
+            resources=core.ResourceRequirementsArgs(
+                requests={"cpu": quantity_cpu(res.cpu), "memory": quantity_mib(res.memory_mib),
+                          "ephemeral-storage": quantity_mib(ephemeral)},
+                limits={"cpu": quantity_cpu(res.limit_cpu), "memory": quantity_mib(res.limit_mib),
+                        "ephemeral-storage": quantity_mib(2 * ephemeral)}),
+            security_context=container_security(True),
+            volume_mounts=mounts)
+        notes = {K8S_BACKUP_OF: svc.name, K8S_BACKUP_TARGET: backups.BACKUP_DIR,
+                 **({K8S_REQUIRE_DIGEST: TRUE} if model.settings.kubernetes.require_digest else {}),
+                 **exception_annotations(backup_exceptions(image, uid))}
+        pod = core.PodTemplateSpecArgs(
+            metadata=meta.ObjectMetaArgs(labels={PART_OF: PROJECT, COMPONENT: tier.value, **labels}),
+            spec=core.PodSpecArgs(
+                containers=[container], volumes=volumes, restart_policy="Never",
+                automount_service_account_token=False, enable_service_links=False,
+                security_context=pod_security(uid), affinity=affinity))
+        needs: list[pulumi.Resource] = [*self.ready[tier], claim, workload]
+        if job in self.allow:
+            needs.append(self.allow[job])
+        return batch.CronJob(job, batch.CronJobInitArgs(
+            metadata=self._meta(job, tier, labels, notes),
+            spec=batch.CronJobSpecArgs(
+                schedule=cfg.schedule, time_zone="Etc/UTC", concurrency_policy="Forbid",
+                # A run missed by more than an hour (cluster down) waits for the next one.
+                starting_deadline_seconds=BACKUP_DEADLINE_S,
+                successful_jobs_history_limit=3, failed_jobs_history_limit=3,
+                job_template=batch.JobTemplateSpecArgs(
+                    metadata=meta.ObjectMetaArgs(labels=labels),
+                    spec=batch.JobSpecArgs(backoff_limit=2, active_deadline_seconds=BACKUP_DEADLINE_S,
+                                           template=pod)))),
+            opts=self._opts(comp, depends_on=needs))
 
     def _headless(self, eff: Effective, comp: TierComponent) -> core.Service:
         """The headless Service a StatefulSet's pods get their stable DNS names from

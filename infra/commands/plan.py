@@ -79,6 +79,19 @@ def _kubernetes(type_: str, i: dict[str, Any], meta: dict[str, Any]) -> str:
                 f"{f'  claims {claims} (retained)' if claims else ''}")
     if type_ == v.K8S_SERVICE:
         return "  ports " + ", ".join(f"{p.get('name')} {p.get('port')}" for p in spec.get("ports") or [])
+    if type_ == v.K8S_CRONJOB:
+        pod = spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec", {})
+        c = (pod.get("containers") or [{}])[0]
+        claims = ", ".join(str(vol["persistentVolumeClaim"].get("claimName")) for vol in pod.get("volumes") or []
+                           if isinstance(vol, dict) and vol.get("persistentVolumeClaim"))
+        of = (meta.get("annotations") or {}).get(v.K8S_BACKUP_OF)
+        return (f"  schedule {spec.get('schedule')} ({spec.get('timeZone') or 'controller time'})"
+                f"  image {c.get('image')}"
+                f"{f'  backs up {of}' if of else ''}{f'  claims {claims}' if claims else ''}"
+                f"  uid {pod.get('securityContext', {}).get('runAsUser')}")
+    if type_ == v.K8S_PVC:
+        size = spec.get("resources", {}).get("requests", {}).get("storage")
+        return f"  {size}" if size else ""
     if type_ == v.K8S_NETWORK_POLICY:
         types = "/".join(t.lower() for t in spec.get("policyTypes") or [])
         if not spec.get("ingress") and not spec.get("egress"):

@@ -861,6 +861,75 @@ def check_secret_files(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
                    f"stamped as {v.K8S_SECRET_ENV}).")
 
 
+# ---- 15. every stateful service backed up, elsewhere -----------------------------------------------------
+
+def _own_claim(claim: str, templates: set[str], workload: str) -> bool:
+    """A claim a StatefulSet's pods own: `<template>-<set>-<ordinal>`."""
+    return any(claim.startswith(f"{t}-{workload}-") and claim.rsplit("-", 1)[-1].isdigit() for t in templates)
+
+
+def _backup_problems(job: Resource, workload: Resource, templates: set[str]) -> Iterator[str]:
+    name = str(get_in(job.props, "metadata", "name"))
+    if not str(get_in(job.props, "spec", "schedule") or "").strip():
+        yield f"backup CronJob {name} has no schedule"
+    target = str(annotation(job, v.K8S_BACKUP_TARGET) or "")
+    spec = pod_spec(job) or {}
+    mounts = [as_dict(m) for _, c in pod_containers(spec, init=False) for m in as_list(c.get("volumeMounts"))]
+    mount = next((m for m in mounts if m.get("mountPath") == target), None)
+    volume = next((as_dict(x) for x in as_list(spec.get("volumes"))
+                   if mount is not None and as_dict(x).get("name") == mount.get("name")), None)
+    if mount is None or volume is None:
+        yield f"backup CronJob {name} mounts nothing at its target ({v.K8S_BACKUP_TARGET}: {target or 'unset'})"
+        return
+    if mount.get("readOnly"):
+        yield f"backup CronJob {name} mounts its target {target} read-only"
+    if "emptyDir" in volume:
+        yield f"backup CronJob {name} writes to an emptyDir, which is gone when the job's pod is"
+    claim = str(get_in(volume, "persistentVolumeClaim", "claimName") or "")
+    if claim and _own_claim(claim, templates, str(get_in(workload.props, "metadata", "name"))):
+        yield f"backup CronJob {name} writes to {claim}, the service's own volume (lost with it)"
+
+
+def check_backups(resources: Sequence[Resource], cfg: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """Every stateful workload (a StatefulSet, a Docker container with data paths) has a
+    backup schedule whose target is not its own volume, or the catalog's stamped reason why
+    its data is not worth one."""
+    jobs: dict[tuple[str, str], list[Resource]] = {}
+    for r in resources:
+        if r.type == CRONJOB and annotation(r, v.K8S_BACKUP_OF):
+            key = (str(get_in(r.props, "metadata", "namespace")), str(annotation(r, v.K8S_BACKUP_OF)))
+            jobs.setdefault(key, []).append(r)
+    fix = ("Fix: set optiinfra:backups.enabled=true (schedule and retention in optiinfra:backups), or declare in "
+           "the catalog why the service needs none (Backup.none_reason).")
+    for r in resources:
+        if r.type == STATEFULSET:
+            if str(annotation(r, v.K8S_NO_BACKUP) or "").strip():
+                continue
+            service = k8s_service(r)
+            ns = str(get_in(r.props, "metadata", "namespace"))
+            templates = {str(get_in(t, "metadata", "name")) for t in as_list(get_in(r.props, "spec",
+                                                                                    "volumeClaimTemplates"))}
+            found = jobs.get((ns, service), [])
+            if not found:
+                yield r.urn, f"{service}: stateful, but no backup CronJob backs it up. {fix}"
+            for job in found:
+                for problem in _backup_problems(job, r, templates):
+                    yield r.urn, f"{service}: {problem}. Fix: write backups to a claim of their own."
+        elif r.type == CONTAINER:
+            labels = docker_labels(r.props)
+            if not v.split(labels.get(v.DOCKER_DATA_PATHS)) or str(labels.get(v.DOCKER_NO_BACKUP) or "").strip():
+                continue
+            service = docker_service(r)
+            target = str(labels.get(v.DOCKER_BACKUP_TARGET) or "")
+            if not target or not str(labels.get(v.DOCKER_BACKUP_SCHEDULE) or "").strip():
+                yield r.urn, f"{service}: stateful, but no backup target and schedule are stamped. {fix}"
+                continue
+            own = {str(as_dict(m).get("volumeName")) for m in as_list(r.props.get("volumes"))}
+            if target in own or "/" not in target:
+                yield r.urn, (f"{service}: backups go to {target}, not a host directory apart from its volumes. "
+                              "Fix: set optiinfra:backups.hostDir to a directory.")
+
+
 # ---- the pack ------------------------------------------------------------------------------------------
 
 def _list_of(item: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -1054,6 +1123,16 @@ RULES: tuple[Rule, ...] = (
         check=check_stateful,
         types=frozenset({VOLUME, PVC, STATEFULSET, DEPLOYMENT, CONTAINER}),
         tags=("data",),
+    ),
+    Rule(
+        name="stateful-backups",
+        description=("Every stateful service has a backup schedule whose target is not its own volume (a claim of "
+                     "its own on Kubernetes, a host directory on Docker), or the catalog's reason it needs none."),
+        severity="high",
+        config={},
+        remediation="Keep optiinfra:backups enabled; declare a Backup for the service in infra/catalog.py.",
+        check_stack=check_backups,
+        tags=("data", "backup"),
     ),
     Rule(
         name="secrets-as-files",

@@ -136,6 +136,20 @@ K8S_SECRET_ENV = f"{K8S_ANNOTATION}/secret-env"
 """Workload annotation: why its image takes secrets as environment variables (the catalog's
 reason: the image reads no file); absent when every secret reaches it as a mounted file."""
 
+K8S_BACKUP_OF = f"{K8S_ANNOTATION}/backup-of"
+"""CronJob annotation: the service whose data this job backs up."""
+K8S_BACKUP_TARGET = f"{K8S_ANNOTATION}/backup-target"
+"""CronJob annotation: the mount path of the job's backup target (a volume of the job)."""
+NO_BACKUP_REASON = "no-backup"
+"""Stamp (Kubernetes annotation `optiinfra.io/no-backup`, Docker label `io.optiinfra.no-backup`)
+on a stateful workload: the catalog's reason why its data is not backed up."""
+K8S_NO_BACKUP = f"{K8S_ANNOTATION}/{NO_BACKUP_REASON}"
+DOCKER_NO_BACKUP = f"{DOCKER_LABEL}.{NO_BACKUP_REASON}"
+DOCKER_BACKUP_TARGET = f"{DOCKER_LABEL}.backup-target"
+"""Container label: the host directory its backups go to (`python -m infra backup`)."""
+DOCKER_BACKUP_SCHEDULE = f"{DOCKER_LABEL}.backup-schedule"
+"""Container label: the stack's backup schedule (cron, UTC) for the host's scheduler."""
+
 TRUE = "true"
 
 SECRET_MARK = "[secret]"

@@ -1,0 +1,204 @@
+"""`backup`: back up a Docker stack's stateful services now, each in a one-shot container.
+
+The container runs the catalog's backup script (infra/backup.py, the one the Kubernetes
+CronJobs run) on the service's tier network, as the service's host name, writing into
+`backups.hostDir/<service>` on the host. The password reaches it as an environment
+variable passed by name (`-e NAME`, the value from this process's environment, read from
+the running service container through the engine), never in argv. `--dry-run` prints the
+docker commands instead of running them. Kubernetes stacks back up with their CronJobs
+(docs/backups.md: run one now with `kubectl create job --from=cronjob/...`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import backup as backups
+from ..backends.docker import backup_dir, container_name, host_of, network_name, volume_name
+from ..backends.kubernetes import namespace_name
+from ..cli import add_stack_arguments
+from ..graph import Effective, Model
+from ..model import Secret, backup_job
+from ..settings import NAMESPACE, ConfigError
+from ..stack import ROOT, model_of
+
+HELP = ("back up a Docker stack's stateful services now, each in a one-shot container on its network "
+        "(--dry-run prints the docker commands)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_stack_arguments(p)
+    p.add_argument("--service", help="back up only this service (default: every backed-up service)")
+    p.add_argument("--dry-run", action="store_true", help="print the docker commands, run nothing")
+
+
+@dataclass
+class Step:
+    """One docker invocation, and the variables it passes by name from the environment."""
+
+    argv: list[str]
+    secret_env: dict[str, str] = field(default_factory=dict)
+    """Variable -> (service container, variable in it) the value is read from."""
+
+    def shown(self) -> str:
+        return shlex.join(self.argv)
+
+
+def docker_required(model: Model, command: str) -> None:
+    if model.settings.target != "docker":
+        raise ConfigError(f"{NAMESPACE}:target", f"is {model.settings.target}: `{command}` runs Docker containers",
+                          "on Kubernetes the CronJobs back up; see docs/backups.md for a run now and the restore Job")
+
+
+def selected(model: Model, service: str | None) -> list[Effective]:
+    """The services to back up: every backed-up one, or the one named (which must be)."""
+    done = model.backed_up()
+    if service is None:
+        return done
+    if service not in model.catalog.services:
+        raise ConfigError("--service", f"'{service}' is not a service",
+                          f"use one of: {', '.join(e.name for e in done)}")
+    svc = model.catalog.services[service]
+    if svc.backup is None or not svc.backup.enabled:
+        why = svc.backup.none_reason if svc.backup else "it has no data to back up"
+        raise ConfigError("--service", f"{service} is not backed up: {why}",
+                          f"use one of: {', '.join(e.name for e in done) or '(none)'}")
+    if not done:
+        raise ConfigError(f"{NAMESPACE}:backups.enabled", "is false", "set it to true to back up")
+    return [e for e in done if e.name == service]
+
+
+def password_source(eff: Effective) -> str:
+    """The variable of the running service container that holds the backup's credential."""
+    b = backups.backup_of(eff.service)
+    return next((k for k, v in eff.service.env if isinstance(v, Secret) and v.credential == b.credential), "")
+
+
+def job_user(eff: Effective) -> str:
+    """The job's user on Docker: the invoking user for a client that dials the service (the
+    backup files are then yours); the service's user for a job that reads its volume."""
+    b = backups.backup_of(eff.service)
+    uid = b.uid if b.uid is not None else eff.service.uid
+    if b.reads_volume:
+        return f"{uid}:{os.getgid()}"
+    return f"{os.getuid()}:{os.getgid()}"
+
+
+def one_shot(model: Model, eff: Effective, script: str, mounts: list[tuple[str, str, bool]],
+             name: str) -> Step:
+    """`docker run --rm` of a script beside a service, hardened like the service containers."""
+    b = backups.backup_of(eff.service)
+    argv = ["docker", "run", "--rm", "--name", name,
+            "--network", network_name(model, eff.tier),
+            "--user", job_user(eff), "--read-only", "--tmpfs", "/tmp",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
+            "--memory", "512m", "--cpus", "0.5"]
+    for source, target, read_only in mounts:
+        argv += ["--volume", f"{source}:{target}" + (":ro" if read_only else "")]
+    secret_env = {}
+    if b.password_env and b.credential:
+        argv += ["--env", b.password_env]  # by name: the value comes from this process's environment
+        secret_env[b.password_env] = password_source(eff)
+    argv += ["--entrypoint", "sh", b.image or eff.image, "-c", script]
+    return Step(argv, secret_env)
+
+
+def backup_step(model: Model, eff: Effective, root: Path = ROOT) -> Step:
+    svc = eff.service
+    b = backups.backup_of(svc)
+    port = svc.port(b.port).container if b.port else None
+    data = ""
+    mounts = [(backup_dir(model, svc.name, root), backups.BACKUP_DIR, False)]
+    if b.reads_volume:
+        volume = next(v for v in svc.volumes if v.name == b.volume)
+        mounts.append((volume_name(svc.name, volume.name), volume.path, True))
+        data = volume.path
+    where = backups.Where(host_of(svc.name), port, backups.BACKUP_DIR, None, data)
+    script = backups.backup_script(svc, where, model.settings.backups.retention)
+    return one_shot(model, eff, script, mounts, f"{container_name(backup_job(svc.name))}")
+
+
+Inspect = Callable[[str], dict[str, str]]
+
+
+def container_env(container: str) -> dict[str, str]:
+    """A running container's environment, read through the engine (never printed)."""
+    out = subprocess.run(["docker", "inspect", "--format", "{{json .Config.Env}}", container],
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise ConfigError("--service", f"cannot read {container}: {out.stderr.strip() or 'docker inspect failed'}",
+                          "deploy the stack first (pulumi up), then back it up")
+    return dict(item.split("=", 1) for item in json.loads(out.stdout) if "=" in item)
+
+
+def execute(steps: list[tuple[Effective, Step]], inspect: Inspect = container_env) -> int:
+    """Run the steps; the first failure stops and is the exit code."""
+    for eff, step in steps:
+        env = dict(os.environ)
+        for var, source in step.secret_env.items():
+            value = inspect(container_name(eff.name)).get(source)
+            if value is None:
+                raise ConfigError("--service", f"{container_name(eff.name)} has no {source}",
+                                  "redeploy the stack (pulumi up): the container predates its credential")
+            env[var] = value
+        print(f"+ {step.shown()}", flush=True)
+        done = subprocess.run(step.argv, env=env, check=False)
+        if done.returncode != 0:
+            print(f"error: {eff.name}: the backup container failed (exit {done.returncode})", file=sys.stderr)
+            return done.returncode
+    return 0
+
+
+def docker_problem() -> str | None:
+    """Why docker cannot run containers here (None: it can): no client, or no daemon."""
+    if shutil.which("docker") is None:
+        return "docker is not installed (no `docker` on PATH)"
+    try:
+        done = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True,
+                              text=True, timeout=30, check=False)
+    except subprocess.TimeoutExpired:
+        return "the Docker daemon does not answer (docker version timed out)"
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        return f"the Docker daemon is not reachable ({lines[-1] if lines else 'docker version failed'})"
+    return None
+
+
+def no_docker(problem: str) -> int:
+    print(f"error: {problem}: backups and restores of a Docker stack run in one-shot containers. "
+          "Fix: install Docker and start its daemon, or use --dry-run to print the commands", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    model = model_of(args.stack, args.sets, args.secrets)
+    docker_required(model, "backup")
+    chosen = selected(model, args.service)
+    steps = [(eff, backup_step(model, eff)) for eff in chosen]
+    if args.dry_run:
+        for eff, step in steps:
+            print(f"# {eff.name}: {backups.backup_of(eff.service).reads}")
+            print(step.shown())
+        return 0
+    problem = docker_problem()
+    if problem:
+        return no_docker(problem)
+    for eff in chosen:
+        Path(backup_dir(model, eff.name, ROOT)).mkdir(parents=True, exist_ok=True, mode=0o770)
+    return execute(steps)
+
+
+def kubernetes_hint(model: Model, service: str) -> str:
+    """How to run a Kubernetes stack's backup now (docs/backups.md)."""
+    ns = namespace_name(model, model.services[service].tier)
+    job = backup_job(service)
+    return f"kubectl -n {ns} create job --from=cronjob/{job} {job}-manual"

@@ -1,0 +1,205 @@
+"""`restore`: put a backup back into a running service, after saying what it overwrites.
+
+Nothing happens without `--yes-overwrite`: the command first prints what the restore
+replaces (from the catalog's Backup) and the docker commands it would run, and stops
+there. With the flag, on Docker: a restore that replaces files (Redis, Grafana) stops the
+service container, runs the catalog's restore script in a one-shot container with the
+service's volume and the backup mounted, and starts the service again (also when the
+restore failed, so the service never stays down); a restore over the network (PostgreSQL,
+ClickHouse, Qdrant) runs its client on the service's network. Kubernetes stacks restore
+with the Job in docs/backups.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from policies.optiinfra_policies import vocabulary as v
+
+from .. import backup as backups
+from ..backends import kubernetes as k8s
+from ..backends.docker import backup_dir, container_name, host_of, volume_name
+from ..cli import add_stack_arguments
+from ..graph import Effective, Model
+from ..model import LOG_MIB, SECRET_DIR, backup_job
+from ..settings import ConfigError
+from ..stack import ROOT, model_of
+from .backup import Step, docker_problem, docker_required, execute, no_docker, one_shot, selected
+
+HELP = ("restore a backup into a service (says what it overwrites; needs --yes-overwrite); on Kubernetes it "
+        "prints the restore Job and its kubectl steps")
+SOURCE = "/restore"
+"""Where the restore container sees the backup directory (read-only)."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_stack_arguments(p)
+    p.add_argument("--service", required=True, help="the service to restore into")
+    p.add_argument("--from", dest="source", required=True, metavar="BACKUP",
+                   help="a backup's name in backups.hostDir/<service>, or its path")
+    p.add_argument("--yes-overwrite", action="store_true",
+                   help="confirm: replace the service's current data with the backup's")
+
+
+def backup_path(model: Model, eff: Effective, source: str, root: Path = ROOT) -> Path:
+    """The backup named by --from: a path, or a name in the service's backup directory."""
+    given = Path(source)
+    named_only = not given.is_absolute() and given.parent == Path(".")
+    path = Path(backup_dir(model, eff.name, root)) / given if named_only else given
+    if not path.name.startswith(backups.prefix(eff.service)):
+        raise ConfigError("--from", f"'{source}' is not a backup of {eff.name}",
+                          f"name one of {eff.name}'s backups ({backups.prefix(eff.service)}<timestamp>...)")
+    return path
+
+
+def restore_steps(model: Model, eff: Effective, path: Path) -> list[Step]:
+    svc = eff.service
+    b = backups.backup_of(svc)
+    port = svc.port(b.port).container if b.port else None
+    mounts = [(str(path.parent), SOURCE, True)]
+    data = ""
+    if b.offline_restore:
+        volume = next(v for v in svc.volumes if v.name == b.volume)
+        mounts.append((volume_name(svc.name, volume.name), volume.path, False))
+        data = volume.path
+    where = backups.Where(host_of(svc.name), port, SOURCE, None, data)
+    script = backups.restore_script(svc, where, f"{SOURCE}/{path.name}")
+    job = one_shot(model, eff, script, mounts, f"{container_name(backup_job(svc.name))}-restore")
+    if b.offline_restore:
+        # Files are replaced as their owner (the service's user), with nothing running on them;
+        # your group reads the backup (written group-readable, umask 027).
+        i = job.argv.index("--user")
+        job.argv[i + 1] = f"{svc.uid}:{os.getgid()}"
+        if b.password_env in job.secret_env:  # it reads files, and needs no password
+            j = job.argv.index(b.password_env)
+            del job.argv[j - 1:j + 1]
+            job.secret_env.clear()
+        container = container_name(svc.name)
+        return [Step(["docker", "stop", container]), job, Step(["docker", "start", container])]
+    return [job]
+
+
+def restore_job(model: Model, eff: Effective, name: str) -> dict[str, Any]:
+    """The Kubernetes Job that restores backup `name` from the service's backup claim: the
+    backup CronJob's pod (same image, user, restricted security context, credential file and
+    pod label, so the backup edge's NetworkPolicy admits it and nothing else), running the
+    catalog's restore script. A manifest for `kubectl apply` (run once, by hand), not a
+    resource of the stack."""
+    svc, tier = eff.service, eff.tier
+    b = backups.backup_of(svc)
+    ns = k8s.namespace_name(model, tier)
+    job = backup_job(svc.name)
+    uid = b.uid if b.uid is not None else svc.uid
+    secret_file = f"{SECRET_DIR}/{b.credential}" if b.credential else None
+    volumes: list[dict[str, Any]] = [
+        {"name": "backups", "persistentVolumeClaim": {"claimName": k8s.backup_claim(svc.name), "readOnly": True}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": k8s.quantity_mib(k8s.BACKUP_SCRATCH_MIB)}}]
+    mounts: list[dict[str, Any]] = [{"name": "backups", "mountPath": backups.BACKUP_DIR, "readOnly": True},
+                                    {"name": "tmp", "mountPath": "/tmp"}]
+    if b.credential:
+        volumes.append({"name": "credentials", "secret": {"secretName": k8s.CREDENTIALS_SECRET, "defaultMode": 0o440,
+                                                          "items": [{"key": b.credential, "path": b.credential}]}})
+        mounts.append({"name": "credentials", "mountPath": SECRET_DIR, "readOnly": True})
+    data = ""
+    if b.offline_restore:  # the service is scaled to 0 first: its claim is free to write
+        volume = next(v for v in svc.volumes if v.name == b.volume)
+        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": k8s.own_claim(volume.name, eff.name)}})
+        mounts.append({"name": "data", "mountPath": volume.path})
+        data = volume.path
+    port = svc.port(b.port).container if b.port else None
+    where = backups.Where(k8s.host_resolver(model)(svc.name), port, backups.BACKUP_DIR, secret_file, data)
+    script = backups.restore_script(svc, where, f"{backups.BACKUP_DIR}/{name}")
+    res = k8s.BACKUP_RESOURCES
+    ephemeral = k8s.BACKUP_SCRATCH_MIB + LOG_MIB
+    seccomp = {"type": "RuntimeDefault"}
+    requests = {"cpu": k8s.quantity_cpu(res.cpu), "memory": k8s.quantity_mib(res.memory_mib),
+                "ephemeral-storage": k8s.quantity_mib(ephemeral)}
+    limits = {"cpu": k8s.quantity_cpu(res.limit_cpu), "memory": k8s.quantity_mib(res.limit_mib),
+              "ephemeral-storage": k8s.quantity_mib(2 * ephemeral)}
+    labels = {v.K8S_PART_OF: v.PROJECT, v.K8S_COMPONENT: tier.value, v.K8S_NAME: job}
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": f"{svc.name}-restore", "namespace": ns, "labels": dict(labels),
+                     "annotations": {v.K8S_BACKUP_OF: svc.name}},
+        "spec": {"backoffLimit": 0, "activeDeadlineSeconds": k8s.BACKUP_DEADLINE_S, "ttlSecondsAfterFinished": 86400,
+                 "template": {"metadata": {"labels": labels}, "spec": {
+                     "restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
+                     "securityContext": {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
+                                         "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": dict(seccomp)},
+                     "containers": [{
+                         "name": "restore", "image": b.image or eff.image, "imagePullPolicy": "Always",
+                         "command": [a.replace("$", "$$") for a in backups.command(script)],
+                         "resources": {"requests": requests, "limits": limits},
+                         "securityContext": {"allowPrivilegeEscalation": False, "privileged": False,
+                                             "runAsNonRoot": True, "readOnlyRootFilesystem": True,
+                                             "seccompProfile": dict(seccomp), "capabilities": {"drop": ["ALL"]}},
+                         "volumeMounts": mounts}],
+                     "volumes": volumes}}}}
+
+
+def kubernetes_steps(model: Model, eff: Effective) -> list[str]:
+    """The kubectl commands around the Job (a file restore scales the service to 0 and back)."""
+    ns = k8s.namespace_name(model, eff.tier)
+    name = f"{eff.name}-restore"
+    apply = [f"kubectl apply -f {name}.yaml",
+             f"kubectl -n {ns} wait --for=condition=complete --timeout={k8s.BACKUP_DEADLINE_S}s job/{name}",
+             f"kubectl -n {ns} logs job/{name}", f"kubectl -n {ns} delete job/{name}"]
+    if backups.backup_of(eff.service).offline_restore:
+        scale = f"kubectl -n {ns} scale statefulset/{eff.name} --replicas="
+        return [f"{scale}0", f"kubectl -n {ns} wait --for=delete pod/{eff.name}-0 --timeout=300s", *apply, f"{scale}1"]
+    return apply
+
+
+def run_kubernetes(args: argparse.Namespace, model: Model) -> int:
+    (eff,) = selected(model, args.service)
+    name = Path(args.source).name
+    if not name.startswith(backups.prefix(eff.service)):
+        raise ConfigError("--from", f"'{args.source}' is not a backup of {eff.name}",
+                          f"name one of {eff.name}'s backups ({backups.prefix(eff.service)}<timestamp>...)")
+    print(f"Restore of stack {args.stack} overwrites {backups.overwrites(eff.service)}.", file=sys.stderr)
+    print(f"From: {k8s.backup_claim(eff.name)}:{backups.BACKUP_DIR}/{name}. Save the Job below as "
+          f"{eff.name}-restore.yaml, then:", file=sys.stderr)
+    for step in kubernetes_steps(model, eff):
+        print(f"  {step}", file=sys.stderr)
+    if not args.yes_overwrite:
+        print("Nothing printed. Run again with --yes-overwrite to print the Job.", file=sys.stderr)
+        return 2
+    print(yaml.safe_dump(restore_job(model, eff, name), sort_keys=False), end="")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    model = model_of(args.stack, args.sets, args.secrets)
+    if model.settings.target == "kubernetes":
+        return run_kubernetes(args, model)
+    docker_required(model, "restore")
+    (eff,) = selected(model, args.service)
+    path = backup_path(model, eff, args.source)
+    steps = restore_steps(model, eff, path)
+    print(f"Restore of stack {args.stack} overwrites {backups.overwrites(eff.service)}.")
+    print(f"From: {path}")
+    for step in steps:
+        print(f"  {step.shown()}")
+    if not args.yes_overwrite:
+        print("Nothing changed. Run again with --yes-overwrite to replace the current data.", file=sys.stderr)
+        return 2
+    if not path.exists():
+        raise ConfigError("--from", f"{path} does not exist", f"list the backups with: ls {path.parent}")
+    problem = docker_problem()
+    if problem:
+        return no_docker(problem)
+    if len(steps) == 3:  # stop, restore, start: the service is started again whatever happened
+        stop, job, start = steps
+        code = execute([(eff, stop)])
+        if code == 0:
+            code = execute([(eff, job)])
+        started = subprocess.run(start.argv, check=False).returncode
+        return code or started
+    return execute([(eff, s) for s in steps])
