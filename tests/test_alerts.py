@@ -13,9 +13,7 @@ with the reason, unless OPTIINFRA_REQUIRE_TOOLS=1 (CI), where that is a failure.
 
 from __future__ import annotations
 
-import os
 import subprocess
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -27,30 +25,16 @@ from infra.catalog import default_catalog
 from infra.settings import ConfigError
 from tests.conftest import render
 
+from .tools import go_tool, unavailable
+
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG_ALERTS = {a.name: a for a in default_catalog().all_alerts()}
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("OPTIINFRA_REQUIRE_TOOLS") == "1":
-        pytest.fail(f"{reason} (OPTIINFRA_REQUIRE_TOOLS=1)")
-    pytest.skip(reason)
-
-
-@cache
-def promtool() -> Path | str:
-    done = subprocess.run([str(ROOT / "scripts" / "tools.sh"), "promtool"], capture_output=True, text=True)
-    if done.returncode != 0:
-        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "tools.sh failed"
-        return f"promtool unavailable: {last}"
-    return Path(done.stdout.strip())
-
-
 def _tool() -> Path:
-    tool = promtool()
+    tool = go_tool("promtool")
     if isinstance(tool, str):
-        _unavailable(tool)
-    assert isinstance(tool, Path)
+        unavailable(tool)
     return tool
 
 

@@ -34,16 +34,15 @@ import pytest
 
 from infra.catalog import PG_MONITOR, PG_SOCKET, default_catalog
 
+from .tools import unavailable
+
 USER = "postgres"  # the Debian package's account: the server refuses to run as root
 
 
 def _bin() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found or not shutil.which("runuser") or not Path(PG_SOCKET).is_dir():
-        reason = "PostgreSQL (Debian package postgresql) is not installed"
-        if os.environ.get("OPTIINFRA_REQUIRE_TOOLS") == "1":
-            pytest.fail(f"required here: {reason}")
-        pytest.skip(reason)
+        unavailable("PostgreSQL (Debian package postgresql) is not installed")
     return Path(found[-1]).parent
 
 

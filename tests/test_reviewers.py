@@ -32,16 +32,12 @@ import yaml
 from infra import cli
 from infra.backends.kubernetes import CHECKOV_SKIP, KUBE_SCORE_IGNORE, KUBE_SCORE_REASON
 
+from .tools import go_tool, unavailable
+
 ROOT = Path(__file__).resolve().parent.parent
 CHECKOV_REQUIREMENTS = ROOT / "scripts" / "checkov-requirements.txt"
 STACKS = ("prod", "staging")
 CACHE = Path(os.environ.get("OPTIINFRA_TOOLS_CACHE") or Path.home() / ".cache" / "optiinfra" / "tools")
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("OPTIINFRA_REQUIRE_TOOLS") == "1":
-        pytest.fail(f"{reason} (OPTIINFRA_REQUIRE_TOOLS=1)")
-    pytest.skip(reason)
 
 
 def checkov_version() -> str:
@@ -76,13 +72,8 @@ def checkov() -> Path | str:
     return python
 
 
-@cache
 def kube_score() -> Path | str:
-    done = subprocess.run([str(ROOT / "scripts" / "tools.sh"), "kube-score"], capture_output=True, text=True)
-    if done.returncode != 0:
-        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "tools.sh failed"
-        return f"kube-score unavailable: {last}"
-    return Path(done.stdout.strip())
+    return go_tool("kube-score")
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +94,7 @@ def _objects(directory: Path) -> list[dict[str, Any]]:
 def test_checkov_kubernetes_checks_pass(stack: str, rendered: dict[str, Path]) -> None:
     tool = checkov()
     if isinstance(tool, str):
-        _unavailable(tool)
+        unavailable(tool)
     assert isinstance(tool, Path)
     done = subprocess.run([str(tool), "-m", "checkov.main", "-d", str(rendered[stack]), "--framework", "kubernetes",
                            "--skip-download", "-o", "json"],
@@ -123,7 +114,7 @@ def test_checkov_kubernetes_checks_pass(stack: str, rendered: dict[str, Path]) -
 def test_kube_score_passes(stack: str, rendered: dict[str, Path]) -> None:
     tool = kube_score()
     if isinstance(tool, str):
-        _unavailable(tool)
+        unavailable(tool)
     files = sorted(str(f) for f in rendered[stack].glob("*.yaml"))
     done = subprocess.run([str(tool), "score", "-o", "ci", *files], capture_output=True, text=True, timeout=300)
     findings = [line for line in done.stdout.splitlines() if line.startswith(("[CRITICAL]", "[WARNING]"))]
