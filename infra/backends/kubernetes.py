@@ -31,7 +31,7 @@ import hashlib
 import hmac
 import ipaddress
 import posixpath
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 import pulumi
@@ -256,28 +256,25 @@ def namespace_name(model: Model, tier: Tier) -> str:
     return tier_scoped_name(model.settings.kubernetes.namespace_prefix, tier.value)
 
 
+def _service_dns(model: Model, service: str, name: str) -> str:
+    """`<name>.<prefix>-<tier>.svc.cluster.local`: a Service `name` in `service`'s namespace."""
+    return f"{name}.{namespace_name(model, model.catalog.services[service].tier)}.svc.cluster.local"
+
+
 def host_resolver(model: Model) -> Callable[[str], str]:
     """Service DNS name of a catalog service: `<service>.<prefix>-<tier>.svc.cluster.local`."""
-    services = model.catalog.services
-
-    def host_of(service: str) -> str:
-        return f"{service}.{namespace_name(model, services[service].tier)}.svc.cluster.local"
-
-    return host_of
+    return lambda service: _service_dns(model, service, service)
 
 
 def pods_resolver(model: Model) -> Callable[[str], str]:
     """DNS name of every pod of a service (its headless Service), for per-pod scraping."""
-    services = model.catalog.services
-    return lambda service: (f"{pods_service(service)}.{namespace_name(model, services[service].tier)}"
-                            ".svc.cluster.local")
+    return lambda service: _service_dns(model, service, pods_service(service))
 
 
-def needs_headless(model: Model, eff: Effective) -> bool:
+def needs_headless(eff: Effective, scraped: Set[str]) -> bool:
     """A StatefulSet (its pods' stable names) and every scraped service with ports (the
     scraper reaches each pod: replicas and per-provider instances are separate series)."""
-    scraped = eff.name in {e.target for e in model.scrape_edges()}
-    return bool(eff.service.ports) and (eff.service.stateful or scraped)
+    return bool(eff.service.ports) and (eff.service.stateful or eff.name in scraped)
 
 
 @dataclass(frozen=True)
@@ -431,6 +428,8 @@ class KubernetesBackend:
         self.host_of = host_resolver(model)
         self.wiring = Wiring(model.catalog, self.host_of, dict(credentials))
         self.files = GeneratedFiles(model, self.host_of, pods_resolver(model))
+        self.scraped = frozenset(e.target for e in model.scrape_edges())
+        """Services the scraper reaches (computed once: `service` runs per service)."""
         k = model.settings.kubernetes
         self.provider = k8s.Provider("kubernetes", k8s.ProviderArgs(
             context=k.context, render_yaml_to_directory=k.render_yaml_to_directory,
@@ -770,7 +769,7 @@ class KubernetesBackend:
         handle = workloads[0]
         if eff in self.model.backed_up():
             self._backup(eff, comp, workloads[0])
-        if needs_headless(self.model, eff):
+        if needs_headless(eff, self.scraped):
             self._headless(eff, comp)
         if svc.ports:
             service = core.Service(svc.name, core.ServiceInitArgs(
