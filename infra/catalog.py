@@ -57,20 +57,78 @@ PG_SOCKET = "/var/run/postgresql"
 PG_MONITOR = "optiinfra_monitor"
 """PostgreSQL's read-only role for its exporter: member of pg_monitor, nothing else."""
 
+PG_SCHEMAS = (
+    # Decision (the seed is silent): each application keeps its tables in a schema of its
+    # own. The collector's API and its Celery worker are one codebase on one set of tables.
+    ("orchestrator", ("orchestrator",)),
+    ("collector", ("data-collector", "data-collector-worker")),
+)
+"""PostgreSQL's application schemas and the services that use each one."""
+
+
+def pg_role(consumer: str) -> str:
+    """The PostgreSQL role a consumer logs in as: its own, no superuser."""
+    return "optiinfra_" + consumer.replace("-", "_")
+
+
+def pg_owner(schema: str) -> str:
+    """The role that owns an application schema: nobody logs in as it; its consumers' roles
+    are members and take it as their session role, so what they create belongs to it."""
+    return f"optiinfra_{schema}_owner"
+
+
+def _pg_credential(consumer: str) -> str:
+    return f"postgres-{consumer}"
+
+
+def _pg_password_env(consumer: str) -> str:
+    return "OPTIINFRA_" + consumer.upper().replace("-", "_") + "_PASSWORD"
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("-"))
+
+
+PG_CONSUMERS = tuple((schema, consumer) for schema, consumers in PG_SCHEMAS for consumer in consumers)
+
+
+def _pg_url(consumer: str) -> Url:
+    """A consumer's connection to PostgreSQL, as its own role with its own credential."""
+    return Url("postgres", user=pg_role(consumer), credential=_pg_credential(consumer))
+
 
 def _pg_secret(var: str) -> str:
     """The value of a credential the container gets as `$var` (Docker) or `$var_FILE` (Kubernetes)."""
     return f'${{{var}:-$(cat "${var}_FILE")}}'
 
 
+def _pg_ensure_role(role: str, attributes: str) -> tuple[str, ...]:
+    return (f"SELECT 'CREATE ROLE {role}' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}')"
+            r"\gexec",
+            f"ALTER ROLE {role} WITH {attributes};")
+
+
+_PG_LOGIN = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+_PG_PASSWORDS = (("pw", "POSTGRES_PASSWORD"), ("monpw", "OPTIINFRA_MONITOR_PASSWORD"),
+                 *((f"pw_{pg_role(c)}", _pg_password_env(c)) for _, c in PG_CONSUMERS))
 _PG_SQL = (
-    r"\getenv pw OPTIINFRA_PW",
-    r"\getenv monpw OPTIINFRA_MONITOR_PW",
+    *(rf"\getenv {var} OPTIINFRA_PW_{i}" for i, (var, _) in enumerate(_PG_PASSWORDS)),
     """ALTER ROLE "$POSTGRES_USER" PASSWORD :'pw';""",
-    f"SELECT 'CREATE ROLE {PG_MONITOR}' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PG_MONITOR}')"
-    r"\gexec",
-    f"ALTER ROLE {PG_MONITOR} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'monpw';",
+    # Only the roles below may connect (PUBLIC may by default); the image's role is a superuser.
+    """REVOKE CONNECT, TEMPORARY ON DATABASE "$POSTGRES_DB" FROM PUBLIC;""",
+    *_pg_ensure_role(PG_MONITOR, f"{_PG_LOGIN} PASSWORD :'monpw'"),
     f"GRANT pg_monitor TO {PG_MONITOR};",
+    f"""GRANT CONNECT ON DATABASE "$POSTGRES_DB" TO {PG_MONITOR};""",
+    *(line for schema, _ in PG_SCHEMAS for line in (
+        *_pg_ensure_role(pg_owner(schema), "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"),
+        f"CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {pg_owner(schema)};",
+        f"""GRANT CONNECT, TEMPORARY ON DATABASE "$POSTGRES_DB" TO {pg_owner(schema)};""")),
+    *(line for schema, c in PG_CONSUMERS for line in (
+        *_pg_ensure_role(pg_role(c), f"{_PG_LOGIN} PASSWORD :'pw_{pg_role(c)}'"),
+        f"GRANT {pg_owner(schema)} TO {pg_role(c)};",
+        f"""GRANT CONNECT ON DATABASE "$POSTGRES_DB" TO {pg_role(c)};""",
+        f"ALTER ROLE {pg_role(c)} SET role = '{pg_owner(schema)}';",
+        f"ALTER ROLE {pg_role(c)} SET search_path = '{schema}';")),
 )
 """What the wrapper feeds psql (`$POSTGRES_USER` expanded by the shell, `:'pw'` quoted by psql)."""
 
@@ -85,12 +143,13 @@ PG_APPLY_CREDENTIALS = (
     # rotated credential would lock every client out, and it creates no other role. On every
     # start, once the server answers on TCP (the entrypoint's first-start server listens on the
     # socket only), over the socket (trust for local connections: the image's default): set the
-    # role's password to the current credential, and create or update the exporter's read-only
-    # role (pg_monitor). psql takes the values from its environment (\getenv), never from argv.
-    # Three attempts; the subshell always exits 0: the postmaster, its parent after `exec`,
-    # treats a child's non-zero exit as a crash.
-    '(export OPTIINFRA_PW="' + _pg_secret("POSTGRES_PASSWORD") + '" OPTIINFRA_MONITOR_PW="'
-    + _pg_secret("OPTIINFRA_MONITOR_PASSWORD") + '"; '
+    # superuser's password to the current credential, and create or update the exporter's
+    # read-only role (pg_monitor) and each application's schema, its owner role and one login
+    # role per consumer (PG_SCHEMAS), idempotently. psql takes the passwords from its
+    # environment (\getenv), never from argv. Three attempts; the subshell always exits 0: the
+    # postmaster, its parent after `exec`, treats a child's non-zero exit as a crash.
+    "(export " + " ".join(f'OPTIINFRA_PW_{i}="{_pg_secret(env)}"' for i, (_, env) in enumerate(_PG_PASSWORDS))
+    + "; "
     'for i in $(seq 120); do pg_isready -q -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" && break; '
     'sleep 1; done; for i in 1 2 3; do printf "%s\\n" ' + " ".join(_dq(line) for line in _PG_SQL) +
     f' | psql -q -v ON_ERROR_STOP=1 -h {PG_SOCKET} -U "$POSTGRES_USER" -d "$POSTGRES_DB" -o /dev/null && exit 0; '
@@ -172,7 +231,7 @@ def _collector(name: str, purpose: str, command: tuple[str, ...], health: Health
                deps: tuple[str, ...], memory: int, ports: tuple[Port, ...] = (),
                metrics: tuple[str, str] | None = None, exclusive: str = "") -> Service:
     env_for = {
-        "postgres": ("DATABASE_URL", Url("postgres")),
+        "postgres": ("DATABASE_URL", _pg_url(name)),
         "clickhouse": ("CLICKHOUSE_URL", Url("clickhouse")),
         "redis": ("CELERY_BROKER_URL", Url("redis")),
     }
@@ -215,19 +274,28 @@ SERVICES: tuple[Service, ...] = (
         sized_command=(FromLimit("shared_buffers={n}MB", 0.25, flag="-c"),
                        FromLimit("max_connections={n}", 0.5, scale=1 / 4, minimum=20, flag="-c")),
         volumes=(Volume("data", "/var/lib/postgresql/data", 2),),
-        credentials=(Credential("postgres", "postgresPassword", "PostgreSQL password of the optiinfra user"),
+        # The image's superuser (optiinfra) is for administration and backups only: every
+        # client logs in as its own role (PG_SCHEMAS; the exporter as PG_MONITOR).
+        credentials=(Credential("postgres", "postgresPassword",
+                                "PostgreSQL password of the optiinfra superuser (administration, backups)"),
                      Credential("postgres-monitor", "postgresMonitorPassword",
-                                f"PostgreSQL password of {PG_MONITOR}, the exporter's read-only role (pg_monitor)")),
+                                f"PostgreSQL password of {PG_MONITOR}, the exporter's read-only role (pg_monitor)"),
+                     *(Credential(_pg_credential(c), f"postgres{_camel(c)}Password",
+                                  f"PostgreSQL password of {pg_role(c)}, the {c}'s role (schema {schema})")
+                       for schema, c in PG_CONSUMERS)),
         env=(("POSTGRES_USER", DB_USER), ("POSTGRES_DB", "optiinfra"),
              ("POSTGRES_PASSWORD", Secret("postgres")), ("OPTIINFRA_MONITOR_PASSWORD", Secret("postgres-monitor")),
+             *((_pg_password_env(c), Secret(_pg_credential(c))) for _, c in PG_CONSUMERS),
              # A subdirectory of the volume: a fresh PersistentVolume has lost+found at its
              # root, which initdb refuses, and postgres must own its data directory (0700).
              ("PGDATA", "/var/lib/postgresql/data/pgdata")),
         # The entrypoint reads POSTGRES_PASSWORD_FILE (first start: initdb sets the password);
-        # the wrapper (PG_APPLY_CREDENTIALS) reads both files on every start.
+        # the wrapper (PG_APPLY_CREDENTIALS) reads every file on every start.
         secret_files=(SecretFile("postgres", ("POSTGRES_PASSWORD",), "POSTGRES_PASSWORD_FILE"),
                       SecretFile("postgres-monitor", ("OPTIINFRA_MONITOR_PASSWORD",),
-                                 "OPTIINFRA_MONITOR_PASSWORD_FILE")),
+                                 "OPTIINFRA_MONITOR_PASSWORD_FILE"),
+                      *(SecretFile(_pg_credential(c), (_pg_password_env(c),), f"{_pg_password_env(c)}_FILE")
+                        for _, c in PG_CONSUMERS)),
         connection=Connection("postgresql://{user}:{password}@{host}:{port}/optiinfra", "postgres",
                               user=DB_USER, credential="postgres"),
         # Running as the image's postgres user means the entrypoint needs no chown or
@@ -235,13 +303,14 @@ SERVICES: tuple[Service, ...] = (
         uid=999,
         writable_paths=("/tmp", "/var/run/postgresql"),
         # A logical dump in pg_dump's custom format over the network (consistent: one
-        # snapshot), restored online with pg_restore --clean into the same database.
+        # snapshot), restored online with pg_restore --clean into the same database, each
+        # object owned again by its schema's owner role (the start wrapper creates them).
         backup=Backup(
             reads="the optiinfra database, over the PostgreSQL protocol (pg_dump, custom format)",
             argv=("pg_dump", "--host={host}", "--port={port}", f"--username={DB_USER}", "--dbname=optiinfra",
                   "--format=custom", "--no-password", "--file={out}"),
             restore=("pg_restore", "--host={host}", "--port={port}", f"--username={DB_USER}", "--dbname=optiinfra",
-                     "--clean", "--if-exists", "--no-owner", "--single-transaction", "--exit-on-error",
+                     "--clean", "--if-exists", "--single-transaction", "--exit-on-error",
                      "--no-password", "{src}"),
             port="postgres", credential="postgres", password_env="PGPASSWORD", suffix=".dump"),
     ),
@@ -619,7 +688,7 @@ SERVICES: tuple[Service, ...] = (
             Dependency("redis", reason="task queue shared with the agents"),
         ),
         resources=Resources(memory_mib=64, cpu=0.1),
-        env=(("PORT", Listen("http")), ("DATABASE_URL", Url("postgres")), ("REDIS_URL", Url("redis"))),
+        env=(("PORT", Listen("http")), ("DATABASE_URL", _pg_url("orchestrator")), ("REDIS_URL", Url("redis"))),
         secret_env_reason=OWN_ENV,
         connection=Connection("http://{host}:{port}", "http"),
     ),

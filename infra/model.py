@@ -234,9 +234,12 @@ class Connection:
 
 @dataclass(frozen=True)
 class Url:
-    """Environment value: the connection URL of another service."""
+    """Environment value: the connection URL of another service. `user` and `credential`
+    log in as a role of the target other than its connection's (a consumer's own role)."""
 
     service: str
+    user: str | None = None
+    credential: str | None = None
 
 
 @dataclass(frozen=True)

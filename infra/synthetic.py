@@ -28,10 +28,17 @@ from .model import Catalog, Credential, Dependency, Dsn, EnvValue, Port, Secret,
 def _rename_value(value: EnvValue, names: dict[str, str], creds: dict[str, str]) -> EnvValue:
     """The same value, pointing at the copy's services and credentials (other fields kept)."""
     if isinstance(value, (Url, Dsn)):
-        return replace(value, service=names.get(value.service, value.service))
+        credential = creds.get(value.credential, value.credential) if value.credential else None
+        return replace(value, service=names.get(value.service, value.service), credential=credential)
     if isinstance(value, Secret):
         return replace(value, credential=creds.get(value.credential, value.credential))
     return value
+
+
+def _rename_dsn(value: Dsn, names: dict[str, str], creds: dict[str, str]) -> Dsn:
+    renamed = _rename_value(value, names, creds)
+    assert isinstance(renamed, Dsn)
+    return renamed
 
 
 class _Ports:
@@ -86,8 +93,10 @@ def synthetic_catalog(n: int) -> Catalog:
                                  for d in s.depends_on),
                 credentials=tuple(copies[c.id] for c in s.credentials),
                 env=tuple((key, _rename_value(v, names, creds)) for key, v in s.env),
-                command=tuple(replace(v, service=names.get(v.service, v.service)) if isinstance(v, Dsn) else v
-                              for v in s.command),
+                command=tuple(_rename_dsn(v, names, creds) if isinstance(v, Dsn) else v for v in s.command),
+                secret_files=tuple(replace(f, credential=creds.get(f.credential, f.credential),
+                                           env=tuple((key, _rename_value(v, names, creds)) for key, v in f.env))
+                                   for f in s.secret_files),
                 connection=conn,
                 alerts=tuple(replace(a, about=names.get(a.about, a.about)) for a in s.alerts),
             )

@@ -30,8 +30,8 @@ def _parts(catalog: Catalog, value: Url | Dsn) -> tuple[Connection | None, str]:
 
 
 def login(conn: Connection | None, value: Url | Dsn) -> tuple[str, str | None]:
-    """The user and credential a value logs in with: a Dsn's own role, else the connection's."""
-    if isinstance(value, Dsn) and value.credential:
+    """The user and credential a value logs in with: its own role, else the connection's."""
+    if value.credential:
         return value.user or "", value.credential
     return ((conn.user or "") if conn else ""), (conn.credential if conn else None)
 

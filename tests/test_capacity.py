@@ -288,7 +288,8 @@ def test_synthetic_catalogs_resolve_with_unique_valid_ports(n: int) -> None:
 
         def back(v: Any, k: str = k) -> Any:
             if isinstance(v, (Url, Dsn)):
-                return replace(v, service=v.service.removesuffix(f"-{k}"))
+                return replace(v, service=v.service.removesuffix(f"-{k}"),
+                               credential=v.credential.removesuffix(f"-{k}") if v.credential else None)
             if isinstance(v, Secret):
                 return replace(v, credential=v.credential.removesuffix(f"-{k}"))
             return v

@@ -253,14 +253,13 @@ def test_a_host_port_already_published_is_refused_with_the_taker(capsys: pytest.
 
 def test_a_changed_secret_shows_as_a_change_but_never_in_plaintext(capsys: pytest.CaptureFixture[str]) -> None:
     value = "a-very-long-new-password-1234"
-    d = diff_of("dev", secrets=(f"postgresPassword={value}",))
-    # postgres itself and everything holding a URL with its password (not the exporter: it
-    # logs in as the monitoring role, with postgresMonitorPassword).
-    assert changed(d, CONTAINER) == dict.fromkeys(
-        {"postgres", "orchestrator", "data-collector", "data-collector-worker"}, "replace")
-    assert changed(d, "random:index/randomPassword:RandomPassword") == {"postgres-credential": "delete"}
+    d = diff_of("dev", secrets=(f"postgresOrchestratorPassword={value}",))
+    # postgres itself (which sets the role's password) and the one service logging in with it.
+    assert changed(d, CONTAINER) == dict.fromkeys({"postgres", "orchestrator"}, "replace")
+    assert changed(d, "random:index/randomPassword:RandomPassword") == {
+        "postgres-orchestrator-credential": "delete"}
     pg = next(r for r in d.resources if r.name == "postgres")
-    assert [(c.path, c.secret) for c in pg.changes] == [("envs[POSTGRES_PASSWORD]", True)]
+    assert [(c.path, c.secret) for c in pg.changes] == [("envs[OPTIINFRA_ORCHESTRATOR_PASSWORD]", True)]
     assert cli.main(["diff", "--stack", "dev", "--secret", f"postgresPassword={value}", "--json"]) == 0
     out = capsys.readouterr().out
     assert value not in out and "[secret]" in out

@@ -289,13 +289,14 @@ def test_monitoring_files_generated_from_the_catalog(dev: offline.Render) -> Non
 
 
 def test_connection_urls_built_from_the_catalog_and_secret() -> None:
-    pw = "Str0ng-postgres-pass"
-    r = render("dev", secrets=(f"postgresPassword={pw}",))
+    pw = "Str0ng-collector-pass"
+    r = render("dev", secrets=(f"postgresDataCollectorPassword={pw}",))
     assert "DATABASE_URL=[secret]" in containers(r)["optiinfra-data-collector"].inputs["envs"]
-    assert f"DATABASE_URL=postgresql://optiinfra:{pw}@postgres:5432/optiinfra" in r.secret_values
+    # The collector logs in as its own role, with its own credential.
+    assert f"DATABASE_URL=postgresql://optiinfra_data_collector:{pw}@postgres:5432/optiinfra" in r.secret_values
     # a supplied credential replaces the generated one
     generated = {p.name for p in r.of_type("random:index/randomPassword:RandomPassword")}
-    assert "postgres-credential" not in generated and "redis-credential" in generated
+    assert "postgres-data-collector-credential" not in generated and "redis-credential" in generated
 
 
 def _all_text(r: offline.Render) -> str:

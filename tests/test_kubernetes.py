@@ -41,6 +41,9 @@ ALL_SECRETS = (
     "clickhousePassword=ch-supplied-0123456789",
     "redisPassword=redis-supplied-0123456789", "grafanaAdminPassword=gf-supplied-0123456789",
     "flowerPassword=flower-supplied-0123456789", "qdrantApiKey=qdrant-supplied-0123456789",
+    "postgresOrchestratorPassword=pgorch-supplied-0123456789",
+    "postgresDataCollectorPassword=pgdc-supplied-0123456789",
+    "postgresDataCollectorWorkerPassword=pgdcw-supplied-0123456789",
 )
 # The seed's container ports per service (Service ports must be exactly these).
 SEED_PORTS = {
@@ -462,24 +465,34 @@ def _rollout(r: offline.Render) -> dict[str, str | None]:
             for n, w in workloads(r).items()}
 
 
-def test_a_changed_credential_rolls_exactly_the_pods_that_read_it() -> None:
+@pytest.mark.parametrize(("key", "readers"), [
+    # The superuser's password: administration and backups only, no application reads it.
+    ("postgresPassword", {"postgres"}),
+    # An application role's: PostgreSQL (which sets it) and exactly the one service logging in
+    # with it (the collector and its worker share a schema, not a credential).
+    ("postgresOrchestratorPassword", {"postgres", "orchestrator"}),
+    ("postgresDataCollectorWorkerPassword", {"postgres", "data-collector-worker"}),
+    ("postgresMonitorPassword", {"postgres", "postgres-exporter"}),
+    ("redisPassword", {"redis", "redis-exporter", "orchestrator", "data-collector", "data-collector-worker",
+                       "data-collector-beat", "flower"}),
+])
+def test_a_changed_credential_rolls_exactly_the_pods_that_read_it(key: str, readers: set[str]) -> None:
     """A Secret's change alone restarts no pod; each pod template carries a keyed hash of the
     credentials it reads, so rotating one rolls the service and exactly its consumers."""
     before = _rollout(render("prod", secrets=ALL_SECRETS))
-    rotated = "pg-rotated-9876543210abcdef"
-    secrets = tuple(s if not s.startswith("postgresPassword=") else f"postgresPassword={rotated}"
-                    for s in ALL_SECRETS)
+    rotated = "rotated-9876543210abcdef"
+    secrets = tuple(s if not s.startswith(f"{key}=") else f"{key}={rotated}" for s in ALL_SECRETS)
+    assert secrets != ALL_SECRETS
     after = _rollout(render("prod", secrets=secrets))
     changed = {n for n in before if before[n] != after[n]}
-    # PostgreSQL itself and every service that logs in as its application role (the exporter
-    # has a role of its own: postgresMonitorPassword).
-    assert changed == {"postgres", "orchestrator", "data-collector", "data-collector-worker"}
+    assert changed == readers
     assert before["portal"] is None  # reads no credential
     assert all(len(v) == 16 for v in after.values() if v)
     # Reveals nothing: neither the value nor an unkeyed digest of it.
     digests = {hashlib.sha256(rotated.encode()).hexdigest()[:16], hashlib.md5(rotated.encode()).hexdigest()[:16]}
     assert not any(rotated in str(v) or v in digests for v in after.values())
     assert _rollout(render("prod", secrets=ALL_SECRETS)) == before  # stable: no roll without a change
+
 
 def test_args_are_the_catalogs_command(prod: offline.Render) -> None:
     ws = workloads(prod)
@@ -515,7 +528,10 @@ def test_no_secret_value_in_any_workload_and_every_reference_resolves() -> None:
                 assert ref["name"] == "credentials" and ref["key"] in keys[ns]
     # Values the catalog marks secret arrive through secretKeyRef, connection URLs included.
     env = {e["name"]: e for e in container(workloads(r)["data-collector"])["env"]}
-    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "postgres-url"
+    # Its own role's URL (one key per role), not the one another consumer logs in with.
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "postgres-data-collector-url"
+    worker = {e["name"]: e for e in container(workloads(r)["data-collector-worker"])["env"]}
+    assert worker["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "postgres-data-collector-worker-url"
     assert "value" not in env["CELERY_BROKER_URL"]
     pg = {e["name"]: e for e in container(workloads(r)["postgres"])["env"]}
     assert "POSTGRES_PASSWORD" not in pg  # read from the mounted Secret (test_secrets_as_files_...)

@@ -504,19 +504,20 @@ def _pod_hashes(live: Live) -> dict[str, set[str]]:
 
 def test_credential_change_through_a_stack_secret_updates_in_place(live: Live, deployed: dict[str, Any]) -> None:
     new = f"Live-rotated-{secrets.token_hex(12)}"
-    live.pulumi("config", "set", "--secret", "optiinfra:postgresPassword", new, label="config set --secret (rotate)")
+    key = "postgresOrchestratorPassword"  # an application role's: PostgreSQL sets it, one service logs in with it
+    live.pulumi("config", "set", "--secret", f"optiinfra:{key}", new, label="config set --secret (rotate)")
     ops = _steps(live.pulumi("preview", "--json", label="preview --json (credential)").stdout)
     live.notes["credential_change_ops"] = sorted({f"{op} {u.split('::')[-1]}" for u, op in ops.items()})
     assert ops and set(ops.values()) == {"update"}, ops  # Secrets in place (enableSecretMutable)
-    # Besides the Secrets, exactly PostgreSQL and its consumers roll: their credentials hash changed.
+    # Besides the Secrets, exactly PostgreSQL and the role's one consumer roll: their credentials hash changed.
     rolled = {u.split("::")[-1] for u in ops if "core/v1:Secret" not in u}
-    consumers = {"postgres", "orchestrator", "data-collector", "data-collector-worker"}  # not the exporter: own role
+    consumers = {"postgres", "orchestrator"}  # each other client logs in as a role of its own
     assert rolled == consumers, ops
     before = _pod_hashes(live)
     live.pulumi("up", "--yes", "--skip-preview", label="up (credential)")
     after = _pod_hashes(live)  # the provider awaited every rollout: the running pods are the new ones
     assert {n for n in after if after[n] != before.get(n)} == consumers, (before, after)
-    live.secrets["postgresPassword"] = new
+    live.secrets[key] = new
     found = []
     for s in live.cluster.get("/api/v1/secrets")["items"]:
         if s["metadata"]["namespace"].startswith("optiinfra-"):

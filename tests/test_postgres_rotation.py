@@ -9,7 +9,9 @@ image's `docker-entrypoint.sh` that starts `postgres` on an existing cluster, as
 does on a restart: created with password A, started with credential B (as the Docker
 target passes it, and as the Kubernetes file), B logs in and A no longer does; the
 monitoring role logs in with its own credential, is a member of pg_monitor and nothing
-more.
+more; each application consumer logs in as its own role with its own credential, no
+superuser, creating tables in its application's schema under the schema's owner role and
+kept out of the other application's schema.
 
 Everything listens on 127.0.0.1 (and the image's socket directory, as the command
 expects), waits are bounded and the server is stopped when the test ends, also when it
@@ -33,6 +35,7 @@ from pathlib import Path
 import pytest
 
 from infra.catalog import PG_MONITOR, PG_SOCKET, default_catalog
+from infra.model import Secret, SecretFile, Url
 
 from .tools import unavailable
 
@@ -51,6 +54,26 @@ def _user() -> str:
     conn = default_catalog().services["postgres"].connection
     assert conn is not None and conn.user
     return conn.user
+
+
+def _consumers() -> dict[str, tuple[str, str]]:
+    """Each service whose URL logs into PostgreSQL as a role of its own: service -> (role,
+    credential), read from the catalog's environment values."""
+    cat = default_catalog()
+    return {s.name: (v.user, v.credential) for s in cat.services.values() for _, v in s.env
+            if isinstance(v, Url) and v.service == "postgres" and v.user and v.credential}
+
+
+def _password_vars() -> dict[str, str]:
+    """credential -> the variable postgres' container gets it in (Docker form)."""
+    svc = default_catalog().services["postgres"]
+    return {v.credential: k for k, v in svc.env if isinstance(v, Secret)}
+
+
+def _file_vars() -> dict[str, str]:
+    """credential -> the variable naming its file (Kubernetes form)."""
+    files: tuple[SecretFile, ...] = default_catalog().services["postgres"].secret_files
+    return {f.credential: f.file_env for f in files}
 
 
 def _free_port() -> int:
@@ -88,8 +111,9 @@ def _created(bindir: Path, root: Path) -> Iterator[tuple[Path, Path, int]]:
     yield bindir, root, _free_port()
 
 
-def _login(port: int, user: str, password: str, sql: str = "select current_user") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", "postgres", "-tAc", sql],
+def _login(port: int, user: str, password: str, sql: str = "select current_user",
+           db: str = "postgres") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", db, "-tAc", sql],
                           env={**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "3"},
                           capture_output=True, text=True, timeout=30)
 
@@ -112,15 +136,21 @@ def test_a_rotated_password_is_applied_on_start(cluster: tuple[Path, Path, int],
     (shim / "docker-entrypoint.sh").chmod(0o755)
     shutil.chown(shim, USER)
     new, monitor = "password-B-rotated-0123456789", "monitor-password-0123456789"
+    consumers = _consumers()
+    assert consumers, "no service logs into PostgreSQL as its own role"
+    passwords = {"postgres": new, "postgres-monitor": monitor,
+                 **{cred: f"{role}-password-0123" for role, cred in consumers.values()}}
     env = {"PATH": f"{shim}:{bindir}:/usr/bin:/bin", "POSTGRES_USER": user, "POSTGRES_DB": "postgres",
            "PGPORT": str(port)}
-    for var, value in (("POSTGRES_PASSWORD", new), ("OPTIINFRA_MONITOR_PASSWORD", monitor)):
+    variables, files = _password_vars(), _file_vars()
+    assert set(passwords) <= set(variables) and set(passwords) <= set(files)
+    for cred, value in passwords.items():
         if form == "docker-env":
-            env[var] = value
+            env[variables[cred]] = value
         else:
-            (root / var).write_text(value)
-            shutil.chown(root / var, USER)
-            env[f"{var}_FILE"] = str(root / var)
+            (root / cred).write_text(value)
+            shutil.chown(root / cred, USER)
+            env[files[cred]] = str(root / cred)
     assert command[:2] == ["sh", "-c"]
     proc = subprocess.Popen(_as_user(*command, env=env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
@@ -147,9 +177,33 @@ def test_a_rotated_password_is_applied_on_start(cluster: tuple[Path, Path, int],
         write = _login(port, PG_MONITOR, monitor, "create table public.x (i int)")
         assert write.returncode != 0 and "permission denied" in write.stderr
         assert _login(port, PG_MONITOR, new).returncode != 0  # only its own credential
+        # Each application consumer: its own role and password, no superuser, tables it creates
+        # land in its schema owned by the schema's owner role (shared by the collector and its
+        # worker), another application's schema is closed to it.
+        schemas: dict[str, str] = {}
+        for service, (role, cred) in consumers.items():
+            me = _login(port, role, passwords[cred], "select session_user, current_user, current_schema, "
+                        "(select rolsuper from pg_roles where rolname = session_user)")
+            assert me.returncode == 0, f"{service}: {me.stderr}"
+            session, current, schema, superuser = me.stdout.strip().split("|")
+            assert (session, superuser) == (role, "f") and current != role and schema, me.stdout
+            schemas[service] = schema
+            made = _login(port, role, passwords[cred], f"create table if not exists t_{schema} (i int); "
+                          f"insert into t_{schema} values (1); select tableowner from pg_tables "
+                          f"where schemaname = '{schema}' and tablename = 't_{schema}'")
+            assert made.returncode == 0 and made.stdout.strip().splitlines()[-1] == current, made.stderr
+            assert _login(port, role, new).returncode != 0  # not with the superuser's password
+            sudo = _login(port, role, passwords[cred], "alter role current_user superuser")
+            assert sudo.returncode != 0 and "must be superuser" in sudo.stderr
+        assert len(set(schemas.values())) > 1  # the applications are kept apart
+        for service, (role, cred) in consumers.items():
+            for other, schema in schemas.items():
+                if schema != schemas[service]:
+                    peek = _login(port, role, passwords[cred], f"select * from {schema}.t_{schema}")
+                    assert peek.returncode != 0 and "permission denied" in peek.stderr, (service, other)
         # The password never appeared in a process's arguments (what `ps` shows everyone).
         ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, timeout=10).stdout
-        assert new not in ps
+        assert not [pw for pw in passwords.values() if pw in ps]
         assert proc.poll() is None  # the server is still up: the helper's exit was no crash
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # postgres' fast shutdown

@@ -355,8 +355,8 @@ def _secret_key(service: Service, env_name: str, value: object) -> str:
     consumer (a credential, a connection URL), per service otherwise."""
     if isinstance(value, Secret):
         return value.credential
-    if isinstance(value, Url):
-        return f"{value.service}-url"
+    if isinstance(value, Url):  # one key per role a URL logs in as
+        return f"{value.credential or value.service}-url"
     return f"{service.name}.{env_name}"
 
 
