@@ -164,6 +164,60 @@ OWN_ENV = "OptiInfra's own images read connection URLs and keys from the environ
 # database 0 (Celery's default queue; the broker URL ends in /0). Its length is the backlog.
 CELERY_QUEUE = "celery"
 
+REDIS_APPS = ("orchestrator", "data-collector", "data-collector-worker", "data-collector-beat", "flower")
+"""Redis' clients that queue and consume tasks (Celery, the orchestrator): an ACL user each."""
+
+REDIS_APP_RULES = "~* &* +@all -@dangerous"
+"""What an application's Redis user may do: every command but those that can destroy, stop or
+reconfigure the server or read other clients (FLUSHALL, CONFIG, SHUTDOWN, DEBUG, REPLICAOF,
+MONITOR, KEYS, CLIENT KILL, ...). Keys and channels are not split per application: Celery's
+queue, results and kombu bindings are one shared keyspace, and their names are the images'."""
+
+REDIS_MONITOR_RULES = (f"resetchannels %R~{CELERY_QUEUE} -@all +@connection +@read +info +config|get "
+                       "+slowlog|get +slowlog|len +latency|latest +cluster|info")
+"""The exporter's Redis user: read-only, server statistics and the Celery queue's length only."""
+
+
+def redis_user(consumer: str) -> str:
+    """The Redis ACL user a consumer logs in as (the exporter: PG_MONITOR's name, read-only)."""
+    return pg_role(consumer)
+
+
+def _redis_credential(consumer: str) -> str:
+    return f"redis-{consumer}"
+
+
+def _redis_url(consumer: str) -> Url:
+    """A consumer's connection to Redis, as its own ACL user with its own credential."""
+    return Url("redis", user=redis_user(consumer), credential=_redis_credential(consumer))
+
+
+_REDIS_USERS = (("default", "REDIS_PASSWORD", "redis", "~* &* +@all"),
+                (PG_MONITOR, "OPTIINFRA_MONITOR_PASSWORD", "redis-monitor", REDIS_MONITOR_RULES),
+                *((redis_user(c), _pg_password_env(c), _redis_credential(c), REDIS_APP_RULES) for c in REDIS_APPS))
+"""Redis' users: (name, the variable its password arrives in, credential, rules). `default` is
+the administrator's (health check, backups), with requirepass' credential."""
+
+REDIS_ACL_FILE = "${TMPDIR:-/tmp}/optiinfra-users.acl"
+
+REDIS_START = (
+    # Redis' users come from an ACL file the wrapper writes on every start into the writable
+    # /tmp (0600, never on the data volume), with each password's SHA-256 (`#<hex>`: the file
+    # holds no password, and any character is allowed in one). The values arrive as variables
+    # (Docker) or files (Kubernetes) and go through printf (a shell builtin) to sha256sum's
+    # stdin, never argv. A missing one stops the start with the user's name.
+    'set -e; umask 077; h() { [ -n "$1" ] || { echo "optiinfra: no password for Redis user $2" >&2; exit 1; }; '
+    'printf %s "$1" | sha256sum | cut -c1-64; }; '
+    + " ".join(f'u{i}=$(h "${{{var}:-$(cat {SECRET_DIR}/{cred} 2>/dev/null)}}" {user});'
+               for i, (user, var, cred, _) in enumerate(_REDIS_USERS))
+    + " { " + " ".join(f'printf "user %s on #%s %s\\n" {user} "$u{i}" "{rules}";'
+                       for i, (user, _, _, rules) in enumerate(_REDIS_USERS))
+    + f' }} > "{REDIS_ACL_FILE}"; exec redis-server --appendonly yes --maxmemory-policy noeviction '
+    f'--aclfile "{REDIS_ACL_FILE}" "$@"'
+)
+"""Redis' command: its ACL users written from the current credentials, then the server."""
+
+
 CLIENT_METRICS = ("process_resident_memory_bytes", "process_start_time_seconds")
 """What every scraped service exposes beside its own metrics: the Prometheus client
 libraries' process collector (Go and Python clients on Linux; a contract with OptiInfra's
@@ -233,7 +287,7 @@ def _collector(name: str, purpose: str, command: tuple[str, ...], health: Health
     env_for = {
         "postgres": ("DATABASE_URL", _pg_url(name)),
         "clickhouse": ("CLICKHOUSE_URL", Url("clickhouse")),
-        "redis": ("CELERY_BROKER_URL", Url("redis")),
+        "redis": ("CELERY_BROKER_URL", _redis_url(name)),
     }
     return Service(
         name=name,
@@ -377,20 +431,29 @@ SERVICES: tuple[Service, ...] = (
                            slow_start=True, start_period_s=30),
         resources=Resources(memory_mib=50, cpu=0.1, guaranteed=True),
         volumes=(Volume("data", "/data", 0.5),),
-        credentials=(Credential("redis", "redisPassword", "Redis requirepass"),),
-        env=(("REDIS_PASSWORD", Secret("redis")), ("REDISCLI_AUTH", Secret("redis"))),
+        # Each client logs in as an ACL user of its own (REDIS_APPS, the exporter read-only);
+        # `default` is the administrator's (health check, backups).
+        credentials=(Credential("redis", "redisPassword", "Redis password of the default (administrator) user"),
+                     Credential("redis-monitor", "redisMonitorPassword",
+                                f"Redis password of {PG_MONITOR}, the exporter's read-only ACL user"),
+                     *(Credential(_redis_credential(c), f"redis{_camel(c)}Password",
+                                  f"Redis password of {redis_user(c)}, the {c}'s ACL user") for c in REDIS_APPS)),
+        env=(("REDIS_PASSWORD", Secret("redis")), ("REDISCLI_AUTH", Secret("redis")),
+             ("OPTIINFRA_MONITOR_PASSWORD", Secret("redis-monitor")),
+             *((_pg_password_env(c), Secret(_redis_credential(c))) for c in REDIS_APPS)),
         # On Kubernetes the server reads requirepass from the mounted file (REDIS_PASSWORD is
         # not set there); the health check's redis-cli takes a password only from
         # REDISCLI_AUTH or argv, so that one variable stays.
-        secret_files=(SecretFile("redis", ("REDIS_PASSWORD",)),),
+        secret_files=(SecretFile("redis", ("REDIS_PASSWORD",)),
+                      SecretFile("redis-monitor", ("OPTIINFRA_MONITOR_PASSWORD",)),
+                      *(SecretFile(_redis_credential(c), (_pg_password_env(c),)) for c in REDIS_APPS)),
         secret_env_reason="redis-cli (the health check) reads the password from REDISCLI_AUTH or argv only",
         # maxmemory at 60% of the limit (an AOF rewrite forks, copying pages on write);
         # noeviction: a Celery broker must refuse writes when full, never drop queued tasks.
         # The sized arguments reach redis-server through "$@" ($0 is the name after the script).
-        command=("sh", "-c", 'exec redis-server --appendonly yes --maxmemory-policy noeviction '
-                 f'--requirepass "${{REDIS_PASSWORD:-$(cat {SECRET_DIR}/redis)}}" "$@"', "redis-server"),
+        command=("sh", "-c", REDIS_START, "redis-server"),
         sized_command=(FromLimit("{n}mb", 0.6, flag="--maxmemory"),),
-        connection=Connection("redis://:{password}@{host}:{port}/0", "redis", credential="redis"),
+        connection=Connection("redis://{user}:{password}@{host}:{port}/0", "redis", credential="redis"),
         uid=999,
         # An RDB snapshot streamed by the server (redis-cli --rdb). Restore replaces the data
         # with the server stopped: with appendonly on, Redis 7 loads its AOF directory and
@@ -542,7 +605,7 @@ SERVICES: tuple[Service, ...] = (
         depends_on=(Dependency("redis"),),
         resources=Resources(memory_mib=48, cpu=0.1),
         credentials=(Credential("flower", "flowerPassword", "Flower basic-auth password"),),
-        env=(("CELERY_BROKER_URL", Url("redis")),
+        env=(("CELERY_BROKER_URL", _redis_url("flower")),
              ("FLOWER_BASIC_AUTH", Dsn("flower", "{user}:{password}")),
              ("FLOWER_PORT", Listen("web"))),
         secret_env_reason="Flower takes its broker URL and basic auth from the environment or argv only",
@@ -603,7 +666,9 @@ SERVICES: tuple[Service, ...] = (
         depends_on=(Dependency("redis"),),
         resources=Resources(memory_mib=16, cpu=0.05),
         # The Celery queue's length (redis_key_size) is the collector's backlog.
-        env=(("REDIS_ADDR", Dsn("redis", "redis://{host}:{port}")), ("REDIS_PASSWORD", Secret("redis")),
+        # Logs in as Redis' read-only ACL user (REDIS_MONITOR_RULES).
+        env=(("REDIS_ADDR", Dsn("redis", "redis://{host}:{port}")), ("REDIS_USER", PG_MONITOR),
+             ("REDIS_PASSWORD", Secret("redis-monitor")),
              ("REDIS_EXPORTER_CHECK_SINGLE_KEYS", f"db0={CELERY_QUEUE}")),
         secret_env_reason=("its password file (REDIS_PASSWORD_FILE) is a JSON map of addresses to "
                            "passwords, which the stack does not render yet"),
@@ -688,7 +753,8 @@ SERVICES: tuple[Service, ...] = (
             Dependency("redis", reason="task queue shared with the agents"),
         ),
         resources=Resources(memory_mib=64, cpu=0.1),
-        env=(("PORT", Listen("http")), ("DATABASE_URL", _pg_url("orchestrator")), ("REDIS_URL", Url("redis"))),
+        env=(("PORT", Listen("http")), ("DATABASE_URL", _pg_url("orchestrator")),
+             ("REDIS_URL", _redis_url("orchestrator"))),
         secret_env_reason=OWN_ENV,
         connection=Connection("http://{host}:{port}", "http"),
     ),

@@ -27,7 +27,7 @@ import pytest
 
 from infra import backup
 from infra.catalog import default_catalog
-from infra.model import FromLimit, Service
+from infra.model import FromLimit, Secret, Service
 
 WAIT_S = 30.0
 CATALOG = default_catalog()
@@ -174,8 +174,12 @@ def redis(workdir: Path) -> Iterator[Server]:
 
     def start() -> None:
         log = (workdir / "redis.log").open("ab")
+        # Every ACL user's credential, as the Docker target passes them (the administrator's is
+        # the one the backup logs in with); the ACL file goes to the test's directory.
+        users = {k: secrets.token_urlsafe(18) for k, v in REDIS.env if isinstance(v, Secret)}
         procs.append(subprocess.Popen(_redis_argv(port, data), stdout=log, stderr=log,
-                                      env={**os.environ, "REDIS_PASSWORD": server.password}))
+                                      env={**os.environ, **users, "REDIS_PASSWORD": server.password,
+                                           "TMPDIR": str(workdir)}))
         _wait(lambda: _redis_ready(server), "redis-server")
 
     def stop() -> None:

@@ -25,9 +25,10 @@ from infra import cli, offline
 from infra import stack as infra_stack
 from infra.backends import kubernetes
 from infra.backends.kubernetes import K8S_VERSION
-from infra.catalog import default_catalog
+from infra.catalog import CREDENTIALS, default_catalog
 from infra.commands import render as render_cmd
 from infra.graph import Model
+from infra.model import Secret
 from infra.settings import ConfigError
 
 from .conftest import render
@@ -36,15 +37,15 @@ WORKLOADS = ("Deployment", "StatefulSet")
 TIERS = ("databases", "monitoring", "core", "agents", "frontend")
 STATEFUL = {"postgres", "clickhouse", "redis", "qdrant", "prometheus", "grafana"}
 # Every credential supplied as a stack secret (what an operator does with `--secret`).
-ALL_SECRETS = (
+ALL_SECRETS: tuple[str, ...] = (
     "postgresPassword=pg-supplied-0123456789", "postgresMonitorPassword=pgmon-supplied-0123456789",
     "clickhousePassword=ch-supplied-0123456789",
     "redisPassword=redis-supplied-0123456789", "grafanaAdminPassword=gf-supplied-0123456789",
     "flowerPassword=flower-supplied-0123456789", "qdrantApiKey=qdrant-supplied-0123456789",
-    "postgresOrchestratorPassword=pgorch-supplied-0123456789",
-    "postgresDataCollectorPassword=pgdc-supplied-0123456789",
-    "postgresDataCollectorWorkerPassword=pgdcw-supplied-0123456789",
 )
+# Every other credential the catalog declares (the per-consumer database roles), supplied too.
+ALL_SECRETS += tuple(f"{c.config_key}={c.id}-supplied-0123456789" for c in CREDENTIALS
+                     if not any(s.startswith(f"{c.config_key}=") for s in ALL_SECRETS))
 # The seed's container ports per service (Service ports must be exactly these).
 SEED_PORTS = {
     "postgres": {5432}, "clickhouse": {8123, 9000}, "redis": {6379}, "qdrant": {6333, 6334},
@@ -405,6 +406,7 @@ def test_databases_guaranteed_with_their_memory_inside_the_limit(prod: offline.R
 
 def test_secrets_as_files_where_the_catalog_declares_it(prod: offline.Render) -> None:
     ws = workloads(prod)
+    catalog = default_catalog().services
 
     def env(name: str) -> dict[str, Any]:
         return {e["name"]: e for e in container(ws[name]).get("env") or []}
@@ -415,12 +417,17 @@ def test_secrets_as_files_where_the_catalog_declares_it(prod: offline.Render) ->
         return [vols[m["name"]] for m in container(ws[name]).get("volumeMounts") or []
                 if m["mountPath"] == "/run/secrets/optiinfra" and m.get("readOnly")]
 
-    # Redis reads requirepass from the mounted file; REDIS_PASSWORD is not set on Kubernetes.
-    assert "REDIS_PASSWORD" not in env("redis")
+    # Redis reads its users' passwords from the mounted files; no password variable is set for
+    # the server on Kubernetes (REDISCLI_AUTH stays for the health check's redis-cli).
+    redis = catalog["redis"]
+    assert not {k for k, v in redis.env if isinstance(v, Secret) and k != "REDISCLI_AUTH"} & set(env("redis"))
     script = container(ws["redis"])["args"][2].replace("$$", "$")
-    assert "$(cat /run/secrets/optiinfra/redis)" in script
+    creds = sorted({v.credential for _, v in redis.env if isinstance(v, Secret)})
+    assert len(creds) > 2
+    assert all(f"$(cat /run/secrets/optiinfra/{c} 2>/dev/null)" in script for c in creds)
     assert files("redis")[0]["secret"] == {"secretName": "credentials", "defaultMode": 0o440,
-                                           "items": [{"key": "redis", "path": "redis"}]}
+                                           "items": [{"key": c, "path": c} for c in
+                                                     dict.fromkeys(f.credential for f in redis.secret_files)]}
     # The postgres exporter: address and user in the clear, the password from a file; no DSN.
     pe = env("postgres-exporter")
     assert "DATA_SOURCE_NAME" not in pe
@@ -473,8 +480,9 @@ def _rollout(r: offline.Render) -> dict[str, str | None]:
     ("postgresOrchestratorPassword", {"postgres", "orchestrator"}),
     ("postgresDataCollectorWorkerPassword", {"postgres", "data-collector-worker"}),
     ("postgresMonitorPassword", {"postgres", "postgres-exporter"}),
-    ("redisPassword", {"redis", "redis-exporter", "orchestrator", "data-collector", "data-collector-worker",
-                       "data-collector-beat", "flower"}),
+    # Redis' administrator (health check, backups) and one of its ACL users.
+    ("redisPassword", {"redis"}),
+    ("redisDataCollectorBeatPassword", {"redis", "data-collector-beat"}),
 ])
 def test_a_changed_credential_rolls_exactly_the_pods_that_read_it(key: str, readers: set[str]) -> None:
     """A Secret's change alone restarts no pod; each pod template carries a keyed hash of the
