@@ -188,6 +188,8 @@ class KubernetesSettings(_Model):
     require_digest: bool = Field(False, alias="requireDigest")
     """Require image digests (`repo@sha256:...`): the policy pack then refuses tags alone (default false)."""
     external_secrets: ExternalSecrets | None = Field(None, alias="externalSecrets")
+    """Source every credential from the External Secrets Operator (Kubernetes only; default:
+    unset, stack secrets or generated). Its keys follow."""
 
     @field_validator("outside_cidrs", "outside_except")
     @classmethod
