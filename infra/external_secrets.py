@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -75,12 +76,20 @@ def remotes(model: Model, credentials: Iterable[Credential], stack: str) -> dict
     return out
 
 
+def secret_key(credential: str) -> str:
+    """The name a credential's value has inside the ExternalSecret (`spec.data[].secretKey`)
+    and its template: a Go identifier, so the template reads it as `.name`, which the
+    operator's engine refuses when missing (`index . "name"` would give an empty string)."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", credential)
+    return name if name[:1].isalpha() else f"c_{name}"
+
+
 def template(shape: Embedded) -> str:
     """The operator's (Go text/template, engine v2) form of a shape: the literal text with
-    `{{` escaped, the credential as `index . "<id>"` (ids may hold '-'), percent-encoded in a
-    URL exactly as `quote(pw, safe="")` does: `urlquery` (Go's QueryEscape) differs from it
-    only in writing a space as '+', which sprig's `replace` turns into %20."""
-    ref = f'index . "{shape.credential}"'
+    `{{` escaped, the credential as `.<secret_key>`, percent-encoded in a URL exactly as
+    `quote(pw, safe="")` does: `urlquery` (Go's QueryEscape) differs from it only in writing
+    a space as '+', which sprig's `replace` turns into %20 (a '+' itself is %2B by then)."""
+    ref = f".{secret_key(shape.credential)}"
     action = f'{{{{ {ref} | urlquery | replace "+" "%20" }}}}' if shape.is_url else f"{{{{ {ref} }}}}"
     literal = [part.replace("{{", '{{ "{{" }}') for part in shape.text.split(PASSWORD)]
     return action.join(literal)
@@ -98,13 +107,16 @@ def spec(secret_name: str, shapes: Mapping[str, Embedded], refs: Mapping[str, Re
     """The ExternalSecret's spec: one `data` entry per credential the Secret's keys use,
     one template entry per key (mergePolicy Replace: exactly those keys)."""
     used = sorted({s.credential for s in shapes.values()})
+    names = {secret_key(cid): cid for cid in used}
+    if len(names) != len(used):
+        raise ValueError(f"credential ids {used} map to the same ExternalSecret key; rename one in the catalog")
     store = refs[used[0]].store
     data = []
     for cid in used:
         remote: dict[str, str] = {"key": refs[cid].key}
         if refs[cid].property:
             remote["property"] = str(refs[cid].property)
-        data.append({"secretKey": cid, "remoteRef": remote})
+        data.append({"secretKey": secret_key(cid), "remoteRef": remote})
     versions = ",".join(f"{cid}={refs[cid].version}" for cid in used)
     return {
         "refreshInterval": refresh_interval,

@@ -562,13 +562,13 @@ def _external_secret_plaintext(res: Resource) -> Iterator[str]:
     for where, value in entries:
         if not isinstance(value, str) or is_unknown(value):
             continue
-        if "{{" not in value and where.startswith("template.data."):
+        if _plaintext_url_password(value) is not None:
+            yield (f"ExternalSecret {res.name}: {where} carries a URL with a password in plaintext. Fix: put the "
+                   "password in the store and template it in ('{{ index . \"<secretKey>\" | urlquery }}').")
+        elif "{{" not in value and where.startswith("template.data."):
             yield (f"ExternalSecret {res.name}: {where} is a literal, so the credential it holds is stored in "
                    "plaintext (Pulumi state, the cluster). Fix: take it from the store with spec.data and "
                    "'{{ index . \"<secretKey>\" }}' (infra/external_secrets.py builds these).")
-        elif _plaintext_url_password(value) is not None:
-            yield (f"ExternalSecret {res.name}: {where} carries a URL with a password in plaintext. Fix: put the "
-                   "password in the store and template it in ('{{ index . \"<secretKey>\" | urlquery }}').")
 
 
 # ---- 9. no known default credential ----------------------------------------------------------------
