@@ -9,6 +9,7 @@ are validated against the operator's own CRD schema (scripts/crds.sh).
 
 from __future__ import annotations
 
+import atexit
 import copy
 import dataclasses
 import json
@@ -16,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -177,8 +179,10 @@ def gotemplate() -> Path | str:
     go = shutil.which("go")
     if go is None:
         return "go is not on PATH (it builds tests/gotemplate, the operator's template engine)"
-    out = Path(subprocess.run([go, "env", "GOCACHE"], capture_output=True, text=True).stdout.strip() or "/tmp")
-    binary = out.parent / "optiinfra-gotemplate"
+    # Built per test process (Go's build cache makes it quick) into a directory removed at exit.
+    out = Path(tempfile.mkdtemp(prefix="optiinfra-gotemplate-"))
+    atexit.register(shutil.rmtree, out, True)
+    binary = out / "gotemplate"
     done = subprocess.run([go, "build", "-o", str(binary), "."], cwd=GOTEMPLATE, capture_output=True, text=True,
                           timeout=600)
     if done.returncode != 0:
