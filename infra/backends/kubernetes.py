@@ -71,7 +71,6 @@ from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
 from policies.optiinfra_policies.vocabulary import K8S_SECRET_KEYS as SECRET_KEYS
 
 from .. import backup as backups
-from .. import credentials as creds
 from .. import external_secrets as eso
 from ..graph import Edge, Effective, Model, backup_claim_mib, providers_of, volume_mib
 from ..model import (
@@ -432,7 +431,7 @@ class KubernetesBackend:
         self.files = GeneratedFiles(model, self.host_of, pods_resolver(model))
         self.scraped = frozenset(e.target for e in model.scrape_edges())
         """Services the scraper reaches (computed once: `service` runs per service)."""
-        self.remotes = eso.remotes(model, creds.needed(model).values(), pulumi.get_stack())
+        self.remotes = eso.remotes(model, model.catalog.credentials.values(), pulumi.get_stack())
         """With `kubernetes.externalSecrets`: where each credential lives (else empty)."""
         k = model.settings.kubernetes
         self.provider = k8s.Provider("kubernetes", k8s.ProviderArgs(

@@ -1,5 +1,9 @@
-// gotemplate renders External Secrets Operator templates (engine v2: Go text/template
-// with the sprig function map) for tests/test_external_secrets.py.
+// gotemplate renders External Secrets Operator templates (engine v2) for
+// tests/test_external_secrets.py, the way the operator's runtime/template/v2 executes
+// one: Go's text/template, the Masterminds sprig v3 function map without env and
+// expandenv, missingkey=error, the fetched values as a map of strings, delimiters {{ }}
+// (the operator's default). The operator's own functions (pkcs12, jwk, ...) are left
+// out: no template of ours uses them.
 //
 // stdin:  {"templates": {"<key>": "<template>"}, "data": {"<secretKey>": "<value>"}}
 // stdout: {"<key>": "<rendered>"}; a template that fails to parse or run exits 1.
