@@ -35,11 +35,17 @@ def supplied(model: Model, config: Mapping[str, Any]) -> dict[str, str]:
     """Credentials set as stack secrets (in the stack's config, engine form), validated
     (plain values, never printed)."""
     out: dict[str, str] = {}
+    external = model.settings.target == "kubernetes" and model.settings.kubernetes.external_secrets is not None
     for cred in needed(model).values():
         key = f"{NAMESPACE}:{cred.config_key}"
         value = config.get(key)
         if value is None:
             continue
+        if external:  # it would be ignored: the operator writes every credential from the store
+            raise ConfigError(key, "is set as a stack secret, but kubernetes.externalSecrets sources every "
+                              "credential from the ClusterSecretStore",
+                              f"pulumi config rm {cred.config_key}, and put the value in the store under its "
+                              "remote key (docs/credentials.md)")
         if str(value).strip().lower() in KNOWN_DEFAULTS:
             raise ConfigError(key, "is a well-known default credential",
                               f"pulumi config set --secret {cred.config_key} <a strong value>, "
@@ -62,8 +68,12 @@ def materialize(
     model: Model, values: dict[str, str], parents: dict[str, pulumi.Resource]
 ) -> dict[str, pulumi.Output[str]]:
     """One secret Output per needed credential; generated ones are RandomPasswords
-    parented under the tier of the service that owns them."""
+    parented under the tier of the service that owns them. None with
+    `kubernetes.externalSecrets`: the operator writes them in the cluster, the program
+    never holds a value."""
     out: dict[str, pulumi.Output[str]] = {}
+    if model.settings.target == "kubernetes" and model.settings.kubernetes.external_secrets is not None:
+        return out
     for cred in needed(model).values():
         if cred.id in values:
             out[cred.id] = pulumi.Output.secret(values[cred.id])

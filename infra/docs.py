@@ -29,6 +29,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from xml.sax.saxutils import escape
 
 from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
 
 from policies.optiinfra_policies import vocabulary as vocab
 
@@ -528,6 +529,8 @@ def _type_text(annotation: Any) -> str:
 
 
 def _default_text(value: Any) -> str:
+    if value is PydanticUndefined:
+        return "required"
     if value is None:
         return "unset"
     if isinstance(value, bool):
@@ -550,6 +553,9 @@ def setting_rows(catalog: Catalog | None = None) -> list[SettingRow]:
         for name, f in model.model_fields.items():
             key = prefix + (f.alias or name)
             nested = _model_of(f.annotation)
+            optional = [a for a in get_args(f.annotation) if a is not type(None)]
+            if nested is None and len(optional) == 1 and _model_of(optional[0]) is not None:  # `Model | None`
+                nested = _model_of(optional[0])
             if get_origin(f.annotation) is dict and _model_of(get_args(f.annotation)[1]):
                 extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
                 nested, key = _model_of(get_args(f.annotation)[1]), f"{key}.{extra.get('placeholder', '<name>')}"

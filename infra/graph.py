@@ -8,6 +8,7 @@ reachability. No Pulumi import. Every derivation is linear in services + edges.
 
 from __future__ import annotations
 
+import difflib
 import enum
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -276,12 +277,27 @@ def _check_names(catalog: Catalog, s: Settings) -> None:
             raise ConfigError(f"{key}.replicas", "does not apply on Docker, which runs one container per service",
                               "remove it from this stack (replicas apply on Kubernetes)")
     _check_existing_volumes(catalog, s)
+    _check_external_secrets(catalog, s)
     _check_thresholds(catalog, s)
     fan_out = [svc.name for svc in catalog.services.values() if svc.per_cloud_provider
                and (s.services.get(svc.name) is None or s.services[svc.name].enabled)]
     if not s.cloud_providers and fan_out:
         raise ConfigError(f"{NAMESPACE}:cloudProviders", f"is empty, but {fan_out[0]} runs one instance per provider",
                           f"list at least one provider, or set {NAMESPACE}:services.{fan_out[0]}.enabled=false")
+
+
+def _check_external_secrets(catalog: Catalog, s: Settings) -> None:
+    """`kubernetes.externalSecrets.credentials.<configKey>`: a credential the catalog declares."""
+    es = s.kubernetes.external_secrets
+    if es is None:
+        return
+    keys = sorted(catalog.credential_keys())
+    for name in es.credentials:
+        if name not in keys:
+            close = difflib.get_close_matches(name, keys, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"{NAMESPACE}:kubernetes.externalSecrets.credentials.{name}",
+                              "is not a credential's config key", f"{hint}use one of: {', '.join(keys)}")
 
 
 def _check_existing_volumes(catalog: Catalog, s: Settings) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pulumi
 
-from . import credentials, stack
+from . import credentials, external_secrets, stack
 from .backends import create
 from .catalog import default_catalog
 from .graph import Model, startup_order
@@ -46,11 +46,20 @@ def deploy(model: Model, supplied: dict[str, str]) -> dict[str, object]:
         handles[name] = backend.service(model.services[name], [handles[d] for d in model.waits_for(name)])
     for tier, comp in tiers.items():
         comp.finish(e.name for e in model.in_tier(tier))
+    if external_secrets.settings_of(model) is not None:
+        located = external_secrets.remotes(model, credentials.needed(model).values(), pulumi.get_stack())
+        return {**backend.outputs().exports(), CREDENTIALS_OUTPUT: credential_locations(located)}
     return {**backend.outputs().exports(), CREDENTIALS_OUTPUT: credentials_output(model, secrets)}
 
 
 CREDENTIALS_OUTPUT = "credentials"
-"""One secret stack output: `pulumi stack output --show-secrets credentials`."""
+"""One secret stack output: `pulumi stack output --show-secrets credentials`; with
+`kubernetes.externalSecrets`, where each credential lives instead (plain: no value)."""
+
+
+def credential_locations(located: dict[str, external_secrets.Remote]) -> dict[str, dict[str, object]]:
+    """Every credential by its config key: the store and remote key it is read from."""
+    return {r.credential.config_key: r.location() for r in located.values()}
 
 
 def credentials_output(model: Model, secrets: dict[str, pulumi.Output[str]]) -> pulumi.Output[dict[str, str]]:

@@ -126,6 +126,40 @@ PRIVATE_AND_LINK_LOCAL = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.
 """RFC 1918, carrier-grade NAT and link-local (the cloud metadata address 169.254.169.254)."""
 
 
+class RemoteKey(_Model):
+    """Where one credential lives in the outside store, by its config key, under
+    `optiinfra:kubernetes.externalSecrets.credentials.<configKey>`."""
+
+    key: str | None = None
+    """The remote key (the secret's path or name in the store; default
+    `<keyPrefix>/<configKey>`)."""
+    property: str | None = None
+    """A field inside the remote secret, for stores that keep several values under one key
+    (Vault KV, a JSON secret in AWS Secrets Manager); default: the whole value."""
+    version: int = Field(1, ge=1, le=1_000_000)
+    """Bump it after changing the value in the store: it is part of the pod annotation that
+    rolls exactly this credential's consumers, and of the ExternalSecret, so the operator
+    fetches the new value at once (default 1; docs/credentials.md, rotation)."""
+
+
+class ExternalSecrets(_Model):
+    """Kubernetes only: every credential comes from the External Secrets Operator instead of
+    the stack (`optiinfra:kubernetes.externalSecrets`; docs/credentials.md). Each tier's
+    `credentials` Secret is then an ExternalSecret of the same name and keys; no value enters
+    Pulumi state. Default: unset, credentials are stack secrets or generated."""
+
+    store: str
+    """Name of the ClusterSecretStore the operator reads from (required; you create it,
+    e.g. for Vault or AWS Secrets Manager)."""
+    refresh_interval: str = Field("1h", alias="refreshInterval")
+    """How often the operator re-reads the store, a duration such as 15m or 1h (default 1h)."""
+    key_prefix: str | None = Field(None, alias="keyPrefix")
+    """Prefix of the default remote keys, `<keyPrefix>/<configKey>` (default optiinfra/<stack>)."""
+    credentials: dict[str, RemoteKey] = Field(default_factory=dict, json_schema_extra={"placeholder": "<configKey>"})
+    """Per credential config key (postgresPassword, ...): its remote key, property and version
+    (default: `<keyPrefix>/<configKey>`, the whole value, version 1)."""
+
+
 class KubernetesSettings(_Model):
     """Kubernetes target settings (`optiinfra:kubernetes`)."""
 
@@ -153,6 +187,9 @@ class KubernetesSettings(_Model):
     """kubeconfig context to deploy to (default: the current context)."""
     require_digest: bool = Field(False, alias="requireDigest")
     """Require image digests (`repo@sha256:...`): the policy pack then refuses tags alone (default false)."""
+    external_secrets: ExternalSecrets | None = Field(None, alias="externalSecrets")
+    """Source every credential from the External Secrets Operator (Kubernetes only; default:
+    unset, stack secrets or generated). Its keys follow."""
 
     @field_validator("outside_cidrs", "outside_except")
     @classmethod
@@ -279,6 +316,9 @@ def _from_validation(err: ValidationError) -> ConfigError:
     if e["type"] in ("model_type", "dict_type", "model_attributes_type"):
         return ConfigError(_key(loc), f"{e['input']!r} is not a map of settings",
                            f"write it as a map, e.g. {loc[-1]}: {{key: value}} (keys here: {_allowed_keys(loc)})")
+    if e["type"] == "missing":
+        return ConfigError(_key(loc), "is required but not set",
+                           f"set it too (keys here: {_allowed_keys(loc[:-1])}; see docs/settings.md)")
     fix = _FIXES.get(e["type"], "correct the value")
     if loc == ("backups", "schedule"):
         fix = "write five cron fields (minute hour day month weekday, UTC), e.g. '17 2 * * *'"
@@ -432,9 +472,41 @@ def _check_kubernetes(s: Settings) -> None:
     if not _DNS_LABEL.fullmatch(k.ingress.controller_namespace):
         raise ConfigError(f"{key}.ingress.controllerNamespace", f"'{k.ingress.controller_namespace}' is not a "
                           "namespace name", "use the namespace your ingress controller runs in, e.g. ingress-nginx")
+    _check_external_secrets(s)
     if s.target != "kubernetes":
         return
     for name in s.public:
         if name not in k.ingress.hosts:
             raise ConfigError(f"{key}.ingress.hosts.{name}", f"public service {name} has no Ingress host",
                               f"set {key}.ingress.hosts.{name} to its DNS name, or remove it from {NAMESPACE}:public")
+
+
+_DURATION = re.compile(r"([0-9]+h)?([0-9]+m)?([0-9]+s)?")
+_REMOTE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./+=@:-]*")
+
+
+def _check_external_secrets(s: Settings) -> None:
+    """The External Secrets Operator option: Kubernetes only, names the operator accepts."""
+    es = s.kubernetes.external_secrets
+    if es is None:
+        return
+    key = f"{NAMESPACE}:kubernetes.externalSecrets"
+    if s.target != "kubernetes":
+        raise ConfigError(key, "does not apply on Docker (there is no External Secrets Operator; credentials "
+                          "are stack secrets or generated)", "remove it from this stack, or use Pulumi ESC "
+                          "for outside credentials (docs/credentials.md)")
+    if not _DNS_SUBDOMAIN.fullmatch(es.store):
+        raise ConfigError(f"{key}.store", f"{es.store!r} is not a ClusterSecretStore name",
+                          "use the store's lower-case DNS name (letters, digits, '-' and '.'), e.g. vault-backend")
+    text = es.refresh_interval.strip()
+    if not text or not _DURATION.fullmatch(text) or not any(c in "123456789" for c in text):
+        raise ConfigError(f"{key}.refreshInterval", f"{es.refresh_interval!r} is not a duration",
+                          "use hours, minutes and seconds above zero, e.g. 15m, 1h or 1h30m")
+    if es.key_prefix is not None and not _REMOTE_KEY.fullmatch(es.key_prefix.rstrip("/")):
+        raise ConfigError(f"{key}.keyPrefix", f"{es.key_prefix!r} is not a remote key prefix",
+                          "use letters, digits and / . _ - (no spaces), e.g. optiinfra/prod")
+    for name, ref in es.credentials.items():
+        for field, value in (("key", ref.key), ("property", ref.property)):
+            if value is not None and not _REMOTE_KEY.fullmatch(value):
+                raise ConfigError(f"{key}.credentials.{name}.{field}", f"{value!r} is not a remote {field}",
+                                  "use letters, digits and / . _ - (no spaces), e.g. optiinfra/prod/postgres")

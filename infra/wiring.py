@@ -50,13 +50,32 @@ def credential_refs(catalog: Catalog, service: Service) -> set[str]:
     return refs
 
 
+PASSWORD = "{password}"
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A value that carries a credential, before the credential is known: `text` with
+    PASSWORD where it goes (percent-encoded when `is_url`). A plain Secret is PASSWORD alone.
+    Pulumi fills it with the value (`Wiring.value`); the External Secrets Operator fills it
+    in the cluster from the same shape (infra/external_secrets.py), so a URL is written once."""
+
+    text: str
+    credential: str
+    is_url: bool = False
+
+    def fill(self, password: str) -> str:
+        return self.text.replace(PASSWORD, quote(password, safe="") if self.is_url else password)
+
+
 @dataclass(frozen=True)
 class Wiring:
     catalog: Catalog
     host_of: HostOf
     credentials: dict[str, pulumi.Output[str]]
 
-    def value(self, value: EnvValue | str, owner: Service | None = None) -> pulumi.Input[str]:
+    def shape(self, value: EnvValue | str, owner: Service | None = None) -> str | Embedded:
+        """A value as plain text, or the shape of one that carries a credential."""
         if isinstance(value, str):
             return value
         if isinstance(value, Listen):
@@ -64,7 +83,7 @@ class Wiring:
                 raise ValueError("Listen needs the service it belongs to")
             return str(owner.port(value.port).container)
         if isinstance(value, Secret):
-            return self.credentials[value.credential]
+            return Embedded(PASSWORD, value.credential)
         conn, template = _parts(self.catalog, value)
         target = self.catalog.services[value.service]
         user, credential = login(conn, value)
@@ -73,13 +92,21 @@ class Wiring:
             "port": self._port(target, conn, value),
             "user": user,
         }
-        text = template.format(**fields, password="{password}")
-        if "{password}" not in text or credential is None:
+        text = template.format(**fields, password=PASSWORD)
+        if PASSWORD not in text or credential is None:
             return text
-        is_url = "://" in text  # a password inside a URL must be percent-encoded
-        # Credentials are secret Outputs (credentials.materialize), so the URL is too.
-        return self.credentials[credential].apply(
-            lambda pw: text.replace("{password}", quote(pw, safe="") if is_url else pw))
+        # A password inside a URL must be percent-encoded.
+        return Embedded(text, credential, is_url="://" in text)
+
+    def value(self, value: EnvValue | str, owner: Service | None = None) -> pulumi.Input[str]:
+        shape = self.shape(value, owner)
+        if isinstance(shape, str):
+            return shape
+        return self.fill(shape)
+
+    def fill(self, shape: Embedded) -> pulumi.Output[str]:
+        """The value of a shape, from the stack's credential (a secret Output, so this is too)."""
+        return self.credentials[shape.credential].apply(shape.fill)
 
     @staticmethod
     def _port(target: Service, conn: Connection | None, value: Url | Dsn) -> str:

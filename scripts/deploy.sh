@@ -61,3 +61,4 @@ fi
 "$PULUMI" stack select --create "$STACK" >/dev/null
 "$PULUMI" up --stack "$STACK" "$@"
 echo "Credentials (generated or set with 'pulumi config set --secret'): $PULUMI stack output --stack $STACK --show-secrets credentials" >&2
+echo "  (with kubernetes.externalSecrets that output names each credential's store and remote key instead: read the value from the store)" >&2

@@ -195,6 +195,9 @@ class Cluster:
     server: str = ""
     kubeconfig: Path = Path()
     ingress: IngressAddress | None = None
+    api_only: bool = False
+    """Start etcd and kube-apiserver only: enough to validate objects on the server
+    (CRD schemas, dry runs); no controllers, scheduler, nodes or ingress address."""
 
     # -- lifecycle --
 
@@ -239,6 +242,9 @@ class Cluster:
             "--allow-privileged=false", "--profiling=false", "--v=1"])
         wait_for("kube-apiserver /readyz", lambda: self.raw("GET", "/readyz") == b"ok", 120, alive=api.check_alive)
         self.timings["kube-apiserver"] = round(time.monotonic() - t, 1)
+        if self.api_only:
+            self.timings["start"] = round(time.monotonic() - t_all, 1)
+            return self
 
         t = time.monotonic()
         kcm = self._spawn("kube-controller-manager", [

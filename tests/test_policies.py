@@ -535,6 +535,10 @@ def k8s_manifests() -> list[core.Resource]:
     out.append(_res(rules.K8S_SECRET, "databases-credentials", {
         "metadata": {"name": "credentials", "namespace": "optiinfra-databases"},
         "stringData": {"postgres-password": "[secret]"}}))
+    # The Secret the orchestrator reads its URL from, in its own namespace.
+    out.append(_res(rules.K8S_SECRET, "core-credentials", {
+        "metadata": {"name": "credentials", "namespace": "optiinfra-core"},
+        "stringData": {"database-url": "[secret]"}}))
     orch = _container("orchestrator", "ghcr.io/optiinfra/orchestrator:0.1.0", [
         {"name": "PORT", "value": "8080"},
         {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "credentials", "key": "database-url"}}}])

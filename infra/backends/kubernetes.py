@@ -71,6 +71,7 @@ from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
 from policies.optiinfra_policies.vocabulary import K8S_SECRET_KEYS as SECRET_KEYS
 
 from .. import backup as backups
+from .. import external_secrets as eso
 from ..graph import Edge, Effective, Model, backup_claim_mib, providers_of, volume_mib
 from ..model import (
     LOG_MIB,
@@ -92,7 +93,7 @@ from ..model import (
 )
 from ..monitoring import GeneratedFiles
 from ..tiers import TierComponent
-from ..wiring import Wiring, credential_refs, login
+from ..wiring import PASSWORD, Embedded, Wiring, credential_refs, login
 from . import StackOutputs
 
 K8S_VERSION = "1.31"
@@ -430,6 +431,8 @@ class KubernetesBackend:
         self.files = GeneratedFiles(model, self.host_of, pods_resolver(model))
         self.scraped = frozenset(e.target for e in model.scrape_edges())
         """Services the scraper reaches (computed once: `service` runs per service)."""
+        self.remotes = eso.remotes(model, model.catalog.credentials.values(), pulumi.get_stack())
+        """With `kubernetes.externalSecrets`: where each credential lives (else empty)."""
         k = model.settings.kubernetes
         self.provider = k8s.Provider("kubernetes", k8s.ProviderArgs(
             context=k.context, render_yaml_to_directory=k.render_yaml_to_directory,
@@ -550,45 +553,54 @@ class KubernetesBackend:
         return made
 
     def _credentials(self, tier: Tier, comp: TierComponent, ns: core.Namespace,
-                     members: list[Effective]) -> core.Secret | None:
+                     members: list[Effective]) -> pulumi.Resource | None:
         """Every secret value of the tier's containers goes into one Secret; a container
-        reads it through secretKeyRef (an argument through `$(VAR)` of such an env var)."""
-        data: dict[str, pulumi.Input[str]] = {}
+        reads it through secretKeyRef (an argument through `$(VAR)` of such an env var).
+        With `kubernetes.externalSecrets` the operator writes that Secret (same name, same
+        keys) from an ExternalSecret, and no value passes through the program."""
+        shapes: dict[str, Embedded] = {}
         for eff in members:
             svc = eff.service
             env: list[core.EnvVarArgs] = []
             for name, raw in k8s_env(svc):
-                value = self.wiring.value(raw, svc)
+                value = self.wiring.shape(raw, svc)
                 if isinstance(value, str):
                     env.append(core.EnvVarArgs(name=name, value=_literal(value)))
                     continue
                 key = _secret_key(svc, name, raw)
-                data.setdefault(key, value)
+                shapes.setdefault(key, value)
                 env.append(self._secret_env(name, key))
             args: list[str] = []
             for i, raw_arg in enumerate(svc.command):
-                arg = self.wiring.value(raw_arg, svc)
+                arg = self.wiring.shape(raw_arg, svc)
                 if isinstance(arg, str):
                     args.append(_literal(arg))
                     continue
                 var, key = f"OPTIINFRA_ARG_{i}", f"{svc.name}.arg{i}"
-                data.setdefault(key, arg)
+                shapes.setdefault(key, arg)
                 env.append(self._secret_env(var, key))
                 args.append(f"$({var})")
             args.extend(_literal(a) for v in svc.sized_command for a in sized(self.model, eff, v))
             for f in svc.secret_files:  # mounted from the same Secret (see _pod)
-                data.setdefault(f.credential, self.wiring.value(Secret(f.credential), svc))
+                shapes.setdefault(f.credential, Embedded(PASSWORD, f.credential))
             b = svc.backup
             if eff in self.model.backed_up() and b is not None and b.credential:  # the backup job's file
-                data.setdefault(b.credential, self.wiring.value(Secret(b.credential), svc))
+                shapes.setdefault(b.credential, Embedded(PASSWORD, b.credential))
             self.env[svc.name], self.args[svc.name] = env, args
-        if not data:
+        if not shapes:
             return None
+        # The key names (never the values) also as an annotation: the whole of stringData
+        # is secret, so offline renders show the Secret's shape from this.
+        metadata = self._meta(CREDENTIALS_SECRET, tier, annotations={SECRET_KEYS: ",".join(sorted(shapes))})
+        es = eso.settings_of(self.model)
+        if es is not None:
+            return k8s.apiextensions.CustomResource(
+                f"{tier.value}-credentials", api_version=eso.API_VERSION, kind=eso.KIND, metadata=metadata,
+                spec=eso.spec(CREDENTIALS_SECRET, shapes, self.remotes, es.refresh_interval),
+                opts=self._opts(comp, depends_on=[ns]))
+        data: dict[str, pulumi.Input[str]] = {key: self.wiring.fill(shape) for key, shape in shapes.items()}
         return core.Secret(f"{tier.value}-credentials", core.SecretInitArgs(
-            # The key names (never the values) also as an annotation: the whole of stringData
-            # is secret, so offline renders show the Secret's shape from this.
-            metadata=self._meta(CREDENTIALS_SECRET, tier, annotations={SECRET_KEYS: ",".join(sorted(data))}),
-            type="Opaque", string_data=data),
+            metadata=metadata, type="Opaque", string_data=data),
             opts=self._opts(comp, depends_on=[ns]))
 
     @staticmethod
@@ -692,6 +704,8 @@ class KubernetesBackend:
         refs = sorted(credential_refs(self.model.catalog, svc) | {f.credential for f in svc.secret_files})
         if not refs:
             return None
+        if self.remotes:  # the values never reach the program: key it by where they live
+            return {K8S_CREDENTIALS_ROLLOUT: eso.rollout_digest(svc.name, {r: self.remotes[r] for r in refs})}
         values = pulumi.Output.all(*(self.wiring.credentials[r] for r in refs))
         digest = values.apply(lambda vs: rollout_hash(svc.name, dict(zip(refs, vs, strict=True))))
         return {K8S_CREDENTIALS_ROLLOUT: pulumi.Output.unsecret(digest)}

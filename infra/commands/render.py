@@ -28,8 +28,8 @@ CLUSTER = "cluster"
 """File for Kubernetes objects outside every tier (none today)."""
 
 # Apply order inside a file: what others refer to first.
-KIND_ORDER = ("Namespace", "NetworkPolicy", "Secret", "ConfigMap", "Service", "StatefulSet", "Deployment",
-              "PodDisruptionBudget", "Ingress")
+KIND_ORDER = ("Namespace", "NetworkPolicy", "Secret", "ExternalSecret", "ConfigMap", "Service", "StatefulSet",
+              "Deployment", "PodDisruptionBudget", "Ingress")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -40,6 +40,7 @@ K8S_SERVICE = v.K8S_SERVICE
 PVC = v.K8S_PVC
 NAMESPACE_T = v.K8S_NAMESPACE
 K8S_SECRET = v.K8S_SECRET
+EXTERNAL_SECRET = v.K8S_EXTERNAL_SECRET
 CONFIGMAP = v.K8S_CONFIGMAP
 NETWORK_POLICY = v.K8S_NETWORK_POLICY
 INGRESS = v.K8S_INGRESS
@@ -538,6 +539,9 @@ def check_plaintext(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
                 yield (f"Secret {res.name}: {key} {', '.join(plain)} is not marked secret in the program, so Pulumi "
                        "keeps it in plaintext in the state and the plan. Fix: pass pulumi.Output.secret(...).")
         return
+    if res.type == EXTERNAL_SECRET:
+        yield from _external_secret_plaintext(res)
+        return
     if res.type == CONFIGMAP:
         # A ConfigMap is plaintext in the cluster: no credential belongs there, marked or not.
         for key, value in as_dict(res.props.get("data")).items():
@@ -545,6 +549,26 @@ def check_plaintext(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
                 continue
             if _credential_name(cfg, key) or (isinstance(value, str) and _plaintext_url_password(value)):
                 yield f"ConfigMap {res.name}: {key} holds a credential in plaintext. Fix: move it into a Secret."
+
+
+def _external_secret_plaintext(res: Resource) -> Iterator[str]:
+    """An ExternalSecret's spec is plain in Pulumi state and in the cluster: every key of the
+    Secret it writes is a credential, so each template entry must take its value from the
+    store (a `{{ ... }}` action), and no literal text of it may be a URL's password."""
+    template = as_dict(get_in(res.props, "spec", "target", "template"))
+    entries = [(f"template.data.{k}", val) for k, val in as_dict(template.get("data")).items()]
+    entries += [(f"templateFrom[{i}].literal", get_in(t, "literal"))
+                for i, t in enumerate(as_list(template.get("templateFrom")))]
+    for where, value in entries:
+        if not isinstance(value, str) or is_unknown(value):
+            continue
+        if _plaintext_url_password(value) is not None:
+            yield (f"ExternalSecret {res.name}: {where} carries a URL with a password in plaintext. Fix: put the "
+                   "password in the store and template it in ('{{ index . \"<secretKey>\" | urlquery }}').")
+        elif "{{" not in value and where.startswith("template.data."):
+            yield (f"ExternalSecret {res.name}: {where} is a literal, so the credential it holds is stored in "
+                   "plaintext (Pulumi state, the cluster). Fix: take it from the store with spec.data and "
+                   "'{{ index . \"<secretKey>\" }}' (infra/external_secrets.py builds these).")
 
 
 # ---- 9. no known default credential ----------------------------------------------------------------
@@ -930,6 +954,86 @@ def check_backups(resources: Sequence[Resource], cfg: Mapping[str, Any]) -> Iter
                               "Fix: set optiinfra:backups.hostDir to a directory.")
 
 
+# ---- 16. every Secret a workload reads is one the stack writes ------------------------------------------
+
+def _secret_keys(res: Resource) -> set[str] | None:
+    """The keys of the Secret a Secret or an ExternalSecret makes (None: cannot tell)."""
+    if res.type == K8S_SECRET:
+        keys = {k for k in str(annotation(res, v.K8S_SECRET_KEYS) or "").split(",") if k}
+        for field in ("data", "stringData"):
+            keys |= set(as_dict(res.props.get(field)))
+        return keys or None
+    template = as_dict(get_in(res.props, "spec", "target", "template"))
+    if template.get("templateFrom"):
+        return None  # keys rendered from another object
+    data = {str(get_in(d, "secretKey")) for d in as_list(get_in(res.props, "spec", "data"))}
+    if template.get("data") is None:
+        return data
+    templated = set(as_dict(template.get("data")))
+    return templated | data if template.get("mergePolicy") == "Merge" else templated
+
+
+def _written_secrets(resources: Sequence[Resource]) -> dict[tuple[str, str], tuple[Resource, set[str] | None]]:
+    """(namespace, Secret name) -> what writes it: a Secret, or an ExternalSecret's target."""
+    out: dict[tuple[str, str], tuple[Resource, set[str] | None]] = {}
+    for r in resources:
+        ns, name = str(get_in(r.props, "metadata", "namespace") or ""), get_in(r.props, "metadata", "name")
+        if r.type == EXTERNAL_SECRET:
+            name = get_in(r.props, "spec", "target", "name") or name
+        elif r.type != K8S_SECRET:
+            continue
+        if isinstance(name, str) and not is_unknown(name):
+            out[(ns, name)] = (r, _secret_keys(r))
+    return out
+
+
+def _secret_reads(spec: Mapping[str, Any]) -> Iterator[tuple[str, str | None, str]]:
+    """(Secret name, key or None for the whole Secret, where) of everything a pod reads from a
+    Secret that it does not mark optional."""
+    for cname, c in pod_containers(spec):
+        for env in as_list(c.get("env")):
+            ref = as_dict(get_in(env, "valueFrom", "secretKeyRef"))
+            if ref and not ref.get("optional"):
+                yield str(ref.get("name")), str(ref.get("key")), f"container {cname} env {as_dict(env).get('name')}"
+        for src in as_list(c.get("envFrom")):
+            ref = as_dict(get_in(src, "secretRef"))
+            if ref and not ref.get("optional"):
+                yield str(ref.get("name")), None, f"container {cname} envFrom"
+    for vol in as_list(spec.get("volumes")):
+        sec = as_dict(get_in(vol, "secret"))
+        if not sec or sec.get("optional"):
+            continue
+        items = [as_dict(i).get("key") for i in as_list(sec.get("items"))]
+        for key in items or [None]:
+            yield str(sec.get("secretName")), None if key is None else str(key), f"volume {as_dict(vol).get('name')}"
+
+
+def check_secret_references(resources: Sequence[Resource], cfg: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """Whichever source writes a Secret (the program's Secret, or the External Secrets
+    Operator from an ExternalSecret's target), a pod that reads it finds it, with the key."""
+    written = _written_secrets(resources)
+    for res in resources:
+        if res.type not in WORKLOADS:
+            continue
+        ns = str(get_in(res.props, "metadata", "namespace") or "")
+        for name, key, where in _secret_reads(pod_spec(res) or {}):
+            if is_unknown(name) or (key is not None and is_unknown(key)):
+                continue
+            source = written.get((ns, name))
+            if source is None:
+                others = sorted(n for (n_ns, n) in written if n_ns == ns)
+                yield res.urn, (f"{res.name}: {where} reads Secret {name}, which nothing in the stack writes in "
+                                f"namespace {ns} (written there: {', '.join(others) or 'none'}). Fix: read the tier's "
+                                "credentials Secret, or make the ExternalSecret's spec.target.name that name.")
+                continue
+            writer, keys = source
+            if key is not None and keys is not None and key not in keys:
+                kind = "ExternalSecret" if writer.type == EXTERNAL_SECRET else "Secret"
+                yield res.urn, (f"{res.name}: {where} reads key {key} of Secret {name}, but the {kind} "
+                                f"{writer.name} writes only {', '.join(sorted(keys)) or 'no keys'}. Fix: render "
+                                "both from the catalog (the backend writes every key its workloads read).")
+
+
 # ---- the pack ------------------------------------------------------------------------------------------
 
 def _list_of(item: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -1032,7 +1136,8 @@ RULES: tuple[Rule, ...] = (
     Rule(
         name="no-plaintext-credentials",
         description=("An environment value whose name looks like a password, token, key or secret is a secret "
-                     "(on Kubernetes: a secretKeyRef); no URL carries a password in plaintext."),
+                     "(on Kubernetes: a secretKeyRef); no URL carries a password in plaintext; an ExternalSecret "
+                     "takes every value from its store."),
         severity="critical",
         config={
             "namePattern": {"type": "string", "default": CREDENTIAL_NAME,
@@ -1043,7 +1148,7 @@ RULES: tuple[Rule, ...] = (
         },
         remediation="Deliver the value as a secret Output / Kubernetes Secret.",
         check=check_plaintext,
-        types=DOCKER | WORKLOADS | frozenset({K8S_SECRET, CONFIGMAP}),
+        types=DOCKER | WORKLOADS | frozenset({K8S_SECRET, EXTERNAL_SECRET, CONFIGMAP}),
         tags=("credentials",),
     ),
     Rule(
@@ -1144,6 +1249,18 @@ RULES: tuple[Rule, ...] = (
                     "(secret_env_reason).",
         check=check_secret_files,
         types=WORKLOADS,
+        tags=("credentials",),
+    ),
+    Rule(
+        name="secret-references",
+        description=("Every Secret key a Kubernetes pod reads (env secretKeyRef, envFrom, a secret volume) is "
+                     "written by the stack: a Secret, or the target of an ExternalSecret (External Secrets "
+                     "Operator) that writes that key."),
+        severity="high",
+        config={},
+        remediation="Read the tier's credentials Secret; keep an ExternalSecret's spec.target.name and template "
+                    "keys as the backend renders them.",
+        check_stack=check_secret_references,
         tags=("credentials",),
     ),
 )
