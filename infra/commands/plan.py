@@ -8,7 +8,7 @@ from typing import Any
 
 from policies.optiinfra_policies import vocabulary as v
 
-from .. import capacity, offline
+from .. import capacity, notifications, offline
 from ..cli import add_stack_arguments
 from ..model import Tier
 from ..offline import Render, Resource
@@ -149,4 +149,5 @@ def text(r: Render) -> str:
     for key, value in sorted(r.outputs.items()):
         lines.append(f"  {key}: {json.dumps(value, sort_keys=True)}")
     lines.append(capacity.summary_line(r.model, r.stack))
+    lines.append(notifications.status_line(r.model))
     return "\n".join(lines)
