@@ -215,6 +215,9 @@ def review_exceptions(model: Model, eff: Effective, kind: str, replicas: int) ->
                "the catalog runs one instance; a rolling update with surge keeps it available"
                if not svc.scalable else "this stack's replicas: 1")
         out.append(Exception_((), ("deployment-replicas",), why))
+    if kind == "Deployment" and svc.exclusive and svc.ports:  # a Service targets it: kube-score wants a rollout
+        out.append(Exception_((), ("deployment-strategy",), (
+            f"Recreate, never two at once: {svc.exclusive}; a short gap in its Service while it restarts")))
     if replicas > 1:
         out.append(Exception_((), (f"{kind.lower()}-has-host-podantiaffinity",), (
             "topologySpreadConstraints spread the replicas over zones and hosts (ScheduleAnyway, "

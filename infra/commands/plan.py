@@ -148,6 +148,6 @@ def text(r: Render) -> str:
     lines.append("\nOutputs")
     for key, value in sorted(r.outputs.items()):
         lines.append(f"  {key}: {json.dumps(value, sort_keys=True)}")
-    lines.append(capacity.summary_line(r.model, r.stack))
     lines.append(notifications.status_line(r.model))
+    lines.append(capacity.summary_line(r.model, r.stack))
     return "\n".join(lines)
