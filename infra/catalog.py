@@ -524,6 +524,8 @@ SERVICES: tuple[Service, ...] = (
         # Ready once the WAL is replayed (/-/ready); healthy as soon as the process serves.
         health=HealthCheck(HttpCheck("/-/ready", "web", "is Ready"), live=HttpCheck("/-/healthy", "web"),
                            docker_client="wget", slow_start=True, start_period_s=30),
+        # It sends what fires to the notifier; it does not wait for it (alerts queue until it answers).
+        depends_on=(Dependency("alertmanager", wait=False, reason="Prometheus sends firing alerts to Alertmanager"),),
         resources=Resources(memory_mib=300, cpu=0.5),
         volumes=(Volume("data", "/prometheus", 1),),
         connection=Connection("http://{host}:{port}", "web"),
@@ -547,6 +549,65 @@ SERVICES: tuple[Service, ...] = (
         backup=Backup(none_reason=(
             "its series are re-scraped from every service within one scrape interval, and history is "
             "bounded by its retention (15 days); losing it costs trend history, never platform state")),
+    ),
+    Service(
+        name="alertmanager",
+        tier=Tier.MONITORING,
+        # v0.27.0: the version of the Go module amtool is built from (scripts/tools.sh), so
+        # `amtool check-config` in the tests reads the config as this server does.
+        image="prom/alertmanager:v0.27.0",
+        purpose="Alert routing and notification",
+        # Alertmanager's well-known port, in the metrics band beside Prometheus' 9090.
+        ports=(Port("web", 9093, host=9093, band="metrics"),),
+        # Ready once the config is loaded; healthy while the process serves. The image is
+        # busybox-based (like Prometheus'): busybox wget checks it on Docker.
+        health=HealthCheck(HttpCheck("/-/ready", "web"), live=HttpCheck("/-/healthy", "web"), docker_client="wget"),
+        # The seed has no figure: it idles at about 20 MiB; the limit leaves room for many groups.
+        resources=Resources(memory_mib=24, cpu=0.05, memory_limit_mib=64),
+        connection=Connection("http://{host}:{port}", "web"),
+        metrics=("web", "/metrics"),
+        exposes=("alertmanager_notifications_failed_total",),
+        alerts=(Alert("AlertNotificationsFailing",
+                      'increase(alertmanager_notifications_failed_total{job="$job"}[15m]) > $threshold', 0,
+                      "Alertmanager failed to deliver {{ $value }} notifications to {{ $labels.integration }} "
+                      "in 15 minutes",
+                      "A receiver rejects or cannot be reached: read Alertmanager's log; check the secret "
+                      "(alertWebhookUrl, alertSlackUrl, alertSmtpPassword) and that the receiver accepts "
+                      "connections on 443 or 587.", severity="critical", for_="0m"),),
+        files=(ConfigFile("/etc/alertmanager/alertmanager.yml", Generated.NOTIFIER_CONFIG),),
+        notifier=True,
+        # No cluster gossip (an empty listen address opens no port): one instance, so a rollout
+        # replaces it in place rather than run two that would each send every notification.
+        command=("--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager",
+                 "--cluster.listen-address=", "--data.retention=120h"),
+        exclusive="without clustering, two instances during a rollout would each send every notification",
+        # Decision: no volume. Its data is the silences and the notification log (what was sent,
+        # so a group is not sent twice): on a restart silences must be set again and an active
+        # alert group may be notified once more. Every alert still arrives (Prometheus re-sends
+        # what fires), and a claim for a few KiB would be the dev stack's 11th GiB.
+        writable_paths=("/tmp", "/alertmanager"),
+        # The receivers' URLs and SMTP password: supplied as stack secrets or absent (that
+        # receiver off), never generated; only those of `alerting.receivers` reach the container.
+        credentials=(Credential("alert-webhook", "alertWebhookUrl", "URL the webhook receiver POSTs alerts to",
+                                receiver="webhook"),
+                     Credential("alert-slack", "alertSlackUrl", "Slack incoming-webhook URL of the slack receiver",
+                                receiver="slack"),
+                     Credential("alert-smtp", "alertSmtpPassword", "SMTP password of the email receiver's username",
+                                receiver="email")),
+        env=(("OPTIINFRA_ALERT_WEBHOOK_URL", Secret("alert-webhook")),
+             ("OPTIINFRA_ALERT_SLACK_URL", Secret("alert-slack")),
+             ("OPTIINFRA_ALERT_SMTP_PASSWORD", Secret("alert-smtp"))),
+        # Alertmanager reads them from files only (url_file, api_url_file, auth_password_file),
+        # never from its environment: mounted on Kubernetes, written by the wrapper on Docker.
+        secret_files=(SecretFile("alert-webhook", ("OPTIINFRA_ALERT_WEBHOOK_URL",), docker_file=True),
+                      SecretFile("alert-slack", ("OPTIINFRA_ALERT_SLACK_URL",), docker_file=True),
+                      SecretFile("alert-smtp", ("OPTIINFRA_ALERT_SMTP_PASSWORD",), docker_file=True)),
+        entrypoint=("/bin/alertmanager",),
+        # The one monitoring service that leaves the cluster: notifications to the receivers.
+        outside=(Outside("alert-receivers", (443, 587),
+                         "notifications to optiinfra:alerting.receivers: webhook and Slack over HTTPS (443), "
+                         "mail to the SMTP relay's submission port (587)"),),
+        uid=65534,
     ),
     Service(
         name="grafana",

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_random as random
 
 from policies.optiinfra_policies.standards import KNOWN_DEFAULT_CREDENTIALS
 
-from .graph import Model
+from .graph import Model, notifier_ports
 from .model import Credential
 from .settings import NAMESPACE, ConfigError
 from .wiring import credential_refs
@@ -33,12 +34,24 @@ def needed(model: Model) -> dict[str, Credential]:
 
 def supplied(model: Model, config: Mapping[str, Any]) -> dict[str, str]:
     """Credentials set as stack secrets (in the stack's config, engine form), validated
-    (plain values, never printed)."""
+    (plain values, never printed). A receiver's secret (never generated) must be set while
+    its receiver is on, and is refused while it is off (it would be ignored)."""
     out: dict[str, str] = {}
     external = model.settings.target == "kubernetes" and model.settings.kubernetes.external_secrets is not None
-    for cred in needed(model).values():
+    wanted = needed(model)
+    for cred in model.catalog.credentials.values():
+        key = f"{NAMESPACE}:{cred.config_key}"
+        if cred.receiver is not None and cred.id not in wanted and config.get(key) is not None:
+            raise ConfigError(key, f"is set, but the {cred.receiver} receiver that would use it is off",
+                              f"turn it on ({NAMESPACE}:alerting.receivers.{cred.receiver}, docs/monitoring.md), "
+                              f"or pulumi config rm {cred.config_key}")
+    for cred in wanted.values():
         key = f"{NAMESPACE}:{cred.config_key}"
         value = config.get(key)
+        if value is None and not cred.generated and not external:
+            raise ConfigError(key, f"is not set, but the {cred.receiver} receiver (alerting.receivers."
+                              f"{cred.receiver}) needs it", f"pulumi config set --secret {cred.config_key} <value>, "
+                              f"or remove alerting.receivers.{cred.receiver}")
         if value is None:
             continue
         if external:  # it would be ignored: the operator writes every credential from the store
@@ -46,15 +59,33 @@ def supplied(model: Model, config: Mapping[str, Any]) -> dict[str, str]:
                               "credential from the ClusterSecretStore",
                               f"pulumi config rm {cred.config_key}, and put the value in the store under its "
                               "remote key (docs/credentials.md)")
+        if cred.receiver in ("webhook", "slack"):
+            _check_url(model, key, cred.config_key, str(value))
+            out[cred.id] = str(value)
+            continue
         if str(value).strip().lower() in KNOWN_DEFAULTS:
             raise ConfigError(key, "is a well-known default credential",
                               f"pulumi config set --secret {cred.config_key} <a strong value>, "
                               "or unset it to generate one")
-        if len(str(value)) < MIN_LENGTH:
+        if len(str(value)) < MIN_LENGTH and cred.generated:  # a relay's SMTP password is what the relay set
             raise ConfigError(key, f"is shorter than {MIN_LENGTH} characters",
                               f"pulumi config set --secret {cred.config_key} <a longer value>")
         out[cred.id] = str(value)
     return out
+
+
+def _check_url(model: Model, key: str, config_key: str, value: str) -> None:
+    """A receiver URL is HTTPS on a port the notifier may reach; the message never shows it."""
+    try:
+        url = urlsplit(value.strip())
+        port = url.port or 443
+    except ValueError:
+        url, port = urlsplit(""), 0
+    ports = notifier_ports(model.catalog)
+    if url.scheme != "https" or not url.hostname or port not in ports:
+        allowed = ", ".join(map(str, ports))
+        raise ConfigError(key, f"is not an https:// URL on a port the notifier may reach ({allowed})",
+                          f"pulumi config set --secret {config_key} https://<host>/<path>")
 
 
 def owner_tier(model: Model, cred: Credential) -> str:
@@ -78,6 +109,8 @@ def materialize(
         if cred.id in values:
             out[cred.id] = pulumi.Output.secret(values[cred.id])
             continue
+        if not cred.generated:  # supplied() refuses a receiver on without its secret
+            raise ValueError(f"{cred.config_key} is needed but not supplied")
         generated = random.RandomPassword(
             f"{cred.id}-credential",
             random.RandomPasswordArgs(length=cred.length, special=False),

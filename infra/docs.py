@@ -512,6 +512,10 @@ class SettingRow:
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The settings model of a field (also of an optional one: `Model | None`, off unless set)."""
+    if get_origin(annotation) in (Union, UnionType):
+        models = [a for a in get_args(annotation) if a is not type(None)]
+        return _model_of(models[0]) if len(models) == 1 else None
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
@@ -553,28 +557,32 @@ def setting_rows(catalog: Catalog | None = None) -> list[SettingRow]:
         for name, f in model.model_fields.items():
             key = prefix + (f.alias or name)
             nested = _model_of(f.annotation)
-            optional = [a for a in get_args(f.annotation) if a is not type(None)]
-            if nested is None and len(optional) == 1 and _model_of(optional[0]) is not None:  # `Model | None`
-                nested = _model_of(optional[0])
             if get_origin(f.annotation) is dict and _model_of(get_args(f.annotation)[1]):
                 extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
                 nested, key = _model_of(get_args(f.annotation)[1]), f"{key}.{extra.get('placeholder', '<name>')}"
             if nested is not None:
                 text = _described(f.description or nested.__doc__)
+                optional = f.annotation is not nested  # `Model | None`: off unless set
                 if text:
-                    rows.append(SettingRow(key, "object", "–", text))
+                    rows.append(SettingRow(key, "object", "unset (off)" if optional else "–", text))
                 walk(nested, key + ".")
                 continue
-            rows.append(SettingRow(key, _type_text(f.annotation),
-                                   _default_text(f.get_default(call_default_factory=True)), _described(f.description)))
+            default = "required" if f.is_required() else _default_text(f.get_default(call_default_factory=True))
+            rows.append(SettingRow(key, _type_text(f.annotation), default, _described(f.description)))
 
     walk(Settings, "")
     catalog = catalog or default_catalog()
     for cred in catalog.credentials.values():
         how = (f"{cred.description}. Always a secret, `pulumi config set --secret {cred.config_key}` (a plaintext "
                f"value is refused); at least {MIN_LENGTH} characters, not a well-known default.")
-        rows.append(SettingRow(cred.config_key, "string", f"generated per stack ({cred.length} characters)", how,
-                               secret=True))
+        default = f"generated per stack ({cred.length} characters)"
+        if cred.receiver is not None:
+            how = (f"{cred.description}. Always a secret, `pulumi config set --secret {cred.config_key}` (a plaintext "
+                   f"value is refused); never generated: required while `alerting.receivers.{cred.receiver}` is set"
+                   f"{' with a username' if cred.receiver == 'email' else ''}, refused while it is not"
+                   f"{'' if cred.receiver == 'email' else '; an https:// URL'}.")
+            default = "unset (the receiver is off)"
+        rows.append(SettingRow(cred.config_key, "string", default, how, secret=True))
     return rows
 
 

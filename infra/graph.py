@@ -15,7 +15,20 @@ from dataclasses import dataclass, field, replace
 
 from policies.optiinfra_policies.vocabulary import docker_volume_name
 
-from .model import Catalog, Dependency, Dsn, Port, Resources, Service, Tier, Url, Volume, backup_job, parse_memory_mib
+from .model import (
+    Catalog,
+    Dependency,
+    Dsn,
+    Port,
+    Resources,
+    Secret,
+    Service,
+    Tier,
+    Url,
+    Volume,
+    backup_job,
+    parse_memory_mib,
+)
 from .settings import NAMESPACE, ConfigError, Settings
 
 LOOPBACK = "127.0.0.1"
@@ -119,6 +132,10 @@ class Model:
         """The service that scrapes the others' metrics (catalog role `scraper`), if enabled."""
         return next((e for e in self.services.values() if e.service.scraper), None)
 
+    def notifier(self) -> Effective | None:
+        """The service the scraper sends firing alerts to (catalog role `notifier`), if enabled."""
+        return next((e for e in self.services.values() if e.service.notifier), None)
+
     def scrape_edges(self) -> list[Edge]:
         return [e for e in self.edges if e.kind is EdgeKind.SCRAPE]
 
@@ -187,6 +204,7 @@ def resolve(catalog: Catalog, settings: Settings) -> Model:
     _check_names(catalog, settings)
     overrides = settings.services
     enabled = {n for n in catalog.services if overrides.get(n) is None or overrides[n].enabled}
+    _check_receivers(catalog, settings, enabled)
     services: dict[str, Effective] = {}
     for name, svc in catalog.services.items():
         if name not in enabled:
@@ -229,7 +247,7 @@ def resolve(catalog: Catalog, settings: Settings) -> Model:
                     published.append(Published(p, host, bind))
         if not published and o and (o.host_port is not None or o.host_ports):
             raise ConfigError(f"{key}.hostPort", f"{name} has no port to publish", "remove the setting")
-        services[name] = Effective(svc, image, res, replicas, tuple(published), public)
+        services[name] = Effective(_receivers_only(svc, settings), image, res, replicas, tuple(published), public)
 
     model = Model(catalog=catalog, settings=settings, services=services)
     model.edges = _edges(catalog, model)
@@ -237,6 +255,43 @@ def resolve(catalog: Catalog, settings: Settings) -> Model:
     _check_order(model)
     _check_host_ports(model)
     return model
+
+
+def _receivers_only(svc: Service, settings: Settings) -> Service:
+    """The service without the receiver credentials this stack does not use (their
+    receiver is off, or needs no secret): they are never generated, so the environment
+    values and SecretFiles that would carry them go too."""
+    on = settings.alerting.receivers.secret_kinds()
+    absent = {c.id for c in svc.credentials if c.receiver is not None and c.receiver not in on}
+    if not absent:
+        return svc
+    return replace(svc, credentials=tuple(c for c in svc.credentials if c.id not in absent),
+                   env=tuple((k, v) for k, v in svc.env if not (isinstance(v, Secret) and v.credential in absent)),
+                   secret_files=tuple(f for f in svc.secret_files if f.credential not in absent))
+
+
+def _check_receivers(catalog: Catalog, s: Settings, enabled: set[str]) -> None:
+    """Receivers need a notifier to send them."""
+    on = s.alerting.receivers.on()
+    notifiers = [n for n, svc in catalog.services.items() if svc.notifier]
+    if on and not any(n in enabled for n in notifiers):
+        kind = next(iter(on))
+        which = f"enable {notifiers[0]} ({NAMESPACE}:services.{notifiers[0]}.enabled)" if notifiers else \
+            "declare a notifier in the catalog"
+        raise ConfigError(f"{NAMESPACE}:alerting.receivers.{kind}", "no notifier is deployed to send to it",
+                          f"{which}, or remove the receiver")
+    email = s.alerting.receivers.email
+    ports = notifier_ports(catalog)
+    if email is not None and int(email.smarthost.rsplit(":", 1)[1]) not in ports:
+        raise ConfigError(f"{NAMESPACE}:alerting.receivers.email.smarthost",
+                          f"port {email.smarthost.rsplit(':', 1)[1]} is not one the notifier may reach "
+                          f"({', '.join(map(str, ports))})",
+                          "use the relay's submission port, e.g. smtp.example.com:587")
+
+
+def notifier_ports(catalog: Catalog) -> tuple[int, ...]:
+    """The ports outside the cluster the notifier may reach (its catalog `Outside` egress)."""
+    return tuple(sorted({p for svc in catalog.services.values() if svc.notifier for o in svc.outside for p in o.ports}))
 
 
 def _check_names(catalog: Catalog, s: Settings) -> None:

@@ -207,6 +207,10 @@ class Volume:
     size_gib: float
 
 
+ReceiverKind = Literal["webhook", "slack", "email"]
+"""The kinds of alert receiver the notifier can send to (stack config `alerting.receivers`)."""
+
+
 @dataclass(frozen=True)
 class Credential:
     """A secret the stack needs. `config_key` is the Pulumi config key (set with
@@ -216,6 +220,14 @@ class Credential:
     config_key: str
     description: str
     length: int = 32
+    receiver: ReceiverKind | None = None
+    """The alert receiver whose URL or password this is: supplied or absent, never generated
+    (nobody can generate a chat URL). The stack uses it only while `alerting.receivers.<kind>`
+    is on (graph.resolve drops it, and the env and SecretFiles that carry it, otherwise)."""
+
+    @property
+    def generated(self) -> bool:
+        return self.receiver is None
 
 
 @dataclass(frozen=True)
@@ -276,6 +288,9 @@ EnvValue = str | Url | Secret | Dsn | Listen
 
 SECRET_DIR = "/run/secrets/optiinfra"
 """Where Kubernetes mounts a service's credentials as files (`<SECRET_DIR>/<credential>`)."""
+DOCKER_SECRET_DIR = "/run/optiinfra-secrets"
+"""Where, on Docker, the entrypoint wrapper writes the credentials of an image that reads
+them from files only (`SecretFile.docker_file`): a tmpfs, so they never reach a disk."""
 
 
 @dataclass(frozen=True)
@@ -290,10 +305,20 @@ class SecretFile:
     replaces: tuple[str, ...]
     file_env: str = ""
     env: tuple[tuple[str, EnvValue], ...] = ()
+    docker_file: bool = False
+    """The image reads it from a file only, on Docker too: there the container gets it in
+    the first variable of `replaces`, which a `sh -c` wrapper of the image's entrypoint
+    (`Service.entrypoint`) writes to `<DOCKER_SECRET_DIR>/<credential>` (a tmpfs) and unsets
+    before it execs the image's program. No secret mount exists without swarm, and an upload
+    would put the value into the container's filesystem on disk and into the plan."""
 
     @property
     def path(self) -> str:
         return f"{SECRET_DIR}/{self.credential}"
+
+    def path_on(self, target: str) -> str:
+        """Where the file is on a target (Kubernetes: the Secret mount; Docker: the wrapper's tmpfs)."""
+        return self.path if target == "kubernetes" else f"{DOCKER_SECRET_DIR}/{self.credential}"
 
 
 @dataclass(frozen=True)
@@ -322,6 +347,8 @@ class Generated(enum.Enum):
     """Grafana dashboard provisioning: the directory of the generated dashboards."""
     DASHBOARD = "dashboard"
     """One Grafana dashboard (dashboards.py): the overview (`part` empty) or a tier's (`part` = tier)."""
+    NOTIFIER_CONFIG = "notifier-config"
+    """The notifier's configuration (notifications.py): routes and the receivers of `alerting.receivers`."""
 
 
 @dataclass(frozen=True)
@@ -478,6 +505,13 @@ class Service:
     scraper: bool = False
     """Scrapes every service that declares `metrics` (Prometheus' role); the scrape edges,
     the scrape config and Grafana's datasource follow from it. Default no."""
+    notifier: bool = False
+    """Receives the scraper's firing alerts and notifies people (Alertmanager's role): the
+    scrape config's `alerting` block names it, its config routes to `alerting.receivers`.
+    The scraper declares the edge to it (a Dependency). Default no."""
+    entrypoint: tuple[str, ...] = ()
+    """The image's own entrypoint (exec form), for a wrapper that runs before it and then
+    execs it (`SecretFile.docker_file`); empty: none needed, the image's stays."""
     own_image: bool = False
     """True for OptiInfra's own images: registry and tag come from stack config."""
     outside: tuple[Outside, ...] = ()

@@ -7,7 +7,9 @@ scraper's connection. Where the backend gives a service's pods one DNS name each
 (Kubernetes' headless Services, `pods_of`), Prometheus discovers them through DNS and
 scrapes every pod, so replicas and per-provider instances are separate series; otherwise
 (Docker: one container per service) the service's own address is the target. The rules
-(alerts.py) and dashboards (dashboards.py) render from the model alone. Output is
+(alerts.py), dashboards (dashboards.py) and the notifier's routes and receivers
+(notifications.py) render from the model alone; the scrape config's `alerting` block
+names the notifier through the same host resolver as every target. Output is
 deterministic text (sorted, no timestamps), so a second render is byte-identical.
 """
 
@@ -17,7 +19,7 @@ from collections.abc import Callable
 
 import yaml
 
-from . import alerts, dashboards
+from . import alerts, dashboards, notifications
 from .graph import Model
 from .model import ConfigFile, Generated
 from .wiring import HostOf
@@ -62,6 +64,13 @@ def scrape_config(model: Model, host_of: HostOf, pods_of: PodsOf = None, part: s
     rule_files = alerts.rule_file_paths(model)
     if rule_files:
         config["rule_files"] = rule_files
+    notifier = model.notifier()
+    if notifier is not None and notifier.service.connection is not None:
+        # Firing alerts go to the notifier, addressed like every other target (one Service
+        # name on Kubernetes: a single instance, so no discovery of its pods).
+        port = notifier.service.port(notifier.service.connection.port).container
+        address = f"{host_of(notifier.name)}:{port}"
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [address]}]}]}
     config["scrape_configs"] = jobs
     return HEADER + yaml.safe_dump(config, sort_keys=False)
 
@@ -90,12 +99,17 @@ def dashboard(model: Model, host_of: HostOf, pods_of: PodsOf = None, part: str =
     return dashboards.dashboard(model, DATASOURCE, part)  # JSON: no comment header
 
 
+def notifier_config(model: Model, host_of: HostOf, pods_of: PodsOf = None, part: str = "") -> str:
+    return HEADER + notifications.config(model)
+
+
 RENDERERS: dict[Generated, Callable[[Model, HostOf, PodsOf, str], str]] = {
     Generated.SCRAPE_CONFIG: scrape_config,
     Generated.DATASOURCES: datasources,
     Generated.RULES: rules,
     Generated.DASHBOARD_PROVIDER: dashboard_provider,
     Generated.DASHBOARD: dashboard,
+    Generated.NOTIFIER_CONFIG: notifier_config,
 }
 
 

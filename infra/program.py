@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pulumi
 
-from . import credentials, external_secrets, stack
+from . import credentials, external_secrets, notifications, stack
 from .backends import create
 from .catalog import default_catalog
 from .graph import Model, startup_order
@@ -76,5 +76,7 @@ def main() -> None:
     except ConfigError as err:
         # RunError ends the program with this one message and no traceback.
         raise pulumi.RunError(str(err)) from None
+    if notifications.nowhere(model):
+        pulumi.log.warn(notifications.status_line(model))
     for key, value in deploy(model, supplied).items():
         pulumi.export(key, value)

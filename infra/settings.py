@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from policies.optiinfra_policies.standards import image_problem
 
-from .model import Tier, parse_memory_mib
+from .model import Severity, Tier, parse_memory_mib
 
 NAMESPACE = "optiinfra"
 
@@ -225,13 +225,102 @@ class Budget(_Model):
         return v
 
 
+SEVERITIES: tuple[Severity, ...] = ("critical", "warning")
+
+
+class Receiver(_Model):
+    """What every receiver has: which alerts it gets."""
+
+    severities: tuple[Severity, ...] = SEVERITIES
+    """Severities this receiver is sent (default both: critical and warning)."""
+    send_resolved: bool = Field(True, alias="sendResolved")
+    """Also notify when an alert resolves (default yes)."""
+
+    @field_validator("severities")
+    @classmethod
+    def _some(cls, v: tuple[Severity, ...]) -> tuple[Severity, ...]:
+        if not v:
+            raise ValueError("lists no severity")
+        return tuple(dict.fromkeys(v))
+
+
+class WebhookReceiver(Receiver):
+    """An HTTP endpoint Alertmanager POSTs its JSON to (`alerting.receivers.webhook`). Its URL
+    is the secret `alertWebhookUrl` (`pulumi config set --secret alertWebhookUrl https://...`),
+    never a plain setting: webhook URLs usually carry a token."""
+
+
+class SlackReceiver(Receiver):
+    """A Slack incoming webhook (`alerting.receivers.slack`). Its URL is the secret
+    `alertSlackUrl` (`pulumi config set --secret alertSlackUrl https://hooks.slack.com/...`)."""
+
+    channel: str
+    """Channel to post to, e.g. '#optiinfra-alerts' (required)."""
+
+
+class EmailReceiver(Receiver):
+    """Mail through an SMTP relay (`alerting.receivers.email`). With `username` set, its
+    password is the secret `alertSmtpPassword` (`pulumi config set --secret alertSmtpPassword ...`)."""
+
+    to: str
+    """Address the alerts go to, e.g. oncall@example.com (required)."""
+    from_: str = Field(alias="from")
+    """Sender address, e.g. alertmanager@example.com (required)."""
+    smarthost: str
+    """SMTP relay as host:port, e.g. smtp.example.com:587 (required; STARTTLS is required)."""
+    username: str | None = None
+    """SMTP login (default: none, the relay takes mail without a login)."""
+
+    @field_validator("to", "from_")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if not _EMAIL.fullmatch(v):
+            raise ValueError("not a mail address such as oncall@example.com")
+        return v
+
+    @field_validator("smarthost")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        if not _HOST_PORT.fullmatch(v) or not 1 <= int(v.rsplit(":", 1)[1]) <= 65535:
+            raise ValueError("not host:port such as smtp.example.com:587")
+        return v
+
+
+class Receivers(_Model):
+    """Where alerts go (`optiinfra:alerting.receivers`): each kind at most once, each off
+    unless set. Critical alerts go to every receiver that takes critical ones, warnings to
+    those that take warnings. None set: Alertmanager runs with a receiver that drops every
+    alert (plan and deploy say so)."""
+
+    webhook: WebhookReceiver | None = None
+    """POST alerts to a URL (the secret alertWebhookUrl), e.g. {} or {severities: [critical]}."""
+    slack: SlackReceiver | None = None
+    """Post alerts to Slack (the secret alertSlackUrl), e.g. {channel: '#optiinfra-alerts'}."""
+    email: EmailReceiver | None = None
+    """Mail alerts, e.g. {to: oncall@example.com, from: alertmanager@example.com, smarthost: smtp.example.com:587}."""
+
+    def on(self) -> dict[str, Receiver]:
+        """The receivers that are set, by kind."""
+        return {k: v for k in ("webhook", "slack", "email") if (v := getattr(self, k)) is not None}
+
+    def secret_kinds(self) -> set[str]:
+        """Receivers that need their secret: every one set, but email only with a login."""
+        return {k for k, v in self.on().items() if not (isinstance(v, EmailReceiver) and v.username is None)}
+
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_HOST_PORT = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:[0-9]{1,5}")
+
+
 class Alerting(_Model):
-    """Alert thresholds (`optiinfra:alerting`); the alerts themselves come from the catalog."""
+    """Alert thresholds and receivers (`optiinfra:alerting`); the alerts themselves come from the catalog."""
 
     thresholds: dict[str, float] = Field(default_factory=dict)
     """Threshold per alert name, e.g. {PostgresConnectionsNearMax: 0.9, CeleryBacklog: 1000}
     (default: the catalog's; docs/monitoring.md lists every alert, its default and unit).
     A ratio lies in (0, 1]; a count or rate is at least 0."""
+    receivers: Receivers = Receivers()
+    """Where firing alerts go (default: nowhere; see docs/monitoring.md)."""
 _CRON_FIELD = r"(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?(,(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?)*"
 _CRON = re.compile(rf"{_CRON_FIELD}( {_CRON_FIELD}){{4}}")
 

@@ -1,6 +1,6 @@
 """Synthetic catalogs of N services, for the benchmark (scripts/bench.py).
 
-Copy k (k = 1, 2, ...) of the 19 real services is the real catalog again with every
+Copy k (k = 1, 2, ...) of the 20 real services is the real catalog again with every
 name suffixed `-k`: the same tiers, images, health checks and resources, and the
 same dependency graph between the copies (copy k's data collector depends on copy
 k's postgres, clickhouse and redis; its agents on copy k's orchestrator), so every
@@ -10,7 +10,7 @@ The one real Prometheus scrapes every copy that exposes metrics, as it would.
 
 Copies are taken whole, in declaration order, and the last one is cut at N; since
 every service is declared after the services it depends on, a cut copy is still
-closed under its dependencies. N = 19 is the real catalog.
+closed under its dependencies. N = 20 is the real catalog.
 
 Host ports stay unique and valid: a copy's port gets the next free port of its band
 (the seed's allocation bands), and stays unpublished (`host=None`) once the band is

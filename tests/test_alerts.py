@@ -61,7 +61,7 @@ def test_every_alert_has_a_severity_summary_and_runbook() -> None:
     assert {a["alert"] for a in alerts} == {
         "TargetDown", "MemoryNearLimit", "Restarting", "PrometheusRuleFailures", "PostgresDown",
         "PostgresConnectionsNearMax", "RedisDown", "RedisMemoryNearMaxmemory", "RedisRejectedConnections",
-        "CeleryBacklog", "ClickHouseUnreachable", "ClickHouseFailedQueries"}
+        "CeleryBacklog", "ClickHouseUnreachable", "ClickHouseFailedQueries", "AlertNotificationsFailing"}
     for a in alerts:
         assert a["labels"]["severity"] in ("critical", "warning"), a
         assert a["annotations"]["summary"] and a["annotations"]["runbook"], a
@@ -72,8 +72,8 @@ def test_memory_limits_are_recorded_per_scraped_service_from_the_targets_limits(
         return {x["labels"]["service"]: x["expr"] for x in _rules(render(stack, *sets))
                 if x.get("record") == "service:memory_limit_bytes"}
     dev, prod = limits("dev"), limits("prod")
-    # Scraped: Prometheus, Grafana, the three exporters, the four agents (not the databases).
-    assert len(dev) == len(prod) == 9 and "postgres" not in dev
+    # Scraped: Prometheus, Alertmanager, Grafana, the three exporters, the four agents (not the databases).
+    assert len(dev) == len(prod) == 10 and "postgres" not in dev
     # Limits are twice the request: Prometheus 300Mi (dev) and 512Mi (prod), Grafana 100Mi.
     assert dev["prometheus"] == "vector(629145600)" and prod["prometheus"] == "vector(1073741824)"
     assert dev["grafana"] == prod["grafana"] == "vector(209715200)"
@@ -109,6 +109,21 @@ def test_the_scrape_config_names_the_rule_file_the_backends_deliver() -> None:
         assert config["rule_files"] == ["/etc/prometheus/rules.yml"]
 
 
+def test_the_scrape_config_sends_alerts_to_the_notifier_by_its_address_on_each_target() -> None:
+    """The `alerting` block names the catalog's notifier as every target is named: the
+    container's network alias on Docker, the Service's cluster DNS name on Kubernetes."""
+    notifier = next(s for s in default_catalog().services.values() if s.notifier)
+    port = notifier.port("web").container
+    for stack, host in (("dev", notifier.name),
+                        ("prod", f"{notifier.name}.optiinfra-{notifier.tier.value}.svc.cluster.local")):
+        config = yaml.safe_load(generated(render(stack), "prometheus.yml"))
+        assert config["alerting"] == {"alertmanagers": [{"static_configs": [{"targets": [f"{host}:{port}"]}]}]}
+    # Without the notifier there is nothing to send to, and the scraper cannot depend on it.
+    with pytest.raises(ConfigError) as err:
+        render("dev", f"services.{notifier.name}.enabled=false")
+    assert err.value.key == f"optiinfra:services.{notifier.name}.enabled"
+
+
 # ---- promtool -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("stack", ["dev", "prod", "staging"])
@@ -123,7 +138,7 @@ def test_promtool_checks_the_config_and_the_rules(stack: str, tmp_path: Path) ->
     done = subprocess.run([str(tool), "check", "config", str(tmp_path / "prometheus.yml")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 23 rules found" in done.stdout  # 9 limits + 2 ratios + 12 alerts
+    assert "SUCCESS: 25 rules found" in done.stdout  # 10 limits + 2 ratios + 13 alerts
     done = subprocess.run([str(tool), "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -141,7 +156,7 @@ def _alert(name: str, summary: str, **labels: str) -> dict[str, Any]:
             "exp_annotations": {"summary": summary, "runbook": a.runbook}}
 
 
-PG, RD, CH = "postgres-exporter", "redis-exporter", "clickhouse-exporter"
+PG, RD, CH, AM = "postgres-exporter", "redis-exporter", "clickhouse-exporter", "alertmanager"
 
 
 def _cases() -> list[dict[str, Any]]:
@@ -247,6 +262,15 @@ def _cases() -> list[dict[str, Any]]:
                  _alert("PrometheusRuleFailures", "Prometheus failed to evaluate rules 5 times in 10 minutes",
                         job="prometheus", instance="prometheus:9090", service="prometheus", tier="monitoring",
                         rule_group="/etc/prometheus/rules.yml;optiinfra-alerts")]}]},
+        # Three failed deliveries to the webhook within 15 minutes fire; none in the 15 after do not.
+        {"interval": "1m", "input_series": [
+            _series("alertmanager_notifications_failed_total", "0x5 3x30", AM, 9093, integration="webhook")],
+         "alert_rule_test": [
+             {"eval_time": "10m", "alertname": "AlertNotificationsFailing", "exp_alerts": [
+                 _alert("AlertNotificationsFailing",
+                        "Alertmanager failed to deliver 3 notifications to webhook in 15 minutes",
+                        job=AM, instance=f"{AM}:9093", service=AM, tier="monitoring", integration="webhook")]},
+             {"eval_time": "30m", "alertname": "AlertNotificationsFailing", "exp_alerts": []}]},
     ]
 
 

@@ -42,27 +42,27 @@ def test_dev_totals_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
     code, report, err = capacity(capsys, "dev")
     assert code == 0, err
     total = report["total"]
-    assert total["instances"] == 19
+    assert total["instances"] == 20
     # Memory requests (MiB), catalog:
     #   databases  postgres 200 + clickhouse 500 + redis 50 + qdrant 128                  = 878
-    #   monitoring prometheus 300 + grafana 100 + flower 48 + 3 exporters x 16             = 496
+    #   monitoring prometheus 300 + alertmanager 24 + grafana 100 + flower 48 + 3 x 16     = 520
     #   core       orchestrator 64 + data-collector 100 + worker 88 + beat 48              = 300
     #   agents     4 agents x 50                                                           = 200
     #   frontend   portal 150                                                              = 150
-    #   total      878 + 496 + 300 + 200 + 150                                             = 2024
-    assert total["memoryMiB"]["request"] == 2024
-    # Limits default to twice the request: 2 x 2024 = 4048.
-    assert total["memoryMiB"]["limit"] == 4048
-    # CPU requests (cores): databases 0.1+0.5+0.1+0.1 = 0.8; monitoring 0.5+0.1+0.1+3x0.05 = 0.85;
-    # core 4x0.1 = 0.4; agents 4x0.1 = 0.4; frontend 0.1; total 2.55. Limits are 4x: 10.2.
-    assert total["cpu"]["request"] == pytest.approx(2.55)
-    assert total["cpu"]["limit"] == pytest.approx(10.2)
+    #   total      878 + 520 + 300 + 200 + 150                                             = 2048
+    assert total["memoryMiB"]["request"] == 2048
+    # Limits default to twice the request, Alertmanager's is 64: 2 x 2024 + 64 = 4112.
+    assert total["memoryMiB"]["limit"] == 4112
+    # CPU requests (cores): databases 0.1+0.5+0.1+0.1 = 0.8; monitoring 0.5+0.05+0.1+0.1+3x0.05 = 0.9;
+    # core 4x0.1 = 0.4; agents 4x0.1 = 0.4; frontend 0.1; total 2.6. Limits are 4x: 10.4.
+    assert total["cpu"]["request"] == pytest.approx(2.6)
+    assert total["cpu"]["limit"] == pytest.approx(10.4)
     # Volumes (GiB): postgres 2 + clickhouse 5 + redis 0.5 + qdrant 1 + prometheus 1 + grafana 0.5 = 10
     # = 10240 MiB: exactly the seed's ~10GB disk estimate.
     assert total["storageMiB"] == 10 * 1024
     tiers = report["tiers"]
-    assert [tiers[t.value]["memoryMiB"]["request"] for t in Tier] == [878, 496, 300, 200, 150]
-    assert [tiers[t.value]["instances"] for t in Tier] == [4, 6, 4, 4, 1]
+    assert [tiers[t.value]["memoryMiB"]["request"] for t in Tier] == [878, 520, 300, 200, 150]
+    assert [tiers[t.value]["instances"] for t in Tier] == [4, 7, 4, 4, 1]
     # databases: 2 + 5 + 0.5 + 1 GiB = 8.5 GiB = 8704 MiB
     assert tiers["databases"]["storageMiB"] == 8704
     # The budget is the seed's estimate: 2Gi of memory (2048 MiB), 10Gi of disk.
@@ -76,15 +76,15 @@ def test_dev_text_report_lists_every_service_and_the_verdict(capsys: pytest.Capt
     for name in default_catalog().services:
         assert f"    {name} " in out
     assert "Within budget: yes" in out
-    # 2.55 cores of requests against budget.cpu 2: a warning on Docker, which reserves no CPU.
-    assert "warning: config key 'optiinfra:budget.cpu': stack dev requests 2.55 CPU cores" in out
+    # 2.6 cores of requests against budget.cpu 2: a warning on Docker, which reserves no CPU.
+    assert "warning: config key 'optiinfra:budget.cpu': stack dev requests 2.6 CPU cores" in out
 
 
 def test_docker_runs_one_instance_and_refuses_replicas(capsys: pytest.CaptureFixture[str]) -> None:
     code, report, _ = capacity(capsys, "dev", "cloudProviders=[aws,gcp]")
     assert code == 0
     assert service(report, "cost-agent")["instances"] == 1
-    assert report["total"]["instances"] == 19
+    assert report["total"]["instances"] == 20
     # A replica count cannot apply on Docker (one container per service): refused, not ignored.
     code, _, err = capacity(capsys, "dev", "services.data-collector.replicas=3")
     assert code == 2 and "optiinfra:services.data-collector.replicas': does not apply on Docker" in err
@@ -96,7 +96,7 @@ def test_an_override_changes_request_and_limit(capsys: pytest.CaptureFixture[str
     # memory 100 Mi, limit twice it; cpu 0.25, limit four times it.
     assert each["memoryMiB"] == {"request": 100, "limit": 200}
     assert each["cpu"] == {"request": pytest.approx(0.25), "limit": pytest.approx(1.0)}
-    assert report["total"]["memoryMiB"]["request"] == 2024 - 50 + 100
+    assert report["total"]["memoryMiB"]["request"] == 2048 - 50 + 100
 
 
 # ---- Kubernetes: replicas, cost agent per provider, claims ---------------------------------
@@ -113,10 +113,10 @@ def test_replicas_and_a_cost_agent_per_provider_count_on_kubernetes(capsys: pyte
     assert cost["total"]["cpu"]["request"] == pytest.approx(0.6)
     worker = service(report, "data-collector-worker")
     assert worker["instances"] == 3 and worker["total"]["memoryMiB"]["request"] == 3 * 88
-    # 19 services, cost agent 1 -> 6 (+5), worker 1 -> 3 (+2): 26 pods.
-    assert report["total"]["instances"] == 26
-    # 2024 + 5 x 50 + 2 x 88 = 2450 MiB
-    assert report["total"]["memoryMiB"]["request"] == 2450
+    # 20 services, cost agent 1 -> 6 (+5), worker 1 -> 3 (+2): 27 pods.
+    assert report["total"]["instances"] == 27
+    # 2048 + 5 x 50 + 2 x 88 = 2474 MiB
+    assert report["total"]["memoryMiB"]["request"] == 2474
 
 
 def test_kubernetes_storage_setting_sizes_the_claims(capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,21 +138,21 @@ def test_prod_totals_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
     code, report, err = capacity(capsys, "prod")
     assert code == 0, err
     total = report["total"]
-    # Pods: 19 services, data-collector 2 (+1), worker 3 (+2), cost-agent 1 x 3 providers (+2),
-    # performance/resource/application agents 2 each (+3): 19 + 8 = 27.
-    assert total["instances"] == 27
+    # Pods: 20 services, data-collector 2 (+1), worker 3 (+2), cost-agent 1 x 3 providers (+2),
+    # performance/resource/application agents 2 each (+3): 20 + 8 = 28.
+    assert total["instances"] == 28
     # Memory (MiB):
     #   databases  postgres 512 + clickhouse 2048 + redis 50 + qdrant 128                   = 2738
-    #   monitoring prometheus 512 + grafana 100 + flower 48 + 3 x 16                         = 708
+    #   monitoring prometheus 512 + alertmanager 24 + grafana 100 + flower 48 + 3 x 16       = 732
     #   core       orchestrator 64 + collector 2 x 100 + worker 3 x 256 + beat 48            = 1080
     #   agents     cost 3 x 50 + 3 agents x 2 x 50                                           = 450
     #   frontend   portal 150                                                                = 150
-    #   total                                                                                = 5126
-    assert [report["tiers"][t.value]["memoryMiB"]["request"] for t in Tier] == [2738, 708, 1080, 450, 150]
-    assert total["memoryMiB"]["request"] == 5126
-    # CPU: databases 0.5+1+0.1+0.1 = 1.7; monitoring 0.85; core 0.1+0.2+0.75+0.1 = 1.15;
-    # agents 0.3+0.6 = 0.9; frontend 0.1; total 4.7
-    assert total["cpu"]["request"] == pytest.approx(4.7)
+    #   total                                                                                = 5150
+    assert [report["tiers"][t.value]["memoryMiB"]["request"] for t in Tier] == [2738, 732, 1080, 450, 150]
+    assert total["memoryMiB"]["request"] == 5150
+    # CPU: databases 0.5+1+0.1+0.1 = 1.7; monitoring 0.9; core 0.1+0.2+0.75+0.1 = 1.15;
+    # agents 0.3+0.6 = 0.9; frontend 0.1; total 4.75
+    assert total["cpu"]["request"] == pytest.approx(4.75)
     # Claims (GiB): postgres 20 + clickhouse 50 + redis 2 + qdrant 10 + prometheus 20 + grafana 2 = 104,
     # and a backup claim of the same size for each but Prometheus: 20 + 50 + 2 + 10 + 2 = 84
     assert total["storageMiB"] == (104 + 84) * 1024
@@ -167,9 +167,9 @@ def test_over_the_memory_budget_exits_1_naming_the_key(capsys: pytest.CaptureFix
     assert report["withinBudget"] is False
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    # 2024 - 500 + 4096 = 5620 MiB = 5.49 GiB
-    assert lines[0].startswith("error: config key 'optiinfra:budget.memory': stack dev requests 5.49Gi")
-    assert "raise optiinfra:budget.memory to at least 5.49Gi" in lines[0]
+    # 2048 - 500 + 4096 = 5644 MiB = 5.51 GiB
+    assert lines[0].startswith("error: config key 'optiinfra:budget.memory': stack dev requests 5.51Gi")
+    assert "raise optiinfra:budget.memory to at least 5.51Gi" in lines[0]
     assert "clickhouse 4Gi (optiinfra:services.clickhouse.memory)" in lines[0]
     assert "Traceback" not in err
 
@@ -186,7 +186,7 @@ def test_cpu_over_budget_fails_on_kubernetes_only(capsys: pytest.CaptureFixture[
     assert code == 0 and report["warnings"] and not err
     code, _, err = capacity(capsys, "dev", "budget.cpu=1", "target=kubernetes", "budget.memory=4Gi")
     assert code == 1
-    assert "config key 'optiinfra:budget.cpu': stack dev requests 2.55 CPU cores" in err
+    assert "config key 'optiinfra:budget.cpu': stack dev requests 2.6 CPU cores" in err
 
 
 def test_storage_over_budget(capsys: pytest.CaptureFixture[str]) -> None:
@@ -196,7 +196,7 @@ def test_storage_over_budget(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_node_pool_total_and_the_largest_pod(capsys: pytest.CaptureFixture[str]) -> None:
-    # 4 nodes x 1Gi = 4Gi and 4 x 1 core: the stack's 2024 MiB and 2.55 cores fit in total
+    # 4 nodes x 1Gi = 4Gi and 4 x 1 core: the stack's 2048 MiB and 2.6 cores fit in total
     # (no system reserve here: test_room_for_the_system_reserve_and_the_surge has it).
     none = ("budget.reservedMemory=0Mi", "budget.reservedCpu=0", "budget.storage=20Gi")
     code, report, err = capacity(capsys, "dev", "target=kubernetes", "budget.nodes=4", "budget.memory=1Gi",
@@ -218,18 +218,18 @@ def test_room_for_the_system_reserve_and_the_surge(capsys: pytest.CaptureFixture
     # The largest pod that rolls with surge (StatefulSets and beat do not): a 256Mi worker.
     assert report["surge"]["service"] == "data-collector-worker"
     assert report["surge"]["memoryMiB"]["request"] == 256
-    # 4 nodes x 1.5Gi: 2024 MiB of requests fit the 6Gi pool, and still fit once 4 x 512 MiB
+    # 4 nodes x 1.5Gi: 2048 MiB of requests fit the 6Gi pool, and still fit once 4 x 512 MiB
     # are reserved (4096 MiB left) with a 150 MiB portal surge.
     sets = ("target=kubernetes", "budget.storage=20Gi", "budget.nodes=4", "budget.memory=1536Mi", "budget.cpu=1")
     code, report, err = capacity(capsys, "dev", *sets)
     assert code == 0, err
     assert report["surge"]["service"] == "portal"
-    # 2 x 1.5Gi = 3Gi holds the requests (2024 MiB) but not with 2 x 512 MiB reserved and the surge.
+    # 2 x 1.5Gi = 3Gi holds the requests (2048 MiB) but not with 2 x 512 MiB reserved and the surge.
     code, _, err = capacity(capsys, "dev", *sets[:2], "budget.nodes=2", "budget.memory=1536Mi", "budget.cpu=2")
     assert code == 1
     assert "does not fit 2 nodes x 1.50Gi with room kept for the system reserve 512Mi" in err
     assert "rolling-update surge 150Mi and 0.1 cores (one portal pod)" in err
-    assert "raise optiinfra:budget.memory to at least 1.56Gi per node" in err  # (2024+150)/2 + 512
+    assert "raise optiinfra:budget.memory to at least 1.57Gi per node" in err  # (2048+150)/2 + 512
     out = capsys.readouterr().out if cli.main(["capacity", "--stack", "prod"]) == 0 else ""
     assert "room kept" in out and "one data-collector-worker pod" in out
     # Docker keeps no such room: no surge, and the budget is the host's share already.
@@ -245,17 +245,19 @@ def test_bad_budget_values_are_config_errors(capsys: pytest.CaptureFixture[str])
 
 
 def test_plan_prints_the_totals() -> None:
-    last = plan.text(render("dev")).splitlines()[-1]
-    assert last.startswith("Capacity (requests of 19 instances): cpu 2.55 of ")
-    assert "memory 1.98Gi of 2Gi, storage 10Gi of 10Gi: within budget" in last
-    prod = plan.text(render("prod")).splitlines()[-1]
-    assert prod.startswith("Capacity (requests of 27 instances): cpu 4.7 of ")
+    def capacity_line(text: str) -> str:
+        return next(line for line in text.splitlines() if line.startswith("Capacity "))
+    last = capacity_line(plan.text(render("dev")))
+    assert last.startswith("Capacity (requests of 20 instances): cpu 2.6 of ")
+    assert "memory 2Gi of 2Gi, storage 10Gi of 10Gi: within budget" in last
+    prod = capacity_line(plan.text(render("prod")))
+    assert prod.startswith("Capacity (requests of 28 instances): cpu 4.75 of ")
 
 
 # ---- synthetic catalogs (benchmark) -------------------------------------------------------
 
-def test_synthetic_19_is_the_real_catalog() -> None:
-    assert synthetic_catalog(19).services == default_catalog().services
+def test_synthetic_20_is_the_real_catalog() -> None:
+    assert synthetic_catalog(20).services == default_catalog().services
 
 
 @pytest.mark.parametrize("n", [100, 500])

@@ -26,6 +26,8 @@ SEED_CONTAINERS = {
     "optiinfra-cost-agent", "optiinfra-performance-agent", "optiinfra-resource-agent",
     "optiinfra-application-agent", "optiinfra-portal",
 }
+# Beside them: where alerts go (issue 14), which the seed does not have.
+CONTAINERS = SEED_CONTAINERS | {"optiinfra-alertmanager"}
 SEED_ORDER = ["databases", "monitoring", "core", "agents", "frontend"]
 
 
@@ -39,8 +41,8 @@ def networks_of(c: offline.Resource) -> set[str]:
 
 def test_every_service_rendered_once(dev: offline.Render) -> None:
     names = [c.inputs["name"] for c in dev.of_type(CONTAINER)]
-    assert sorted(names) == sorted(SEED_CONTAINERS)
-    assert len(names) == len(set(names)) == 19
+    assert sorted(names) == sorted(CONTAINERS)
+    assert len(names) == len(set(names)) == 20
 
 
 def test_five_tiers_five_networks_and_every_resource_under_a_tier(dev: offline.Render) -> None:
@@ -153,9 +155,10 @@ def test_host_ports_unique_loopback_and_only_for_published_services(dev: offline
             assert p["external"] not in published, f"{p['external']} used twice"
             published[p["external"]] = c.name
             assert p["ip"] == "127.0.0.1"
-    # the seed's port table, minus databases and exporters (no host port by default)
+    # the seed's port table, minus databases and exporters (no host port by default), and Alertmanager's UI
     assert published == {
-        9090: "prometheus", 3000: "grafana", 5555: "flower", 8080: "orchestrator", 8005: "data-collector",
+        9090: "prometheus", 9093: "alertmanager", 3000: "grafana", 5555: "flower", 8080: "orchestrator",
+        8005: "data-collector",
         8001: "cost-agent", 8002: "performance-agent", 8003: "resource-agent", 8004: "application-agent",
         3001: "portal",
     }
@@ -279,7 +282,7 @@ def test_monitoring_files_generated_from_the_catalog(dev: offline.Render) -> Non
         "postgres-exporter": ["postgres-exporter:9187"], "redis-exporter": ["redis-exporter:9121"],
         "clickhouse-exporter": ["clickhouse-exporter:9116"], "cost-agent": ["cost-agent:8001"],
         "performance-agent": ["performance-agent:8002"], "resource-agent": ["resource-agent:8003"],
-        "application-agent": ["application-agent:8004"],
+        "application-agent": ["application-agent:8004"], "alertmanager": ["alertmanager:9093"],
     }
     graf = containers(dev)["optiinfra-grafana"].inputs["uploads"][0]
     assert graf["file"].startswith("/etc/grafana/provisioning/datasources/")

@@ -128,18 +128,18 @@ def test_svg_topology(stack: str) -> None:
     root = ET.fromstring(svg)
     assert root.tag == f"{SVG}svg"
     texts = [t.text for t in root.iter(f"{SVG}text")]
-    # Five tiers, each with its network/namespace, and 19 boxes named after the services.
+    # Five tiers, each with its network/namespace, and 20 boxes named after the services.
     for tier in ("databases", "monitoring", "core", "agents", "frontend"):
         assert any(t and t.endswith(f". {tier}") for t in texts)
         assert f"{'namespace' if stack == 'prod' else 'network'} optiinfra-{tier}" in texts
     services = set(default_catalog().services)
     assert services <= set(texts)
     boxes = [r for r in root.iter(f"{SVG}rect") if r.get("width") == str(docs.BOX_W)]
-    assert len(boxes) == 19
-    # 26 dependency edges in the catalog (grafana 1, flower 1, exporters 3, orchestrator 2,
+    assert len(boxes) == 20
+    # 27 dependency edges in the catalog (prometheus 1, grafana 1, flower 1, exporters 3, orchestrator 2,
     # data-collector 3, worker 3, beat 1, agents 4x2 + qdrant 1, portal 3).
     edges = [p for p in root.iter(f"{SVG}path") if (p.get("marker-end") or "").startswith("url(#arrow-")]
-    assert len(edges) == 26 + 1  # plus the legend's arrow
+    assert len(edges) == 27 + 1  # plus the legend's arrow
     if stack == "dev":
         assert "3000 → 127.0.0.1:3001" in texts  # portal's published port
 
@@ -214,7 +214,9 @@ def test_settings_table_lists_the_catalogs_credentials_as_secrets() -> None:
     for cred in catalog.credentials.values():
         kind, default, description = rows[cred.config_key]
         assert kind == "string, **secret**"
-        assert default == f"generated per stack ({cred.length} characters)"
+        # A receiver's URL or password is never generated: absent, its receiver is off.
+        assert default == (f"generated per stack ({cred.length} characters)" if cred.generated
+                           else "unset (the receiver is off)")
         assert description.startswith(cred.description) and f"--secret {cred.config_key}" in description
     assert sum("**secret**" in r[0] for r in rows.values()) == len(catalog.credentials)
     # A credential added to the catalog gets its row: the list is not written down anywhere else.

@@ -53,6 +53,7 @@ SEED_PORTS = {
     "redis-exporter": {9121}, "clickhouse-exporter": {9116}, "orchestrator": {8080},
     "data-collector": {8005}, "cost-agent": {8001}, "performance-agent": {8002},
     "resource-agent": {8003}, "application-agent": {8004}, "portal": {3000},
+    "alertmanager": {9093},  # not the seed's: where alerts go (issue 14)
 }
 
 
@@ -215,7 +216,7 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
 
 def test_every_pod_meets_restricted(prod: offline.Render) -> None:
     ws = workloads(prod)
-    assert len(ws) == 21  # 19 services, the cost agent once per provider (aws, gcp, azure)
+    assert len(ws) == 22  # 20 services, the cost agent once per provider (aws, gcp, azure)
     for name, w in ws.items():
         pod = w["spec"]["template"]["spec"]
         assert restricted_violations(pod) == [], name
@@ -309,7 +310,8 @@ def test_deployments_for_the_rest_and_one_cost_agent_per_provider(prod: offline.
     assert set(deps) == {
         "flower", "postgres-exporter", "redis-exporter", "clickhouse-exporter", "orchestrator",
         "data-collector", "data-collector-worker", "data-collector-beat", "performance-agent",
-        "resource-agent", "application-agent", "portal", "cost-agent-aws", "cost-agent-gcp", "cost-agent-azure"}
+        "resource-agent", "application-agent", "portal", "cost-agent-aws", "cost-agent-gcp", "cost-agent-azure",
+        "alertmanager"}
     for provider in ("aws", "gcp", "azure"):
         d = deps[f"cost-agent-{provider}"]
         env = {e["name"]: e.get("value") for e in container(d)["env"]}
@@ -560,7 +562,7 @@ def test_no_secret_in_outputs_or_plain_resource_inputs() -> None:
 
 def test_prometheus_and_grafana_config_maps_scrape_across_namespaces(prod: offline.Render) -> None:
     cms = {m["metadata"]["name"].rsplit("-", 1)[0]: m for m in of_kind(prod, "ConfigMap")}
-    assert set(cms) == {"prometheus-config", "grafana-config"}
+    assert set(cms) == {"prometheus-config", "grafana-config", "alertmanager-config"}
     prom = yaml.safe_load(cms["prometheus-config"]["data"]["prometheus.yml"])
     discovered = {(n, sd["port"]) for job in prom["scrape_configs"] for sd in job.get("dns_sd_configs", [])
                   for n in sd["names"]}
@@ -794,8 +796,8 @@ def test_workloads_roll_spread_and_pull(prod: offline.Render) -> None:
             assert gov["spec"]["clusterIP"] == "None" and gov["spec"]["publishNotReadyAddresses"] is True
             assert gov["spec"]["selector"] == {"app.kubernetes.io/name": name}
             assert gov["metadata"]["namespace"] == w["metadata"]["namespace"]
-        elif name == "data-collector-beat":
-            assert w["spec"]["strategy"] == {"type": "Recreate"}
+        elif name in {n for n, svc in default_catalog().services.items() if svc.exclusive}:  # beat, alertmanager
+            assert w["spec"]["strategy"] == {"type": "Recreate"}, name
         else:  # singletons too (portal, orchestrator): one extra pod, never one fewer
             assert w["spec"]["strategy"] == {"type": "RollingUpdate",
                                              "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}, name

@@ -34,11 +34,44 @@ from policies.optiinfra_policies.vocabulary import (
 )
 
 from ..graph import ANY, LOOPBACK, Effective, Model, volume_mib
-from ..model import CommandCheck, FromLimit, FromVolume, HealthCheck, HttpCheck, Service, TcpCheck, Tier
+from ..model import (
+    DOCKER_SECRET_DIR,
+    CommandCheck,
+    FromLimit,
+    FromVolume,
+    HealthCheck,
+    HttpCheck,
+    Service,
+    TcpCheck,
+    Tier,
+)
 from ..monitoring import GeneratedFiles
 from ..tiers import TierComponent
 from ..wiring import Wiring
 from . import StackOutputs
+
+SECRET_TMPFS = "size=1m,noexec,nosuid,nodev"
+"""The tmpfs the entrypoint wrapper writes file-only credentials to: memory, never a disk."""
+
+
+def secret_file_wrapper(service: Service) -> list[str]:
+    """The Docker entrypoint of an image that reads credentials from files only
+    (`SecretFile.docker_file`): `sh -c` writes each one from its environment variable to
+    `DOCKER_SECRET_DIR/<credential>` (mode 0600, a tmpfs), unsets the variable and execs the
+    image's own entrypoint with the container's arguments. The script names variables, never
+    values, so no secret is in argv or the plan; [] when the service needs none."""
+    files = [f for f in service.secret_files if f.docker_file]
+    if not files:
+        return []
+    if not service.entrypoint:
+        raise ValueError(f"{service.name}: a docker_file SecretFile needs the image's entrypoint (Service.entrypoint)")
+    steps = ["umask 077"]
+    for f in files:
+        var = f.replaces[0]
+        steps.append(f'printf %s "${var}" > {shlex.quote(f.path_on("docker"))}')
+        steps.append(f"unset {var}")
+    steps.append(f'exec {shlex.join(service.entrypoint)} "$@"')
+    return ["sh", "-c", "; ".join(steps), "sh"]
 
 
 def container_name(service: str) -> str:
@@ -195,6 +228,10 @@ class DockerBackend:
         uploads = [docker.ContainerUploadArgs(file=f.path, content=self.files.content(f))
                    for f in svc.files]
         read_only = svc.read_only_root_on_docker
+        tmpfs = dict.fromkeys(svc.writable_paths, "") if read_only and svc.writable_paths else {}
+        entrypoint = secret_file_wrapper(svc)
+        if entrypoint:
+            tmpfs[DOCKER_SECRET_DIR] = SECRET_TMPFS
         res = eff.resources
         container = docker.Container(
             svc.name,
@@ -225,7 +262,8 @@ class DockerBackend:
                 user=svc.docker_user,
                 # Read-only root as on Kubernetes, with a tmpfs where the emptyDirs are there.
                 read_only=read_only or None,
-                tmpfs=dict.fromkeys(svc.writable_paths, "") if read_only and svc.writable_paths else None,
+                tmpfs=tmpfs or None,
+                entrypoints=entrypoint or None,
                 volumes=volumes or None,
                 uploads=uploads or None,
                 labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in self._labels(eff, healthcheck)],

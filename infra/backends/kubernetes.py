@@ -108,6 +108,12 @@ times in a row along the tier chain (`up` of prod: 57 s -> 14 s on a live cluste
 TARGET = "kubernetes"
 
 
+def _distinct(edges: list[Edge]) -> list[Edge]:
+    """One edge per (source, target, port): a service the scraper both scrapes and talks to
+    (the notifier) is one NetworkPolicy rule, not two identical ones."""
+    return list({(e.source, e.target, e.port): e for e in edges}.values())
+
+
 def k8s_env(service: Service) -> list[tuple[str, EnvValue]]:
     """The catalog's environment as Kubernetes sets it: what a SecretFile replaces gives way
     to the file's path variable and the file's own variables."""
@@ -210,6 +216,9 @@ def review_exceptions(model: Model, eff: Effective, kind: str, replicas: int) ->
                "the catalog runs one instance; a rolling update with surge keeps it available"
                if not svc.scalable else "this stack's replicas: 1")
         out.append(Exception_((), ("deployment-replicas",), why))
+    if kind == "Deployment" and svc.exclusive and svc.ports:  # a Service targets it: kube-score wants a rollout
+        out.append(Exception_((), ("deployment-strategy",), (
+            f"Recreate, never two at once: {svc.exclusive}; a short gap in its Service while it restarts")))
     if replicas > 1:
         out.append(Exception_((), (f"{kind.lower()}-has-host-podantiaffinity",), (
             "topologySpreadConstraints spread the replicas over zones and hosts (ScheduleAnyway, "
@@ -512,7 +521,7 @@ class KubernetesBackend:
         backup_edges = [e for e in model.backup_edges() if model.services[e.target].tier is tier]
         for eff in members:
             rules: list[net.NetworkPolicyIngressRuleArgs] = []
-            for e in [*model.in_edges(eff.name), *(b for b in backup_edges if b.target == eff.name)]:
+            for e in _distinct([*model.in_edges(eff.name), *(b for b in backup_edges if b.target == eff.name)]):
                 port = _edge_port(model, e)
                 if port is not None:
                     rules.append(net.NetworkPolicyIngressRuleArgs(
@@ -524,7 +533,7 @@ class KubernetesBackend:
                         match_labels={NAMESPACE_NAME: ingress_ns}))],
                     ports=[net.NetworkPolicyPortArgs(port=primary.container, protocol=primary.protocol.upper())]))
             egress: list[net.NetworkPolicyEgressRuleArgs] = []
-            for e in model.out_edges(eff.name):
+            for e in _distinct(model.out_edges(eff.name)):
                 port = _edge_port(model, e)
                 if port is not None:
                     egress.append(net.NetworkPolicyEgressRuleArgs(to=[_peer(model, e.target)], ports=[port]))

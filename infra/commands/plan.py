@@ -8,7 +8,7 @@ from typing import Any
 
 from policies.optiinfra_policies import vocabulary as v
 
-from .. import capacity, offline
+from .. import capacity, notifications, offline
 from ..cli import add_stack_arguments
 from ..model import Tier
 from ..offline import Render, Resource
@@ -148,5 +148,6 @@ def text(r: Render) -> str:
     lines.append("\nOutputs")
     for key, value in sorted(r.outputs.items()):
         lines.append(f"  {key}: {json.dumps(value, sort_keys=True)}")
+    lines.append(notifications.status_line(r.model))
     lines.append(capacity.summary_line(r.model, r.stack))
     return "\n".join(lines)
