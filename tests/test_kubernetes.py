@@ -45,7 +45,7 @@ ALL_SECRETS: tuple[str, ...] = (
 )
 # Every other credential the catalog declares (the per-consumer database roles), supplied too.
 ALL_SECRETS += tuple(f"{c.config_key}={c.id}-supplied-0123456789" for c in CREDENTIALS
-                     if not any(s.startswith(f"{c.config_key}=") for s in ALL_SECRETS))
+                     if c.generated and not any(s.startswith(f"{c.config_key}=") for s in ALL_SECRETS))
 # The seed's container ports per service (Service ports must be exactly these).
 SEED_PORTS = {
     "postgres": {5432}, "clickhouse": {8123, 9000}, "redis": {6379}, "qdrant": {6333, 6334},

@@ -217,7 +217,7 @@ def live(cluster: kc.Cluster) -> Iterator[Live]:
         "KUBECONFIG": str(cluster.kubeconfig),
     }
     env.pop("PULUMI_ACCESS_TOKEN", None)
-    values = {c.config_key: f"Live-{c.id}-{secrets.token_hex(12)}" for c in CREDENTIALS}
+    values = {c.config_key: f"Live-{c.id}-{secrets.token_hex(12)}" for c in CREDENTIALS if c.generated}
     lv = Live(project, env, cluster, values)
     lv.timings.update({f"cluster {k}": v for k, v in cluster.timings.items()})
     lv.pulumi("stack", "init", STACK, "--secrets-provider", "passphrase")
