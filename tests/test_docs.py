@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import json
 import re
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ from infra.stack import ROOT
 from policies.optiinfra_policies import vocabulary
 
 from .conftest import render
+from .test_alerts import generated as provisioned
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -40,7 +42,7 @@ def generated(moved_grafana: bool = False) -> dict[str, str]:
 
 def test_files_are_the_inventory_the_settings_and_an_svg_per_stack() -> None:
     assert set(generated()) == {"docs/PORTS.md", "docs/settings.md", "docs/REVIEW.md", "docs/topology-dev.svg",
-                                "docs/topology-prod.svg"}
+                                "docs/topology-prod.svg", "docs/dashboard-overview.svg"}
 
 
 def test_review_lists_every_accepted_finding_with_its_reason() -> None:
@@ -149,6 +151,91 @@ def test_svg_renders(tmp_path: Path) -> None:
     src = tmp_path / "t.svg"
     src.write_text(generated()["docs/topology-dev.svg"])
     out = tmp_path / "t.png"
+    subprocess.run(["rsvg-convert", str(src), "-o", str(out)], check=True, capture_output=True)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- docs/dashboard-overview.svg ----------------------------------------------------------------------
+
+def _overview_board() -> dict[str, typing.Any]:
+    """The overview JSON Grafana is provisioned with in prod (the ConfigMap's file, not the generator)."""
+    return typing.cast(dict[str, typing.Any], json.loads(provisioned(render("prod"), "overview.json")))
+
+
+def _panel_groups(svg: str) -> dict[str, ET.Element]:
+    root = ET.fromstring(svg)  # parses as XML (text escaped)
+    assert root.tag == f"{SVG}svg"
+    groups = [g for g in root.iter(f"{SVG}g") if g.get("class") == "panel"]
+    by_id = {str(g.get("id")): g for g in groups}
+    assert len(by_id) == len(groups)
+    return by_id
+
+
+def test_overview_svg_draws_every_panel_of_the_provisioned_json_at_its_grid_position() -> None:
+    board = _overview_board()
+    svg = generated()["docs/dashboard-overview.svg"]
+    groups = _panel_groups(svg)
+    assert set(groups) == {f"panel-{p['id']}" for p in board["panels"]}  # none missing, none extra
+    for p in board["panels"]:
+        g = groups[f"panel-{p['id']}"]
+        rects = g.findall(f"{SVG}rect")
+        titles = [t for t in g.findall(f"{SVG}text") if t.get("class") == "title"]
+        assert len(rects) == 1 and len(titles) == 1, p
+        rect, grid = rects[0], p["gridPos"]
+        # Proportional to gridPos: a column is GRID_COL_W px, a height unit GRID_ROW_H px (inset by GRID_PAD).
+        x0, y0 = docs.MARGIN + docs.GRID_PAD, docs.GRID_TOP + docs.GRID_PAD
+        assert float(rect.get("x", "")) - x0 == pytest.approx(grid["x"] * docs.GRID_COL_W), p
+        assert float(rect.get("y", "")) - y0 == pytest.approx(grid["y"] * docs.GRID_ROW_H), p
+        assert float(rect.get("width", "")) + 2 * docs.GRID_PAD == pytest.approx(grid["w"] * docs.GRID_COL_W), p
+        assert float(rect.get("height", "")) + 2 * docs.GRID_PAD == pytest.approx(grid["h"] * docs.GRID_ROW_H), p
+        texts = [t.text for t in g.iter(f"{SVG}text")]
+        assert p["type"] in texts, p
+        label = titles[0].text or ""
+        if p["title"]:
+            assert label == p["title"], p
+        else:  # an untitled note: the start of what it says
+            assert label and p["options"]["content"].startswith(label.rstrip("…")), p
+    root = ET.fromstring(svg)
+    assert board["title"] in (root.findtext(f"{SVG}title") or "") and board["uid"] in svg
+    assert int(root.get("width", "")) == 2 * docs.MARGIN + 24 * docs.GRID_COL_W  # Grafana's 24 columns
+    rows = [g for g in groups.values() if "row" in [t.text for t in g.iter(f"{SVG}text")]]
+    assert [t.text for g in rows for t in g.iter(f"{SVG}text") if t.get("class") == "title"] == [
+        p["title"] for p in board["panels"] if p["type"] == "row"]  # the sections, in order
+
+
+def test_overview_svg_fails_when_a_panel_is_missing() -> None:
+    """The check above catches a picture that lost a panel: cut one panel's group out of the
+    committed-to-be SVG and the drawn ids no longer match the JSON's."""
+    board = _overview_board()
+    svg = generated()["docs/dashboard-overview.svg"]
+    victim = f"panel-{board['panels'][4]['id']}"
+    cut = re.sub(rf'<g class="panel" id="{victim}">.*?</g>\n', "", svg, flags=re.DOTALL)
+    assert cut != svg
+    assert {f"panel-{p['id']}" for p in board["panels"]} - set(_panel_groups(cut)) == {victim}
+
+
+def test_overview_svg_escapes_text_and_is_deterministic() -> None:
+    board = _overview_board()
+    odd = {**board, "title": "A <b> & 'c'", "panels": [{**board["panels"][1], "title": "x < y & z"}]}
+    svg = docs.overview_svg("prod", odd)
+    root = ET.fromstring(svg)
+    assert "x &lt; y &amp; z" in svg and [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "title"] == [
+        "x < y & z"]
+    assert docs.overview_svg("prod", odd) == svg
+
+
+def test_the_overview_drawn_is_the_same_in_every_stack() -> None:
+    """The caption names prod; the picture holds for dev and staging as long as their overview is prod's."""
+    prod = provisioned(render("prod"), "overview.json")
+    for stack in ("dev", "staging"):
+        assert provisioned(render(stack), "overview.json") == prod, stack
+
+
+@pytest.mark.skipif(shutil.which("rsvg-convert") is None, reason="rsvg-convert is not installed")
+def test_overview_svg_renders(tmp_path: Path) -> None:
+    src = tmp_path / "o.svg"
+    src.write_text(generated()["docs/dashboard-overview.svg"])
+    out = tmp_path / "o.png"
     subprocess.run(["rsvg-convert", str(src), "-o", str(out)], check=True, capture_output=True)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -4,7 +4,8 @@
     python -m infra docs --check    # exit 1 if they are stale or the README's layout is (CI, scripts/test.sh)
 
 docs/PORTS.md with a section per stack (every `Pulumi.<stack>.yaml`, or the `--stack`s
-given), one SVG topology picture per stack, and docs/settings.md (every setting with its
+given), one SVG topology picture per stack, the overview dashboard's layout
+(docs/dashboard-overview.svg), and docs/settings.md (every setting with its
 type, default and field docstring, and the credentials). Output is deterministic.
 `--check` also fails when a module under infra/ or policies/, or a script under scripts/,
 is missing from the README's layout section, or the section lists one that is gone.
@@ -20,7 +21,7 @@ from pathlib import Path
 from .. import docs
 from ..stack import ROOT
 
-HELP = ("write docs/PORTS.md, docs/settings.md and docs/topology-<stack>.svg "
+HELP = ("write docs/PORTS.md, docs/settings.md, docs/topology-<stack>.svg and docs/dashboard-overview.svg "
         "(--check: fail when they or the README's layout are stale)")
 
 
