@@ -6,6 +6,7 @@ default is refused before anything is registered.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -86,6 +87,17 @@ def _check_url(model: Model, key: str, config_key: str, value: str) -> None:
         allowed = ", ".join(map(str, ports))
         raise ConfigError(key, f"is not an https:// URL on a port the notifier may reach ({allowed})",
                           f"pulumi config set --secret {config_key} https://<host>/<path>")
+    if model.settings.target == "kubernetes":  # the notifier's egress: outsideCidrs minus outsideExcept
+        try:
+            address = ipaddress.ip_address(url.hostname)
+        except ValueError:
+            return  # a name: where it resolves is the DNS's business
+        k = model.settings.kubernetes
+        if not any(address in ipaddress.ip_network(c) for c in k.outside_cidrs) or any(
+                address in ipaddress.ip_network(c) for c in k.outside_except):
+            raise ConfigError(key, "points at an address the notifier's egress does not reach "
+                              "(kubernetes.outsideCidrs minus outsideExcept)",
+                              f"use a public host, or take its range out of {NAMESPACE}:kubernetes.outsideExcept")
 
 
 def owner_tier(model: Model, cred: Credential) -> str:

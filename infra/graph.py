@@ -19,6 +19,7 @@ from .model import (
     Catalog,
     Dependency,
     Dsn,
+    Outside,
     Port,
     Resources,
     Secret,
@@ -135,6 +136,13 @@ class Model:
     def notifier(self) -> Effective | None:
         """The service the scraper sends firing alerts to (catalog role `notifier`), if enabled."""
         return next((e for e in self.services.values() if e.service.notifier), None)
+
+    def outside(self, eff: Effective) -> tuple[Outside, ...]:
+        """Where a service may go outside the platform on this stack: its catalog `Outside`
+        egress, none for the notifier while no receiver is set (nothing would use it)."""
+        if eff.service.notifier and not self.settings.alerting.receivers.on():
+            return ()
+        return eff.service.outside
 
     def scrape_edges(self) -> list[Edge]:
         return [e for e in self.edges if e.kind is EdgeKind.SCRAPE]

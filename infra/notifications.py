@@ -41,8 +41,13 @@ def status_line(model: Model) -> str:
         return "Alerts: no notifier is deployed; firing alerts show only in Prometheus' /alerts page"
     on = model.settings.alerting.receivers.on()
     if not on:
+        webhook = next(c for c in model.catalog.credentials.values() if c.receiver == "webhook")
+        where = (f"put its URL in the ClusterSecretStore under {webhook.config_key}'s remote key "
+                 "(kubernetes.externalSecrets; docs/credentials.md)"
+                 if model.settings.target == "kubernetes" and model.settings.kubernetes.external_secrets is not None
+                 else f"pulumi config set --secret {webhook.config_key} https://...")
         return ("Alerts: go nowhere until a receiver is set: optiinfra:alerting.receivers (webhook, slack, email) "
-                "and its secret, e.g. pulumi config set --secret alertWebhookUrl https://... (docs/monitoring.md)")
+                f"and its secret, e.g. {where} (docs/monitoring.md)")
     parts = [f"{sev} -> {', '.join(k for k, r in on.items() if sev in r.severities) or 'nowhere'}"
              for sev in SEVERITIES]
     return f"Alerts: {'; '.join(parts)}"

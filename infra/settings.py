@@ -392,7 +392,9 @@ def _key(loc: tuple[Any, ...]) -> str:
 
 
 def _from_validation(err: ValidationError) -> ConfigError:
-    e = err.errors()[0]
+    errors = err.errors()
+    # A misspelt key is the cause of the "missing" error its correct spelling then gives.
+    e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
     loc = tuple(e["loc"])
     if e["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
@@ -420,6 +422,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> str:
     """The keys allowed at a config path (`services.grafana` -> a ServiceOverride's)."""
     model: Any = Settings
     for part in loc:
+        model = _unwrap_optional(model)
         if get_origin(model) in (dict, Mapping):  # `part` is a key of a map: its values' type
             model = get_args(model)[1]
             continue
@@ -428,8 +431,17 @@ def _allowed_keys(loc: tuple[Any, ...]) -> str:
         if field is None:
             return "(none: not a map of settings)"
         model = field.annotation
+    model = _unwrap_optional(model)
     names = sorted(f.alias or n for n, f in getattr(model, "model_fields", {}).items())
     return ", ".join(names) or "(none: not a map of settings)"
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    """`Model | None` (a setting that is off unless set) -> `Model`; anything else as it is."""
+    members = [a for a in get_args(annotation) if a is not type(None)]
+    if type(None) in get_args(annotation) and len(members) == 1:
+        return members[0]
+    return annotation
 
 
 def _decode(value: Any) -> Any:

@@ -249,3 +249,31 @@ def test_a_plaintext_receiver_secret_is_refused_with_the_command_that_sets_it() 
     assert len(lines) == 1 and "Traceback" not in done.stderr
     assert lines[0].startswith("error: config key 'optiinfra:alertWebhookUrl': is set in plaintext")
     assert "pulumi config set --secret alertWebhookUrl" in lines[0] and WEBHOOK not in done.stderr
+
+
+def test_with_no_receiver_plan_says_so_and_advises_what_the_stack_accepts() -> None:
+    """The advice follows the credentials' source: with the External Secrets Operator a stack
+    secret would be refused, so the line points at the store instead."""
+    from infra import notifications
+
+    plain = notifications.status_line(render("prod").model)
+    assert "go nowhere" in plain and "pulumi config set --secret alertWebhookUrl" in plain
+    eso = notifications.status_line(render("prod", "kubernetes.externalSecrets.store=vault-backend").model)
+    assert "go nowhere" in eso and "pulumi config set" not in eso and "ClusterSecretStore" in eso
+    # Following that advice is accepted: the receiver on, its secret from the store.
+    on = render("prod", "kubernetes.externalSecrets.store=vault-backend", "alerting.receivers.webhook={}")
+    assert "go nowhere" not in notifications.status_line(on.model)
+
+
+def test_a_receiver_address_the_egress_cannot_reach_is_refused_on_kubernetes() -> None:
+    """prod's notifier may leave the cluster only to outsideCidrs minus outsideExcept (the private
+    ranges by default), so a webhook on a private address would fail at the first alert."""
+    private = ("alertWebhookUrl=https://10.1.2.3/canary-private",)
+    with pytest.raises(ConfigError) as err:
+        render("prod", 'alerting.receivers={"webhook": {}}', secrets=private)
+    assert err.value.key == "optiinfra:alertWebhookUrl" and "egress does not reach" in str(err.value)
+    assert "canary-private" not in str(err.value)
+    # Reachable once that range is not excepted; and on Docker there is no such egress rule.
+    assert render("prod", 'alerting.receivers={"webhook": {}}', 'kubernetes.outsideExcept=["192.168.0.0/16"]',
+                  secrets=private).resources
+    assert render("dev", 'alerting.receivers={"webhook": {}}', secrets=private).resources

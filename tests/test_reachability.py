@@ -157,9 +157,14 @@ def test_pod_to_pod_reachability_equals_the_declared_edges(stack: str, sets: tup
     assert len(declared) > 30  # the figure in docs/production.md (prod: 39 declared, 39 allowed)
 
 
-@pytest.mark.parametrize(("stack", "sets"), STACKS[:2], ids=["prod", "staging"])
+RECEIVER = ('alerting.receivers={"webhook": {}}',)
+
+
+@pytest.mark.parametrize(("stack", "sets"), [*STACKS[:2], ("prod", RECEIVER)],
+                         ids=["prod", "staging", "prod-with-a-receiver"])
 def test_nothing_else_in_or_out(stack: str, sets: tuple[str, ...]) -> None:
-    x, model = rendered(render(stack, *sets)), infra_stack.model_of(stack, sets)
+    secrets = ("alertWebhookUrl=https://hooks.example.com/optiinfra",) if sets == RECEIVER else ()
+    x, model = rendered(render(stack, *sets, secrets=secrets)), infra_stack.model_of(stack, sets)
     k = model.settings.kubernetes
     ours = [(name, pod) for name, pods in x.pods.items() for pod in pods]
     all_ports = {p for ports in x.ports.values() for p in ports} | {(53, "UDP"), (53, "TCP"), (443, "TCP")}
@@ -179,7 +184,7 @@ def test_nothing_else_in_or_out(stack: str, sets: tuple[str, ...]) -> None:
         # Outside the cluster: only what the catalog declares, never the metadata address
         # or a private address (the API server, node ports).
         owner = model.services.get(name)  # None: a backup job, which declares no outside egress
-        declared = {p for o in owner.service.outside for p in o.ports} if owner else set()
+        declared = {p for o in model.outside(owner) for p in o.ports} if owner else set()
         for port in (25, 80, 443, 587, 8443):
             assert x.policies.allows(pod, PUBLIC_IP, port) == (port in declared), (name, port)
             assert not x.policies.allows(pod, METADATA_IP, port), name
@@ -188,8 +193,10 @@ def test_nothing_else_in_or_out(stack: str, sets: tuple[str, ...]) -> None:
         for port, proto in x.ports[name]:
             assert not x.policies.allows(PUBLIC_IP, pod, port, proto), name
     leaving = {name for name, _ in ours if x.policies.allows(x.pods[name][0], PUBLIC_IP, 443)}
-    # The cost agent (the providers' billing APIs) and Alertmanager (the receivers): the two exceptions.
-    assert leaving == {n for n, e in model.services.items() if e.service.outside} == {"cost-agent", "alertmanager"}
+    # The cost agent (the providers' billing APIs) and Alertmanager (the receivers): the two
+    # exceptions; Alertmanager's only while a receiver is set (with none, nothing would use it).
+    assert leaving == {n for n, e in model.services.items() if model.outside(e)} == (
+        {"cost-agent", "alertmanager"} if sets == RECEIVER else {"cost-agent"})
 
 
 def test_outside_ranges_come_from_settings() -> None:

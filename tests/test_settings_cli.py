@@ -83,6 +83,12 @@ BAD = [
      "optiinfra:services.redis.volumes.data.existing", "already mounted by postgres.volumes.data"),
     (["--set", "services.postgres.volumes.data.existing=optiinfra-redis-data"],
      "optiinfra:services.postgres.volumes.data.existing", "the volume the program creates for redis data"),
+    # A misspelt key inside a setting that is off unless set (`Model | None`) is named, with the
+    # spelling it missed, not reported as the correct key missing.
+    (["--set", "target=kubernetes", "--set", "kubernetes.externalSecrets.stor=vault"],
+     "optiinfra:kubernetes.externalSecrets.stor", "did you mean 'store'"),
+    (["--set", 'alerting.receivers.slack={chanel: "#alerts"}'],
+     "optiinfra:alerting.receivers.slack.chanel", "did you mean 'channel'"),
 ]
 
 

@@ -115,7 +115,7 @@ def routes_out(model: Model, tier: Tier) -> bool:
     port (Docker forwards published ports only through a network with a gateway). With the
     catalog's defaults the databases network is internal and the others are not (each has a
     published UI or API); Docker cannot narrow egress per container on a shared network."""
-    return any(eff.service.outside or eff.published for eff in model.in_tier(tier))
+    return any(model.outside(eff) or eff.published for eff in model.in_tier(tier))
 
 
 def _http_command(service: Service, check: HttpCheck, client: str) -> list[str]:

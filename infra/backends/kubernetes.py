@@ -537,7 +537,7 @@ class KubernetesBackend:
                 port = _edge_port(model, e)
                 if port is not None:
                     egress.append(net.NetworkPolicyEgressRuleArgs(to=[_peer(model, e.target)], ports=[port]))
-            for out in eff.service.outside:
+            for out in model.outside(eff):
                 egress.append(net.NetworkPolicyEgressRuleArgs(
                     to=[net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr=cidr, except_=list(
                         _inside(cidr, k.outside_except)) or None)) for cidr in k.outside_cidrs],
