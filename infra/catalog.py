@@ -54,8 +54,9 @@ CELERY_APP = "app.celery_app"
 DB_USER = "optiinfra"
 
 PG_SOCKET = "/var/run/postgresql"
-PG_MONITOR = "optiinfra_monitor"
-"""PostgreSQL's read-only role for its exporter: member of pg_monitor, nothing else."""
+MONITOR = "optiinfra_monitor"
+"""The exporters' read-only identity: PostgreSQL's role in pg_monitor and nothing else, Redis'
+read-only ACL user."""
 
 PG_SCHEMAS = (
     # Decision (the seed is silent): each application keeps its tables in a schema of its
@@ -66,8 +67,8 @@ PG_SCHEMAS = (
 """PostgreSQL's application schemas and the services that use each one."""
 
 
-def pg_role(consumer: str) -> str:
-    """The PostgreSQL role a consumer logs in as: its own, no superuser."""
+def client_role(consumer: str) -> str:
+    """The identity a client logs into PostgreSQL (its role) and Redis (its ACL user) with: its own."""
     return "optiinfra_" + consumer.replace("-", "_")
 
 
@@ -81,7 +82,8 @@ def _pg_credential(consumer: str) -> str:
     return f"postgres-{consumer}"
 
 
-def _pg_password_env(consumer: str) -> str:
+def _password_env(consumer: str) -> str:
+    """The variable a database container gets a client's password in (the file: its _FILE twin)."""
     return "OPTIINFRA_" + consumer.upper().replace("-", "_") + "_PASSWORD"
 
 
@@ -94,7 +96,7 @@ PG_CONSUMERS = tuple((schema, consumer) for schema, consumers in PG_SCHEMAS for 
 
 def _pg_url(consumer: str) -> Url:
     """A consumer's connection to PostgreSQL, as its own role with its own credential."""
-    return Url("postgres", user=pg_role(consumer), credential=_pg_credential(consumer))
+    return Url("postgres", user=client_role(consumer), credential=_pg_credential(consumer))
 
 
 def _pg_secret(var: str) -> str:
@@ -110,25 +112,25 @@ def _pg_ensure_role(role: str, attributes: str) -> tuple[str, ...]:
 
 _PG_LOGIN = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
 _PG_PASSWORDS = (("pw", "POSTGRES_PASSWORD"), ("monpw", "OPTIINFRA_MONITOR_PASSWORD"),
-                 *((f"pw_{pg_role(c)}", _pg_password_env(c)) for _, c in PG_CONSUMERS))
+                 *((f"pw_{client_role(c)}", _password_env(c)) for _, c in PG_CONSUMERS))
 _PG_SQL = (
     *(rf"\getenv {var} OPTIINFRA_PW_{i}" for i, (var, _) in enumerate(_PG_PASSWORDS)),
     """ALTER ROLE "$POSTGRES_USER" PASSWORD :'pw';""",
     # Only the roles below may connect (PUBLIC may by default); the image's role is a superuser.
     """REVOKE CONNECT, TEMPORARY ON DATABASE "$POSTGRES_DB" FROM PUBLIC;""",
-    *_pg_ensure_role(PG_MONITOR, f"{_PG_LOGIN} PASSWORD :'monpw'"),
-    f"GRANT pg_monitor TO {PG_MONITOR};",
-    f"""GRANT CONNECT ON DATABASE "$POSTGRES_DB" TO {PG_MONITOR};""",
+    *_pg_ensure_role(MONITOR, f"{_PG_LOGIN} PASSWORD :'monpw'"),
+    f"GRANT pg_monitor TO {MONITOR};",
+    f"""GRANT CONNECT ON DATABASE "$POSTGRES_DB" TO {MONITOR};""",
     *(line for schema, _ in PG_SCHEMAS for line in (
         *_pg_ensure_role(pg_owner(schema), "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"),
         f"CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {pg_owner(schema)};",
         f"""GRANT CONNECT, TEMPORARY ON DATABASE "$POSTGRES_DB" TO {pg_owner(schema)};""")),
     *(line for schema, c in PG_CONSUMERS for line in (
-        *_pg_ensure_role(pg_role(c), f"{_PG_LOGIN} PASSWORD :'pw_{pg_role(c)}'"),
-        f"GRANT {pg_owner(schema)} TO {pg_role(c)};",
-        f"""GRANT CONNECT ON DATABASE "$POSTGRES_DB" TO {pg_role(c)};""",
-        f"ALTER ROLE {pg_role(c)} SET role = '{pg_owner(schema)}';",
-        f"ALTER ROLE {pg_role(c)} SET search_path = '{schema}';")),
+        *_pg_ensure_role(client_role(c), f"{_PG_LOGIN} PASSWORD :'pw_{client_role(c)}'"),
+        f"GRANT {pg_owner(schema)} TO {client_role(c)};",
+        f"""GRANT CONNECT ON DATABASE "$POSTGRES_DB" TO {client_role(c)};""",
+        f"ALTER ROLE {client_role(c)} SET role = '{pg_owner(schema)}';",
+        f"ALTER ROLE {client_role(c)} SET search_path = '{schema}';")),
 )
 """What the wrapper feeds psql (`$POSTGRES_USER` expanded by the shell, `:'pw'` quoted by psql)."""
 
@@ -178,23 +180,18 @@ REDIS_MONITOR_RULES = (f"resetchannels %R~{CELERY_QUEUE} -@all +@connection +@re
 """The exporter's Redis user: read-only, server statistics and the Celery queue's length only."""
 
 
-def redis_user(consumer: str) -> str:
-    """The Redis ACL user a consumer logs in as (the exporter: PG_MONITOR's name, read-only)."""
-    return pg_role(consumer)
-
-
 def _redis_credential(consumer: str) -> str:
     return f"redis-{consumer}"
 
 
 def _redis_url(consumer: str) -> Url:
     """A consumer's connection to Redis, as its own ACL user with its own credential."""
-    return Url("redis", user=redis_user(consumer), credential=_redis_credential(consumer))
+    return Url("redis", user=client_role(consumer), credential=_redis_credential(consumer))
 
 
 _REDIS_USERS = (("default", "REDIS_PASSWORD", "redis", "~* &* +@all"),
-                (PG_MONITOR, "OPTIINFRA_MONITOR_PASSWORD", "redis-monitor", REDIS_MONITOR_RULES),
-                *((redis_user(c), _pg_password_env(c), _redis_credential(c), REDIS_APP_RULES) for c in REDIS_APPS))
+                (MONITOR, "OPTIINFRA_MONITOR_PASSWORD", "redis-monitor", REDIS_MONITOR_RULES),
+                *((client_role(c), _password_env(c), _redis_credential(c), REDIS_APP_RULES) for c in REDIS_APPS))
 """Redis' users: (name, the variable its password arrives in, credential, rules). `default` is
 the administrator's (health check, backups), with requirepass' credential."""
 
@@ -329,17 +326,17 @@ SERVICES: tuple[Service, ...] = (
                        FromLimit("max_connections={n}", 0.5, scale=1 / 4, minimum=20, flag="-c")),
         volumes=(Volume("data", "/var/lib/postgresql/data", 2),),
         # The image's superuser (optiinfra) is for administration and backups only: every
-        # client logs in as its own role (PG_SCHEMAS; the exporter as PG_MONITOR).
+        # client logs in as its own role (PG_SCHEMAS; the exporter as MONITOR).
         credentials=(Credential("postgres", "postgresPassword",
                                 "PostgreSQL password of the optiinfra superuser (administration, backups)"),
                      Credential("postgres-monitor", "postgresMonitorPassword",
-                                f"PostgreSQL password of {PG_MONITOR}, the exporter's read-only role (pg_monitor)"),
+                                f"PostgreSQL password of {MONITOR}, the exporter's read-only role (pg_monitor)"),
                      *(Credential(_pg_credential(c), f"postgres{_camel(c)}Password",
-                                  f"PostgreSQL password of {pg_role(c)}, the {c}'s role (schema {schema})")
+                                  f"PostgreSQL password of {client_role(c)}, the {c}'s role (schema {schema})")
                        for schema, c in PG_CONSUMERS)),
         env=(("POSTGRES_USER", DB_USER), ("POSTGRES_DB", "optiinfra"),
              ("POSTGRES_PASSWORD", Secret("postgres")), ("OPTIINFRA_MONITOR_PASSWORD", Secret("postgres-monitor")),
-             *((_pg_password_env(c), Secret(_pg_credential(c))) for _, c in PG_CONSUMERS),
+             *((_password_env(c), Secret(_pg_credential(c))) for _, c in PG_CONSUMERS),
              # A subdirectory of the volume: a fresh PersistentVolume has lost+found at its
              # root, which initdb refuses, and postgres must own its data directory (0700).
              ("PGDATA", "/var/lib/postgresql/data/pgdata")),
@@ -348,7 +345,7 @@ SERVICES: tuple[Service, ...] = (
         secret_files=(SecretFile("postgres", ("POSTGRES_PASSWORD",), "POSTGRES_PASSWORD_FILE"),
                       SecretFile("postgres-monitor", ("OPTIINFRA_MONITOR_PASSWORD",),
                                  "OPTIINFRA_MONITOR_PASSWORD_FILE"),
-                      *(SecretFile(_pg_credential(c), (_pg_password_env(c),), f"{_pg_password_env(c)}_FILE")
+                      *(SecretFile(_pg_credential(c), (_password_env(c),), f"{_password_env(c)}_FILE")
                         for _, c in PG_CONSUMERS)),
         connection=Connection("postgresql://{user}:{password}@{host}:{port}/optiinfra", "postgres",
                               user=DB_USER, credential="postgres"),
@@ -435,18 +432,18 @@ SERVICES: tuple[Service, ...] = (
         # `default` is the administrator's (health check, backups).
         credentials=(Credential("redis", "redisPassword", "Redis password of the default (administrator) user"),
                      Credential("redis-monitor", "redisMonitorPassword",
-                                f"Redis password of {PG_MONITOR}, the exporter's read-only ACL user"),
+                                f"Redis password of {MONITOR}, the exporter's read-only ACL user"),
                      *(Credential(_redis_credential(c), f"redis{_camel(c)}Password",
-                                  f"Redis password of {redis_user(c)}, the {c}'s ACL user") for c in REDIS_APPS)),
+                                  f"Redis password of {client_role(c)}, the {c}'s ACL user") for c in REDIS_APPS)),
         env=(("REDIS_PASSWORD", Secret("redis")), ("REDISCLI_AUTH", Secret("redis")),
              ("OPTIINFRA_MONITOR_PASSWORD", Secret("redis-monitor")),
-             *((_pg_password_env(c), Secret(_redis_credential(c))) for c in REDIS_APPS)),
+             *((_password_env(c), Secret(_redis_credential(c))) for c in REDIS_APPS)),
         # On Kubernetes the server reads requirepass from the mounted file (REDIS_PASSWORD is
         # not set there); the health check's redis-cli takes a password only from
         # REDISCLI_AUTH or argv, so that one variable stays.
         secret_files=(SecretFile("redis", ("REDIS_PASSWORD",)),
                       SecretFile("redis-monitor", ("OPTIINFRA_MONITOR_PASSWORD",)),
-                      *(SecretFile(_redis_credential(c), (_pg_password_env(c),)) for c in REDIS_APPS)),
+                      *(SecretFile(_redis_credential(c), (_password_env(c),)) for c in REDIS_APPS)),
         secret_env_reason="redis-cli (the health check) reads the password from REDISCLI_AUTH or argv only",
         # maxmemory at 60% of the limit (an AOF rewrite forks, copying pages on write);
         # noeviction: a Celery broker must refuse writes when full, never drop queued tasks.
@@ -688,11 +685,11 @@ SERVICES: tuple[Service, ...] = (
         resources=Resources(memory_mib=16, cpu=0.05),
         # Logs in as PostgreSQL's read-only monitoring role, never as the application's owner.
         env=(("DATA_SOURCE_NAME", Dsn("postgres", "postgresql://{user}:{password}@{host}:{port}/optiinfra?sslmode=disable",
-                                      user=PG_MONITOR, credential="postgres-monitor")),),
+                                      user=MONITOR, credential="postgres-monitor")),),
         # On Kubernetes the DSN splits into address, user and a password file.
         secret_files=(SecretFile("postgres-monitor", ("DATA_SOURCE_NAME",), "DATA_SOURCE_PASS_FILE", env=(
             ("DATA_SOURCE_URI", Dsn("postgres", "{host}:{port}/optiinfra?sslmode=disable")),
-            ("DATA_SOURCE_USER", PG_MONITOR))),),
+            ("DATA_SOURCE_USER", MONITOR))),),
         metrics=("metrics", "/metrics"),
         exposes=("pg_up", "pg_stat_activity_count", "pg_settings_max_connections"),
         # pg_up is the exporter's own pg_isready: its last query of PostgreSQL succeeded.
@@ -728,7 +725,7 @@ SERVICES: tuple[Service, ...] = (
         resources=Resources(memory_mib=16, cpu=0.05),
         # The Celery queue's length (redis_key_size) is the collector's backlog.
         # Logs in as Redis' read-only ACL user (REDIS_MONITOR_RULES).
-        env=(("REDIS_ADDR", Dsn("redis", "redis://{host}:{port}")), ("REDIS_USER", PG_MONITOR),
+        env=(("REDIS_ADDR", Dsn("redis", "redis://{host}:{port}")), ("REDIS_USER", MONITOR),
              ("REDIS_PASSWORD", Secret("redis-monitor")),
              ("REDIS_EXPORTER_CHECK_SINGLE_KEYS", f"db0={CELERY_QUEUE}")),
         secret_env_reason=("its password file (REDIS_PASSWORD_FILE) is a JSON map of addresses to "

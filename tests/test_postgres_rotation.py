@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.catalog import PG_MONITOR, PG_SOCKET, default_catalog
+from infra.catalog import MONITOR, PG_SOCKET, default_catalog
 from infra.model import Secret, SecretFile, Url
 
 from .tools import unavailable
@@ -168,15 +168,15 @@ def test_a_rotated_password_is_applied_on_start(cluster: tuple[Path, Path, int],
         assert old.returncode != 0 and "password authentication failed" in old.stderr
         # The exporter's role: its own password, pg_monitor, no privilege beyond it.
         deadline = time.monotonic() + 30
-        while (mon := _login(port, PG_MONITOR, monitor, "select pg_has_role(current_user, 'pg_monitor', 'member'),"
+        while (mon := _login(port, MONITOR, monitor, "select pg_has_role(current_user, 'pg_monitor', 'member'),"
                              " rolsuper, rolcreaterole, rolcreatedb from pg_roles where rolname = current_user"
                              )).returncode != 0 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert mon.returncode == 0, mon.stderr
         assert mon.stdout.strip() == "t|f|f|f"
-        write = _login(port, PG_MONITOR, monitor, "create table public.x (i int)")
+        write = _login(port, MONITOR, monitor, "create table public.x (i int)")
         assert write.returncode != 0 and "permission denied" in write.stderr
-        assert _login(port, PG_MONITOR, new).returncode != 0  # only its own credential
+        assert _login(port, MONITOR, new).returncode != 0  # only its own credential
         # Each application consumer: its own role and password, no superuser, tables it creates
         # land in its schema owned by the schema's owner role (shared by the collector and its
         # worker), another application's schema is closed to it.
