@@ -101,7 +101,7 @@ def _pg_url(consumer: str) -> Url:
 
 def _pg_secret(var: str) -> str:
     """The value of a credential the container gets as `$var` (Docker) or `$var_FILE` (Kubernetes)."""
-    return f'${{{var}:-$(cat "${var}_FILE")}}'
+    return f'${{{var}:-$(cat "${var}_FILE" 2>/dev/null)}}'
 
 
 def _pg_ensure_role(role: str, attributes: str) -> tuple[str, ...]:
@@ -140,6 +140,10 @@ def _dq(text: str) -> str:
     return '"' + text.replace('"', '\\"') + '"'
 
 
+PG_APPLIED = f"{PG_SOCKET}/optiinfra-credentials-applied"
+"""Written by PostgreSQL's wrapper once this start's credentials and roles are applied; its
+readiness check requires it (removed first on every start: an emptyDir outlives a restart)."""
+
 PG_APPLY_CREDENTIALS = (
     # The image's entrypoint sets POSTGRES_PASSWORD only when it creates the cluster, so a
     # rotated credential would lock every client out, and it creates no other role. On every
@@ -148,13 +152,19 @@ PG_APPLY_CREDENTIALS = (
     # superuser's password to the current credential, and create or update the exporter's
     # read-only role (pg_monitor) and each application's schema, its owner role and one login
     # role per consumer (PG_SCHEMAS), idempotently. psql takes the passwords from its
-    # environment (\getenv), never from argv. Three attempts; the subshell always exits 0: the
-    # postmaster, its parent after `exec`, treats a child's non-zero exit as a crash.
-    "(export " + " ".join(f'OPTIINFRA_PW_{i}="{_pg_secret(env)}"' for i, (_, env) in enumerate(_PG_PASSWORDS))
-    + "; "
+    # environment (\getenv), never from argv. Three attempts, then the marker readiness waits
+    # for (PG_APPLIED): without it the server never turns ready, so clients do not start against
+    # missing roles and a failure is loud (the startup probe restarts it). The subshell always
+    # exits 0: the postmaster, its parent after `exec`, treats a child's non-zero exit as a crash.
+    f'rm -f "{PG_APPLIED}"; (export '
+    + " ".join(f'OPTIINFRA_PW_{i}="{_pg_secret(env)}"' for i, (_, env) in enumerate(_PG_PASSWORDS)) + "; "
+    # An empty value would clear the role's password (PostgreSQL takes '' as none): stop, unready.
+    + " ".join(f'[ -n "$OPTIINFRA_PW_{i}" ] || {{ echo "optiinfra: could not apply the credentials: no value in '
+               f'{env} or {env}_FILE" >&2; exit 0; }};' for i, (_, env) in enumerate(_PG_PASSWORDS)) + " "
     'for i in $(seq 120); do pg_isready -q -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" && break; '
     'sleep 1; done; for i in 1 2 3; do printf "%s\\n" ' + " ".join(_dq(line) for line in _PG_SQL) +
-    f' | psql -q -v ON_ERROR_STOP=1 -h {PG_SOCKET} -U "$POSTGRES_USER" -d "$POSTGRES_DB" -o /dev/null && exit 0; '
+    f' | psql -q -v ON_ERROR_STOP=1 -h {PG_SOCKET} -U "$POSTGRES_USER" -d "$POSTGRES_DB" -o /dev/null '
+    f'&& : > "{PG_APPLIED}" && exit 0; '
     'sleep 2; done; echo "optiinfra: could not apply the credentials" >&2; exit 0) & exec docker-entrypoint.sh "$@"'
 )
 """PostgreSQL's wrapper of its image's entrypoint: the current credentials applied on every start."""
@@ -316,7 +326,8 @@ SERVICES: tuple[Service, ...] = (
         ports=(Port("postgres", 5432, host=5432, band="database"),),
         # Ready when it accepts connections; alive while it listens (pg_isready fails during
         # crash recovery, which a liveness restart would only prolong).
-        health=HealthCheck(CommandCheck(("pg_isready", "-h", "127.0.0.1", "-U", DB_USER, "-d", "optiinfra")),
+        health=HealthCheck(CommandCheck(("sh", "-c", f'pg_isready -q -h 127.0.0.1 -U {DB_USER} -d optiinfra '
+                                         f'&& test -f "{PG_APPLIED}"')),
                            live=TcpCheck("postgres"), slow_start=True, start_period_s=30),
         resources=Resources(memory_mib=200, cpu=0.1, guaranteed=True),
         # Sized from the memory limit: a quarter for shared buffers, and connections from

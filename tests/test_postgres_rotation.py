@@ -34,8 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.catalog import MONITOR, PG_SOCKET, default_catalog
-from infra.model import Secret, SecretFile, Url
+from infra.catalog import MONITOR, PG_APPLIED, PG_SOCKET, default_catalog
+from infra.model import CommandCheck, Secret, SecretFile, Url
 
 from .tools import unavailable
 
@@ -118,11 +118,11 @@ def _login(port: int, user: str, password: str, sql: str = "select current_user"
                           capture_output=True, text=True, timeout=30)
 
 
-@pytest.mark.parametrize("form", ["docker-env", "kubernetes-file"])
-def test_a_rotated_password_is_applied_on_start(cluster: tuple[Path, Path, int], form: str) -> None:
+def _start(cluster: tuple[Path, Path, int], form: str, passwords: dict[str, str]) -> subprocess.Popen[str]:
+    """The catalog's PostgreSQL command on the cluster, with `passwords` (credential -> value)
+    delivered as the Docker target (variables) or the Kubernetes one (files) does."""
     bindir, root, port = cluster
     svc = default_catalog().services["postgres"]
-    user = _user()
     command = [a for a in svc.command if isinstance(a, str)]
     assert len(command) == len(svc.command)
     # The image's entrypoint on an existing cluster: start the server (here on 127.0.0.1 and
@@ -135,12 +135,7 @@ def test_a_rotated_password_is_applied_on_start(cluster: tuple[Path, Path, int],
         f"-c unix_socket_directories={PG_SOCKET} \"$@\"\n")
     (shim / "docker-entrypoint.sh").chmod(0o755)
     shutil.chown(shim, USER)
-    new, monitor = "password-B-rotated-0123456789", "monitor-password-0123456789"
-    consumers = _consumers()
-    assert consumers, "no service logs into PostgreSQL as its own role"
-    passwords = {"postgres": new, "postgres-monitor": monitor,
-                 **{cred: f"{role}-password-0123" for role, cred in consumers.values()}}
-    env = {"PATH": f"{shim}:{bindir}:/usr/bin:/bin", "POSTGRES_USER": user, "POSTGRES_DB": "postgres",
+    env = {"PATH": f"{shim}:{bindir}:/usr/bin:/bin", "POSTGRES_USER": _user(), "POSTGRES_DB": "postgres",
            "PGPORT": str(port)}
     variables, files = _password_vars(), _file_vars()
     assert set(passwords) <= set(variables) and set(passwords) <= set(files)
@@ -152,18 +147,48 @@ def test_a_rotated_password_is_applied_on_start(cluster: tuple[Path, Path, int],
             shutil.chown(root / cred, USER)
             env[files[cred]] = str(root / cred)
     assert command[:2] == ["sh", "-c"]
-    proc = subprocess.Popen(_as_user(*command, env=env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    return subprocess.Popen(_as_user(*command, env=env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
+
+
+def _ready(port: int) -> bool:
+    """The catalog's readiness check of PostgreSQL, as its probe runs it."""
+    health = default_catalog().services["postgres"].health
+    assert health is not None and isinstance(health.probe, CommandCheck)
+    return subprocess.run(list(health.probe.argv), env={**os.environ, "PGPORT": str(port)},
+                          capture_output=True, timeout=30).returncode == 0
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    os.killpg(proc.pid, signal.SIGINT)  # postgres' fast shutdown
     try:
+        return proc.communicate(timeout=30)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.communicate(timeout=10)[0]
+
+
+@pytest.mark.parametrize("form", ["docker-env", "kubernetes-file"])
+def test_a_rotated_password_is_applied_on_start(cluster: tuple[Path, Path, int], form: str) -> None:
+    port = cluster[2]
+    user = _user()
+    new, monitor = "password-B-rotated-0123456789", "monitor-password-0123456789"
+    consumers = _consumers()
+    assert consumers, "no service logs into PostgreSQL as its own role"
+    passwords = {"postgres": new, "postgres-monitor": monitor,
+                 **{cred: f"{role}-password-0123" for role, cred in consumers.values()}}
+    Path(PG_APPLIED).touch()  # a marker of an earlier start (an emptyDir outlives a restart)
+    proc = _start(cluster, form, passwords)
+    try:
+        # Ready only once this start's credentials are applied: then every role logs in at once.
         deadline = time.monotonic() + 60
-        while True:
-            ok = _login(port, user, new)
-            if ok.returncode == 0:
-                break
+        while not _ready(port):
             assert proc.poll() is None, proc.communicate(timeout=10)[0]
-            assert time.monotonic() < deadline, f"password B never accepted: {ok.stderr}"
+            assert time.monotonic() < deadline, "never ready"
             time.sleep(0.5)
-        assert ok.stdout.strip() == user
+        ok = _login(port, user, new)
+        assert ok.returncode == 0 and ok.stdout.strip() == user, ok.stderr
+        assert all(_login(port, role, passwords[cred]).returncode == 0 for role, cred in consumers.values())
         old = _login(port, user, "password-A-0123456789")
         assert old.returncode != 0 and "password authentication failed" in old.stderr
         # The exporter's role: its own password, pg_monitor, no privilege beyond it.
@@ -206,11 +231,34 @@ def test_a_rotated_password_is_applied_on_start(cluster: tuple[Path, Path, int],
         assert not [pw for pw in passwords.values() if pw in ps]
         assert proc.poll() is None  # the server is still up: the helper's exit was no crash
     finally:
-        os.killpg(proc.pid, signal.SIGINT)  # postgres' fast shutdown
-        try:
-            out = proc.communicate(timeout=30)[0]
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out = proc.communicate(timeout=10)[0]
+        out = _stop(proc)
     assert "could not apply the credentials" not in out, out
     assert "terminated by signal" not in out and "was terminated" not in out, out
+
+
+def test_credentials_that_cannot_be_applied_keep_postgres_unready(cluster: tuple[Path, Path, int]) -> None:
+    """A client's password missing: the wrapper's SQL fails, so the server answers but never
+    turns ready (clients wait, the startup probe restarts it) and it says why."""
+    _, _, port = cluster
+    consumers = _consumers()
+    left_out = next(iter(consumers.values()))[1]
+    passwords = {"postgres": "password-B-rotated-0123456789", "postgres-monitor": "monitor-password-0123456789",
+                 **{cred: f"{role}-password-0123" for role, cred in consumers.values() if cred != left_out}}
+    proc = _start(cluster, "docker-env", passwords)
+    try:
+        deadline = time.monotonic() + 60
+        # Nothing is applied, so the cluster's own password still logs in once the server answers.
+        while _login(port, _user(), "password-A-0123456789").returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, "the server never answered"
+            time.sleep(0.5)
+        # Readiness fails throughout; the wrapper said why.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert not _ready(port)
+            time.sleep(1)
+        assert proc.poll() is None  # up, answering, not ready
+    finally:
+        out = _stop(proc)
+    variable = next(k for k, v in default_catalog().services["postgres"].env
+                    if isinstance(v, Secret) and v.credential == left_out)
+    assert f"optiinfra: could not apply the credentials: no value in {variable}" in out, out
