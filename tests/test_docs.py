@@ -461,7 +461,8 @@ def test_readme_links_every_page_in_docs() -> None:
 
 def test_ports_md_lists_alerts_per_service_next_to_health_checks() -> None:
     dev = generated()["docs/PORTS.md"].split("## Stack `prod` (Kubernetes)")[0]
-    assert ("| postgres | `pg_isready -h 127.0.0.1 -U optiinfra -d optiinfra` | Docker health check with exec form, "
+    assert ("| postgres | `sh -c 'pg_isready -q -h 127.0.0.1 -U optiinfra -d optiinfra && test -f " in dev)
+    assert ("` | Docker health check with exec form, "
             "every 10s | PostgresDown (via postgres-exporter), PostgresConnectionsNearMax (via postgres-exporter) |"
             ) in dev
     assert "| CeleryBacklog (via redis-exporter) |" in dev  # on the worker's row: its backlog

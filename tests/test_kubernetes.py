@@ -25,7 +25,7 @@ from infra import cli, offline
 from infra import stack as infra_stack
 from infra.backends import kubernetes
 from infra.backends.kubernetes import K8S_VERSION
-from infra.catalog import CREDENTIALS, default_catalog
+from infra.catalog import CREDENTIALS, PG_APPLIED, default_catalog
 from infra.commands import render as render_cmd
 from infra.graph import Model
 from infra.model import Secret
@@ -345,7 +345,9 @@ def test_probes_from_the_health_model(prod: offline.Render) -> None:
     # Redis replaying its AOF, Prometheus replaying its WAL.
     assert {n for n, w in ws.items() if container(w).get("startupProbe")} == {
         "postgres", "clickhouse", "grafana", "qdrant", "redis", "prometheus"}
-    assert container(ws["postgres"])["readinessProbe"]["exec"]["command"][0] == "pg_isready"
+    # Ready: accepting connections, and this start's roles applied (the wrapper's marker).
+    ready = container(ws["postgres"])["readinessProbe"]["exec"]["command"]
+    assert ready[:2] == ["sh", "-c"] and "pg_isready" in ready[2] and PG_APPLIED in ready[2]
     assert container(ws["postgres"])["livenessProbe"]["tcpSocket"] == {"port": 5432}
     assert container(ws["qdrant"])["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 6333}
     assert container(ws["qdrant"])["livenessProbe"]["httpGet"] == {"path": "/livez", "port": 6333}
