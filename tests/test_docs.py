@@ -147,9 +147,10 @@ def test_svg_topology(stack: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("rsvg-convert") is None, reason="rsvg-convert is not installed")
-def test_svg_renders(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["docs/topology-dev.svg", "docs/dashboard-overview.svg"])
+def test_svg_renders(tmp_path: Path, name: str) -> None:
     src = tmp_path / "t.svg"
-    src.write_text(generated()["docs/topology-dev.svg"])
+    src.write_text(generated()[name])
     out = tmp_path / "t.png"
     subprocess.run(["rsvg-convert", str(src), "-o", str(out)], check=True, capture_output=True)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -229,15 +230,6 @@ def test_the_overview_drawn_is_the_same_in_every_stack() -> None:
     prod = provisioned(render("prod"), "overview.json")
     for stack in ("dev", "staging"):
         assert provisioned(render(stack), "overview.json") == prod, stack
-
-
-@pytest.mark.skipif(shutil.which("rsvg-convert") is None, reason="rsvg-convert is not installed")
-def test_overview_svg_renders(tmp_path: Path) -> None:
-    src = tmp_path / "o.svg"
-    src.write_text(generated()["docs/dashboard-overview.svg"])
-    out = tmp_path / "o.png"
-    subprocess.run(["rsvg-convert", str(src), "-o", str(out)], check=True, capture_output=True)
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ---- docs/settings.md ---------------------------------------------------------------------------------
