@@ -203,7 +203,7 @@ _REDIS_USERS = (("default", "REDIS_PASSWORD", "redis", "~* &* +@all"),
                 (MONITOR, "OPTIINFRA_MONITOR_PASSWORD", "redis-monitor", REDIS_MONITOR_RULES),
                 *((client_role(c), _password_env(c), _redis_credential(c), REDIS_APP_RULES) for c in REDIS_APPS))
 """Redis' users: (name, the variable its password arrives in, credential, rules). `default` is
-the administrator's (health check, backups), with requirepass' credential."""
+the administrator's (health check, backups), with the credential redisPassword."""
 
 REDIS_ACL_FILE = "${TMPDIR:-/tmp}/optiinfra-users.acl"
 
