@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .tools import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTEXT = "optiinfra-live"
@@ -59,11 +60,6 @@ def build(require: bool = False) -> Path:
         raise ClusterError(reason)
     return Path(proc.stdout.strip().splitlines()[-1])
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.25,

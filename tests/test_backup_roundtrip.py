@@ -15,7 +15,6 @@ import glob
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,8 @@ from infra import backup
 from infra.catalog import default_catalog
 from infra.model import FromLimit, Secret, Service
 
+from .tools import free_port
+
 WAIT_S = 30.0
 CATALOG = default_catalog()
 
@@ -40,12 +41,6 @@ def _service(predicate: Callable[[Service], bool]) -> Service:
 
 PG = _service(lambda s: bool(s.backup and "pg_dump" in s.backup.argv))
 REDIS = _service(lambda s: bool(s.backup and "redis-cli" in s.backup.argv))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(ready: Callable[[], bool], what: str) -> None:
@@ -123,7 +118,7 @@ def postgres(workdir: Path) -> Iterator[Server]:
     assert conn is not None and conn.user
     _run([*user, str(bindir / "initdb"), "-D", str(data), "-U", conn.user, "--auth=scram-sha-256",
           f"--pwfile={password_file}", "--no-sync"])
-    port = _free_port()
+    port = free_port()
     log = workdir / "pg.log"
 
     def start() -> None:
@@ -168,7 +163,7 @@ def redis(workdir: Path) -> Iterator[Server]:
     data.mkdir()
     password_file = workdir / "redis-password"
     password_file.write_text(secrets.token_urlsafe(18) + "\n")
-    port = _free_port()
+    port = free_port()
     procs: list[subprocess.Popen[bytes]] = []
     server = Server(port, password_file, workdir, lambda: None, lambda: None, data)
 

@@ -25,7 +25,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -37,7 +36,7 @@ import pytest
 from infra.catalog import MONITOR, PG_APPLIED, PG_SOCKET, default_catalog
 from infra.model import CommandCheck, Secret, SecretFile, Url
 
-from .tools import unavailable
+from .tools import free_port, unavailable
 
 USER = "postgres"  # the Debian package's account: the server refuses to run as root
 
@@ -76,12 +75,6 @@ def _file_vars() -> dict[str, str]:
     return {f.credential: f.file_env for f in files}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _as_user(*argv: str, env: dict[str, str] | None = None) -> list[str]:
     return ["runuser", "-u", USER, "--", "env", *(f"{k}={v}" for k, v in (env or {}).items()), *argv]
 
@@ -108,7 +101,7 @@ def _created(bindir: Path, root: Path) -> Iterator[tuple[Path, Path, int]]:
                                    str(root / "pw"), "--auth-local=trust", "--auth-host=scram-sha-256"),
                           capture_output=True, text=True, timeout=120)
     assert init.returncode == 0, init.stdout + init.stderr
-    yield bindir, root, _free_port()
+    yield bindir, root, free_port()
 
 
 def _login(port: int, user: str, password: str, sql: str = "select current_user",

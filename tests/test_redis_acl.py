@@ -23,7 +23,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,17 +36,11 @@ import pytest
 from infra.catalog import CELERY_APP, default_catalog
 from infra.model import CommandCheck, Dsn, Secret, Service, Url
 
-from .tools import unavailable
+from .tools import free_port, unavailable
 
 WAIT_S = 30.0
 CATALOG = default_catalog()
 REDIS = CATALOG.services["redis"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(ready: Callable[[], bool], what: str, proc: subprocess.Popen[bytes] | None = None,
@@ -135,7 +128,7 @@ def redis(tmp_path: Path) -> Iterator[Redis]:
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         unavailable("Redis is not installed (apt-get install redis-server; .ci/run does)")
     variables = _variables()
-    server = Redis(_free_port(), {c: f"{c}-{secrets.token_urlsafe(12)}" for c in variables}, tmp_path)
+    server = Redis(free_port(), {c: f"{c}-{secrets.token_urlsafe(12)}" for c in variables}, tmp_path)
     env = {variables[c]: v for c, v in server.passwords.items()} | {"TMPDIR": str(tmp_path)}
     proc = server.start(*_server_argv(server.port, tmp_path), env=env)
     try:
@@ -201,7 +194,7 @@ def test_a_missing_credential_stops_the_start_with_the_users_name(tmp_path: Path
     variables = _variables()
     user, cred = _users()["data-collector-beat"]
     env = {var: f"pw-{secrets.token_hex(8)}" for c, var in variables.items() if c != cred}
-    out = subprocess.run(_server_argv(_free_port(), tmp_path), capture_output=True, text=True, timeout=WAIT_S,
+    out = subprocess.run(_server_argv(free_port(), tmp_path), capture_output=True, text=True, timeout=WAIT_S,
                          env={"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path), **env})
     assert out.returncode != 0
     assert f"optiinfra: no password for Redis user {user}" in out.stderr

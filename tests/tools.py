@@ -5,6 +5,7 @@ OPTIINFRA_REQUIRE_TOOLS=1 (set by .ci/run, which installs or builds them)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -29,3 +30,10 @@ def go_tool(name: str) -> Path | str:
         last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "tools.sh failed"
         return f"{name} unavailable: {last}"
     return Path(done.stdout.strip())
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server a test starts there)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
