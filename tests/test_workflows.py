@@ -167,7 +167,7 @@ SECRET_REF = re.compile(r"secrets\.([A-Za-z_][A-Za-z0-9_]*)|(secrets\[)")
 
 
 def triggers(wf: dict[str, Any]) -> set[str]:
-    on = wf.get("on", wf.get(True))  # PyYAML reads a bare `on:` key as True
+    on = wf.get("on")  # load() has renamed YAML 1.1's True key
     return {on} if isinstance(on, str) else set(on or ())
 
 
