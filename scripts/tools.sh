@@ -18,8 +18,8 @@ TOOLS_TABLE='
 # name         module                                          version
 actionlint     github.com/rhysd/actionlint/cmd/actionlint      v1.7.12
 kube-score     github.com/zegl/kube-score/cmd/kube-score       v1.20.0
-promtool       github.com/prometheus/prometheus/cmd/promtool   v0.55.1
-amtool         github.com/prometheus/alertmanager/cmd/amtool   v0.27.0
+promtool       github.com/prometheus/prometheus/cmd/promtool   v0.313.5
+amtool         github.com/prometheus/alertmanager/cmd/amtool   v0.35.0
 '
 
 die() {
