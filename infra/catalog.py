@@ -320,7 +320,8 @@ SERVICES: tuple[Service, ...] = (
     Service(
         name="postgres",
         tier=Tier.DATABASES,
-        image="postgres:16.4",
+        # checked 2026-12-07: newest 16.x found (16 supported to 2028-11); instaclustr.com/?p=19095
+        image="postgres:16.14",
         publish=False,
         purpose="Relational database",
         ports=(Port("postgres", 5432, host=5432, band="database"),),
@@ -379,7 +380,8 @@ SERVICES: tuple[Service, ...] = (
     Service(
         name="clickhouse",
         tier=Tier.DATABASES,
-        image="clickhouse/clickhouse-server:24.8.4.13",
+        # checked 2026-12-07: 24.8 LTS unsupported; newest 26.3 LTS: ClickHouse/ClickHouse#115128 (2026-08-17)
+        image="clickhouse/clickhouse-server:26.3.18.32",
         publish=False,
         purpose="Time-series metrics",
         ports=(Port("http", 8123, host=8123, band="metrics",
@@ -429,7 +431,8 @@ SERVICES: tuple[Service, ...] = (
     Service(
         name="redis",
         tier=Tier.DATABASES,
-        image="redis:7.4.1",
+        # checked 2026-12-07: 7.4.6+ fixes CVE-2025-49844; newest 7.4.x: SynoCommunity/spksrc#6924 (2026-01-23)
+        image="redis:7.4.7",
         publish=False,
         purpose="Cache & message broker",
         ports=(Port("redis", 6379, host=6379, band="database"),),
@@ -481,7 +484,8 @@ SERVICES: tuple[Service, ...] = (
     Service(
         name="qdrant",
         tier=Tier.DATABASES,
-        image="qdrant/qdrant:v1.12.4",
+        # checked 2026-12-07: newest release found: qdrant/qdrant#10084 (1.19.0, 2026-08-04; 1.19.1 not yet out)
+        image="qdrant/qdrant:v1.19.0",
         publish=False,
         purpose="Vector database",
         ports=(Port("http", 6333, host=6333, band="database"), Port("grpc", 6334, host=6334, band="database")),
@@ -519,14 +523,16 @@ SERVICES: tuple[Service, ...] = (
                             '  curl -fsS -H @/tmp/api-key -X POST -F snapshot=@"$f" '
                             '"http://{host}:{port}/collections/$c/snapshots/upload?priority=snapshot&wait=true"\n'
                             'done'),
-            port="http", credential="qdrant", password_env="QDRANT_API_KEY", image="curlimages/curl:8.10.1",
+            # curl checked 2026-12-07: newest image found: curl/curl-container#125 (prep v8.19.0_2)
+            port="http", credential="qdrant", password_env="QDRANT_API_KEY", image="curlimages/curl:8.19.0",
             uid=100, suffix="/"),
     ),
     # ---- monitoring ------------------------------------------------------------
     Service(
         name="prometheus",
         tier=Tier.MONITORING,
-        image="prom/prometheus:v2.55.1",
+        # checked 2026-12-07: 3.13 is LTS (to 2027-07); 3.13.5 = Go module v0.313.5, proxy.golang.org (2026-10-21)
+        image="prom/prometheus:v3.13.5",
         purpose="Metrics collection",
         ports=(Port("web", 9090, host=9090, band="metrics"),),
         # Ready once the WAL is replayed (/-/ready); healthy as soon as the process serves.
@@ -561,9 +567,10 @@ SERVICES: tuple[Service, ...] = (
     Service(
         name="alertmanager",
         tier=Tier.MONITORING,
-        # v0.27.0: the version of the Go module amtool is built from (scripts/tools.sh), so
+        # v0.35.0: the version of the Go module amtool is built from (scripts/tools.sh), so
         # `amtool check-config` in the tests reads the config as this server does.
-        image="prom/alertmanager:v0.27.0",
+        # checked 2026-12-07: newest release: Go module v0.35.0 on proxy.golang.org (2026-11-09)
+        image="prom/alertmanager:v0.35.0",
         purpose="Alert routing and notification",
         # Alertmanager's well-known port, in the metrics band beside Prometheus' 9090.
         ports=(Port("web", 9093, host=9093, band="metrics"),),
@@ -620,7 +627,8 @@ SERVICES: tuple[Service, ...] = (
     Service(
         name="grafana",
         tier=Tier.MONITORING,
-        image="grafana/grafana:11.3.1",
+        # checked 2026-12-07: 11 EOL 2026-06-25; 12.4, 12's last minor, gets fixes; breakingchanges.dev (2026-06-23)
+        image="grafana/grafana:12.4.5",
         purpose="Visualization",
         ports=(Port("web", 3000, host=3000, band="monitoring"),),
         # /api/health checks Grafana's database (migrations on a first start): readiness only.
@@ -667,7 +675,8 @@ SERVICES: tuple[Service, ...] = (
     Service(
         name="flower",
         tier=Tier.MONITORING,
-        image="mher/flower:2.0.1",
+        # checked 2026-12-07: newest release on PyPI (`pip index versions flower`); images tagged per release
+        image="mher/flower:2.2.0",
         purpose="Celery monitoring",
         ports=(Port("web", 5555, host=5555, band="monitoring"),),
         health=HealthCheck(HttpCheck("/healthcheck", "web", "OK"), live=TcpCheck("web"), docker_client="python"),
@@ -684,7 +693,8 @@ SERVICES: tuple[Service, ...] = (
     Service(
         name="postgres-exporter",
         tier=Tier.MONITORING,
-        image="prometheuscommunity/postgres-exporter:v0.16.0",
+        # checked 2026-12-07: newest release found: prometheus-community/postgres_exporter#1345 (v0.20.1)
+        image="prometheuscommunity/postgres-exporter:v0.20.1",
         publish=False,
         purpose="PostgreSQL metrics",
         ports=(Port("metrics", 9187, host=9187, band="metrics"),),
@@ -725,7 +735,8 @@ SERVICES: tuple[Service, ...] = (
     Service(
         name="redis-exporter",
         tier=Tier.MONITORING,
-        image="oliver006/redis_exporter:v1.66.0",
+        # checked 2026-12-07: newest release: Go module v1.97.0 on proxy.golang.org (2026-11-03)
+        image="oliver006/redis_exporter:v1.97.0",
         publish=False,
         purpose="Redis metrics",
         ports=(Port("metrics", 9121, host=9121, band="metrics"),),
@@ -775,6 +786,7 @@ SERVICES: tuple[Service, ...] = (
     Service(
         name="clickhouse-exporter",
         tier=Tier.MONITORING,
+        # checked 2026-12-07: no newer tag found (no release notes found; proxy.golang.org refuses the module)
         image="f1yegor/clickhouse-exporter:v0.2.0",
         publish=False,
         purpose="ClickHouse metrics",

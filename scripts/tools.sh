@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# scripts/tools.sh NAME - print the path of a pinned Go tool, building it once when absent.
+# scripts/tools.sh NAME - print the path of a pinned tool, building or installing it once when absent.
 #
 #   scripts/tools.sh actionlint              # -> ~/.cache/optiinfra/tools/actionlint-v1.7.12/actionlint
 #   "$(scripts/tools.sh actionlint)" -version
+#   scripts/tools.sh renovate-config-validator   # Renovate's own config validator (npm)
 #
 # The tool is built with `GOBIN=<dir> go install MODULE@VERSION` into
 # ${OPTIINFRA_TOOLS_CACHE:-$HOME/.cache/optiinfra/tools}/<name>-<version>/ (outside the
@@ -12,14 +13,24 @@
 # To add a tool, add one row to the table below: NAME MODULE VERSION. The binary is the
 # last element of MODULE (a trailing major-version element such as /v2 skipped), which is
 # what `go install` names it; a new VERSION gets a new cache directory.
+#
+# A MODULE of the form npm:PACKAGE is an npm package instead: `npm install PACKAGE@VERSION`
+# into <cache>/<name>-<version>/ (its own node_modules, outside the repository), and the
+# path printed is its node_modules/.bin/NAME. Install scripts are not run (--ignore-scripts):
+# the validator needs none, and the optional native modules fall back to plain JavaScript.
+#
+# Renovate is pinned to 39.264.1, the last release whose engines.node (^20.15.1 || ^22.11.0)
+# admits the Node.js this machine and Debian's CI image have (20.x); Renovate 40 and later
+# need Node 22.13+ (44.x: ^24.11.0). Move the pin when the CI's Node moves.
 set -euo pipefail
 
 TOOLS_TABLE='
 # name         module                                          version
 actionlint     github.com/rhysd/actionlint/cmd/actionlint      v1.7.12
 kube-score     github.com/zegl/kube-score/cmd/kube-score       v1.20.0
-promtool       github.com/prometheus/prometheus/cmd/promtool   v0.55.1
-amtool         github.com/prometheus/alertmanager/cmd/amtool   v0.27.0
+promtool       github.com/prometheus/prometheus/cmd/promtool   v0.313.5
+amtool         github.com/prometheus/alertmanager/cmd/amtool   v0.35.0
+renovate-config-validator  npm:renovate                        39.264.1
 '
 
 die() {
@@ -41,6 +52,35 @@ while read -r name mod ver _; do
 	fi
 done <<<"$TOOLS_TABLE"
 [[ -n $module ]] || die "unknown tool '$want'; known tools: $(known). Add a row (NAME MODULE VERSION) to the table in scripts/tools.sh"
+
+if [[ $module == npm:* ]]; then
+	package=${module#npm:}
+	cache=${OPTIINFRA_TOOLS_CACHE:-$HOME/.cache/optiinfra/tools}
+	dir=$cache/$want-$version
+	bin=$dir/node_modules/.bin/$want
+	if [[ -x $bin ]]; then
+		printf '%s\n' "$bin"
+		exit 0
+	fi
+	command -v npm >/dev/null 2>&1 ||
+		die "$want ($package $version) is not in $dir and installing it needs npm and Node.js, but 'npm' is not on PATH. Install Node.js 20.15+ (Debian: apt-get install nodejs npm) and rerun"
+	mkdir -p "$cache"
+	tmp=$(mktemp -d "$cache/.$want-$version.XXXXXX")
+	trap 'rm -rf "$tmp"' EXIT
+	printf 'tools.sh: installing %s %s (npm install %s@%s) into %s\n' "$want" "$version" "$package" "$version" "$dir" >&2
+	start=$SECONDS
+	printf '{"private": true}\n' >"$tmp/package.json"
+	(cd "$tmp" && npm install --no-audit --no-fund --ignore-scripts --loglevel=error --save-exact "$package@$version") >&2 ||
+		die "npm install $package@$version failed (see above); it needs the npm registry ($(npm config get registry)) or a warm npm cache"
+	[[ -x $tmp/node_modules/.bin/$want ]] || die "npm install $package@$version installed no $want in $tmp/node_modules/.bin"
+	chmod 755 "$tmp"
+	if ! mv -T "$tmp" "$dir" 2>/dev/null && [[ ! -x $bin ]]; then
+		die "could not move the install into $dir"
+	fi
+	printf 'tools.sh: installed %s %s in %ss\n' "$want" "$version" "$((SECONDS - start))" >&2
+	printf '%s\n' "$bin"
+	exit 0
+fi
 
 binary=${module##*/}
 if [[ $binary =~ ^v[0-9]+$ ]]; then

@@ -157,6 +157,81 @@ def test_pull_request_jobs_with_secrets_never_run_for_forks() -> None:
             assert "secrets" not in yaml.safe_dump(job), name
 
 
+# ---- no job reads a stack's secrets without its environment -----------------------------------
+
+# Secrets that open prod (or, read at repository level, every stack): the passphrase that
+# decrypts the stacks' `secure:` config, the Pulumi Cloud token, any kubeconfig, anything
+# named for prod. A dynamic `secrets[...]` lookup can name any of them.
+PROD_SECRET = re.compile(r"^(PULUMI_CONFIG_PASSPHRASE|PULUMI_ACCESS_TOKEN|KUBECONFIG.*|.*PROD.*)$")
+SECRET_REF = re.compile(r"secrets\.([A-Za-z_][A-Za-z0-9_]*)|(secrets\[)")
+
+
+def triggers(wf: dict[str, Any]) -> set[str]:
+    on = wf.get("on")  # load() has renamed YAML 1.1's True key
+    return {on} if isinstance(on, str) else set(on or ())
+
+
+def ungated_secret_reads(wf: dict[str, Any]) -> list[str]:
+    """Jobs that can read a secret that matters without a GitHub environment gating them.
+
+    A job of a pull_request workflow may read no secret at all without `environment:`; any
+    other job may read none of prod's (PROD_SECRET, or a dynamic lookup) without it. A job
+    that calls a reusable workflow with `secrets: inherit` hands on every secret: each job
+    of the called workflow must then have an environment.
+    """
+    pr = bool(triggers(wf) & {"pull_request", "pull_request_target"})
+    found = []
+    for name, job in wf["jobs"].items():
+        if job.get("environment"):
+            continue
+        text = yaml.safe_dump({k: v for k, v in job.items() if k != "secrets"})
+        refs = ["secrets[...]" if m[1] else m[0] for m in SECRET_REF.findall(text)]
+        if job.get("secrets") is not None:
+            called = job.get("uses", "")
+            callee = load(ROOT / called[2:]) if called.startswith("./") else {"jobs": {"?": {}}}
+            if any(not j.get("environment") for j in callee["jobs"].values()):
+                refs.append(f"secrets: {job['secrets']} into {called}")
+        bad = refs if pr else [r for r in refs if r == "secrets[...]" or r.startswith("secrets:")
+                               or PROD_SECRET.match(r)]
+        if bad:
+            found.append(f"{name}: {sorted(set(bad))}")
+    return found
+
+
+@pytest.mark.parametrize("path", all_workflows(), ids=lambda p: p.name)
+def test_no_job_reads_a_stacks_secrets_without_its_environment(path: Path) -> None:
+    assert ungated_secret_reads(load(path)) == []
+
+
+def test_the_secret_gate_fails_on_the_old_workflows() -> None:
+    # The pull-request preview as it was: the branch's program with the repository-level
+    # passphrase and a kubeconfig looked up by name, no environment.
+    pr = load(PR)
+    del pr["jobs"]["preview"]["environment"]
+    lookup = "${{ secrets[format('KUBECONFIG_READONLY_{0}', matrix.stack)] }}"
+    pr["jobs"]["preview"]["steps"].append({"env": {"K": lookup}})
+    (bad,) = ungated_secret_reads(pr)
+    assert bad.startswith("preview:") and "PULUMI_CONFIG_PASSPHRASE" in bad and "secrets[...]" in bad
+    # Any secret at all in a pull-request job without an environment, prod's or not.
+    pr = load(PR)
+    pr["jobs"]["checks"]["steps"].append({"env": {"X": "${{ secrets.ANYTHING }}"}})
+    assert ungated_secret_reads(pr) == ["checks: ['ANYTHING']"]
+    # The deploy gate as it was: it read the repository-level passphrase outside any environment.
+    deploy = load(DEPLOY)
+    step(deploy["jobs"]["configured"], "gate")["env"]["HAS_SECRET"] = "${{ secrets.PULUMI_CONFIG_PASSPHRASE != '' }}"
+    assert ungated_secret_reads(deploy) == ["configured: ['PULUMI_CONFIG_PASSPHRASE']"]
+    # A backend URL is not prod's: outside a pull request it needs no environment.
+    assert "PULUMI_BACKEND_URL" in yaml.safe_dump(load(DEPLOY)["jobs"]["configured"])
+
+
+def test_prods_preview_runs_in_an_environment_with_prods_reviewers() -> None:
+    env = load(PR)["jobs"]["preview"]["environment"]
+    assert env == "${{ matrix.stack == 'prod' && 'production-preview' || format('{0}-preview', matrix.stack) }}"
+    doc = (ROOT / "docs" / "delivery.md").read_text()
+    entry = doc.split("**`production-preview`**", 1)[1].split("**`", 1)[0]
+    assert "required reviewers" in entry and "production" in entry
+
+
 def test_the_engine_preview_runs_after_the_checks() -> None:
     jobs = load(PR)["jobs"]
     previews = [n for n, j in jobs.items() if any(s.get("with", {}).get("command") == "preview" for s in steps(j))]
@@ -229,10 +304,10 @@ def project(tmp_path: Path) -> Path:
 
 def test_deploy_is_skipped_with_a_notice_when_nothing_is_configured(project: Path) -> None:
     script = step(load(DEPLOY)["jobs"]["configured"], "gate")["run"]
-    proc, out, summary = run_step(script, project, {"PULUMI_BACKEND_URL": "", "HAS_SECRET": "false"})
+    proc, out, summary = run_step(script, project, {"PULUMI_BACKEND_URL": ""})
     assert proc.returncode == 0 and "enabled=false" in out
     assert "::notice" in proc.stdout and "docs/delivery.md" in summary and "PULUMI_BACKEND_URL" in summary
-    proc, out, _ = run_step(script, project, {"PULUMI_BACKEND_URL": "s3://bucket/optiinfra", "HAS_SECRET": "true"})
+    proc, out, _ = run_step(script, project, {"PULUMI_BACKEND_URL": "s3://bucket/optiinfra"})
     assert proc.returncode == 0 and "enabled=true" in out
 
 
