@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from infra import cli, offline
+from infra.catalog import default_catalog
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "docker-engine"
 
@@ -194,7 +195,8 @@ def test_adopt_maps_the_seed_deployment_onto_the_catalog(seed_engine: tuple[Fake
     # The catalog runs postgres as uid 999, compose's alpine image as 70: the files change owner.
     assert "docker run --rm -v optiinfra_postgres_data:/v alpine chown -R 999:999 /v" in out
     assert "optiinfra_qdrant_data:/v alpine chown" not in out  # qdrant runs as the image's user on Docker
-    assert "note: postgres: compose runs postgres:15-alpine, the program runs postgres:16.4 on the same data" in out
+    pg_image = default_catalog().services["postgres"].image
+    assert f"note: postgres: compose runs postgres:15-alpine, the program runs {pg_image} on the same data" in out
     assert "flowerPassword" in out  # Flower takes it inside FLOWER_BASIC_AUTH: rotated all the same
     assert code == 1 and "4 not matched, 1 to fix before `pulumi up`" in err
     # Read-only: GET requests only, of the four answers (inspecting each catalog container).

@@ -127,7 +127,7 @@ def test_the_job_runs_the_catalogs_script_against_the_service() -> None:
                          "/run/secrets/optiinfra/postgres")
     command = [unescape(a) for a in pod_of(jobs["postgres-backup"])["containers"][0]["command"]]
     assert command == backup.command(backup.backup_script(pg, where, 7))
-    assert pod_of(jobs["postgres-backup"])["containers"][0]["image"] == "postgres:16.4"  # the image ships pg_dump
+    assert pod_of(jobs["postgres-backup"])["containers"][0]["image"] == pg.image  # the service's image ships pg_dump
     qdrant = pod_of(jobs["qdrant-backup"])
     assert qdrant["containers"][0]["image"].startswith("curlimages/curl:")  # Qdrant's image has no client
     assert qdrant["securityContext"]["runAsUser"] == 100
@@ -232,7 +232,7 @@ def test_docker_backup_argv_runs_the_script_on_the_services_network() -> None:
     # The password: passed by name (its value from the environment), read from the container.
     assert argv[argv.index("--env") + 1] == "PGPASSWORD" and step.secret_env == {"PGPASSWORD": "POSTGRES_PASSWORD"}
     entry = argv.index("--entrypoint")
-    assert argv[entry + 1:entry + 4] == ["sh", "postgres:16.4", "-c"]
+    assert argv[entry + 1:entry + 4] == ["sh", eff.service.image, "-c"]
     where = backup.Where("postgres", 5432, "/backup", None)
     assert argv[-1] == backup.backup_script(eff.service, where, 7)
     assert "PGPASSWORD=" not in " ".join(argv)
