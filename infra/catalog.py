@@ -1,4 +1,5 @@
-"""The 19 OptiInfra services, declared once (source: shared/seed/services-and-ports.md).
+"""The 20 OptiInfra services (the seed's 19 and Alertmanager), declared once (source:
+shared/seed/services-and-ports.md).
 
 Plain data, no Pulumi import. Ports, images, health checks, dependencies, memory,
 volumes, credentials and environment are written here and nowhere else.
@@ -9,7 +10,7 @@ Decisions where the seed is silent are written beside the field they affect.
 from __future__ import annotations
 
 from .model import (
-    SECRET_DIR,
+    AclUsers,
     Alert,
     Backup,
     Band,
@@ -31,6 +32,7 @@ from .model import (
     Panel,
     Port,
     Resources,
+    SchemaRoles,
     Secret,
     SecretFile,
     Service,
@@ -39,6 +41,8 @@ from .model import (
     Url,
     Volume,
 )
+from .stores import with_grants
+from .stores.postgres import PG_APPLIED as PG_APPLIED  # re-exported: its readiness check reads it
 
 # The seed's port allocation summary. A port outside its band says why beside itself
 # (Port.outside_band): ClickHouse HTTP (8123) is the seed's one such port.
@@ -53,121 +57,9 @@ BANDS = (
 CELERY_APP = "app.celery_app"
 DB_USER = "optiinfra"
 
-PG_SOCKET = "/var/run/postgresql"
 MONITOR = "optiinfra_monitor"
 """The exporters' read-only identity: PostgreSQL's role in pg_monitor and nothing else, Redis'
 read-only ACL user."""
-
-PG_SCHEMAS = (
-    # Decision (the seed is silent): each application keeps its tables in a schema of its
-    # own. The collector's API and its Celery worker are one codebase on one set of tables.
-    ("orchestrator", ("orchestrator",)),
-    ("collector", ("data-collector", "data-collector-worker")),
-)
-"""PostgreSQL's application schemas and the services that use each one."""
-
-
-def client_role(consumer: str) -> str:
-    """The identity a client logs into PostgreSQL (its role) and Redis (its ACL user) with: its own."""
-    return "optiinfra_" + consumer.replace("-", "_")
-
-
-def pg_owner(schema: str) -> str:
-    """The role that owns an application schema: nobody logs in as it; its consumers' roles
-    are members and take it as their session role, so what they create belongs to it."""
-    return f"optiinfra_{schema}_owner"
-
-
-def _pg_credential(consumer: str) -> str:
-    return f"postgres-{consumer}"
-
-
-def _password_env(consumer: str) -> str:
-    """The variable a database container gets a client's password in (the file: its _FILE twin)."""
-    return "OPTIINFRA_" + consumer.upper().replace("-", "_") + "_PASSWORD"
-
-
-def _camel(name: str) -> str:
-    return "".join(part.capitalize() for part in name.split("-"))
-
-
-PG_CONSUMERS = tuple((schema, consumer) for schema, consumers in PG_SCHEMAS for consumer in consumers)
-
-
-def _pg_url(consumer: str) -> Url:
-    """A consumer's connection to PostgreSQL, as its own role with its own credential."""
-    return Url("postgres", user=client_role(consumer), credential=_pg_credential(consumer))
-
-
-def _pg_secret(var: str) -> str:
-    """The value of a credential the container gets as `$var` (Docker) or `$var_FILE` (Kubernetes)."""
-    return f'${{{var}:-$(cat "${var}_FILE" 2>/dev/null)}}'
-
-
-def _pg_ensure_role(role: str, attributes: str) -> tuple[str, ...]:
-    return (f"SELECT 'CREATE ROLE {role}' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}')"
-            r"\gexec",
-            f"ALTER ROLE {role} WITH {attributes};")
-
-
-_PG_LOGIN = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
-_PG_PASSWORDS = (("pw", "POSTGRES_PASSWORD"), ("monpw", "OPTIINFRA_MONITOR_PASSWORD"),
-                 *((f"pw_{client_role(c)}", _password_env(c)) for _, c in PG_CONSUMERS))
-_PG_SQL = (
-    *(rf"\getenv {var} OPTIINFRA_PW_{i}" for i, (var, _) in enumerate(_PG_PASSWORDS)),
-    """ALTER ROLE "$POSTGRES_USER" PASSWORD :'pw';""",
-    # Only the roles below may connect (PUBLIC may by default); the image's role is a superuser.
-    """REVOKE CONNECT, TEMPORARY ON DATABASE "$POSTGRES_DB" FROM PUBLIC;""",
-    *_pg_ensure_role(MONITOR, f"{_PG_LOGIN} PASSWORD :'monpw'"),
-    f"GRANT pg_monitor TO {MONITOR};",
-    f"""GRANT CONNECT ON DATABASE "$POSTGRES_DB" TO {MONITOR};""",
-    *(line for schema, _ in PG_SCHEMAS for line in (
-        *_pg_ensure_role(pg_owner(schema), "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"),
-        f"CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {pg_owner(schema)};",
-        f"""GRANT CONNECT, TEMPORARY ON DATABASE "$POSTGRES_DB" TO {pg_owner(schema)};""")),
-    *(line for schema, c in PG_CONSUMERS for line in (
-        *_pg_ensure_role(client_role(c), f"{_PG_LOGIN} PASSWORD :'pw_{client_role(c)}'"),
-        f"GRANT {pg_owner(schema)} TO {client_role(c)};",
-        f"""GRANT CONNECT ON DATABASE "$POSTGRES_DB" TO {client_role(c)};""",
-        f"ALTER ROLE {client_role(c)} SET role = '{pg_owner(schema)}';",
-        f"ALTER ROLE {client_role(c)} SET search_path = '{schema}';")),
-)
-"""What the wrapper feeds psql (`$POSTGRES_USER` expanded by the shell, `:'pw'` quoted by psql)."""
-
-
-def _dq(text: str) -> str:
-    """`text` inside shell double quotes (its `$VAR`s expand; a double quote stays one)."""
-    return '"' + text.replace('"', '\\"') + '"'
-
-
-PG_APPLIED = f"{PG_SOCKET}/optiinfra-credentials-applied"
-"""Written by PostgreSQL's wrapper once this start's credentials and roles are applied; its
-readiness check requires it (removed first on every start: an emptyDir outlives a restart)."""
-
-PG_APPLY_CREDENTIALS = (
-    # The image's entrypoint sets POSTGRES_PASSWORD only when it creates the cluster, so a
-    # rotated credential would lock every client out, and it creates no other role. On every
-    # start, once the server answers on TCP (the entrypoint's first-start server listens on the
-    # socket only), over the socket (trust for local connections: the image's default): set the
-    # superuser's password to the current credential, and create or update the exporter's
-    # read-only role (pg_monitor) and each application's schema, its owner role and one login
-    # role per consumer (PG_SCHEMAS), idempotently. psql takes the passwords from its
-    # environment (\getenv), never from argv. Three attempts, then the marker readiness waits
-    # for (PG_APPLIED): without it the server never turns ready, so clients do not start against
-    # missing roles and a failure is loud (the startup probe restarts it). The subshell always
-    # exits 0: the postmaster, its parent after `exec`, treats a child's non-zero exit as a crash.
-    f'rm -f "{PG_APPLIED}"; (export '
-    + " ".join(f'OPTIINFRA_PW_{i}="{_pg_secret(env)}"' for i, (_, env) in enumerate(_PG_PASSWORDS)) + "; "
-    # An empty value would clear the role's password (PostgreSQL takes '' as none): stop, unready.
-    + " ".join(f'[ -n "$OPTIINFRA_PW_{i}" ] || {{ echo "optiinfra: could not apply the credentials: no value in '
-               f'{env} or {env}_FILE" >&2; exit 0; }};' for i, (_, env) in enumerate(_PG_PASSWORDS)) + " "
-    'for i in $(seq 120); do pg_isready -q -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" && break; '
-    'sleep 1; done; for i in 1 2 3; do printf "%s\\n" ' + " ".join(_dq(line) for line in _PG_SQL) +
-    f' | psql -q -v ON_ERROR_STOP=1 -h {PG_SOCKET} -U "$POSTGRES_USER" -d "$POSTGRES_DB" -o /dev/null '
-    f'&& : > "{PG_APPLIED}" && exit 0; '
-    'sleep 2; done; echo "optiinfra: could not apply the credentials" >&2; exit 0) & exec docker-entrypoint.sh "$@"'
-)
-"""PostgreSQL's wrapper of its image's entrypoint: the current credentials applied on every start."""
 
 OWN_ENV = "OptiInfra's own images read connection URLs and keys from the environment only (no file option yet)"
 """Why OptiInfra's own images take secrets as environment variables (a contract with those images)."""
@@ -175,9 +67,6 @@ OWN_ENV = "OptiInfra's own images read connection URLs and keys from the environ
 # The Celery queue the collector's tasks wait in: a Redis list of that name in the broker's
 # database 0 (Celery's default queue; the broker URL ends in /0). Its length is the backlog.
 CELERY_QUEUE = "celery"
-
-REDIS_APPS = ("orchestrator", "data-collector", "data-collector-worker", "data-collector-beat", "flower")
-"""Redis' clients that queue and consume tasks (Celery, the orchestrator): an ACL user each."""
 
 REDIS_APP_RULES = "~* &* +@all -@dangerous"
 """What an application's Redis user may do: every command but those that can destroy, stop or
@@ -188,41 +77,6 @@ queue, results and kombu bindings are one shared keyspace, and their names are t
 REDIS_MONITOR_RULES = (f"resetchannels %R~{CELERY_QUEUE} -@all +@connection +@read +info +config|get "
                        "+slowlog|get +slowlog|len +latency|latest +cluster|info")
 """The exporter's Redis user: read-only, server statistics and the Celery queue's length only."""
-
-
-def _redis_credential(consumer: str) -> str:
-    return f"redis-{consumer}"
-
-
-def _redis_url(consumer: str) -> Url:
-    """A consumer's connection to Redis, as its own ACL user with its own credential."""
-    return Url("redis", user=client_role(consumer), credential=_redis_credential(consumer))
-
-
-_REDIS_USERS = (("default", "REDIS_PASSWORD", "redis", "~* &* +@all"),
-                (MONITOR, "OPTIINFRA_MONITOR_PASSWORD", "redis-monitor", REDIS_MONITOR_RULES),
-                *((client_role(c), _password_env(c), _redis_credential(c), REDIS_APP_RULES) for c in REDIS_APPS))
-"""Redis' users: (name, the variable its password arrives in, credential, rules). `default` is
-the administrator's (health check, backups), with the credential redisPassword."""
-
-REDIS_ACL_FILE = "${TMPDIR:-/tmp}/optiinfra-users.acl"
-
-REDIS_START = (
-    # Redis' users come from an ACL file the wrapper writes on every start into the writable
-    # /tmp (0600, never on the data volume), with each password's SHA-256 (`#<hex>`: the file
-    # holds no password, and any character is allowed in one). The values arrive as variables
-    # (Docker) or files (Kubernetes) and go through printf (a shell builtin) to sha256sum's
-    # stdin, never argv. A missing one stops the start with the user's name.
-    'set -e; umask 077; h() { [ -n "$1" ] || { echo "optiinfra: no password for Redis user $2" >&2; exit 1; }; '
-    'printf %s "$1" | sha256sum | cut -c1-64; }; '
-    + " ".join(f'u{i}=$(h "${{{var}:-$(cat {SECRET_DIR}/{cred} 2>/dev/null)}}" {user});'
-               for i, (user, var, cred, _) in enumerate(_REDIS_USERS))
-    + " { " + " ".join(f'printf "user %s on #%s %s\\n" {user} "$u{i}" "{rules}";'
-                       for i, (user, _, _, rules) in enumerate(_REDIS_USERS))
-    + f' }} > "{REDIS_ACL_FILE}"; exec redis-server --appendonly yes --maxmemory-policy noeviction '
-    f'--aclfile "{REDIS_ACL_FILE}" "$@"'
-)
-"""Redis' command: its ACL users written from the current credentials, then the server."""
 
 
 CLIENT_METRICS = ("process_resident_memory_bytes", "process_start_time_seconds")
@@ -292,9 +146,10 @@ def _collector(name: str, purpose: str, command: tuple[str, ...], health: Health
                deps: tuple[str, ...], memory: int, ports: tuple[Port, ...] = (),
                metrics: tuple[str, str] | None = None, exclusive: str = "") -> Service:
     env_for = {
-        "postgres": ("DATABASE_URL", _pg_url(name)),
+        # The collector's API and its Celery worker are one codebase on one set of tables.
+        "postgres": ("DATABASE_URL", Url("postgres", own_login=True, schema="collector")),
         "clickhouse": ("CLICKHOUSE_URL", Url("clickhouse")),
-        "redis": ("CELERY_BROKER_URL", _redis_url(name)),
+        "redis": ("CELERY_BROKER_URL", Url("redis", own_login=True)),
     }
     return Service(
         name=name,
@@ -331,34 +186,33 @@ SERVICES: tuple[Service, ...] = (
                                          f'&& test -f "{PG_APPLIED}"')),
                            live=TcpCheck("postgres"), slow_start=True, start_period_s=30),
         resources=Resources(memory_mib=200, cpu=0.1, guaranteed=True),
+        # The image's server, run by its entrypoint under the start wrapper (infra/stores/postgres.py),
+        # which applies the current credentials and the roles of `grants` on every start.
+        command=("postgres",),
         # Sized from the memory limit: a quarter for shared buffers, and connections from
         # half of it at ~4 MiB each (work memory, catalog caches), never fewer than 20.
-        command=("sh", "-c", PG_APPLY_CREDENTIALS, "sh", "postgres"),
         sized_command=(FromLimit("shared_buffers={n}MB", 0.25, flag="-c"),
                        FromLimit("max_connections={n}", 0.5, scale=1 / 4, minimum=20, flag="-c")),
         volumes=(Volume("data", "/var/lib/postgresql/data", 2),),
         # The image's superuser (optiinfra) is for administration and backups only: every
-        # client logs in as its own role (PG_SCHEMAS; the exporter as MONITOR).
+        # client logs in as its own role, in the schema its connection names (each client's
+        # credential, its variable and file follow from `grants`; the exporter as MONITOR).
+        grants=SchemaRoles("PostgreSQL", monitor=MONITOR, monitor_credential="postgres-monitor"),
         credentials=(Credential("postgres", "postgresPassword",
                                 "PostgreSQL password of the optiinfra superuser (administration, backups)"),
                      Credential("postgres-monitor", "postgresMonitorPassword",
-                                f"PostgreSQL password of {MONITOR}, the exporter's read-only role (pg_monitor)"),
-                     *(Credential(_pg_credential(c), f"postgres{_camel(c)}Password",
-                                  f"PostgreSQL password of {client_role(c)}, the {c}'s role (schema {schema})")
-                       for schema, c in PG_CONSUMERS)),
+                                f"PostgreSQL password of {MONITOR}, the exporter's read-only role (pg_monitor)")),
+        # The clients' password variables follow the store's own (infra/stores).
         env=(("POSTGRES_USER", DB_USER), ("POSTGRES_DB", "optiinfra"),
              ("POSTGRES_PASSWORD", Secret("postgres")), ("OPTIINFRA_MONITOR_PASSWORD", Secret("postgres-monitor")),
-             *((_password_env(c), Secret(_pg_credential(c))) for _, c in PG_CONSUMERS),
              # A subdirectory of the volume: a fresh PersistentVolume has lost+found at its
              # root, which initdb refuses, and postgres must own its data directory (0700).
              ("PGDATA", "/var/lib/postgresql/data/pgdata")),
         # The entrypoint reads POSTGRES_PASSWORD_FILE (first start: initdb sets the password);
-        # the wrapper (PG_APPLY_CREDENTIALS) reads every file on every start.
+        # the start wrapper reads every file on every start.
         secret_files=(SecretFile("postgres", ("POSTGRES_PASSWORD",), "POSTGRES_PASSWORD_FILE"),
                       SecretFile("postgres-monitor", ("OPTIINFRA_MONITOR_PASSWORD",),
-                                 "OPTIINFRA_MONITOR_PASSWORD_FILE"),
-                      *(SecretFile(_pg_credential(c), (_password_env(c),), f"{_password_env(c)}_FILE")
-                        for _, c in PG_CONSUMERS)),
+                                 "OPTIINFRA_MONITOR_PASSWORD_FILE")),
         connection=Connection("postgresql://{user}:{password}@{host}:{port}/optiinfra", "postgres",
                               user=DB_USER, credential="postgres"),
         # Running as the image's postgres user means the entrypoint needs no chown or
@@ -442,27 +296,26 @@ SERVICES: tuple[Service, ...] = (
                            slow_start=True, start_period_s=30),
         resources=Resources(memory_mib=50, cpu=0.1, guaranteed=True),
         volumes=(Volume("data", "/data", 0.5),),
-        # Each client logs in as an ACL user of its own (REDIS_APPS, the exporter read-only);
-        # `default` is the administrator's (health check, backups).
+        # Each client whose connection logs in as itself gets an ACL user of its own with the
+        # application rules (its credential, variable and file follow from `grants`), the
+        # exporter a read-only one; `default` is the administrator's (health check, backups).
+        grants=AclUsers("Redis", monitor=MONITOR, monitor_credential="redis-monitor", rules=REDIS_APP_RULES,
+                        monitor_rules=REDIS_MONITOR_RULES),
         credentials=(Credential("redis", "redisPassword", "Redis password of the default (administrator) user"),
                      Credential("redis-monitor", "redisMonitorPassword",
-                                f"Redis password of {MONITOR}, the exporter's read-only ACL user"),
-                     *(Credential(_redis_credential(c), f"redis{_camel(c)}Password",
-                                  f"Redis password of {client_role(c)}, the {c}'s ACL user") for c in REDIS_APPS)),
+                                f"Redis password of {MONITOR}, the exporter's read-only ACL user")),
         env=(("REDIS_PASSWORD", Secret("redis")), ("REDISCLI_AUTH", Secret("redis")),
-             ("OPTIINFRA_MONITOR_PASSWORD", Secret("redis-monitor")),
-             *((_password_env(c), Secret(_redis_credential(c))) for c in REDIS_APPS)),
+             ("OPTIINFRA_MONITOR_PASSWORD", Secret("redis-monitor"))),
         # On Kubernetes the server reads requirepass from the mounted file (REDIS_PASSWORD is
         # not set there); the health check's redis-cli takes a password only from
         # REDISCLI_AUTH or argv, so that one variable stays.
         secret_files=(SecretFile("redis", ("REDIS_PASSWORD",)),
-                      SecretFile("redis-monitor", ("OPTIINFRA_MONITOR_PASSWORD",)),
-                      *(SecretFile(_redis_credential(c), (_password_env(c),)) for c in REDIS_APPS)),
+                      SecretFile("redis-monitor", ("OPTIINFRA_MONITOR_PASSWORD",))),
         secret_env_reason="redis-cli (the health check) reads the password from REDISCLI_AUTH or argv only",
         # maxmemory at 60% of the limit (an AOF rewrite forks, copying pages on write);
         # noeviction: a Celery broker must refuse writes when full, never drop queued tasks.
-        # The sized arguments reach redis-server through "$@" ($0 is the name after the script).
-        command=("sh", "-c", REDIS_START, "redis-server"),
+        # Its command is the start wrapper (infra/stores/redis.py: the ACL file from `grants`,
+        # then redis-server); the sized arguments reach redis-server through "$@".
         sized_command=(FromLimit("{n}mb", 0.6, flag="--maxmemory"),),
         connection=Connection("redis://{user}:{password}@{host}:{port}/0", "redis", credential="redis"),
         uid=999,
@@ -683,7 +536,7 @@ SERVICES: tuple[Service, ...] = (
         depends_on=(Dependency("redis"),),
         resources=Resources(memory_mib=48, cpu=0.1),
         credentials=(Credential("flower", "flowerPassword", "Flower basic-auth password"),),
-        env=(("CELERY_BROKER_URL", _redis_url("flower")),
+        env=(("CELERY_BROKER_URL", Url("redis", own_login=True)),
              ("FLOWER_BASIC_AUTH", Dsn("flower", "{user}:{password}")),
              ("FLOWER_PORT", Listen("web"))),
         secret_env_reason="Flower takes its broker URL and basic auth from the environment or argv only",
@@ -746,7 +599,7 @@ SERVICES: tuple[Service, ...] = (
         depends_on=(Dependency("redis"),),
         resources=Resources(memory_mib=16, cpu=0.05),
         # The Celery queue's length (redis_key_size) is the collector's backlog.
-        # Logs in as Redis' read-only ACL user (REDIS_MONITOR_RULES).
+        # Logs in as Redis' read-only ACL user (its grants' monitor_rules).
         env=(("REDIS_ADDR", Dsn("redis", "redis://{host}:{port}")), ("REDIS_USER", MONITOR),
              ("REDIS_PASSWORD", Secret("redis-monitor")),
              ("REDIS_EXPORTER_CHECK_SINGLE_KEYS", f"db0={CELERY_QUEUE}")),
@@ -834,8 +687,9 @@ SERVICES: tuple[Service, ...] = (
             Dependency("redis", reason="task queue shared with the agents"),
         ),
         resources=Resources(memory_mib=64, cpu=0.1),
-        env=(("PORT", Listen("http")), ("DATABASE_URL", _pg_url("orchestrator")),
-             ("REDIS_URL", _redis_url("orchestrator"))),
+        # Decision (the seed is silent): each application keeps its tables in a schema of its own.
+        env=(("PORT", Listen("http")), ("DATABASE_URL", Url("postgres", own_login=True, schema="orchestrator")),
+             ("REDIS_URL", Url("redis", own_login=True))),
         secret_env_reason=OWN_ENV,
         connection=Connection("http://{host}:{port}", "http"),
     ),
@@ -906,13 +760,17 @@ def _with_connections(services: tuple[Service, ...]) -> tuple[Service, ...]:
     return tuple(out)
 
 
-CREDENTIALS = tuple(c for s in SERVICES for c in s.credentials)
-"""Every credential, each declared on the service that owns it."""
+ASSEMBLED = with_grants(_with_connections(SERVICES))
+"""The services as the stacks use them: with default connections, and every store's grants
+applied (its clients' identities and credentials, its start wrapper; infra/stores)."""
+
+CREDENTIALS = tuple(c for s in ASSEMBLED for c in s.credentials)
+"""Every credential, each declared on the service that owns it (a client's on its store)."""
 
 
 def default_catalog() -> Catalog:
-    """The seed's 19 services (a fresh object each call; callers may derive from it)."""
-    services = _with_connections(SERVICES)
+    """The seed's 19 services and Alertmanager (a fresh object each call; callers may derive from it)."""
+    services = ASSEMBLED
     return Catalog(
         services={s.name: s for s in services},
         bands=BANDS,

@@ -247,11 +247,18 @@ class Connection:
 @dataclass(frozen=True)
 class Url:
     """Environment value: the connection URL of another service. `user` and `credential`
-    log in as a role of the target other than its connection's (a consumer's own role)."""
+    log in as a role of the target other than its connection's (a consumer's own role).
+
+    `own_login`: the client logs in as itself, with an identity the target grants it
+    (`Service.grants`); the catalog fills `user` and `credential` from the grant
+    (infra/stores), so this is the one place a client says it uses the store. `schema` names
+    the schema it keeps its tables in, for a store that grants per schema (`SchemaRoles`)."""
 
     service: str
     user: str | None = None
     credential: str | None = None
+    own_login: bool = False
+    schema: str = ""
 
 
 @dataclass(frozen=True)
@@ -319,6 +326,41 @@ class SecretFile:
     def path_on(self, target: str) -> str:
         """Where the file is on a target (Kubernetes: the Secret mount; Docker: the wrapper's tmpfs)."""
         return self.path if target == "kubernetes" else f"{DOCKER_SECRET_DIR}/{self.credential}"
+
+
+@dataclass(frozen=True)
+class SchemaRoles:
+    """How a PostgreSQL-like store grants access (`Service.grants`): one login role per client
+    whose connection logs in as itself (`Url(..., own_login=True, schema=...)`), a member of
+    the owner role of the schema that connection names (one owner per schema, which nobody
+    logs in as), with that schema as its search path; and the exporters' read-only role
+    `monitor` (credential `monitor_credential`). The store's start wrapper creates or updates
+    them all on every start (infra/stores/postgres.py)."""
+
+    label: str
+    """The store's name in words, for the credentials' descriptions."""
+    monitor: str
+    monitor_credential: str
+
+
+@dataclass(frozen=True)
+class AclUsers:
+    """How a Redis-like store grants access (`Service.grants`): one ACL user per client whose
+    connection logs in as itself (`Url(..., own_login=True)`), each with `rules`; the
+    exporters' read-only user `monitor` (credential `monitor_credential`) with
+    `monitor_rules`; and the built-in `default` user, the administrator's, with the store's
+    connection credential. The store's start wrapper writes them on every start
+    (infra/stores/redis.py)."""
+
+    label: str
+    """The store's name in words, for the credentials' descriptions."""
+    monitor: str
+    monitor_credential: str
+    rules: str
+    monitor_rules: str
+
+
+Grants = SchemaRoles | AclUsers
 
 
 @dataclass(frozen=True)
@@ -541,6 +583,10 @@ class Service:
     backup: Backup | None = None
     """How its data is backed up and restored; every stateful service declares one (a
     Backup with `none_reason` when it is not worth one)."""
+    grants: Grants | None = None
+    """How this store lets its clients in, each as itself (`SchemaRoles`, `AclUsers`): its
+    clients' identities, their credentials and its start wrapper follow from it and from the
+    clients' connections (infra/stores); None: clients log in with its connection's login."""
 
     @property
     def subject(self) -> str:

@@ -2,8 +2,8 @@
 
 The image sets POSTGRES_PASSWORD only when it creates the cluster, so a changed credential
 would lock every client out. The catalog's command wraps the image's entrypoint and sets
-the role's password to the current credential on every start (infra/catalog.py
-PG_APPLY_CREDENTIALS), and creates or updates the exporter's read-only role. This runs
+the role's password to the current credential on every start (infra/stores/postgres.py
+`apply_credentials`), and creates or updates the exporter's read-only role. This runs
 exactly that command against a real server (the Debian package), with a stand-in for the
 image's `docker-entrypoint.sh` that starts `postgres` on an existing cluster, as the image
 does on a restart: created with password A, started with credential B (as the Docker
@@ -33,8 +33,9 @@ from pathlib import Path
 
 import pytest
 
-from infra.catalog import MONITOR, PG_APPLIED, PG_SOCKET, default_catalog
+from infra.catalog import MONITOR, default_catalog
 from infra.model import CommandCheck, Secret, SecretFile, Url
+from infra.stores.postgres import PG_APPLIED, PG_SOCKET
 
 from .tools import free_port, unavailable
 

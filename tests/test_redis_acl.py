@@ -1,6 +1,6 @@
 """Redis' ACL users, on a real Redis, with the real clients that log in as them.
 
-The catalog's Redis command writes one ACL user per client (infra/catalog.py REDIS_START):
+The catalog's Redis command writes one ACL user per client (infra/stores/redis.py `start`):
 each application its own user without the dangerous commands, the exporter a read-only
 user, `default` the administrator's. This runs exactly that command (the Debian package's
 redis-server) with the credentials as the Docker target passes them, then checks, for the

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -156,6 +157,29 @@ NEW_SERVICES = '''
                                "--dbname=ledger", "--clean", "--if-exists", "--no-password", "{src}"),
                       port="postgres", credential="ledger", password_env="PGPASSWORD", suffix=".dump"),
     ),
+    Service(
+        name="billing-worker",
+        tier=Tier.CORE,
+        image="billing-worker",
+        own_image=True,
+        purpose="Billing jobs from the task queue (test): a new Redis client",
+        health=HealthCheck(CommandCheck(("sh", "-c", "kill -0 1"))),
+        depends_on=(Dependency("redis"),),
+        env=(("CELERY_BROKER_URL", Url("redis", own_login=True)),),
+        secret_env_reason=OWN_ENV,
+    ),
+    Service(
+        name="billing-reports",
+        tier=Tier.CORE,
+        image="billing-reports",
+        own_image=True,
+        purpose="Billing reports (test): a new PostgreSQL client, in a schema of its own",
+        ports=(Port("http", 8091, host=8091, band="application"),),
+        health=HealthCheck(HttpCheck("/health", "http"), docker_client="python"),
+        depends_on=(Dependency("postgres"),),
+        env=(("PORT", Listen("http")), ("DATABASE_URL", Url("postgres", own_login=True, schema="billing"))),
+        secret_env_reason=OWN_ENV,
+    ),
 '''
 
 
@@ -208,8 +232,88 @@ def test_new_services_render_and_pass_the_policies(extended: Path, name: str) ->
         files = [v["inputs"]["data"] for (kind, _), v in by_kind.items() if kind == "ConfigMap"]
         assert any("billing-api" in text for data in files for text in data.values())
     assert ("RandomPassword", "ledger-credential") in by_kind
+    _assert_new_clients_have_their_own_logins(name, by_kind)
     check = _cli(extended, "check", "--stack", name)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+# The new clients' logins, written out (a worked example, not computed by the code under test):
+# each declares one connection that logs in as itself; its store grants it an identity.
+NEW_CLIENT_LOGINS = {
+    # client: (store, identity, credential id, config key, the store's password variable)
+    "billing-reports": ("postgres", "optiinfra_billing_reports", "postgres-billing-reports",
+                        "postgresBillingReportsPassword", "OPTIINFRA_BILLING_REPORTS_PASSWORD"),
+    "billing-worker": ("redis", "optiinfra_billing_worker", "redis-billing-worker",
+                       "redisBillingWorkerPassword", "OPTIINFRA_BILLING_WORKER_PASSWORD"),
+}
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _wrapper(state: dict[str, object], marker: str, kind: str) -> str:
+    """The store's start wrapper as rendered: the one argument of its workload that holds
+    `marker` (as the shell gets it: Kubernetes writes a literal `$` in a command as `$$`)."""
+    found = [s for s in _strings(state["inputs"]) if marker in s]
+    assert len(found) == 1, found
+    return found[0].replace("$$", "$") if kind == "StatefulSet" else found[0]
+
+
+def _assert_new_clients_have_their_own_logins(name: str, by_kind: dict[tuple[str, str], Any]) -> None:
+    """Each new client has its own role (PostgreSQL) or ACL user (Redis) in its store's
+    rendered start wrapper, and its own credential, in the store and in the client's URL."""
+    kind = "Container" if stack.model_of(name).settings.target == "docker" else "StatefulSet"
+    pg = _wrapper(by_kind[kind, "postgres"], "psql", kind)
+    _, role, _, _, var = NEW_CLIENT_LOGINS["billing-reports"]
+    assert f"SELECT 'CREATE ROLE {role}' WHERE NOT EXISTS" in pg
+    assert f"ALTER ROLE {role} WITH LOGIN NOSUPERUSER" in pg
+    # Its own schema, owned by the schema's owner role, which the client acts as.
+    assert "CREATE SCHEMA IF NOT EXISTS billing AUTHORIZATION optiinfra_billing_owner;" in pg
+    assert f"GRANT optiinfra_billing_owner TO {role};" in pg
+    assert f"ALTER ROLE {role} SET search_path = 'billing';" in pg
+    assert f"${{{var}:-$(cat \"${var}_FILE\"" in pg  # its password, from the variable or the file
+    redis = _wrapper(by_kind[kind, "redis"], "--aclfile", kind)
+    _, user, rcred, _, rvar = NEW_CLIENT_LOGINS["billing-worker"]
+    assert f'printf "user %s on #%s %s\\n" {user} "$u' in redis
+    assert f'${{{rvar}:-$(cat /run/secrets/optiinfra/{rcred} 2>/dev/null)}}" {user});' in redis
+    # The app rules, not the administrator's: the dangerous commands stay refused.
+    line = next(part for part in redis.split(";") if f" {user} " in part and "printf" in part)
+    assert line.endswith('"~* &* +@all -@dangerous"'), line
+    # Each gets its own generated credential, delivered to the store and (in its URL) to the client.
+    for client, (store, _, credential, _, variable) in NEW_CLIENT_LOGINS.items():
+        assert ("RandomPassword", f"{credential}-credential") in by_kind
+        if kind == "Container":
+            assert f"{variable}=[secret]" in by_kind["Container", store]["inputs"]["envs"]
+            url = next(e for e in by_kind["Container", client]["inputs"]["envs"] if "_URL=" in e)
+            assert url.endswith("_URL=[secret]")
+        else:
+            def keys(tier: str) -> list[str]:
+                meta = by_kind["Secret", f"{tier}-credentials"]["inputs"]["metadata"]
+                return str(meta["annotations"]["optiinfra.io/secret-keys"]).split(",")
+            # The store's tier Secret holds the password, the client's its URL.
+            assert credential in keys("databases") and f"{credential}-url" in keys("core")
+
+
+def test_new_clients_credentials_keep_the_naming_of_the_existing_ones(extended: Path) -> None:
+    """The config keys a user sets the new clients' credentials under follow today's form
+    (postgresOrchestratorPassword, redisFlowerPassword), and name the client's identity."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import json; from infra.catalog import default_catalog; "
+         "print(json.dumps({c.id: [c.config_key, c.description] for c in default_catalog().credentials.values()}))"],
+        cwd=extended, capture_output=True, text=True, timeout=120, check=True)
+    creds = json.loads(probe.stdout)
+    for _, identity, credential, key, _ in NEW_CLIENT_LOGINS.values():
+        assert creds[credential][0] == key
+        assert identity in creds[credential][1]
+    assert creds["postgres-orchestrator"][0] == "postgresOrchestratorPassword"
+    assert creds["redis-flower"][0] == "redisFlowerPassword"
 
 
 def test_new_services_need_only_regenerated_docs(extended: Path) -> None:
@@ -237,3 +341,25 @@ def test_a_port_outside_its_band_needs_one_written_exception(extended: Path, tmp
     catalog.write_text(moved.replace(new + ")", new + ', outside_band="a test reason")'))
     passing = _cli(root, "check", "--stack", "prod")
     assert passing.returncode == 0, passing.stdout
+
+
+def test_a_client_that_logs_in_as_itself_is_refused_where_the_store_grants_no_such_login() -> None:
+    """A connection that logs in as itself names a store that grants identities, and, for
+    one that grants per schema, its schema: otherwise the catalog says so, not a traceback."""
+    from dataclasses import replace
+
+    from infra.catalog import SERVICES
+    from infra.model import Service, Tier, Url
+    from infra.stores import with_grants
+
+    def client(url: Url) -> Service:
+        return Service(name="new-client", tier=Tier.CORE, image="new-client", purpose="test", env=(("URL", url),))
+
+    for url, says in ((Url("qdrant", own_login=True), "qdrant declares no grants"),
+                      (Url("postgres", own_login=True), "names no schema"),
+                      (Url("redis", own_login=True, schema="x"), "has no schemas")):
+        with pytest.raises(ValueError, match=says):
+            with_grants((*SERVICES, client(url)))
+    granted = {s.name: s for s in with_grants((*SERVICES, client(Url("redis", own_login=True))))}
+    assert dict(granted["new-client"].env)["URL"] == replace(
+        Url("redis", own_login=True), user="optiinfra_new_client", credential="redis-new-client")
