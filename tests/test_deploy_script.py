@@ -1,0 +1,240 @@
+"""scripts/deploy.sh with stub tools on PATH: every missing prerequisite stops it with one
+line, a non-zero exit and no download or stack creation (the stubs' call log says so);
+`--dry-run` runs everything but `pulumi up`.
+
+The script runs from a fresh copy of the repository, with a PATH that holds only the
+standard tools it needs and the stubs (`docker`, `kubectl`, `pulumi`, `curl`) a test asks for,
+so the machine's own Docker, kubectl or Pulumi never answer."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PINNED = next(line.split("==")[1] for line in (ROOT / "requirements.txt").read_text().splitlines()
+              if line.startswith("pulumi=="))
+SYSTEM_TOOLS = ("bash", "sh", "sed", "awk", "grep", "head", "tail", "tr", "cut", "sha256sum", "cat", "ls",
+                "dirname", "basename", "mkdir", "sleep", "rm", "env", "cp", "chmod", "kill")
+
+# A stub records `name args...` in $STUB_LOG and exits with $STUB_<NAME>_RC (default 0).
+STUB = """#!/bin/sh
+echo "{name} $*" >> "$STUB_LOG"
+{extra}
+exit "${{STUB_{var}_RC:-0}}"
+"""
+EXTRA = {
+    "pulumi": f'[ "$1" = version ] && echo "v{PINNED}"',
+    # What `curl https://get.pulumi.com` prints: an installer that `sh -s -- --version V
+    # --install-root DIR --no-edit-path` runs; this one installs the pulumi stub.
+    "curl": 'echo \'mkdir -p "$4/bin" && cp "$STUB_DIR/pulumi" "$4/bin/pulumi"\'',
+}
+
+
+def copy_repo(dest: Path) -> Path:
+    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file() and not rel.startswith(("venv/", "tests/")):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = copy_repo(tmp_path_factory.mktemp("repo"))
+    # A stack that does not fit its budget, and one that fails the policy pack.
+    dev = yaml.safe_load((root / "Pulumi.dev.yaml").read_text())
+    dev["config"]["optiinfra:budget"]["memory"] = "1Gi"
+    (root / "Pulumi.tight.yaml").write_text(yaml.safe_dump(dev))
+    ctx = yaml.safe_load((root / "Pulumi.staging.yaml").read_text())
+    ctx["config"]["optiinfra:kubernetes"]["context"] = "kind-elsewhere"
+    (root / "Pulumi.ctx.yaml").write_text(yaml.safe_dump(ctx))
+    return root
+
+
+Run = Callable[..., tuple[subprocess.CompletedProcess[str], list[str]]]
+
+
+@pytest.fixture
+def deploy(repo: Path, tmp_path: Path) -> Run:
+    sysbin = tmp_path / "sysbin"
+    sysbin.mkdir()
+    for tool in SYSTEM_TOOLS:
+        found = shutil.which(tool)
+        if found:
+            (sysbin / tool).symlink_to(found)
+
+    def run(*args: str, stubs: tuple[str, ...] = ("docker", "kubectl", "pulumi", "curl"),
+            fail: tuple[str, ...] = (), env: dict[str, str] | None = None,
+            ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+        stubdir = tmp_path / "stubs"
+        shutil.rmtree(stubdir, ignore_errors=True)
+        stubdir.mkdir()
+        for name in ("docker", "kubectl", "pulumi", "curl"):  # written for curl's installer to copy
+            path = stubdir / name
+            path.write_text(STUB.format(name=name, var=name.upper(), extra=EXTRA.get(name, "")))
+            path.chmod(0o755)
+        bindir = tmp_path / "bin"
+        shutil.rmtree(bindir, ignore_errors=True)
+        bindir.mkdir()
+        for name in stubs:
+            (bindir / name).symlink_to(stubdir / name)
+        log = tmp_path / "calls.log"
+        log.write_text("")
+        home = tmp_path / "home"
+        home.mkdir(exist_ok=True)
+        full = {"PATH": f"{bindir}:{sysbin}", "HOME": str(home), "STUB_LOG": str(log), "STUB_DIR": str(stubdir),
+                "OPTIINFRA_VENV": sys.prefix, "PULUMI_CONFIG_PASSPHRASE": "test-passphrase",
+                **{f"STUB_{n.upper()}_RC": "1" for n in fail}, **(env or {})}
+        full = {k: v for k, v in full.items() if v is not None}
+        shutil.rmtree(repo / ".pulumi", ignore_errors=True)
+        proc = subprocess.run(["bash", str(repo / "scripts/deploy.sh"), *args], capture_output=True, text=True,
+                              env=full, timeout=300)
+        return proc, log.read_text().splitlines()
+
+    return run
+
+
+def one_error(proc: subprocess.CompletedProcess[str]) -> str:
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+def nothing_created(calls: list[str]) -> None:
+    assert not [c for c in calls if c.startswith(("curl", "pulumi"))], calls
+
+
+def test_no_docker_cli(deploy: Run) -> None:
+    proc, calls = deploy("dev", stubs=("kubectl", "pulumi", "curl"))
+    assert proc.returncode == 1
+    assert one_error(proc).startswith("error: the Docker CLI is not installed; install Docker Engine")
+    nothing_created(calls)
+
+
+def test_docker_engine_does_not_answer(deploy: Run) -> None:
+    proc, calls = deploy("dev", fail=("docker",))
+    assert proc.returncode == 1
+    assert one_error(proc).startswith("error: no Docker engine answers at unix:///var/run/docker.sock; start it")
+    assert calls == ["docker info"]
+
+
+def test_no_kubectl(deploy: Run) -> None:
+    proc, calls = deploy("prod", stubs=("docker", "pulumi", "curl"))
+    assert proc.returncode == 1
+    assert one_error(proc).startswith("error: kubectl is not installed, so the current kubeconfig context cannot be "
+                                      "checked; install it")
+    nothing_created(calls)
+
+
+def test_cluster_does_not_answer(deploy: Run) -> None:
+    proc, calls = deploy("prod", fail=("kubectl",))
+    assert proc.returncode == 1
+    assert one_error(proc).startswith("error: no Kubernetes API server answers in the current kubeconfig context")
+    assert calls == ["kubectl version --request-timeout=5s"]
+
+
+def test_the_stacks_context_is_the_one_checked(deploy: Run) -> None:
+    proc, calls = deploy("ctx", fail=("kubectl",))
+    assert proc.returncode == 1
+    assert "in the kubeconfig context 'kind-elsewhere'" in one_error(proc)
+    assert calls == ["kubectl --context kind-elsewhere version --request-timeout=5s"]
+
+
+def test_no_backend_for_a_kubernetes_stack(deploy: Run) -> None:
+    proc, calls = deploy("prod")
+    assert proc.returncode == 1
+    assert one_error(proc).startswith("error: stack prod targets Kubernetes and needs a shared backend: run "
+                                      "'pulumi login <url>'")
+    nothing_created(calls)
+
+
+def test_pulumi_login_counts_as_a_backend(deploy: Run, tmp_path: Path) -> None:
+    (tmp_path / "home/.pulumi").mkdir(parents=True)
+    (tmp_path / "home/.pulumi/credentials.json").write_text('{\n    "current": "s3://bucket/state",\n'
+                                                            '    "accessTokens": {}\n}\n')
+    proc, calls = deploy("prod", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "pulumi preview --stack prod" in calls
+
+
+def test_no_passphrase(deploy: Run) -> None:
+    proc, calls = deploy("dev", env={"PULUMI_CONFIG_PASSPHRASE": None})
+    assert proc.returncode == 1
+    assert one_error(proc).startswith("error: set PULUMI_CONFIG_PASSPHRASE (or PULUMI_CONFIG_PASSPHRASE_FILE)")
+    nothing_created(calls)
+
+
+def test_stack_does_not_fit(deploy: Run) -> None:
+    proc, calls = deploy("tight")
+    assert proc.returncode == 1
+    line = one_error(proc)
+    assert line.startswith("error: stack tight does not fit its budget: ")
+    assert "2Gi of memory, more than its budget of 1Gi" in line
+    assert line.endswith("details: ./optiinfra capacity --stack tight")
+    nothing_created(calls)
+
+
+def test_policy_pack_fails(deploy: Run, repo: Path) -> None:
+    # Staging (every policy mandatory) with the portal, a frontend service, reaching PostgreSQL.
+    original = (repo / "Pulumi.staging.yaml").read_text()
+    staging = yaml.safe_load(original)
+    staging["config"]["optiinfra:services"]["portal"] = {"dependsOn": ["postgres"]}
+    (repo / "Pulumi.staging.yaml").write_text(yaml.safe_dump(staging))
+    try:
+        proc, calls = deploy("staging", env={"PULUMI_BACKEND_URL": "s3://bucket/state"})
+    finally:
+        (repo / "Pulumi.staging.yaml").write_text(original)
+    assert proc.returncode == 1
+    assert one_error(proc) == ("error: stack staging fails the policy pack (FAILED: mandatory policies violated: "
+                               "tier-isolation). Fix each violation './optiinfra check --stack staging' lists, "
+                               "then rerun")
+    assert calls == ["kubectl version --request-timeout=5s"]
+
+
+def test_bad_value_is_exit_2_with_its_line(deploy: Run, repo: Path) -> None:
+    (repo / "Pulumi.typo.yaml").write_text("config:\n  optiinfra:target: docker\n  optiinfra:budget: {memory: lots}\n")
+    proc, calls = deploy("typo")
+    assert proc.returncode == 2
+    assert one_error(proc).startswith("error: config key 'optiinfra:budget.memory'")
+    nothing_created(calls)
+
+
+def test_dry_run_previews_and_never_runs_up(deploy: Run) -> None:
+    proc, calls = deploy("dev", "--dry-run", "--diff")
+    assert proc.returncode == 0, proc.stderr
+    assert calls == ["docker info", "pulumi version", "pulumi stack select --create dev",
+                     "pulumi preview --stack dev --diff"]
+    assert "no Pulumi backend chosen; keeping stack dev's state in file://" in proc.stderr
+
+
+def test_deploy_runs_up_with_the_extra_flags(deploy: Run) -> None:
+    proc, calls = deploy("dev", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert calls[-2:] == ["pulumi stack select --create dev", "pulumi up --stack dev --yes"]
+
+
+def test_the_cli_is_downloaded_only_after_every_check(deploy: Run) -> None:
+    proc, calls = deploy("dev", "--dry-run", stubs=("docker", "curl"))
+    assert proc.returncode == 0, proc.stderr
+    assert calls[:2] == ["docker info", "curl -fsSL https://get.pulumi.com"]
+    assert calls[-1] == "pulumi preview --stack dev"
+
+
+def test_usage(deploy: Run) -> None:
+    proc, calls = deploy()
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("usage: scripts/deploy.sh STACK [--dry-run] [pulumi up flags...]  (stacks: ")
+    proc, calls = deploy("nosuch")
+    assert proc.returncode == 1
+    assert one_error(proc).startswith("error: there is no Pulumi.nosuch.yaml (stacks: ")
+    assert calls == []
