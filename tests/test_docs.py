@@ -19,6 +19,9 @@ from pydantic import BaseModel
 from infra import cli, docs
 from infra import settings as settings_module
 from infra.catalog import default_catalog
+from infra.docs import dashboard, layout, settings_table, topology
+from infra.docs.dashboard import GRID_COL_W, GRID_PAD, GRID_ROW_H, GRID_TOP
+from infra.docs.svg import MARGIN
 from infra.model import Credential
 from infra.settings import Budget, Images, Ingress, ServiceOverride, Settings
 from infra.stack import ROOT
@@ -136,7 +139,7 @@ def test_svg_topology(stack: str) -> None:
         assert f"{'namespace' if stack == 'prod' else 'network'} optiinfra-{tier}" in texts
     services = set(default_catalog().services)
     assert services <= set(texts)
-    boxes = [r for r in root.iter(f"{SVG}rect") if r.get("width") == str(docs.BOX_W)]
+    boxes = [r for r in root.iter(f"{SVG}rect") if r.get("width") == str(topology.BOX_W)]
     assert len(boxes) == 20
     # 27 dependency edges in the catalog (prometheus 1, grafana 1, flower 1, exporters 3, orchestrator 2,
     # data-collector 3, worker 3, beat 1, agents 4x2 + qdrant 1, portal 3).
@@ -184,11 +187,11 @@ def test_overview_svg_draws_every_panel_of_the_provisioned_json_at_its_grid_posi
         assert len(rects) == 1 and len(titles) == 1, p
         rect, grid = rects[0], p["gridPos"]
         # Proportional to gridPos: a column is GRID_COL_W px, a height unit GRID_ROW_H px (inset by GRID_PAD).
-        x0, y0 = docs.MARGIN + docs.GRID_PAD, docs.GRID_TOP + docs.GRID_PAD
-        assert float(rect.get("x", "")) - x0 == pytest.approx(grid["x"] * docs.GRID_COL_W), p
-        assert float(rect.get("y", "")) - y0 == pytest.approx(grid["y"] * docs.GRID_ROW_H), p
-        assert float(rect.get("width", "")) + 2 * docs.GRID_PAD == pytest.approx(grid["w"] * docs.GRID_COL_W), p
-        assert float(rect.get("height", "")) + 2 * docs.GRID_PAD == pytest.approx(grid["h"] * docs.GRID_ROW_H), p
+        x0, y0 = MARGIN + GRID_PAD, GRID_TOP + GRID_PAD
+        assert float(rect.get("x", "")) - x0 == pytest.approx(grid["x"] * GRID_COL_W), p
+        assert float(rect.get("y", "")) - y0 == pytest.approx(grid["y"] * GRID_ROW_H), p
+        assert float(rect.get("width", "")) + 2 * GRID_PAD == pytest.approx(grid["w"] * GRID_COL_W), p
+        assert float(rect.get("height", "")) + 2 * GRID_PAD == pytest.approx(grid["h"] * GRID_ROW_H), p
         texts = [t.text for t in g.iter(f"{SVG}text")]
         assert p["type"] in texts, p
         label = titles[0].text or ""
@@ -198,7 +201,7 @@ def test_overview_svg_draws_every_panel_of_the_provisioned_json_at_its_grid_posi
             assert label and p["options"]["content"].startswith(label.rstrip("…")), p
     root = ET.fromstring(svg)
     assert board["title"] in (root.findtext(f"{SVG}title") or "") and board["uid"] in svg
-    assert int(root.get("width", "")) == 2 * docs.MARGIN + 24 * docs.GRID_COL_W  # Grafana's 24 columns
+    assert int(root.get("width", "")) == 2 * MARGIN + 24 * GRID_COL_W  # Grafana's 24 columns
     rows = [g for g in groups.values() if "row" in [t.text for t in g.iter(f"{SVG}text")]]
     assert [t.text for g in rows for t in g.iter(f"{SVG}text") if t.get("class") == "title"] == [
         p["title"] for p in board["panels"] if p["type"] == "row"]  # the sections, in order
@@ -218,11 +221,11 @@ def test_overview_svg_fails_when_a_panel_is_missing() -> None:
 def test_overview_svg_escapes_text_and_is_deterministic() -> None:
     board = _overview_board()
     odd = {**board, "title": "A <b> & 'c'", "panels": [{**board["panels"][1], "title": "x < y & z"}]}
-    svg = docs.overview_svg("prod", odd)
+    svg = dashboard.overview_svg("prod", odd)
     root = ET.fromstring(svg)
     assert "x &lt; y &amp; z" in svg and [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "title"] == [
         "x < y & z"]
-    assert docs.overview_svg("prod", odd) == svg
+    assert dashboard.overview_svg("prod", odd) == svg
 
 
 def test_the_overview_drawn_is_the_same_in_every_stack() -> None:
@@ -283,7 +286,7 @@ def _model_of(annotation: object) -> bool:
 
 def test_every_setting_carries_a_docstring() -> None:
     # A field without one would show an empty cell in the table: the docstring is the documentation.
-    undocumented = [r.key for r in docs.setting_rows() if not r.description]
+    undocumented = [r.key for r in settings_table.setting_rows() if not r.description]
     assert not undocumented, f"add a docstring below each of {undocumented} in infra/settings.py"
 
 
@@ -300,14 +303,14 @@ def test_settings_table_lists_the_catalogs_credentials_as_secrets() -> None:
     assert sum("**secret**" in r[0] for r in rows.values()) == len(catalog.credentials)
     # A credential added to the catalog gets its row: the list is not written down anywhere else.
     catalog.credentials["mq"] = Credential("mq", "mqPassword", "RabbitMQ password", length=24)
-    keys = [r.key for r in docs.setting_rows(catalog) if r.secret]
+    keys = [r.key for r in settings_table.setting_rows(catalog) if r.secret]
     assert keys[-1] == "mqPassword" and len(keys) == len(catalog.credentials)
 
 
 def test_check_fails_when_settings_md_is_stale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
-    listed = {p for p in docs.layout_listed((ROOT / "README.md").read_text()) if (ROOT / p).is_file()}
-    for path in docs.layout_expected(ROOT) | listed:  # a layout as good as the real one
+    listed = {p for p in layout.layout_listed((ROOT / "README.md").read_text()) if (ROOT / p).is_file()}
+    for path in layout.layout_expected(ROOT) | listed:  # a layout as good as the real one
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).touch()
     args = ["docs", "--stack", "dev", "--root", str(tmp_path)]
@@ -324,11 +327,11 @@ def test_check_fails_when_settings_md_is_stale(tmp_path: Path, capsys: pytest.Ca
 # ---- the README's layout section ---------------------------------------------------------------------
 
 def test_every_module_is_in_the_readme_layout() -> None:
-    assert docs.layout_problems(ROOT) == []
-    listed = docs.layout_listed((ROOT / "README.md").read_text())
+    assert layout.layout_problems(ROOT) == []
+    listed = layout.layout_listed((ROOT / "README.md").read_text())
     assert {"infra/stack.py", "infra/commands/docs.py", "scripts/pylanghost/main.go"} <= listed
-    expected = docs.layout_expected(ROOT)
-    assert {"infra/docs.py", "infra/backends/__init__.py", "policies/optiinfra_policies/vocabulary.py",
+    expected = layout.layout_expected(ROOT)
+    assert {"infra/docs/layout.py", "infra/backends/__init__.py", "policies/optiinfra_policies/vocabulary.py",
             "scripts/test.sh", "scripts/pylanghost/main.go"} <= expected
     assert not [p for p in expected if not p.endswith(".py") and not p.startswith("scripts/")]
 
@@ -356,11 +359,11 @@ def test_layout_check_names_missing_and_gone_modules(tmp_path: Path, capsys: pyt
                 "scripts/pins.txt", "policies/config/dev.json"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).touch()
-    assert docs.layout_problems(tmp_path) == []
+    assert layout.layout_problems(tmp_path) == []
     (tmp_path / "infra" / "d.py").touch()
     (tmp_path / "policies" / "rules.py").touch()
     (tmp_path / "infra" / "b.py").unlink()
-    assert docs.layout_problems(tmp_path) == ["not listed: infra/d.py, policies/rules.py",
+    assert layout.layout_problems(tmp_path) == ["not listed: infra/d.py, policies/rules.py",
                                               "listed but missing: infra/b.py"]
     args = ["docs", "--stack", "dev", "--root", str(tmp_path)]
     assert cli.main(args) == 0
@@ -379,9 +382,9 @@ def test_in_a_checkout_the_layout_lists_what_git_tracks(tmp_path: Path) -> None:
         (tmp_path / rel).touch()
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     subprocess.run(["git", "-C", str(tmp_path), "add", "infra/a.py", "infra/b.py", "infra/sub", "scripts"], check=True)
-    assert docs.layout_problems(tmp_path) == []  # infra/scratch.py is nobody's module yet
+    assert layout.layout_problems(tmp_path) == []  # infra/scratch.py is nobody's module yet
     subprocess.run(["git", "-C", str(tmp_path), "add", "infra/scratch.py"], check=True)
-    assert docs.layout_problems(tmp_path) == ["not listed: infra/scratch.py"]
+    assert layout.layout_problems(tmp_path) == ["not listed: infra/scratch.py"]
 
 
 # ---- what the generator itself names --------------------------------------------------------------------
@@ -392,10 +395,10 @@ def _literals(path: Path) -> list[str]:
 
 
 def test_the_generator_names_no_service_and_no_vocabulary_string() -> None:
-    literals = _literals(ROOT / "infra" / "docs.py")
+    literals = [s for module in sorted((ROOT / "infra" / "docs").glob("*.py")) for s in _literals(module)]
     for name in default_catalog().services:
         hits = [s for s in literals if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", s, re.IGNORECASE)]
-        assert not hits, f"infra/docs.py names the service {name}: {hits}"
+        assert not hits, f"infra/docs/ names the service {name}: {hits}"
     tokens = {v for k, v in vars(vocabulary).items() if k.isupper() and isinstance(v, str) and ("." in v or ":" in v)}
     assert not [s for s in literals if any(t in s for t in tokens)]
 

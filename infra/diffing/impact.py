@@ -5,7 +5,7 @@ search) what follows from it: the service's own container or Service, its health
 or probe, the connection URLs of its dependents, the scraper's targets and the
 datasource that points at the scraper, NetworkPolicy rules, Ingress backends and stack
 outputs; each item is checked against what the render shows. `warnings_for()` turns port
-facts and the typed notes of the resource changes into typed alerts (`AlertKind`).
+facts and the typed notes of the resource changes into typed alerts (`WarningKind`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class EffectKind(enum.StrEnum):
     OUTPUT = "output"
 
 
-class AlertKind(enum.StrEnum):
+class WarningKind(enum.StrEnum):
     STATEFUL_REPLACE = "stateful-replace"
     DATA_AT_RISK = "data-at-risk"
     HOST_PORT_TAKEN = "host-port-taken"
@@ -122,8 +122,10 @@ class Effect:
 
 
 @dataclass(frozen=True)
-class Alert:
-    kind: AlertKind
+class DiffWarning:
+    """Something a reviewer of the diff should know before deploying it (`diff` prints it with `!`)."""
+
+    kind: WarningKind
     message: str
 
     def to_json(self) -> dict[str, str]:
@@ -167,7 +169,7 @@ def _refs(model: Model, target: str, port_name: str) -> dict[str, list[str]]:
     return out
 
 
-def _stale(model: Model, change: PortChange) -> list[Alert]:
+def _stale(model: Model, change: PortChange) -> list[DiffWarning]:
     """Values in the catalog that restate the old container port instead of following it."""
     if not (change.old and change.new and change.container_changed):
         return []
@@ -175,12 +177,13 @@ def _stale(model: Model, change: PortChange) -> list[Alert]:
     for eff in model.services.values():
         for name, value in [*eff.service.env, *(("command", x) for x in eff.service.command)]:
             if eff.name == change.service and isinstance(value, str) and re.search(rf"(?<!\d){old}(?!\d)", value):
-                warnings.append(Alert(AlertKind.STALE_PORT, f"{eff.name} sets {name}={value}: it still names port "
-                                      f"{old}, so the process would not listen on {change.new.container}"))
+                warnings.append(DiffWarning(WarningKind.STALE_PORT,
+                                            f"{eff.name} sets {name}={value}: it still names port "
+                                            f"{old}, so the process would not listen on {change.new.container}"))
             if isinstance(value, Dsn) and value.service == change.service and "{port}" not in value.template \
                     and re.search(rf"(?<!\d){old}(?!\d)", value.template):
-                warnings.append(Alert(AlertKind.STALE_PORT, f"{eff.name} {name} writes port {old} of "
-                                      f"{change.service} literally ({value.template!r}): it will not follow"))
+                warnings.append(DiffWarning(WarningKind.STALE_PORT, f"{eff.name} {name} writes port {old} of "
+                                            f"{change.service} literally ({value.template!r}): it will not follow"))
     return warnings
 
 
@@ -418,7 +421,7 @@ def _template_annotations(state: State) -> dict[str, Any]:
     return dict((template.get("metadata") or {}).get("annotations") or {})
 
 
-def not_restarted(new: Snapshot, changes: list[ResourceChange]) -> list[Alert]:
+def not_restarted(new: Snapshot, changes: list[ResourceChange]) -> list[DiffWarning]:
     """A Secret or ConfigMap whose content changes under the same name does not restart the
     pods that read it: they keep the old values until something rolls them."""
     by_urn = {c.urn: c for c in changes}
@@ -441,15 +444,16 @@ def not_restarted(new: Snapshot, changes: list[ResourceChange]) -> list[Alert]:
             if wc is None or not any(f.path.startswith("spec.template") for f in wc.changes):
                 stale.append(f"{v.kind(w.type).lower()}/{object_name(w)}")
         if stale:
-            out.append(Alert(AlertKind.NOT_RESTARTED, f"{kind} {object_name(obj)} ({ns}) changes, but nothing in "
-                             f"the pod templates of {', '.join(sorted(stale))} does: their pods keep the old values "
-                             f"until restarted (`kubectl -n {ns} rollout restart {' '.join(sorted(stale))}`)"))
+            out.append(DiffWarning(WarningKind.NOT_RESTARTED,
+                                   f"{kind} {object_name(obj)} ({ns}) changes, but nothing in the pod templates of "
+                                   f"{', '.join(sorted(stale))} does: their pods keep the old values until restarted "
+                                   f"(`kubectl -n {ns} rollout restart {' '.join(sorted(stale))}`)"))
     return out
 
 
 def warnings_for(changes: list[PortChange], model: Model, new: Snapshot,
-                 resource_changes: list[ResourceChange]) -> list[Alert]:
-    out: list[Alert] = []
+                 resource_changes: list[ResourceChange]) -> list[DiffWarning]:
+    out: list[DiffWarning] = []
     by_service: dict[int, list[PortFact]] = {}
     for p in new.ports:
         if p.host is not None:
@@ -461,19 +465,20 @@ def warnings_for(changes: list[PortChange], model: Model, new: Snapshot,
             continue
         others = [p for p in by_service.get(b.host, []) if p.key != b.key]
         for p in others:
-            out.append(Alert(AlertKind.HOST_PORT_TAKEN, f"host port {b.host} of {b.service} {b.port} is also "
-                             f"published by {p.service} {p.port}"))
+            out.append(DiffWarning(WarningKind.HOST_PORT_TAKEN, f"host port {b.host} of {b.service} {b.port} is also "
+                                   f"published by {p.service} {p.port}"))
         allocated = [p for p in new.ports if p.allocated == b.host and p.key != b.key and p.host != b.host]
         for p in allocated:
-            out.append(Alert(AlertKind.HOST_PORT_TAKEN, f"host port {b.host} of {b.service} {b.port} is the "
-                             f"catalog's allocation of {p.service} {p.port} (not published in this stack): "
-                             f"publishing {p.service} would clash"))
+            out.append(DiffWarning(WarningKind.HOST_PORT_TAKEN, f"host port {b.host} of {b.service} {b.port} is the "
+                                   f"catalog's allocation of {p.service} {p.port} (not published in this stack): "
+                                   f"publishing {p.service} would clash"))
         if b.band and b.band_low is not None and b.band_high is not None and not b.band_low <= b.host <= b.band_high:
             was = ch.old.host if ch.old and ch.old.host is not None else ch.old.allocated if ch.old else None
             before = (f" (so was {was})" if was is not None and not b.band_low <= was <= b.band_high else
                       f" ({was} was inside)" if was is not None else "")
-            out.append(Alert(AlertKind.BAND, f"host port {b.host} of {b.service} {b.port} leaves its allocation "
-                             f"band {b.band} {b.band_low}-{b.band_high}{before}"))
+            out.append(DiffWarning(WarningKind.BAND,
+                                   f"host port {b.host} of {b.service} {b.port} leaves its allocation "
+                                   f"band {b.band} {b.band_low}-{b.band_high}{before}"))
         out.extend(_unreachable(new, b))
         out.extend(_stale(model, ch))
     for c in resource_changes:
@@ -484,27 +489,27 @@ def warnings_for(changes: list[PortChange], model: Model, new: Snapshot,
             if note.kind is NoteKind.DATA_KEPT:
                 depth = 2 if v.is_kubernetes(c.type) else 1
                 why = ", ".join(sorted({head(f.path, depth) for f in c.changes if f.replaces}))
-                out.append(Alert(AlertKind.STATEFUL_REPLACE, f"{who} is stateful and will be replaced ({why}); "
-                                 f"{note.text}"))
+                out.append(DiffWarning(WarningKind.STATEFUL_REPLACE, f"{who} is stateful and will be replaced ({why}); "
+                                       f"{note.text}"))
             elif note.kind is NoteKind.DATA_AT_RISK:
-                out.append(Alert(AlertKind.DATA_AT_RISK, f"{who}: {note.text}"))
+                out.append(DiffWarning(WarningKind.DATA_AT_RISK, f"{who}: {note.text}"))
             elif note.kind is NoteKind.PROTECTED:
-                out.append(Alert(AlertKind.PROTECTED_REPLACE, f"{who}: {note.detail}"))
+                out.append(DiffWarning(WarningKind.PROTECTED_REPLACE, f"{who}: {note.detail}"))
             elif note.kind is NoteKind.NAME_CLASH:
-                out.append(Alert(AlertKind.NO_DELETE_FIRST, f"{who}: {note.text}"))
+                out.append(DiffWarning(WarningKind.NO_DELETE_FIRST, f"{who}: {note.text}"))
     out.extend(not_restarted(new, resource_changes))
     for c in resource_changes:
         who = c.service or c.name
         for note in c.notes:
             if note.kind is NoteKind.ROLLING_UPDATE and note.detail:
-                out.append(Alert(AlertKind.STATEFUL_RESTART, f"{who} is stateful and its pod is recreated "
-                                 f"(rolling update); {note.detail}"))
+                out.append(DiffWarning(WarningKind.STATEFUL_RESTART, f"{who} is stateful and its pod is recreated "
+                                       f"(rolling update); {note.detail}"))
             if note.kind is NoteKind.DORMANT:
-                out.append(Alert(AlertKind.DORMANT_UPDATE, f"{who}: {note.detail}"))
+                out.append(DiffWarning(WarningKind.DORMANT_UPDATE, f"{who}: {note.detail}"))
     return out
 
 
-def _unreachable(new: Snapshot, b: PortFact) -> list[Alert]:
+def _unreachable(new: Snapshot, b: PortFact) -> list[DiffWarning]:
     """Docker does not forward published ports of a container that is only on internal networks."""
     internal = {str(s.inputs.get("name")) for s in new.resources.values()
                 if s.type == v.DOCKER_NETWORK and s.inputs.get("internal")}
@@ -513,6 +518,6 @@ def _unreachable(new: Snapshot, b: PortFact) -> list[Alert]:
             continue
         nets = [str(n.get("name")) for n in s.inputs.get("networksAdvanced") or [] if isinstance(n, dict)]
         if nets and all(n in internal for n in nets):
-            return [Alert(AlertKind.UNREACHABLE, f"{b.service} is only on the internal network(s) "
-                          f"{', '.join(nets)}: Docker does not forward its published port {b.host_text()}")]
+            return [DiffWarning(WarningKind.UNREACHABLE, f"{b.service} is only on the internal network(s) "
+                                f"{', '.join(nets)}: Docker does not forward its published port {b.host_text()}")]
     return []

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import stack as stack_config
 from .compare import Note, NoteKind, Op, ResourceChange, compare, output_changes, shown
-from .impact import Alert, AlertKind, Impact, impact, port_changes, warnings_for
+from .impact import DiffWarning, Impact, WarningKind, impact, port_changes, warnings_for
 from .snapshot import Snapshot, at_revision, take
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ class Diff:
     resources: list[ResourceChange]
     outputs: list[tuple[str, Any, Any]]
     impacts: list[Impact]
-    warnings: list[Alert]
+    warnings: list[DiffWarning]
     unchanged: int
     notes: list[str] = field(default_factory=list)
 
@@ -102,11 +102,11 @@ def run_diff(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), 
 # ---- text -----------------------------------------------------------------------------------------
 
 _SIGN = {Op.CREATE: "+", Op.UPDATE: "~", Op.REPLACE: "+-", Op.DELETE: "-"}
-_CHECKS = ((AlertKind.STATEFUL_REPLACE, "stateful services replaced"),
-           (AlertKind.DATA_AT_RISK, "volumes or claims at risk"),
-           (AlertKind.HOST_PORT_TAKEN, "host ports already taken"),
-           (AlertKind.BAND, "ports outside their band"),
-           (AlertKind.NO_DELETE_FIRST, "replacements that create before deleting"))
+_CHECKS = ((WarningKind.STATEFUL_REPLACE, "stateful services replaced"),
+           (WarningKind.DATA_AT_RISK, "volumes or claims at risk"),
+           (WarningKind.HOST_PORT_TAKEN, "host ports already taken"),
+           (WarningKind.BAND, "ports outside their band"),
+           (WarningKind.NO_DELETE_FIRST, "replacements that create before deleting"))
 """The checks a port change's diff always reports on, found or not."""
 
 

@@ -13,7 +13,8 @@ Modules
 - `standards`: what both refuse: well-known default credentials (known_defaults.json),
   unpinned image references. The program's settings import them from here.
 - `core`: what a rule sees (`Resource`), policy config reconciled as the engine does.
-- `rules`: the rules, pure functions of resources and policy config.
+- `rules`: the rules, pure functions of resources and policy config, one module per family
+  (exposure, supply chain, reliability, isolation, credentials, data).
 - `pack`: the CrossGuard adapter (public pulumi-policy API only).
 
 Where each fact comes from

@@ -194,7 +194,7 @@ def reconcile(rules: Sequence[Rule], pack_config: Mapping[str, Any], *, source: 
         for problem in validate(props, {"type": "object", "properties": dict(rule.config),
                                         "additionalProperties": False}, rule.name):
             raise PolicyConfigError(f"{source}: {problem[0]}", problem[1], "see the policy's config schema in "
-                              "policies/optiinfra_policies/rules.py (README: Policy pack)")
+                              "policies/optiinfra_policies/rules/ (README: Policy pack)")
         out[rule.name] = Setting(level, props)
     return out
 

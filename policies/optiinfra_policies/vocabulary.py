@@ -152,6 +152,14 @@ DOCKER_BACKUP_TARGET = f"{DOCKER_LABEL}.backup-target"
 DOCKER_BACKUP_SCHEDULE = f"{DOCKER_LABEL}.backup-schedule"
 """Container label: the stack's backup schedule (cron, UTC) for the host's scheduler."""
 
+K8S_KUBE_SCORE_IGNORE = "kube-score/ignore"
+"""kube-score's own annotation on an object: the checks it skips there (comma-separated)."""
+K8S_KUBE_SCORE_REASON = f"{K8S_ANNOTATION}/kube-score."
+"""`optiinfra.io/kube-score.<check>`: why kube-score's `<check>` is ignored on this object
+(kube-score's own annotation takes only the check names)."""
+K8S_CHECKOV_SKIP = "checkov.io/skip"
+"""`checkov.io/skip<N>: CKV_K8S_<id>=<reason>`, checkov's own skip annotation."""
+
 TRUE = "true"
 
 SECRET_MARK = "[secret]"
