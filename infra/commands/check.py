@@ -1,6 +1,6 @@
 """`check`: run the policy pack over the offline render, without the Pulumi CLI.
 
-The same rules (policies/optiinfra_policies/rules.py) over the same inputs the engine hands
+The same rules (policies/optiinfra_policies/rules/) over the same inputs the engine hands
 them (the rendered resources, with what the program stamps on them), and the same
 enforcement levels and config (policies/config/<stack>.json, reconciled as the engine does)
 as `pulumi preview --policy-pack policies --policy-pack-config policies/config/<stack>.json`.
