@@ -20,11 +20,11 @@ Kubernetes all three are, and so is an instance larger than one node.
 On Kubernetes the requests must fit with room kept on top, and the report says how much:
 - each node's system reserve (`budget.reservedMemory`, `budget.reservedCpu`: kubelet,
   runtime, eviction threshold), which pods never get;
-- a rolling update's surge: every Deployment but an `exclusive` one rolls with one extra
-  pod (maxSurge 1, maxUnavailable 0). Rollouts that run at once each wait for room for
+- a rolling update's surge: the extra pods each service's `Rollout` (resolved in the
+  model, graph.resolve) adds while it rolls. Rollouts that run at once each wait for room for
   their next pod, and each finished step frees an old pod; so the room that guarantees
   progress is that of the largest surge pod, on one node as well as in the pool.
-Docker replaces a container in place (no surge) and the budget is already the host's share.
+On Docker every rollout replaces in place (no surge) and the budget is already the host's share.
 
 Amounts are kept in integers (millicores, MiB) so that totals add up exactly.
 """
@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .graph import Effective, Model, backup_claim_mib, providers_of, volume_mib
+from .graph import Effective, Model
 from .model import Tier, parse_memory_mib
 from .settings import NAMESPACE, ConfigError
 
@@ -147,13 +147,13 @@ def instances(model: Model, eff: Effective) -> int:
     replicas, and the cost agent's replicas once per cloud provider."""
     if model.settings.target != "kubernetes":
         return 1
-    return eff.replicas * (len(providers_of(model, eff)) or 1)
+    return eff.replicas * (len(eff.providers) or 1)
 
 
 def storage_mib(model: Model, eff: Effective) -> int:
     """Persistent storage of one instance: its volumes (a claim each on Kubernetes), and on
     Kubernetes its backup claim."""
-    return sum(volume_mib(model, eff, v) for v in eff.service.volumes) + backup_claim_mib(model, eff)
+    return sum(size for _, size in eff.volume_sizes) + eff.backup_mib
 
 
 def per_instance(model: Model, eff: Effective) -> Amount:
@@ -174,19 +174,18 @@ def budget_of(model: Model) -> Budget:
 
 
 def surge_of(model: Model, lines: list[Line]) -> Line | None:
-    """The largest pod a rolling update adds: over Deployments that roll (Kubernetes: not
-    stateful, not `exclusive`), by memory request, then CPU."""
-    if model.settings.target != "kubernetes":
-        return None
-    rolling = [x for x in lines if not model.services[x.name].service.stateful
-               and not model.services[x.name].service.exclusive]
-    top = max(rolling, key=lambda x: (x.each.memory_request_mib, x.each.cpu_request_m), default=None)
-    return None if top is None else Line(top.name, top.tier, 1, replace(top.each, storage_mib=0))
+    """The most a rolling update adds at once: over services whose rollout surges (the
+    model's `Rollout`), its surge pods, by memory request, then CPU."""
+    surge = {x.name: model.services[x.name].rollout.surge for x in lines}
+    rolling = [x for x in lines if surge[x.name]]
+    top = max(rolling, key=lambda x: (x.each.memory_request_mib * surge[x.name],
+                                      x.each.cpu_request_m * surge[x.name]), default=None)
+    return None if top is None else Line(top.name, top.tier, surge[top.name], replace(top.each, storage_mib=0))
 
 
 def footprint(model: Model, stack: str) -> Footprint:
     lines = [Line(eff.name, eff.tier, instances(model, eff), per_instance(model, eff),
-                  per_provider=bool(providers_of(model, eff)))
+                  per_provider=bool(eff.providers))
              for tier in Tier for eff in model.in_tier(tier)]
     fp = Footprint(stack=stack, target=model.settings.target, lines=lines, budget=budget_of(model),
                    surge=surge_of(model, lines))

@@ -72,21 +72,15 @@ from policies.optiinfra_policies.vocabulary import K8S_SECRET_KEYS as SECRET_KEY
 
 from .. import backup as backups
 from .. import external_secrets as eso
-from ..graph import Edge, Effective, Model, backup_claim_mib, providers_of, volume_mib
+from ..graph import Edge, Effective, Model
 from ..model import (
     LOG_MIB,
     SECRET_DIR,
-    CommandCheck,
     Dsn,
     EnvValue,
-    FromLimit,
-    FromVolume,
-    HttpCheck,
-    Probe,
     Resources,
     Secret,
     Service,
-    TcpCheck,
     Tier,
     Url,
     backup_job,
@@ -162,13 +156,6 @@ def rollout_hash(service: str, values: Mapping[str, str]) -> str:
     return hmac.new(key, ROLLOUT_CONTEXT + b"\0" + service.encode(), hashlib.sha256).hexdigest()[:16]
 
 
-def sized(model: Model, eff: Effective, value: FromLimit | FromVolume) -> tuple[str, ...]:
-    """An argument sized from the effective memory limit on this target, or a volume's size."""
-    if isinstance(value, FromLimit):
-        return value.render(eff.resources.limits(model.settings.target)[0])
-    volume = next(v for v in eff.service.volumes if v.name == value.volume)
-    return value.render(volume_mib(model, eff, volume))
-
 HIGH_UID = 10000
 """checkov CKV_K8S_40 and kube-score want UIDs and GIDs of at least this (no host user clash)."""
 
@@ -216,7 +203,8 @@ def review_exceptions(model: Model, eff: Effective, kind: str, replicas: int) ->
                "the catalog runs one instance; a rolling update with surge keeps it available"
                if not svc.scalable else "this stack's replicas: 1")
         out.append(Exception_((), ("deployment-replicas",), why))
-    if kind == "Deployment" and svc.exclusive and svc.ports:  # a Service targets it: kube-score wants a rollout
+    # A Service targets it: kube-score wants a rolling update.
+    if kind == "Deployment" and eff.rollout.strategy == "Recreate" and svc.ports:
         out.append(Exception_((), ("deployment-strategy",), (
             f"Recreate, never two at once: {svc.exclusive}; a short gap in its Service while it restarts")))
     if replicas > 1:
@@ -224,6 +212,23 @@ def review_exceptions(model: Model, eff: Effective, kind: str, replicas: int) ->
             "topologySpreadConstraints spread the replicas over zones and hosts (ScheduleAnyway, "
             "so a full node never blocks a rollout)")))
     return out
+
+
+def deployment_strategy(eff: Effective) -> apps.DeploymentStrategyArgs:
+    """The model's rollout as a Deployment's strategy."""
+    r = eff.rollout
+    if r.strategy == "Recreate":
+        return apps.DeploymentStrategyArgs(type="Recreate")
+    return apps.DeploymentStrategyArgs(type="RollingUpdate", rolling_update=apps.RollingUpdateDeploymentArgs(
+        max_surge=r.surge, max_unavailable=r.unavailable))
+
+
+def statefulset_rollout(eff: Effective) -> None:
+    """A StatefulSet keeps Kubernetes' default update strategy, which is the model's rollout
+    for it (one pod at a time, no surge); any other rollout is refused, never dropped."""
+    r = eff.rollout
+    if (r.strategy, r.surge, r.unavailable) != ("RollingUpdate", 0, 1):
+        raise ValueError(f"{eff.name}: a StatefulSet rolls one pod at a time; rollout {r} is not expressible")
 
 
 def backup_exceptions(image: str, uid: int) -> list[Exception_]:
@@ -300,7 +305,7 @@ def instances(model: Model, eff: Effective) -> list[Instance]:
     """A `per_cloud_provider` service runs once per provider (`<name>-<provider>`, named
     so even for a single provider: adding one never renames another); every other once."""
     name = eff.name
-    providers = providers_of(model, eff)
+    providers = eff.providers
     if providers:
         return [Instance(f"{name}-{p}", {NAME: name, PROVIDER: p}, (("CLOUD_PROVIDER", p),)) for p in providers]
     return [Instance(name, {NAME: name})]
@@ -370,15 +375,18 @@ def _secret_key(service: Service, env_name: str, value: object) -> str:
     return f"{service.name}.{env_name}"
 
 
-def _action(service: Service, probe: Probe) -> dict[str, object]:
-    if isinstance(probe, HttpCheck):
+class _ProbeAction:
+    """A check as a Kubernetes probe's action (the keyword of core.ProbeArgs it sets)."""
+
+    def http(self, path: str, port: int, expect: str | None) -> dict[str, object]:
         # A probe can check the status only; the body match (`expect`) is Docker's.
-        return {"http_get": core.HTTPGetActionArgs(path=probe.path, port=service.port(probe.port).container)}
-    if isinstance(probe, TcpCheck):
-        return {"tcp_socket": core.TCPSocketActionArgs(port=service.port(probe.port).container)}
-    if isinstance(probe, CommandCheck):
-        return {"exec_": core.ExecActionArgs(command=list(probe.argv))}
-    raise TypeError(f"{service.name}: unknown probe {type(probe).__name__}")
+        return {"http_get": core.HTTPGetActionArgs(path=path, port=port)}
+
+    def tcp(self, port: int) -> dict[str, object]:
+        return {"tcp_socket": core.TCPSocketActionArgs(port=port)}
+
+    def command(self, argv: tuple[str, ...]) -> dict[str, object]:
+        return {"exec_": core.ExecActionArgs(command=list(argv))}
 
 
 def probes(service: Service) -> dict[str, core.ProbeArgs]:
@@ -387,7 +395,7 @@ def probes(service: Service) -> dict[str, core.ProbeArgs]:
     h = service.health
     if h is None:
         return {}
-    ready, live = _action(service, h.probe), _action(service, h.liveness)
+    ready, live = h.probe.render(service, _ProbeAction()), h.liveness.render(service, _ProbeAction())
 
     def probe(action: dict[str, object], *, failures: int, delay: int | None = None) -> core.ProbeArgs:
         return core.ProbeArgs(**action, period_seconds=h.interval_s,  # type: ignore[arg-type]
@@ -589,11 +597,11 @@ class KubernetesBackend:
                 shapes.setdefault(key, arg)
                 env.append(self._secret_env(var, key))
                 args.append(f"$({var})")
-            args.extend(_literal(a) for v in svc.sized_command for a in sized(self.model, eff, v))
+            args.extend(_literal(a) for a in eff.sized_args)
             for f in svc.secret_files:  # mounted from the same Secret (see _pod)
                 shapes.setdefault(f.credential, Embedded(PASSWORD, f.credential))
             b = svc.backup
-            if eff in self.model.backed_up() and b is not None and b.credential:  # the backup job's file
+            if eff.backed_up and b is not None and b.credential:  # the backup job's file
                 shapes.setdefault(b.credential, Embedded(PASSWORD, b.credential))
             self.env[svc.name], self.args[svc.name] = env, args
         if not shapes:
@@ -664,8 +672,8 @@ class KubernetesBackend:
                        for f in {f.credential: f for f in svc.secret_files}.values()])))
             mounts.append(core.VolumeMountArgs(name="credentials", mount_path=SECRET_DIR, read_only=True))
         env = [core.EnvVarArgs(name=k, value=v) for k, v in inst.env] + self.env[svc.name]
-        if svc.external_url_env and eff.name in self.model.settings.kubernetes.ingress.hosts and eff.public:
-            env.append(core.EnvVarArgs(name=svc.external_url_env, value=self._external_url(eff.name) + "/"))
+        if svc.external_url_env and eff.external_url:
+            env.append(core.EnvVarArgs(name=svc.external_url_env, value=eff.external_url + "/"))
         container = core.ContainerArgs(
             name=svc.name,
             image=eff.image,
@@ -693,8 +701,7 @@ class KubernetesBackend:
                 max_skew=1, topology_key=key, when_unsatisfiable="ScheduleAnyway",
                 label_selector=meta.LabelSelectorArgs(match_labels=inst.selector))
                 for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")]
-        pull = self.model.settings.kubernetes.image_pull_secrets
-        pull_secrets = [core.LocalObjectReferenceArgs(name=n) for n in pull] if svc.own_image and pull else None
+        pull_secrets = [core.LocalObjectReferenceArgs(name=n) for n in eff.pull_secrets] or None
         return core.PodTemplateSpecArgs(
             metadata=meta.ObjectMetaArgs(labels={PART_OF: PROJECT, COMPONENT: eff.tier.value, **inst.selector},
                                          annotations=self._rollout(svc)),
@@ -740,7 +747,7 @@ class KubernetesBackend:
             spec=core.PersistentVolumeClaimSpecArgs(
                 access_modes=["ReadWriteOnce"], storage_class_name=self.model.settings.kubernetes.storage_class,
                 resources=core.VolumeResourceRequirementsArgs(
-                    requests={"storage": quantity_mib(volume_mib(self.model, eff, v))})))
+                    requests={"storage": quantity_mib(eff.volume_mib(v.name))})))
             for v in eff.service.volumes]
 
     def service(self, eff: Effective, after: Sequence[pulumi.Resource]) -> pulumi.Resource:
@@ -760,6 +767,7 @@ class KubernetesBackend:
             template = self._pod(eff, inst, volumes, mounts)
             workload: pulumi.Resource
             if svc.stateful:
+                statefulset_rollout(eff)
                 workload = apps.StatefulSet(inst.name, apps.StatefulSetInitArgs(
                     metadata=metadata,
                     spec=apps.StatefulSetSpecArgs(
@@ -775,22 +783,19 @@ class KubernetesBackend:
                     metadata=metadata,
                     spec=apps.DeploymentSpecArgs(
                         replicas=eff.replicas, selector=selector, template=template,
-                        # A service whose instances must never overlap (Celery beat: one
-                        # scheduler) is replaced in place; every other one rolls with one extra
-                        # pod, never one fewer (a singleton stays available).
-                        strategy=apps.DeploymentStrategyArgs(type="Recreate") if svc.exclusive else
-                        apps.DeploymentStrategyArgs(type="RollingUpdate",
-                                                    rolling_update=apps.RollingUpdateDeploymentArgs(
-                                                        max_surge=1, max_unavailable=0)))),
+                        strategy=deployment_strategy(eff))),
                     opts=self._opts(comp, depends_on=needs))
             workloads.append(workload)
-            if eff.replicas > 1:
+            budget = eff.rollout.budget
+            if budget is not None:
                 policy.PodDisruptionBudget(inst.name, policy.PodDisruptionBudgetInitArgs(
                     metadata=self._meta(inst.name, tier, inst.selector),
-                    spec=policy.PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=selector)),
+                    spec=policy.PodDisruptionBudgetSpecArgs(
+                        max_unavailable=budget.max_unavailable, min_available=budget.min_available,
+                        selector=selector)),
                     opts=self._opts(comp, depends_on=[self.namespaces[tier]]))
         handle = workloads[0]
-        if eff in self.model.backed_up():
+        if eff.backed_up:
             self._backup(eff, comp, workloads[0])
         if needs_headless(eff, self.scraped):
             self._headless(eff, comp)
@@ -823,7 +828,7 @@ class KubernetesBackend:
         comp_opts = self._opts(comp, depends_on=[self.namespaces[tier]], protect=True)
         job = backup_job(svc.name)
         labels = {NAME: job}
-        size = backup_claim_mib(model, eff)
+        size = eff.backup_mib
         # The backups' claim outlives the job and the service: protected like their data.
         # Not awaited: with a WaitForFirstConsumer StorageClass it binds only when the first
         # backup runs, and nothing of the stack waits for it.
@@ -919,15 +924,12 @@ class KubernetesBackend:
                                             protocol=p.protocol.upper()) for p in svc.ports] or None)),
             opts=self._opts(comp, depends_on=[self.namespaces[eff.tier]]))
 
-    def _external_url(self, name: str) -> str:
-        ing = self.model.settings.kubernetes.ingress
-        return f"{'https' if ing.tls_secret_name else 'http'}://{ing.hosts[name]}"
-
     def _ingress(self, eff: Effective, comp: TierComponent, service: core.Service) -> None:
         ing = self.model.settings.kubernetes.ingress
         port = eff.service.primary_port
         assert port is not None
-        host = ing.hosts[eff.name]  # settings require a host for every public service
+        host, url = eff.ingress_host, eff.external_url
+        assert host is not None and url is not None  # settings require a host for every public service
         net.Ingress(eff.name, net.IngressInitArgs(
             metadata=self._meta(eff.name, eff.tier, {NAME: eff.name}, {**ing.annotations, K8S_PUBLIC: "true"}),
             spec=net.IngressSpecArgs(
@@ -940,7 +942,7 @@ class KubernetesBackend:
                         backend=net.IngressBackendArgs(service=net.IngressServiceBackendArgs(
                             name=eff.name, port=net.ServiceBackendPortArgs(number=port.container))))]))])),
             opts=self._opts(comp, depends_on=[service]))
-        self.ingress_urls[eff.name] = self._external_url(eff.name)
+        self.ingress_urls[eff.name] = url
 
     def outputs(self) -> StackOutputs:
         model = self.model
