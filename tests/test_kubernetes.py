@@ -513,8 +513,8 @@ def test_args_are_the_catalogs_command(prod: offline.Render) -> None:
     assert "command" not in container(ws["prometheus"])
     assert container(ws["clickhouse-exporter"])["args"] == [
         "-scrape_uri=http://clickhouse.optiinfra-databases.svc.cluster.local:8123/"]
-    assert kubernetes._literal("echo $(date)") == "echo $$(date)"
-    assert kubernetes._literal('exec redis-server "$REDIS_PASSWORD"') == 'exec redis-server "$REDIS_PASSWORD"'
+    assert kubernetes.literal("echo $(date)") == "echo $$(date)"
+    assert kubernetes.literal('exec redis-server "$REDIS_PASSWORD"') == 'exec redis-server "$REDIS_PASSWORD"'
 
 
 # ---- credentials ------------------------------------------------------------------
