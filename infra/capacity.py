@@ -214,8 +214,10 @@ def room(fp: Footprint) -> str:
         parts.append(f"system reserve {mem(b.reserved_memory_mib)} and {cores(b.reserved_cpu_m)} cores per node "
                      f"({NAMESPACE}:budget.reservedMemory, .reservedCpu)")
     if fp.surge is not None:
-        parts.append(f"rolling-update surge {mem(fp.surge.each.memory_request_mib)} and "
-                     f"{cores(fp.surge.each.cpu_request_m)} cores (one {fp.surge.name} pod)")
+        n = fp.surge.instances
+        pods = f"one {fp.surge.name} pod" if n == 1 else f"{n} {fp.surge.name} pods"
+        parts.append(f"rolling-update surge {mem(fp.surge.total.memory_request_mib)} and "
+                     f"{cores(fp.surge.total.cpu_request_m)} cores ({pods})")
     return ", ".join(parts)
 
 
@@ -223,7 +225,7 @@ def _judge(fp: Footprint) -> None:
     total, b, k8s = fp.total, fp.budget, fp.target == "kubernetes"
     nodes = f"{b.nodes} nodes x " if b.nodes > 1 else ""
     per_node = f" per node, or {NAMESPACE}:budget.nodes" if b.nodes > 1 else ""
-    surge = fp.surge.each if fp.surge is not None else Amount()
+    surge = fp.surge.total if fp.surge is not None else Amount()
     kept = f" with room kept for the {room(fp)}" if room(fp) else ""
     if k8s and total.memory_request_mib <= b.memory_mib and (
             total.memory_request_mib + surge.memory_request_mib > b.nodes * b.pod_memory_per_node_mib):
@@ -335,7 +337,7 @@ def text(fp: Footprint) -> str:
                  f"memory {_pct(total.memory_request_mib, b.memory_mib)}, "
                  f"storage {_pct(total.storage_mib, b.storage_mib)}")
     if room(fp):
-        surge = fp.surge.each if fp.surge is not None else Amount()
+        surge = fp.surge.total if fp.surge is not None else Amount()
         kept_m = b.nodes * b.reserved_memory_mib + surge.memory_request_mib
         kept_c = b.nodes * b.reserved_cpu_m + surge.cpu_request_m
         lines.append(f"{'room kept':<27}{room(fp)}: cpu {cores(kept_c)} cores, memory {mem(kept_m)} in all; "
@@ -359,7 +361,7 @@ def as_json(fp: Footprint) -> dict[str, Any]:
         "budget": {"nodes": b.nodes, "cpuPerNode": b.cpu_per_node_m / 1000, "memoryPerNodeMiB": b.memory_per_node_mib,
                    "cpu": b.cpu_m / 1000, "memoryMiB": b.memory_mib, "storageMiB": b.storage_mib,
                    "reservedCpuPerNode": b.reserved_cpu_m / 1000, "reservedMemoryPerNodeMiB": b.reserved_memory_mib},
-        "surge": None if fp.surge is None else {"service": fp.surge.name, **fp.surge.each.as_json()},
+        "surge": None if fp.surge is None else {"service": fp.surge.name, **fp.surge.total.as_json()},
         "withinBudget": fp.fits,
         "problems": fp.problems,
         "warnings": fp.warnings,
