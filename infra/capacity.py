@@ -20,11 +20,11 @@ Kubernetes all three are, and so is an instance larger than one node.
 On Kubernetes the requests must fit with room kept on top, and the report says how much:
 - each node's system reserve (`budget.reservedMemory`, `budget.reservedCpu`: kubelet,
   runtime, eviction threshold), which pods never get;
-- a rolling update's surge: every Deployment but an `exclusive` one rolls with one extra
-  pod (maxSurge 1, maxUnavailable 0). Rollouts that run at once each wait for room for
+- a rolling update's surge: the extra pods each service's `Rollout` (resolved in the
+  model, graph.resolve) adds while it rolls. Rollouts that run at once each wait for room for
   their next pod, and each finished step frees an old pod; so the room that guarantees
   progress is that of the largest surge pod, on one node as well as in the pool.
-Docker replaces a container in place (no surge) and the budget is already the host's share.
+On Docker every rollout replaces in place (no surge) and the budget is already the host's share.
 
 Amounts are kept in integers (millicores, MiB) so that totals add up exactly.
 """
@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .graph import Effective, Model, backup_claim_mib, providers_of, volume_mib
+from .graph import Effective, Model
 from .model import Tier, parse_memory_mib
 from .settings import NAMESPACE, ConfigError
 
@@ -147,13 +147,13 @@ def instances(model: Model, eff: Effective) -> int:
     replicas, and the cost agent's replicas once per cloud provider."""
     if model.settings.target != "kubernetes":
         return 1
-    return eff.replicas * (len(providers_of(model, eff)) or 1)
+    return eff.replicas * (len(eff.providers) or 1)
 
 
 def storage_mib(model: Model, eff: Effective) -> int:
     """Persistent storage of one instance: its volumes (a claim each on Kubernetes), and on
     Kubernetes its backup claim."""
-    return sum(volume_mib(model, eff, v) for v in eff.service.volumes) + backup_claim_mib(model, eff)
+    return sum(size for _, size in eff.volume_sizes) + eff.backup_mib
 
 
 def per_instance(model: Model, eff: Effective) -> Amount:
@@ -174,19 +174,18 @@ def budget_of(model: Model) -> Budget:
 
 
 def surge_of(model: Model, lines: list[Line]) -> Line | None:
-    """The largest pod a rolling update adds: over Deployments that roll (Kubernetes: not
-    stateful, not `exclusive`), by memory request, then CPU."""
-    if model.settings.target != "kubernetes":
-        return None
-    rolling = [x for x in lines if not model.services[x.name].service.stateful
-               and not model.services[x.name].service.exclusive]
-    top = max(rolling, key=lambda x: (x.each.memory_request_mib, x.each.cpu_request_m), default=None)
-    return None if top is None else Line(top.name, top.tier, 1, replace(top.each, storage_mib=0))
+    """The most a rolling update adds at once: over services whose rollout surges (the
+    model's `Rollout`), its surge pods, by memory request, then CPU."""
+    surge = {x.name: model.services[x.name].rollout.surge for x in lines}
+    rolling = [x for x in lines if surge[x.name]]
+    top = max(rolling, key=lambda x: (x.each.memory_request_mib * surge[x.name],
+                                      x.each.cpu_request_m * surge[x.name]), default=None)
+    return None if top is None else Line(top.name, top.tier, surge[top.name], replace(top.each, storage_mib=0))
 
 
 def footprint(model: Model, stack: str) -> Footprint:
     lines = [Line(eff.name, eff.tier, instances(model, eff), per_instance(model, eff),
-                  per_provider=bool(providers_of(model, eff)))
+                  per_provider=bool(eff.providers))
              for tier in Tier for eff in model.in_tier(tier)]
     fp = Footprint(stack=stack, target=model.settings.target, lines=lines, budget=budget_of(model),
                    surge=surge_of(model, lines))
@@ -215,8 +214,10 @@ def room(fp: Footprint) -> str:
         parts.append(f"system reserve {mem(b.reserved_memory_mib)} and {cores(b.reserved_cpu_m)} cores per node "
                      f"({NAMESPACE}:budget.reservedMemory, .reservedCpu)")
     if fp.surge is not None:
-        parts.append(f"rolling-update surge {mem(fp.surge.each.memory_request_mib)} and "
-                     f"{cores(fp.surge.each.cpu_request_m)} cores (one {fp.surge.name} pod)")
+        n = fp.surge.instances
+        pods = f"one {fp.surge.name} pod" if n == 1 else f"{n} {fp.surge.name} pods"
+        parts.append(f"rolling-update surge {mem(fp.surge.total.memory_request_mib)} and "
+                     f"{cores(fp.surge.total.cpu_request_m)} cores ({pods})")
     return ", ".join(parts)
 
 
@@ -224,7 +225,7 @@ def _judge(fp: Footprint) -> None:
     total, b, k8s = fp.total, fp.budget, fp.target == "kubernetes"
     nodes = f"{b.nodes} nodes x " if b.nodes > 1 else ""
     per_node = f" per node, or {NAMESPACE}:budget.nodes" if b.nodes > 1 else ""
-    surge = fp.surge.each if fp.surge is not None else Amount()
+    surge = fp.surge.total if fp.surge is not None else Amount()
     kept = f" with room kept for the {room(fp)}" if room(fp) else ""
     if k8s and total.memory_request_mib <= b.memory_mib and (
             total.memory_request_mib + surge.memory_request_mib > b.nodes * b.pod_memory_per_node_mib):
@@ -336,7 +337,7 @@ def text(fp: Footprint) -> str:
                  f"memory {_pct(total.memory_request_mib, b.memory_mib)}, "
                  f"storage {_pct(total.storage_mib, b.storage_mib)}")
     if room(fp):
-        surge = fp.surge.each if fp.surge is not None else Amount()
+        surge = fp.surge.total if fp.surge is not None else Amount()
         kept_m = b.nodes * b.reserved_memory_mib + surge.memory_request_mib
         kept_c = b.nodes * b.reserved_cpu_m + surge.cpu_request_m
         lines.append(f"{'room kept':<27}{room(fp)}: cpu {cores(kept_c)} cores, memory {mem(kept_m)} in all; "
@@ -360,7 +361,7 @@ def as_json(fp: Footprint) -> dict[str, Any]:
         "budget": {"nodes": b.nodes, "cpuPerNode": b.cpu_per_node_m / 1000, "memoryPerNodeMiB": b.memory_per_node_mib,
                    "cpu": b.cpu_m / 1000, "memoryMiB": b.memory_mib, "storageMiB": b.storage_mib,
                    "reservedCpuPerNode": b.reserved_cpu_m / 1000, "reservedMemoryPerNodeMiB": b.reserved_memory_mib},
-        "surge": None if fp.surge is None else {"service": fp.surge.name, **fp.surge.each.as_json()},
+        "surge": None if fp.surge is None else {"service": fp.surge.name, **fp.surge.total.as_json()},
         "withinBudget": fp.fits,
         "problems": fp.problems,
         "warnings": fp.warnings,

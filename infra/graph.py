@@ -18,10 +18,13 @@ from policies.optiinfra_policies.vocabulary import docker_volume_name
 from .model import (
     Catalog,
     Dependency,
+    DisruptionBudget,
     Dsn,
+    FromLimit,
     Outside,
     Port,
     Resources,
+    Rollout,
     Secret,
     Service,
     Tier,
@@ -75,10 +78,38 @@ class Effective:
     replicas: int
     published: tuple[Published, ...]
     public: bool
+    rollout: Rollout
+    """How its instances are replaced, and its disruption budget (see `_rollout`)."""
+    # Decided once in `resolve` (below, once the graph is known); backends and capacity
+    # only read them.
+    volume_sizes: tuple[tuple[str, int], ...] = ()
+    """MiB of each of its volumes on this target, by volume name (`volume_mib`)."""
+    backup_mib: int = 0
+    """Size of its backup claim (`backup_claim_mib`); 0: none."""
+    backed_up: bool = False
+    """This stack backs its data up (`Model.backed_up`)."""
+    sized_args: tuple[str, ...] = ()
+    """The catalog's `sized_command`, rendered from this target's memory limit and volume sizes."""
+    providers: tuple[str, ...] = ()
+    """Cloud providers it runs one instance for (`providers_of`)."""
+    existing_volumes: tuple[tuple[str, str], ...] = ()
+    """Docker: volumes adopted by name (`services.<name>.volumes.<volume>.existing`)."""
+    ingress_host: str | None = None
+    """Kubernetes: the Ingress host of a public service (`kubernetes.ingress.hosts`)."""
+    external_url: str | None = None
+    """Kubernetes: the URL users reach a public service at through its Ingress."""
+    pull_secrets: tuple[str, ...] = ()
+    """Kubernetes: imagePullSecrets of its pods (OptiInfra's own images only)."""
 
     @property
     def name(self) -> str:
         return self.service.name
+
+    def volume_mib(self, volume: str) -> int:
+        return dict(self.volume_sizes)[volume]
+
+    def existing_volume(self, volume: str) -> str | None:
+        return dict(self.existing_volumes).get(volume)
 
     @property
     def tier(self) -> Tier:
@@ -255,14 +286,54 @@ def resolve(catalog: Catalog, settings: Settings) -> Model:
                     published.append(Published(p, host, bind))
         if not published and o and (o.host_port is not None or o.host_ports):
             raise ConfigError(f"{key}.hostPort", f"{name} has no port to publish", "remove the setting")
-        services[name] = Effective(_receivers_only(svc, settings), image, res, replicas, tuple(published), public)
+        services[name] = Effective(_receivers_only(svc, settings), image, res, replicas, tuple(published), public,
+                                   _rollout(settings, svc, replicas))
 
     model = Model(catalog=catalog, settings=settings, services=services)
     model.edges = _edges(catalog, model)
     model._index()
+    backed = {e.name for e in model.backed_up()}
+    model.services = {name: _decided(model, eff, name in backed) for name, eff in services.items()}
     _check_order(model)
     _check_host_ports(model)
     return model
+
+
+def _rollout(settings: Settings, svc: Service, replicas: int) -> Rollout:
+    """Docker replaces a container in place. On Kubernetes a service whose instances must
+    never overlap (`exclusive`: Celery beat, one scheduler) is replaced in place too; a
+    StatefulSet replaces one pod at a time (its stable identity allows no surge); every
+    other one rolls with one extra pod, never one fewer (a singleton stays available).
+    More than one replica: a drain takes at most one at a time."""
+    if settings.target != "kubernetes":
+        return Rollout("Recreate")
+    budget = DisruptionBudget(max_unavailable=1) if replicas > 1 else None
+    if svc.exclusive:
+        return Rollout("Recreate", budget=budget)
+    if svc.stateful:
+        return Rollout("RollingUpdate", surge=0, unavailable=1, budget=budget)
+    return Rollout("RollingUpdate", surge=1, unavailable=0, budget=budget)
+
+
+def _decided(model: Model, eff: Effective, backed_up: bool) -> Effective:
+    """The decisions about one service that read the stack's settings, made once."""
+    settings, svc = model.settings, eff.service
+    k8s = settings.target == "kubernetes"
+    sizes = tuple((v.name, volume_mib(model, eff, v)) for v in svc.volumes)
+    limit_mib = eff.resources.limits(settings.target)[0]
+    sized = tuple(a for v in svc.sized_command for a in (
+        v.render(limit_mib) if isinstance(v, FromLimit) else v.render(dict(sizes)[v.volume])))
+    o = settings.services.get(eff.name)
+    existing = tuple((name, v.existing) for name, v in o.volumes.items()
+                     if v.existing is not None) if o and not k8s else ()
+    ing = settings.kubernetes.ingress
+    host = ing.hosts.get(eff.name) if k8s and eff.public else None
+    url = f"{'https' if ing.tls_secret_name else 'http'}://{host}" if host else None
+    pull = settings.kubernetes.image_pull_secrets
+    return replace(eff, volume_sizes=sizes,
+                   backup_mib=backup_claim_mib(model, eff), backed_up=backed_up, sized_args=sized,
+                   providers=providers_of(model, eff), existing_volumes=existing, ingress_host=host,
+                   external_url=url, pull_secrets=tuple(pull) if k8s and svc.own_image and pull else ())
 
 
 def _receivers_only(svc: Service, settings: Settings) -> Service:

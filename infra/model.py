@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 
 from policies.optiinfra_policies.vocabulary import port_stamp
 
@@ -58,6 +58,21 @@ class Port:
     pack reads it from the port's stamp); it covers the port's own numbers only."""
 
 
+T_co = TypeVar("T_co", covariant=True)
+
+
+class ProbeRenderer(Protocol[T_co]):
+    """How one target writes a check (cdk8s-plus' `Probe` idea): each check kind calls the
+    method of its own kind, so no renderer asks a check what it is. Ports arrive resolved
+    to container port numbers."""
+
+    def http(self, path: str, port: int, expect: str | None) -> T_co: ...
+
+    def tcp(self, port: int) -> T_co: ...
+
+    def command(self, argv: tuple[str, ...]) -> T_co: ...
+
+
 @dataclass(frozen=True)
 class HttpCheck:
     """HTTP GET on a container port; healthy when the body contains `expect` (if given)."""
@@ -66,12 +81,18 @@ class HttpCheck:
     port: str
     expect: str | None = None
 
+    def render(self, service: Service, to: ProbeRenderer[T_co]) -> T_co:
+        return to.http(self.path, service.port(self.port).container, self.expect)
+
 
 @dataclass(frozen=True)
 class TcpCheck:
     """A TCP connect to a container port."""
 
     port: str
+
+    def render(self, service: Service, to: ProbeRenderer[T_co]) -> T_co:
+        return to.tcp(service.port(self.port).container)
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,9 @@ class CommandCheck:
     """
 
     argv: tuple[str, ...]
+
+    def render(self, service: Service, to: ProbeRenderer[T_co]) -> T_co:
+        return to.command(self.argv)
 
 
 Probe = HttpCheck | TcpCheck | CommandCheck
@@ -196,6 +220,31 @@ class FromVolume:
 
 
 Sized = FromLimit | FromVolume
+
+
+@dataclass(frozen=True)
+class DisruptionBudget:
+    """A PodDisruptionBudget: how many of a workload's pods a voluntary disruption (a node
+    drain) may take at once, or must leave running; one of the two is set."""
+
+    max_unavailable: int | None = None
+    min_available: int | None = None
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """How a service's instances are replaced, decided once per service (graph.resolve)
+    and read by every backend and by the capacity check.
+
+    `Recreate`: the old instance stops before the new one starts (never two at once; a
+    short gap). `RollingUpdate`: up to `surge` extra instances start before old ones stop,
+    and at most `unavailable` are missing meanwhile. `budget`: the disruption budget, if
+    any (Kubernetes PodDisruptionBudget)."""
+
+    strategy: Literal["Recreate", "RollingUpdate"]
+    surge: int = 0
+    unavailable: int = 0
+    budget: DisruptionBudget | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -513,8 +514,8 @@ def test_args_are_the_catalogs_command(prod: offline.Render) -> None:
     assert "command" not in container(ws["prometheus"])
     assert container(ws["clickhouse-exporter"])["args"] == [
         "-scrape_uri=http://clickhouse.optiinfra-databases.svc.cluster.local:8123/"]
-    assert kubernetes._literal("echo $(date)") == "echo $$(date)"
-    assert kubernetes._literal('exec redis-server "$REDIS_PASSWORD"') == 'exec redis-server "$REDIS_PASSWORD"'
+    assert kubernetes.literal("echo $(date)") == "echo $$(date)"
+    assert kubernetes.literal('exec redis-server "$REDIS_PASSWORD"') == 'exec redis-server "$REDIS_PASSWORD"'
 
 
 # ---- credentials ------------------------------------------------------------------
@@ -887,3 +888,60 @@ def test_every_object_is_labelled_and_in_a_tier(prod: offline.Render) -> None:
             assert res.parent in tiers, res.short
             assert res.inputs["metadata"]["labels"]["app.kubernetes.io/part-of"] == "optiinfra"
     assert not any(v == "[unknown]" for m in manifests(prod) for v in _walk(m))
+
+
+# ---- decisions read from the model ------------------------------------------------
+
+def test_the_rollout_is_read_from_the_model_by_the_render_and_by_capacity(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Change the model's rollout decision (graph._rollout) and both the manifests and the
+    capacity report move with it: neither restates the decision."""
+    from infra import capacity, graph
+    from infra.model import DisruptionBudget, Rollout
+
+    decide = graph._rollout
+
+    def changed(settings: Any, svc: Any, replicas: int) -> Rollout:
+        if svc.name == "orchestrator":
+            return Rollout("RollingUpdate", surge=3, unavailable=0, budget=DisruptionBudget(min_available=1))
+        if svc.name == "portal":
+            return Rollout("Recreate")
+        return decide(settings, svc, replicas) if svc.stateful else Rollout("Recreate")
+
+    monkeypatch.setattr(graph, "_rollout", changed)
+    r = offline.render("prod")
+    wl = workloads(r)
+    assert wl["orchestrator"]["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 3, "maxUnavailable": 0}}
+    assert wl["portal"]["spec"]["strategy"] == {"type": "Recreate"}
+    pdbs = named(r, "PodDisruptionBudget")
+    assert pdbs["orchestrator"]["spec"] == {"minAvailable": 1, "selector": {"matchLabels": {
+        "app.kubernetes.io/name": "orchestrator"}}}
+    fp = capacity.footprint(r.model, "prod")
+    assert fp.surge is not None and (fp.surge.name, fp.surge.instances) == ("orchestrator", 3)
+
+
+# ---- tier order ------------------------------------------------------------------
+
+SEED_ORDER = ["databases", "monitoring", "core", "agents", "frontend"]
+TIER = "optiinfra:platform:Tier"
+WORKLOAD_TYPES = ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet")
+
+
+def test_tiers_start_in_the_seeds_order(prod: offline.Render) -> None:
+    """Each tier waits for every workload of the tier before it (the seed's startup order,
+    written out here), and nothing waits for a later tier."""
+    tiers = {t.name: t for t in prod.of_type(TIER)}
+    assert sorted(tiers) == sorted(SEED_ORDER)
+    work = [w for t in WORKLOAD_TYPES for w in prod.of_type(t)]
+    for before, after in itertools.pairwise(SEED_ORDER):
+        earlier = {w.urn for w in work if w.parent == tiers[before].urn}
+        assert earlier and earlier <= set(tiers[after].dependencies), f"{after} must wait for {before}"
+        later = {w.urn for w in work if w.parent == tiers[after].urn}
+        assert not later & set(tiers[before].dependencies), f"{before} must not wait for {after}"
+    tier_of = {res.urn: res.parent for res in prod.resources}
+    rank = {tiers[name].urn: i for i, name in enumerate(SEED_ORDER)}
+    for res in prod.resources:
+        if res.parent in rank:
+            for d in res.dependencies:
+                assert rank.get(tier_of.get(d, ""), -1) <= rank[res.parent], f"{res.name} waits for a later tier"

@@ -530,7 +530,7 @@ def test_pss_violation_is_refused_by_the_api_server_and_nothing_else_changes(liv
                                                                             deployed: dict[str, Any]) -> None:
     """The settings and the policy pack refuse such a change first, so it is injected in
     the backend code of the test copy: the portal's container may escalate privileges."""
-    backend = "infra/backends/kubernetes.py"
+    backend = "infra/backends/kubernetes/pod.py"
     original = (live.dir / backend).read_text()
     # The workloads' container context (container_security), with escalation for the portal only.
     live.edit(backend, "security_context=container_security(svc.read_only_root, [c for c, _ in svc.cap_add]),",

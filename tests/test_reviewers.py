@@ -4,7 +4,7 @@ kube-score, pinned, both passing.
 Every finding either is fixed or is excepted beside its resource with the tool's own skip
 annotation and a reason (`checkov.io/skip<N>: CKV_K8S_<id>=<reason>`; `kube-score/ignore:
 <checks>` with `optiinfra.io/kube-score.<check>: <reason>`), generated from the catalog
-(infra/backends/kubernetes.py `review_exceptions`; the list is in docs/production.md).
+(infra/backends/kubernetes/reviews.py `review_exceptions`; the list is in docs/production.md).
 
 The tools live outside ./venv: kube-score is built by scripts/tools.sh (Go, once); checkov
 3.3.30 pins packaging<24 while pulumi needs packaging>=26, so it gets its own virtualenv in

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
@@ -33,16 +34,11 @@ from policies.optiinfra_policies.vocabulary import (
     tier_scoped_name,
 )
 
-from ..graph import ANY, LOOPBACK, Effective, Model, volume_mib
+from ..graph import ANY, LOOPBACK, Effective, Model
 from ..model import (
     DOCKER_SECRET_DIR,
-    CommandCheck,
-    FromLimit,
-    FromVolume,
     HealthCheck,
-    HttpCheck,
     Service,
-    TcpCheck,
     Tier,
 )
 from ..monitoring import GeneratedFiles
@@ -100,15 +96,6 @@ def host_of(service: str) -> str:
     return service
 
 
-def sized(model: Model, eff: Effective, value: FromLimit | FromVolume) -> tuple[str, ...]:
-    """An argument sized from the container's memory limit (Docker keeps the catalog's
-    headroom: no QoS classes), or from a volume's size."""
-    if isinstance(value, FromLimit):
-        return value.render(eff.resources.limits(model.settings.target)[0])
-    volume = next(v for v in eff.service.volumes if v.name == value.volume)
-    return value.render(volume_mib(model, eff, volume))
-
-
 def routes_out(model: Model, tier: Tier) -> bool:
     """A tier network has a route out (is not `internal`) only when one of the tier's own
     containers needs it: it declares outside egress in the catalog, or it publishes a host
@@ -118,10 +105,8 @@ def routes_out(model: Model, tier: Tier) -> bool:
     return any(model.outside(eff) or eff.published for eff in model.in_tier(tier))
 
 
-def _http_command(service: Service, check: HttpCheck, client: str) -> list[str]:
-    port = service.port(check.port).container
-    url = f"http://127.0.0.1:{port}{check.path}"
-    expect = check.expect
+def _http_command(service: Service, path: str, port: int, expect: str | None, client: str) -> list[str]:
+    url = f"http://127.0.0.1:{port}{path}"
     if client == "wget":
         fetch = f"wget -qO- {shlex.quote(url)}"
         shell = f"{fetch} | tr -d ' ' | grep -qF {shlex.quote(expect)}" if expect else f"{fetch} >/dev/null"
@@ -132,7 +117,7 @@ def _http_command(service: Service, check: HttpCheck, client: str) -> list[str]:
                 f"import urllib.request;urllib.request.urlopen({url!r},timeout=4)")
         return ["CMD", "python", "-c", code]
     if client == "bash-tcp":  # no HTTP client in the image: bash's /dev/tcp sends the GET
-        script = (f"exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET {check.path} HTTP/1.0\\r\\n\\r\\n' >&3 "
+        script = (f"exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3 "
                   "&& read -r status <&3 && [[ $status == *' 200 '* ]]")
         return ["CMD", "bash", "-c", script]
     if client == "node":
@@ -142,19 +127,30 @@ def _http_command(service: Service, check: HttpCheck, client: str) -> list[str]:
     raise ValueError(f"{service.name}: no HTTP client {client!r}")
 
 
+@dataclass(frozen=True)
+class _HealthTest:
+    """A check as Docker's HEALTHCHECK test, run inside the container with `client`."""
+
+    service: Service
+    client: str
+
+    def http(self, path: str, port: int, expect: str | None) -> list[str]:
+        return _http_command(self.service, path, port, expect, self.client)
+
+    def tcp(self, port: int) -> list[str]:
+        if self.client != "bash-tcp":
+            raise ValueError(f"{self.service.name}: cannot run TcpCheck with {self.client}")
+        return ["CMD", "bash", "-c", f":> /dev/tcp/127.0.0.1/{port}"]
+
+    def command(self, argv: tuple[str, ...]) -> list[str]:
+        return ["CMD", *argv]
+
+
 def health_test(service: Service, health: HealthCheck) -> list[str] | None:
     """The Docker HEALTHCHECK test for a service, or None when the image has no binary."""
-    probe, client = health.probe, health.docker_client
-    if client is None:
+    if health.docker_client is None:
         return None
-    if isinstance(probe, CommandCheck):
-        return ["CMD", *probe.argv]
-    if isinstance(probe, HttpCheck):
-        return _http_command(service, probe, client)
-    if isinstance(probe, TcpCheck) and client == "bash-tcp":
-        port = service.port(probe.port).container
-        return ["CMD", "bash", "-c", f":> /dev/tcp/127.0.0.1/{port}"]
-    raise ValueError(f"{service.name}: cannot run {type(probe).__name__} with {client}")
+    return health.probe.render(service, _HealthTest(service, health.docker_client))
 
 
 class DockerBackend:
@@ -194,9 +190,8 @@ class DockerBackend:
         comp = self.tiers[eff.tier]
         volumes = []
         adopted: list[pulumi.Resource] = []
-        override = model.settings.services.get(svc.name)
         for v in svc.volumes:
-            existing = override.volumes[v.name].existing if override and v.name in override.volumes else None
+            existing = eff.existing_volume(v.name)
             if existing is not None:
                 # Adopted (docs/adoption.md): read, never managed. The engine records it as
                 # external, so no update, replace, destroy or removal from the program ever
@@ -238,7 +233,7 @@ class DockerBackend:
             docker.ContainerArgs(
                 name=container_name(svc.name),
                 image=self._image(eff, comp).image_id,
-                command=[*self.wiring.command(svc), *(a for v in svc.sized_command for a in sized(model, eff, v))]
+                command=[*self.wiring.command(svc), *eff.sized_args]
                 or None,
                 envs=env or None,
                 ports=[docker.ContainerPortArgs(internal=p.port.container, external=p.host, ip=p.bind,
@@ -287,7 +282,7 @@ class DockerBackend:
                    for p in eff.published]
         if svc.volumes:
             labels.append((DOCKER_DATA_PATHS, joined(v.path for v in svc.volumes)))
-        if eff in self.model.backed_up():
+        if eff.backed_up:
             # `python -m infra backup` writes here; the host's scheduler runs it on this schedule.
             labels += [(DOCKER_BACKUP_TARGET, backup_dir(self.model, svc.name)),
                        (DOCKER_BACKUP_SCHEDULE, self.model.settings.backups.schedule)]

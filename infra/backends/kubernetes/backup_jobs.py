@@ -1,0 +1,139 @@
+"""Backup jobs: a CronJob per backed-up service that runs the catalog's backup into a
+claim of its own, under the same restricted pod security as the workloads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pulumi
+from pulumi_kubernetes.batch import v1 as batch
+from pulumi_kubernetes.core import v1 as core
+from pulumi_kubernetes.meta import v1 as meta
+
+from policies.optiinfra_policies.vocabulary import (
+    K8S_BACKUP_OF,
+    K8S_BACKUP_TARGET,
+    K8S_REQUIRE_DIGEST,
+    PROJECT,
+    TRUE,
+)
+from policies.optiinfra_policies.vocabulary import K8S_COMPONENT as COMPONENT
+from policies.optiinfra_policies.vocabulary import K8S_NAME as NAME
+from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
+
+from ... import backup as backups
+from ...graph import Effective
+from ...model import LOG_MIB, SECRET_DIR, Resources, backup_job
+from ...tiers import TierComponent
+from .objects import (
+    CREDENTIALS_SECRET,
+    SERVICE_AWAIT,
+    Objects,
+    backup_claim,
+    literal,
+    own_claim,
+    quantity_cpu,
+    quantity_mib,
+)
+from .pod import container_security, pod_security
+from .reviews import backup_exceptions, exception_annotations
+
+BACKUP_RESOURCES = Resources(memory_mib=128, cpu=0.05, memory_limit_mib=512, cpu_limit=0.5)
+"""What a backup job's client asks for: it streams, so memory stays flat whatever the data size."""
+BACKUP_SCRATCH_MIB = 64
+"""The job's /tmp (a client's temporary files; the backup itself goes to the target)."""
+BACKUP_DEADLINE_S = 3600
+"""A backup run that takes longer is killed (the next schedule tries again)."""
+
+
+def backup_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective, comp: TierComponent,
+                   ns: core.Namespace, ready: Sequence[pulumi.Resource], workload: pulumi.Resource,
+                   allow: pulumi.Resource | None) -> batch.CronJob:
+    """A CronJob that runs the catalog's backup of a service into a claim of its own (not
+    the service's), under the same restricted pod security as the workloads, reaching the
+    service only along its backup edge (`allow`) and reading the credential from a mounted
+    file; created after the tier's `ready` and the service's `workload`."""
+    model, svc, tier = objs.model, eff.service, eff.tier
+    b, cfg = backups.backup_of(svc), model.settings.backups
+    comp_opts = objs.opts(comp, depends_on=[ns], protect=True)
+    job = backup_job(svc.name)
+    labels = {NAME: job}
+    size = eff.backup_mib
+    # The backups' claim outlives the job and the service: protected like their data.
+    # Not awaited: with a WaitForFirstConsumer StorageClass it binds only when the first
+    # backup runs, and nothing of the stack waits for it.
+    claim = core.PersistentVolumeClaim(backup_claim(svc.name), core.PersistentVolumeClaimInitArgs(
+        metadata=objs.metadata(backup_claim(svc.name), tier, labels, SERVICE_AWAIT),
+        spec=core.PersistentVolumeClaimSpecArgs(
+            access_modes=["ReadWriteOnce"], storage_class_name=model.settings.kubernetes.storage_class,
+            resources=core.VolumeResourceRequirementsArgs(requests={"storage": quantity_mib(size)}))),
+        opts=comp_opts)
+    volumes = [core.VolumeArgs(name="backups", persistent_volume_claim=core.PersistentVolumeClaimVolumeSourceArgs(
+                   claim_name=backup_claim(svc.name))),
+               core.VolumeArgs(name="tmp", empty_dir=core.EmptyDirVolumeSourceArgs(
+                   size_limit=quantity_mib(BACKUP_SCRATCH_MIB)))]
+    mounts = [core.VolumeMountArgs(name="backups", mount_path=backups.BACKUP_DIR),
+              core.VolumeMountArgs(name="tmp", mount_path="/tmp")]
+    secret_file = None
+    if b.credential:
+        volumes.append(core.VolumeArgs(name="credentials", secret=core.SecretVolumeSourceArgs(
+            secret_name=CREDENTIALS_SECRET, default_mode=0o440,
+            items=[core.KeyToPathArgs(key=b.credential, path=b.credential)])))
+        mounts.append(core.VolumeMountArgs(name="credentials", mount_path=SECRET_DIR, read_only=True))
+        secret_file = f"{SECRET_DIR}/{b.credential}"
+    affinity, data = None, ""
+    if b.reads_volume:
+        # The service's own claim, read-only, beside its running pod (a ReadWriteOnce
+        # volume is shared only on one node).
+        volume = next(v for v in svc.volumes if v.name == b.volume)
+        volumes.append(core.VolumeArgs(name="source", persistent_volume_claim=(
+            core.PersistentVolumeClaimVolumeSourceArgs(claim_name=own_claim(volume.name, eff.name),
+                                                       read_only=True))))
+        mounts.append(core.VolumeMountArgs(name="source", mount_path=volume.path, read_only=True))
+        data = volume.path
+        affinity = core.AffinityArgs(pod_affinity=core.PodAffinityArgs(
+            required_during_scheduling_ignored_during_execution=[core.PodAffinityTermArgs(
+                topology_key="kubernetes.io/hostname",
+                label_selector=meta.LabelSelectorArgs(match_labels={NAME: svc.name}))]))
+    port = svc.port(b.port).container if b.port else None
+    where = backups.Where(host_of(svc.name), port, backups.BACKUP_DIR, secret_file, data)
+    script = backups.backup_script(svc, where, cfg.retention)
+    image = b.image or eff.image
+    uid = b.uid if b.uid is not None else svc.uid
+    res = BACKUP_RESOURCES
+    ephemeral = BACKUP_SCRATCH_MIB + LOG_MIB
+    container = core.ContainerArgs(
+        name="backup", image=image, image_pull_policy="Always",
+        # `command`, not `args`: the image's entrypoint would start the server.
+        command=[literal(a) for a in backups.command(script)],
+        resources=core.ResourceRequirementsArgs(
+            requests={"cpu": quantity_cpu(res.cpu), "memory": quantity_mib(res.memory_mib),
+                      "ephemeral-storage": quantity_mib(ephemeral)},
+            limits={"cpu": quantity_cpu(res.limit_cpu), "memory": quantity_mib(res.limit_mib),
+                    "ephemeral-storage": quantity_mib(2 * ephemeral)}),
+        security_context=container_security(True),
+        volume_mounts=mounts)
+    notes = {K8S_BACKUP_OF: svc.name, K8S_BACKUP_TARGET: backups.BACKUP_DIR,
+             **({K8S_REQUIRE_DIGEST: TRUE} if model.settings.kubernetes.require_digest else {}),
+             **exception_annotations(backup_exceptions(image, uid))}
+    pod = core.PodTemplateSpecArgs(
+        metadata=meta.ObjectMetaArgs(labels={PART_OF: PROJECT, COMPONENT: tier.value, **labels}),
+        spec=core.PodSpecArgs(
+            containers=[container], volumes=volumes, restart_policy="Never",
+            automount_service_account_token=False, enable_service_links=False,
+            security_context=pod_security(uid), affinity=affinity))
+    needs: list[pulumi.Resource] = [*ready, claim, workload]
+    if allow is not None:  # its NetworkPolicy (network.py)
+        needs.append(allow)
+    return batch.CronJob(job, batch.CronJobInitArgs(
+        metadata=objs.metadata(job, tier, labels, notes),
+        spec=batch.CronJobSpecArgs(
+            schedule=cfg.schedule, time_zone="Etc/UTC", concurrency_policy="Forbid",
+            # A run missed by more than an hour (cluster down) waits for the next one.
+            starting_deadline_seconds=BACKUP_DEADLINE_S,
+            successful_jobs_history_limit=3, failed_jobs_history_limit=3,
+            job_template=batch.JobTemplateSpecArgs(
+                metadata=meta.ObjectMetaArgs(labels=labels),
+                spec=batch.JobSpecArgs(backoff_limit=2, active_deadline_seconds=BACKUP_DEADLINE_S,
+                                       template=pod)))),
+        opts=objs.opts(comp, depends_on=needs))
