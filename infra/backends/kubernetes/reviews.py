@@ -7,7 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from policies.optiinfra_policies.vocabulary import K8S_ANNOTATION
+from policies.optiinfra_policies.vocabulary import K8S_CHECKOV_SKIP as CHECKOV_SKIP
+from policies.optiinfra_policies.vocabulary import K8S_KUBE_SCORE_IGNORE as KUBE_SCORE_IGNORE
+from policies.optiinfra_policies.vocabulary import K8S_KUBE_SCORE_REASON as KUBE_SCORE_REASON
 
 from ...graph import Effective, Model
 from .credentials import secrets_in_env
@@ -15,12 +17,9 @@ from .credentials import secrets_in_env
 HIGH_UID = 10000
 """checkov CKV_K8S_40 and kube-score want UIDs and GIDs of at least this (no host user clash)."""
 
-KUBE_SCORE_IGNORE = "kube-score/ignore"
-KUBE_SCORE_REASON = f"{K8S_ANNOTATION}/kube-score."
-"""`optiinfra.io/kube-score.<check>`: why kube-score's `<check>` is ignored on this object
-(kube-score's own annotation takes only the check names)."""
-CHECKOV_SKIP = "checkov.io/skip"
-"""`checkov.io/skip<N>: CKV_K8S_<id>=<reason>`, checkov's own skip annotation."""
+# The annotation keys (checkov's skip, kube-score's ignore and our reason beside it) are the
+# vocabulary's: the docs and the policy pack read them from there too.
+__all__ = ["CHECKOV_SKIP", "HIGH_UID", "KUBE_SCORE_IGNORE", "KUBE_SCORE_REASON"]
 
 
 @dataclass(frozen=True)
