@@ -106,11 +106,14 @@ def prefix(service: Service) -> str:
     return f"{service.name}-"
 
 
-def backup_script(service: Service, where: Where, retention: int) -> str:
-    """The shell script one backup run executes (sh -c)."""
+def backup_script(service: Service, where: Where, retention: int, *, canary: bool = False) -> str:
+    """The shell script one backup run executes (sh -c); `canary`: first the catalog's
+    `Backup.canary` (a marker the restore drill must find in this backup)."""
     b = backup_of(service)
     ext = b.suffix.rstrip("/")
     lines = _preamble(b, where)
+    if canary and b.canary:
+        lines.append(_fill(b.canary, where, quote=False))
     lines += [
         f"dir={shlex.quote(where.directory)}",
         f'name="{prefix(service)}$(date -u +%Y%m%dT%H%M%SZ){ext}"',

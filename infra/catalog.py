@@ -332,7 +332,10 @@ SERVICES: tuple[Service, ...] = (
                             "> {data}/appendonlydir/appendonly.aof.manifest\n"
                             "cp {src} {data}/dump.rdb"),
             port="redis", volume="data", offline_restore=True, credential="redis", password_env="REDISCLI_AUTH",
-            suffix=".rdb"),
+            suffix=".rdb",
+            # The drill (infra/objectstore.py) reads this key back from the restored RDB.
+            canary='redis-cli -h {host} -p {port} --no-auth-warning SET optiinfra:backup-canary "$(date -u +%s)" '
+                   '> /dev/null'),
     ),
     Service(
         name="qdrant",

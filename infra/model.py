@@ -525,6 +525,9 @@ class Backup:
     """User the job runs as (default: the service's)."""
     suffix: str = ""
     """Ending of each backup's name, e.g. `.dump` (a directory when it ends in `/`)."""
+    canary: str = ""
+    """A shell line run before each backup that writes a marker into the data (`{host}`,
+    `{port}` as in `script`); the restore drill fails when the restored copy lacks it."""
     none_reason: str = ""
 
     @property

@@ -325,6 +325,44 @@ _CRON_FIELD = r"(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?(,(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?
 _CRON = re.compile(rf"{_CRON_FIELD}( {_CRON_FIELD}){{4}}")
 
 
+class BackupStore(_Model):
+    """The S3-compatible object store every backup goes to (`optiinfra:backups.store`; AWS S3,
+    GCS through its S3 API, MinIO, Ceph RGW, ...; docs/backups.md). Off-site: it outlives the
+    namespace and the cluster. Default: unset, backups stay in the claim or host directory."""
+
+    endpoint: str
+    """The store's URL, scheme and host (and port), e.g. https://s3.eu-west-1.amazonaws.com
+    (required). Its port is the only place outside the cluster the backup pods may reach."""
+    bucket: str
+    """Bucket the backups are written to (required; it must exist: nothing creates it)."""
+    prefix: str = "optiinfra"
+    """Path inside the bucket; each service writes below <prefix>/<service>/ (default optiinfra)."""
+    region: str = "us-east-1"
+    """The bucket's region (default us-east-1; MinIO and Ceph accept any)."""
+    path_style: bool = Field(False, alias="pathStyle")
+    """Address the bucket as <endpoint>/<bucket> instead of <bucket>.<host> (MinIO, Ceph; default false)."""
+    credentials: Literal["secret", "externalSecrets", "workloadIdentity"] = "secret"
+    """Where the access key comes from: `secret` (stack secrets backupStoreAccessKeyId and
+    backupStoreSecretAccessKey), `externalSecrets` (the same keys through the External Secrets
+    Operator), `workloadIdentity` (no key at all: the backup pods' ServiceAccount carries
+    `serviceAccountAnnotations`, e.g. IRSA's role ARN). Default secret."""
+    service_account_annotations: dict[str, str] = Field(default_factory=dict, alias="serviceAccountAnnotations")
+    """With workloadIdentity: the annotations of the backup pods' ServiceAccount, e.g.
+    {eks.amazonaws.com/role-arn: arn:aws:iam::123456789012:role/optiinfra-backups}."""
+    encryption: Literal["none", "sse-s3", "sse-kms", "client"] = "sse-s3"
+    """Encryption at rest: `sse-s3` (the store's own key), `sse-kms` with `kmsKeyId`, `client`
+    (encrypted before upload with the stack secret backupEncryptionPassphrase), or `none`
+    (default sse-s3)."""
+    kms_key_id: str | None = Field(None, alias="kmsKeyId")
+    """The KMS key of `sse-kms`, e.g. arn:aws:kms:eu-west-1:123456789012:key/... (required then)."""
+    keep_days: int = Field(14, alias="keepDays", ge=1, le=3650)
+    """Backups older than this many days are deleted from the store (the newest `retention`
+    are kept whatever their age; default 14)."""
+    archive_timeout_s: int = Field(60, alias="archiveTimeoutS", ge=10, le=300)
+    """PostgreSQL's archive_timeout: a WAL segment is archived at least this often, so the
+    recovery point stays within it plus the upload time under a quiet load (default 60)."""
+
+
 class BackupSettings(_Model):
     """Scheduled backups of the stateful services (`optiinfra:backups`; docs/backups.md)."""
 
@@ -342,6 +380,9 @@ class BackupSettings(_Model):
     host_dir: str = Field("backups", alias="hostDir")
     """Docker: the host directory backups are written to, one subdirectory per service;
     relative paths are below the project directory (default backups)."""
+    store: BackupStore | None = None
+    """The off-site S3-compatible object store every backup is copied to, and PostgreSQL's WAL
+    archive (default: unset, backups stay in the claim or host directory). Its keys follow."""
 
     @field_validator("schedule")
     @classmethod
@@ -545,6 +586,7 @@ def _check(s: Settings) -> None:
     if len(set(s.cloud_providers)) != len(s.cloud_providers):
         raise ConfigError(f"{NAMESPACE}:cloudProviders", "lists a provider twice", "list each provider once")
     _check_kubernetes(s)
+    _check_backup_store(s)
 
 
 _DOCKER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # the Docker engine's rule for volume names
@@ -611,3 +653,53 @@ def _check_external_secrets(s: Settings) -> None:
             if value is not None and not _REMOTE_KEY.fullmatch(value):
                 raise ConfigError(f"{key}.credentials.{name}.{field}", f"{value!r} is not a remote {field}",
                                   "use letters, digits and / . _ - (no spaces), e.g. optiinfra/prod/postgres")
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's bucket naming rule
+_STORE_URL = re.compile(r"(https?)://([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(:([0-9]{1,5}))?/?")
+
+
+def store_port(endpoint: str) -> int:
+    """The TCP port of an object-store endpoint URL (its explicit port, else the scheme's)."""
+    m = _STORE_URL.fullmatch(endpoint)
+    if m is None:
+        raise ValueError(f"not an endpoint URL: {endpoint!r}")
+    return int(m.group(4)) if m.group(4) else (443 if m.group(1) == "https" else 80)
+
+
+def _check_backup_store(s: Settings) -> None:
+    """The object store: an endpoint URL, a bucket name S3 accepts, a key for SSE-KMS, and a
+    credential source this target has."""
+    st = s.backups.store
+    if st is None:
+        return
+    key = f"{NAMESPACE}:backups.store"
+    m = _STORE_URL.fullmatch(st.endpoint)
+    if m is None or not 0 < store_port(st.endpoint) < 65536:
+        raise ConfigError(f"{key}.endpoint", f"{st.endpoint!r} is not an endpoint URL",
+                          "write scheme and host (and port), e.g. https://s3.eu-west-1.amazonaws.com")
+    if not _BUCKET.fullmatch(st.bucket):
+        raise ConfigError(f"{key}.bucket", f"{st.bucket!r} is not a bucket name",
+                          "use 3-63 lower-case letters, digits, '.' and '-', e.g. optiinfra-backups")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*", st.prefix):
+        raise ConfigError(f"{key}.prefix", f"{st.prefix!r} is not a path inside a bucket",
+                          "use path segments of letters, digits, '.', '_' and '-', e.g. optiinfra/prod")
+    if st.encryption == "sse-kms" and not st.kms_key_id:
+        raise ConfigError(f"{key}.kmsKeyId", "is required with encryption sse-kms",
+                          "set it to the KMS key's ARN or id, or use encryption sse-s3")
+    if st.encryption != "sse-kms" and st.kms_key_id:
+        raise ConfigError(f"{key}.kmsKeyId", f"applies only with encryption sse-kms, not {st.encryption}",
+                          "remove it, or set encryption: sse-kms")
+    if st.credentials == "workloadIdentity":
+        if s.target != "kubernetes":
+            raise ConfigError(f"{key}.credentials", "workloadIdentity needs Kubernetes (a ServiceAccount)",
+                              "use credentials: secret on Docker")
+        if not st.service_account_annotations:
+            raise ConfigError(f"{key}.serviceAccountAnnotations", "is required with workloadIdentity",
+                              "set the annotation your cloud reads, e.g. {eks.amazonaws.com/role-arn: arn:...}")
+    elif st.service_account_annotations:
+        raise ConfigError(f"{key}.serviceAccountAnnotations", "applies only with credentials workloadIdentity",
+                          "remove it, or set credentials: workloadIdentity")
+    if st.credentials == "externalSecrets" and s.kubernetes.external_secrets is None:
+        raise ConfigError(f"{key}.credentials", "externalSecrets needs kubernetes.externalSecrets (the store)",
+                          "set kubernetes.externalSecrets.store, or use credentials: secret")

@@ -30,6 +30,7 @@ actionlint     github.com/rhysd/actionlint/cmd/actionlint      v1.7.12
 kube-score     github.com/zegl/kube-score/cmd/kube-score       v1.20.0
 promtool       github.com/prometheus/prometheus/cmd/promtool   v0.313.5
 amtool         github.com/prometheus/alertmanager/cmd/amtool   v0.35.0
+versitygw      github.com/versity/versitygw/cmd/versitygw      v1.8.0
 renovate-config-validator  npm:renovate                        39.264.1
 '
 

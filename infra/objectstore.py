@@ -1,0 +1,372 @@
+"""The off-site copy: scripts that put backups into the stack's S3-compatible object store
+(`backups.store`), PostgreSQL's continuous WAL archive there through pgBackRest, and the
+restore drills that prove a backup restores. No Pulumi import, no service name: what a
+service is comes from the catalog (`Service`), where the store is from the settings.
+
+Two clients, both maintained tools that speak S3 (AWS, GCS's S3 API, MinIO, Ceph RGW):
+- rclone for files (Redis' RDB, Grafana's database, ClickHouse's and Qdrant's directories):
+  its remote is configured only through `RCLONE_CONFIG_*` variables (no config file, no
+  argument carries a key); with `env_auth` it takes the access key from `AWS_ACCESS_KEY_ID`
+  / `AWS_SECRET_ACCESS_KEY`, or from the cloud's workload identity when those are unset;
+- pgBackRest for PostgreSQL (base backups and the WAL archive, its `s3` repository type):
+  its configuration file carries no secret; the key sits in a second file in its include
+  directory (a Secret mounted as a file on Kubernetes), never in argv or the environment.
+
+Every secret a script needs is read from a file (`$(cat ...)` of the shell: never an argument).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from . import backup
+from .model import Service
+from .settings import BackupStore
+
+STANZA = "optiinfra"
+"""pgBackRest's name for the one PostgreSQL cluster it archives."""
+REMOTE = "store"
+"""rclone's name of the store (its `RCLONE_CONFIG_STORE_*` variables)."""
+SEALED = "sealed"
+"""rclone's crypt remote over the store (client-side encryption)."""
+CANARY_SCHEMA = "optiinfra_backup"
+"""PostgreSQL: the schema of the canary table each backup run writes a row to."""
+CANARY_KEY = "optiinfra:backup-canary"
+"""Redis: the key each backup run sets before it reads the RDB."""
+
+SECRET_KEYS = {
+    "access-key-id": "backupStoreAccessKeyId",
+    "secret-access-key": "backupStoreSecretAccessKey",
+    "passphrase": "backupEncryptionPassphrase",
+}
+"""The store's stack secrets (file name under the secret directory -> Pulumi config key)."""
+
+
+@dataclass(frozen=True)
+class StoreAccess:
+    """Where a job finds the store's secrets (a directory of files named as SECRET_KEYS;
+    None: no key, workload identity or the environment)."""
+
+    secret_dir: str | None
+
+
+def path_of(store: BackupStore, service: Service) -> str:
+    """The store path (bucket and prefix) of a service's backups."""
+    return f"{store.bucket}/{store.prefix}/{service.name}"
+
+
+def _remote(store: BackupStore) -> str:
+    return SEALED if store.encryption == "client" else REMOTE
+
+
+def rclone_env(store: BackupStore) -> dict[str, str]:
+    """The rclone remote `store` (and `sealed` over it for client-side encryption), as the
+    variables rclone reads its configuration from: no secret among them."""
+    p = f"RCLONE_CONFIG_{REMOTE.upper()}_"
+    env = {p + "TYPE": "s3", p + "PROVIDER": "Other", p + "ENV_AUTH": "true", p + "ENDPOINT": store.endpoint,
+           p + "REGION": store.region, p + "FORCE_PATH_STYLE": "true" if store.path_style else "false",
+           # rclone otherwise tries to create the bucket: a missing bucket must fail, not appear.
+           p + "NO_CHECK_BUCKET": "true", "RCLONE_S3_NO_CHECK_BUCKET": "true"}
+    if store.encryption == "sse-s3":
+        env[p + "SERVER_SIDE_ENCRYPTION"] = "AES256"
+    elif store.encryption == "sse-kms":
+        env[p + "SERVER_SIDE_ENCRYPTION"] = "aws:kms"
+        env[p + "SSE_KMS_KEY_ID"] = store.kms_key_id or ""
+    elif store.encryption == "client":
+        s = f"RCLONE_CONFIG_{SEALED.upper()}_"
+        env.update({s + "TYPE": "crypt", s + "REMOTE": f"{REMOTE}:", s + "FILENAME_ENCRYPTION": "off",
+                    s + "DIRECTORY_NAME_ENCRYPTION": "false"})
+    return env
+
+
+def _exports(env: dict[str, str]) -> list[str]:
+    return [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
+
+
+def _secret_lines(store: BackupStore, access: StoreAccess) -> list[str]:
+    """Read the key (and passphrase) from files into the variables rclone reads."""
+    lines: list[str] = []
+    d = access.secret_dir
+    if d is None:
+        return lines
+    q = shlex.quote
+    if store.credentials != "workloadIdentity":
+        lines += [f'AWS_ACCESS_KEY_ID="$(cat {q(d + "/access-key-id")})"; export AWS_ACCESS_KEY_ID',
+                  f'AWS_SECRET_ACCESS_KEY="$(cat {q(d + "/secret-access-key")})"; export AWS_SECRET_ACCESS_KEY']
+    if store.encryption == "client":
+        # rclone keeps crypt passwords obscured; `obscure -` reads the passphrase from stdin.
+        lines.append(f'RCLONE_CONFIG_{SEALED.upper()}_PASSWORD="$(rclone obscure - < {q(d + "/passphrase")})"; '
+                     f'export RCLONE_CONFIG_{SEALED.upper()}_PASSWORD')
+    return lines
+
+
+def store_preamble(store: BackupStore, access: StoreAccess) -> list[str]:
+    """The lines that configure rclone for the store (set -eu is the caller's)."""
+    return [*_exports(rclone_env(store)), *_secret_lines(store, access)]
+
+
+def upload_lines(store: BackupStore, service: Service, retention: int) -> list[str]:
+    """After a backup script wrote `$dir/$name` (backup.py): copy it into the store, check
+    the copy's size, then expire by count (keep the newest `retention`) and by age
+    (`keepDays`; never the newest). Any failure fails the run."""
+    dest = f"{_remote(store)}:{path_of(store, service)}"
+    q = shlex.quote
+    return [
+        f"dest={q(dest)}",
+        'if [ -d "$dir/$name" ]; then rclone copy --no-traverse "$dir/$name" "$dest/$name"; '
+        'else rclone copyto --no-traverse "$dir/$name" "$dest/$name"; fi',
+        # The store's listing must show it (a store that accepted nothing fails here).
+        'rclone lsf "$dest/" | grep -qx -- "$name/\\{0,1\\}" || { echo "upload not listed: $dest/$name" >&2; exit 1; }',
+        'echo "uploaded: $dest/$name"',
+        f'rclone lsf "$dest/" | grep -E {q("^" + service.name + "-[0-9]{8}T[0-9]{6}Z")} | sort -r '
+        f'| tail -n +{retention + 1} | while read -r old; do rclone purge "$dest/$old" 2>/dev/null '
+        '|| rclone deletefile "$dest/$old"; echo "expired: $dest/$old"; done',
+        f'newest=$(rclone lsf "$dest/" | grep -E {q("^" + service.name + "-[0-9]{8}T[0-9]{6}Z")} '
+        '| sort -r | head -n 1)',
+        f'rclone delete --min-age {store.keep_days}d --exclude "$newest" --exclude "$newest**" "$dest/"',
+    ]
+
+
+def fetch_newest_lines(store: BackupStore, service: Service, into: str) -> list[str]:
+    """Download the newest backup of a service from the store into directory `into` (a
+    shell word, e.g. "$work", expanded by the script); sets
+    `$name` (its name) and `$src` (its local path). Fails when there is none."""
+    dest = f"{_remote(store)}:{path_of(store, service)}"
+    q = shlex.quote
+    return [
+        f"dest={q(dest)}",
+        f'name=$(rclone lsf "$dest/" | grep -E {q("^" + service.name + "-[0-9]{8}T[0-9]{6}Z")} | sort -r '
+        '| head -n 1 | sed "s:/$::")',
+        f'[ -n "$name" ] || {{ echo "no backup of {service.name} in $dest" >&2; exit 1; }}',
+        f'src="{into}/$name"',
+        'rclone copy "$dest/" "$(dirname "$src")" --include "/$name" --include "/$name/**"',
+        'test -e "$src" || { echo "download failed: $dest/$name" >&2; exit 1; }',
+    ]
+
+
+# ---- PostgreSQL: pgBackRest ---------------------------------------------------------
+
+
+def pgbackrest_conf(store: BackupStore, *, pg_path: str, socket_dir: str, port: int, user: str,
+                    retention: int, spool: str, log_dir: str) -> str:
+    """pgBackRest's configuration: the S3 repository, the one stanza, retention, compression,
+    asynchronous archiving. No secret: the key is in `pgbackrest_secret_conf` (an include).
+    pgBackRest speaks S3 over TLS only: an http:// endpoint is refused here."""
+    if not store.endpoint.startswith("https://"):
+        raise ValueError(f"pgBackRest needs an https:// endpoint, not {store.endpoint}")
+    host = store.endpoint.split("://", 1)[1].rstrip("/")
+    host_only, _, port_s = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+    lines = [
+        "[global]",
+        "repo1-type=s3",
+        f"repo1-s3-endpoint={host_only}",
+        *([f"repo1-storage-port={port_s}"] if port_s else []),
+        f"repo1-s3-bucket={store.bucket}",
+        f"repo1-s3-region={store.region}",
+        f"repo1-path=/{store.prefix}/pgbackrest",
+        f"repo1-s3-uri-style={'path' if store.path_style else 'host'}",
+        f"repo1-s3-key-type={'web-id' if store.credentials == 'workloadIdentity' else 'shared'}",
+        # Full backups kept by count; WAL older than the oldest kept full backup expires with it.
+        f"repo1-retention-full={retention}",
+        "repo1-retention-full-type=count",
+        "compress-type=zst",
+        "compress-level=3",
+        "archive-async=y",
+        f"spool-path={spool}",
+        f"lock-path={spool}/lock",
+        "process-max=2",
+        f"log-path={log_dir}",
+        "log-level-console=info",
+        "log-level-file=off",
+        "start-fast=y",
+        "",
+        f"[{STANZA}]",
+        f"pg1-path={pg_path}",
+        f"pg1-socket-path={socket_dir}",
+        f"pg1-port={port}",
+        f"pg1-user={user}",
+    ]
+    if store.encryption == "client":
+        lines[1:1] = ["repo1-cipher-type=aes-256-cbc"]
+    if store.encryption == "sse-kms":
+        lines[1:1] = [f"repo1-s3-kms-key-id={store.kms_key_id}"]
+    return "\n".join(lines) + "\n"
+
+
+def pgbackrest_secret_conf(store: BackupStore, key_id: str, secret: str, passphrase: str = "") -> str:
+    """The include file with the key (a Secret's file on Kubernetes; never logged)."""
+    lines = ["[global]"]
+    if store.credentials != "workloadIdentity":
+        lines += [f"repo1-s3-key={key_id}", f"repo1-s3-key-secret={secret}"]
+    if store.encryption == "client":
+        lines.append(f"repo1-cipher-pass={passphrase}")
+    return "\n".join(lines) + "\n"
+
+
+def pgbackrest(conf: str, include: str, *args: str) -> str:
+    """One pgBackRest command line (its config and include directory first)."""
+    return " ".join(shlex.quote(a) for a in ("pgbackrest", f"--config={conf}", f"--config-include-path={include}",
+                                             f"--stanza={STANZA}", *args))
+
+
+def archive_settings(store: BackupStore, conf: str, include: str) -> list[str]:
+    """The server settings of continuous WAL archiving (`-c name=value` each): every
+    completed segment pushed by pgBackRest, a segment forced at least every
+    `archiveTimeoutS` so a quiet server's recovery point stays within it."""
+    return ["wal_level=replica", "archive_mode=on",
+            f"archive_command={pgbackrest(conf, include, 'archive-push', '%p')}",
+            f"archive_timeout={store.archive_timeout_s}"]
+
+
+def canary_sql(token: str) -> str:
+    """The row a backup run writes first (its token and time): a restore must bring it back."""
+    return (f"CREATE SCHEMA IF NOT EXISTS {CANARY_SCHEMA}; "
+            f"CREATE TABLE IF NOT EXISTS {CANARY_SCHEMA}.canary "
+            "(token text PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT now()); "
+            f"INSERT INTO {CANARY_SCHEMA}.canary (token) VALUES ('{token}')")
+
+
+def pitr_backup_script(store: BackupStore, conf: str, include: str, *, database: str, kind: str = "full") -> str:
+    """One scheduled base backup: the stanza created once (idempotent), the canary row
+    written, then `pgbackrest backup` and `check` (which proves a WAL segment reaches the
+    archive). Connects over the local socket as pgBackRest must. Fails on any error."""
+    if kind not in ("full", "diff", "incr"):
+        raise ValueError(f"not a pgBackRest backup type: {kind}")
+    def pb(*a: str) -> str:
+        return pgbackrest(conf, include, *a)
+
+    return "\n".join([
+        "set -eu",
+        pb("stanza-create"),
+        'token="backup-$(date -u +%Y%m%dT%H%M%SZ)"',
+        f'psql -X -q -v ON_ERROR_STOP=1 -d {shlex.quote(database)} -c "{canary_sql("$token")}"',
+        pb("backup", f"--type={kind}"),
+        pb("check"),
+        'echo "backup written: $token"',
+    ]) + "\n"
+
+
+def pgbackrest_time(iso: str) -> str:
+    """An ISO 8601 time with a zone as pgBackRest reads a target: `YYYY-MM-DD HH:MM:SS.mmm+00`
+    in UTC (it refuses the ISO `T` and colon forms). Raises ValueError without a zone."""
+    t = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        raise ValueError(f"{iso!r} has no time zone; write e.g. 2026-12-02T02:17:00Z")
+    u = t.astimezone(UTC)
+    return u.strftime("%Y-%m-%d %H:%M:%S.") + f"{u.microsecond // 1000:03d}+00"
+
+
+def pitr_restore_script(conf: str, include: str, *, to_time: str | None) -> str:
+    """Restore the data directory (the server stopped) to `to_time` (an ISO timestamp
+    with zone: the last commit at or before it), or to the end of the archive; the server
+    then promotes on its own when it reaches the target."""
+    args = ["restore", "--delta"]
+    target = pgbackrest_time(to_time) if to_time else ""
+    if target:
+        args += ["--type=time", f"--target={target}", "--target-action=promote"]
+    done = f'echo "restored to {target or "end of archive"}"'
+    return "set -eu\n" + pgbackrest(conf, include, *args) + "\n" + done + "\n"
+
+
+# ---- restore drills -------------------------------------------------------------------
+
+DRILL_METRICS = ("optiinfra_backup_drill_success", "optiinfra_backup_drill_rpo_seconds",
+                 "optiinfra_backup_drill_rto_seconds", "optiinfra_backup_drill_timestamp_seconds")
+"""The series a drill writes (Prometheus text format) whether it passes or fails."""
+
+
+def _drill_frame(service: Service, metrics_file: str) -> list[str]:
+    """Start of every drill: a scratch directory, and a trap that on any exit writes the
+    metrics file (success 0 unless the script reached its end) and cleans up."""
+    q = shlex.quote
+    lbl = f'{{service="{service.name}"}}'
+    return [
+        "set -eu",
+        'started=$(date +%s); ok=0; rpo=-1; rto=-1; pid=""',
+        'work=$(mktemp -d)',
+        f"metrics={q(metrics_file)}",
+        "finish() {",
+        '  [ -z "$pid" ] || cleanup_server',
+        '  { echo "# TYPE optiinfra_backup_drill_success gauge"',
+        f"    printf '%s %s\\n' {q('optiinfra_backup_drill_success' + lbl)} \"$ok\"",
+        f"    printf '%s %s\\n' {q('optiinfra_backup_drill_rpo_seconds' + lbl)} \"$rpo\"",
+        f"    printf '%s %s\\n' {q('optiinfra_backup_drill_rto_seconds' + lbl)} \"$rto\"",
+        f"    printf '%s %s\\n' {q('optiinfra_backup_drill_timestamp_seconds' + lbl)} \"$(date +%s)\"; }} "
+        '> "$metrics.tmp"',
+        '  mv -f "$metrics.tmp" "$metrics"; rm -rf "$work"',
+        "}",
+        "trap finish EXIT",
+    ]
+
+
+def redis_drill_script(store: BackupStore, access: StoreAccess, service: Service, *, port: int,
+                       metrics_file: str) -> str:
+    """Restore the newest RDB of the store into a throwaway redis-server on 127.0.0.1:`port`
+    (no persistence), check the canary key the backup wrote and that it has keys, record
+    RPO (age of the canary) and RTO (download to answering), stop it, clean up."""
+    lines = [*_drill_frame(service, metrics_file),
+             'cleanup_server() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }',
+             *store_preamble(store, access), *fetch_newest_lines(store, service, "$work"),
+             f"redis-server --bind 127.0.0.1 --port {port} --dir \"$work\" --dbfilename \"$name\" "
+             "--appendonly no --save '' --protected-mode yes > \"$work/server.log\" 2>&1 & pid=$!",
+             f'r() {{ redis-cli -h 127.0.0.1 -p {port} --no-auth-warning "$@"; }}',
+             "i=0; until [ \"$(r ping 2>/dev/null)\" = PONG ]; do",
+             '  kill -0 "$pid" 2>/dev/null || { echo "restore failed: redis-server did not load $name:" >&2; '
+             'tail -n 5 "$work/server.log" >&2; pid=""; exit 1; }',
+             '  i=$((i + 1)); [ $i -lt 600 ] || { echo "restore failed: not answering after 60s" >&2; exit 1; }',
+             "  sleep 0.1; done",
+             'rto=$(( $(date +%s) - started ))',
+             f'canary=$(r GET {shlex.quote(CANARY_KEY)})',
+             f'[ -n "$canary" ] || {{ echo "drill failed: canary {CANARY_KEY} missing in $name" >&2; exit 1; }}',
+             'keys=$(r DBSIZE)',
+             '[ "$keys" -gt 1 ] || { echo "drill failed: $name holds no data besides the canary" >&2; exit 1; }',
+             'rpo=$(( $(date +%s) - canary ))',
+             'ok=1',
+             'echo "drill passed: $name, $keys keys, canary at $canary, '
+             'RPO ${rpo}s, RTO ${rto}s"']
+    return "\n".join(lines) + "\n"
+
+
+def pg_drill_script(store: BackupStore, access: StoreAccess, conf: str, include: str, *, port: int,
+                    user: str, database: str, metrics_file: str, service: Service, pg_bin: str = "") -> str:
+    """Restore the newest base backup and the whole WAL archive into a throwaway cluster
+    (socket only, port `port`, no archiving), wait for the end of recovery, check the
+    newest canary row and that user tables came back, record RPO (age of the last replayed
+    commit) and RTO (restore start to promoted), stop it, clean up."""
+    del access  # pgBackRest reads its key from the include directory
+    q = shlex.quote
+    b = (pg_bin.rstrip("/") + "/") if pg_bin else ""
+    psql = f'psql -X -At -h "$work" -p {port} -U {q(user)} -d {q(database)} -v ON_ERROR_STOP=1'
+    lines = [*_drill_frame(service, metrics_file),
+             f'cleanup_server() {{ {b}pg_ctl -D "$work/data" -m immediate -w stop > /dev/null 2>&1 || true; }}',
+             pgbackrest(conf, include, "restore") + ' --pg1-path="$work/data" --archive-mode=off',
+             f'{b}pg_ctl -D "$work/data" -l "$work/server.log" -w -t 300 -o '
+             f'"-c port={port} -c listen_addresses= -c unix_socket_directories=$work -c archive_mode=off" start '
+             '> /dev/null || { echo "restore failed: the restored cluster did not start:" >&2; '
+             'tail -n 5 "$work/server.log" >&2; exit 1; }',
+             'pid=started',
+             'i=0; until [ "$(' + psql + ' -c "SELECT pg_is_in_recovery()")" = f ]; do',
+             '  i=$((i + 1)); [ $i -lt 3000 ] || { echo "restore failed: still recovering after 300s" >&2; exit 1; }',
+             '  sleep 0.1; done',
+             'rto=$(( $(date +%s) - started ))',
+             f'canary=$({psql} -c "SELECT extract(epoch FROM max(written_at))::bigint FROM {CANARY_SCHEMA}.canary" '
+             '2>/dev/null || true)',
+             f'[ -n "$canary" ] || {{ echo "drill failed: no canary row in {CANARY_SCHEMA}.canary" >&2; exit 1; }}',
+             f'tables=$({psql} -c "SELECT count(*) FROM pg_stat_user_tables WHERE schemaname <> \'{CANARY_SCHEMA}\'")',
+             '[ "$tables" -gt 0 ] || { echo "drill failed: no user table restored" >&2; exit 1; }',
+             f'last=$({psql} -c "SELECT coalesce(extract(epoch FROM pg_last_xact_replay_timestamp())::bigint, 0)")',
+             '[ "$last" -ge "$canary" ] || last=$canary',
+             'rpo=$(( $(date +%s) - last ))',
+             'ok=1',
+             'echo "drill passed: $tables tables, canary at $canary, RPO ${rpo}s, RTO ${rto}s"']
+    return "\n".join(lines) + "\n"
+
+
+def offsite_backup_script(service: Service, where: backup.Where, retention: int, store: BackupStore,
+                          access: StoreAccess) -> str:
+    """The backup script (backup.py, into the local first copy) with the catalog's canary
+    first and the upload into the store after: the run succeeds only once the store lists it."""
+    local = backup.backup_script(service, where, retention, canary=True)
+    return local + "\n".join([*store_preamble(store, access), *upload_lines(store, service, retention)]) + "\n"
