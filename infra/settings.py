@@ -16,7 +16,7 @@ import difflib
 import ipaddress
 import json
 import re
-from collections.abc import Mapping, Set
+from collections.abc import Collection, Iterable, Mapping, Set
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -29,11 +29,25 @@ NAMESPACE = "optiinfra"
 
 
 class ConfigError(Exception):
-    """A user error in stack config or flags: one line naming the key and the fix."""
+    """A user error in stack config, flags, a file or the environment: one line naming
+    where it is (a config key, a flag such as `--stack`, or `where` itself: a file and
+    its line), the problem and the fix."""
 
-    def __init__(self, key: str, problem: str, fix: str) -> None:
+    def __init__(self, key: str, problem: str, fix: str, *, where: str | None = None) -> None:
         self.key, self.problem, self.fix = key, problem, fix
-        super().__init__(f"config key '{key}': {problem}. Fix: {fix}")
+        if where is None:
+            where = f"flag '{key}'" if key.startswith("-") else f"config key '{key}'"
+        self.where = where
+        super().__init__(f"{where}: {problem}. Fix: {fix}")
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`did you mean 'x'? ` for the closest of `choices`, or an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in choices}
+        close = [lowered[word.lower()]] if word.lower() in lowered else []
+    return f"did you mean '{close[0]}'? " if close else ""
 
 
 class _Model(BaseModel):
@@ -398,8 +412,7 @@ def _from_validation(err: ValidationError) -> ConfigError:
     loc = tuple(e["loc"])
     if e["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
-        close = difflib.get_close_matches(str(loc[-1]), allowed.split(", "), n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        hint = did_you_mean(str(loc[-1]), allowed.split(", "))
         return ConfigError(_key(loc), "is not a known setting", f"{hint}remove it; known keys here: {allowed}")
     if e["type"] in ("tuple_type", "list_type"):
         return ConfigError(_key(loc), f"{e['input']!r} is not a list",
@@ -466,8 +479,9 @@ def parse_settings(raw: Mapping[str, Any], credential_keys: Set[str] = frozenset
         if key in secret_keys:
             continue
         if key not in SETTING_KEYS:
-            known = ", ".join(sorted(SETTING_KEYS | secret_keys))
-            raise ConfigError(full_key, "is not a known setting", f"remove it or use one of: {known}")
+            known = sorted(SETTING_KEYS | secret_keys)
+            raise ConfigError(full_key, "is not a known setting",
+                              f"{did_you_mean(key, known)}remove it or use one of: {', '.join(known)}")
         data[key] = _decode(value)
     try:
         settings = Settings.model_validate(data)
@@ -475,6 +489,31 @@ def parse_settings(raw: Mapping[str, Any], credential_keys: Set[str] = frozenset
         raise _from_validation(err) from None
     _check(settings)
     return settings
+
+
+def check_service_names(s: Settings, services: Collection[str]) -> None:
+    """Every service a setting names is one of `services` (the catalog's); a misspelt one
+    is refused with the closest name. Raises ConfigError."""
+    known = list(services)
+
+    def refuse(key: str, name: str, what: str = "is not a service") -> None:
+        raise ConfigError(f"{NAMESPACE}:{key}", f"'{name}' {what}",
+                          f"{did_you_mean(name, known)}use one of: {', '.join(known)}")
+
+    for name in s.public:
+        if name not in services:
+            refuse("public", name)
+    for name, o in s.services.items():
+        if name not in services:
+            refuse(f"services.{name}", name)
+        for dep in o.depends_on:
+            if dep not in services:
+                refuse(f"services.{name}.dependsOn", dep, f"is not a service ({name} depends on it)")
+    for key, names in (("backups.storage", s.backups.storage), ("kubernetes.storage", s.kubernetes.storage),
+                       ("kubernetes.ingress.hosts", s.kubernetes.ingress.hosts)):
+        for name in names:
+            if name not in services:
+                refuse(f"{key}.{name}", name)
 
 
 _PORT_RANGE = "set a whole number from 1 to 65535"
