@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from google.protobuf import struct_pb2
 from pulumi.runtime import mocks as pmocks
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
-from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.stack import run_pulumi_func, wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
 
 from policies.optiinfra_policies.vocabulary import PROJECT, RANDOM_PASSWORD, SECRET_MARK, STACK, UNKNOWN_MARK
@@ -226,6 +226,14 @@ def _on_own_loop(call: Callable[[], Any]) -> Any:
         loop.close()
 
 
+async def _drain(loop: asyncio.AbstractEventLoop) -> None:
+    """Wait for the SDK's outstanding RPCs and every other task of the loop."""
+    with suppress(Exception):  # the render has already raised its own error, if any
+        await wait_for_rpcs()
+    current = asyncio.current_task(loop)
+    await asyncio.gather(*(t for t in asyncio.all_tasks(loop) if t is not current), return_exceptions=True)
+
+
 @contextmanager
 def _main_loop() -> Iterator[asyncio.AbstractEventLoop]:
     """A fresh event loop for one render, closed deterministically at its end (its
@@ -236,6 +244,10 @@ def _main_loop() -> Iterator[asyncio.AbstractEventLoop]:
         yield loop
     finally:
         try:
+            # A render refused before the program ran (bad config) leaves the root stack's
+            # registration outstanding in the SDK's RPC list: finish it on its own loop, or
+            # the next render in this process would wait for it forever.
+            loop.run_until_complete(_drain(loop))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
