@@ -174,7 +174,7 @@ def _check_namespace(path: Path, key_node: yaml.Node) -> None:
     ns, sep, rest = key.partition(":")
     if not sep or not ns or not rest:
         raise ConfigError(key, "has no namespace, so the program never reads it",
-                          f"write it as {NAMESPACE}:{key.strip(':')}",
+                          f"write it as {NAMESPACE}:{_without_namespace(key)}",
                           where=f"{_at(path, key_node)}: config key '{key}'")
     if ns == NAMESPACE or ns in OTHER_NAMESPACES:
         return
@@ -184,6 +184,14 @@ def _check_namespace(path: Path, key_node: yaml.Node) -> None:
                       f"{hint}write settings as {NAMESPACE}:<key> (provider keys: "
                       f"{', '.join(n + ':' for n in OTHER_NAMESPACES)})",
                       where=f"{_at(path, key_node)}: config key '{key}'")
+
+
+def _without_namespace(key: str) -> str:
+    """`optiinfra-target` or `optiinfra.target` (a namespace mistyped) -> `target`."""
+    key = key.strip(":")
+    if key.startswith(NAMESPACE) and len(key) > len(NAMESPACE) + 1 and not key[len(NAMESPACE)].isalnum():
+        return key[len(NAMESPACE) + 1:]
+    return key
 
 
 def _file_config(stack: str, root: Path | None = None) -> dict[str, Any]:
