@@ -17,10 +17,12 @@ revisions: `diff --base` compares a fingerprint made by another revision's rende
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from google.protobuf import struct_pb2
 from pulumi.runtime import mocks as pmocks
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
-from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.stack import run_pulumi_func, wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
 
 from policies.optiinfra_policies.vocabulary import PROJECT, RANDOM_PASSWORD, SECRET_MARK, STACK, UNKNOWN_MARK
@@ -176,7 +178,21 @@ class _Recorder(pmocks.MockMonitor):
                 type_ = f"{qualified}${type_}"
         return f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}::{type_}::{name}"
 
+    # The SDK calls these from the default executor's threads, and the mock monitor's
+    # `_sync_await` there would leave a new event loop in each thread, never closed: at
+    # interpreter exit the garbage collector then closes them after their sockets, and
+    # now and then prints "Exception ignored in BaseEventLoop.__del__ ... Invalid file
+    # descriptor: -1". Each call gets its own loop instead, closed when it returns.
+    def Invoke(self, request: Any) -> Any:
+        return _on_own_loop(lambda: super(_Recorder, self).Invoke(request))  # type: ignore[no-untyped-call]
+
     def RegisterResource(self, request: Any) -> Any:
+        return _on_own_loop(lambda: self._register(request))
+
+    def ReadResource(self, request: Any) -> Any:
+        return _on_own_loop(lambda: self._read(request))
+
+    def _register(self, request: Any) -> Any:
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != STACK:
             self.records.append(Resource(
@@ -192,11 +208,51 @@ class _Recorder(pmocks.MockMonitor):
             ))
         return response
 
-    def ReadResource(self, request: Any) -> Any:
+    def _read(self, request: Any) -> Any:
         response = super().ReadResource(request)  # type: ignore[no-untyped-call]
         self.reads.append(Read(urn=response.urn, type=request.type, name=request.name, id=request.id,
                                parent=request.parent))
         return response
+
+
+def _on_own_loop(call: Callable[[], Any]) -> Any:
+    """`call()` with a fresh event loop as this thread's, closed afterwards."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return call()
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+async def _drain(loop: asyncio.AbstractEventLoop) -> None:
+    """Wait for the SDK's outstanding RPCs and every other task of the loop."""
+    with suppress(Exception):  # the render has already raised its own error, if any
+        await wait_for_rpcs()
+    current = asyncio.current_task(loop)
+    await asyncio.gather(*(t for t in asyncio.all_tasks(loop) if t is not current), return_exceptions=True)
+
+
+@contextmanager
+def _main_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A fresh event loop for one render, closed deterministically at its end (its
+    executor's threads joined first), never left for the garbage collector."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        yield loop
+    finally:
+        try:
+            # A render refused before the program ran (bad config) leaves the root stack's
+            # registration outstanding in the SDK's RPC list: finish it on its own loop, or
+            # the next render in this process would wait for it forever.
+            loop.run_until_complete(_drain(loop))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
 
 
 # ---- rendering ------------------------------------------------------------------
@@ -205,9 +261,16 @@ def render(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), ca
            stack_path: Path | None = None, fingerprint_key: bytes | None = None) -> Render:
     """Render a stack offline. Raises ConfigError for bad config or flags. With
     `fingerprint_key`, secrets in the inputs are `[secret]#<fingerprint>` (module doc)."""
-    from . import program
 
     config = stack_config.read(stack, sets, secrets, stack_path)
+    with _main_loop():
+        return _render(stack, config, catalog, fingerprint_key)
+
+
+def _render(stack: str, config: stack_config.StackConfig, catalog: Catalog | None,
+            fingerprint_key: bytes | None) -> Render:
+    from . import program
+
     recorder = _Recorder(fingerprint_key)
     # A fresh root stack per render: set_mocks keeps the previous one, which would parent
     # this stack's resources under another stack's URN when a process renders several.

@@ -16,7 +16,7 @@ import difflib
 import ipaddress
 import json
 import re
-from collections.abc import Mapping, Set
+from collections.abc import Collection, Iterable, Mapping, Set
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -29,11 +29,25 @@ NAMESPACE = "optiinfra"
 
 
 class ConfigError(Exception):
-    """A user error in stack config or flags: one line naming the key and the fix."""
+    """A user error in stack config, flags, a file or the environment: one line naming
+    where it is (a config key, a flag such as `--stack`, or `where` itself: a file and
+    its line), the problem and the fix."""
 
-    def __init__(self, key: str, problem: str, fix: str) -> None:
+    def __init__(self, key: str, problem: str, fix: str, *, where: str | None = None) -> None:
         self.key, self.problem, self.fix = key, problem, fix
-        super().__init__(f"config key '{key}': {problem}. Fix: {fix}")
+        if where is None:
+            where = f"flag '{key}'" if key.startswith("-") else f"config key '{key}'"
+        self.where = where
+        super().__init__(f"{where}: {problem}. Fix: {fix}")
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`did you mean 'x'? ` for the closest of `choices`, or an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in choices}
+        close = [lowered[word.lower()]] if word.lower() in lowered else []
+    return f"did you mean '{close[0]}'? " if close else ""
 
 
 class _Model(BaseModel):
@@ -439,8 +453,7 @@ def _from_validation(err: ValidationError) -> ConfigError:
     loc = tuple(e["loc"])
     if e["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
-        close = difflib.get_close_matches(str(loc[-1]), allowed.split(", "), n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        hint = did_you_mean(str(loc[-1]), allowed.split(", "))
         return ConfigError(_key(loc), "is not a known setting", f"{hint}remove it; known keys here: {allowed}")
     if e["type"] in ("tuple_type", "list_type"):
         return ConfigError(_key(loc), f"{e['input']!r} is not a list",
@@ -507,8 +520,9 @@ def parse_settings(raw: Mapping[str, Any], credential_keys: Set[str] = frozenset
         if key in secret_keys:
             continue
         if key not in SETTING_KEYS:
-            known = ", ".join(sorted(SETTING_KEYS | secret_keys))
-            raise ConfigError(full_key, "is not a known setting", f"remove it or use one of: {known}")
+            known = sorted(SETTING_KEYS | secret_keys)
+            raise ConfigError(full_key, "is not a known setting",
+                              f"{did_you_mean(key, known)}remove it or use one of: {', '.join(known)}")
         data[key] = _decode(value)
     try:
         settings = Settings.model_validate(data)
@@ -516,6 +530,31 @@ def parse_settings(raw: Mapping[str, Any], credential_keys: Set[str] = frozenset
         raise _from_validation(err) from None
     _check(settings)
     return settings
+
+
+def check_service_names(s: Settings, services: Collection[str]) -> None:
+    """Every service a setting names is one of `services` (the catalog's); a misspelt one
+    is refused with the closest name. Raises ConfigError."""
+    known = list(services)
+
+    def refuse(key: str, name: str, what: str = "is not a service") -> None:
+        raise ConfigError(f"{NAMESPACE}:{key}", f"'{name}' {what}",
+                          f"{did_you_mean(name, known)}use one of: {', '.join(known)}")
+
+    for name in s.public:
+        if name not in services:
+            refuse("public", name)
+    for name, o in s.services.items():
+        if name not in services:
+            refuse(f"services.{name}", name)
+        for dep in o.depends_on:
+            if dep not in services:
+                refuse(f"services.{name}.dependsOn", dep, f"is not a service ({name} depends on it)")
+    for key, names in (("backups.storage", s.backups.storage), ("kubernetes.storage", s.kubernetes.storage),
+                       ("kubernetes.ingress.hosts", s.kubernetes.ingress.hosts)):
+        for name in names:
+            if name not in services:
+                refuse(f"{key}.{name}", name)
 
 
 _PORT_RANGE = "set a whole number from 1 to 65535"
@@ -536,6 +575,9 @@ def _check(s: Settings) -> None:
                 raise ConfigError(f"{base}.bindAddress", f"'{o.bind_address}' is not an IP address",
                                   "use an address such as 127.0.0.1 (or 0.0.0.0 for a public service)") from None
         if o.image is not None:
+            if not o.image.isascii():
+                raise ConfigError(f"{base}.image", f"'{o.image}' has non-ASCII characters, which no registry "
+                                  "accepts", _ascii_fix(o.image))
             problem = image_problem(o.image)
             if problem:
                 raise ConfigError(f"{base}.image", f"'{o.image}' {problem}",
@@ -544,6 +586,10 @@ def _check(s: Settings) -> None:
             if repository != repository.lower():
                 raise ConfigError(f"{base}.image", f"'{o.image}' has upper-case letters in its repository",
                                   "write the repository in lower case, e.g. grafana/grafana:11.3.1")
+            if not _IMAGE.fullmatch(o.image):
+                raise ConfigError(f"{base}.image", f"'{o.image}' is not an image reference",
+                                  "write [registry[:port]/]path/name:tag with lower-case letters, digits and "
+                                  "'.', '_', '-' between them, e.g. grafana/grafana:11.3.1")
         if o.memory is not None:
             try:
                 parse_memory_mib(o.memory)
@@ -559,12 +605,20 @@ def _check(s: Settings) -> None:
             raise ConfigError(f"{base}.cpu", f"{o.cpu} is not a CPU amount", "use cores, e.g. 0.25 or 2")
         if o.replicas is not None and not 0 < o.replicas <= 100:
             raise ConfigError(f"{base}.replicas", f"{o.replicas} is out of range", "use a whole number from 1 to 100")
+    _check_schedule(s.backups.schedule)
+    _check_budget(s)
+    if not s.images.registry.isascii():
+        raise ConfigError(f"{NAMESPACE}:images.registry", f"'{s.images.registry}' has non-ASCII characters, "
+                          "which no registry accepts", _ascii_fix(s.images.registry))
     if not _REGISTRY.fullmatch(s.images.registry):
         raise ConfigError(f"{NAMESPACE}:images.registry", f"'{s.images.registry}' is not a registry path",
                           "use lower-case host[:port]/path, e.g. ghcr.io/optiinfra")
     if not _DNS_LABEL.fullmatch(s.docker.network_prefix) or len(s.docker.network_prefix) > 50:
         raise ConfigError(f"{NAMESPACE}:docker.networkPrefix", f"'{s.docker.network_prefix}' cannot start a "
                           "network name", "use lower-case letters, digits and '-', e.g. optiinfra")
+    if not s.images.tag.isascii():
+        raise ConfigError(f"{NAMESPACE}:images.tag", f"'{s.images.tag}' has non-ASCII characters, which no registry "
+                          "accepts", "set an ASCII version tag such as 0.1.0")
     if image_problem(f"x:{s.images.tag}"):
         raise ConfigError(f"{NAMESPACE}:images.tag", f"'{s.images.tag}' is not a pinned tag",
                           "set a version tag such as 0.1.0 (never latest)")
@@ -579,8 +633,8 @@ def _check(s: Settings) -> None:
         if name not in s.public:
             raise ConfigError(f"{NAMESPACE}:kubernetes.ingress.hosts.{name}", f"'{name}' is not public",
                               f"add it to {NAMESPACE}:public or remove the host")
-    for p in s.cloud_providers:
-        if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", p):
+    for p in s.cloud_providers:  # part of Kubernetes names and labels (one cost agent per provider)
+        if not re.fullmatch(r"[a-z]([-a-z0-9]{0,29}[a-z0-9])?", p):
             raise ConfigError(f"{NAMESPACE}:cloudProviders", f"'{p}' is not a provider name",
                               "use lower-case names such as aws, gcp, azure")
     if len(set(s.cloud_providers)) != len(s.cloud_providers):
@@ -589,10 +643,80 @@ def _check(s: Settings) -> None:
     _check_backup_store(s)
 
 
+_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("weekday", 0, 6))
+"""The ranges of Kubernetes' cron parser (a weekday is 0-6, Sunday 0)."""
+
+
+def _check_schedule(schedule: str) -> None:
+    """Each of the five cron fields in its range (the shape is checked by the model)."""
+    key = f"{NAMESPACE}:backups.schedule"
+    fix = ("write five cron fields in range: minute 0-59, hour 0-23, day of month 1-31, month 1-12, "
+           "weekday 0-6 (UTC), e.g. '17 2 * * *'")
+    for text, (name, low, high) in zip(schedule.split(), _CRON_FIELDS, strict=True):
+        for part in text.split(","):
+            span, _, step = part.partition("/")
+            if step and int(step) < 1:
+                raise ConfigError(key, f"'{schedule}': the {name} step '/{step}' is zero", fix)
+            if span == "*":
+                continue
+            first, _, last = span.partition("-")
+            for number in (first, last or first):
+                if not low <= int(number) <= high:
+                    raise ConfigError(key, f"'{schedule}': {name} {int(number)} is outside {low}-{high}", fix)
+            if last and int(last) < int(first):
+                raise ConfigError(key, f"'{schedule}': the {name} range {span} runs backwards", fix)
+
+
+def _check_budget(s: Settings) -> None:
+    """The system reserve leaves room for pods on a node (it applies on Kubernetes, and
+    wherever it is set explicitly)."""
+    b = s.budget
+    if s.target != "kubernetes" and not {"reserved_memory", "reserved_cpu"} & b.model_fields_set:
+        return
+    node = parse_memory_mib(b.memory)
+    reserve = 0 if b.reserved_memory in ("0", "0Mi") else parse_memory_mib(b.reserved_memory)
+    if reserve >= node:
+        raise ConfigError(f"{NAMESPACE}:budget.reservedMemory", f"{b.reserved_memory} is not less than a node's "
+                          f"memory ({NAMESPACE}:budget.memory {b.memory}), which leaves nothing for pods",
+                          "reserve less than the node has (e.g. 512Mi of 4Gi), or raise budget.memory")
+    if b.reserved_cpu >= b.cpu:
+        raise ConfigError(f"{NAMESPACE}:budget.reservedCpu", f"{b.reserved_cpu:g} cores is not less than a node's "
+                          f"CPU ({NAMESPACE}:budget.cpu {b.cpu:g}), which leaves nothing for pods",
+                          "reserve less than the node has (e.g. 0.1 of 2 cores), or raise budget.cpu")
+
+
+def _punycode(host: str) -> str:
+    """A host name with each non-ASCII label in its IDNA (punycode) form."""
+    out = []
+    for label in host.lower().split("."):
+        try:
+            out.append(label if label.isascii() else label.encode("idna").decode("ascii"))
+        except UnicodeError:
+            out.append(label)
+    return ".".join(out)
+
+
+def _ascii_fix(reference: str) -> str:
+    """The fix for a non-ASCII image reference or registry path: its host in punycode, or
+    (when the path or tag is the non-ASCII part) ASCII names."""
+    host, slash, rest = reference.partition("/")
+    if slash and ("." in host or ":" in host) and not host.isascii() and rest.isascii():
+        name, colon, port = host.partition(":")
+        return f"write the registry host in its ASCII (punycode) form: {_punycode(name)}{colon}{port}/{rest}"
+    return "write the repository path and tag in ASCII: lower-case letters, digits, '.', '_' and '-'"
+
+
 _DOCKER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # the Docker engine's rule for volume names
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _REGISTRY = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*")
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE = re.compile(rf"(?:[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*(?::[0-9]{{1,5}})?/)?"
+                    rf"{_PATH_PART}(?:/{_PATH_PART})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?")
+"""An image reference as the distribution spec writes it (lower case, ASCII)."""
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+_HOST = re.compile(r"(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _LONGEST_TIER = max(len(t.value) for t in Tier)  # namespaces are <prefix>-<tier>, at most 63 characters
 
 
@@ -609,9 +733,29 @@ def _check_kubernetes(s: Settings) -> None:
             raise ConfigError(f"{key}.{sub}", f"{value!r} is not a Kubernetes object name",
                               "use a lower-case DNS name (letters, digits, '-' and '.'), e.g. gp3 or nginx")
     for name, host in k.ingress.hosts.items():
-        if not re.fullmatch(r"(\*\.)?([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?", host):
+        if not host.isascii():
+            raise ConfigError(f"{key}.ingress.hosts.{name}", f"'{host}' has non-ASCII characters, which an Ingress "
+                              f"does not take", f"write its ASCII (punycode) form: {_punycode(host)}")
+        if not _HOST.fullmatch(host) or len(host) > 253:
             raise ConfigError(f"{key}.ingress.hosts.{name}", f"'{host}' is not a host name",
-                              "use a lower-case DNS name such as portal.example.com")
+                              "use a lower-case DNS name such as portal.example.com (labels of at most 63 "
+                              "characters)")
+    for secret in k.image_pull_secrets:
+        if not _DNS_SUBDOMAIN.fullmatch(secret):
+            raise ConfigError(f"{key}.imagePullSecrets", f"{secret!r} is not a Secret name",
+                              "use the Secret's lower-case DNS name (letters, digits, '-' and '.'), e.g. ghcr-pull")
+    if not _DNS_LABEL.fullmatch(k.dns.namespace) or len(k.dns.namespace) > 63:
+        raise ConfigError(f"{key}.dns.namespace", f"{k.dns.namespace!r} is not a namespace name",
+                          "use the namespace the cluster DNS runs in: lower-case letters, digits and '-', at most "
+                          "63 characters, e.g. kube-system")
+    for label, value in k.dns.pod_labels.items():
+        _check_qualified_name(f"{key}.dns.podLabels", label, "label key")
+        if not _LABEL_VALUE.fullmatch(value):
+            raise ConfigError(f"{key}.dns.podLabels.{label}", f"{value!r} is not a label value",
+                              "use at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter "
+                              "or digit, e.g. kube-dns")
+    for annotation in k.ingress.annotations:
+        _check_qualified_name(f"{key}.ingress.annotations", annotation, "annotation key")
     if not _DNS_LABEL.fullmatch(k.ingress.controller_namespace):
         raise ConfigError(f"{key}.ingress.controllerNamespace", f"'{k.ingress.controller_namespace}' is not a "
                           "namespace name", "use the namespace your ingress controller runs in, e.g. ingress-nginx")
@@ -622,6 +766,16 @@ def _check_kubernetes(s: Settings) -> None:
         if name not in k.ingress.hosts:
             raise ConfigError(f"{key}.ingress.hosts.{name}", f"public service {name} has no Ingress host",
                               f"set {key}.ingress.hosts.{name} to its DNS name, or remove it from {NAMESPACE}:public")
+
+
+def _check_qualified_name(key: str, name: str, what: str) -> None:
+    """A label or annotation key: `[prefix/]name`, the prefix a DNS subdomain, the name at
+    most 63 characters (Kubernetes' qualified names)."""
+    prefix, _, short = name.rpartition("/")
+    if not _LABEL_NAME.fullmatch(short) or (prefix and (not _DNS_SUBDOMAIN.fullmatch(prefix) or len(prefix) > 253)):
+        raise ConfigError(f"{key}.{name}", f"{name!r} is not a Kubernetes {what}",
+                          "write [prefix/]name: an optional lower-case DNS prefix, then at most 63 letters, digits, "
+                          "'-', '_' and '.', starting and ending with a letter or digit, e.g. k8s-app")
 
 
 _DURATION = re.compile(r"([0-9]+h)?([0-9]+m)?([0-9]+s)?")

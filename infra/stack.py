@@ -24,7 +24,7 @@ import yaml
 from .catalog import default_catalog
 from .graph import Model, resolve
 from .model import Catalog
-from .settings import NAMESPACE, ConfigError, parse_settings
+from .settings import NAMESPACE, ConfigError, check_service_names, did_you_mean, parse_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 """The project directory (Pulumi.yaml and the stack files)."""
@@ -43,7 +43,9 @@ def load_stack(values: Mapping[str, Any], catalog: Catalog | None = None) -> Mod
     """The resolved model of a stack's config (engine form). Raises ConfigError naming the
     first bad key and its fix, before anything is rendered."""
     catalog = catalog or default_catalog()
-    return resolve(catalog, parse_settings(values, catalog.credential_keys()))
+    settings = parse_settings(values, catalog.credential_keys())
+    check_service_names(settings, catalog.services)
+    return resolve(catalog, settings)
 
 
 def model_of(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (),
@@ -62,11 +64,140 @@ def available_stacks(root: Path | None = None) -> list[str]:
     return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in (root or ROOT).glob("Pulumi.*.yaml"))
 
 
+STACK_FILE_KEYS = ("config", "environment", "secretsprovider", "encryptedkey", "encryptionsalt")
+"""What a stack file may hold at its top level (Pulumi's own keys)."""
+
+OTHER_NAMESPACES = ("pulumi", "docker", "kubernetes", "random")
+"""Config namespaces besides ours a stack file may use: Pulumi's and this program's providers'."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a key written twice in one map (YAML forbids it;
+    PyYAML would keep the last value)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                first = seen[key].start_mark.line + 1
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key '{key}' is written twice (first on line {first})", key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def _at(path: Path, node: yaml.Node | yaml.Mark | None) -> str:
+    mark = node.start_mark if isinstance(node, yaml.Node) else node
+    return f"{path.name} line {mark.line + 1}, column {mark.column + 1}" if mark is not None else path.name
+
+
+def _yaml_fix(problem: str) -> str:
+    if "\\t" in problem or "tab" in problem:
+        return "indent with spaces, never tabs"
+    if "written twice" in problem:
+        return "delete one of them (a YAML map holds each key once)"
+    return ("correct the YAML there: close every bracket and quote, indent with spaces, and write "
+            "`key: value` with a space after the colon")
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """The `config:` map of a stack file, checked: valid YAML, no key twice, a map with a
+    `config:` map whose keys are `optiinfra:<key>` (or a provider's namespace). Raises
+    ConfigError naming the file, line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ConfigError(str(path), f"cannot be read ({reason})", "make it a readable UTF-8 YAML file",
+                          where=path.name) from None
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return {}
+        if not isinstance(root, yaml.MappingNode):
+            raise ConfigError(str(path), f"is a {_kind(root)}, not a map with a `config:` section",
+                              "write `config:` and under it `optiinfra:<key>: <value>` lines (see Pulumi.dev.yaml)",
+                              where=_at(path, root))
+        config_node: yaml.Node | None = None
+        for key_node, value_node in root.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key not in STACK_FILE_KEYS:
+                raise ConfigError(str(path), f"'{key}' is not a key of a stack file",
+                                  f"{did_you_mean(str(key), STACK_FILE_KEYS)}use one of: {', '.join(STACK_FILE_KEYS)}",
+                                  where=_at(path, key_node))
+            if key == "config":
+                config_node = value_node
+        data = loader.construct_document(root)
+    except yaml.MarkedYAMLError as err:
+        problem = err.problem or err.context or "cannot be parsed"
+        mark = err.problem_mark or err.context_mark
+        if err.problem and err.context and err.context_mark is not None:
+            opened = err.context_mark
+            problem += f" {err.context} started on line {opened.line + 1}, column {opened.column + 1}"
+        raise ConfigError(str(path), f"is not valid YAML: {problem}", _yaml_fix(problem),
+                          where=_at(path, mark)) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(str(path), f"is not valid YAML: {err}", _yaml_fix(str(err)), where=path.name) from None
+    finally:
+        loader.dispose()
+    config = data.get("config")
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ConfigError(str(path), f"`config:` is a {_kind(config_node)}, not a map",
+                          "write each setting as `  optiinfra:<key>: <value>` under `config:` (no leading '- ')",
+                          where=_at(path, config_node))
+    assert isinstance(config_node, yaml.MappingNode)
+    for key_node, _ in config_node.value:
+        _check_namespace(path, key_node)
+    return dict(config)
+
+
+def _kind(node: yaml.Node | None) -> str:
+    if isinstance(node, yaml.SequenceNode):
+        return "list"
+    if isinstance(node, yaml.MappingNode):
+        return "map"
+    return "single value"
+
+
+def _check_namespace(path: Path, key_node: yaml.Node) -> None:
+    """`optiinfra:<key>` or a provider's key; a misspelt namespace is refused, never ignored."""
+    key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+    if not isinstance(key, str) or not key:
+        raise ConfigError(str(path), "a `config:` key is not a name",
+                          f"write keys as {NAMESPACE}:<key>", where=_at(path, key_node))
+    ns, sep, rest = key.partition(":")
+    if not sep or not ns or not rest:
+        raise ConfigError(key, "has no namespace, so the program never reads it",
+                          f"write it as {NAMESPACE}:{_without_namespace(key)}",
+                          where=f"{_at(path, key_node)}: config key '{key}'")
+    if ns == NAMESPACE or ns in OTHER_NAMESPACES:
+        return
+    hint = did_you_mean(ns, (NAMESPACE, *OTHER_NAMESPACES))
+    hint = f"did you mean '{NAMESPACE}:{rest}'? " if hint and NAMESPACE in hint else hint
+    raise ConfigError(key, f"'{ns}' is not a namespace this program reads, so the key would be ignored",
+                      f"{hint}write settings as {NAMESPACE}:<key> (provider keys: "
+                      f"{', '.join(n + ':' for n in OTHER_NAMESPACES)})",
+                      where=f"{_at(path, key_node)}: config key '{key}'")
+
+
+def _without_namespace(key: str) -> str:
+    """`optiinfra-target` or `optiinfra.target` (a namespace mistyped) -> `target`."""
+    key = key.strip(":")
+    if key.startswith(NAMESPACE) and len(key) > len(NAMESPACE) + 1 and not key[len(NAMESPACE)].isalnum():
+        return key[len(NAMESPACE) + 1:]
+    return key
+
+
 def _file_config(stack: str, root: Path | None = None) -> dict[str, Any]:
     path = stack_file(stack, root)
-    data = yaml.safe_load(path.read_text()) if path.exists() else None
-    config = data.get("config") if isinstance(data, dict) else None
-    return {k: v for k, v in (config or {}).items() if isinstance(k, str) and k.startswith(f"{NAMESPACE}:")}
+    config = load_file(path) if path.exists() else {}
+    return {k: v for k, v in config.items() if isinstance(k, str) and k.startswith(f"{NAMESPACE}:")}
 
 
 def keys_in_file(stack: str, root: Path | None = None) -> list[str]:
@@ -148,8 +279,7 @@ def read(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), path
     if not path.exists():
         raise ConfigError("--stack", f"there is no stack file {path.name}",
                           f"use one of: {', '.join(available_stacks()) or 'none found'}")
-    data = yaml.safe_load(path.read_text()) or {}
-    config: dict[str, Any] = dict(data.get("config") or {})
+    config = load_file(path)
     secret_keys: set[str] = set()
     for key, value in list(config.items()):
         if _encrypted(value):

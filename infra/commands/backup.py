@@ -34,11 +34,17 @@ from ..stack import ROOT, model_of
 HELP = ("back up a Docker stack's stateful services now, each in a one-shot container on its network "
         "(--dry-run prints the docker commands)")
 
+EXAMPLES = """\
+python -m infra backup -s dev --dry-run
+python -m infra backup -s dev --service postgres
+python -m infra backup -s dev --dry-run --json"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_stack_arguments(p)
     p.add_argument("--service", help="back up only this service (default: every backed-up service)")
     p.add_argument("--dry-run", action="store_true", help="print the docker commands, run nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: print the commands as JSON")
 
 
 @dataclass
@@ -184,6 +190,13 @@ def run(args: argparse.Namespace) -> int:
     docker_required(model, "backup")
     chosen = selected(model, args.service)
     steps = [(eff, backup_step(model, eff)) for eff in chosen]
+    if args.json and not args.dry_run:
+        raise ConfigError("--json", "reports the commands of a --dry-run only", "add --dry-run")
+    if args.dry_run and args.json:
+        print(json.dumps({"stack": args.stack, "backups": [
+            {"service": eff.name, "reads": backups.backup_of(eff.service).reads, "argv": step.argv}
+            for eff, step in steps]}, indent=2))
+        return 0
     if args.dry_run:
         for eff, step in steps:
             print(f"# {eff.name}: {backups.backup_of(eff.service).reads}")

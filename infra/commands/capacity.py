@@ -13,6 +13,10 @@ from ..cli import add_stack_arguments
 HELP = ("CPU and memory requests and limits and persistent storage per service, tier and in total, "
         "against the stack's budget; exit 1 when it does not fit")
 
+EXAMPLES = """\
+python -m infra capacity -s prod
+python -m infra capacity -s dev --set budget.memory=4Gi --json"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_stack_arguments(p)

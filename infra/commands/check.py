@@ -27,6 +27,11 @@ from ..stack import ROOT
 
 HELP = "run the policy pack over the offline render (no Pulumi CLI); exit 1 when a mandatory policy fails"
 
+EXAMPLES = """\
+python -m infra check -s prod
+python -m infra check -s dev --json
+python -m infra check -s prod --policy-config policies/config/prod.json"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_stack_arguments(p)

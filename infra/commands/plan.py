@@ -15,6 +15,13 @@ from ..offline import Render, Resource
 
 HELP = "render a stack offline (no Pulumi CLI, no Docker) and print its resources by tier"
 
+EXAMPLES = """\
+python -m infra plan -s dev
+python -m infra plan -s prod --json > plan.json
+python -m infra plan -s dev --set services.grafana.hostPort=3100
+pass show optiinfra/postgres | python -m infra plan -s dev --secret postgresPassword=-
+PULUMI_STACK=staging python -m infra plan --secret-file secrets.env"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_stack_arguments(p)

@@ -9,6 +9,8 @@ values appear as `[secret]`: the files are for reading, diffing and feeding to o
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,10 @@ from ..settings import NAMESPACE, ConfigError
 
 HELP = "write a Kubernetes stack's manifests as YAML, one file per tier (secret values redacted)"
 
+EXAMPLES = """\
+python -m infra render -s prod --out manifests/
+python -m infra render -s staging --out /tmp/staging --json"""
+
 CLUSTER = "cluster"
 """File for Kubernetes objects outside every tier (none today)."""
 
@@ -34,7 +40,9 @@ KIND_ORDER = ("Namespace", "NetworkPolicy", "Secret", "ExternalSecret", "ConfigM
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_stack_arguments(p)
-    p.add_argument("--out", required=True, metavar="DIR", help="directory to write <tier>.yaml files into")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="directory to write <tier>.yaml files into (created if missing)")
+    p.add_argument("--json", action="store_true", help="print the files written and their object counts as JSON")
 
 
 def is_manifest(res: Resource) -> bool:
@@ -95,17 +103,47 @@ def dump(docs: list[dict[str, Any]]) -> str:
     return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
 
 
+def writable_directory(out: Path, flag: str = "--out") -> None:
+    """`out` is a directory this process can write into, or can be created: else a
+    ConfigError naming the flag, before anything is rendered or written."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(flag, f"{out} is a file, not a directory",
+                          "give a directory (it is created if missing), e.g. --out manifests/")
+    existing = out
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(flag, f"{out} cannot be created: {existing} is a file",
+                          "give a directory path whose parents are directories")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(flag, f"{out} cannot be written: {existing} is not writable by you",
+                          "give a directory you can write to, e.g. under /tmp or your home")
+
+
 def write(r: Render, out: Path) -> dict[Path, int]:
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[Path, int] = {}
+    """Each tier's manifests into `out` (files composed first, then written). Raises
+    ConfigError when the directory or a file in it cannot be written."""
+    writable_directory(out)
+    files: dict[Path, tuple[str, int]] = {}
     for name, docs in by_file(r).items():
-        path = out / f"{name}.yaml"
         header = (f"# {name} of stack {r.stack}: Kubernetes manifests rendered offline by "
                   f"`python -m infra render`.\n# Secret values are redacted as \"{offline.SECRET}\": "
                   "deploy with `pulumi up`, not kubectl.\n")
-        path.write_text(header + dump(docs))
-        written[path] = len(docs)
-    return written
+        files[out / f"{name}.yaml"] = (header + dump(docs), len(docs))
+    for path in files:
+        if path.exists() and (not path.is_file() or not os.access(path, os.W_OK)):
+            raise ConfigError("--out", f"{path} exists and cannot be overwritten",
+                              "remove it, or give another directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for path, (text, _) in files.items():
+            path.write_text(text)
+    except OSError as err:
+        raise ConfigError("--out", f"{err.filename or out} cannot be written ({err.strerror})",
+                          "give a directory you can write to") from None
+    return {path: count for path, (_, count) in files.items()}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,8 +152,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{NAMESPACE}:target", f"stack {args.stack} targets docker, which has no Kubernetes "
                           "manifests", f"use a kubernetes stack ({', '.join(kubernetes) or 'none here'}) or "
                           "--set target=kubernetes")
+    writable_directory(Path(args.out))  # before the render: a bad --out costs nothing
     r = offline.render(args.stack, args.sets, args.secrets)
     written = write(r, Path(args.out))
+    if args.json:
+        print(json.dumps({"stack": args.stack, "files": [{"path": str(path), "objects": count}
+                                                         for path, count in written.items()]}, indent=2))
+        return 0
     for path, count in written.items():
         print(f"wrote {path} ({count} objects)")
     return 0

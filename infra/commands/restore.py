@@ -38,6 +38,10 @@ HELP = ("restore a backup into a service (says what it overwrites; needs --yes-o
 SOURCE = "/restore"
 """Where the restore container sees the backup directory (read-only)."""
 
+EXAMPLES = """\
+python -m infra restore -s dev --service postgres --from postgres-20250101T021700Z.dump
+python -m infra restore -s dev --service postgres --from postgres-20250101T021700Z.dump --yes-overwrite"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_stack_arguments(p)

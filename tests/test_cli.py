@@ -1,0 +1,126 @@
+"""CLI conventions: --version, -s/--stack, PULUMI_STACK, secrets from a file or standard
+input (never echoed), exit codes written in --help, examples in every command's help, and
+a render whose event loops are all closed (no warning at interpreter exit)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra import cli as infra_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "Cli-Stdin-Canary-Secret-7"
+
+
+def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
+        python: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != "PULUMI_STACK"}
+    return subprocess.run([sys.executable, *python, "-m", "infra", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, check=False, env={**environ, **(env or {})}, input=stdin)
+
+
+def test_version() -> None:
+    proc = run("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith(f"python -m infra {infra_cli.VERSION} (pulumi SDK ")
+
+
+def test_help_gives_exit_codes_and_every_command_has_examples() -> None:
+    top = infra_cli.parser()
+    assert "Exit status: 0 ok; 1 a check failed" in top.format_help() and "2 a user error" in top.format_help()
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        text = p.format_help()
+        assert "Exit status" in text, name
+        assert f"python -m infra {name}" in (p.epilog or ""), f"{name} --help has no example"
+
+
+def test_short_stack_flag_and_pulumi_stack_give_the_same_plan() -> None:
+    long = run("plan", "--stack", "dev", "--json")
+    short = run("plan", "-s", "dev", "--json")
+    env = run("plan", "--json", env={"PULUMI_STACK": "dev"})
+    assert long.returncode == short.returncode == env.returncode == 0, (long.stderr, short.stderr, env.stderr)
+    assert long.stdout == short.stdout == env.stdout
+    flag_wins = run("plan", "-s", "dev", "--json", env={"PULUMI_STACK": "no-such-stack"})
+    assert flag_wins.returncode == 0 and flag_wins.stdout == long.stdout
+
+
+def test_a_secret_from_standard_input_is_used_and_never_echoed() -> None:
+    proc = run("plan", "-s", "dev", "--json", "--secret", "postgresPassword=-", stdin=SECRET + "\n")
+    assert proc.returncode == 0, proc.stderr
+    assert SECRET not in proc.stdout and SECRET not in proc.stderr
+    # It is used: a weak value read the same way is refused.
+    weak = run("plan", "-s", "dev", "--secret", "postgresPassword=-", stdin="changeme\n")
+    assert weak.returncode == 2 and "well-known default" in weak.stderr and "changeme" not in weak.stderr
+
+
+def test_secrets_resolve_exactly_from_stdin_and_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The values reach the stack config verbatim (no YAML typing of `yes` or `0123`)."""
+    import io
+
+    from infra import stack
+
+    env = tmp_path / "secrets.env"
+    env.write_text("# comment\npostgresPassword=Strong-File-Value-1\nredisPassword = yes \n")
+    yml = tmp_path / "secrets.yaml"
+    yml.write_text("qdrantApiKey: '0123456789abcdef'\n")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Stdin: value with spaces\n"))
+    resolved = infra_cli.resolve_secrets(["clickhousePassword=-"], [str(env), str(yml)])
+    config = stack.read("dev", secrets=resolved)
+    assert config.values["optiinfra:postgresPassword"] == "Strong-File-Value-1"
+    assert config.values["optiinfra:redisPassword"] == "yes"
+    assert config.values["optiinfra:qdrantApiKey"] == "0123456789abcdef"
+    assert config.values["optiinfra:clickhousePassword"] == "Stdin: value with spaces"
+    assert {"optiinfra:postgresPassword", "optiinfra:clickhousePassword"} <= config.secret_keys
+
+
+@pytest.mark.parametrize("text", [
+    "postgresPassword=Strong-File-Value-1\n",
+    "postgresPassword: Strong-File-Value-1\n",
+    '{"postgresPassword": "Strong-File-Value-1"}',
+])
+def test_secret_file_formats(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "secrets"
+    path.write_text(text)
+    assert infra_cli.resolve_secrets([], [str(path)]) == ['postgresPassword="Strong-File-Value-1"']
+
+
+def test_a_bad_secret_file_never_echoes_its_values(tmp_path: Path) -> None:
+    path = tmp_path / "secrets.yaml"
+    path.write_text(f"postgresPassword: [{SECRET}]\n")
+    proc = run("plan", "-s", "dev", "--secret-file", str(path))
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1 and SECRET not in proc.stderr
+    path.write_text(f"this is {SECRET} not a map\n")
+    proc = run("plan", "-s", "dev", "--secret-file", str(path))
+    assert proc.returncode == 2 and "neither KEY=VALUE lines nor a YAML/JSON map" in proc.stderr
+    assert SECRET not in proc.stderr
+
+
+def test_exit_codes_0_ok_1_failed_check_2_user_error() -> None:
+    assert run("capacity", "-s", "dev").returncode == 0
+    over = run("capacity", "-s", "dev", "--set", "budget.memory=256Mi", "--json")
+    assert over.returncode == 1 and json.loads(over.stdout)
+    bad = run("capacity", "-s", "dev", "--set", "budget.memory=lots")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: config key 'optiinfra:budget.memory'")
+
+
+def test_render_json_lists_the_files(tmp_path: Path) -> None:
+    proc = run("render", "-s", "staging", "--out", str(tmp_path / "m"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["stack"] == "staging" and all(Path(f["path"]).exists() for f in report["files"])
+
+
+def test_a_render_leaves_no_event_loop_open() -> None:
+    """Event loops left to the garbage collector at exit printed `Exception ignored in
+    BaseEventLoop.__del__ ... Invalid file descriptor: -1` now and then; every one is
+    closed now, which development mode would report as a ResourceWarning."""
+    proc = run("plan", "-s", "dev", "--json", python=("-X", "dev", "-W", "always::ResourceWarning"))
+    assert proc.returncode == 0
+    assert "unclosed event loop" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr[-2000:]
