@@ -38,9 +38,8 @@ from typing import Any
 
 import yaml
 
-from .tools import free_port
+from .tools import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 CONTEXT = "optiinfra-live"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 INGRESS_ADDRESS = "127.0.0.1"

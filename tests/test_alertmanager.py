@@ -27,9 +27,8 @@ from infra.settings import ConfigError
 from tests.conftest import render
 
 from .test_alerts import generated
-from .tools import go_tool, unavailable
+from .tools import ROOT, go_tool, unavailable
 
-ROOT = Path(__file__).resolve().parent.parent
 NOTIFIER: Service = next(s for s in default_catalog().services.values() if s.notifier)
 CONFIG = Path(next(f.path for f in NOTIFIER.files)).name
 

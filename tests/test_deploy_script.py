@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from .tools import ROOT
+
 PINNED = next(line.split("==")[1] for line in (ROOT / "requirements.txt").read_text().splitlines()
               if line.startswith("pulumi=="))
 SYSTEM_TOOLS = ("bash", "sh", "sed", "awk", "grep", "head", "tail", "tr", "cut", "sha256sum", "cat", "ls",

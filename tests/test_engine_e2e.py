@@ -37,7 +37,8 @@ from infra import offline
 from infra.backends.kubernetes import K8S_VERSION
 from infra.catalog import CREDENTIALS
 
-ROOT = Path(__file__).resolve().parent.parent
+from .tools import ROOT
+
 STACK = "e2e"
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 

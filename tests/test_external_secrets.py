@@ -33,12 +33,11 @@ from infra import offline, program
 from infra import stack as infra_stack
 from infra.catalog import default_catalog
 from infra.commands import check as check_cmd
-from infra.commands import render as render_cmd
 from infra.settings import ConfigError
 from policies.optiinfra_policies.vocabulary import K8S_CREDENTIALS_ROLLOUT, K8S_SECRET_KEYS, RANDOM_PASSWORD
 
 from .conftest import render
-from .tools import ROOT, unavailable
+from .tools import ROOT, of_kind, unavailable
 
 STORE = "vault-backend"
 ESO = f"kubernetes.externalSecrets.store={STORE}"
@@ -47,14 +46,6 @@ GOTEMPLATE = ROOT / "tests" / "gotemplate"
 
 
 # ---- helpers ---------------------------------------------------------------------
-
-def manifests(r: offline.Render) -> list[dict[str, Any]]:
-    return [m for docs in render_cmd.by_file(r).values() for m in docs]
-
-
-def of_kind(r: offline.Render, *kinds: str) -> list[dict[str, Any]]:
-    return [m for m in manifests(r) if m["kind"] in kinds]
-
 
 def ident(m: dict[str, Any]) -> tuple[str, str, str]:
     return m["kind"], m["metadata"]["namespace"], m["metadata"]["name"]

@@ -27,12 +27,12 @@ from infra import stack as infra_stack
 from infra.backends import kubernetes
 from infra.backends.kubernetes import K8S_VERSION
 from infra.catalog import CREDENTIALS, PG_APPLIED, default_catalog
-from infra.commands import render as render_cmd
 from infra.graph import Model
 from infra.model import Secret
 from infra.settings import ConfigError
 
 from .conftest import render
+from .tools import manifests, of_kind
 
 WORKLOADS = ("Deployment", "StatefulSet")
 TIERS = ("databases", "monitoring", "core", "agents", "frontend")
@@ -59,14 +59,6 @@ SEED_PORTS = {
 
 
 # ---- helpers ---------------------------------------------------------------------
-
-def manifests(r: offline.Render) -> list[dict[str, Any]]:
-    return [m for docs in render_cmd.by_file(r).values() for m in docs]
-
-
-def of_kind(r: offline.Render, *kinds: str) -> list[dict[str, Any]]:
-    return [m for m in manifests(r) if m["kind"] in kinds]
-
 
 def named(r: offline.Render, kind: str) -> dict[str, dict[str, Any]]:
     return {m["metadata"]["name"]: m for m in of_kind(r, kind)}
@@ -217,7 +209,9 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
 
 def test_every_pod_meets_restricted(prod: offline.Render) -> None:
     ws = workloads(prod)
-    assert len(ws) == 22  # 20 services, the cost agent once per provider (aws, gcp, azure)
+    # One per service, a per-provider service (the cost agent) once per provider (aws, gcp, azure).
+    services = default_catalog().services.values()
+    assert len(ws) == len(services) + (3 - 1) * sum(s.per_cloud_provider for s in services)
     for name, w in ws.items():
         pod = w["spec"]["template"]["spec"]
         assert restricted_violations(pod) == [], name

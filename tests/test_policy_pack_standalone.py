@@ -24,8 +24,8 @@ from policies.optiinfra_policies import core, rules, standards
 from policies.optiinfra_policies import vocabulary as vocab
 
 from .conftest import render
+from .tools import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 PACK = ROOT / "policies"
 SOURCES = sorted(PACK.rglob("*.py"))
 PRIVATE_MODULES = ("pulumi_policy.proxy", "pulumi_policy.deserialize", "pulumi_policy.secret",

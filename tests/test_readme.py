@@ -23,7 +23,8 @@ import pytest
 
 from infra import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+from .tools import ROOT
+
 PAGES = ("README.md", "docs/commands.md")
 OFFLINE = {"plan", "render", "check", "diff", "docs", "capacity"}  # no Docker, cluster or CLI needed
 # Pulumi CLI commands the pages may show, with the flags each takes (from `pulumi CMD --help`

@@ -22,7 +22,8 @@ import pytest
 from infra.catalog import default_catalog
 from tests.tools import go_tool, unavailable
 
-ROOT = Path(__file__).resolve().parent.parent
+from .tools import ROOT
+
 CONFIG = ROOT / "renovate.json"
 
 

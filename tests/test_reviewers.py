@@ -32,9 +32,8 @@ import yaml
 from infra import cli
 from infra.backends.kubernetes import CHECKOV_SKIP, KUBE_SCORE_IGNORE, KUBE_SCORE_REASON
 
-from .tools import go_tool, unavailable
+from .tools import ROOT, go_tool, unavailable
 
-ROOT = Path(__file__).resolve().parent.parent
 CHECKOV_REQUIREMENTS = ROOT / "scripts" / "checkov-requirements.txt"
 STACKS = ("prod", "staging")
 CACHE = Path(os.environ.get("OPTIINFRA_TOOLS_CACHE") or Path.home() / ".cache" / "optiinfra" / "tools")

@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from infra import offline
+from infra.catalog import default_catalog
 from infra.settings import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+from .tools import ROOT
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -138,7 +138,7 @@ def test_plan_json_lists_20_containers_5_tiers_5_networks() -> None:
     tiers = {s["urn"] for s in by_type["optiinfra:platform:Tier"]}
     assert len(tiers) == 5
     assert len(by_type["docker:index/network:Network"]) == 5
-    assert len(by_type["docker:index/container:Container"]) == 20  # the seed's 19 and Alertmanager
+    assert len(by_type["docker:index/container:Container"]) == len(default_catalog().services)
     assert all(s["newState"]["parent"] in tiers for s in by_type["docker:index/container:Container"])
     ch = next(s for s in by_type["docker:index/container:Container"] if s["urn"].endswith("::clickhouse"))
     assert "CLICKHOUSE_PASSWORD=[secret]" in ch["newState"]["inputs"]["envs"]

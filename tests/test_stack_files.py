@@ -12,7 +12,8 @@ import yaml
 
 from infra import catalog
 
-ROOT = Path(__file__).resolve().parents[1]
+from .tools import ROOT
+
 FILES = sorted(ROOT.glob("Pulumi*.yaml"))
 CREDENTIAL_KEYS = {c.config_key for c in catalog.CREDENTIALS}
 # What a credential's config key looks like: postgresPassword, qdrantApiKey, alertSlackUrl, ...

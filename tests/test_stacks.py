@@ -25,7 +25,8 @@ import yaml
 from infra.backends.kubernetes import K8S_VERSION
 from infra.stack import available_stacks
 
-ROOT = Path(__file__).resolve().parent.parent
+from .tools import ROOT
+
 STACKS = available_stacks()
 # The production stack: the reference every other Kubernetes stack is measured against.
 REFERENCE = "prod"

@@ -1,0 +1,136 @@
+"""Who talks to whom, on which port: the seed's dependency table written out, against the renders.
+
+The other reachability tests compare the render with `model.edges`, which `infra/graph.py`
+derives; a bug in that derivation moves both sides at once. Here the expected paths are a
+table written by hand from the seed (`services-and-ports.md`, "Service Dependencies") and
+from the catalog's own declarations where the seed says less (each service's `depends_on`
+and the URL or DSN it dials, `metrics`, `backup`). Nothing expected is computed by the code
+under test. The prod render's NetworkPolicies must admit exactly these paths (evaluated
+with Kubernetes' semantics by tests/test_reachability.py's evaluator); the dev plan's Docker
+networks must give every path a shared network and nothing more than those paths need.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from infra import offline
+from infra.catalog import default_catalog
+
+from .conftest import render
+from .test_reachability import allowed_edges, rendered
+
+# (client, server, container port), one line per connection.
+DEPENDS = {
+    # Seed: the data collector -> PostgreSQL (5432), ClickHouse (9000, native), Redis (6379).
+    ("data-collector", "postgres", 5432),
+    ("data-collector", "clickhouse", 9000),
+    ("data-collector", "redis", 6379),
+    # Seed: "Celery Worker - Async processing": the worker has the collector's connections;
+    # beat only schedules into the Redis broker.
+    ("data-collector-worker", "postgres", 5432),
+    ("data-collector-worker", "clickhouse", 9000),
+    ("data-collector-worker", "redis", 6379),
+    ("data-collector-beat", "redis", 6379),
+    # Seed: the portal -> orchestrator (8080), data collector (8005), Grafana (3000).
+    ("portal", "orchestrator", 8080),
+    ("portal", "data-collector", 8005),
+    ("portal", "grafana", 3000),
+    # Seed: Grafana -> Prometheus (9090), visualisation.
+    ("grafana", "prometheus", 9090),
+    # The orchestrator's database and queue (catalog: DATABASE_URL, REDIS_URL).
+    ("orchestrator", "postgres", 5432),
+    ("orchestrator", "redis", 6379),
+    # Flower watches the Celery broker.
+    ("flower", "redis", 6379),
+    # Each agent reports to the orchestrator and reads the data collector's API.
+    ("cost-agent", "orchestrator", 8080),
+    ("cost-agent", "data-collector", 8005),
+    ("performance-agent", "orchestrator", 8080),
+    ("performance-agent", "data-collector", 8005),
+    ("resource-agent", "orchestrator", 8080),
+    ("resource-agent", "data-collector", 8005),
+    ("application-agent", "orchestrator", 8080),
+    ("application-agent", "data-collector", 8005),
+    # The application agent's vector store (Qdrant's HTTP API, not gRPC 6334).
+    ("application-agent", "qdrant", 6333),
+    # The exporters query their database: PostgreSQL's protocol, Redis', and ClickHouse's
+    # HTTP interface (-scrape_uri=http://clickhouse:8123/), not its native port 9000.
+    ("postgres-exporter", "postgres", 5432),
+    ("redis-exporter", "redis", 6379),
+    ("clickhouse-exporter", "clickhouse", 8123),
+    # Prometheus sends firing alerts to Alertmanager (not a seed service: issue 14).
+    ("prometheus", "alertmanager", 9093),
+}
+
+# Seed: Prometheus scrapes the three exporters and the four agents (8001-8004); the catalog
+# also declares metrics for Grafana and Alertmanager.
+SCRAPES = {
+    ("prometheus", "postgres-exporter", 9187),
+    ("prometheus", "redis-exporter", 9121),
+    ("prometheus", "clickhouse-exporter", 9116),
+    ("prometheus", "cost-agent", 8001),
+    ("prometheus", "performance-agent", 8002),
+    ("prometheus", "resource-agent", 8003),
+    ("prometheus", "application-agent", 8004),
+    ("prometheus", "grafana", 3000),
+    ("prometheus", "alertmanager", 9093),
+}
+
+# Kubernetes only: the backup CronJobs read their store over the network (the catalog's
+# `backup` declarations); Grafana's job mounts the volume and dials nothing.
+BACKUPS = {
+    ("postgres-backup", "postgres", 5432),
+    ("clickhouse-backup", "clickhouse", 9000),
+    ("redis-backup", "redis", 6379),
+    ("qdrant-backup", "qdrant", 6333),
+}
+
+PATHS = DEPENDS | SCRAPES
+
+
+def test_the_table_names_only_catalog_services_and_their_ports() -> None:
+    """A typo in the table would make the comparisons below vacuous."""
+    services = default_catalog().services
+    for src, dst, port in PATHS:
+        assert src in services, src
+        assert port in {p.container for p in services[dst].ports}, (dst, port)
+    # Every service that declares metrics is scraped, and nothing else.
+    assert {dst for _, dst, _ in SCRAPES} == {n for n, s in services.items() if s.metrics and not s.scraper}
+
+
+def test_prod_network_policies_admit_exactly_the_seed_paths() -> None:
+    allowed = allowed_edges(rendered(render("prod")))
+    expected = PATHS | BACKUPS
+    assert allowed - expected == set(), "admitted but not in the seed's table"
+    assert expected - allowed == set(), "in the seed's table but not admitted"
+
+
+CONTAINER = "docker:index/container:Container"
+
+
+def _networks(r: offline.Render) -> dict[str, set[str]]:
+    return {c.name: {n["name"] for n in c.inputs["networksAdvanced"]} for c in r.of_type(CONTAINER)}
+
+
+@pytest.fixture(scope="module")
+def dev_networks() -> dict[str, set[str]]:
+    return _networks(render("dev"))
+
+
+def test_dev_networks_carry_every_seed_path(dev_networks: dict[str, set[str]]) -> None:
+    for src, dst, port in PATHS:
+        assert dev_networks[src] & dev_networks[dst], f"{src} -> {dst}:{port}: no shared network"
+
+
+def test_dev_networks_join_only_what_a_seed_path_needs(dev_networks: dict[str, set[str]]) -> None:
+    """Each container is on its own tier's network, plus, for every path to or from a service
+    of an earlier tier, that tier's network (the later end joins the earlier end's network);
+    nothing else. Tiers are the catalog's declarations; the paths are the table above."""
+    services = default_catalog().services
+    tier = {n: s.tier for n, s in services.items()}
+    expected = {n: {f"optiinfra-{tier[n].value}"} for n in dev_networks}
+    for src, dst, _ in PATHS:
+        a, b = sorted((src, dst), key=lambda n: tier[n].order)
+        expected[b].add(f"optiinfra-{tier[a].value}")
+    assert dev_networks == expected
