@@ -124,3 +124,11 @@ def test_a_render_leaves_no_event_loop_open() -> None:
     proc = run("plan", "-s", "dev", "--json", python=("-X", "dev", "-W", "always::ResourceWarning"))
     assert proc.returncode == 0
     assert "unclosed event loop" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_python_without_the_requirements_gets_one_line_not_a_traceback() -> None:
+    # `python -S` loads no site-packages: the state of `python3 -m infra` on a fresh clone.
+    proc = run("plan", "-s", "dev", python=("-S",))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: this Python (")
+    assert "no module 'pulumi'" in proc.stderr and "Fix: run ./optiinfra" in proc.stderr
