@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from . import cost
 from .graph import Effective, Model
 from .model import Tier, parse_memory_mib
 from .settings import NAMESPACE, ConfigError
@@ -119,6 +120,10 @@ class Footprint:
     problems: list[str] = field(default_factory=list)
     """Each a one-line error naming the config key and the fix (the stack does not fit)."""
     warnings: list[str] = field(default_factory=list)
+    cost_by_tier: dict[str, float] = field(default_factory=dict)
+    """USD a month of each tier's workloads at the stack's prices (infra/cost.py)."""
+    pool_cost: float = 0.0
+    """USD a month of the budget's nodes."""
 
     @property
     def total(self) -> Amount:
@@ -190,6 +195,10 @@ def footprint(model: Model, stack: str) -> Footprint:
     fp = Footprint(stack=stack, target=model.settings.target, lines=lines, budget=budget_of(model),
                    surge=surge_of(model, lines))
     _judge(fp)
+    fp.problems.extend(schedule_problems(fp))
+    items = cost.of_model(model)
+    fp.cost_by_tier = cost.by_tier(items, model.settings.prices, cost.storage_class(model.settings))
+    fp.pool_cost = cost.node_pool(model.settings)
     return fp
 
 
@@ -343,6 +352,12 @@ def text(fp: Footprint) -> str:
         lines.append(f"{'room kept':<27}{room(fp)}: cpu {cores(kept_c)} cores, memory {mem(kept_m)} in all; "
                      f"with the requests cpu {_pct(total.cpu_request_m + kept_c, b.cpu_m)}, "
                      f"memory {_pct(total.memory_request_mib + kept_m, b.memory_mib)}")
+    lines.extend(schedule_text(fp))
+    if fp.cost_by_tier:
+        tiers = ", ".join(f"{t} {cost.dollars(x)}" for t, x in fp.cost_by_tier.items())
+        what = "requests and claims" if fp.target == "kubernetes" else "memory limits"
+        lines.append(f"{'monthly cost':<27}{cost.dollars(sum(fp.cost_by_tier.values()))} of {what} ({tiers}); "
+                     f"the {b.nodes}-node budget {cost.dollars(fp.pool_cost)} ({NAMESPACE}:prices)")
     lines.append("")
     lines.extend(f"warning: {w}" for w in fp.warnings)
     lines.append(f"Within budget: {'yes' if fp.fits else 'NO'}")
@@ -362,6 +377,9 @@ def as_json(fp: Footprint) -> dict[str, Any]:
                    "cpu": b.cpu_m / 1000, "memoryMiB": b.memory_mib, "storageMiB": b.storage_mib,
                    "reservedCpuPerNode": b.reserved_cpu_m / 1000, "reservedMemoryPerNodeMiB": b.reserved_memory_mib},
         "surge": None if fp.surge is None else {"service": fp.surge.name, **fp.surge.total.as_json()},
+        "packing": _schedule_json(fp),
+        "monthlyCost": {"tiers": {t: round(x, 2) for t, x in fp.cost_by_tier.items()},
+                        "total": round(sum(fp.cost_by_tier.values()), 2), "budget": round(fp.pool_cost, 2)},
         "withinBudget": fp.fits,
         "problems": fp.problems,
         "warnings": fp.warnings,
@@ -380,3 +398,158 @@ def summary_line(model: Model | None, stack: str) -> str:
             f"{cores(b.cpu_m)} cores, memory {mem(t.memory_request_mib)} of {mem(b.memory_mib)}, "
             f"storage {mem(t.storage_mib)} of {mem(b.storage_mib)}: {verdict}"
             f"{' (cpu above budget: a warning on Docker)' if fp.warnings and fp.fits else ''}")
+
+
+# ---- packing: pods onto nodes, and losing a node (N+1) -----------------------------------
+
+@dataclass(frozen=True)
+class Pod:
+    """One pod's requests (Kubernetes schedules by these)."""
+
+    name: str
+    cpu_m: int
+    memory_mib: int
+
+
+@dataclass
+class Packing:
+    """Pods placed on nodes of one size (what each node offers pods: its size less the
+    system reserve), first-fit decreasing: largest first, each onto the first node it fits."""
+
+    nodes: list[list[Pod]]
+    unplaced: list[Pod]
+
+    @property
+    def fits(self) -> bool:
+        return not self.unplaced
+
+
+def pack(pods: list[Pod], nodes: int, cpu_m: int, memory_mib: int) -> Packing:
+    """First-fit decreasing by each pod's larger share of one node (memory or CPU), ties by
+    name: a pod that fits no node stays unplaced. Sums can fit where this does not (two nodes
+    with 1 GiB free each do not hold one 1.5 GiB pod)."""
+    def share(p: Pod) -> float:
+        return max(p.memory_mib / memory_mib if memory_mib else 1.0, p.cpu_m / cpu_m if cpu_m else 1.0)
+
+    placed: list[list[Pod]] = [[] for _ in range(nodes)]
+    free = [[cpu_m, memory_mib] for _ in range(nodes)]
+    unplaced: list[Pod] = []
+    for p in sorted(pods, key=lambda p: (-share(p), p.name)):
+        for i, room_left in enumerate(free):
+            if p.cpu_m <= room_left[0] and p.memory_mib <= room_left[1]:
+                room_left[0] -= p.cpu_m
+                room_left[1] -= p.memory_mib
+                placed[i].append(p)
+                break
+        else:
+            unplaced.append(p)
+    return Packing(placed, unplaced)
+
+
+def nodes_needed(pods: list[Pod], cpu_m: int, memory_mib: int) -> int | None:
+    """The fewest nodes of this size first-fit decreasing packs every pod onto (None: a pod
+    is larger than one node)."""
+    if any(p.cpu_m > cpu_m or p.memory_mib > memory_mib for p in pods):
+        return None
+    n = 1
+    while not pack(pods, n, cpu_m, memory_mib).fits:
+        n += 1
+    return n
+
+
+def pods_of(fp: Footprint, *, surge: bool) -> list[Pod]:
+    """Every pod of the stack (each line's instances), and with `surge` the largest rolling
+    update's extra pods (`Footprint.surge`, from each service's `Effective.rollout.surge`)."""
+    pods = [Pod(x.name, x.each.cpu_request_m, x.each.memory_request_mib) for x in fp.lines for _ in range(x.instances)]
+    if surge and fp.surge is not None:
+        pods += [Pod(f"{fp.surge.name} (surge)", fp.surge.each.cpu_request_m, fp.surge.each.memory_request_mib)
+                 for _ in range(fp.surge.instances)]
+    return pods
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Kubernetes: the pods with one rollout's surge packed onto the budget's nodes, and
+    without it onto one node fewer (the largest lost: all nodes of a budget are one size)."""
+
+    nodes: int
+    needed: int | None
+    """Nodes the pods and the surge need (None: one pod is larger than a node)."""
+    needed_after_loss: int | None
+    """Nodes the pods need with no surge (a drain or a failure is not a rollout)."""
+
+    @property
+    def fits(self) -> bool:
+        return self.needed is not None and self.needed <= self.nodes
+
+    @property
+    def survives_a_node(self) -> bool:
+        return self.needed_after_loss is not None and self.needed_after_loss <= self.nodes - 1
+
+
+def schedule(fp: Footprint) -> Schedule | None:
+    """How the pods pack (None on Docker: one host, no scheduler)."""
+    if fp.target != "kubernetes":
+        return None
+    b = fp.budget
+    cpu, memory = b.pod_cpu_per_node_m, b.pod_memory_per_node_mib
+    return Schedule(b.nodes, nodes_needed(pods_of(fp, surge=True), cpu, memory),
+                    nodes_needed(pods_of(fp, surge=False), cpu, memory))
+
+
+def schedule_problems(fp: Footprint) -> list[str]:
+    """One-line errors, each naming the one number that does not fit: the nodes the pods
+    need against `budget.nodes` (Kubernetes), or the limits against `budget.memory` (Docker,
+    which enforces limits and reserves nothing)."""
+    b = fp.budget
+    if fp.target != "kubernetes":
+        limit = fp.total.memory_limit_mib
+        if limit <= b.memory_mib or fp.total.memory_request_mib > b.memory_mib:
+            return []
+        return [str(ConfigError(
+            f"{NAMESPACE}:budget.memory",
+            f"stack {fp.stack}'s memory limits add up to {mem(limit)}, more than its budget of "
+            f"{mem(b.memory_mib)} (Docker enforces limits, not requests)",
+            f"raise {NAMESPACE}:budget.memory to at least {mem(limit)}, or lower the largest limits: "
+            + _largest(fp, lambda a: a.memory_limit_mib, "memory", mem)))]
+    s = schedule(fp)
+    if s is None or s.needed is None:
+        return []  # a pod larger than a node: _judge names it
+    shape = (f"{cores(b.cpu_per_node_m)} cores / {mem(b.memory_per_node_mib)} "
+             f"({cores(b.pod_cpu_per_node_m)} / {mem(b.pod_memory_per_node_mib)} for pods after the system reserve)")
+    out = []
+    if not s.fits:
+        out.append(str(ConfigError(
+            f"{NAMESPACE}:budget.nodes",
+            f"stack {fp.stack}'s {len(pods_of(fp, surge=True))} pods with a rollout's surge pack onto {s.needed} "
+            f"nodes of {shape}, not {b.nodes}",
+            f"raise {NAMESPACE}:budget.nodes to at least {s.needed}, or the node size "
+            f"({NAMESPACE}:budget.cpu, .memory)")))
+    elif b.nodes > 1 and not s.survives_a_node:
+        need = (s.needed_after_loss or 0) + 1
+        out.append(str(ConfigError(
+            f"{NAMESPACE}:budget.nodes",
+            f"stack {fp.stack} does not survive losing a node: its pods need {s.needed_after_loss} nodes of "
+            f"{shape}, and {b.nodes - 1} are left of {b.nodes}",
+            f"raise {NAMESPACE}:budget.nodes to at least {need}, or the node size "
+            f"({NAMESPACE}:budget.cpu, .memory)")))
+    return out
+
+
+def schedule_text(fp: Footprint) -> list[str]:
+    """The packing lines of the report ([] on Docker)."""
+    s = schedule(fp)
+    if s is None:
+        return []
+    if s.needed is None:
+        return [f"{'packing':<27}a pod is larger than one node"]
+    return [f"{'packing':<27}pods and one rollout's surge need {s.needed} of {s.nodes} nodes "
+            f"(first-fit decreasing, after the system reserve): {'fits' if s.fits else 'DOES NOT FIT'}",
+            f"{'losing a node (N+1)':<27}pods need {s.needed_after_loss} of the {s.nodes - 1} left: "
+            f"{'survives' if s.survives_a_node else 'DOES NOT SURVIVE'}"]
+
+
+def _schedule_json(fp: Footprint) -> dict[str, Any] | None:
+    s = schedule(fp)
+    return None if s is None else {"nodes": s.nodes, "needed": s.needed, "fits": s.fits,
+                                   "neededAfterLosingANode": s.needed_after_loss, "survivesANode": s.survives_a_node}

@@ -22,8 +22,11 @@ from .model import (
     Dependency,
     DockerClient,
     Dsn,
+    FromClients,
+    FromEphemeral,
     FromLimit,
     FromVolume,
+    FromVolumeDays,
     Generated,
     HealthCheck,
     HttpCheck,
@@ -32,6 +35,7 @@ from .model import (
     Panel,
     Port,
     Resources,
+    Runtime,
     SchemaRoles,
     Secret,
     SecretFile,
@@ -144,7 +148,8 @@ def _agent(name: str, port: int, purpose: str, *extra: Dependency, env: tuple[tu
 
 def _collector(name: str, purpose: str, command: tuple[str, ...], health: HealthCheck,
                deps: tuple[str, ...], memory: int, ports: tuple[Port, ...] = (),
-               metrics: tuple[str, str] | None = None, exclusive: str = "") -> Service:
+               metrics: tuple[str, str] | None = None, exclusive: str = "", pool: int = 0,
+               runtime: Runtime | None = None) -> Service:
     env_for = {
         # The collector's API and its Celery worker are one codebase on one set of tables.
         "postgres": ("DATABASE_URL", Url("postgres", own_login=True, schema="collector")),
@@ -159,8 +164,9 @@ def _collector(name: str, purpose: str, command: tuple[str, ...], health: Health
         purpose=purpose,
         ports=ports,
         health=health,
-        depends_on=tuple(Dependency(d) for d in deps),
+        depends_on=tuple(Dependency(d, pool=pool if d == "postgres" else 0) for d in deps),
         resources=Resources(memory_mib=memory, cpu=0.1),
+        runtime=runtime,
         env=(*((("PORT", Listen("http")),) if ports else ()), *(env_for[d] for d in deps)),
         command=command,
         metrics=metrics,
@@ -185,14 +191,23 @@ SERVICES: tuple[Service, ...] = (
         health=HealthCheck(CommandCheck(("sh", "-c", f'pg_isready -q -h 127.0.0.1 -U {DB_USER} -d optiinfra '
                                          f'&& test -f "{PG_APPLIED}"')),
                            live=TcpCheck("postgres"), slow_start=True, start_period_s=30),
-        resources=Resources(memory_mib=200, cpu=0.1, guaranteed=True),
+        # 512 MiB, request = limit (Guaranteed): the seed measures ~200MB (its resource table);
+        # on top a quarter of the limit for shared_buffers (128MB) and room for its clients'
+        # connections at ~4 MiB each (FromClients below). CPU 0.25: the seed says "Low".
+        resources=Resources(memory_mib=512, cpu=0.25, memory_limit_mib=512, guaranteed=True),
         # The image's server, run by its entrypoint under the start wrapper (infra/stores/postgres.py),
         # which applies the current credentials and the roles of `grants` on every start.
         command=("postgres",),
-        # Sized from the memory limit: a quarter for shared buffers, and connections from
-        # half of it at ~4 MiB each (work memory, catalog caches), never fewer than 20.
+        # Sized from the memory limit: a quarter for shared buffers; connections from its
+        # clients' pools (Dependency.pool x instances, on this stack) plus 6 of its own:
+        # 3 superuser_reserved_connections (PostgreSQL's default), the backup job's pg_dump
+        # and two for an administrator's psql.
         sized_command=(FromLimit("shared_buffers={n}MB", 0.25, flag="-c"),
-                       FromLimit("max_connections={n}", 0.5, scale=1 / 4, minimum=20, flag="-c")),
+                       FromClients("max_connections={n}", reserve=6, flag="-c")),
+        # Parallel queries' dynamic shared memory lives in /dev/shm (dynamic_shared_memory_type
+        # posix): Docker's default is 64M and Kubernetes has none, so a quarter of the limit,
+        # memory-backed (it counts against the limit, as the kernel charges tmpfs pages).
+        shm_share=0.25,
         volumes=(Volume("data", "/var/lib/postgresql/data", 2),),
         # The image's superuser (optiinfra) is for administration and backups only: every
         # client logs in as its own role, in the schema its connection names (each client's
@@ -244,12 +259,28 @@ SERVICES: tuple[Service, ...] = (
                Port("native", 9000, host=9000, band="metrics")),
         health=HealthCheck(HttpCheck("/ping", "http", "Ok."), live=TcpCheck("native"), docker_client="wget",
                            slow_start=True, start_period_s=30),
-        resources=Resources(memory_mib=500, cpu=0.5, guaranteed=True),
+        # 1.5 GiB, request = limit (Guaranteed): the seed measures ~500MB idle and "Medium" CPU;
+        # ClickHouse's usage recommendations (clickhouse.com/docs/operations/tips) warn that
+        # below 16 GB its default settings do not match the memory, so the caches and the
+        # server's cap below are sized from this limit, and queries get the ~1 GiB above
+        # the measured idle use.
+        resources=Resources(memory_mib=1536, cpu=0.5, memory_limit_mib=1536, guaranteed=True),
         # The server's own cap (bytes) at 80% of the limit, so a heavy query fails with
-        # MEMORY_LIMIT_EXCEEDED instead of the kernel killing the server. The entrypoint
-        # passes arguments after `--` to the server as configuration overrides.
-        command=("--",),
-        sized_command=(FromLimit("--max_server_memory_usage={n}", 0.8, scale=1024 * 1024),),
+        # MEMORY_LIMIT_EXCEEDED instead of the kernel killing the server; the mark cache
+        # (default 5 GiB) at a tenth and the uncompressed cache off. The entrypoint passes
+        # arguments after `--` to the server as configuration overrides.
+        # Warnings, not the image's trace level, to its log files under the writable root:
+        # the log and the error log, each the current file and 2 rotated ones, in half of its
+        # ephemeral storage (6 files, FromEphemeral below).
+        command=("--", "--logger.level=warning", "--logger.count=2"),
+        sized_command=(FromLimit("--max_server_memory_usage={n}", 0.8, scale=1024 * 1024),
+                       FromLimit("--mark_cache_size={n}", 0.1, scale=1024 * 1024),
+                       FromEphemeral("--logger.size={n}M", 0.5, parts=6),
+                       # System log tables (the ones the default configuration writes) expire
+                       # after a day per GiB of its volume, 3 to 30 days.
+                       *(FromVolumeDays(f"--{table}.ttl=event_date + INTERVAL {{n}} DAY DELETE", "data", 1, 3, 30)
+                         for table in ("query_log", "trace_log", "part_log", "metric_log",
+                                       "asynchronous_metric_log", "processors_profile_log"))),
         volumes=(Volume("data", "/var/lib/clickhouse", 5),),
         credentials=(Credential("clickhouse", "clickhousePassword", "ClickHouse password of the optiinfra user"),),
         env=(("CLICKHOUSE_USER", DB_USER), ("CLICKHOUSE_DB", "optiinfra_metrics"),
@@ -294,7 +325,10 @@ SERVICES: tuple[Service, ...] = (
         # Redis replays its AOF it answers LOADING, not PONG: not ready, but alive (it listens).
         health=HealthCheck(CommandCheck(("sh", "-c", "redis-cli ping | grep -q PONG")), live=TcpCheck("redis"),
                            slow_start=True, start_period_s=30),
-        resources=Resources(memory_mib=50, cpu=0.1, guaranteed=True),
+        # 256 MiB, request = limit (Guaranteed): the seed measures ~50MB; maxmemory (below) keeps
+        # that working set at under half of it, and an AOF rewrite's fork copies at most the
+        # dataset again (copy on write), so both fit the limit.
+        resources=Resources(memory_mib=256, cpu=0.1, memory_limit_mib=256, guaranteed=True),
         volumes=(Volume("data", "/data", 0.5),),
         # Each client whose connection logs in as itself gets an ACL user of its own with the
         # application rules (its credential, variable and file follow from `grants`), the
@@ -312,11 +346,12 @@ SERVICES: tuple[Service, ...] = (
         secret_files=(SecretFile("redis", ("REDIS_PASSWORD",)),
                       SecretFile("redis-monitor", ("OPTIINFRA_MONITOR_PASSWORD",))),
         secret_env_reason="redis-cli (the health check) reads the password from REDISCLI_AUTH or argv only",
-        # maxmemory at 60% of the limit (an AOF rewrite forks, copying pages on write);
+        # maxmemory at 45% of the limit (an AOF rewrite forks, copying pages on write: twice
+        # maxmemory stays under the limit);
         # noeviction: a Celery broker must refuse writes when full, never drop queued tasks.
         # Its command is the start wrapper (infra/stores/redis.py: the ACL file from `grants`,
         # then redis-server); the sized arguments reach redis-server through "$@".
-        sized_command=(FromLimit("{n}mb", 0.6, flag="--maxmemory"),),
+        sized_command=(FromLimit("{n}mb", 0.45, flag="--maxmemory"),),
         connection=Connection("redis://{user}:{password}@{host}:{port}/0", "redis", credential="redis"),
         uid=999,
         # An RDB snapshot streamed by the server (redis-cli --rdb). Restore replaces the data
@@ -349,7 +384,10 @@ SERVICES: tuple[Service, ...] = (
         # on Docker bash's /dev/tcp sends the GET.
         health=HealthCheck(HttpCheck("/readyz", "http"), live=HttpCheck("/livez", "http"), docker_client="bash-tcp",
                            slow_start=True, start_period_s=30),
-        resources=Resources(memory_mib=128, cpu=0.1, guaranteed=True),
+        # 512 MiB, request = limit (Guaranteed), 0.25 CPU: the seed has no figure; Qdrant's capacity
+        # planning (qdrant.tech/documentation/guides/capacity-planning) keeps vectors in memory
+        # at vectors x dimensions x 4 bytes x 1.5: 100k embeddings of 768 dimensions = 440 MiB.
+        resources=Resources(memory_mib=512, cpu=0.25, memory_limit_mib=512, guaranteed=True),
         volumes=(Volume("storage", "/qdrant/storage", 1),),
         credentials=(Credential("qdrant", "qdrantApiKey", "Qdrant API key", length=40),),
         env=(("QDRANT__SERVICE__API_KEY", Secret("qdrant")),),
@@ -396,7 +434,9 @@ SERVICES: tuple[Service, ...] = (
                            docker_client="wget", slow_start=True, start_period_s=30),
         # It sends what fires to the notifier; it does not wait for it (alerts queue until it answers).
         depends_on=(Dependency("alertmanager", wait=False, reason="Prometheus sends firing alerts to Alertmanager"),),
+        # The seed measures ~300MB and "Medium" CPU; the limit is twice that (head block growth).
         resources=Resources(memory_mib=300, cpu=0.5),
+        runtime=Runtime("go"),
         volumes=(Volume("data", "/prometheus", 1),),
         connection=Connection("http://{host}:{port}", "web"),
         metrics=("web", "/metrics"),
@@ -435,6 +475,7 @@ SERVICES: tuple[Service, ...] = (
         health=HealthCheck(HttpCheck("/-/ready", "web"), live=HttpCheck("/-/healthy", "web"), docker_client="wget"),
         # The seed has no figure: it idles at about 20 MiB; the limit leaves room for many groups.
         resources=Resources(memory_mib=24, cpu=0.05, memory_limit_mib=64),
+        runtime=Runtime("go"),
         connection=Connection("http://{host}:{port}", "web"),
         metrics=("web", "/metrics"),
         exposes=("alertmanager_notifications_failed_total",),
@@ -491,7 +532,9 @@ SERVICES: tuple[Service, ...] = (
         health=HealthCheck(HttpCheck("/api/health", "web", '"database":"ok"'), live=TcpCheck("web"),
                            docker_client="wget", slow_start=True, start_period_s=30),
         depends_on=(Dependency("prometheus"),),
-        resources=Resources(memory_mib=100, cpu=0.1),
+        # Request: the seed's ~100MB; limit 256 MiB: Grafana's documented minimum is 255 MB
+        # (grafana.com/docs/grafana/latest/setup-grafana/installation, hardware recommendations).
+        resources=Resources(memory_mib=100, cpu=0.1, memory_limit_mib=256),
         volumes=(Volume("data", "/var/lib/grafana", 0.5),),
         credentials=(Credential("grafana", "grafanaAdminPassword", "Grafana admin password"),),
         env=(("GF_SECURITY_ADMIN_USER", "optiinfra-admin"), ("GF_SECURITY_ADMIN_PASSWORD", Secret("grafana")),
@@ -558,8 +601,10 @@ SERVICES: tuple[Service, ...] = (
         health=HealthCheck(HttpCheck("/", "metrics"), live=TcpCheck("metrics"), docker_client=None,
                            no_docker_reason="scratch-like image without a shell or HTTP client; "
                                             "Prometheus' `up` series watches it"),
-        depends_on=(Dependency("postgres"),),
+        depends_on=(Dependency("postgres", pool=1),),  # one connection per scrape
+        # No seed figure: a Go exporter idles at ~10-15 MiB; limit twice the request.
         resources=Resources(memory_mib=16, cpu=0.05),
+        runtime=Runtime("go"),
         # Logs in as PostgreSQL's read-only monitoring role, never as the application's owner.
         env=(("DATA_SOURCE_NAME", Dsn("postgres", "postgresql://{user}:{password}@{host}:{port}/optiinfra?sslmode=disable",
                                       user=MONITOR, credential="postgres-monitor")),),
@@ -600,7 +645,9 @@ SERVICES: tuple[Service, ...] = (
                            no_docker_reason="scratch image without a shell or HTTP client; "
                                             "Prometheus' `up` series watches it"),
         depends_on=(Dependency("redis"),),
+        # No seed figure: a Go exporter idles at ~10-15 MiB; limit twice the request.
         resources=Resources(memory_mib=16, cpu=0.05),
+        runtime=Runtime("go"),
         # The Celery queue's length (redis_key_size) is the collector's backlog.
         # Logs in as Redis' read-only ACL user (its grants' monitor_rules).
         env=(("REDIS_ADDR", Dsn("redis", "redis://{host}:{port}")), ("REDIS_USER", MONITOR),
@@ -650,7 +697,9 @@ SERVICES: tuple[Service, ...] = (
         # The landing page, not a full /metrics scrape of ClickHouse.
         health=HealthCheck(HttpCheck("/", "metrics"), live=TcpCheck("metrics"), docker_client="wget"),
         depends_on=(Dependency("clickhouse"),),
+        # No seed figure: a Go exporter idles at ~10-15 MiB; limit twice the request.
         resources=Resources(memory_mib=16, cpu=0.05),
+        runtime=Runtime("go"),
         env=(("CLICKHOUSE_USER", DB_USER), ("CLICKHOUSE_PASSWORD", Secret("clickhouse"))),
         secret_env_reason="the exporter reads the password from CLICKHOUSE_PASSWORD only",
         command=(Dsn("clickhouse", "-scrape_uri=http://{host}:{port}/", port="http"),),
@@ -686,10 +735,15 @@ SERVICES: tuple[Service, ...] = (
         depends_on=(
             # The seed leaves the orchestrator's stores open. Decision: workflow state in
             # PostgreSQL and its task queue in Redis, the two stores every core service shares.
-            Dependency("postgres", reason="workflow state"),
+            # pool: its connection pool, at most 10 (a contract with the image).
+            Dependency("postgres", reason="workflow state", pool=10),
             Dependency("redis", reason="task queue shared with the agents"),
         ),
+        # No seed figure ("Low"): a Go HTTP service; limit twice the request.
         resources=Resources(memory_mib=64, cpu=0.1),
+        runtime=Runtime("go"),
+        # Stateless (its state is in PostgreSQL and Redis): prod runs two, so a drain keeps one.
+        scalable=True,
         # Decision (the seed is silent): each application keeps its tables in a schema of its own.
         env=(("PORT", Listen("http")), ("DATABASE_URL", Url("postgres", own_login=True, schema="orchestrator")),
              ("REDIS_URL", Url("redis", own_login=True))),
@@ -699,7 +753,8 @@ SERVICES: tuple[Service, ...] = (
     _collector(
         "data-collector", "Generic Collector API", (),
         HealthCheck(HttpCheck("/health", "http", '"status":"healthy"'), live=TcpCheck("http"), docker_client=_PY),
-        ("postgres", "clickhouse", "redis"), memory=100,
+        # The seed measures the Data Collector at ~100MB; its pool: at most 10 connections.
+        ("postgres", "clickhouse", "redis"), memory=100, pool=10,
         ports=(Port("http", 8005, host=8005, band="application"),),
     ),
     _collector(
@@ -709,14 +764,18 @@ SERVICES: tuple[Service, ...] = (
         # apart outlast a Redis restart, so a broker blip restarts no worker.
         HealthCheck(CommandCheck(("sh", "-c", f'exec celery -A {CELERY_APP} inspect ping -d "celery@$HOSTNAME" '
                                   "--timeout 5")), interval_s=30, timeout_s=15),
-        ("postgres", "clickhouse", "redis"), memory=88,
+        # A prefork worker: its parent and each child are the collector's code (~100MB measured),
+        # so 200 MiB (parent + one child) and a child cap of 128 MiB; a child runs one task at a
+        # time and holds at most 2 connections.
+        ("postgres", "clickhouse", "redis"), memory=200, pool=2, runtime=Runtime("celery", child_mib=128),
     ),
     _collector(
         "data-collector-beat", "Scheduled tasks (Celery beat)",
         ("celery", "-A", CELERY_APP, "beat", "--loglevel=INFO", "--pidfile=/tmp/celerybeat.pid",
          "--schedule=/tmp/celerybeat-schedule"),
         HealthCheck(CommandCheck(("sh", "-c", "kill -0 $(cat /tmp/celerybeat.pid)")), interval_s=30),
-        ("redis",), memory=48,
+        # The collector's code as well (~100MB measured); beat alone, no children.
+        ("redis",), memory=100,
         exclusive="one scheduler: a second beat, even briefly during a rollout, sends every periodic task twice",
     ),
     # ---- agents ----------------------------------------------------------------
@@ -742,7 +801,11 @@ SERVICES: tuple[Service, ...] = (
         ports=(Port("http", 3000, host=3001, band="monitoring"),),
         health=HealthCheck(HttpCheck("/", "http"), live=TcpCheck("http"), docker_client="node"),
         depends_on=(Dependency("orchestrator"), Dependency("data-collector"), Dependency("grafana")),
+        # The seed measures ~150MB; limit twice that, the V8 heap at 75% of it (Runtime node).
         resources=Resources(memory_mib=150, cpu=0.1),
+        runtime=Runtime("node"),
+        # Stateless: prod runs two, so a drain or an upgrade never takes the only UI down.
+        scalable=True,
         env=(("PORT", Listen("http")), ("ORCHESTRATOR_URL", Url("orchestrator")),
              ("DATA_COLLECTOR_URL", Url("data-collector")), ("GRAFANA_URL", Url("grafana"))),
         writable_paths=("/tmp", "/app/.next/cache"),

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field, replace
 
 from policies.optiinfra_policies.vocabulary import docker_volume_name
 
+from . import runtime
 from .model import (
     Catalog,
     Dependency,
     DisruptionBudget,
     Dsn,
-    FromLimit,
     Outside,
     Port,
     Resources,
@@ -90,6 +90,13 @@ class Effective:
     """This stack backs its data up (`Model.backed_up`)."""
     sized_args: tuple[str, ...] = ()
     """The catalog's `sized_command`, rendered from this target's memory limit and volume sizes."""
+    runtime_env: tuple[tuple[str, str], ...] = ()
+    """Its runtime's memory setting from the limit (GOMEMLIMIT, NODE_OPTIONS; infra/runtime.py)."""
+    shm_mib: int = 0
+    """A memory-backed /dev/shm of this size (`Service.shm_share` of the limit); 0: none."""
+    client_connections: int = 0
+    """Connections its clients may open at most: their `Dependency.pool` times their instances
+    (and a Celery worker's processes); what PostgreSQL's max_connections is sized from."""
     providers: tuple[str, ...] = ()
     """Cloud providers it runs one instance for (`providers_of`)."""
     existing_volumes: tuple[tuple[str, str], ...] = ()
@@ -321,8 +328,10 @@ def _decided(model: Model, eff: Effective, backed_up: bool) -> Effective:
     k8s = settings.target == "kubernetes"
     sizes = tuple((v.name, volume_mib(model, eff, v)) for v in svc.volumes)
     limit_mib = eff.resources.limits(settings.target)[0]
-    sized = tuple(a for v in svc.sized_command for a in (
-        v.render(limit_mib) if isinstance(v, FromLimit) else v.render(dict(sizes)[v.volume])))
+    clients = client_connections(model, eff)
+    sized = tuple(a for v in svc.sized_command for a in runtime.sized(
+        v, limit_mib=limit_mib, volumes=dict(sizes), ephemeral_mib=svc.ephemeral_mib, client_connections=clients))
+    sized += runtime.args(svc, limit_mib)
     o = settings.services.get(eff.name)
     existing = tuple((name, v.existing) for name, v in o.volumes.items()
                      if v.existing is not None) if o and not k8s else ()
@@ -332,8 +341,25 @@ def _decided(model: Model, eff: Effective, backed_up: bool) -> Effective:
     pull = settings.kubernetes.image_pull_secrets
     return replace(eff, volume_sizes=sizes,
                    backup_mib=backup_claim_mib(model, eff), backed_up=backed_up, sized_args=sized,
+                   runtime_env=runtime.env(svc, limit_mib), shm_mib=runtime.shm_mib(svc, limit_mib),
+                   client_connections=clients,
                    providers=providers_of(model, eff), existing_volumes=existing, ingress_host=host,
                    external_url=url, pull_secrets=tuple(pull) if k8s and svc.own_image and pull else ())
+
+
+def client_connections(model: Model, eff: Effective) -> int:
+    """What a store's clients may open at most on this stack: each dependent's declared pool
+    (`Dependency.pool`) times its instances (replicas, once per cloud provider on Kubernetes),
+    times its worker processes (a Celery worker's pool is per process)."""
+    k8s = model.settings.target == "kubernetes"
+    total = 0
+    for src in model.services.values():
+        for dep in src.service.depends_on:
+            if dep.service != eff.name or not dep.pool:
+                continue
+            n = (src.replicas * (len(providers_of(model, src)) or 1)) if k8s else 1
+            total += dep.pool * n * runtime.concurrency(src.service, src.resources.limits(model.settings.target)[0])
+    return total
 
 
 def _receivers_only(svc: Service, settings: Settings) -> Service:

@@ -219,7 +219,65 @@ class FromVolume:
         return (self.template.format(n=int(volume_mib * self.share)),)
 
 
-Sized = FromLimit | FromVolume
+@dataclass(frozen=True)
+class FromClients:
+    """An argument sized from the store's clients on this stack: `template` with `{n}` = the
+    sum over the services that depend on it of their declared `Dependency.pool` times their
+    instances (a Celery worker's pool is per process: times its concurrency), plus `reserve`
+    (the server's own and administrators' connections), after `flag` if given."""
+
+    template: str
+    reserve: int
+    flag: str = ""
+
+    def render_n(self, n: int) -> tuple[str, ...]:
+        value = self.template.format(n=n + self.reserve)
+        return (self.flag, value) if self.flag else (value,)
+
+
+@dataclass(frozen=True)
+class FromEphemeral:
+    """An argument sized from the container's ephemeral storage (`Service.ephemeral_mib`):
+    `template` with `{n}` = floor(ephemeral MiB x `share` / `parts`), so `parts` files of
+    that size fit the share (log files rotated inside the container)."""
+
+    template: str
+    share: float
+    parts: int = 1
+
+    def render(self, ephemeral_mib: int) -> tuple[str, ...]:
+        return (self.template.format(n=max(1, int(ephemeral_mib * self.share / self.parts))),)
+
+
+@dataclass(frozen=True)
+class FromVolumeDays:
+    """An argument sized from a volume in days of history: `template` with `{n}` =
+    `days_per_gib` x the volume's GiB, between `low` and `high` days (a store's own logs kept
+    no longer than its volume can hold)."""
+
+    template: str
+    volume: str
+    days_per_gib: float
+    low: int
+    high: int
+
+    def render(self, volume_mib: int) -> tuple[str, ...]:
+        days = min(self.high, max(self.low, int(volume_mib / 1024 * self.days_per_gib)))
+        return (self.template.format(n=days),)
+
+
+Sized = FromLimit | FromVolume | FromClients | FromEphemeral | FromVolumeDays
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The language runtime of a service's main process, whose own memory setting follows
+    the container's memory limit (one rule per kind, infra/runtime.py): `go` (GOMEMLIMIT),
+    `node` (NODE_OPTIONS=--max-old-space-size), `celery` (a prefork worker: --concurrency
+    and --max-memory-per-child from `child_mib`, the resident memory of one process)."""
+
+    kind: Literal["go", "node", "celery"]
+    child_mib: int = 0
 
 
 @dataclass(frozen=True)
@@ -423,6 +481,9 @@ class Dependency:
     service: str
     wait: bool = True
     reason: str = ""
+    pool: int = 0
+    """Connections one instance of this client opens to the target at most (its pool size;
+    a Celery worker's per process); a store's FromClients sums them. 0: none counted."""
 
 
 class Generated(enum.Enum):
@@ -635,6 +696,12 @@ class Service:
     backup: Backup | None = None
     """How its data is backed up and restored; every stateful service declares one (a
     Backup with `none_reason` when it is not worth one)."""
+    runtime: Runtime | None = None
+    """The language runtime whose memory setting follows the limit (GOMEMLIMIT, the V8 heap,
+    Celery's processes); None: the process sizes itself (stores size through `sized_command`)."""
+    shm_share: float = 0.0
+    """A memory-backed /dev/shm of this share of the memory limit (PostgreSQL's dynamic shared
+    memory: parallel queries); 0: the runtime's default (64M on Docker, none on Kubernetes)."""
     grants: Grants | None = None
     """How this store lets its clients in, each as itself (`SchemaRoles`, `AclUsers`): its
     clients' identities, their credentials and its start wrapper follow from it and from the

@@ -134,6 +134,17 @@ class ClusterDns(_Model):
     """Namespace of the cluster DNS pods (default kube-system)."""
     pod_labels: dict[str, str] = Field(default_factory=lambda: {"k8s-app": "kube-dns"}, alias="podLabels")
     """Labels of the cluster DNS pods (default {k8s-app: kube-dns}, which CoreDNS keeps too)."""
+    cidrs: tuple[str, ...] = ()
+    """Address blocks that answer DNS besides those pods (port 53, UDP and TCP), for a node-local
+    or provider resolver that is no pod: NodeLocal DNSCache [169.254.20.10/32], GKE Cloud DNS
+    [169.254.169.254/32] (docs/dns.md; default none)."""
+
+    @field_validator("cidrs")
+    @classmethod
+    def _dns_cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in v:
+            ipaddress.ip_network(cidr)  # ValueError: reported as a bad value of this key
+        return v
 
 
 PRIVATE_AND_LINK_LOCAL = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16")
@@ -406,6 +417,35 @@ class BackupSettings(_Model):
         return v.strip()
 
 
+HOURS_PER_MONTH = 730
+"""Hours in an average month (365 x 24 / 12), as cloud price sheets count them."""
+
+
+class Prices(_Model):
+    """What the stack's resources cost (`optiinfra:prices`), for `capacity` and `diff` to
+    say what a stack and a change cost a month. Nothing is fetched at run time: the defaults
+    are list prices written down with their source and the date they were recorded; set your
+    own (a discount, another region or provider) in the stack file."""
+
+    core_hour: float = Field(0.021811, ge=0, alias="coreHour")
+    """USD per vCPU-hour. Default 0.021811: Google Compute Engine E2, us-central1, on-demand
+    (cloud.google.com/compute/vm-instance-pricing, recorded 2025-06; not fetched)."""
+    gib_hour: float = Field(0.002923, ge=0, alias="gibHour")
+    """USD per GiB of memory per hour. Default 0.002923: the same E2 sheet (recorded 2025-06)."""
+    node_month: float | None = Field(None, ge=0, alias="nodeMonth")
+    """USD per node of the budget's shape per month, instead of cores and GiB (default: none,
+    the node is priced as `budget.cpu` x coreHour + `budget.memory` x gibHour)."""
+    storage_gib_month: dict[str, float] = Field(
+        default_factory=lambda: {"default": 0.10, "standard": 0.04, "ssd": 0.17}, alias="storageGibMonth")
+    """USD per GiB-month of a volume claim by StorageClass (`kubernetes.storageClass`; `default`
+    for the cluster's default class). Defaults: GCE persistent disk, us-central1, balanced 0.10,
+    standard 0.04, SSD 0.17 (cloud.google.com/compute/disks-image-pricing, recorded 2025-06)."""
+    backup_gib_month: float = Field(0.020, ge=0, alias="backupGibMonth")
+    """USD per GiB-month of backup claims, priced as object storage (where backups end up kept).
+    Default 0.020: Google Cloud Storage Standard, us-central1 (cloud.google.com/storage/pricing,
+    recorded 2025-06)."""
+
+
 class Settings(_Model):
     """A stack's settings: every `optiinfra:` key of Pulumi.<stack>.yaml."""
 
@@ -418,6 +458,8 @@ class Settings(_Model):
     docker: DockerSettings = DockerSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
     budget: Budget = Budget()
+    prices: Prices = Prices()
+    """What cores, memory and storage cost a month (`capacity` and `diff` print it)."""
     cloud_providers: tuple[str, ...] = Field(("aws",), alias="cloudProviders")
     """Clouds the cost agent collects from; on Kubernetes one instance per provider."""
     alerting: Alerting = Alerting()

@@ -38,36 +38,64 @@ def service(report: dict[str, Any], name: str) -> dict[str, Any]:
 
 # ---- dev: the seed's catalog on Docker ---------------------------------------------------
 
+def declared(name: str) -> tuple[int, int]:
+    """(request, Docker limit) MiB of a service as the catalog declares it: the limit is the
+    declared one, else twice the request (the rule docs/capacity.md states)."""
+    r = default_catalog().services[name].resources
+    return r.memory_mib, r.memory_limit_mib or 2 * r.memory_mib
+
+
+TIERS = {Tier.DATABASES: ("postgres", "clickhouse", "redis", "qdrant"),
+         Tier.MONITORING: ("prometheus", "alertmanager", "grafana", "flower", "postgres-exporter",
+                           "redis-exporter", "clickhouse-exporter"),
+         Tier.CORE: ("orchestrator", "data-collector", "data-collector-worker", "data-collector-beat"),
+         Tier.AGENTS: ("cost-agent", "performance-agent", "resource-agent", "application-agent"),
+         Tier.FRONTEND: ("portal",)}
+
+
 def test_dev_totals_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
     code, report, err = capacity(capsys, "dev")
     assert code == 0, err
     total = report["total"]
     assert total["instances"] == 20
-    # Memory requests (MiB), catalog:
-    #   databases  postgres 200 + clickhouse 500 + redis 50 + qdrant 128                  = 878
+    # Memory requests (MiB), from the catalog's declarations, tier by tier; with today's catalog:
+    #   databases  postgres 512 + clickhouse 1536 + redis 256 + qdrant 512                = 2816
     #   monitoring prometheus 300 + alertmanager 24 + grafana 100 + flower 48 + 3 x 16     = 520
-    #   core       orchestrator 64 + data-collector 100 + worker 88 + beat 48              = 300
+    #   core       orchestrator 64 + data-collector 100 + worker 200 + beat 100            = 464
     #   agents     4 agents x 50                                                           = 200
     #   frontend   portal 150                                                              = 150
-    #   total      878 + 520 + 300 + 200 + 150                                             = 2048
-    assert total["memoryMiB"]["request"] == 2048
-    # Limits default to twice the request, Alertmanager's is 64: 2 x 2024 + 64 = 4112.
-    assert total["memoryMiB"]["limit"] == 4112
-    # CPU requests (cores): databases 0.1+0.5+0.1+0.1 = 0.8; monitoring 0.5+0.05+0.1+0.1+3x0.05 = 0.9;
-    # core 4x0.1 = 0.4; agents 4x0.1 = 0.4; frontend 0.1; total 2.6. Limits are 4x: 10.4.
-    assert total["cpu"]["request"] == pytest.approx(2.6)
-    assert total["cpu"]["limit"] == pytest.approx(10.4)
+    #   total                                                                              = 4150
+    by_tier = [sum(declared(n)[0] for n in TIERS[t]) for t in Tier]
+    assert by_tier == [2816, 520, 464, 200, 150]
+    assert total["memoryMiB"]["request"] == sum(by_tier) == 4150
+    # Limits: the stores declare theirs (= request, 2816), Alertmanager 64, Grafana 256; the
+    # rest twice the request: prometheus 600 + flower 96 + 3 x 32 + core 2 x 464 - 2 x 64 ... :
+    # 2816 + (600 + 64 + 256 + 96 + 96) + 928 + 400 + 300 = 5556
+    assert total["memoryMiB"]["limit"] == sum(declared(n)[1] for names in TIERS.values() for n in names) == 5556
+    # CPU requests (cores): databases 0.25+0.5+0.1+0.25 = 1.1; monitoring 0.5+0.05+0.1+0.1+3x0.05 = 0.9;
+    # core 4x0.1 = 0.4; agents 4x0.1 = 0.4; frontend 0.1; total 2.9. Limits are 4x: 11.6.
+    assert total["cpu"]["request"] == pytest.approx(2.9)
+    assert total["cpu"]["limit"] == pytest.approx(11.6)
     # Volumes (GiB): postgres 2 + clickhouse 5 + redis 0.5 + qdrant 1 + prometheus 1 + grafana 0.5 = 10
     # = 10240 MiB: exactly the seed's ~10GB disk estimate.
     assert total["storageMiB"] == 10 * 1024
     tiers = report["tiers"]
-    assert [tiers[t.value]["memoryMiB"]["request"] for t in Tier] == [878, 520, 300, 200, 150]
+    assert [tiers[t.value]["memoryMiB"]["request"] for t in Tier] == by_tier
     assert [tiers[t.value]["instances"] for t in Tier] == [4, 7, 4, 4, 1]
     # databases: 2 + 5 + 0.5 + 1 GiB = 8.5 GiB = 8704 MiB
     assert tiers["databases"]["storageMiB"] == 8704
-    # The budget is the seed's estimate: 2Gi of memory (2048 MiB), 10Gi of disk.
-    assert report["budget"]["memoryMiB"] == 2048 and report["budget"]["storageMiB"] == 10240
+    # Docker is budgeted by its limits (5556 MiB): dev's budget is 6Gi (6144 MiB), 10Gi of disk.
+    assert report["budget"]["memoryMiB"] == 6144 and report["budget"]["storageMiB"] == 10240
     assert report["withinBudget"] is True
+
+
+def test_docker_is_budgeted_by_its_limits(capsys: pytest.CaptureFixture[str]) -> None:
+    # 5Gi (5120 MiB) holds the requests (4150) but not the limits (5556 = 5.43Gi).
+    code, _, err = capacity(capsys, "dev", "budget.memory=5Gi")
+    assert code == 1
+    assert "stack dev's memory limits add up to 5.43Gi, more than its budget of 5Gi" in err
+    assert "raise optiinfra:budget.memory to at least 5.43Gi" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_dev_text_report_lists_every_service_and_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,7 +105,7 @@ def test_dev_text_report_lists_every_service_and_the_verdict(capsys: pytest.Capt
         assert f"    {name} " in out
     assert "Within budget: yes" in out
     # 2.6 cores of requests against budget.cpu 2: a warning on Docker, which reserves no CPU.
-    assert "warning: config key 'optiinfra:budget.cpu': stack dev requests 2.6 CPU cores" in out
+    assert "warning: config key 'optiinfra:budget.cpu': stack dev requests 2.9 CPU cores" in out
 
 
 def test_docker_runs_one_instance_and_refuses_replicas(capsys: pytest.CaptureFixture[str]) -> None:
@@ -96,7 +124,7 @@ def test_an_override_changes_request_and_limit(capsys: pytest.CaptureFixture[str
     # memory 100 Mi, limit twice it; cpu 0.25, limit four times it.
     assert each["memoryMiB"] == {"request": 100, "limit": 200}
     assert each["cpu"] == {"request": pytest.approx(0.25), "limit": pytest.approx(1.0)}
-    assert report["total"]["memoryMiB"]["request"] == 2048 - 50 + 100
+    assert report["total"]["memoryMiB"]["request"] == 4150 - declared("redis")[0] + 100
 
 
 # ---- Kubernetes: replicas, cost agent per provider, claims ---------------------------------
@@ -104,7 +132,7 @@ def test_an_override_changes_request_and_limit(capsys: pytest.CaptureFixture[str
 def test_replicas_and_a_cost_agent_per_provider_count_on_kubernetes(capsys: pytest.CaptureFixture[str]) -> None:
     code, report, _ = capacity(
         capsys, "dev", "target=kubernetes", "cloudProviders=[aws,gcp,azure]", "services.cost-agent.replicas=2",
-        "services.data-collector-worker.replicas=3", "budget.memory=4Gi", "budget.cpu=4", "budget.storage=20Gi")
+        "services.data-collector-worker.replicas=3", "budget.memory=8Gi", "budget.cpu=4", "budget.storage=20Gi")
     assert code == 0
     cost = service(report, "cost-agent")
     # 3 providers x 2 replicas = 6 pods of 50 MiB / 0.1 core
@@ -112,11 +140,11 @@ def test_replicas_and_a_cost_agent_per_provider_count_on_kubernetes(capsys: pyte
     assert cost["total"]["memoryMiB"]["request"] == 300
     assert cost["total"]["cpu"]["request"] == pytest.approx(0.6)
     worker = service(report, "data-collector-worker")
-    assert worker["instances"] == 3 and worker["total"]["memoryMiB"]["request"] == 3 * 88
+    assert worker["instances"] == 3 and worker["total"]["memoryMiB"]["request"] == 3 * declared(worker["name"])[0]
     # 20 services, cost agent 1 -> 6 (+5), worker 1 -> 3 (+2): 27 pods.
     assert report["total"]["instances"] == 27
-    # 2048 + 5 x 50 + 2 x 88 = 2474 MiB
-    assert report["total"]["memoryMiB"]["request"] == 2474
+    # 4150 + 5 x 50 + 2 x 200 = 4800 MiB
+    assert report["total"]["memoryMiB"]["request"] == 4150 + 5 * 50 + 2 * declared("data-collector-worker")[0] == 4800
 
 
 def test_kubernetes_storage_setting_sizes_the_claims(capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,21 +166,21 @@ def test_prod_totals_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
     code, report, err = capacity(capsys, "prod")
     assert code == 0, err
     total = report["total"]
-    # Pods: 20 services, data-collector 2 (+1), worker 3 (+2), cost-agent 1 x 3 providers (+2),
-    # performance/resource/application agents 2 each (+3): 20 + 8 = 28.
-    assert total["instances"] == 28
+    # Pods: 20 services, portal 2 (+1), orchestrator 2 (+1), data-collector 2 (+1), worker 3 (+2),
+    # cost-agent 1 x 3 providers (+2), performance/resource/application agents 2 each (+3): 20 + 10 = 30.
+    assert total["instances"] == 30
     # Memory (MiB):
-    #   databases  postgres 512 + clickhouse 2048 + redis 50 + qdrant 128                   = 2738
+    #   databases  postgres 512 + clickhouse 2048 + redis 256 + qdrant 512                  = 3328
     #   monitoring prometheus 512 + alertmanager 24 + grafana 100 + flower 48 + 3 x 16       = 732
-    #   core       orchestrator 64 + collector 2 x 100 + worker 3 x 256 + beat 48            = 1080
+    #   core       orchestrator 2 x 64 + collector 2 x 100 + worker 3 x 256 + beat 100       = 1196
     #   agents     cost 3 x 50 + 3 agents x 2 x 50                                           = 450
-    #   frontend   portal 150                                                                = 150
-    #   total                                                                                = 5150
-    assert [report["tiers"][t.value]["memoryMiB"]["request"] for t in Tier] == [2738, 732, 1080, 450, 150]
-    assert total["memoryMiB"]["request"] == 5150
-    # CPU: databases 0.5+1+0.1+0.1 = 1.7; monitoring 0.9; core 0.1+0.2+0.75+0.1 = 1.15;
-    # agents 0.3+0.6 = 0.9; frontend 0.1; total 4.75
-    assert total["cpu"]["request"] == pytest.approx(4.75)
+    #   frontend   portal 2 x 150                                                            = 300
+    #   total                                                                                = 6006
+    assert [report["tiers"][t.value]["memoryMiB"]["request"] for t in Tier] == [3328, 732, 1196, 450, 300]
+    assert total["memoryMiB"]["request"] == 6006
+    # CPU: databases 0.5+1+0.1+0.25 = 1.85; monitoring 0.9; core 0.2+0.2+0.75+0.1 = 1.25;
+    # agents 0.3+0.6 = 0.9; frontend 0.2; total 5.1
+    assert total["cpu"]["request"] == pytest.approx(5.1)
     # Claims (GiB): postgres 20 + clickhouse 50 + redis 2 + qdrant 10 + prometheus 20 + grafana 2 = 104,
     # and a backup claim of the same size for each but Prometheus: 20 + 50 + 2 + 10 + 2 = 84
     assert total["storageMiB"] == (104 + 84) * 1024
@@ -167,9 +195,9 @@ def test_over_the_memory_budget_exits_1_naming_the_key(capsys: pytest.CaptureFix
     assert report["withinBudget"] is False
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    # 2048 - 500 + 4096 = 5644 MiB = 5.51 GiB
-    assert lines[0].startswith("error: config key 'optiinfra:budget.memory': stack dev requests 5.51Gi")
-    assert "raise optiinfra:budget.memory to at least 5.51Gi" in lines[0]
+    # 4150 - 1536 + 4096 = 6710 MiB = 6.55 GiB, over the 6Gi budget
+    assert lines[0].startswith("error: config key 'optiinfra:budget.memory': stack dev requests 6.55Gi")
+    assert "raise optiinfra:budget.memory to at least 6.55Gi" in lines[0]
     assert "clickhouse 4Gi (optiinfra:services.clickhouse.memory)" in lines[0]
     assert "Traceback" not in err
 
@@ -184,9 +212,9 @@ def test_a_smaller_budget_fails_and_plan_says_so(capsys: pytest.CaptureFixture[s
 def test_cpu_over_budget_fails_on_kubernetes_only(capsys: pytest.CaptureFixture[str]) -> None:
     code, report, err = capacity(capsys, "dev", "budget.cpu=1")
     assert code == 0 and report["warnings"] and not err
-    code, _, err = capacity(capsys, "dev", "budget.cpu=1", "target=kubernetes", "budget.memory=4Gi")
+    code, _, err = capacity(capsys, "dev", "budget.cpu=1", "target=kubernetes", "budget.memory=8Gi")
     assert code == 1
-    assert "config key 'optiinfra:budget.cpu': stack dev requests 2.6 CPU cores" in err
+    assert "config key 'optiinfra:budget.cpu': stack dev requests 2.9 CPU cores" in err
 
 
 def test_storage_over_budget(capsys: pytest.CaptureFixture[str]) -> None:
@@ -196,18 +224,18 @@ def test_storage_over_budget(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_node_pool_total_and_the_largest_pod(capsys: pytest.CaptureFixture[str]) -> None:
-    # 4 nodes x 1Gi = 4Gi and 4 x 1 core: the stack's 2048 MiB and 2.6 cores fit in total
+    # 4 nodes x 2Gi = 8Gi and 4 x 1 core: the stack's 4150 MiB and 2.9 cores fit in total
     # (no system reserve here: test_room_for_the_system_reserve_and_the_surge has it).
     none = ("budget.reservedMemory=0Mi", "budget.reservedCpu=0", "budget.storage=20Gi")
-    code, report, err = capacity(capsys, "dev", "target=kubernetes", "budget.nodes=4", "budget.memory=1Gi",
+    code, report, err = capacity(capsys, "dev", "target=kubernetes", "budget.nodes=4", "budget.memory=2Gi",
                                  "budget.cpu=1", *none)
     assert code == 0, err
-    assert report["budget"]["memoryMiB"] == 4096 and report["budget"]["cpu"] == 4
-    # clickhouse at 1536 MiB fits the pool (4 Gi) but no single 1 Gi node.
-    code, _, err = capacity(capsys, "dev", "target=kubernetes", "budget.nodes=4", "budget.memory=1Gi",
-                            "budget.cpu=1", "services.clickhouse.memory=1536Mi", *none)
+    assert report["budget"]["memoryMiB"] == 8192 and report["budget"]["cpu"] == 4
+    # clickhouse at 2560 MiB fits the pool (8 Gi) but no single 2 Gi node.
+    code, _, err = capacity(capsys, "dev", "target=kubernetes", "budget.nodes=4", "budget.memory=2Gi",
+                            "budget.cpu=1", "services.clickhouse.memory=2560Mi", *none)
     assert code == 1
-    assert "config key 'optiinfra:services.clickhouse.memory': one clickhouse pod requests 1.50Gi" in err
+    assert "config key 'optiinfra:services.clickhouse.memory': one clickhouse pod requests 2.50Gi" in err
 
 
 def test_room_for_the_system_reserve_and_the_surge(capsys: pytest.CaptureFixture[str]) -> None:
@@ -218,18 +246,20 @@ def test_room_for_the_system_reserve_and_the_surge(capsys: pytest.CaptureFixture
     # The largest pod that rolls with surge (StatefulSets and beat do not): a 256Mi worker.
     assert report["surge"]["service"] == "data-collector-worker"
     assert report["surge"]["memoryMiB"]["request"] == 256
-    # 4 nodes x 1.5Gi: 2048 MiB of requests fit the 6Gi pool, and still fit once 4 x 512 MiB
-    # are reserved (4096 MiB left) with a 150 MiB portal surge.
-    sets = ("target=kubernetes", "budget.storage=20Gi", "budget.nodes=4", "budget.memory=1536Mi", "budget.cpu=1")
+    # 5 nodes x 2.5Gi: 4150 MiB of requests fit the 12.5Gi pool, and still fit once 5 x 512 MiB
+    # are reserved (10240 MiB left) with a 200 MiB worker surge (dev's largest pod that surges),
+    # and after losing a node (4 x 0.9 cores hold the 2.9 cores).
+    sets = ("target=kubernetes", "budget.storage=20Gi", "budget.nodes=5", "budget.memory=2560Mi", "budget.cpu=1")
     code, report, err = capacity(capsys, "dev", *sets)
     assert code == 0, err
-    assert report["surge"]["service"] == "portal"
-    # 2 x 1.5Gi = 3Gi holds the requests (2048 MiB) but not with 2 x 512 MiB reserved and the surge.
-    code, _, err = capacity(capsys, "dev", *sets[:2], "budget.nodes=2", "budget.memory=1536Mi", "budget.cpu=2")
+    assert report["surge"]["service"] == "data-collector-worker"
+    # 2 x 2.5Gi = 5Gi holds the requests (4150 MiB) but not with 2 x 512 MiB reserved and the surge.
+    code, _, err = capacity(capsys, "dev", *sets[:2], "budget.nodes=2", "budget.memory=2560Mi", "budget.cpu=2")
     assert code == 1
-    assert "does not fit 2 nodes x 1.50Gi with room kept for the system reserve 512Mi" in err
-    assert "rolling-update surge 150Mi and 0.1 cores (one portal pod)" in err
-    assert "raise optiinfra:budget.memory to at least 1.57Gi per node" in err  # (2048+150)/2 + 512
+    assert "does not fit 2 nodes x 2.50Gi with room kept for the system reserve 512Mi" in err
+    assert "rolling-update surge 200Mi and 0.1 cores (one data-collector-worker pod)" in err
+    # (4150 + 200) / 2 + 512 = 2687 MiB = 2.62Gi
+    assert "raise optiinfra:budget.memory to at least 2.62Gi per node" in err
     out = capsys.readouterr().out if cli.main(["capacity", "--stack", "prod"]) == 0 else ""
     assert "room kept" in out and "one data-collector-worker pod" in out
     # Docker keeps no such room: no surge, and the budget is the host's share already.
@@ -248,10 +278,10 @@ def test_plan_prints_the_totals() -> None:
     def capacity_line(text: str) -> str:
         return next(line for line in text.splitlines() if line.startswith("Capacity "))
     last = capacity_line(plan.text(render("dev")))
-    assert last.startswith("Capacity (requests of 20 instances): cpu 2.6 of ")
-    assert "memory 2Gi of 2Gi, storage 10Gi of 10Gi: within budget" in last
+    assert last.startswith("Capacity (requests of 20 instances): cpu 2.9 of ")
+    assert "memory 4.05Gi of 6Gi, storage 10Gi of 10Gi: within budget" in last
     prod = capacity_line(plan.text(render("prod")))
-    assert prod.startswith("Capacity (requests of 28 instances): cpu 4.75 of ")
+    assert prod.startswith("Capacity (requests of 30 instances): cpu 5.1 of ")
 
 
 # ---- synthetic catalogs (benchmark) -------------------------------------------------------
@@ -306,3 +336,57 @@ def test_synthetic_catalogs_resolve_with_unique_valid_ports(n: int) -> None:
     # the published ports are the copies' unique ones: no host port twice
     assert len({p.host for e in model.services.values() for p in e.published}) == sum(
         len(e.published) for e in model.services.values())
+
+
+# ---- packing and losing a node -------------------------------------------------------------
+
+def test_sums_fit_but_the_pods_do_not_pack() -> None:
+    from infra.capacity import Pod, nodes_needed, pack
+    # 2 nodes of 1 core / 1024 MiB hold 2048 MiB in sum; three 600 MiB pods are 1800 MiB, but
+    # each node holds only one of them (2 x 600 = 1200 > 1024): one is left over, 3 nodes needed.
+    pods = [Pod(f"p{i}", 100, 600) for i in range(3)]
+    packed = pack(pods, 2, 1000, 1024)
+    assert [len(n) for n in packed.nodes] == [1, 1] and len(packed.unplaced) == 1
+    assert nodes_needed(pods, 1000, 1024) == 3
+
+
+def test_first_fit_decreasing_by_hand() -> None:
+    from infra.capacity import Pod, nodes_needed, pack
+    # 2 nodes of 1000 MiB, pods 300, 300, 400, 500, 500 (2000 MiB: exactly the sum). Largest
+    # first: 500 and 500 fill node 1, then 400, 300 and 300 fill node 2.
+    pods = [Pod("a", 10, 300), Pod("b", 10, 300), Pod("c", 10, 400), Pod("d", 10, 500), Pod("e", 10, 500)]
+    packed = pack(pods, 2, 1000, 1000)
+    assert packed.fits
+    assert [sorted(p.memory_mib for p in n) for n in packed.nodes] == [[500, 500], [300, 300, 400]]
+    # CPU counts too: two pods of 0.6 cores do not share a 1-core node, whatever the memory.
+    assert nodes_needed([Pod("x", 600, 10), Pod("y", 600, 10)], 1000, 4096) == 2
+    # A pod larger than a node never packs.
+    assert nodes_needed([Pod("big", 100, 5000)], 1000, 4096) is None
+
+
+def test_prod_survives_losing_a_node_only_with_the_new_budget(capsys: pytest.CaptureFixture[str]) -> None:
+    # Today's budget before this change (3 nodes of 2 cores / 4Gi): the pods need 3 nodes, so
+    # losing one leaves them Pending (the error names budget.nodes and the 4 it needs).
+    code, report, err = capacity(capsys, "prod", "budget.nodes=3")
+    assert code == 1
+    assert report["packing"]["survivesANode"] is False and report["packing"]["neededAfterLosingANode"] == 3
+    assert "stack prod does not survive losing a node" in err and "budget.nodes to at least 4" in err
+    code, report, err = capacity(capsys, "prod")
+    assert code == 0, err
+    assert report["budget"]["nodes"] == 4
+    assert report["packing"]["fits"] and report["packing"]["survivesANode"]
+    # Staging keeps the same promise.
+    code, report, err = capacity(capsys, "staging")
+    assert code == 0, err
+    assert report["packing"]["survivesANode"]
+
+
+def test_check_refuses_a_stack_that_does_not_fit(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check", "--stack", "prod", "--set", "services.portal.memory=999999Ti"]) == 1
+    out = capsys.readouterr().out
+    assert "Capacity (mandatory; python -m infra capacity --stack prod): FAIL" in out
+    assert "one portal pod requests" in out and "FAILED: mandatory policies violated: capacity" in out
+    # dev: advisory (a developer's machine), so printed but not failing.
+    assert cli.main(["check", "--stack", "dev", "--set", "budget.memory=3Gi"]) == 0
+    out = capsys.readouterr().out
+    assert "Capacity (advisory; python -m infra capacity --stack dev): FAIL" in out

@@ -346,7 +346,8 @@ def test_json_shape(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["diff", "--stack", "dev", "--set", "services.grafana.hostPort=3100", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert set(data) == {"version", "stack", "old", "new", "empty", "summary", "resources", "outputs", "ports",
-                         "warnings", "notes"}
+                         "warnings", "notes", "cost"}
+    assert data["cost"] == []  # a host port costs nothing
     assert data["version"] == 1 and data["empty"] is False
     assert data["summary"] == {"create": 0, "update": 0, "replace": 1, "delete": 0,
                                "same": len(snap("dev").resources) - 1}

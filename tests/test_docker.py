@@ -239,15 +239,21 @@ def test_a_network_routes_out_only_where_its_own_containers_need_it() -> None:
 
 def test_stores_size_their_memory_from_the_docker_limit(dev: offline.Render) -> None:
     cs = containers(dev)
-    # Docker keeps the catalog's headroom (no QoS classes): redis 50 MiB -> limit 100 MiB.
-    assert cs["optiinfra-redis"].inputs["memory"] == 100
-    assert cs["optiinfra-redis"].inputs["command"][-2:] == ["--maxmemory", "60mb"]
+    declared = {n: default_catalog().services[n].resources for n in ("redis", "postgres", "clickhouse")}
+    # Docker caps each store at its declared limit (no QoS classes): redis 256 MiB.
+    redis_limit = declared["redis"].memory_limit_mib or 2 * declared["redis"].memory_mib
+    assert cs["optiinfra-redis"].inputs["memory"] == redis_limit == 256
+    assert cs["optiinfra-redis"].inputs["command"][-2:] == ["--maxmemory", f"{int(redis_limit * 0.45)}mb"]  # 115mb
     assert "--maxmemory-policy noeviction" in cs["optiinfra-redis"].inputs["command"][2]
     command = cs["optiinfra-postgres"].inputs["command"]  # after the password-applying wrapper
+    pg_limit = declared["postgres"].memory_limit_mib or 2 * declared["postgres"].memory_mib  # 512
+    # max_connections: the clients' pools (tests/test_sizing.py works them out: 25) + 6.
     assert command[:2] == ["sh", "-c"] and command[3:] == [
-        "sh", "postgres", "-c", "shared_buffers=100MB", "-c", "max_connections=50"]  # limit 400 MiB
-    cap = int(1000 * 0.8 * 2**20)  # limit 1000 MiB
-    assert cs["optiinfra-clickhouse"].inputs["command"] == ["--", f"--max_server_memory_usage={cap}"]
+        "sh", "postgres", "-c", f"shared_buffers={pg_limit // 4}MB", "-c", "max_connections=31"]
+    ch_limit = declared["clickhouse"].memory_limit_mib or 2 * declared["clickhouse"].memory_mib  # 1536
+    ch = cs["optiinfra-clickhouse"].inputs["command"]
+    assert ch[:3] == ["--", "--logger.level=warning", "--logger.count=2"]
+    assert f"--max_server_memory_usage={int(ch_limit * 0.8 * 2**20)}" in ch
     # Prometheus: 80% of the catalog's 1 GiB volume.
     assert "--storage.tsdb.retention.size=819MB" in cs["optiinfra-prometheus"].inputs["command"]
 
@@ -337,7 +343,6 @@ def test_stack_outputs(dev: offline.Render) -> None:
 def test_secure_defaults_mean_the_same_on_docker_and_kubernetes(dev: offline.Render) -> None:
     """Read-only root with writable paths, the user and the capabilities: the Docker
     container says what the Kubernetes pod says, except where the model states why not."""
-    from infra.catalog import default_catalog
 
     catalog = default_catalog()
     prod = render("prod")

@@ -373,7 +373,7 @@ def test_requests_and_limits_everywhere(prod: offline.Render) -> None:
     assert (pm["requests"]["memory"], pm["limits"]["memory"]) == ("512Mi", "1Gi")
     # emptyDirs bounded; the request covers them and the logs (two 64Mi paths + 64Mi logs).
     pg = workloads(prod)["postgres"]["spec"]["template"]["spec"]
-    assert {v["emptyDir"]["sizeLimit"] for v in pg["volumes"] if "emptyDir" in v} == {"64Mi"}
+    assert {v["emptyDir"]["sizeLimit"] for v in pg["volumes"] if "emptyDir" in v and v["name"] != "shm"} == {"64Mi"}
     assert container(workloads(prod)["postgres"])["resources"]["requests"]["ephemeral-storage"] == "192Mi"
     assert container(workloads(prod)["data-collector-worker"])["resources"]["requests"]["cpu"] == "250m"
     # The catalog's figures where the stack sets none (the seed's ~50MB per agent).
@@ -385,20 +385,23 @@ def test_databases_guaranteed_with_their_memory_inside_the_limit(prod: offline.R
     for name in ("postgres", "clickhouse", "redis", "qdrant"):
         res = container(ws[name])["resources"]
         assert all(res["requests"][k] == res["limits"][k] for k in ("cpu", "memory")), name  # Guaranteed QoS
-    # Pulumi.prod.yaml: postgres 512Mi -> shared_buffers a quarter, connections from half at 4 MiB each.
+    # Pulumi.prod.yaml: postgres 512Mi -> shared_buffers a quarter; connections from its clients'
+    # pools (tests/test_sizing.py works them out: 59) + 6 of its own.
     # (after the wrapper that applies the current password: tests/test_postgres_rotation.py)
     args = container(ws["postgres"])["args"]
     assert args[:2] == ["sh", "-c"] and args[3:] == ["sh", "postgres", "-c", "shared_buffers=128MB", "-c",
-                                                    "max_connections=64"]
+                                                    "max_connections=65"]
     # clickhouse 2Gi -> the server caps itself at 80% (bytes).
-    assert container(ws["clickhouse"])["args"] == ["--", f"--max_server_memory_usage={int(2048 * 0.8 * 2**20)}"]
-    # redis 50Mi (catalog) -> maxmemory 60% with noeviction (a Celery broker never drops tasks).
+    assert f"--max_server_memory_usage={int(2048 * 0.8 * 2**20)}" in container(ws["clickhouse"])["args"]
+    # redis: the catalog's declared 256 MiB (Guaranteed) -> maxmemory 45% with noeviction (a
+    # Celery broker never drops tasks).
     redis = container(ws["redis"])["args"]
     script = redis[2].replace("$$", "$")  # Kubernetes' $$ escape (the script holds $( ))
     assert "--maxmemory-policy noeviction" in script and '"$@"' in script
-    assert redis[3:] == ["redis-server", "--maxmemory", "30mb"]
-    bigger = container(workloads(render("prod", "services.redis.memory=200Mi"))["redis"])["args"]
-    assert bigger[-2:] == ["--maxmemory", "120mb"]
+    declared = default_catalog().services["redis"].resources.memory_mib
+    assert redis[3:] == ["redis-server", "--maxmemory", f"{int(declared * 0.45)}mb"]
+    bigger = container(workloads(render("prod", "services.redis.memory=400Mi"))["redis"])["args"]
+    assert bigger[-2:] == ["--maxmemory", "180mb"]  # 400 x 0.45
     # Prometheus keeps 80% of its 20Gi claim (Pulumi.prod.yaml kubernetes.storage.prometheus).
     assert "--storage.tsdb.retention.size=16384MB" in container(ws["prometheus"])["args"]
 

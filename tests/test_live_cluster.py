@@ -632,38 +632,82 @@ def test_interrupted_up_converges(live: Live, deployed: dict[str, Any], sig: int
     assert not _workloads_ready(live)
 
 
+def _optiinfra_pods(c: Any) -> list[dict[str, Any]]:
+    return [p for p in c.get("/api/v1/pods")["items"] if p["metadata"]["namespace"].startswith("optiinfra-")
+            and p.get("status", {}).get("phase") not in ("Succeeded", "Failed")]
+
+
+def _memory_requested(pod: dict[str, Any]) -> int:
+    from infra.model import parse_memory_mib
+    return sum(parse_memory_mib(ct.get("resources", {}).get("requests", {}).get("memory", "1Mi"))
+               for ct in pod["spec"]["containers"])
+
+
+def _multi_replica_unavailable(c: Any) -> list[str]:
+    """Workloads of more than one replica with none available right now."""
+    down = []
+    for kind in ("deployments", "statefulsets"):
+        for w in c.get(f"/apis/apps/v1/{kind}")["items"]:
+            if w["metadata"]["namespace"].startswith("optiinfra-") and w["spec"].get("replicas", 1) > 1 \
+                    and not w.get("status", {}).get("availableReplicas", w.get("status", {}).get("readyReplicas", 0)):
+                down.append(f"{kind}/{w['metadata']['namespace']}/{w['metadata']['name']}")
+    return down
+
+
 def test_node_taken_away_keeps_replicated_services_available(live: Live, deployed: dict[str, Any]) -> None:
+    """The busiest node is drained with no spare added: the budget is sized N+1 (python -m infra
+    capacity: the pods pack onto one node fewer), so every evicted pod has room on the rest.
+    Every service of more than one replica stays available throughout (its PodDisruptionBudget
+    and spread), and every singleton is rescheduled and ready again."""
+    import threading
+
     c = live.cluster
     nodes = sorted(n["metadata"]["name"] for n in c.get("/api/v1/nodes")["items"])
-    victim = nodes[0]
     pdbs = [p for p in c.get("/apis/policy/v1/poddisruptionbudgets")["items"]
             if p["metadata"]["namespace"].startswith("optiinfra-")]
     assert pdbs
-    # prod's requests (about 4.7 of the budget's 3 x 2 cores) do not fit on two nodes: with no
-    # room for the evicted pods, a drain waits on the PodDisruptionBudgets for as long as it is
-    # given (it did, when the scheduler had put both of a service's replicas on the victim). So a
-    # spare node of the same size joins first, as a cluster autoscaler or N+1 sizing provides.
-    spare = c._node(len(nodes))
-    c.apply([spare])
-    def spare_ready() -> bool:
-        node = c.get(f"/api/v1/nodes/{spare['metadata']['name']}")
-        return any(x["type"] == "Ready" and x["status"] == "True" for x in node.get("status", {}).get("conditions", []))
+    load = {n: 0 for n in nodes}
+    for pod in _optiinfra_pods(c):
+        node = pod["spec"].get("nodeName")
+        if node in load:
+            load[node] += _memory_requested(pod)
+    victim = max(nodes, key=lambda n: (load[n], n))  # the busiest node, by memory requested
+    # Watch the multi-replica services while the drain runs (a bounded thread, stopped below).
+    outages: list[str] = []
+    stop = threading.Event()
 
-    kc.wait_for("the spare node Ready", spare_ready, 60)
-    # Drain respects the PodDisruptionBudgets (evictions), then the node goes away.
+    def watch() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                outages.extend(_multi_replica_unavailable(c))
+            stop.wait(0.5)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     start = time.monotonic()
-    c.kubectl("drain", victim, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=120s", timeout=180)
-    c.kubectl("delete", "node", victim, "--timeout=60s", timeout=90)
-    live.notes["node_removed"] = {"node": victim, "drain_s": round(time.monotonic() - start, 1)}
+    try:
+        # Drain respects the PodDisruptionBudgets (evictions), then the node goes away.
+        c.kubectl("drain", victim, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=180s", timeout=240)
+        c.kubectl("delete", "node", victim, "--timeout=60s", timeout=90)
+        # Every workload ready again on the nodes left: the singletons rescheduled, nothing Pending.
+        kc.wait_for("every workload ready on the nodes left", lambda: not _workloads_ready(live), 240)
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    live.notes["node_removed"] = {"node": victim, "memory_requested_mib": load[victim],
+                                  "drain_s": round(time.monotonic() - start, 1)}
+    assert not outages, f"multi-replica services without an available replica during the drain: {sorted(set(outages))}"
+    pending = [p["metadata"]["name"] for p in _optiinfra_pods(c) if p["status"].get("phase") == "Pending"]
+    assert not pending, pending
+    assert all(p["spec"].get("nodeName") != victim for p in _optiinfra_pods(c))
     for p in c.get("/apis/policy/v1/poddisruptionbudgets")["items"]:
         if p["metadata"]["namespace"].startswith("optiinfra-"):
             st = p["status"]
             assert st.get("currentHealthy", 0) >= st.get("desiredHealthy", 1), (p["metadata"]["name"], st)
     live.pulumi("preview", "--expect-no-changes", label="preview (node removed)")
-    # Give the node back for what follows (the spare stays: destroy needs no particular node).
+    # Give the node back for what follows.
     c.apply([c._node(int(victim.rsplit("-", 1)[1]))])
     kc.wait_for("the node back", c._nodes_ready, 60)
-    live.notes["node_removed"]["spare"] = spare["metadata"]["name"]
 
 
 def test_destroy_leaves_what_is_stated(live: Live, deployed: dict[str, Any]) -> None:

@@ -210,3 +210,31 @@ def test_outside_ranges_come_from_settings() -> None:
     pod = y.pods["portal"][0]
     assert y.policies.allows(pod, Pod("dns", (("app", "coredns"),)), 53, "UDP")
     assert not y.policies.allows(pod, Pod("kube-system", (("k8s-app", "kube-dns"),)), 53, "UDP")
+
+
+NODELOCAL_DNS, CLOUD_DNS = "169.254.20.10", "169.254.169.254"
+
+
+def test_dns_by_address_block_renders_and_admits_exactly_it() -> None:
+    """`kubernetes.dns.cidrs`: NodeLocal DNSCache and GKE Cloud DNS answer on a link-local
+    address, no pod; every pod may reach exactly those addresses on port 53 beside the pods."""
+    sets = ("kubernetes.dns.cidrs=[169.254.20.10/32, 169.254.169.254/32]",)
+    r = render("prod", *sets)
+    x = rendered(r)
+    dns_policies = [np for np in x.policies.nps if np["metadata"]["name"] == "allow-dns-egress"]
+    assert dns_policies
+    for np in dns_policies:
+        (rule,) = np["spec"]["egress"]
+        blocks = [p["ipBlock"] for p in rule["to"] if "ipBlock" in p]
+        assert blocks == [{"cidr": "169.254.20.10/32"}, {"cidr": "169.254.169.254/32"}]
+    for name, (pod, *_) in x.pods.items():
+        for proto in ("UDP", "TCP"):
+            assert x.policies.allows(pod, NODELOCAL_DNS, 53, proto), name
+            assert x.policies.allows(pod, CLOUD_DNS, 53, proto), name
+        # Exactly those: not the address beside it, not another port of the same address.
+        assert not x.policies.allows(pod, "169.254.20.11", 53, "UDP"), name
+        assert not x.policies.allows(pod, CLOUD_DNS, 80, "TCP"), name
+    # The pod form still holds beside the blocks, and without blocks no address answers.
+    assert x.policies.allows(x.pods["portal"][0], Pod("kube-system", (("k8s-app", "kube-dns"),)), 53, "UDP")
+    plain = rendered(render("prod"))
+    assert not plain.policies.allows(plain.pods["portal"][0], NODELOCAL_DNS, 53, "UDP")

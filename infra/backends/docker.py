@@ -37,6 +37,7 @@ from policies.optiinfra_policies.vocabulary import (
 from ..graph import ANY, LOOPBACK, Effective, Model
 from ..model import (
     DOCKER_SECRET_DIR,
+    LOG_MIB,
     HealthCheck,
     Service,
     Tier,
@@ -45,6 +46,17 @@ from ..monitoring import GeneratedFiles
 from ..tiers import TierComponent
 from ..wiring import Wiring
 from . import StackOutputs
+
+LOG_FILES = 3
+"""json-file log rotation: the current file and 2 rotated ones per container, together the
+`LOG_MIB` a container's logs may take on a Kubernetes node (kubelet rotates those)."""
+
+
+def log_options() -> dict[str, str]:
+    """The json-file driver's rotation, the same on every container, so no container's logs
+    can fill the host (Docker's default keeps them without bound)."""
+    return {"max-size": f"{LOG_MIB // LOG_FILES}m", "max-file": str(LOG_FILES)}
+
 
 SECRET_TMPFS = "size=1m,noexec,nosuid,nodev"
 """The tmpfs the entrypoint wrapper writes file-only credentials to: memory, never a disk."""
@@ -211,6 +223,7 @@ class DockerBackend:
             volumes.append(docker.ContainerVolumeArgs(volume_name=vol.name, container_path=v.path))
         # A plain value needs no Output (each costs the SDK several tasks per render).
         env = [f"{k}={v}" if isinstance(v, str) else pulumi.Output.concat(k, "=", v) for k, v in self.wiring.env(svc)]
+        env += [f"{k}={v}" for k, v in eff.runtime_env]  # the runtime's memory setting (infra/runtime.py)
         healthcheck = None
         if svc.health is not None:
             test = health_test(svc, svc.health)
@@ -246,6 +259,9 @@ class DockerBackend:
                 wait=gate,
                 wait_timeout=(svc.health.start_period_s + 120) if gate and svc.health else None,
                 memory=res.limit_mib,
+                shm_size=eff.shm_mib or None,
+                log_driver="json-file",
+                log_opts=log_options(),
                 memory_reservation=res.memory_mib,
                 cpus=f"{res.limit_cpu:g}",
                 restart="on-failure",

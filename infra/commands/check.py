@@ -20,7 +20,7 @@ from typing import Any
 
 from policies.optiinfra_policies import core, rules
 
-from .. import offline
+from .. import capacity, offline
 from ..cli import add_stack_arguments
 from ..settings import ConfigError
 from ..stack import ROOT
@@ -54,9 +54,16 @@ class Result:
         self.settings, self.config_path = settings, config_path
         self.version = core.pack_version()
 
+    capacity: list[str] = []
+    """The stack's capacity problems (infra/capacity.py: packing, N+1, budget), each one line."""
+    capacity_level = "advisory"
+    """mandatory on Kubernetes (staging, prod: a stack that does not fit must not deploy),
+    advisory on Docker (dev: a developer's machine, its budget an estimate)."""
+
     @property
     def failed(self) -> bool:
-        return any(f.level == "mandatory" for f in self.findings)
+        return any(f.level == "mandatory" for f in self.findings) or bool(
+            self.capacity and self.capacity_level == "mandatory")
 
     def _resource(self, urn: str) -> core.Resource | None:
         return next((r for r in self.resources if r.urn == urn), None)
@@ -78,6 +85,9 @@ class Result:
                 lines.append(f"    urn: {f.violation.urn}")
         counts = Counter(f.level for f in self.findings)
         per_policy = Counter(f.violation.policy for f in self.findings)
+        lines += ["", f"Capacity ({self.capacity_level}; python -m infra capacity --stack {self.stack}): "
+                  + ("FAIL" if self.capacity else "ok")]
+        lines += [f"    error: {p}" for p in self.capacity]
         lines += ["", "Policies:"]
         for rule in rules.RULES:
             level = self.settings[rule.name].level
@@ -91,6 +101,8 @@ class Result:
                      f"{counts.get('advisory', 0)} advisory) from {len(rules.RULES)} policies.")
         if self.failed:
             failed = sorted({f.violation.policy for f in self.findings if f.level == "mandatory"})
+            if self.capacity and self.capacity_level == "mandatory":
+                failed.append("capacity")
             lines.append(f"FAILED: mandatory policies violated: {', '.join(failed)}")
         else:
             lines.append("PASSED: no mandatory policy violated")
@@ -123,6 +135,7 @@ class Result:
                          for r in rules.RULES],
             "violations": violations,
             "summary": {"mandatory": counts.get("mandatory", 0), "advisory": counts.get("advisory", 0)},
+            "capacity": {"enforcementLevel": self.capacity_level, "problems": self.capacity},
             "passed": not self.failed,
         }
 
@@ -155,4 +168,7 @@ def check(stack: str, sets: list[str] = (), secrets: list[str] = (),  # type: ig
     r = rendered or offline.render(stack, sets, secrets)
     resources = resources_of(r)
     findings = core.evaluate(rules.RULES, resources, settings)
-    return Result(stack, resources, findings, settings, shown)
+    result = Result(stack, resources, findings, settings, shown)
+    result.capacity = capacity.footprint(r.model, stack).problems
+    result.capacity_level = "mandatory" if r.model.settings.target == "kubernetes" else "advisory"
+    return result

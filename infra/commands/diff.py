@@ -28,6 +28,8 @@ tree (plus any overrides).
                  unreachable|stale-port|no-delete-first|dormant-update|
                  stateful-restart|protected-replace|not-restarted
     notes[]      strings
+    cost[]       strings: what the change costs a month per service ("+2 data-collector-worker
+                 replicas: +$9.03/month"), then "total: ..."; [] when nothing priced changes
 
 Exit status: 0 (also with changes; with `--exit-code`, 1 when there are changes),
 2 on a user error (bad flag, config that does not validate, unknown revision).

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import cost
 from .. import stack as stack_config
 from .compare import Note, NoteKind, Op, ResourceChange, compare, output_changes, shown
 from .impact import DiffWarning, Impact, WarningKind, impact, port_changes, warnings_for
@@ -29,6 +30,10 @@ class Diff:
     warnings: list[DiffWarning]
     unchanged: int
     notes: list[str] = field(default_factory=list)
+    cost: list[str] = field(default_factory=list)
+    """What the change costs a month, per service and in total (infra/cost.py: the workloads'
+    priced amounts read from both renders, at the new side's `optiinfra:prices`); [] when
+    nothing priced changes."""
 
     @property
     def empty(self) -> bool:
@@ -53,6 +58,7 @@ class Diff:
             "ports": [i.to_json() for i in self.impacts],
             "warnings": [w.to_json() for w in self.warnings],
             "notes": self.notes,
+            "cost": self.cost,
         }
 
 
@@ -79,7 +85,10 @@ def diff(old: Snapshot, new: Snapshot) -> Diff:
                      "fingerprints: a changed secret value does not show")
     changed = sum(1 for r in resources if r.op in (Op.UPDATE, Op.REPLACE))
     unchanged = len(set(old.resources) & set(new.resources)) - changed
-    return Diff(old.stack, old.label, new.label, resources, outputs, impacts, warnings, unchanged, notes)
+    prices, cls = new.model.settings.prices, cost.storage_class(new.model.settings)
+    priced = cost.change_lines(cost.of_resources((r.type, r.inputs) for r in old.resources.values()),
+                               cost.of_resources((r.type, r.inputs) for r in new.resources.values()), prices, cls)
+    return Diff(old.stack, old.label, new.label, resources, outputs, impacts, warnings, unchanged, notes, priced)
 
 
 def run_diff(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), *, base: str | bool | None = False,
@@ -148,6 +157,9 @@ def text(d: Diff) -> str:
     c = d.counts()
     lines.append(f"{c['replace']} to replace, {c['update']} to update, {c['create']} to create, "
                  f"{c['delete']} to delete ({c['same']} unchanged)")
+    if d.cost:
+        lines.append("\nMonthly cost (optiinfra:prices)")
+        lines.extend(f"  {c}" for c in d.cost)
     if d.resources:
         lines.append("\nResources")
     for r in d.resources:

@@ -77,7 +77,9 @@ def tier_policies(objs: Objects, tier: Tier, comp: TierComponent, ns: core.Names
         spec=spec(pod_selector=everything, policy_types=["Egress"], egress=[
             net.NetworkPolicyEgressRuleArgs(ports=dns_ports, to=[net.NetworkPolicyPeerArgs(
                 namespace_selector=meta.LabelSelectorArgs(match_labels={NAMESPACE_NAME: k.dns.namespace}),
-                pod_selector=meta.LabelSelectorArgs(match_labels=dict(k.dns.pod_labels)))])])),
+                pod_selector=meta.LabelSelectorArgs(match_labels=dict(k.dns.pod_labels))),
+                # A resolver that is no pod (NodeLocal DNSCache, GKE Cloud DNS): by address.
+                *(net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr=c)) for c in k.dns.cidrs)])])),
         opts=opts)
     made: list[pulumi.Resource] = [deny, dns]
     ingress_ns = k.ingress.controller_namespace

@@ -134,6 +134,12 @@ def pod(objs: Objects, wiring: Wiring, remotes: Mapping[str, eso.Remote], eff: E
                    for f in {f.credential: f for f in svc.secret_files}.values()])))
         mounts.append(core.VolumeMountArgs(name="credentials", mount_path=SECRET_DIR, read_only=True))
     env = [core.EnvVarArgs(name=k, value=v) for k, v in inst.env] + inputs.env
+    env += [core.EnvVarArgs(name=k, value=v) for k, v in eff.runtime_env]  # infra/runtime.py
+    if eff.shm_mib:
+        # /dev/shm in memory (the kernel charges its pages to the container's memory limit).
+        volumes.append(core.VolumeArgs(name="shm", empty_dir=core.EmptyDirVolumeSourceArgs(
+            medium="Memory", size_limit=quantity_mib(eff.shm_mib))))
+        mounts.append(core.VolumeMountArgs(name="shm", mount_path="/dev/shm"))
     if svc.external_url_env and eff.external_url:
         env.append(core.EnvVarArgs(name=svc.external_url_env, value=eff.external_url + "/"))
     container = core.ContainerArgs(
