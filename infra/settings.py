@@ -423,15 +423,17 @@ HOURS_PER_MONTH = 730
 
 class Prices(_Model):
     """What the stack's resources cost (`optiinfra:prices`), for `capacity` and `diff` to
-    say what a stack and a change cost a month. Nothing is fetched at run time: the defaults
-    are list prices written down with their source and the date they were recorded; set your
-    own (a discount, another region or provider) in the stack file."""
+    say what a stack and a change cost a month. Nothing is fetched at run time. The defaults are
+    Google Cloud's published us-central1 on-demand list prices as the authors knew them; they
+    were written down on 2026-12-07 from memory, NOT read off the price pages (no internet on
+    the machine that wrote them), so treat them as an order of magnitude and set your own (a
+    discount, another region or provider) in the stack file."""
 
     core_hour: float = Field(0.021811, ge=0, alias="coreHour")
     """USD per vCPU-hour. Default 0.021811: Google Compute Engine E2, us-central1, on-demand
-    (cloud.google.com/compute/vm-instance-pricing, recorded 2025-06; not fetched)."""
+    (the price sheet at cloud.google.com/compute/vm-instance-pricing; unverified, see above)."""
     gib_hour: float = Field(0.002923, ge=0, alias="gibHour")
-    """USD per GiB of memory per hour. Default 0.002923: the same E2 sheet (recorded 2025-06)."""
+    """USD per GiB of memory per hour. Default 0.002923: the same E2 sheet (unverified)."""
     node_month: float | None = Field(None, ge=0, alias="nodeMonth")
     """USD per node of the budget's shape per month, instead of cores and GiB (default: none,
     the node is priced as `budget.cpu` x coreHour + `budget.memory` x gibHour)."""
@@ -439,11 +441,11 @@ class Prices(_Model):
         default_factory=lambda: {"default": 0.10, "standard": 0.04, "ssd": 0.17}, alias="storageGibMonth")
     """USD per GiB-month of a volume claim by StorageClass (`kubernetes.storageClass`; `default`
     for the cluster's default class). Defaults: GCE persistent disk, us-central1, balanced 0.10,
-    standard 0.04, SSD 0.17 (cloud.google.com/compute/disks-image-pricing, recorded 2025-06)."""
+    standard 0.04, SSD 0.17 (cloud.google.com/compute/disks-image-pricing; unverified)."""
     backup_gib_month: float = Field(0.020, ge=0, alias="backupGibMonth")
     """USD per GiB-month of backup claims, priced as object storage (where backups end up kept).
-    Default 0.020: Google Cloud Storage Standard, us-central1 (cloud.google.com/storage/pricing,
-    recorded 2025-06)."""
+    Default 0.020: Google Cloud Storage Standard, us-central1 (cloud.google.com/storage/pricing;
+    unverified)."""
 
 
 class Settings(_Model):

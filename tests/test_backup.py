@@ -29,7 +29,8 @@ from infra.commands import render as render_cmd
 from infra.commands import restore as restore_cmd
 
 from .conftest import render
-from .test_kubernetes import ALL_SECRETS, of_kind, restricted_violations
+from .test_kubernetes import ALL_SECRETS, restricted_violations
+from .tools import of_kind
 
 BACKED_UP = {"postgres", "clickhouse", "redis", "qdrant", "grafana"}
 STATEFUL = BACKED_UP | {"prometheus"}

@@ -23,8 +23,8 @@ import yaml
 from infra import external_secrets as eso
 
 from . import cluster as kc
-from .test_external_secrets import crd_dir, esr, of_kind
-from .tools import unavailable
+from .test_external_secrets import crd_dir, esr
+from .tools import of_kind, unavailable
 
 
 @pytest.fixture(scope="module")

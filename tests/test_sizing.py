@@ -12,7 +12,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -192,19 +192,22 @@ def test_real_redis_with_the_rendered_arguments_accepts_the_seed_working_set(
     import redis
     port, password = redis_server
     client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=10)
-    info = client.info("memory")
+
+    def info_of(section: str) -> dict[str, Any]:
+        return cast(dict[str, Any], client.info(section))
+
+    info = info_of("memory")
     assert info["maxmemory"] == maxmemory_mib(redis_args(render("dev"))) * 2**20
     assert info["maxmemory_policy"] == "noeviction"
     value = b"x" * 1_000_000
     for i in range(SEED_REDIS_MB):  # 50 x 1 MB: the seed's ~50MB; noeviction refuses writes at the cap
         client.set(f"task:{i}", value)
-    used = client.info("memory")["used_memory"]
+    used = info_of("memory")["used_memory"]
     assert used >= SEED_REDIS_MB * 1_000_000 and used < info["maxmemory"]
     # A rewrite of the append-only file runs (forks) with the dataset at this size.
-    client.bgrewriteaof()
+    client.execute_command("BGREWRITEAOF")  # type: ignore[no-untyped-call]
     deadline = time.monotonic() + 30
-    while client.info("persistence")["aof_rewrite_in_progress"] or client.info("persistence")[
-            "aof_rewrite_scheduled"]:
+    while info_of("persistence")["aof_rewrite_in_progress"] or info_of("persistence")["aof_rewrite_scheduled"]:
         assert time.monotonic() < deadline, "AOF rewrite did not finish"
         time.sleep(0.2)
-    assert client.info("persistence")["aof_last_bgrewrite_status"] == "ok"
+    assert info_of("persistence")["aof_last_bgrewrite_status"] == "ok"
