@@ -121,7 +121,7 @@ build_in_module() {
 	rel=.
 	[[ $root != "$module" ]] && rel=./${module#"$root"/}
 	printf 'tools.sh: building %s inside module %s@%s\n' "$rel" "$root" "$version" >&2
-	(cd "$src" && GOFLAGS=-mod=readonly go build -o "$tmp/$binary" "$rel") >&2
+	(cd "$src" && GOWORK=off GOFLAGS=-mod=readonly go build -o "$tmp/$binary" "$rel") >&2
 }
 if ! GOBIN=$tmp go install "$module@$version" 2>"$tmp/.install.log"; then
 	cat "$tmp/.install.log" >&2
