@@ -155,7 +155,7 @@ def _sends(doc: Mapping[str, Any]) -> set[str]:
         matchers = [str(m) for m in as_list(as_dict(sub).get("matchers"))]
         if not any(m.startswith("alertname=") for m in matchers):
             names.add(as_dict(sub).get("receiver"))
-    return {n for n in names if n in integrated}
+    return {str(n) for n in names if n in integrated}
 
 
 def check_receiver(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
