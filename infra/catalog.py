@@ -109,7 +109,7 @@ JOB_ALERTS = (
     # `up == 0` needs a target: a service whose pods are all Pending (no IP, no DNS record) or a
     # job that lost every target has none, so nothing would be down. absent() fires on that.
     Alert("TargetMissing", 'absent(up{job="$job"})', None,
-          "The scrape job {{ $labels.job }} has no target: no instance of {{ $labels.service }} is running",
+          "The scrape job {{ $labels.job }} has no target: no instance of it is running",
           "Check that the service has a running, ready instance "
           "(`kubectl get pods -l app.kubernetes.io/name=<service>`, `docker ps -a`): "
           "Pending pods, a failed rollout, a disabled service, or a renamed job.",
@@ -137,7 +137,7 @@ PROBE_ALERTS = (
           "waits on (its database); raise the threshold per stack in optiinfra:alerting.thresholds.ServiceSlow.",
           for_="10m"),
     Alert("ProbeMissing", 'absent(probe_success{job="$job"})', None,
-          "No probe result for {{ $labels.service }}: the prober is not scraped or the probe job is gone",
+          "No probe result from {{ $labels.job }}: the prober is not scraped or the probe job is gone",
           "Check the blackbox exporter (its TargetDown, its logs) and the probe job in prometheus.yml.",
           for_="10m"),
 )

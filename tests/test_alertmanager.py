@@ -115,7 +115,9 @@ def test_with_no_receiver_every_alert_goes_to_the_null_receiver_and_plan_says_so
     for stack in ("dev", "prod"):
         r = _render(stack, "none")
         config = _config(r)
-        assert config["route"]["receiver"] == "null" and "routes" not in config["route"]
+        # Everything ends at `null`; the one route is the Watchdog's, to `null` as well.
+        assert config["route"]["receiver"] == "null"
+        assert [x["receiver"] for x in config["route"]["routes"]] == ["null"]
         assert config["receivers"] == [{"name": "null"}]
     done = subprocess.run([sys.executable, "-m", "infra", "plan", "--stack", "prod"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
@@ -128,7 +130,7 @@ def test_routes_are_by_severity_and_grouped_by_alert_and_service() -> None:
     route = config["route"]
     assert route["group_by"] == ["alertname", "service"]
     assert [(x["matchers"], x["receiver"]) for x in route["routes"]] == [
-        (['severity="critical"'], "critical"), (['severity="warning"'], "warning")]
+        (['alertname="Watchdog"'], "null"), (['severity="critical"'], "critical"), (['severity="warning"'], "warning")]
     by_name = {x["name"]: x for x in config["receivers"]}
     # The webhook takes critical alerts only; Slack and mail take both.
     assert set(by_name["critical"]) == {"name", "webhook_configs", "slack_configs", "email_configs"}

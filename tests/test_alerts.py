@@ -73,8 +73,8 @@ def test_memory_limits_are_recorded_per_scraped_service_from_the_targets_limits(
         return {x["labels"]["service"]: x["expr"] for x in _rules(render(stack, *sets))
                 if x.get("record") == "service:memory_limit_bytes"}
     dev, prod = limits("dev"), limits("prod")
-    # Scraped: Prometheus, Alertmanager, Grafana, the three exporters, the four agents (not the databases).
-    assert len(dev) == len(prod) == 10 and "postgres" not in dev
+    # Scraped: Prometheus, Alertmanager, Grafana, the four exporters, the four agents (not the databases).
+    assert len(dev) == len(prod) == 11 and "postgres" not in dev
     # Limits are twice the request: Prometheus 300Mi (dev) and 512Mi (prod), Grafana 100Mi.
     assert dev["prometheus"] == "vector(629145600)" and prod["prometheus"] == "vector(1073741824)"
     assert dev["grafana"] == prod["grafana"] == "vector(209715200)"
@@ -307,12 +307,12 @@ def _job_cases() -> list[dict[str, Any]]:
         {"interval": "1m", "input_series": up + success + duration, "alert_rule_test": [
             {"eval_time": "3m", "alertname": "TargetMissing", "exp_alerts": []},  # pending: `for: 5m`
             {"eval_time": "7m", "alertname": "TargetMissing", "exp_alerts": [
-                _alert("TargetMissing", f"The scrape job {missing} has no target: no instance of {missing} is running",
+                _alert("TargetMissing", f"The scrape job {missing} has no target: no instance of it is running",
                        job=missing, service=missing)]},
             {"eval_time": "5m", "alertname": "ProbeMissing", "exp_alerts": []},  # pending: `for: 10m`
             {"eval_time": "12m", "alertname": "ProbeMissing", "exp_alerts": [
-                _alert("ProbeMissing", f"No probe result for {unprobed}: the prober is not scraped or the probe job "
-                       "is gone", job=f"probe-{unprobed}", service=unprobed)]},
+                _alert("ProbeMissing", f"No probe result from probe-{unprobed}: the prober is not scraped or the "
+                       "probe job is gone", job=f"probe-{unprobed}", service=unprobed)]},
             {"eval_time": "3m", "alertname": "ServiceUnavailable", "exp_alerts": []},  # pending: `for: 5m`
             {"eval_time": "7m", "alertname": "ServiceUnavailable", "exp_alerts": [
                 _alert("ServiceUnavailable", "orchestrator fails its health check from the prober "
