@@ -23,6 +23,7 @@ from string import Template
 
 import yaml
 
+from . import probes
 from .graph import Model
 from .model import Alert, Generated
 
@@ -51,10 +52,10 @@ def expression(model: Model, alert: Alert, job: str = "") -> str:
     return Template(alert.expr).substitute(job=job, threshold=_number(value) if value is not None else "")
 
 
-def _alert_rule(model: Model, alert: Alert, job: str = "") -> dict[str, object]:
+def _alert_rule(model: Model, alert: Alert, job: str = "", service: str = "") -> dict[str, object]:
     labels: dict[str, str] = {"severity": alert.severity}
     if job:
-        labels["service"] = alert.about or job
+        labels["service"] = service or alert.about or job
     rule: dict[str, object] = {"alert": alert.name, "expr": expression(model, alert, job)}
     if alert.for_ != "0m":
         rule["for"] = alert.for_
@@ -90,7 +91,8 @@ def rules(model: Model) -> str:
     """The rule file's body (Generated.RULES): a recording group, then an alert group."""
     groups = [
         {"name": "optiinfra-recording", "rules": recording_rules(model)},
-        {"name": "optiinfra-alerts", "rules": [_alert_rule(model, a, job) for job, a in alerts_of(model)]},
+        {"name": "optiinfra-alerts", "rules": [_alert_rule(model, a, job) for job, a in alerts_of(model)]
+         + [_alert_rule(model, a, job, service) for job, service, a in probes.job_alerts(model)]},
     ]
     return yaml.safe_dump({"groups": groups}, sort_keys=False, width=200)
 

@@ -109,6 +109,44 @@ PLATFORM_ALERTS = (
 """Alerts on every scraped service, from Prometheus' own `up` and the client libraries' process
 metrics (see docs/monitoring.md: why no kube-state-metrics)."""
 
+JOB_ALERTS = (
+    # `up == 0` needs a target: a service whose pods are all Pending (no IP, no DNS record) or a
+    # job that lost every target has none, so nothing would be down. absent() fires on that.
+    Alert("TargetMissing", 'absent(up{job="$job"})', None,
+          "The scrape job {{ $labels.job }} has no target: no instance of it is running",
+          "Check that the service has a running, ready instance "
+          "(`kubectl get pods -l app.kubernetes.io/name=<service>`, `docker ps -a`): "
+          "Pending pods, a failed rollout, a disabled service, or a renamed job.",
+          severity="critical", for_="5m"),
+)
+"""Alerts on each scrape job (`$job`: that job), one rule per job."""
+
+WATCHDOG = Alert(
+    "Watchdog", "vector(1)", None,
+    "Always firing: the alerting pipeline (Prometheus, its rules, Alertmanager) works",
+    "Never silence it. When the heartbeat service (alertHeartbeatUrl) reports it missing, check Prometheus "
+    "(/-/ready, its rule evaluation) and Alertmanager (/-/ready, AlertNotificationsFailing) first, then the "
+    "notifier's egress to the heartbeat URL.", severity="none", for_="0m")
+"""The dead man's switch: routed to the heartbeat receiver only (notifications.py)."""
+
+PROBE_ALERTS = (
+    Alert("ServiceUnavailable", 'probe_success{job="$job"} == 0', None,
+          "{{ $labels.service }} fails its health check from the prober ({{ $labels.instance }})",
+          "Open the health endpoint the alert names (docs/PORTS.md lists it, with the body it must contain); "
+          "then the service's logs and, on Kubernetes, `kubectl describe pod` (probe failures, OOM kills, Pending).",
+          severity="critical", for_="5m"),
+    Alert("ServiceSlow", 'probe_duration_seconds{job="$job"} > $threshold', 1.0,
+          "{{ $labels.service }} takes {{ $value | humanizeDuration }} to answer its health check",
+          "Check the service's CPU throttling and memory (Grafana's tier dashboard), then what its health check "
+          "waits on (its database); raise the threshold per stack in optiinfra:alerting.thresholds.ServiceSlow.",
+          for_="10m"),
+    Alert("ProbeMissing", 'absent(probe_success{job="$job"})', None,
+          "No probe result from {{ $labels.job }}: the prober is not scraped or the probe job is gone",
+          "Check the blackbox exporter (its TargetDown, its logs) and the probe job in prometheus.yml.",
+          for_="10m"),
+)
+"""The prober's alerts on each service it probes (`$job`: the service's probe job)."""
+
 _DASHBOARDS = "/etc/grafana/dashboards"  # Grafana's generated dashboards (its home is the overview)
 
 _PY: DockerClient = "python"  # OptiInfra's Python images (collector, agents) check with python's urllib
@@ -505,15 +543,20 @@ SERVICES: tuple[Service, ...] = (
                      Credential("alert-slack", "alertSlackUrl", "Slack incoming-webhook URL of the slack receiver",
                                 receiver="slack"),
                      Credential("alert-smtp", "alertSmtpPassword", "SMTP password of the email receiver's username",
-                                receiver="email")),
+                                receiver="email"),
+                     Credential("alert-heartbeat", "alertHeartbeatUrl",
+                                "URL the heartbeat receiver POSTs the Watchdog to every minute (a dead man's switch)",
+                                receiver="heartbeat")),
         env=(("OPTIINFRA_ALERT_WEBHOOK_URL", Secret("alert-webhook")),
              ("OPTIINFRA_ALERT_SLACK_URL", Secret("alert-slack")),
-             ("OPTIINFRA_ALERT_SMTP_PASSWORD", Secret("alert-smtp"))),
+             ("OPTIINFRA_ALERT_SMTP_PASSWORD", Secret("alert-smtp")),
+             ("OPTIINFRA_ALERT_HEARTBEAT_URL", Secret("alert-heartbeat"))),
         # Alertmanager reads them from files only (url_file, api_url_file, auth_password_file),
         # never from its environment: mounted on Kubernetes, written by the wrapper on Docker.
         secret_files=(SecretFile("alert-webhook", ("OPTIINFRA_ALERT_WEBHOOK_URL",), docker_file=True),
                       SecretFile("alert-slack", ("OPTIINFRA_ALERT_SLACK_URL",), docker_file=True),
-                      SecretFile("alert-smtp", ("OPTIINFRA_ALERT_SMTP_PASSWORD",), docker_file=True)),
+                      SecretFile("alert-smtp", ("OPTIINFRA_ALERT_SMTP_PASSWORD",), docker_file=True),
+                      SecretFile("alert-heartbeat", ("OPTIINFRA_ALERT_HEARTBEAT_URL",), docker_file=True)),
         entrypoint=("/bin/alertmanager",),
         # The one monitoring service that leaves the cluster: notifications to the receivers.
         outside=(Outside("alert-receivers", (443, 587),
@@ -722,6 +765,28 @@ SERVICES: tuple[Service, ...] = (
                 Panel("Failed queries / s", 'rate(clickhouse_failed_query_total{job="$job"}[5m])'),
                 Panel("Running queries", 'clickhouse_query{job="$job"}')),
     ),
+    Service(
+        name="blackbox-exporter",
+        tier=Tier.MONITORING,
+        # v0.25.0: the Go module tests/test_probes.py builds (scripts/tools.sh) and runs with the
+        # rendered modules. checked 2026-12-07: github.com/prometheus/blackbox_exporter v0.25.0 is served
+        image="prom/blackbox-exporter:v0.25.0",
+        publish=False,
+        purpose="Health probes of every service (HTTP body or TCP connect)",
+        ports=(Port("metrics", 9115, host=9115, band="metrics"),),
+        # busybox-based like Prometheus' image: busybox wget checks it on Docker.
+        health=HealthCheck(HttpCheck("/-/healthy", "metrics"), live=TcpCheck("metrics"), docker_client="wget"),
+        # The seed has no figure: it idles at about 15 MiB; one probe at a time per scrape.
+        resources=Resources(memory_mib=24, cpu=0.05, memory_limit_mib=64),
+        metrics=("metrics", "/metrics"),
+        files=(ConfigFile("/etc/blackbox_exporter/config.yml", Generated.PROBE_CONFIG),),
+        command=("--config.file=/etc/blackbox_exporter/config.yml",),
+        exposes=("probe_success", "probe_duration_seconds"),
+        # Its probe edges grant the network path to each service's checked port and imply no order.
+        prober=True,
+        probe_alerts=PROBE_ALERTS,
+        uid=65534,
+    ),
     # ---- core ------------------------------------------------------------------
     Service(
         name="orchestrator",
@@ -842,4 +907,6 @@ def default_catalog() -> Catalog:
         bands=BANDS,
         credentials={c.id: c for c in CREDENTIALS},
         alerts=PLATFORM_ALERTS,
+        job_alerts=JOB_ALERTS,
+        watchdog=WATCHDOG,
     )

@@ -60,7 +60,7 @@ def supplied(model: Model, config: Mapping[str, Any]) -> dict[str, str]:
                               "credential from the ClusterSecretStore",
                               f"pulumi config rm {cred.config_key}, and put the value in the store under its "
                               "remote key (docs/credentials.md)")
-        if cred.receiver in ("webhook", "slack"):
+        if cred.receiver in ("webhook", "slack", "heartbeat"):
             _check_url(model, key, cred.config_key, str(value))
             out[cred.id] = str(value)
             continue

@@ -32,6 +32,7 @@ from .model import (
     Volume,
     backup_job,
     parse_memory_mib,
+    probed_check,
 )
 from .settings import NAMESPACE, ConfigError, Settings
 
@@ -55,6 +56,9 @@ class EdgeKind(enum.StrEnum):
     """The scraper reading a service's metrics."""
     BACKUP = "backup"
     """A service's backup job reading its data (the source is the job, not a service)."""
+    PROBE = "probe"
+    """The prober checking a service's health endpoint: grants the network path, never an
+    order (wait is always False; the prober's tier starts before most of what it probes)."""
 
 
 @dataclass(frozen=True)
@@ -178,12 +182,20 @@ class Model:
     def outside(self, eff: Effective) -> tuple[Outside, ...]:
         """Where a service may go outside the platform on this stack: its catalog `Outside`
         egress, none for the notifier while no receiver is set (nothing would use it)."""
-        if eff.service.notifier and not self.settings.alerting.receivers.on():
+        receivers = self.settings.alerting.receivers
+        if eff.service.notifier and not (receivers.on() or receivers.heartbeat):
             return ()
         return eff.service.outside
 
     def scrape_edges(self) -> list[Edge]:
         return [e for e in self.edges if e.kind is EdgeKind.SCRAPE]
+
+    def prober(self) -> Effective | None:
+        """The service that probes the others' health endpoints (catalog role `prober`), if enabled."""
+        return next((e for e in self.services.values() if e.service.prober), None)
+
+    def probe_edges(self) -> list[Edge]:
+        return [e for e in self.edges if e.kind is EdgeKind.PROBE]
 
     def backed_up(self) -> list[Effective]:
         """Services whose data this stack backs up (`backups.enabled`, and a catalog Backup
@@ -531,6 +543,11 @@ def _edges(catalog: Catalog, model: Model) -> list[Edge]:
         for t in model.scrape_targets():
             if t.name != prom.name and t.service.metrics:
                 edges.append(Edge(prom.name, t.name, t.service.metrics[0], wait=False, kind=EdgeKind.SCRAPE))
+    for prober in (e for e in model.services.values() if e.service.prober):
+        for t in model.services.values():
+            check = probed_check(t.service)
+            if t.name != prober.name and check is not None:
+                edges.append(Edge(prober.name, t.name, check.port, wait=False, kind=EdgeKind.PROBE))
     return edges
 
 

@@ -111,6 +111,22 @@ class CommandCheck:
 
 Probe = HttpCheck | TcpCheck | CommandCheck
 
+
+def probed_check(service: Service) -> HttpCheck | TcpCheck | None:
+    """What the prober checks of a service from outside it: its HTTP check (readiness first,
+    then liveness: the seed's health table, path and expected body), else its TCP check, else
+    a TCP connect to its connection's (or first) port; None: it has no port to reach."""
+    checks = [c for c in ((service.health.probe, service.health.live) if service.health else ()) if c]
+    http = next((c for c in checks if isinstance(c, HttpCheck)), None)
+    if http is not None:
+        return http
+    tcp = next((c for c in checks if isinstance(c, TcpCheck)), None)
+    if tcp is not None:
+        return tcp
+    if not service.ports:
+        return None
+    return TcpCheck(service.connection.port if service.connection else service.ports[0].name)
+
 LOG_MIB = 64
 """Ephemeral storage a container's logs may take on the node (kubelet rotates them)."""
 ROOT_SCRATCH_MIB = 256
@@ -314,8 +330,9 @@ class Volume:
     size_gib: float
 
 
-ReceiverKind = Literal["webhook", "slack", "email"]
-"""The kinds of alert receiver the notifier can send to (stack config `alerting.receivers`)."""
+ReceiverKind = Literal["webhook", "slack", "email", "heartbeat"]
+"""The kinds of alert receiver the notifier can send to (stack config `alerting.receivers`);
+`heartbeat` gets the always-firing Watchdog only (a dead man's switch outside the cluster)."""
 
 
 @dataclass(frozen=True)
@@ -501,6 +518,8 @@ class Generated(enum.Enum):
     """One Grafana dashboard (dashboards.py): the overview (`part` empty) or a tier's (`part` = tier)."""
     NOTIFIER_CONFIG = "notifier-config"
     """The notifier's configuration (notifications.py): routes and the receivers of `alerting.receivers`."""
+    PROBE_CONFIG = "probe-config"
+    """The prober's modules (probes.py): one per probed service, from its health check."""
 
 
 @dataclass(frozen=True)
@@ -514,6 +533,8 @@ class ConfigFile:
 
 
 Severity = Literal["critical", "warning"]
+AlertSeverity = Literal["critical", "warning", "none"]
+"""An alert's severity label: `none` for the Watchdog, which is routed by its name only."""
 
 
 @dataclass(frozen=True)
@@ -534,7 +555,7 @@ class Alert:
     threshold: float | None
     summary: str
     runbook: str
-    severity: Severity = "warning"
+    severity: AlertSeverity = "warning"
     for_: str = "5m"
     about: str = ""
     ratio: bool = False
@@ -664,6 +685,12 @@ class Service:
     """Receives the scraper's firing alerts and notifies people (Alertmanager's role): the
     scrape config's `alerting` block names it, its config routes to `alerting.receivers`.
     The scraper declares the edge to it (a Dependency). Default no."""
+    prober: bool = False
+    """Probes every other service's health endpoint from outside it (the blackbox exporter's
+    role): its probe edges, the scrape config's probe jobs and its module file follow from
+    the services' health checks (probes.py). Default no."""
+    probe_alerts: tuple[Alert, ...] = ()
+    """The prober's alerts on each service it probes (`$job`: that service's probe job)."""
     entrypoint: tuple[str, ...] = ()
     """The image's own entrypoint (exec form), for a wrapper that runs before it and then
     execs it (`SecretFile.docker_file`); empty: none needed, the image's stays."""
@@ -776,10 +803,16 @@ class Catalog:
     credentials: dict[str, Credential] = field(default_factory=dict)
     alerts: tuple[Alert, ...] = ()
     """Alerts every scraped service gets (`$job` matches all of them; see Alert)."""
+    job_alerts: tuple[Alert, ...] = ()
+    """Alerts on each scrape job, one rule per job (`$job`: that job): a job without targets."""
+    watchdog: Alert | None = None
+    """The always-firing alert the notifier sends to the heartbeat receiver only (a dead man's switch)."""
 
     def all_alerts(self) -> list[Alert]:
         """The platform's alerts and every service's, in declaration order."""
-        return [*self.alerts, *(a for s in self.services.values() for a in s.alerts)]
+        return [*self.alerts, *(a for s in self.services.values() for a in s.alerts),
+                *self.job_alerts, *(a for s in self.services.values() for a in s.probe_alerts),
+                *((self.watchdog,) if self.watchdog else ())]
 
     def band(self, name: str) -> Band:
         for b in self.bands:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import yaml
 
-from . import alerts, dashboards, notifications
+from . import alerts, dashboards, notifications, probes
 from .graph import Model
 from .model import ConfigFile, Generated
 from .wiring import HostOf
@@ -71,7 +71,7 @@ def scrape_config(model: Model, host_of: HostOf, pods_of: PodsOf = None, part: s
         port = notifier.service.port(notifier.service.connection.port).container
         address = f"{host_of(notifier.name)}:{port}"
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [address]}]}]}
-    config["scrape_configs"] = jobs
+    config["scrape_configs"] = jobs + probes.scrape_jobs(model, host_of)
     return HEADER + yaml.safe_dump(config, sort_keys=False)
 
 
@@ -103,6 +103,10 @@ def notifier_config(model: Model, host_of: HostOf, pods_of: PodsOf = None, part:
     return HEADER + notifications.config(model)
 
 
+def probe_config(model: Model, host_of: HostOf, pods_of: PodsOf = None, part: str = "") -> str:
+    return HEADER + probes.config(model)
+
+
 RENDERERS: dict[Generated, Callable[[Model, HostOf, PodsOf, str], str]] = {
     Generated.SCRAPE_CONFIG: scrape_config,
     Generated.DATASOURCES: datasources,
@@ -110,6 +114,7 @@ RENDERERS: dict[Generated, Callable[[Model, HostOf, PodsOf, str], str]] = {
     Generated.DASHBOARD_PROVIDER: dashboard_provider,
     Generated.DASHBOARD: dashboard,
     Generated.NOTIFIER_CONFIG: notifier_config,
+    Generated.PROBE_CONFIG: probe_config,
 }
 
 

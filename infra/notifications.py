@@ -19,20 +19,48 @@ from __future__ import annotations
 
 import yaml
 
+from policies.optiinfra_policies.vocabulary import NO_RECEIVER_MARK
+
 from .graph import Effective, Model
 from .model import Credential, SecretFile
-from .settings import SEVERITIES, EmailReceiver, Receiver, SlackReceiver
+from .settings import NAMESPACE, SEVERITIES, ConfigError, EmailReceiver, Receiver, SlackReceiver
 
 NULL = "null"
 """The receiver that sends nothing (no integration): where alerts go while none is set."""
 GROUP_BY = ("alertname", "service")
 REPEAT = {"critical": "1h", "warning": "4h"}
 """How often a notification repeats while its alert still fires, by severity."""
+HEARTBEAT = "heartbeat"
+"""The receiver of the Watchdog alert only (`alerting.receivers.heartbeat`)."""
+HEARTBEAT_EVERY = "1m"
+"""How often the Watchdog is sent to the heartbeat URL (its route's group and repeat interval)."""
+HEARTBEAT_STALE_MIN = 4
+"""Minutes Alertmanager keeps a firing alert after Prometheus' last send: Prometheus sets endsAt
+to four times its resend delay (1m) ahead, so a dead Prometheus stops the heartbeat within this."""
 
 
 def nowhere(model: Model) -> bool:
     """True when the stack sends alerts nowhere: a notifier runs, but no receiver is set."""
     return model.notifier() is not None and not model.settings.alerting.receivers.on()
+
+
+def required(model: Model) -> bool:
+    """A Kubernetes stack (staging, prod) must send its alerts somewhere, unless its stack file
+    states why not (`alerting.noReceiver`); a Docker stack (dev) may keep the null receiver."""
+    return (model.settings.target == "kubernetes" and nowhere(model)
+            and not model.settings.alerting.no_receiver.strip())
+
+
+def require_receiver(model: Model) -> None:
+    """Refuse (ConfigError: one line, key and fix) a stack whose alerts would go nowhere; what
+    `check` and the program under `pulumi up` call (plan, render and diff only say so)."""
+    if not required(model):
+        return
+    webhook = next(c for c in model.catalog.credentials.values() if c.receiver == "webhook")
+    raise ConfigError(f"{NAMESPACE}:alerting.receivers",
+                      "no receiver is set, so every alert of this Kubernetes stack would go nowhere",
+                      f"set one (e.g. webhook: {{}}) and its secret: pulumi config set --secret {webhook.config_key} "
+                      "https://...; or state why not: optiinfra:alerting.noReceiver: <reason> (docs/monitoring.md)")
 
 
 def status_line(model: Model) -> str:
@@ -46,8 +74,10 @@ def status_line(model: Model) -> str:
                  "(kubernetes.externalSecrets; docs/credentials.md)"
                  if model.settings.target == "kubernetes" and model.settings.kubernetes.external_secrets is not None
                  else f"pulumi config set --secret {webhook.config_key} https://...")
+        because = model.settings.alerting.no_receiver.strip()
         return ("Alerts: go nowhere until a receiver is set: optiinfra:alerting.receivers (webhook, slack, email) "
-                f"and its secret, e.g. {where} (docs/monitoring.md)")
+                f"and its secret, e.g. {where} (docs/monitoring.md)"
+                + (f"; the stack says why: {because}" if because else ""))
     parts = [f"{sev} -> {', '.join(k for k, r in on.items() if sev in r.severities) or 'nowhere'}"
              for sev in SEVERITIES]
     return f"Alerts: {'; '.join(parts)}"
@@ -83,6 +113,17 @@ def config(model: Model) -> str:
     notifier = model.notifier()
     receivers: list[dict[str, object]] = [{"name": NULL}]
     routes: list[dict[str, object]] = []
+    watchdog = model.catalog.watchdog
+    if watchdog is not None:
+        # The dead man's switch first, and only it: the Watchdog never reaches a person, and
+        # nothing else reaches the heartbeat. Without a heartbeat it ends at `null`.
+        beat = model.settings.alerting.receivers.heartbeat is not None and notifier is not None
+        if beat:
+            assert notifier is not None
+            receivers.append({"name": HEARTBEAT, "webhook_configs": [
+                {"send_resolved": False, "url_file": _secret_path(model, notifier, HEARTBEAT)}]})
+        routes.append({"matchers": [f'alertname="{watchdog.name}"'], "receiver": HEARTBEAT if beat else NULL,
+                       "group_wait": "0s", "group_interval": HEARTBEAT_EVERY, "repeat_interval": HEARTBEAT_EVERY})
     on = model.settings.alerting.receivers.on()
     for severity in SEVERITIES:
         takes = {kind: r for kind, r in on.items() if severity in r.severities}
@@ -104,5 +145,10 @@ def config(model: Model) -> str:
     }
     if not routes:
         del doc["route"]["routes"]  # type: ignore[attr-defined]
-    return yaml.safe_dump(doc, sort_keys=False, width=200)
+    body = yaml.safe_dump(doc, sort_keys=False, width=200)
+    because = model.settings.alerting.no_receiver.strip()
+    if because and nowhere(model):
+        # What the policy pack reads (it sees the rendered file, not the stack's settings).
+        body = f"# {NO_RECEIVER_MARK}: {' '.join(because.split())}\n" + body
+    return body
 

@@ -73,6 +73,7 @@ def main() -> None:
     try:
         # The stack file of the project the engine runs (not necessarily this package's checkout).
         model, supplied = load(stack.keys_in_file(pulumi.get_stack(), Path(pulumi.get_root_directory())))
+        notifications.require_receiver(model)
     except ConfigError as err:
         # RunError ends the program with this one message and no traceback.
         raise pulumi.RunError(str(err)) from None

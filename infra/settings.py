@@ -311,6 +311,13 @@ class EmailReceiver(Receiver):
         return v
 
 
+class HeartbeatReceiver(_Model):
+    """A dead man's switch outside the cluster (`alerting.receivers.heartbeat`): the always-firing
+    Watchdog alert, and nothing else, is POSTed to its URL every minute (healthchecks.io, Dead
+    Man's Snitch, a PagerDuty heartbeat), which raises its own alarm when the calls stop. Its URL is
+    the secret `alertHeartbeatUrl` (`pulumi config set --secret alertHeartbeatUrl https://...`)."""
+
+
 class Receivers(_Model):
     """Where alerts go (`optiinfra:alerting.receivers`): each kind at most once, each off
     unless set. Critical alerts go to every receiver that takes critical ones, warnings to
@@ -323,6 +330,8 @@ class Receivers(_Model):
     """Post alerts to Slack (the secret alertSlackUrl), e.g. {channel: '#optiinfra-alerts'}."""
     email: EmailReceiver | None = None
     """Mail alerts, e.g. {to: oncall@example.com, from: alertmanager@example.com, smarthost: smtp.example.com:587}."""
+    heartbeat: HeartbeatReceiver | None = None
+    """The Watchdog's heartbeat to a dead man's switch (the secret alertHeartbeatUrl), e.g. {}."""
 
     def on(self) -> dict[str, Receiver]:
         """The receivers that are set, by kind."""
@@ -330,7 +339,8 @@ class Receivers(_Model):
 
     def secret_kinds(self) -> set[str]:
         """Receivers that need their secret: every one set, but email only with a login."""
-        return {k for k, v in self.on().items() if not (isinstance(v, EmailReceiver) and v.username is None)}
+        return ({k for k, v in self.on().items() if not (isinstance(v, EmailReceiver) and v.username is None)}
+                | ({"heartbeat"} if self.heartbeat is not None else set()))
 
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -346,6 +356,9 @@ class Alerting(_Model):
     A ratio lies in (0, 1]; a count or rate is at least 0."""
     receivers: Receivers = Receivers()
     """Where firing alerts go (default: nowhere; see docs/monitoring.md)."""
+    no_receiver: str = Field("", alias="noReceiver")
+    """Why this Kubernetes stack may send its alerts nowhere (default: empty, so `check` and `pulumi up`
+    refuse a Kubernetes stack without a receiver); moot once a receiver is set."""
 _CRON_FIELD = r"(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?(,(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?)*"
 _CRON = re.compile(rf"{_CRON_FIELD}( {_CRON_FIELD}){{4}}")
 

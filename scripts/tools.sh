@@ -31,6 +31,7 @@ kube-score     github.com/zegl/kube-score/cmd/kube-score       v1.20.0
 promtool       github.com/prometheus/prometheus/cmd/promtool   v0.313.5
 amtool         github.com/prometheus/alertmanager/cmd/amtool   v0.35.0
 versitygw      github.com/versity/versitygw/cmd/versitygw      v1.8.0
+blackbox_exporter  github.com/prometheus/blackbox_exporter         v0.25.0
 renovate-config-validator  npm:renovate                        39.264.1
 '
 
@@ -107,20 +108,25 @@ start=$SECONDS
 # `go install MODULE@VERSION` refuses a module whose go.mod has replace directives
 # (Prometheus' does). Such a tool is built inside its own module, downloaded to the module
 # cache, where those directives apply as its authors intended.
+# The same fallback serves a proxy that answers the module's version list with 403 (go install
+# looks up the latest version for its deprecation notice; `go mod download MODULE@VERSION`
+# does not need the list): the module may then be MODULE itself, so MODULE is tried first.
 build_in_module() {
-	local root=$module src=''
-	while [[ $root == */*/* ]]; do
-		root=${root%/*}
+	local root=$module src='' rel
+	while :; do
 		src=$(go mod download -json "$root@$version" 2>/dev/null | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') || src=''
-		[[ -n $src ]] && break
+		[[ -n $src || $root != */*/* ]] && break
+		root=${root%/*}
 	done
 	[[ -n $src ]] || die "no module of $module at $version could be downloaded"
-	printf 'tools.sh: %s has replace directives; building ./%s inside module %s@%s\n' "$module" "${module#"$root"/}" "$root" "$version" >&2
-	(cd "$src" && GOFLAGS=-mod=readonly go build -o "$tmp/$binary" "./${module#"$root"/}") >&2
+	rel=.
+	[[ $root != "$module" ]] && rel=./${module#"$root"/}
+	printf 'tools.sh: building %s inside module %s@%s\n' "$rel" "$root" "$version" >&2
+	(cd "$src" && GOWORK=off GOFLAGS=-mod=readonly go build -o "$tmp/$binary" "$rel") >&2
 }
 if ! GOBIN=$tmp go install "$module@$version" 2>"$tmp/.install.log"; then
 	cat "$tmp/.install.log" >&2
-	if grep -q 'replace directives' "$tmp/.install.log"; then
+	if grep -q -e 'replace directives' -e '@v/list: 403' "$tmp/.install.log"; then
 		build_in_module || die "building $module@$version inside its module failed (see above)"
 	else
 		die "go install $module@$version failed (see above); it needs the Go module proxy ($(go env GOPROXY)) or a warm module cache"

@@ -37,6 +37,7 @@ WEBHOOK = "https://hooks.example.com/services/canary-WEBHOOK-token-7f3a"
 SLACK = "https://hooks.slack.com/services/T000/B000/canary-SLACK-token-91c2"
 SMTP = "canary-SMTP-password-5d8e"
 ALL_SECRETS = (f"alertWebhookUrl={WEBHOOK}", f"alertSlackUrl={SLACK}", f"alertSmtpPassword={SMTP}")
+HEARTBEAT = "https://hc-ping.example.com/canary-HEARTBEAT-uuid-0b1e"
 EMAIL = {"to": "oncall@example.com", "from": "alertmanager@example.com", "smarthost": "smtp.example.com:587"}
 
 # (receivers setting, secrets): none, each kind alone, email without a login, all three.
@@ -48,6 +49,7 @@ RECEIVERS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "email-no-login": ({"email": EMAIL}, ()),
     "all": ({"webhook": {"severities": ["critical"]}, "slack": {"channel": "#optiinfra-alerts"},
              "email": {**EMAIL, "username": "alertmanager"}}, ALL_SECRETS),
+    "heartbeat": ({"webhook": {}, "heartbeat": {}}, (ALL_SECRETS[0], f"alertHeartbeatUrl={HEARTBEAT}")),
 }
 
 
@@ -84,8 +86,10 @@ def test_amtool_accepts_the_config_of_every_stack_and_receiver(stack: str, case:
     assert "SUCCESS" in done.stdout
     # The null receiver, plus one per severity some receiver takes (none: only the null one).
     receivers, _ = RECEIVERS[case]
-    severities = {s for r in receivers.values() for s in r.get("severities", ["critical", "warning"])}
-    assert f" - {1 + len(severities)} receivers" in done.stdout
+    severities = {s for k, r in receivers.items() if k != "heartbeat"
+                  for s in r.get("severities", ["critical", "warning"])}
+    # ... and the heartbeat receiver, which gets the Watchdog only.
+    assert f" - {1 + len(severities) + ('heartbeat' in receivers)} receivers" in done.stdout
 
 
 @pytest.mark.parametrize(("mutation", "words"), [
@@ -110,7 +114,9 @@ def test_with_no_receiver_every_alert_goes_to_the_null_receiver_and_plan_says_so
     for stack in ("dev", "prod"):
         r = _render(stack, "none")
         config = _config(r)
-        assert config["route"]["receiver"] == "null" and "routes" not in config["route"]
+        # Everything ends at `null`; the one route is the Watchdog's, to `null` as well.
+        assert config["route"]["receiver"] == "null"
+        assert [x["receiver"] for x in config["route"]["routes"]] == ["null"]
         assert config["receivers"] == [{"name": "null"}]
     done = subprocess.run([sys.executable, "-m", "infra", "plan", "--stack", "prod"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
@@ -123,7 +129,7 @@ def test_routes_are_by_severity_and_grouped_by_alert_and_service() -> None:
     route = config["route"]
     assert route["group_by"] == ["alertname", "service"]
     assert [(x["matchers"], x["receiver"]) for x in route["routes"]] == [
-        (['severity="critical"'], "critical"), (['severity="warning"'], "warning")]
+        (['alertname="Watchdog"'], "null"), (['severity="critical"'], "critical"), (['severity="warning"'], "warning")]
     by_name = {x["name"]: x for x in config["receivers"]}
     # The webhook takes critical alerts only; Slack and mail take both.
     assert set(by_name["critical"]) == {"name", "webhook_configs", "slack_configs", "email_configs"}
@@ -276,3 +282,24 @@ def test_a_receiver_address_the_egress_cannot_reach_is_refused_on_kubernetes() -
     assert render("prod", 'alerting.receivers={"webhook": {}}', 'kubernetes.outsideExcept=["192.168.0.0/16"]',
                   secrets=private).resources
     assert render("dev", 'alerting.receivers={"webhook": {}}', secrets=private).resources
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_amtool_routes_the_watchdog_to_the_heartbeat_only_and_nothing_else_there(stack: str, tmp_path: Path) -> None:
+    tool = _amtool()
+    path = tmp_path / CONFIG
+    path.write_text(generated(_render(stack, "heartbeat"), CONFIG))
+
+    def receivers(*labels: str) -> str:
+        done = subprocess.run([str(tool), "config", "routes", "test", f"--config.file={path}", *labels],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout.strip()
+    assert receivers("alertname=Watchdog", "severity=none") == "heartbeat"
+    assert receivers("alertname=TargetDown", "severity=critical", "service=grafana") == "critical"
+    assert receivers("alertname=ServiceSlow", "severity=warning", "service=portal") == "warning"
+    beat = _config(_render(stack, "heartbeat"))["route"]["routes"][0]
+    assert beat["receiver"] == "heartbeat" and beat["repeat_interval"] == "1m"
+    # Without a heartbeat receiver the Watchdog still reaches nobody else.
+    path.write_text(generated(_render(stack, "webhook"), CONFIG))
+    assert receivers("alertname=Watchdog", "severity=none") == "null"

@@ -60,9 +60,10 @@ def test_every_alert_has_a_severity_summary_and_runbook() -> None:
     assert {a["alert"] for a in alerts} == {
         "TargetDown", "MemoryNearLimit", "Restarting", "PrometheusRuleFailures", "PostgresDown",
         "PostgresConnectionsNearMax", "RedisDown", "RedisMemoryNearMaxmemory", "RedisRejectedConnections",
-        "CeleryBacklog", "ClickHouseUnreachable", "ClickHouseFailedQueries", "AlertNotificationsFailing"}
+        "CeleryBacklog", "ClickHouseUnreachable", "ClickHouseFailedQueries", "AlertNotificationsFailing",
+        "TargetMissing", "ServiceUnavailable", "ServiceSlow", "ProbeMissing", "Watchdog"}
     for a in alerts:
-        assert a["labels"]["severity"] in ("critical", "warning"), a
+        assert a["labels"]["severity"] in ("critical", "warning") or a["alert"] == "Watchdog", a
         assert a["annotations"]["summary"] and a["annotations"]["runbook"], a
 
 
@@ -71,7 +72,7 @@ def test_memory_limits_are_recorded_per_scraped_service_from_the_targets_limits(
         return {x["labels"]["service"]: x["expr"] for x in _rules(render(stack, *sets))
                 if x.get("record") == "service:memory_limit_bytes"}
     dev, prod = limits("dev"), limits("prod")
-    # Scraped: Prometheus, Alertmanager, Grafana, the three exporters, the four agents (not the databases).
+    # Scraped: Prometheus, Alertmanager, Grafana, the four exporters, the four agents (not the databases).
     assert set(dev) == set(prod) == {n for n, s in default_catalog().services.items() if s.metrics}
     assert "postgres" not in dev
     # Limits are twice the request: Prometheus 300Mi (dev) and 512Mi (prod), Grafana 100Mi.
@@ -138,7 +139,8 @@ def test_promtool_checks_the_config_and_the_rules(stack: str, tmp_path: Path) ->
     done = subprocess.run([str(tool), "check", "config", str(tmp_path / "prometheus.yml")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 25 rules found" in done.stdout  # 10 limits + 2 ratios + 13 alerts
+    # 11 limits + 2 ratios + 13 alerts + 11 absent scrape jobs + 18 probe jobs x 3 + the Watchdog
+    assert "SUCCESS: 92 rules found" in done.stdout
     done = subprocess.run([str(tool), "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -274,15 +276,76 @@ def _cases() -> list[dict[str, Any]]:
     ]
 
 
+# The dev stack's scrape jobs and probe jobs, written out (the catalog's scraped services, and
+# every service with a port, probed by the blackbox exporter).
+SCRAPE_JOBS = ("prometheus", "alertmanager", "grafana", PG, RD, CH, "blackbox-exporter", "cost-agent",
+               "performance-agent", "resource-agent", "application-agent")
+PROBED = {"postgres": "databases", "clickhouse": "databases", "redis": "databases", "qdrant": "databases",
+          "prometheus": "monitoring", "alertmanager": "monitoring", "grafana": "monitoring", "flower": "monitoring",
+          PG: "monitoring", RD: "monitoring", CH: "monitoring", "orchestrator": "core", "data-collector": "core",
+          "cost-agent": "agents", "performance-agent": "agents", "resource-agent": "agents",
+          "application-agent": "agents", "portal": "frontend"}
+
+
+def _probe(metric: str, values: str, service: str) -> dict[str, str]:
+    """A probe series as the dev stack's probe job labels it (instance: the probed target)."""
+    return {"series": f'{metric}{{job="probe-{service}", instance="{service}-target", service="{service}", '
+                      f'tier="{PROBED[service]}"}}', "values": values}
+
+
+def _job_cases() -> list[dict[str, Any]]:
+    """absent() on every scrape and probe job, the probes' failing and slow alerts, the Watchdog."""
+    missing, unprobed = "cost-agent", "portal"
+    up = [_series("up", "1x20", job, 1) for job in SCRAPE_JOBS if job != missing]
+    success = [_probe("probe_success", "0x20" if s == "orchestrator" else "1x20", s) for s in PROBED if s != unprobed]
+    duration = [_probe("probe_duration_seconds", "2x20" if s == "data-collector" else "0.2x20", s)
+                for s in PROBED if s != unprobed]
+    orch = {"job": "probe-orchestrator", "instance": "orchestrator-target", "service": "orchestrator", "tier": "core"}
+    coll = {"job": "probe-data-collector", "instance": "data-collector-target", "service": "data-collector",
+            "tier": "core"}
+    return [
+        {"interval": "1m", "input_series": up + success + duration, "alert_rule_test": [
+            {"eval_time": "3m", "alertname": "TargetMissing", "exp_alerts": []},  # pending: `for: 5m`
+            {"eval_time": "7m", "alertname": "TargetMissing", "exp_alerts": [
+                _alert("TargetMissing", f"The scrape job {missing} has no target: no instance of it is running",
+                       job=missing, service=missing)]},
+            {"eval_time": "5m", "alertname": "ProbeMissing", "exp_alerts": []},  # pending: `for: 10m`
+            {"eval_time": "12m", "alertname": "ProbeMissing", "exp_alerts": [
+                _alert("ProbeMissing", f"No probe result from probe-{unprobed}: the prober is not scraped or the "
+                       "probe job is gone", job=f"probe-{unprobed}", service=unprobed)]},
+            {"eval_time": "3m", "alertname": "ServiceUnavailable", "exp_alerts": []},  # pending: `for: 5m`
+            {"eval_time": "7m", "alertname": "ServiceUnavailable", "exp_alerts": [
+                _alert("ServiceUnavailable", "orchestrator fails its health check from the prober "
+                       "(orchestrator-target)", **orch)]},
+            {"eval_time": "5m", "alertname": "ServiceSlow", "exp_alerts": []},  # pending: `for: 10m`
+            {"eval_time": "12m", "alertname": "ServiceSlow", "exp_alerts": [
+                _alert("ServiceSlow", "data-collector takes 2s to answer its health check", **coll)]},
+            {"eval_time": "1m", "alertname": "Watchdog", "exp_alerts": [
+                _alert("Watchdog",
+                       "Always firing: the alerting pipeline (Prometheus, its rules, Alertmanager) works")]},
+        ]},
+        # Every job present and every probe passing: none of them fires.
+        {"interval": "1m", "input_series": [
+            *(_series("up", "1x20", job, 1) for job in SCRAPE_JOBS),
+            *(_probe("probe_success", "1x20", s) for s in PROBED),
+            *(_probe("probe_duration_seconds", "0.2x20", s) for s in PROBED)], "alert_rule_test": [
+            {"eval_time": "15m", "alertname": name, "exp_alerts": []}
+            for name in ("TargetMissing", "ProbeMissing", "ServiceUnavailable", "ServiceSlow")]},
+    ]
+
+
 def test_promtool_unit_tests_of_the_alerts(tmp_path: Path) -> None:
     tool = _tool()
     (tmp_path / "rules.yml").write_text(generated(render("dev"), "rules.yml"))
-    cases = _cases()
+    cases = _cases() + _job_cases()
     tests = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": cases}
     (tmp_path / "alerts.test.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
     fired = {t["alertname"] for case in cases for t in case["alert_rule_test"] if t["exp_alerts"]}
     quiet = {t["alertname"] for case in cases for t in case["alert_rule_test"] if not t["exp_alerts"]}
-    assert fired == quiet == set(CATALOG_ALERTS), "every catalog alert is tested firing and quiet"
+    assert fired == set(CATALOG_ALERTS), "every catalog alert is tested firing"
+    # ... and quiet, but the Watchdog, which always fires: its silence is what the heartbeat
+    # service outside notices.
+    assert quiet == set(CATALOG_ALERTS) - {"Watchdog"}, "every catalog alert is tested quiet"
     done = subprocess.run([str(tool), "test", "rules", str(tmp_path / "alerts.test.yml")],
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr

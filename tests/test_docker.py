@@ -28,7 +28,7 @@ SEED_CONTAINERS = {
     "optiinfra-application-agent", "optiinfra-portal",
 }
 # Beside them: where alerts go (issue 14), which the seed does not have.
-CONTAINERS = SEED_CONTAINERS | {"optiinfra-alertmanager"}
+CONTAINERS = SEED_CONTAINERS | {"optiinfra-alertmanager", "optiinfra-blackbox-exporter"}
 SEED_ORDER = ["databases", "monitoring", "core", "agents", "frontend"]
 
 
@@ -75,7 +75,8 @@ EXPECTED_NETWORKS = {
     "optiinfra-grafana": {"monitoring"},
     "optiinfra-flower": {"monitoring", "databases"},
     "optiinfra-postgres-exporter": {"monitoring", "databases"},
-    "optiinfra-orchestrator": {"core", "databases"},
+    # probed by the blackbox exporter (monitoring), which no scrape reached before
+    "optiinfra-orchestrator": {"core", "databases", "monitoring"},
     "optiinfra-data-collector-beat": {"core", "databases"},
     # agents: orchestrator + data collector (core), scraped by Prometheus (monitoring)
     "optiinfra-cost-agent": {"agents", "core", "monitoring"},
@@ -286,7 +287,14 @@ def test_monitoring_files_generated_from_the_catalog(dev: offline.Render) -> Non
     assert prom["file"] == "/etc/prometheus/prometheus.yml"
     config = yaml.safe_load(prom["content"])
     targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
+    # One probe job per service with a port, each asking the prober for the service's health URL.
+    probes = {k: v for k, v in targets.items() if k.startswith("probe-")}
+    assert probes["probe-orchestrator"] == ["http://orchestrator:8080/health"]
+    assert probes["probe-postgres"] == ["postgres:5432"]  # TCP: no HTTP check
+    assert "probe-data-collector-beat" not in probes  # no port to reach
+    targets = {k: v for k, v in targets.items() if k not in probes}
     assert targets == {
+        "blackbox-exporter": ["blackbox-exporter:9115"],
         "prometheus": ["localhost:9090"], "grafana": ["grafana:3000"],
         "postgres-exporter": ["postgres-exporter:9187"], "redis-exporter": ["redis-exporter:9121"],
         "clickhouse-exporter": ["clickhouse-exporter:9116"], "cost-agent": ["cost-agent:8001"],

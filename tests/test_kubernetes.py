@@ -55,6 +55,7 @@ SEED_PORTS = {
     "data-collector": {8005}, "cost-agent": {8001}, "performance-agent": {8002},
     "resource-agent": {8003}, "application-agent": {8004}, "portal": {3000},
     "alertmanager": {9093},  # not the seed's: where alerts go (issue 14)
+    "blackbox-exporter": {9115},  # not the seed's: the prober (issue 24)
 }
 
 
@@ -306,7 +307,7 @@ def test_deployments_for_the_rest_and_one_cost_agent_per_provider(prod: offline.
         "flower", "postgres-exporter", "redis-exporter", "clickhouse-exporter", "orchestrator",
         "data-collector", "data-collector-worker", "data-collector-beat", "performance-agent",
         "resource-agent", "application-agent", "portal", "cost-agent-aws", "cost-agent-gcp", "cost-agent-azure",
-        "alertmanager"}
+        "alertmanager", "blackbox-exporter"}
     for provider in ("aws", "gcp", "azure"):
         d = deps[f"cost-agent-{provider}"]
         env = {e["name"]: e.get("value") for e in container(d)["env"]}
@@ -562,7 +563,7 @@ def test_no_secret_in_outputs_or_plain_resource_inputs() -> None:
 
 def test_prometheus_and_grafana_config_maps_scrape_across_namespaces(prod: offline.Render) -> None:
     cms = {m["metadata"]["name"].rsplit("-", 1)[0]: m for m in of_kind(prod, "ConfigMap")}
-    assert set(cms) == {"prometheus-config", "grafana-config", "alertmanager-config"}
+    assert set(cms) == {"prometheus-config", "grafana-config", "alertmanager-config", "blackbox-exporter-config"}
     prom = yaml.safe_load(cms["prometheus-config"]["data"]["prometheus.yml"])
     discovered = {(n, sd["port"]) for job in prom["scrape_configs"] for sd in job.get("dns_sd_configs", [])
                   for n in sd["names"]}

@@ -92,7 +92,7 @@ def test_prod_needs_no_health_exemption() -> None:
     # Kubernetes probes need nothing inside the image: the exporters get httpGet probes.
     assert "health-checks" not in PROD_CONFIG
     exporters = [r for r in prod_resources() if r.type == rules.DEPLOYMENT and r.name.endswith("-exporter")]
-    assert len(exporters) == 3
+    assert len(exporters) == 4  # postgres, redis, clickhouse and the blackbox exporter
     assert violations("health-checks", exporters) == []
 
 
@@ -115,3 +115,39 @@ def test_prod_render_with_one_input_changed_fails(type_: str, name: str, edit: C
     findings = core.evaluate(rules.RULES, resources, settings)
     assert {f.violation.policy for f in findings} == policies
     assert all(words in f.violation.message for f in findings)
+
+
+# ---- alerts-reach-a-receiver ---------------------------------------------------------------------------
+
+def test_prod_without_a_receiver_fails_the_policy() -> None:
+    # The committed prod states why it has none (alerting.noReceiver); without that statement
+    # the rendered alertmanager.yml routes everything to `null` and the policy fails.
+    assert PROD_CONFIG["all"] == "mandatory"
+    (_, msg), = violations("alerts-reach-a-receiver", prod_resources("alerting.noReceiver="))
+    assert "alertmanager.yml" in msg and "optiinfra:alerting.receivers" in msg
+    # `check` itself stops first, with one line naming the key and the secret to set.
+    from infra.settings import ConfigError
+    with pytest.raises(ConfigError) as err:
+        checked("prod", "alerting.noReceiver=")
+    assert err.value.key == "optiinfra:alerting.receivers" and "alertWebhookUrl" in err.value.fix
+
+
+def test_prod_with_a_receiver_or_a_stated_reason_passes_the_policy() -> None:
+    assert violations("alerts-reach-a-receiver", prod_resources()) == []  # the committed opt-out
+    on = ('alerting.receivers={"webhook": {}}', "alerting.noReceiver=")
+    rendered = check_cmd_resources("prod", on, ("alertWebhookUrl=https://hooks.example.com/optiinfra",))
+    assert violations("alerts-reach-a-receiver", rendered) == []
+
+
+def test_a_heartbeat_alone_is_not_a_receiver() -> None:
+    # The Watchdog's route (by alert name) notifies a dead man's switch, not a person.
+    sets = ('alerting.receivers={"heartbeat": {}}', "alerting.noReceiver=")
+    rendered = check_cmd_resources("prod", sets, ("alertHeartbeatUrl=https://hc-ping.example.com/optiinfra",))
+    assert len(violations("alerts-reach-a-receiver", rendered)) == 1
+
+
+def check_cmd_resources(stack: str, sets: tuple[str, ...], secrets: tuple[str, ...]) -> list[core.Resource]:
+    from infra.commands import check as check_cmd
+
+    from .conftest import render
+    return check_cmd.resources_of(render(stack, *sets, secrets=secrets))

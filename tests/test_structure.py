@@ -227,7 +227,8 @@ def test_new_services_render_and_pass_the_policies(extended: Path, name: str) ->
         allow = by_kind["NetworkPolicy", "allow-ledger-db"]["inputs"]["spec"]["ingress"]
         sources = {peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for rule in allow
                    for peer in rule["from"]}
-        assert sources == {"billing-api", "ledger-db-backup"}  # its client, and its backup job
+        # its client, its backup job, and the prober (a TCP probe of its port)
+        assert sources == {"billing-api", "ledger-db-backup", "blackbox-exporter"}
         assert by_kind["CronJob", "ledger-db-backup"]["inputs"]["spec"]["schedule"]
         files = [v["inputs"]["data"] for (kind, _), v in by_kind.items() if kind == "ConfigMap"]
         assert any("billing-api" in text for data in files for text in data.values())

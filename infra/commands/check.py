@@ -20,7 +20,7 @@ from typing import Any
 
 from policies.optiinfra_policies import core, rules
 
-from .. import capacity, offline
+from .. import capacity, notifications, offline
 from ..cli import add_stack_arguments
 from ..settings import ConfigError
 from ..stack import ROOT
@@ -166,6 +166,7 @@ def check(stack: str, sets: list[str] = (), secrets: list[str] = (),  # type: ig
     except core.PolicyConfigError as err:
         raise ConfigError(err.key, err.problem, err.fix) from None
     r = rendered or offline.render(stack, sets, secrets)
+    notifications.require_receiver(r.model)
     resources = resources_of(r)
     findings = core.evaluate(rules.RULES, resources, settings)
     result = Result(stack, resources, findings, settings, shown)

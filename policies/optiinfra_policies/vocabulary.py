@@ -296,3 +296,9 @@ def tier_of(type_: str, inputs: Mapping[str, Any]) -> str | None:
     """The tier label the program writes (`io.optiinfra.tier` / `app.kubernetes.io/component`)."""
     value = labels_of(type_, inputs).get(K8S_COMPONENT if is_kubernetes(type_) else DOCKER_TIER)
     return value if isinstance(value, str) and value else None
+
+
+NO_RECEIVER_MARK = "optiinfra-no-receiver"
+"""The comment line (`# optiinfra-no-receiver: <reason>`) with which a notifier's rendered config
+states why its stack sends alerts nowhere (stack config `alerting.noReceiver`); the policy
+`alerts-reach-a-receiver` accepts a config without a receiver only with it."""

@@ -3,7 +3,7 @@ one module per family, each Rule declared beside its check:
 
 - `exposure`: unique-host-ports, host-port-bind-address, port-allocation-bands
 - `supply_chain`: images-pinned
-- `reliability`: health-checks, resource-limits
+- `reliability`: health-checks, resource-limits, alerts-reach-a-receiver
 - `isolation`: no-host-access, tier-isolation, namespace-default-deny, pod-security-restricted
 - `credentials`: no-plaintext-credentials, no-default-credentials, secrets-as-files, secret-references
 - `data`: stateful-resources-protected, stateful-backups
@@ -72,6 +72,7 @@ RULES: tuple[Rule, ...] = (
     data.STATEFUL_BACKUPS,
     credentials.SECRETS_AS_FILES,
     credentials.SECRET_REFERENCES,
+    reliability.ALERTS_REACH_A_RECEIVER,
 )
 if sorted(r.name for r in RULES) != sorted(r.name for f in FAMILIES for r in f.RULES):
     raise AssertionError("RULES lists each family's rules exactly once")  # a rule added to a family but not here

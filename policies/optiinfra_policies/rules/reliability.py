@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import yaml
+
 from .. import vocabulary as v
 from ..core import Resource, Rule, as_dict, as_list, get_in, is_unknown
 from .common import (
     CONFIG_FILE,
+    CONFIGMAP,
     CONTAINER,
     DOCKER,
     LONG_RUNNING,
@@ -134,4 +137,56 @@ RESOURCE_LIMITS = Rule(
 )
 
 
-RULES: tuple[Rule, ...] = (HEALTH_CHECKS, RESOURCE_LIMITS)
+# ---- alerts reach a receiver ---------------------------------------------------------------
+
+def _is_notifier_config(doc: Any) -> bool:
+    """Alertmanager's config format: a routing tree and its receivers (recognised by shape)."""
+    return isinstance(doc, dict) and isinstance(doc.get("route"), dict) and isinstance(doc.get("receivers"), list)
+
+
+def _sends(doc: Mapping[str, Any]) -> set[str]:
+    """Receivers with an integration that the routing tree sends alerts to, the Watchdog's
+    route (matched by alert name, a heartbeat) apart."""
+    integrated = {r.get("name") for r in as_list(doc.get("receivers"))
+                  if isinstance(r, dict) and any(k.endswith("_configs") and r[k] for k in r)}
+    route = as_dict(doc.get("route"))
+    names = {route.get("receiver")}
+    for sub in as_list(route.get("routes")):
+        matchers = [str(m) for m in as_list(as_dict(sub).get("matchers"))]
+        if not any(m.startswith("alertname=") for m in matchers):
+            names.add(as_dict(sub).get("receiver"))
+    return {str(n) for n in names if n in integrated}
+
+
+def check_receiver(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
+    for key, text in as_dict(res.props.get("data")).items():
+        if not isinstance(text, str) or is_unknown(text):
+            continue
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue
+        if not _is_notifier_config(doc) or _sends(doc):
+            continue
+        stated = [line for line in text.splitlines() if line.startswith(f"# {v.NO_RECEIVER_MARK}:")]
+        if stated and stated[0].split(":", 1)[1].strip():
+            continue
+        yield (f"{key}: every alert goes to a receiver without an integration, so nobody is notified. Fix: set "
+               "optiinfra:alerting.receivers (webhook, slack, email) and its secret (pulumi config set --secret "
+               "alertWebhookUrl https://...), or state why not in optiinfra:alerting.noReceiver.")
+
+
+ALERTS_REACH_A_RECEIVER = Rule(
+    name="alerts-reach-a-receiver",
+    description=("The notifier's config routes alerts to at least one receiver that notifies someone, unless the "
+                 "stack states why not."),
+    severity="high",
+    config={},
+    remediation="Set optiinfra:alerting.receivers and the receiver's secret, or optiinfra:alerting.noReceiver.",
+    check=check_receiver,
+    types=frozenset({CONFIGMAP}),
+    tags=("reliability", "alerting"),
+)
+
+
+RULES: tuple[Rule, ...] = (HEALTH_CHECKS, RESOURCE_LIMITS, ALERTS_REACH_A_RECEIVER)
