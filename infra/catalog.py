@@ -1,4 +1,4 @@
-"""The 20 OptiInfra services (the seed's 19 and Alertmanager), declared once (source:
+"""The 21 OptiInfra services (the seed's 19, Alertmanager and the blackbox exporter), declared once (source:
 shared/seed/services-and-ports.md).
 
 Plain data, no Pulumi import. Ports, images, health checks, dependencies, memory,
@@ -900,7 +900,7 @@ CREDENTIALS = tuple(c for s in ASSEMBLED for c in s.credentials)
 
 
 def default_catalog() -> Catalog:
-    """The seed's 19 services and Alertmanager (a fresh object each call; callers may derive from it)."""
+    """The seed's 19 services, Alertmanager and the blackbox exporter (a fresh object each call; callers may derive from it)."""
     services = ASSEMBLED
     return Catalog(
         services={s.name: s for s in services},
