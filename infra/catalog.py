@@ -900,7 +900,8 @@ CREDENTIALS = tuple(c for s in ASSEMBLED for c in s.credentials)
 
 
 def default_catalog() -> Catalog:
-    """The seed's 19 services, Alertmanager and the blackbox exporter (a fresh object each call; callers may derive from it)."""
+    """The seed's 19 services, Alertmanager and the blackbox exporter (a fresh object each call;
+    callers may derive from it)."""
     services = ASSEMBLED
     return Catalog(
         services={s.name: s for s in services},
