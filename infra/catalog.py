@@ -767,8 +767,19 @@ ASSEMBLED = with_grants(_with_connections(SERVICES))
 """The services as the stacks use them: with default connections, and every store's grants
 applied (its clients' identities and credentials, its start wrapper; infra/stores)."""
 
-CREDENTIALS = tuple(c for s in ASSEMBLED for c in s.credentials)
-"""Every credential, each declared on the service that owns it (a client's on its store)."""
+STORE_CREDENTIALS = (
+    Credential("backup-store-access-key-id", "backupStoreAccessKeyId",
+               "Access key id of the off-site backup store (backups.store)", store=True),
+    Credential("backup-store-secret-access-key", "backupStoreSecretAccessKey",
+               "Secret access key of the off-site backup store (backups.store)", store=True),
+    Credential("backup-encryption-passphrase", "backupEncryptionPassphrase",
+               "Passphrase of the backups' client-side encryption (backups.store.encryption client)", store=True),
+)
+"""The off-site backup store's secrets: the stack's, not a service's (infra/objectstore.py)."""
+
+CREDENTIALS = (*tuple(c for s in ASSEMBLED for c in s.credentials), *STORE_CREDENTIALS)
+"""Every credential, each declared on the service that owns it (a client's on its store),
+and the backup store's."""
 
 
 def default_catalog() -> Catalog:

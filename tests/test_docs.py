@@ -297,8 +297,9 @@ def test_settings_table_lists_the_catalogs_credentials_as_secrets() -> None:
         kind, default, description = rows[cred.config_key]
         assert kind == "string, **secret**"
         # A receiver's URL or password is never generated: absent, its receiver is off.
+        # The backup store's key is never generated either: absent, there is no store.
         assert default == (f"generated per stack ({cred.length} characters)" if cred.generated
-                           else "unset (the receiver is off)")
+                           else "unset (no store)" if cred.store else "unset (the receiver is off)")
         assert description.startswith(cred.description) and f"--secret {cred.config_key}" in description
     assert sum("**secret**" in r[0] for r in rows.values()) == len(catalog.credentials)
     # A credential added to the catalog gets its row: the list is not written down anywhere else.
