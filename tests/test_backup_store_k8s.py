@@ -134,3 +134,11 @@ def test_with_external_secrets_the_store_key_comes_from_the_operator() -> None:
     assert found  # the namespaces with backup jobs
     assert not [m for m in _manifests(r) if m["kind"] == "Secret"
                 and "backup-store" in m["metadata"].get("annotations", {}).get("optiinfra.io/secret-keys", "")]
+
+
+@pytest.mark.parametrize(("store", "secrets"), [(BY_HOST, SECRETS), (IDENTITY, ())], ids=["key", "identity"])
+def test_prod_with_a_store_passes_the_policy_pack(store: str, secrets: tuple[str, ...]) -> None:
+    from .policy_tools import checked
+    result = checked("prod", store, secrets=secrets)
+    assert not result.failed, [f.violation.message for f in result.findings]
+    assert not result.findings

