@@ -459,10 +459,12 @@ def test_ports_md_lists_alerts_per_service_next_to_health_checks() -> None:
     dev = generated()["docs/PORTS.md"].split("## Stack `prod` (Kubernetes)")[0]
     assert ("| postgres | `sh -c 'pg_isready -q -h 127.0.0.1 -U optiinfra -d optiinfra && test -f " in dev)
     assert ("` | Docker health check with exec form, "
-            "every 10s | PostgresDown (via postgres-exporter), PostgresConnectionsNearMax (via postgres-exporter) |"
+            "every 10s | PostgresDown (via postgres-exporter), PostgresConnectionsNearMax (via postgres-exporter), "
+            "PostgresWalArchiveFailing (via postgres-exporter), PostgresWalArchiveBehind (via postgres-exporter) |"
             ) in dev
     assert "| CeleryBacklog (via redis-exporter) |" in dev  # on the worker's row: its backlog
-    assert "| cost-agent | GET `/health` on http (8001)" in dev and "| TargetDown, MemoryNearLimit, Restarting |" in dev
+    assert "| cost-agent | GET `/health` on http (8001)" in dev and (
+        "| TargetDown, MemoryNearLimit, Restarting, BackupDrillFailed, BackupTooOld |" in dev)
     assert "| qdrant | GET `/readyz` on http (6333) | Docker health check with bash /dev/tcp, every 10s | – |" in dev
     # The alert table: severity, for, the stack's threshold, the filled expression.
     assert ('| CeleryBacklog | warning | 15m | 500 | `max(redis_key_size{job="redis-exporter", key="celery"}) > 500`'
