@@ -41,3 +41,18 @@ def test_a_missing_key_is_one_line_exit_2(monkeypatch: pytest.MonkeyPatch, capsy
     assert cli.main(["backup", "--stack", "dev", "--service", "redis", "--set", STORE]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: optiinfra:backups.store") and "AWS_ACCESS_KEY_ID" in err and "\n" not in err
+
+
+@pytest.mark.parametrize(("argv", "text"), [
+    (["--to-time", "2026-13-01T00:00:00Z"], "is not an ISO 8601 time"),
+    (["--to-time", "2026-12-01T00:00:00"], "has no time zone"),
+    (["--to-time", "2099-01-01T00:00:00Z"], "is in the future"),
+    (["--to-time", "2026-12-01T00:00:00Z", "--from", "postgres-20261201T000000Z.dump"], "both given"),
+    (["--to-time", "2026-12-01T00:00:00Z"], "needs a WAL archive in backups.store"),
+    (["--to-time", "2026-12-01T00:00:00Z", "--set", STORE], "does not run yet"),
+    ([], "'--from': is required"),
+])
+def test_restore_to_time_errors_are_one_line(argv: list[str], text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["restore", "--stack", "dev", "--service", "postgres", "--yes-overwrite", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and text in err and "\n" not in err
