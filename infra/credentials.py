@@ -63,6 +63,12 @@ def supplied(model: Model, config: Mapping[str, Any]) -> dict[str, str]:
             raise ConfigError(key, f"is set, but the {cred.receiver} receiver that would use it is off",
                               f"turn it on ({NAMESPACE}:alerting.receivers.{cred.receiver}, docs/monitoring.md), "
                               f"or pulumi config rm {cred.config_key}")
+    for cred in model.catalog.credentials.values():
+        key = f"{NAMESPACE}:{cred.config_key}"
+        if cred.store and cred.id not in wanted and config.get(key) is not None:
+            raise ConfigError(key, "is set, but this stack's backups.store does not use it (no store, workload "
+                              "identity, or no client-side encryption)", f"pulumi config rm {cred.config_key}, or "
+                              "set backups.store to use it (docs/backups.md)")
     for cred in wanted.values():
         key = f"{NAMESPACE}:{cred.config_key}"
         value = config.get(key)

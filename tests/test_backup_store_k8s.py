@@ -142,3 +142,10 @@ def test_prod_with_a_store_passes_the_policy_pack(store: str, secrets: tuple[str
     result = checked("prod", store, secrets=secrets)
     assert not result.failed, [f.violation.message for f in result.findings]
     assert not result.findings
+
+
+def test_a_store_key_without_a_store_using_it_is_refused() -> None:
+    for sets in ([], [IDENTITY]):
+        with pytest.raises(ConfigError) as e:
+            offline.render("prod", sets, list(SECRETS))
+        assert "backupStoreAccessKeyId" in str(e.value) and "\n" not in str(e.value)
