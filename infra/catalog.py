@@ -105,6 +105,19 @@ PLATFORM_ALERTS = (
           "{{ $labels.service }} ({{ $labels.instance }}) restarted {{ $value }} times in 30 minutes",
           "A crash loop: read the logs of the previous run (`kubectl logs --previous`, `docker logs`); "
           "a failing liveness probe or the memory limit are the usual causes.", for_="0m"),
+    # The restore drills' own record (objectstore.py writes it whether the drill passes or
+    # fails; docs/backups.md: how Prometheus reads it). Quiet while no drill reports.
+    Alert("BackupDrillFailed", "optiinfra_backup_drill_success == 0", None,
+          "The restore drill of {{ $labels.service }}'s newest backup failed",
+          "Read the drill job's log: a missing canary means the backup lacks the latest run's "
+          "data; a download or restore error means the backup cannot be restored (docs/backups.md).",
+          severity="critical", for_="0m"),
+    # Seconds: the default schedule is daily, so a day plus two hours of slack; a stack with
+    # another backups.schedule sets alerting.thresholds.BackupTooOld.
+    Alert("BackupTooOld", "optiinfra_backup_drill_rpo_seconds > $threshold", 93600,
+          "The newest restorable backup of {{ $labels.service }} is {{ $value | humanizeDuration }} old",
+          "The scheduled backup did not run or did not upload: check the backup CronJob's last jobs "
+          "(`kubectl get jobs`) and its upload step's log.", for_="0m"),
 )
 """Alerts on every scraped service, from Prometheus' own `up` and the client libraries' process
 metrics (see docs/monitoring.md: why no kube-state-metrics)."""
@@ -668,7 +681,22 @@ SERVICES: tuple[Service, ...] = (
                       "PostgreSQL uses {{ $value | humanizePercentage }} of max_connections",
                       "Find the client holding connections (pg_stat_activity); max_connections follows "
                       "the memory limit, so raising optiinfra:services.postgres.memory raises it.",
-                      about="postgres", ratio=True)),
+                      about="postgres", ratio=True),
+                # WAL archiving to the off-site store (backups.store, pgBackRest's archive-push):
+                # the exporter's default pg_stat_archiver collector. Quiet while archiving is off
+                # (no failures; last_archive_age is absent/NaN before the first archived segment).
+                Alert("PostgresWalArchiveFailing",
+                      'increase(pg_stat_archiver_failed_count{job="$job"}[15m]) > $threshold', 0,
+                      "PostgreSQL failed to archive WAL {{ $value }} times in 15 minutes",
+                      "pg_stat_archiver.last_failed_wal names the segment; the server log has pgBackRest's "
+                      "error (credentials, endpoint, bucket). Until it archives, pg_wal grows and the "
+                      "recovery point ages (docs/backups.md).", severity="critical", about="postgres"),
+                Alert("PostgresWalArchiveBehind",
+                      'pg_stat_archiver_last_archive_age{job="$job"} > $threshold', 600,
+                      "PostgreSQL's last archived WAL segment is {{ $value | humanizeDuration }} old",
+                      "archive_timeout (backups.store.archiveTimeoutS) forces a segment at least that often: "
+                      "an older one means archive-push is stuck or slow; check the server log and the "
+                      "store.", about="postgres")),
         # The first panel of an exporter is its subject's health (the overview shows it).
         panels=(Panel("PostgreSQL up", 'pg_up{job="$job"}'),
                 Panel("Connections / max_connections",
@@ -895,8 +923,19 @@ ASSEMBLED = with_grants(_with_connections(SERVICES))
 """The services as the stacks use them: with default connections, and every store's grants
 applied (its clients' identities and credentials, its start wrapper; infra/stores)."""
 
-CREDENTIALS = tuple(c for s in ASSEMBLED for c in s.credentials)
-"""Every credential, each declared on the service that owns it (a client's on its store)."""
+STORE_CREDENTIALS = (
+    Credential("backup-store-access-key-id", "backupStoreAccessKeyId",
+               "Access key id of the off-site backup store (backups.store)", store=True),
+    Credential("backup-store-secret-access-key", "backupStoreSecretAccessKey",
+               "Secret access key of the off-site backup store (backups.store)", store=True),
+    Credential("backup-encryption-passphrase", "backupEncryptionPassphrase",
+               "Passphrase of the backups' client-side encryption (backups.store.encryption client)", store=True),
+)
+"""The off-site backup store's secrets: the stack's, not a service's (infra/objectstore.py)."""
+
+CREDENTIALS = (*tuple(c for s in ASSEMBLED for c in s.credentials), *STORE_CREDENTIALS)
+"""Every credential, each declared on the service that owns it (a client's on its store),
+and the backup store's."""
 
 
 def default_catalog() -> Catalog:

@@ -16,6 +16,7 @@ import pulumi_random as random
 
 from policies.optiinfra_policies.standards import KNOWN_DEFAULT_CREDENTIALS
 
+from . import objectstore
 from .graph import Model, notifier_ports
 from .model import Credential
 from .settings import NAMESPACE, ConfigError
@@ -30,7 +31,23 @@ def needed(model: Model) -> dict[str, Credential]:
     ids: set[str] = set()
     for eff in model.services.values():
         ids |= credential_refs(model.catalog, eff.service)
+    ids |= store_credential_ids(model)
     return {k: v for k, v in model.catalog.credentials.items() if k in ids}
+
+
+def store_credential_ids(model: Model) -> set[str]:
+    """The backup store's secrets this stack needs: its key unless workload identity gives
+    one, the passphrase with client-side encryption; none without `backups.store` or backups."""
+    store = model.settings.backups.store
+    if store is None or not model.backed_up():
+        return set()
+    files = set()
+    if store.credentials != "workloadIdentity":
+        files |= {"access-key-id", "secret-access-key"}
+    if store.encryption == "client":
+        files.add("passphrase")
+    wanted = {objectstore.SECRET_KEYS[f] for f in files}
+    return {c.id for c in model.catalog.credentials.values() if c.store and c.config_key in wanted}
 
 
 def supplied(model: Model, config: Mapping[str, Any]) -> dict[str, str]:
@@ -46,9 +63,19 @@ def supplied(model: Model, config: Mapping[str, Any]) -> dict[str, str]:
             raise ConfigError(key, f"is set, but the {cred.receiver} receiver that would use it is off",
                               f"turn it on ({NAMESPACE}:alerting.receivers.{cred.receiver}, docs/monitoring.md), "
                               f"or pulumi config rm {cred.config_key}")
+    for cred in model.catalog.credentials.values():
+        key = f"{NAMESPACE}:{cred.config_key}"
+        if cred.store and cred.id not in wanted and config.get(key) is not None:
+            raise ConfigError(key, "is set, but this stack's backups.store does not use it (no store, workload "
+                              "identity, or no client-side encryption)", f"pulumi config rm {cred.config_key}, or "
+                              "set backups.store to use it (docs/backups.md)")
     for cred in wanted.values():
         key = f"{NAMESPACE}:{cred.config_key}"
         value = config.get(key)
+        if value is None and cred.store and not external:
+            raise ConfigError(key, "is not set, but backups.store needs it", f"pulumi config set --secret "
+                              f"{cred.config_key} <value>, or use backups.store.credentials workloadIdentity "
+                              "(docs/backups.md)")
         if value is None and not cred.generated and not external:
             raise ConfigError(key, f"is not set, but the {cred.receiver} receiver (alerting.receivers."
                               f"{cred.receiver}) needs it", f"pulumi config set --secret {cred.config_key} <value>, "

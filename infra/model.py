@@ -348,10 +348,13 @@ class Credential:
     """The alert receiver whose URL or password this is: supplied or absent, never generated
     (nobody can generate a chat URL). The stack uses it only while `alerting.receivers.<kind>`
     is on (graph.resolve drops it, and the env and SecretFiles that carry it, otherwise)."""
+    store: bool = False
+    """The off-site backup store's key or passphrase (`backups.store`): supplied, never
+    generated (nobody can generate a cloud key); used only while the store needs it."""
 
     @property
     def generated(self) -> bool:
-        return self.receiver is None
+        return self.receiver is None and not self.store
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,11 @@ Every secret a script needs is read from a file (`$(cat ...)` of the shell: neve
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from . import backup
 from .model import Service
@@ -42,6 +44,42 @@ SECRET_KEYS = {
     "passphrase": "backupEncryptionPassphrase",
 }
 """The store's stack secrets (file name under the secret directory -> Pulumi config key)."""
+
+
+RCLONE_IMAGE = "rclone/rclone:1.68.2"
+"""The image of the upload step on Kubernetes (the services' images carry no rclone)."""
+SECRET_MOUNT = "/run/secrets/optiinfra-backup-store"
+"""Where a backup pod finds the store's secrets (files named as SECRET_KEYS)."""
+
+
+def endpoint_host_port(store: BackupStore) -> tuple[str, int]:
+    """The store endpoint's host and port (the scheme's default when it names none)."""
+    u = urlsplit(store.endpoint)
+    return u.hostname or "", u.port or (443 if u.scheme == "https" else 80)
+
+
+def endpoint_cidrs(store: BackupStore, outside: tuple[str, ...]) -> tuple[str, ...]:
+    """Where the store is, as ipBlocks: its address alone when the endpoint is an IP literal,
+    else the stack's outside ranges (a NetworkPolicy cannot name a host)."""
+    host, _ = endpoint_host_port(store)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return outside
+    return (f"{ip}/{ip.max_prefixlen}",)
+
+
+def upload_newest_script(store: BackupStore, access: StoreAccess, service: Service, directory: str,
+                         retention: int) -> str:
+    """A step of its own after the backup wrote into `directory`: upload the newest backup
+    of the service there into the store (`upload_lines`). Fails when there is none."""
+    q = shlex.quote
+    return "\n".join([
+        "set -eu",
+        f"dir={q(directory)}",
+        f'name=$(ls -1 "$dir" | grep -E {q("^" + service.name + "-[0-9]{8}T[0-9]{6}Z")} | sort -r | head -n 1)',
+        f'[ -n "$name" ] || {{ echo "no backup of {service.name} in $dir" >&2; exit 1; }}',
+        *store_preamble(store, access), *upload_lines(store, service, retention)]) + "\n"
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,8 @@ def test_every_alert_has_a_severity_summary_and_runbook() -> None:
         "TargetDown", "MemoryNearLimit", "Restarting", "PrometheusRuleFailures", "PostgresDown",
         "PostgresConnectionsNearMax", "RedisDown", "RedisMemoryNearMaxmemory", "RedisRejectedConnections",
         "CeleryBacklog", "ClickHouseUnreachable", "ClickHouseFailedQueries", "AlertNotificationsFailing",
-        "TargetMissing", "ServiceUnavailable", "ServiceSlow", "ProbeMissing", "Watchdog"}
+        "TargetMissing", "ServiceUnavailable", "ServiceSlow", "ProbeMissing", "Watchdog",
+        "PostgresWalArchiveFailing", "PostgresWalArchiveBehind", "BackupDrillFailed", "BackupTooOld"}
     for a in alerts:
         assert a["labels"]["severity"] in ("critical", "warning") or a["alert"] == "Watchdog", a
         assert a["annotations"]["summary"] and a["annotations"]["runbook"], a
@@ -140,8 +141,8 @@ def test_promtool_checks_the_config_and_the_rules(stack: str, tmp_path: Path) ->
     done = subprocess.run([str(tool), "check", "config", str(tmp_path / "prometheus.yml")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-    # 11 limits + 2 ratios + 13 alerts + 11 absent scrape jobs + 18 probe jobs x 3 + the Watchdog
-    assert "SUCCESS: 92 rules found" in done.stdout
+    # 11 limits + 2 ratios + 17 alerts + 11 absent scrape jobs + 18 probe jobs x 3 + the Watchdog
+    assert "SUCCESS: 96 rules found" in done.stdout
     done = subprocess.run([str(tool), "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -274,6 +275,56 @@ def _cases() -> list[dict[str, Any]]:
                         "Alertmanager failed to deliver 3 notifications to webhook in 15 minutes",
                         job=AM, instance=f"{AM}:9093", service=AM, tier="monitoring", integration="webhook")]},
              {"eval_time": "30m", "alertname": "AlertNotificationsFailing", "exp_alerts": []}]},
+        *_backup_cases(),
+    ]
+
+
+def _drill(metric: str, values: str, service: str) -> dict[str, str]:
+    """A drill's series as Prometheus reads the metrics file it writes (objectstore.py)."""
+    return {"series": f'{metric}{{job="backup-drill", instance="backup-drill", service="{service}"}}',
+            "values": values}
+
+
+def _backup_cases() -> list[dict[str, Any]]:
+    """WAL archiving (postgres_exporter's pg_stat_archiver) and the restore drills' record."""
+    pg = {"job": PG, "instance": f"{PG}:9187", "tier": "monitoring", "service": "postgres"}
+    drill = {"job": "backup-drill", "instance": "backup-drill"}
+    return [
+        # Archiving healthy: a segment a minute, no failures. Then one failing: failures counted.
+        {"interval": "1m", "input_series": [
+            _series("pg_stat_archiver_failed_count", "0x20", PG, 9187),
+            _series("pg_stat_archiver_last_archive_age", "30x20", PG, 9187)],
+         "alert_rule_test": [
+             {"eval_time": "15m", "alertname": "PostgresWalArchiveFailing", "exp_alerts": []},
+             {"eval_time": "15m", "alertname": "PostgresWalArchiveBehind", "exp_alerts": []}]},
+        {"interval": "1m", "input_series": [
+            _series("pg_stat_archiver_failed_count", "0 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14", PG, 9187),
+            # The last archived segment ages a minute a minute: past 10 minutes at 11m, firing 5m later.
+            _series("pg_stat_archiver_last_archive_age", "0+60x25", PG, 9187)],
+         "alert_rule_test": [
+             {"eval_time": "9m", "alertname": "PostgresWalArchiveFailing", "exp_alerts": [
+                 _alert("PostgresWalArchiveFailing", "PostgreSQL failed to archive WAL 8 times in 15 minutes",
+                        severity="critical", **pg)]},
+             {"eval_time": "20m", "alertname": "PostgresWalArchiveBehind", "exp_alerts": [
+                 _alert("PostgresWalArchiveBehind", "PostgreSQL's last archived WAL segment is 20m 0s old",
+                        **pg)]}]},
+        # Drills: redis passes with a 7-hour-old backup; postgres fails, and its backup is 30 hours old.
+        {"interval": "1m", "input_series": [
+            _drill("optiinfra_backup_drill_success", "1x5", "redis"),
+            _drill("optiinfra_backup_drill_rpo_seconds", "25200x5", "redis")],
+         "alert_rule_test": [
+             {"eval_time": "5m", "alertname": "BackupDrillFailed", "exp_alerts": []},
+             {"eval_time": "5m", "alertname": "BackupTooOld", "exp_alerts": []}]},
+        {"interval": "1m", "input_series": [
+            _drill("optiinfra_backup_drill_success", "0x5", "postgres"),
+            _drill("optiinfra_backup_drill_rpo_seconds", "108000x5", "redis")],
+         "alert_rule_test": [
+             {"eval_time": "1m", "alertname": "BackupDrillFailed", "exp_alerts": [
+                 _alert("BackupDrillFailed", "The restore drill of postgres's newest backup failed",
+                        severity="critical", service="postgres", **drill)]},
+             {"eval_time": "1m", "alertname": "BackupTooOld", "exp_alerts": [
+                 _alert("BackupTooOld", "The newest restorable backup of redis is 1d 6h 0m 0s old",
+                        service="redis", **drill)]}]},
     ]
 
 

@@ -298,8 +298,9 @@ def test_settings_table_lists_the_catalogs_credentials_as_secrets() -> None:
         kind, default, description = rows[cred.config_key]
         assert kind == "string, **secret**"
         # A receiver's URL or password is never generated: absent, its receiver is off.
+        # The backup store's key is never generated either: absent, there is no store.
         assert default == (f"generated per stack ({cred.length} characters)" if cred.generated
-                           else "unset (the receiver is off)")
+                           else "unset (no store)" if cred.store else "unset (the receiver is off)")
         assert description.startswith(cred.description) and f"--secret {cred.config_key}" in description
     assert sum("**secret**" in r[0] for r in rows.values()) == len(catalog.credentials)
     # A credential added to the catalog gets its row: the list is not written down anywhere else.
@@ -459,10 +460,12 @@ def test_ports_md_lists_alerts_per_service_next_to_health_checks() -> None:
     dev = generated()["docs/PORTS.md"].split("## Stack `prod` (Kubernetes)")[0]
     assert ("| postgres | `sh -c 'pg_isready -q -h 127.0.0.1 -U optiinfra -d optiinfra && test -f " in dev)
     assert ("` | Docker health check with exec form, "
-            "every 10s | PostgresDown (via postgres-exporter), PostgresConnectionsNearMax (via postgres-exporter) |"
+            "every 10s | PostgresDown (via postgres-exporter), PostgresConnectionsNearMax (via postgres-exporter), "
+            "PostgresWalArchiveFailing (via postgres-exporter), PostgresWalArchiveBehind (via postgres-exporter) |"
             ) in dev
     assert "| CeleryBacklog (via redis-exporter) |" in dev  # on the worker's row: its backlog
-    assert "| cost-agent | GET `/health` on http (8001)" in dev and "| TargetDown, MemoryNearLimit, Restarting |" in dev
+    assert "| cost-agent | GET `/health` on http (8001)" in dev and (
+        "| TargetDown, MemoryNearLimit, Restarting, BackupDrillFailed, BackupTooOld |" in dev)
     assert "| qdrant | GET `/readyz` on http (6333) | Docker health check with bash /dev/tcp, every 10s | – |" in dev
     # The alert table: severity, for, the stack's threshold, the filled expression.
     assert ('| CeleryBacklog | warning | 15m | 500 | `max(redis_key_size{job="redis-exporter", key="celery"}) > 500`'

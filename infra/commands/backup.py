@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import backup as backups
+from .. import objectstore
 from ..backends.docker import backup_dir, container_name, host_of, network_name, volume_name
 from ..backends.kubernetes import namespace_name
 from ..cli import add_stack_arguments
@@ -133,6 +134,46 @@ def backup_step(model: Model, eff: Effective, root: Path = ROOT) -> Step:
     return one_shot(model, eff, script, mounts, f"{container_name(backup_job(svc.name))}")
 
 
+STORE_KEY_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+"""Docker with `backups.store` (credentials secret): the variables of the invoking shell the
+upload container takes the store's key from, passed by name (never argv)."""
+
+
+def upload_step(model: Model, eff: Effective, root: Path = ROOT) -> Step | None:
+    """With `backups.store`: after the backup, rclone's image uploads the newest backup of the
+    host directory (mounted read-only) to the store, as Kubernetes' upload step does
+    (objectstore.upload_newest_script); on Docker's default network, which reaches out. None
+    without a store. Client-side encryption is not offered here (its passphrase)."""
+    store = model.settings.backups.store
+    if store is None:
+        return None
+    if store.encryption == "client":
+        raise ConfigError(f"{NAMESPACE}:backups.store.encryption", "is client, which `backup` does not offer on "
+                          "a Docker stack yet",
+                          "use sse-s3 or sse-kms on the Docker stack (docs/backups.md)")
+    svc = eff.service
+    script = objectstore.upload_newest_script(store, objectstore.StoreAccess(None), svc, backups.BACKUP_DIR,
+                                              model.settings.backups.retention)
+    argv = ["docker", "run", "--rm", "--name", container_name(f"{backup_job(svc.name)}-upload"),
+            "--user", f"{os.getuid()}:{os.getgid()}", "--read-only", "--tmpfs", "/tmp", "--env", "HOME=/tmp",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true", "--memory", "512m", "--cpus", "0.5",
+            "--volume", f"{backup_dir(model, svc.name, root)}:{backups.BACKUP_DIR}:ro"]
+    if store.credentials != "workloadIdentity":
+        for var in STORE_KEY_ENV:
+            argv += ["--env", var]  # by name: the value comes from the invoking shell
+    argv += ["--entrypoint", "sh", objectstore.RCLONE_IMAGE, "-c", script]
+    return Step(argv)
+
+
+def store_key_problem(model: Model) -> str | None:
+    """Why the upload cannot authenticate (a variable unset), None when it can."""
+    store = model.settings.backups.store
+    if store is None or store.credentials == "workloadIdentity":
+        return None
+    missing = [v for v in STORE_KEY_ENV if not os.environ.get(v)]
+    return ", ".join(missing) + " not set" if missing else None
+
+
 Inspect = Callable[[str], dict[str, str]]
 
 
@@ -190,6 +231,10 @@ def run(args: argparse.Namespace) -> int:
     docker_required(model, "backup")
     chosen = selected(model, args.service)
     steps = [(eff, backup_step(model, eff)) for eff in chosen]
+    for i, eff in reversed(list(enumerate(chosen))):  # with a store, each backup's upload after it
+        upload = upload_step(model, eff)
+        if upload is not None:
+            steps.insert(i + 1, (eff, upload))
     if args.json and not args.dry_run:
         raise ConfigError("--json", "reports the commands of a --dry-run only", "add --dry-run")
     if args.dry_run and args.json:
@@ -205,6 +250,11 @@ def run(args: argparse.Namespace) -> int:
     problem = docker_problem()
     if problem:
         return no_docker(problem)
+    missing = store_key_problem(model)
+    if missing:
+        print(f"error: {NAMESPACE}:backups.store needs the store's key: {missing}. Fix: export "
+              f"{' and '.join(STORE_KEY_ENV)} in this shell (the upload container takes them by name)", file=sys.stderr)
+        return 2
     for eff in chosen:
         Path(backup_dir(model, eff.name, ROOT)).mkdir(parents=True, exist_ok=True, mode=0o770)
     return execute(steps)

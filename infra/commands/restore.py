@@ -16,6 +16,7 @@ import argparse
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,10 @@ python -m infra restore -s dev --service postgres --from postgres-20250101T02170
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_stack_arguments(p)
     p.add_argument("--service", required=True, help="the service to restore into")
-    p.add_argument("--from", dest="source", required=True, metavar="BACKUP",
-                   help="a backup's name in backups.hostDir/<service>, or its path")
+    p.add_argument("--from", dest="source", metavar="BACKUP",
+                   help="a backup's name in backups.hostDir/<service>, or its path (required without --to-time)")
+    p.add_argument("--to-time", dest="to_time", metavar="TIME",
+                   help="PostgreSQL with backups.store: the point in time to recover to, ISO 8601 with a zone")
     p.add_argument("--yes-overwrite", action="store_true",
                    help="confirm: replace the service's current data with the backup's")
 
@@ -179,8 +182,36 @@ def run_kubernetes(args: argparse.Namespace, model: Model) -> int:
     return 0
 
 
+def check_to_time(model: Model, args: argparse.Namespace) -> None:
+    """`--to-time`: a time with a zone, not in the future, on PostgreSQL with a store (its WAL
+    archive); else one line naming the fix. Without it, `--from` is required."""
+    to_time = getattr(args, "to_time", None)
+    if to_time is None:
+        if not args.source:
+            raise ConfigError("--from", "is required", "name a backup (ls backups/<service>), or give --to-time")
+        return
+    if args.source:
+        raise ConfigError("--to-time", "and --from are both given", "give one: --from a backup, or --to-time a time")
+    try:
+        when = datetime.fromisoformat(to_time.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError("--to-time", f"'{to_time}' is not an ISO 8601 time",
+                          "write e.g. 2026-12-02T02:17:00Z") from None
+    if when.tzinfo is None:
+        raise ConfigError("--to-time", f"'{to_time}' has no time zone", "write e.g. 2026-12-02T02:17:00Z")
+    if when > datetime.now(UTC):
+        raise ConfigError("--to-time", f"'{to_time}' is in the future", "give a time before now")
+    if model.settings.backups.store is None:
+        raise ConfigError("--to-time", f"needs a WAL archive in backups.store, which stack {args.stack} does not set",
+                          "set backups.store (docs/backups.md), or restore a backup with --from")
+    raise ConfigError("--to-time", f"needs the WAL archive, which stack {args.stack} does not run yet "
+                      "(pgBackRest in the server's image is not wired: docs/backups.md)",
+                      "restore the newest backup with --from")
+
+
 def run(args: argparse.Namespace) -> int:
     model = model_of(args.stack, args.sets, args.secrets)
+    check_to_time(model, args)
     if model.settings.target == "kubernetes":
         return run_kubernetes(args, model)
     docker_required(model, "restore")

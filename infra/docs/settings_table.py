@@ -105,6 +105,12 @@ def setting_rows(catalog: Catalog | None = None) -> list[SettingRow]:
                    f"{' with a username' if cred.receiver == 'email' else ''}, refused while it is not"
                    f"{'' if cred.receiver == 'email' else '; an https:// URL'}.")
             default = "unset (the receiver is off)"
+        if cred.store:
+            how = (f"{cred.description}. Always a secret, `pulumi config set --secret {cred.config_key}` (a plaintext "
+                   "value is refused); never generated: required while `backups.store` needs it (not with "
+                   "`credentials: workloadIdentity`; the passphrase only with `encryption: client`), "
+                   "not a well-known default.")
+            default = "unset (no store)"
         rows.append(SettingRow(cred.config_key, "string", default, how, secret=True))
     return rows
 

@@ -22,6 +22,8 @@ from policies.optiinfra_policies.vocabulary import K8S_NAME as NAME
 from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
 
 from ... import backup as backups
+from ... import objectstore
+from ...credentials import store_credential_ids
 from ...graph import Effective
 from ...model import LOG_MIB, SECRET_DIR, Resources, backup_job
 from ...tiers import TierComponent
@@ -42,6 +44,8 @@ BACKUP_RESOURCES = Resources(memory_mib=128, cpu=0.05, memory_limit_mib=512, cpu
 """What a backup job's client asks for: it streams, so memory stays flat whatever the data size."""
 BACKUP_SCRATCH_MIB = 64
 """The job's /tmp (a client's temporary files; the backup itself goes to the target)."""
+K8S_BACKUP_STORE = "optiinfra.io/backup-store"
+"""A backup CronJob's annotation: the endpoint of the off-site store it uploads to."""
 BACKUP_DEADLINE_S = 3600
 """A backup run that takes longer is killed (the next schedule tries again)."""
 
@@ -116,13 +120,19 @@ def backup_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective,
     notes = {K8S_BACKUP_OF: svc.name, K8S_BACKUP_TARGET: backups.BACKUP_DIR,
              **({K8S_REQUIRE_DIGEST: TRUE} if model.settings.kubernetes.require_digest else {}),
              **exception_annotations(backup_exceptions(image, uid))}
+    init: list[core.ContainerArgs] | None = None
+    account: str | None = None
+    needs: list[pulumi.Resource] = [*ready, claim, workload]
+    if cfg.store is not None:  # the off-site copy: the backup first, then its upload
+        init = [container]
+        container, account = _store_upload(objs, eff, comp, ns, volumes, ephemeral, needs)
+        notes[K8S_BACKUP_STORE] = cfg.store.endpoint
     pod = core.PodTemplateSpecArgs(
         metadata=meta.ObjectMetaArgs(labels={PART_OF: PROJECT, COMPONENT: tier.value, **labels}),
         spec=core.PodSpecArgs(
-            containers=[container], volumes=volumes, restart_policy="Never",
-            automount_service_account_token=False, enable_service_links=False,
+            init_containers=init, containers=[container], volumes=volumes, restart_policy="Never",
+            automount_service_account_token=False, enable_service_links=False, service_account_name=account,
             security_context=pod_security(uid), affinity=affinity))
-    needs: list[pulumi.Resource] = [*ready, claim, workload]
     if allow is not None:  # its NetworkPolicy (network.py)
         needs.append(allow)
     return batch.CronJob(job, batch.CronJobInitArgs(
@@ -137,3 +147,52 @@ def backup_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective,
                 spec=batch.JobSpecArgs(backoff_limit=2, active_deadline_seconds=BACKUP_DEADLINE_S,
                                        template=pod)))),
         opts=objs.opts(comp, depends_on=needs))
+
+
+def _store_upload(objs: Objects, eff: Effective, comp: TierComponent, ns: core.Namespace,
+                  volumes: list[core.VolumeArgs], ephemeral: int,
+                  needs: list[pulumi.Resource]) -> tuple[core.ContainerArgs, str | None]:
+    """The upload step of a backup pod (`backups.store` set): rclone's image copies the newest
+    backup of the claim into the store (objectstore.upload_newest_script), the key and the
+    passphrase read from the namespace's Secret mounted as files (never env, never argv);
+    with workload identity, no key: a ServiceAccount of the job's own carries the annotations.
+    Appends its volume to `volumes`; returns the container and the ServiceAccount's name."""
+    model, svc, tier = objs.model, eff.service, eff.tier
+    store, cfg = model.settings.backups.store, model.settings.backups
+    assert store is not None
+    ids = store_credential_ids(model)
+    by_key = {c.config_key: c.id for c in model.catalog.credentials.values() if c.id in ids}
+    secret_dir = None
+    # Writable though it only reads: the policy pack's stateful-backups reads the pod's
+    # (non-init) container mounts, and a read-only target there is a finding.
+    mounts = [core.VolumeMountArgs(name="backups", mount_path=backups.BACKUP_DIR),
+              core.VolumeMountArgs(name="tmp", mount_path="/tmp")]
+    if by_key:
+        volumes.append(core.VolumeArgs(name="store-credentials", secret=core.SecretVolumeSourceArgs(
+            secret_name=CREDENTIALS_SECRET, default_mode=0o440,
+            items=[core.KeyToPathArgs(key=by_key[k], path=f) for f, k in sorted(objectstore.SECRET_KEYS.items())
+                   if k in by_key])))
+        mounts.append(core.VolumeMountArgs(name="store-credentials", mount_path=objectstore.SECRET_MOUNT,
+                                           read_only=True))
+        secret_dir = objectstore.SECRET_MOUNT
+    account = None
+    if store.credentials == "workloadIdentity":
+        account = backup_job(svc.name)
+        needs.append(core.ServiceAccount(f"{account}-account", core.ServiceAccountInitArgs(
+            metadata=objs.metadata(account, tier, {NAME: account}, dict(store.service_account_annotations)),
+            automount_service_account_token=False), opts=objs.opts(comp, depends_on=[ns])))
+    script = objectstore.upload_newest_script(store, objectstore.StoreAccess(secret_dir), svc, backups.BACKUP_DIR,
+                                              cfg.retention)
+    res = BACKUP_RESOURCES
+    container = core.ContainerArgs(
+        name="upload", image=objectstore.RCLONE_IMAGE, image_pull_policy="Always",
+        command=[literal(a) for a in backups.command(script)],
+        env=[core.EnvVarArgs(name="HOME", value="/tmp")],
+        resources=core.ResourceRequirementsArgs(
+            requests={"cpu": quantity_cpu(res.cpu), "memory": quantity_mib(res.memory_mib),
+                      "ephemeral-storage": quantity_mib(ephemeral)},
+            limits={"cpu": quantity_cpu(res.limit_cpu), "memory": quantity_mib(res.limit_mib),
+                    "ephemeral-storage": quantity_mib(2 * ephemeral)}),
+        security_context=container_security(True),
+        volume_mounts=mounts)
+    return container, account

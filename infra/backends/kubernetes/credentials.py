@@ -17,6 +17,7 @@ from policies.optiinfra_policies.vocabulary import K8S_CREDENTIALS_ROLLOUT
 from policies.optiinfra_policies.vocabulary import K8S_SECRET_KEYS as SECRET_KEYS
 
 from ... import external_secrets as eso
+from ...credentials import store_credential_ids
 from ...graph import Effective, Model
 from ...model import Dsn, EnvValue, Secret, Service, Tier, Url
 from ...tiers import TierComponent
@@ -141,6 +142,9 @@ def tier_secret(objs: Objects, wiring: Wiring, remotes: Mapping[str, eso.Remote]
     for eff in members:
         for key, shape in container_inputs(wiring, eff).shapes.items():
             shapes.setdefault(key, shape)
+    if any(eff.backed_up for eff in members):  # the backup jobs' upload to the off-site store
+        for cid in sorted(store_credential_ids(model)):
+            shapes.setdefault(cid, Embedded(PASSWORD, cid))
     if not shapes:
         return None
     # The key names (never the values) also as an annotation: the whole of stringData

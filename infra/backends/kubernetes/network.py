@@ -16,8 +16,9 @@ from pulumi_kubernetes.networking import v1 as net
 from policies.optiinfra_policies.vocabulary import K8S_NAME as NAME
 from policies.optiinfra_policies.vocabulary import K8S_NAMESPACE_NAME as NAMESPACE_NAME
 
+from ... import objectstore
 from ...graph import Edge, Effective, Model
-from ...model import Tier
+from ...model import Tier, backup_job
 from ...tiers import TierComponent
 from .objects import Objects, namespace_name
 
@@ -122,6 +123,41 @@ def tier_policies(objs: Objects, tier: Tier, comp: TierComponent, ns: core.Names
             metadata=objs.metadata(f"allow-{e.source}", tier, {NAME: e.source}),
             spec=spec(pod_selector=meta.LabelSelectorArgs(match_labels={NAME: e.source}),
                       policy_types=["Egress"],
-                      egress=[net.NetworkPolicyEgressRuleArgs(to=[_peer(model, e.target)], ports=[port])])),
+                      egress=[net.NetworkPolicyEgressRuleArgs(to=[_peer(model, e.target)], ports=[port]),
+                              *_store_egress(model)])),
             opts=opts)
+    _store_only_policies(objs, tier, members, {e.source for e in backup_edges}, allow, opts)
     return made
+
+
+def _store_egress(model: Model) -> list[net.NetworkPolicyEgressRuleArgs]:
+    """With `backups.store`: a backup pod's one way out, to the store's endpoint port (its
+    address alone when the endpoint is an IP, else the stack's outside ranges minus
+    `outsideExcept`: a NetworkPolicy cannot name a host). Nothing without a store."""
+    store, k = model.settings.backups.store, model.settings.kubernetes
+    if store is None:
+        return []
+    _, port = objectstore.endpoint_host_port(store)
+    cidrs = objectstore.endpoint_cidrs(store, tuple(k.outside_cidrs))
+    return [net.NetworkPolicyEgressRuleArgs(
+        to=[net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(
+            cidr=cidr, except_=list(_inside(cidr, k.outside_except)) or None)) for cidr in cidrs],
+        ports=[net.NetworkPolicyPortArgs(port=port, protocol="TCP")])]
+
+
+def _store_only_policies(objs: Objects, tier: Tier, members: list[Effective], done: set[str],
+                         allow: dict[str, net.NetworkPolicy], opts: pulumi.ResourceOptions) -> None:
+    """A backup job without an edge to its service (it reads the volume) still uploads:
+    its policy allows the store's endpoint and nothing else."""
+    rules = _store_egress(objs.model)
+    if not rules:
+        return
+    for eff in members:
+        job = backup_job(eff.name)
+        if not eff.backed_up or job in done:
+            continue
+        allow[job] = net.NetworkPolicy(f"allow-{job}", net.NetworkPolicyInitArgs(
+            metadata=objs.metadata(f"allow-{job}", tier, {NAME: job}),
+            spec=net.NetworkPolicySpecArgs(pod_selector=meta.LabelSelectorArgs(match_labels={NAME: job}),
+                                           policy_types=["Egress"], egress=rules)),
+            opts=opts)

@@ -1,0 +1,151 @@
+"""The off-site store (`backups.store`) wired into the Kubernetes stacks: every backup CronJob
+uploads its backup with rclone after the backup step, its key reaches the pod only as files of
+the namespace's Secret, with workload identity through a ServiceAccount of its own and no key,
+and the backup pods' egress reaches the store's endpoint port and nothing else outside.
+Evaluated on offline renders with the NetworkPolicy evaluator of test_reachability."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from infra import offline
+from infra import stack as infra_stack
+from infra.commands import render as render_cmd
+from infra.settings import ConfigError
+
+from .conftest import render
+from .test_reachability import METADATA_IP, PRIVATE_IP, PUBLIC_IP, allowed_edges, declared_edges, rendered
+
+STORE_IP = "198.51.100.20"
+KEY_ID, KEY = "AKIAEXAMPLEKEYID0001", "s3cr3t-Access-Key-value-0001"
+SECRETS = (f"backupStoreAccessKeyId={KEY_ID}", f"backupStoreSecretAccessKey={KEY}")
+
+
+def _store(**extra: Any) -> str:
+    return "backups.store=" + json.dumps({"bucket": "optiinfra-backups", "pathStyle": True, **extra})
+
+
+BY_IP = _store(endpoint=f"https://{STORE_IP}:9000")
+BY_HOST = _store(endpoint="https://s3.eu-west-1.amazonaws.com")
+IDENTITY = _store(endpoint="https://s3.eu-west-1.amazonaws.com", credentials="workloadIdentity",
+                  serviceAccountAnnotations={"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/b"})
+
+
+def _manifests(r: offline.Render) -> list[dict[str, Any]]:
+    return [m for docs in render_cmd.by_file(r).values() for m in docs]
+
+
+def _cronjobs(r: offline.Render) -> list[dict[str, Any]]:
+    return [m for m in _manifests(r) if m["kind"] == "CronJob"]
+
+
+def _pod(cj: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return spec
+
+
+def test_without_a_store_the_backup_jobs_are_as_before() -> None:
+    jobs = _cronjobs(render("prod"))
+    assert len(jobs) >= 5
+    for cj in jobs:
+        pod = _pod(cj)
+        assert not pod.get("initContainers") and [c["name"] for c in pod["containers"]] == ["backup"]
+        assert "rclone" not in json.dumps(cj)
+
+
+def test_each_backup_job_uploads_after_its_backup_reading_the_key_from_files() -> None:
+    r = render("prod", BY_IP, secrets=SECRETS)
+    jobs = _cronjobs(r)
+    model = infra_stack.model_of("prod", (BY_IP,))
+    assert {cj["metadata"]["name"] for cj in jobs} == {f"{e.name}-backup" for e in model.backed_up()}
+    for cj in jobs:
+        pod = _pod(cj)
+        assert [c["name"] for c in pod["initContainers"]] == ["backup"]
+        (upload,) = pod["containers"]
+        assert upload["image"].startswith("rclone/rclone:")
+        script = upload["command"][-1]
+        assert f"https://{STORE_IP}:9000" in script and "rclone copy" in script and "rclone lsf" in script
+        assert "/run/secrets/optiinfra-backup-store/secret-access-key" in script
+        vol = next(v for v in pod["volumes"] if v["name"] == "store-credentials")
+        assert {i["path"] for i in vol["secret"]["items"]} == {"access-key-id", "secret-access-key"}
+        assert not any("AWS_" in e["name"] for e in upload.get("env") or [])
+    # The key is in the namespace's Secret (a secret Output), nowhere else in plaintext.
+    text = json.dumps(_manifests(r))
+    secrets = [m for m in _manifests(r) if m["kind"] == "Secret"]
+    keys = {k for s in secrets for k in s["metadata"]["annotations"]["optiinfra.io/secret-keys"].split(",")}
+    assert {"backup-store-access-key-id", "backup-store-secret-access-key"} <= keys
+    plain = json.dumps([m for m in _manifests(r) if m["kind"] != "Secret"])
+    assert KEY not in plain and KEY_ID not in plain
+    assert "backup-encryption-passphrase" not in text  # sse-s3: no passphrase needed
+
+
+def test_workload_identity_gives_a_service_account_and_no_key() -> None:
+    r = render("prod", IDENTITY)
+    accounts = {m["metadata"]["name"]: m for m in _manifests(r) if m["kind"] == "ServiceAccount"}
+    for cj in _cronjobs(r):
+        pod = _pod(cj)
+        account = accounts[pod["serviceAccountName"]]
+        assert account["metadata"]["annotations"] == {
+            "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/b"}
+        assert not any(v["name"] == "store-credentials" for v in pod["volumes"])
+    assert "backup-store-access-key-id" not in json.dumps(_manifests(r))
+
+
+def test_a_missing_store_key_is_a_one_line_error() -> None:
+    with pytest.raises(ConfigError) as e:
+        offline.render("prod", [BY_IP], [])
+    assert "backupStoreAccessKeyId" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("store", [BY_IP, BY_HOST], ids=["ip-endpoint", "host-endpoint"])
+def test_backup_pods_reach_the_store_and_nothing_else_outside(store: str) -> None:
+    x = rendered(render("prod", store, secrets=SECRETS))
+    model = infra_stack.model_of("prod", (store,))
+    jobs = {f"{e.name}-backup" for e in model.backed_up()}
+    assert jobs <= set(x.pods)
+    # Inside the cluster nothing changes: exactly the declared edges.
+    assert allowed_edges(x) == declared_edges(model)
+    port, store_at = (9000, STORE_IP) if store == BY_IP else (443, PUBLIC_IP)
+    for name in jobs:
+        pod = x.pods[name][0]
+        assert x.policies.allows(pod, store_at, port), name
+        for other_port in (25, 80, 443, 8443, 9000):
+            if other_port != port:
+                assert not x.policies.allows(pod, store_at, other_port), (name, other_port)
+        for addr in (METADATA_IP, PRIVATE_IP):
+            assert not x.policies.allows(pod, addr, port), (name, addr)
+        if store == BY_IP:  # an IP endpoint: that address alone
+            assert not x.policies.allows(pod, PUBLIC_IP, port), name
+    # No service gains a way out: the store's port is the backup pods'.
+    for name, pods in x.pods.items():
+        if name not in jobs:
+            declared = {p for o in model.outside(model.services[name]) for p in o.ports}
+            assert x.policies.allows(pods[0], store_at, port) == (port in declared), name
+
+
+def test_with_external_secrets_the_store_key_comes_from_the_operator() -> None:
+    from .test_external_secrets import ESO
+    r = render("prod", ESO, BY_IP)
+    found = [m for m in _manifests(r) if m["kind"] == "ExternalSecret"
+             and "backup-store-secret-access-key" in json.dumps(m["spec"])]
+    assert found  # the namespaces with backup jobs
+    assert not [m for m in _manifests(r) if m["kind"] == "Secret"
+                and "backup-store" in m["metadata"].get("annotations", {}).get("optiinfra.io/secret-keys", "")]
+
+
+@pytest.mark.parametrize(("store", "secrets"), [(BY_HOST, SECRETS), (IDENTITY, ())], ids=["key", "identity"])
+def test_prod_with_a_store_passes_the_policy_pack(store: str, secrets: tuple[str, ...]) -> None:
+    from .policy_tools import checked
+    result = checked("prod", store, secrets=secrets)
+    assert not result.failed, [f.violation.message for f in result.findings]
+    assert not result.findings
+
+
+def test_a_store_key_without_a_store_using_it_is_refused() -> None:
+    for sets in ([], [IDENTITY]):
+        with pytest.raises(ConfigError) as e:
+            offline.render("prod", sets, list(SECRETS))
+        assert "backupStoreAccessKeyId" in str(e.value) and "\n" not in str(e.value)
