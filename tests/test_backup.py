@@ -282,12 +282,26 @@ def test_backup_and_restore_user_errors(argv: list[str], text: str, capsys: pyte
     assert text in err and err.startswith("error: ") and "Traceback" not in err
 
 
-def test_restore_says_what_it_overwrites_and_needs_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["restore", "--stack", "dev", "--service", "redis", "--from", "redis-20260101T000000Z.rdb"]) == 2
+def test_restore_says_what_it_overwrites_and_needs_the_flag(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    rdb = tmp_path / "redis" / "redis-20260101T000000Z.rdb"
+    argv = ["restore", "--stack", "dev", "--service", "redis", "--from", str(rdb)]
+    # A backup that does not exist is refused first: nothing suggests running it for real.
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: ") and "does not exist" in captured.err
+    assert "Nothing changed" not in captured.err
+    rdb.parent.mkdir()
+    rdb.write_bytes(b"REDIS0011")
+    assert cli.main(argv) == 2
     captured = capsys.readouterr()
     assert "overwrites redis: the whole dataset" in captured.out
     assert "the service is stopped" in captured.out
     assert "--yes-overwrite" in captured.err and "Nothing changed" in captured.err
+    # --dry-run prints the same and succeeds, changing nothing (no Docker is called).
+    assert cli.main([*argv, "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert "overwrites redis: the whole dataset" in captured.out and captured.err == ""
 
 
 def test_restore_steps_stop_restore_start_for_a_file_restore() -> None:

@@ -40,7 +40,7 @@ SOURCE = "/restore"
 """Where the restore container sees the backup directory (read-only)."""
 
 EXAMPLES = """\
-python -m infra restore -s dev --service postgres --from postgres-20250101T021700Z.dump
+python -m infra restore -s dev --service postgres --from postgres-20250101T021700Z.dump --dry-run
 python -m infra restore -s dev --service postgres --from postgres-20250101T021700Z.dump --yes-overwrite"""
 
 
@@ -53,6 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="PostgreSQL with backups.store: the point in time to recover to, ISO 8601 with a zone")
     p.add_argument("--yes-overwrite", action="store_true",
                    help="confirm: replace the service's current data with the backup's")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what the restore would overwrite and run, change nothing (exit 0)")
 
 
 def backup_path(model: Model, eff: Effective, source: str, root: Path = ROOT) -> Path:
@@ -175,6 +177,8 @@ def run_kubernetes(args: argparse.Namespace, model: Model) -> int:
           f"{eff.name}-restore.yaml, then:", file=sys.stderr)
     for step in kubernetes_steps(model, eff):
         print(f"  {step}", file=sys.stderr)
+    if args.dry_run:
+        return 0
     if not args.yes_overwrite:
         print("Nothing printed. Run again with --yes-overwrite to print the Job.", file=sys.stderr)
         return 2
@@ -217,16 +221,19 @@ def run(args: argparse.Namespace) -> int:
     docker_required(model, "restore")
     (eff,) = selected(model, args.service)
     path = backup_path(model, eff, args.source)
+    # The backup must exist before anything suggests running the restore for real.
+    if not path.exists():
+        raise ConfigError("--from", f"{path} does not exist", f"list the backups with: ls {path.parent}")
     steps = restore_steps(model, eff, path)
     print(f"Restore of stack {args.stack} overwrites {backups.overwrites(eff.service)}.")
     print(f"From: {path}")
     for step in steps:
         print(f"  {step.shown()}")
+    if args.dry_run:
+        return 0
     if not args.yes_overwrite:
         print("Nothing changed. Run again with --yes-overwrite to replace the current data.", file=sys.stderr)
         return 2
-    if not path.exists():
-        raise ConfigError("--from", f"{path} does not exist", f"list the backups with: ls {path.parent}")
     problem = docker_problem()
     if problem:
         return no_docker(problem)
