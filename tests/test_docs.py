@@ -470,3 +470,14 @@ def test_ports_md_lists_alerts_per_service_next_to_health_checks() -> None:
     # The alert table: severity, for, the stack's threshold, the filled expression.
     assert ('| CeleryBacklog | warning | 15m | 500 | `max(redis_key_size{job="redis-exporter", key="celery"}) > 500`'
             in dev)
+
+
+def test_ports_md_describes_each_alert_once() -> None:
+    # The alert table is written once for every stack, not repeated per stack section.
+    text = (ROOT / "docs" / "PORTS.md").read_text()
+    assert text.count("\n## Alerts\n") == 1 and "### Alerts" not in text
+    table = text.split("\n## Alerts\n", 1)[1]
+    rows = [line.split(" | ")[:2] for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    keys = [(name.lstrip("| "), job) for name, job in rows]
+    assert keys and len(keys) == len(set(keys))
+    assert ("TargetDown", "every scraped") in keys

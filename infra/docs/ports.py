@@ -69,12 +69,28 @@ def alerts_by_service(m: Model) -> dict[str, list[str]]:
     return out
 
 
-def alert_table(m: Model) -> list[str]:
-    lines = ["### Alerts", "", "Thresholds are the catalog's unless `optiinfra:alerting.thresholds` sets them.", "",
-             "| Alert | Severity | For | Threshold | Expression | Summary | Runbook |", "|---|---|---|---|---|---|---|"]
-    for job, a in alerts.alerts_of(m):
-        lines.append(f"| {a.name} | {a.severity} | {a.for_} | {_threshold_text(m, a)} | "
-                     f"{cell(code(alerts.expression(m, a, job)))} | {cell(code(a.summary))} | {cell(a.runbook)} |")
+def alert_table(views: Sequence[StackView]) -> list[str]:
+    """Every alert once, for all stacks: the stacks it runs on and their thresholds where they
+    differ (the expression shown is the first such stack's)."""
+    rows: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}
+    first: dict[tuple[str, str], tuple[Alert, str]] = {}
+    for v in views:
+        for job, a in alerts.alerts_of(v.model):
+            key = (a.name, job)
+            rows.setdefault(key, {})[v.stack] = (_threshold_text(v.model, a), alerts.expression(v.model, a, job))
+            first.setdefault(key, (a, alerts.expression(v.model, a, job)))
+    everywhere = [v.stack for v in views]
+    lines = ["## Alerts", "", "Every alert once, for every stack. Thresholds are the catalog's unless a stack's "
+             "`optiinfra:alerting.thresholds` sets them; the expression is the first listed stack's.", "",
+             "| Alert | Job | Stacks | Severity | For | Threshold | Expression | Summary | Runbook |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key, per_stack in rows.items():
+        a, expression = first[key]
+        stacks = "all" if list(per_stack) == everywhere else ", ".join(per_stack)
+        values = {t for t, _ in per_stack.values()}
+        threshold = values.pop() if len(values) == 1 else " · ".join(f"{s} {t}" for s, (t, _) in per_stack.items())
+        lines.append(f"| {a.name} | {key[1] or 'every scraped'} | {stacks} | {a.severity} | {a.for_} | {threshold} | "
+                     f"{cell(code(expression))} | {cell(code(a.summary))} | {cell(a.runbook)} |")
     return [*lines, ""]
 
 
@@ -133,8 +149,8 @@ def section(v: StackView) -> str:
         lines.append("")
 
     lines += ["### Health checks and alerts", "",
-              "Alerts are rules the scraper evaluates, generated from the catalog ([monitoring](monitoring.md)); a "
-              "service that exposes no metrics and has no exporter has none.", "",
+              "Alerts are rules the scraper evaluates, generated from the catalog ([monitoring](monitoring.md)); "
+              "each is described once, under [Alerts](#alerts).", "",
               "| Service | Check | How it runs | Alerts |", "|---|---|---|---|"]
     per_service = alerts_by_service(m)
     for name in startup_order(m):
@@ -143,7 +159,6 @@ def section(v: StackView) -> str:
             lines.append(f"| {name} | {cell(probe_text(svc, svc.health))} | {cell(health_how(v, svc))} | "
                          f"{cell(', '.join(per_service.get(name, [])) or '–')} |")
     lines.append("")
-    lines += alert_table(m)
 
     lines += ["### Port allocation by band", ""]
     lines += ["The seed's bands. " + ("Kubernetes publishes no host port; the allocation is what dev and "
@@ -247,5 +262,6 @@ def ports_md(views: Sequence[StackView]) -> str:
              "Generated from the catalog ([`infra/catalog.py`](../infra/catalog.py)) and each stack's "
              "`Pulumi.<stack>.yaml`, one section per stack: " +
              " · ".join(f"[{v.stack}](#stack-{v.stack}-{'kubernetes' if v.kube else 'docker'})" for v in views) +
-             ". Regenerate with `python -m infra docs`.", ""]
-    return "\n".join(lines) + "\n" + "\n".join(section(v) for v in views).rstrip() + "\n"
+             ", then every alert once ([alerts](#alerts)). Regenerate with `python -m infra docs`.", ""]
+    body = "\n".join(section(v) for v in views).rstrip() + "\n\n" + "\n".join(alert_table(views))
+    return "\n".join(lines) + "\n" + body.rstrip() + "\n"
