@@ -274,9 +274,14 @@ class Credential:
     (nobody can generate a chat URL). The stack uses it only while `alerting.receivers.<kind>`
     is on (graph.resolve drops it, and the env and SecretFiles that carry it, otherwise)."""
 
+    user_set: str = ""
+    """The setting that needs it, for a credential only its user can know (an OIDC client
+    secret the identity provider issued): supplied, never generated; needed while that
+    setting is on. Empty: not such a credential."""
+
     @property
     def generated(self) -> bool:
-        return self.receiver is None
+        return self.receiver is None and not self.user_set
 
 
 @dataclass(frozen=True)
@@ -410,6 +415,30 @@ class AclUsers:
 
 
 Grants = SchemaRoles | AclUsers
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """A web UI people use (`Service.ui`). On Kubernetes a public one is reached only with a
+    session of the sign-in proxy (the catalog's `authenticator`): its Ingress routes to the
+    proxy when it trusts the proxy's identity header (`proxied_env`), otherwise the ingress
+    controller asks the proxy before every request (external auth). On Docker it keeps its
+    127.0.0.1 binds and `direct_env` (no proxy there)."""
+
+    proxied_env: tuple[tuple[str, str], ...] = ()
+    """Environment behind the proxy on Kubernetes: it takes the user's identity from the
+    header the proxy sets (so its web port admits nothing but the proxy and the scraper).
+    Empty: it reads no identity; the ingress controller's external auth guards it."""
+    direct_env: tuple[tuple[str, str], ...] = ()
+    """Environment on Docker, where every port binds 127.0.0.1 and no proxy runs."""
+    closed_env: tuple[tuple[str, str], ...] = ()
+    """Environment on Kubernetes when it is not public (port-forward only, no proxy)."""
+    role_env: str = ""
+    """Variable that sets the role a user gets on first sign-in (`sso.defaultRole`)."""
+
+    @property
+    def trusts_header(self) -> bool:
+        return bool(self.proxied_env)
 
 
 @dataclass(frozen=True)
@@ -632,6 +661,12 @@ class Service:
     backup: Backup | None = None
     """How its data is backed up and restored; every stateful service declares one (a
     Backup with `none_reason` when it is not worth one)."""
+    ui: SignIn | None = None
+    """A web UI people use: public on Kubernetes only behind the sign-in proxy (SignIn);
+    None: not a UI (an API, a store, an exporter)."""
+    authenticator: bool = False
+    """The sign-in proxy (OIDC) in front of every public UI on Kubernetes, deployed there
+    while `sso` is set (never on Docker). Default no."""
     grants: Grants | None = None
     """How this store lets its clients in, each as itself (`SchemaRoles`, `AclUsers`): its
     clients' identities, their credentials and its start wrapper follow from it and from the

@@ -14,6 +14,10 @@
 # last element of MODULE (a trailing major-version element such as /v2 skipped), which is
 # what `go install` names it; a new VERSION gets a new cache directory.
 #
+# A MODULE of the form local:DIR is a main package of this repository (DIR, with its own
+# go.mod requiring VERSION of the library it starts): `go build` there, cached like the
+# others (tests/gotools/mockoidc: the OIDC provider the sign-in proxy's tests sign in at).
+#
 # A MODULE of the form npm:PACKAGE is an npm package instead: `npm install PACKAGE@VERSION`
 # into <cache>/<name>-<version>/ (its own node_modules, outside the repository), and the
 # path printed is its node_modules/.bin/NAME. Install scripts are not run (--ignore-scripts):
@@ -31,6 +35,8 @@ kube-score     github.com/zegl/kube-score/cmd/kube-score       v1.20.0
 promtool       github.com/prometheus/prometheus/cmd/promtool   v0.313.5
 amtool         github.com/prometheus/alertmanager/cmd/amtool   v0.35.0
 renovate-config-validator  npm:renovate                        39.264.1
+oauth2-proxy   github.com/oauth2-proxy/oauth2-proxy/v7         v7.15.6
+mockoidc       local:tests/gotools/mockoidc                    v0.0.0-20261103160011-e06ed0b7cb7f
 '
 
 die() {
@@ -82,6 +88,32 @@ if [[ $module == npm:* ]]; then
 	exit 0
 fi
 
+if [[ $module == local:* ]]; then
+	src=$(cd "$(dirname "$0")/.." && pwd)/${module#local:}
+	cache=${OPTIINFRA_TOOLS_CACHE:-$HOME/.cache/optiinfra/tools}
+	dir=$cache/$want-$version
+	if [[ -x $dir/$want ]]; then
+		printf '%s\n' "$dir/$want"
+		exit 0
+	fi
+	command -v go >/dev/null 2>&1 ||
+		die "$want $version is not in $dir and building it needs Go, but 'go' is not on PATH. Install Go (https://go.dev/dl/) and rerun"
+	mkdir -p "$cache"
+	tmp=$(mktemp -d "$cache/.$want-$version.XXXXXX")
+	trap 'rm -rf "$tmp"' EXIT
+	printf 'tools.sh: building %s %s (go build in %s) into %s\n' "$want" "$version" "$src" "$dir" >&2
+	start=$SECONDS
+	(cd "$src" && GOFLAGS=-mod=readonly go build -o "$tmp/$want" .) >&2 ||
+		die "go build in $src failed (see above); it needs the Go module proxy ($(go env GOPROXY)) or a warm module cache"
+	chmod 755 "$tmp"
+	if ! mv -T "$tmp" "$dir" 2>/dev/null && [[ ! -x $dir/$want ]]; then
+		die "could not move the build into $dir"
+	fi
+	printf 'tools.sh: built %s %s in %ss\n' "$want" "$version" "$((SECONDS - start))" >&2
+	printf '%s\n' "$dir/$want"
+	exit 0
+fi
+
 binary=${module##*/}
 if [[ $binary =~ ^v[0-9]+$ ]]; then
 	binary=${module%/*}
@@ -108,18 +140,24 @@ start=$SECONDS
 # cache, where those directives apply as its authors intended.
 build_in_module() {
 	local root=$module src=''
-	while [[ $root == */*/* ]]; do
+	# The module itself first (a main package at its root, e.g. oauth2-proxy/v7), then its parents.
+	src=$(go mod download -json "$root@$version" 2>/dev/null | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') || src=''
+	while [[ -z $src && $root == */*/* ]]; do
 		root=${root%/*}
 		src=$(go mod download -json "$root@$version" 2>/dev/null | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') || src=''
 		[[ -n $src ]] && break
 	done
 	[[ -n $src ]] || die "no module of $module at $version could be downloaded"
 	printf 'tools.sh: %s has replace directives; building ./%s inside module %s@%s\n' "$module" "${module#"$root"/}" "$root" "$version" >&2
-	(cd "$src" && GOFLAGS=-mod=readonly go build -o "$tmp/$binary" "./${module#"$root"/}") >&2
+	local pkg=.
+	[[ $root != "$module" ]] && pkg=./${module#"$root"/}
+	(cd "$src" && GOFLAGS=-mod=readonly go build -o "$tmp/$binary" "$pkg") >&2
 }
 if ! GOBIN=$tmp go install "$module@$version" 2>"$tmp/.install.log"; then
 	cat "$tmp/.install.log" >&2
-	if grep -q 'replace directives' "$tmp/.install.log"; then
+	# Also when the proxy refuses `go install`'s deprecation lookup (`loading deprecation ...
+	# @v/list: 403 Forbidden`) although it serves the module's version itself.
+	if grep -q -e 'replace directives' -e '403 Forbidden' "$tmp/.install.log"; then
 		build_in_module || die "building $module@$version inside its module failed (see above)"
 	else
 		die "go install $module@$version failed (see above); it needs the Go module proxy ($(go env GOPROXY)) or a warm module cache"
