@@ -1,4 +1,5 @@
-"""The 20 OptiInfra services (the seed's 19 and Alertmanager), declared once (source:
+"""The 21 OptiInfra services (the seed's 19, Alertmanager and the sign-in proxy, which runs on
+Kubernetes only), declared once (source:
 shared/seed/services-and-ports.md).
 
 Plain data, no Pulumi import. Ports, images, health checks, dependencies, memory,
