@@ -561,7 +561,8 @@ SERVICES: tuple[Service, ...] = (
         credentials=(Credential("sso-client", "ssoClientSecret",
                                 "OIDC client secret the identity provider issued for sso.clientId", user_set="sso"),
                      Credential("sso-cookie", "ssoCookieSecret",
-                                "Key the sign-in proxy encrypts its session cookies with (32 bytes)")),
+                                "Key the sign-in proxy encrypts its session cookies with (if you set it: 16, 24 "
+                                "or 32 characters)")),
         env=(("OAUTH2_PROXY_CLIENT_SECRET", Secret("sso-client")),
              ("OAUTH2_PROXY_COOKIE_SECRET", Secret("sso-cookie"))),
         # The proxy reads both from files (--client-secret-file, --cookie-secret-file).

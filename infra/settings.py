@@ -404,6 +404,8 @@ class Settings(_Model):
     alerting: Alerting = Alerting()
     backups: BackupSettings = BackupSettings()
     sso: Sso | None = None
+    """Single sign-on in front of every public UI on Kubernetes (default: unset; a Kubernetes stack
+    with a public UI refuses that; docs/access.md). Its keys follow."""
 
     @field_validator("public", mode="before")
     @classmethod

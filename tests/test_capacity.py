@@ -73,8 +73,8 @@ def test_dev_totals_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
 def test_dev_text_report_lists_every_service_and_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["capacity", "--stack", "dev", "--set", "budget.cpu=2"]) == 0
     out = capsys.readouterr().out
-    for name in default_catalog().services:
-        assert f"    {name} " in out
+    for name, svc in default_catalog().services.items():
+        assert (f"    {name} " in out) is not svc.authenticator  # the sign-in proxy: Kubernetes only
     assert "Within budget: yes" in out
     # 2.6 cores of requests against budget.cpu 2: a warning on Docker, which reserves no CPU.
     assert "warning: config key 'optiinfra:budget.cpu': stack dev requests 2.6 CPU cores" in out
@@ -138,21 +138,22 @@ def test_prod_totals_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
     code, report, err = capacity(capsys, "prod")
     assert code == 0, err
     total = report["total"]
-    # Pods: 20 services, data-collector 2 (+1), worker 3 (+2), cost-agent 1 x 3 providers (+2),
-    # performance/resource/application agents 2 each (+3): 20 + 8 = 28.
-    assert total["instances"] == 28
+    # Pods: 21 services (the sign-in proxy too), data-collector 2 (+1), worker 3 (+2), cost-agent
+    # 1 x 3 providers (+2), performance/resource/application agents 2 each (+3): 21 + 8 = 29.
+    assert total["instances"] == 29
     # Memory (MiB):
     #   databases  postgres 512 + clickhouse 2048 + redis 50 + qdrant 128                   = 2738
-    #   monitoring prometheus 512 + alertmanager 24 + grafana 100 + flower 48 + 3 x 16       = 732
+    #   monitoring prometheus 512 + alertmanager 24 + grafana 100 + flower 48 + 3 x 16
+    #              + oauth2-proxy 32                                                         = 764
     #   core       orchestrator 64 + collector 2 x 100 + worker 3 x 256 + beat 48            = 1080
     #   agents     cost 3 x 50 + 3 agents x 2 x 50                                           = 450
     #   frontend   portal 150                                                                = 150
-    #   total                                                                                = 5150
-    assert [report["tiers"][t.value]["memoryMiB"]["request"] for t in Tier] == [2738, 732, 1080, 450, 150]
-    assert total["memoryMiB"]["request"] == 5150
-    # CPU: databases 0.5+1+0.1+0.1 = 1.7; monitoring 0.9; core 0.1+0.2+0.75+0.1 = 1.15;
-    # agents 0.3+0.6 = 0.9; frontend 0.1; total 4.75
-    assert total["cpu"]["request"] == pytest.approx(4.75)
+    #   total                                                                                = 5182
+    assert [report["tiers"][t.value]["memoryMiB"]["request"] for t in Tier] == [2738, 764, 1080, 450, 150]
+    assert total["memoryMiB"]["request"] == 5182
+    # CPU: databases 0.5+1+0.1+0.1 = 1.7; monitoring 0.9 + 0.05 (the proxy); core 0.1+0.2+0.75+0.1 = 1.15;
+    # agents 0.3+0.6 = 0.9; frontend 0.1; total 4.8
+    assert total["cpu"]["request"] == pytest.approx(4.8)
     # Claims (GiB): postgres 20 + clickhouse 50 + redis 2 + qdrant 10 + prometheus 20 + grafana 2 = 104,
     # and a backup claim of the same size for each but Prometheus: 20 + 50 + 2 + 10 + 2 = 84
     assert total["storageMiB"] == (104 + 84) * 1024
@@ -251,13 +252,15 @@ def test_plan_prints_the_totals() -> None:
     assert last.startswith("Capacity (requests of 20 instances): cpu 2.6 of ")
     assert "memory 2Gi of 2Gi, storage 10Gi of 10Gi: within budget" in last
     prod = capacity_line(plan.text(render("prod")))
-    assert prod.startswith("Capacity (requests of 28 instances): cpu 4.75 of ")
+    assert prod.startswith("Capacity (requests of 29 instances): cpu 4.8 of ")
 
 
 # ---- synthetic catalogs (benchmark) -------------------------------------------------------
 
 def test_synthetic_20_is_the_real_catalog() -> None:
-    assert synthetic_catalog(20).services == default_catalog().services
+    # The real catalog as Docker runs it: the sign-in proxy is Kubernetes-only.
+    on_docker = {n: s for n, s in default_catalog().services.items() if not s.authenticator}
+    assert synthetic_catalog(20).services == on_docker
 
 
 @pytest.mark.parametrize("n", [100, 500])

@@ -105,6 +105,11 @@ def setting_rows(catalog: Catalog | None = None) -> list[SettingRow]:
                    f"{' with a username' if cred.receiver == 'email' else ''}, refused while it is not"
                    f"{'' if cred.receiver == 'email' else '; an https:// URL'}.")
             default = "unset (the receiver is off)"
+        if cred.user_set:
+            how = (f"{cred.description}. Always a secret, `pulumi config set --secret {cred.config_key}` (a plaintext "
+                   f"value is refused); never generated: required by `pulumi up` while `{cred.user_set}` is set "
+                   f"(offline commands render a stand-in), at least {MIN_LENGTH} characters.")
+            default = f"unset (required while `{cred.user_set}` is set)"
         rows.append(SettingRow(cred.config_key, "string", default, how, secret=True))
     return rows
 
