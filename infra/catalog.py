@@ -563,14 +563,16 @@ SERVICES: tuple[Service, ...] = (
                      Credential("sso-cookie", "ssoCookieSecret",
                                 "Key the sign-in proxy encrypts its session cookies with (if you set it: 16, 24 "
                                 "or 32 characters)")),
-        env=(("OAUTH2_PROXY_CLIENT_SECRET", Secret("sso-client")),
+        env=(("OAUTH2_PROXY_HTTP_ADDRESS", Listen("http", "0.0.0.0:{port}")),
+             ("OAUTH2_PROXY_METRICS_ADDRESS", Listen("metrics", "0.0.0.0:{port}")),
+             ("OAUTH2_PROXY_CLIENT_SECRET", Secret("sso-client")),
              ("OAUTH2_PROXY_COOKIE_SECRET", Secret("sso-cookie"))),
         # The proxy reads both from files (--client-secret-file, --cookie-secret-file).
         secret_files=(SecretFile("sso-client", ("OAUTH2_PROXY_CLIENT_SECRET",), "OAUTH2_PROXY_CLIENT_SECRET_FILE"),
                       SecretFile("sso-cookie", ("OAUTH2_PROXY_COOKIE_SECRET",), "OAUTH2_PROXY_COOKIE_SECRET_FILE")),
         # The settings' flags (issuer, client, who may sign in, cookie domain, the callback on
         # the UI's host) follow these; graph.resolve adds them from `sso`.
-        command=("--provider=oidc", "--http-address=0.0.0.0:4180", "--metrics-address=0.0.0.0:9180",
+        command=("--provider=oidc",
                  Dsn("grafana", "--upstream=http://{host}:{port}/", port="web"),
                  "--reverse-proxy=true", "--pass-user-headers=true", "--set-xauthrequest=true",
                  "--skip-provider-button=true", "--cookie-name=_optiinfra_sso", "--cookie-secure=true",

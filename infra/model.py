@@ -342,6 +342,8 @@ class Listen:
     """Environment value: this service's own container port `port`, as a number."""
 
     port: str
+    template: str = "{port}"
+    """The value around the number, e.g. `0.0.0.0:{port}` for a listen address (default: the number)."""
 
 
 EnvValue = str | Url | Secret | Dsn | Listen

@@ -158,10 +158,11 @@ def sso(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
                 value = str(path)
             run_env[name] = value
         assert set(files) <= set(run_env), "the render mounts both secrets as files"
+        assert run_env["OAUTH2_PROXY_HTTP_ADDRESS"].startswith("0.0.0.0:")  # in the pod: every interface
+        run_env["OAUTH2_PROXY_HTTP_ADDRESS"] = f"127.0.0.1:{proxy_port}"
+        run_env["OAUTH2_PROXY_METRICS_ADDRESS"] = f"127.0.0.1:{metrics_port}"
         substitutes = {"--upstream=": f"--upstream=http://127.0.0.1:{upstream.port}/",
-                       "--oidc-issuer-url=": f"--oidc-issuer-url={issuer}",
-                       "--http-address=": f"--http-address=127.0.0.1:{proxy_port}",
-                       "--metrics-address=": f"--metrics-address=127.0.0.1:{metrics_port}"}
+                       "--oidc-issuer-url=": f"--oidc-issuer-url={issuer}"}
         argv = [next((new for prefix, new in substitutes.items() if a.startswith(prefix)), a) for a in args]
         host = urlsplit(next(a.split("=", 1)[1] for a in args if a.startswith("--redirect-url="))).hostname
         assert host
