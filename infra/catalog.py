@@ -1,4 +1,5 @@
-"""The 21 OptiInfra services (the seed's 19, Alertmanager and the blackbox exporter), declared once (source:
+"""The 22 OptiInfra services (the seed's 19, Alertmanager, the blackbox exporter and the
+sign-in proxy, which runs on Kubernetes only), declared once (source:
 shared/seed/services-and-ports.md).
 
 Plain data, no Pulumi import. Ports, images, health checks, dependencies, memory,
@@ -40,6 +41,7 @@ from .model import (
     Secret,
     SecretFile,
     Service,
+    SignIn,
     TcpCheck,
     Tier,
     Url,
@@ -507,6 +509,7 @@ SERVICES: tuple[Service, ...] = (
         sized_command=(FromVolume("--storage.tsdb.retention.size={n}MB", "data", 0.8),),
         scraper=True,
         uid=65534,
+        ui=SignIn(),
         backup=Backup(none_reason=(
             "its series are re-scraped from every service within one scrape interval, and history is "
             "bounded by its retention (15 days); losing it costs trend history, never platform state")),
@@ -539,6 +542,7 @@ SERVICES: tuple[Service, ...] = (
                       "connections on 443 or 587.", severity="critical", for_="0m"),),
         files=(ConfigFile("/etc/alertmanager/alertmanager.yml", Generated.NOTIFIER_CONFIG),),
         notifier=True,
+        ui=SignIn(),
         # No cluster gossip (an empty listen address opens no port): one instance, so a rollout
         # replaces it in place rather than run two that would each send every notification.
         command=("--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager",
@@ -596,12 +600,8 @@ SERVICES: tuple[Service, ...] = (
         env=(("GF_SECURITY_ADMIN_USER", "optiinfra-admin"), ("GF_SECURITY_ADMIN_PASSWORD", Secret("grafana")),
              ("GF_USERS_ALLOW_SIGN_UP", "false"), ("GF_ANALYTICS_REPORTING_ENABLED", "false"),
              ("GF_ANALYTICS_CHECK_FOR_UPDATES", "false"),
-             # The portal embeds the provisioned dashboards in iframes, seen without a login:
-             # anonymous users get the Viewer role in the one organisation, which holds only
-             # the provisioned (read-only) dashboards; viewers cannot edit or explore
-             # (docs/monitoring.md: why not a service-account token).
-             ("GF_SECURITY_ALLOW_EMBEDDING", "true"), ("GF_AUTH_ANONYMOUS_ENABLED", "true"),
-             ("GF_AUTH_ANONYMOUS_ORG_ROLE", "Viewer"), ("GF_AUTH_ANONYMOUS_HIDE_VERSION", "true"),
+             # The portal embeds the provisioned dashboards in iframes (docs/access.md).
+             ("GF_SECURITY_ALLOW_EMBEDDING", "true"),
              ("GF_USERS_VIEWERS_CAN_EDIT", "false"), ("GF_SNAPSHOTS_EXTERNAL_ENABLED", "false"),
              ("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH", f"{_DASHBOARDS}/overview.json")),
         # Grafana reads any setting from the file named by its `__FILE` variable.
@@ -609,6 +609,24 @@ SERVICES: tuple[Service, ...] = (
         connection=Connection("http://{host}:{port}", "web"),
         metrics=("web", "/metrics"),
         external_url_env="GF_SERVER_ROOT_URL",
+        ui=SignIn(
+            # Kubernetes: the user is who the sign-in proxy says (its X-Forwarded-Email), created
+            # on first sign-in with `sso.defaultRole`; no anonymous access, no login form, cookies
+            # Secure. Only the proxy (and the scraper) reach its web port, so nobody else can set
+            # that header (the NetworkPolicy derives from the edges).
+            proxied_env=(("GF_AUTH_PROXY_ENABLED", "true"), ("GF_AUTH_PROXY_HEADER_NAME", "X-Forwarded-Email"),
+                         ("GF_AUTH_PROXY_HEADER_PROPERTY", "email"), ("GF_AUTH_PROXY_AUTO_SIGN_UP", "true"),
+                         ("GF_AUTH_PROXY_HEADERS", "Name:X-Forwarded-Preferred-Username Groups:X-Forwarded-Groups"),
+                         ("GF_AUTH_ANONYMOUS_ENABLED", "false"), ("GF_AUTH_DISABLE_LOGIN_FORM", "true"),
+                         ("GF_SECURITY_COOKIE_SECURE", "true"), ("GF_SECURITY_COOKIE_SAMESITE", "lax")),
+            # Docker (dev): every port binds 127.0.0.1 and no proxy runs; the portal's iframes
+            # are seen without a login as the Viewer of the one organisation, which holds only
+            # the provisioned (read-only) dashboards. The one place anonymous access stays on.
+            direct_env=(("GF_AUTH_ANONYMOUS_ENABLED", "true"), ("GF_AUTH_ANONYMOUS_ORG_ROLE", "Viewer"),
+                        ("GF_AUTH_ANONYMOUS_HIDE_VERSION", "true")),
+            # Kubernetes, not public: reached by port-forward with the admin password; never anonymous.
+            closed_env=(("GF_AUTH_ANONYMOUS_ENABLED", "false"),),
+            role_env="GF_USERS_AUTO_ASSIGN_ORG_ROLE"),
         # Three directories, three mounts: datasources, the dashboard provider, the dashboards
         # (the overview and one per tier, each a file the provider loads).
         files=(ConfigFile("/etc/grafana/provisioning/datasources/prometheus.yaml", Generated.DATASOURCES),
@@ -628,6 +646,46 @@ SERVICES: tuple[Service, ...] = (
             volume="data", offline_restore=True, suffix=".tar.gz"),
     ),
     Service(
+        name="oauth2-proxy",
+        tier=Tier.MONITORING,
+        # checked 2026-12-07: newest release v7.15.6 (Go module github.com/oauth2-proxy/oauth2-proxy/v7 on
+        # proxy.golang.org); the project's official image is quay.io/oauth2-proxy/oauth2-proxy
+        image="quay.io/oauth2-proxy/oauth2-proxy:v7.15.6",
+        publish=False,
+        purpose="Single sign-on (OIDC) in front of the public UIs",
+        ports=(Port("http", 4180, band="monitoring"), Port("metrics", 9180, band="metrics")),
+        health=HealthCheck(HttpCheck("/ready", "http"), live=HttpCheck("/ping", "http"), docker_client=None,
+                           no_docker_reason="Kubernetes only: on Docker every port binds 127.0.0.1 and no proxy runs"),
+        # It proxies to the UI that trusts its identity header (the edge its NetworkPolicy and
+        # the UI's follow from); the other public UIs ask it through the ingress controller.
+        depends_on=(Dependency("grafana", reason="the UI whose requests it signs and forwards"),),
+        resources=Resources(memory_mib=32, cpu=0.05),
+        credentials=(Credential("sso-client", "ssoClientSecret",
+                                "OIDC client secret the identity provider issued for sso.clientId", user_set="sso"),
+                     Credential("sso-cookie", "ssoCookieSecret",
+                                "Key the sign-in proxy encrypts its session cookies with (if you set it: 16, 24 "
+                                "or 32 characters)")),
+        env=(("OAUTH2_PROXY_HTTP_ADDRESS", Listen("http", "0.0.0.0:{port}")),
+             ("OAUTH2_PROXY_METRICS_ADDRESS", Listen("metrics", "0.0.0.0:{port}")),
+             ("OAUTH2_PROXY_CLIENT_SECRET", Secret("sso-client")),
+             ("OAUTH2_PROXY_COOKIE_SECRET", Secret("sso-cookie"))),
+        # The proxy reads both from files (--client-secret-file, --cookie-secret-file).
+        secret_files=(SecretFile("sso-client", ("OAUTH2_PROXY_CLIENT_SECRET",), "OAUTH2_PROXY_CLIENT_SECRET_FILE"),
+                      SecretFile("sso-cookie", ("OAUTH2_PROXY_COOKIE_SECRET",), "OAUTH2_PROXY_COOKIE_SECRET_FILE")),
+        # The settings' flags (issuer, client, who may sign in, cookie domain, the callback on
+        # the UI's host) follow these; graph.resolve adds them from `sso`.
+        command=("--provider=oidc",
+                 Dsn("grafana", "--upstream=http://{host}:{port}/", port="web"),
+                 "--reverse-proxy=true", "--pass-user-headers=true", "--set-xauthrequest=true",
+                 "--skip-provider-button=true", "--cookie-name=_optiinfra_sso", "--cookie-secure=true",
+                 "--cookie-httponly=true", "--cookie-samesite=lax", "--cookie-expire=12h", "--cookie-refresh=1h",
+                 "--silence-ping-logging=true"),
+        metrics=("metrics", "/metrics"),
+        # OIDC discovery, keys and the code-for-token exchange at the identity provider.
+        outside=(Outside("identity-provider", (443,), "OIDC discovery, signing keys and tokens from sso.issuerUrl"),),
+        authenticator=True,
+    ),
+    Service(
         name="flower",
         tier=Tier.MONITORING,
         # checked 2026-12-07: newest release on PyPI (`pip index versions flower`); images tagged per release
@@ -643,6 +701,7 @@ SERVICES: tuple[Service, ...] = (
              ("FLOWER_PORT", Listen("web"))),
         secret_env_reason="Flower takes its broker URL and basic auth from the environment or argv only",
         connection=Connection("http://{host}:{port}", "web", user=DB_USER, credential="flower"),
+        ui=SignIn(),
         uid=1000,
     ),
     Service(
@@ -902,6 +961,7 @@ SERVICES: tuple[Service, ...] = (
         env=(("PORT", Listen("http")), ("ORCHESTRATOR_URL", Url("orchestrator")),
              ("DATA_COLLECTOR_URL", Url("data-collector")), ("GRAFANA_URL", Url("grafana"))),
         writable_paths=("/tmp", "/app/.next/cache"),
+        ui=SignIn(),
     ),
 )
 

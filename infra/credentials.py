@@ -76,6 +76,10 @@ def supplied(model: Model, config: Mapping[str, Any]) -> dict[str, str]:
             raise ConfigError(key, "is not set, but backups.store needs it", f"pulumi config set --secret "
                               f"{cred.config_key} <value>, or use backups.store.credentials workloadIdentity "
                               "(docs/backups.md)")
+        if value is None and cred.user_set and not external:
+            raise ConfigError(key, f"is not set, but {NAMESPACE}:{cred.user_set} needs it (it is yours to set: "
+                              "never generated)", f"pulumi config set --secret {cred.config_key} <value from your "
+                              f"identity provider>, or remove {NAMESPACE}:{cred.user_set}")
         if value is None and not cred.generated and not external:
             raise ConfigError(key, f"is not set, but the {cred.receiver} receiver (alerting.receivers."
                               f"{cred.receiver}) needs it", f"pulumi config set --secret {cred.config_key} <value>, "
@@ -95,7 +99,8 @@ def supplied(model: Model, config: Mapping[str, Any]) -> dict[str, str]:
             raise ConfigError(key, "is a well-known default credential",
                               f"pulumi config set --secret {cred.config_key} <a strong value>, "
                               "or unset it to generate one")
-        if len(str(value)) < MIN_LENGTH and cred.generated:  # a relay's SMTP password is what the relay set
+        # A relay's SMTP password is what the relay set; a client secret must be long enough.
+        if len(str(value)) < MIN_LENGTH and (cred.generated or cred.user_set):
             raise ConfigError(key, f"is shorter than {MIN_LENGTH} characters",
                               f"pulumi config set --secret {cred.config_key} <a longer value>")
         out[cred.id] = str(value)

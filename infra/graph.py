@@ -111,6 +111,12 @@ class Effective:
     """Kubernetes: the URL users reach a public service at through its Ingress."""
     pull_secrets: tuple[str, ...] = ()
     """Kubernetes: imagePullSecrets of its pods (OptiInfra's own images only)."""
+    via: str | None = None
+    """Kubernetes: the sign-in proxy its public Ingress routes to (a UI that trusts the
+    proxy's identity header); None: the Ingress routes to the service itself."""
+    auth: tuple[tuple[str, str], ...] = ()
+    """Kubernetes: the ingress controller's external-auth annotations of its public Ingress
+    (a public UI that reads no identity: the controller asks the proxy first); () otherwise."""
 
     @property
     def name(self) -> str:
@@ -262,6 +268,9 @@ def resolve(catalog: Catalog, settings: Settings) -> Model:
     _check_names(catalog, settings)
     overrides = settings.services
     enabled = {n for n in catalog.services if overrides.get(n) is None or overrides[n].enabled}
+    enabled -= {n for n, svc in catalog.services.items() if svc.authenticator and not sign_in_on(settings)}
+    _check_sign_in(catalog, settings, enabled)
+    catalog = _signed_in(catalog, settings, enabled)
     _check_receivers(catalog, settings, enabled)
     services: dict[str, Effective] = {}
     for name, svc in catalog.services.items():
@@ -318,6 +327,84 @@ def resolve(catalog: Catalog, settings: Settings) -> Model:
     return model
 
 
+def sign_in_on(settings: Settings) -> bool:
+    """The sign-in proxy runs: a Kubernetes stack with `sso` set (never on Docker)."""
+    return settings.target == "kubernetes" and settings.sso is not None
+
+
+def _check_sign_in(catalog: Catalog, s: Settings, enabled: set[str]) -> None:
+    """On Kubernetes no public UI answers without a sign-in in front of it, and the proxy
+    has a host of its own: that of a public UI it proxies (its callback is there)."""
+    if s.target != "kubernetes":
+        return
+    uis = [n for n in s.public if n in enabled and catalog.services[n].ui is not None]
+    if uis and s.sso is None:
+        raise ConfigError(f"{NAMESPACE}:sso", f"public UI {uis[0]} would answer anyone on the internet",
+                          f"set {NAMESPACE}:sso (issuerUrl, clientId, emailDomains or groups; docs/access.md), "
+                          f"or remove {uis[0]} from {NAMESPACE}:public")
+    if not uis or s.sso is None:
+        return
+    proxied = _proxied_uis(catalog, s, enabled)
+    if not proxied:
+        trusting = [n for n, svc in catalog.services.items() if svc.ui is not None and svc.ui.trusts_header]
+        raise ConfigError(f"{NAMESPACE}:public", f"public UI {uis[0]} signs in at the proxy, but no public UI "
+                          "gives the proxy a host of its own", f"add {trusting[0] if trusting else 'a UI'} to "
+                          f"{NAMESPACE}:public (the sign-in pages live on its host)")
+
+
+def _proxied_uis(catalog: Catalog, s: Settings, enabled: set[str]) -> list[str]:
+    """Public UIs the proxy forwards to (they trust its identity header), in public's order."""
+    return [n for n in s.public if n in enabled and (ui := catalog.services[n].ui) is not None and ui.trusts_header]
+
+
+def _signed_in(catalog: Catalog, s: Settings, enabled: set[str]) -> Catalog:
+    """The catalog as this stack runs it: each UI with the environment of where it runs
+    (Docker: `direct_env`; Kubernetes behind the proxy: `proxied_env` and the first-sign-in
+    role; Kubernetes otherwise: `closed_env`); the proxy with the flags of `sso`; a client of
+    a UI behind the proxy pointed at its public URL (as a browser reaches it), without the
+    edge that would let it past the proxy."""
+    k8s = s.target == "kubernetes"
+    on = sign_in_on(s) and any(catalog.services[n].ui is not None for n in s.public if n in enabled)
+    proxied = _proxied_uis(catalog, s, enabled) if on else []
+    hosts = s.kubernetes.ingress.hosts
+    out: dict[str, Service] = {}
+    for name, svc in catalog.services.items():
+        ui = svc.ui
+        if ui is not None:
+            if not k8s:
+                extra = ui.direct_env
+            elif name in proxied and s.sso is not None:
+                extra = (*ui.proxied_env, *(((ui.role_env, s.sso.default_role),) if ui.role_env else ()))
+            else:
+                extra = ui.closed_env
+            svc = replace(svc, env=(*svc.env, *extra))
+        if proxied:
+            external = {u: f"https://{hosts[u]}/" for u in proxied}
+            deps = tuple(d for d in svc.depends_on if d.service not in external or svc.authenticator)
+            if deps != svc.depends_on:
+                svc = replace(svc, depends_on=deps, env=tuple(
+                    (k, external[v.service] if isinstance(v, Url) and v.service in external else v)
+                    for k, v in svc.env))
+        if svc.authenticator and on and s.sso is not None:
+            svc = replace(svc, command=(*svc.command, *_proxy_flags(s, hosts[proxied[0]])))
+        out[name] = svc
+    return replace(catalog, services=out)
+
+
+def _proxy_flags(s: Settings, host: str) -> tuple[str, ...]:
+    """The sign-in proxy's flags from `sso`: the provider, who may sign in, the session cookie's
+    domain and the callback on the host of the UI it proxies."""
+    sso = s.sso
+    assert sso is not None
+    flags = [f"--oidc-issuer-url={sso.issuer_url}", f"--client-id={sso.client_id}",
+             f"--redirect-url=https://{host}/oauth2/callback", f"--scope={sso.scope}"]
+    flags += [f"--email-domain={d}" for d in sso.email_domains] or ["--email-domain=*"]
+    flags += [f"--allowed-group={g}" for g in sso.groups]
+    if sso.cookie_domain:
+        flags += [f"--cookie-domain={sso.cookie_domain}", f"--whitelist-domain={sso.cookie_domain}"]
+    return tuple(flags)
+
+
 def _rollout(settings: Settings, svc: Service, replicas: int) -> Rollout:
     """Docker replaces a container in place. On Kubernetes a service whose instances must
     never overlap (`exclusive`: Celery beat, one scheduler) is replaced in place too; a
@@ -349,14 +436,37 @@ def _decided(model: Model, eff: Effective, backed_up: bool) -> Effective:
                      if v.existing is not None) if o and not k8s else ()
     ing = settings.kubernetes.ingress
     host = ing.hosts.get(eff.name) if k8s and eff.public else None
-    url = f"{'https' if ing.tls_secret_name else 'http'}://{host}" if host else None
+    tls = ing.tls_secret_name or ing.cert_manager_issuer
+    url = f"{'https' if tls else 'http'}://{host}" if host else None
+    via, auth = _front(model, eff, host)
     pull = settings.kubernetes.image_pull_secrets
     return replace(eff, volume_sizes=sizes,
                    backup_mib=backup_claim_mib(model, eff), backed_up=backed_up, sized_args=sized,
                    runtime_env=runtime.env(svc, limit_mib), shm_mib=runtime.shm_mib(svc, limit_mib),
                    client_connections=clients,
                    providers=providers_of(model, eff), existing_volumes=existing, ingress_host=host,
-                   external_url=url, pull_secrets=tuple(pull) if k8s and svc.own_image and pull else ())
+                   external_url=url, pull_secrets=tuple(pull) if k8s and svc.own_image and pull else (),
+                   via=via, auth=auth, public=eff.public or (svc.authenticator and k8s))
+
+
+def _front(model: Model, eff: Effective, host: str | None) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """What stands in front of a public UI on Kubernetes: the proxy its Ingress routes to (it
+    trusts the proxy's header), or the ingress controller's external auth against the proxy."""
+    ui = eff.service.ui
+    proxy = next((e for e in model.services.values() if e.service.authenticator), None)
+    if host is None or ui is None or proxy is None:
+        return None, ()
+    if ui.trusts_header:
+        return proxy.name, ()
+    sign_in = next(model.settings.kubernetes.ingress.hosts[e.name] for e in model.services.values()
+                   if e.public and e.service.ui is not None and e.service.ui.trusts_header)
+    port = proxy.service.port("http").container
+    ns = f"{model.settings.kubernetes.namespace_prefix}-{proxy.tier.value}"
+    return None, (
+        ("nginx.ingress.kubernetes.io/auth-url", f"http://{proxy.name}.{ns}.svc.cluster.local:{port}/oauth2/auth"),
+        ("nginx.ingress.kubernetes.io/auth-signin",
+         f"https://{sign_in}/oauth2/start?rd=$scheme://$host$escaped_request_uri"),
+        ("nginx.ingress.kubernetes.io/auth-response-headers", "X-Auth-Request-Email"))
 
 
 def client_connections(model: Model, eff: Effective) -> int:

@@ -352,9 +352,14 @@ class Credential:
     """The off-site backup store's key or passphrase (`backups.store`): supplied, never
     generated (nobody can generate a cloud key); used only while the store needs it."""
 
+    user_set: str = ""
+    """The setting that needs it, for a credential only its user can know (an OIDC client
+    secret the identity provider issued): supplied, never generated; needed while that
+    setting is on. Empty: not such a credential."""
+
     @property
     def generated(self) -> bool:
-        return self.receiver is None and not self.store
+        return self.receiver is None and not self.store and not self.user_set
 
 
 @dataclass(frozen=True)
@@ -415,6 +420,8 @@ class Listen:
     """Environment value: this service's own container port `port`, as a number."""
 
     port: str
+    template: str = "{port}"
+    """The value around the number, e.g. `0.0.0.0:{port}` for a listen address (default: the number)."""
 
 
 EnvValue = str | Url | Secret | Dsn | Listen
@@ -488,6 +495,30 @@ class AclUsers:
 
 
 Grants = SchemaRoles | AclUsers
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """A web UI people use (`Service.ui`). On Kubernetes a public one is reached only with a
+    session of the sign-in proxy (the catalog's `authenticator`): its Ingress routes to the
+    proxy when it trusts the proxy's identity header (`proxied_env`), otherwise the ingress
+    controller asks the proxy before every request (external auth). On Docker it keeps its
+    127.0.0.1 binds and `direct_env` (no proxy there)."""
+
+    proxied_env: tuple[tuple[str, str], ...] = ()
+    """Environment behind the proxy on Kubernetes: it takes the user's identity from the
+    header the proxy sets (so its web port admits nothing but the proxy and the scraper).
+    Empty: it reads no identity; the ingress controller's external auth guards it."""
+    direct_env: tuple[tuple[str, str], ...] = ()
+    """Environment on Docker, where every port binds 127.0.0.1 and no proxy runs."""
+    closed_env: tuple[tuple[str, str], ...] = ()
+    """Environment on Kubernetes when it is not public (port-forward only, no proxy)."""
+    role_env: str = ""
+    """Variable that sets the role a user gets on first sign-in (`sso.defaultRole`)."""
+
+    @property
+    def trusts_header(self) -> bool:
+        return bool(self.proxied_env)
 
 
 @dataclass(frozen=True)
@@ -732,6 +763,12 @@ class Service:
     shm_share: float = 0.0
     """A memory-backed /dev/shm of this share of the memory limit (PostgreSQL's dynamic shared
     memory: parallel queries); 0: the runtime's default (64M on Docker, none on Kubernetes)."""
+    ui: SignIn | None = None
+    """A web UI people use: public on Kubernetes only behind the sign-in proxy (SignIn);
+    None: not a UI (an API, a store, an exporter)."""
+    authenticator: bool = False
+    """The sign-in proxy (OIDC) in front of every public UI on Kubernetes, deployed there
+    while `sso` is set (never on Docker). Default no."""
     grants: Grants | None = None
     """How this store lets its clients in, each as itself (`SchemaRoles`, `AclUsers`): its
     clients' identities, their credentials and its start wrapper follow from it and from the

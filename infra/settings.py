@@ -122,9 +122,45 @@ class Ingress(_Model):
     annotations: dict[str, str] = Field(default_factory=dict)
     """Annotations on every Ingress, e.g. {cert-manager.io/cluster-issuer: letsencrypt}
     (default: none)."""
+    cert_manager_issuer: str | None = Field(None, alias="certManagerIssuer")
+    """ClusterIssuer cert-manager issues each Ingress' certificate from (the
+    `cert-manager.io/cluster-issuer` annotation; the Secret is `tlsSecretName`, else
+    `<service>-tls`). Default: none; a public Ingress then needs `tlsSecretName`."""
     controller_namespace: str = Field("ingress-nginx", alias="controllerNamespace")
     """Namespace of the ingress controller: the only source the NetworkPolicies admit to a
     public service from outside the catalog's edges (default ingress-nginx)."""
+
+
+GRAFANA_ROLES = ("Viewer", "Editor", "Admin")
+
+
+class Sso(_Model):
+    """Single sign-on in front of every public UI on Kubernetes (`optiinfra:sso`): an OIDC
+    proxy (the catalog's authenticator) signs users in at your identity provider. The
+    client secret is the credential `ssoClientSecret` (you set it; never generated), the
+    cookie key `ssoCookieSecret` is generated per stack (docs/access.md). Default: unset,
+    which a Kubernetes stack with a public UI refuses."""
+
+    issuer_url: str = Field(alias="issuerUrl")
+    """The identity provider's OIDC issuer, https (required), e.g. https://login.example.com/realms/optiinfra."""
+    client_id: str = Field(alias="clientId")
+    """The OIDC client registered for OptiInfra at the provider (required); its redirect URL is
+    https://<the proxied UI's host>/oauth2/callback."""
+    email_domains: tuple[str, ...] = Field((), alias="emailDomains")
+    """Users whose verified email is in one of these domains may sign in, e.g. [example.com]
+    (default: none; set this or `groups`)."""
+    groups: tuple[str, ...] = ()
+    """Members of one of these provider groups (the `groups` claim) may sign in (default: none;
+    set this or `emailDomains`; with both, a user needs both)."""
+    cookie_domain: str | None = Field(None, alias="cookieDomain")
+    """Parent domain of every public host, e.g. .optiinfra.example.com: one session for the
+    portal and Grafana, so the portal's embedded dashboards need no second sign-in
+    (default: none, the session is Grafana's host only)."""
+    default_role: Literal["Viewer", "Editor", "Admin"] = Field("Viewer", alias="defaultRole")
+    """Grafana role of a user created on first sign-in (default Viewer)."""
+    scope: str = "openid email profile"
+    """OIDC scopes requested (default `openid email profile`; add `groups` where the provider
+    sends the groups claim only when asked)."""
 
 
 class ClusterDns(_Model):
@@ -479,6 +515,9 @@ class Settings(_Model):
     """Clouds the cost agent collects from; on Kubernetes one instance per provider."""
     alerting: Alerting = Alerting()
     backups: BackupSettings = BackupSettings()
+    sso: Sso | None = None
+    """Single sign-on in front of every public UI on Kubernetes (default: unset; a Kubernetes stack
+    with a public UI refuses that; docs/access.md). Its keys follow."""
 
     @field_validator("public", mode="before")
     @classmethod
@@ -785,6 +824,7 @@ def _check_kubernetes(s: Settings) -> None:
         raise ConfigError(f"{key}.namespacePrefix", f"'{prefix}' cannot start a namespace name",
                           f"use lower-case letters, digits and '-', at most {62 - _LONGEST_TIER} characters")
     for sub, value in (("storageClass", k.storage_class), ("ingress.tlsSecretName", k.ingress.tls_secret_name),
+                       ("ingress.certManagerIssuer", k.ingress.cert_manager_issuer),
                        ("ingress.className", k.ingress.class_name)):
         if value is not None and not _DNS_SUBDOMAIN.fullmatch(value):
             raise ConfigError(f"{key}.{sub}", f"{value!r} is not a Kubernetes object name",
@@ -817,8 +857,15 @@ def _check_kubernetes(s: Settings) -> None:
         raise ConfigError(f"{key}.ingress.controllerNamespace", f"'{k.ingress.controller_namespace}' is not a "
                           "namespace name", "use the namespace your ingress controller runs in, e.g. ingress-nginx")
     _check_external_secrets(s)
+    _check_sso(s)
     if s.target != "kubernetes":
         return
+    tls = k.ingress.tls_secret_name or k.ingress.cert_manager_issuer or any(
+        a.startswith("cert-manager.io/") for a in k.ingress.annotations)
+    if s.public and not tls:
+        raise ConfigError(f"{key}.ingress.tlsSecretName", f"public service {s.public[0]} would be served over plain "
+                          "HTTP", f"set {key}.ingress.tlsSecretName to a TLS Secret you created, or "
+                          f"{key}.ingress.certManagerIssuer to a cert-manager ClusterIssuer")
     for name in s.public:
         if name not in k.ingress.hosts:
             raise ConfigError(f"{key}.ingress.hosts.{name}", f"public service {name} has no Ingress host",
@@ -914,3 +961,38 @@ def _check_backup_store(s: Settings) -> None:
     if st.credentials == "externalSecrets" and s.kubernetes.external_secrets is None:
         raise ConfigError(f"{key}.credentials", "externalSecrets needs kubernetes.externalSecrets (the store)",
                           "set kubernetes.externalSecrets.store, or use credentials: secret")
+
+
+_DOMAIN = re.compile(r"(\*|([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,63})")
+
+
+def _check_sso(s: Settings) -> None:
+    """`sso`: Kubernetes only; an https issuer; somebody in particular may sign in."""
+    sso = s.sso
+    if sso is None:
+        return
+    key = f"{NAMESPACE}:sso"
+    if s.target != "kubernetes":
+        raise ConfigError(key, "does not apply on Docker (every port binds 127.0.0.1 and no sign-in proxy runs)",
+                          "remove it from this stack")
+    url = sso.issuer_url
+    if not re.fullmatch(r"https://[a-z0-9.-]+(:[0-9]{1,5})?(/[^\s?#]*)?", url):
+        raise ConfigError(f"{key}.issuerUrl", f"{url!r} is not an https issuer URL",
+                          "use your provider's issuer, e.g. https://login.example.com/realms/optiinfra")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,254}", sso.client_id):
+        raise ConfigError(f"{key}.clientId", f"{sso.client_id!r} is not an OIDC client id",
+                          "use the client id your provider shows for the OptiInfra client")
+    if not sso.email_domains and not sso.groups:
+        raise ConfigError(f"{key}.emailDomains", "neither emailDomains nor groups is set, so anyone with an account "
+                          "at the provider could sign in", f"set {key}.emailDomains (e.g. [example.com]) or "
+                          f"{key}.groups")
+    for d in sso.email_domains:
+        if not _DOMAIN.fullmatch(d):
+            raise ConfigError(f"{key}.emailDomains", f"{d!r} is not a mail domain", "use domains such as example.com")
+    if sso.cookie_domain is not None and not re.fullmatch(r"\.?([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,63}",
+                                                         sso.cookie_domain):
+        raise ConfigError(f"{key}.cookieDomain", f"{sso.cookie_domain!r} is not a domain",
+                          "use the parent domain of the public hosts, e.g. .optiinfra.example.com")
+    if "openid" not in sso.scope.split():
+        raise ConfigError(f"{key}.scope", f"{sso.scope!r} lacks the openid scope", "start it with openid, "
+                          "e.g. 'openid email profile'")

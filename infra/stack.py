@@ -296,7 +296,24 @@ def read(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), path
         _set_path(config, k, "" if v is None else str(v))
         secret_keys.add(_full(k))
     refuse_plaintext_credentials(config, secret_keys)
+    _stand_in_user_set(config, secret_keys)
     return StackConfig(stack, {k: _engine_form(v) for k, v in config.items()}, frozenset(secret_keys))
+
+
+def _stand_in_user_set(config: dict[str, Any], secret_keys: set[str]) -> None:
+    """Offline, a credential only its user can set (`Credential.user_set`: the OIDC client
+    secret) that is absent while its setting is on renders as a stand-in marked secret, as
+    if supplied at deploy: the committed stack files render and pass `check` without it.
+    The program under the engine reads no stand-in, and refuses it absent (credentials.py).
+    With `kubernetes.externalSecrets` none is added: the store holds it."""
+    k8s = config.get(f"{NAMESPACE}:kubernetes")
+    if isinstance(k8s, dict) and k8s.get("externalSecrets") is not None:
+        return  # every credential comes from the store: no stack secret, no stand-in
+    for cred in default_catalog().credentials.values():
+        key = f"{NAMESPACE}:{cred.config_key}"
+        if cred.user_set and config.get(f"{NAMESPACE}:{cred.user_set}") is not None and key not in config:
+            config[key] = f"offline-stand-in-for-{cred.config_key}"
+            secret_keys.add(key)
 
 
 def engine_values(keys: Iterable[str], get: Any) -> dict[str, str]:

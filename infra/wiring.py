@@ -81,7 +81,7 @@ class Wiring:
         if isinstance(value, Listen):
             if owner is None:
                 raise ValueError("Listen needs the service it belongs to")
-            return str(owner.port(value.port).container)
+            return value.template.format(port=owner.port(value.port).container)
         if isinstance(value, Secret):
             return Embedded(PASSWORD, value.credential)
         conn, template = _parts(self.catalog, value)

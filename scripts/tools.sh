@@ -14,6 +14,10 @@
 # last element of MODULE (a trailing major-version element such as /v2 skipped), which is
 # what `go install` names it; a new VERSION gets a new cache directory.
 #
+# A MODULE of the form local:DIR is a main package of this repository (DIR, with its own
+# go.mod requiring VERSION of the library it starts): `go build` there, cached like the
+# others (tests/gotools/mockoidc: the OIDC provider the sign-in proxy's tests sign in at).
+#
 # A MODULE of the form npm:PACKAGE is an npm package instead: `npm install PACKAGE@VERSION`
 # into <cache>/<name>-<version>/ (its own node_modules, outside the repository), and the
 # path printed is its node_modules/.bin/NAME. Install scripts are not run (--ignore-scripts):
@@ -33,6 +37,8 @@ amtool         github.com/prometheus/alertmanager/cmd/amtool   v0.35.0
 versitygw      github.com/versity/versitygw/cmd/versitygw      v1.8.0
 blackbox_exporter  github.com/prometheus/blackbox_exporter         v0.25.0
 renovate-config-validator  npm:renovate                        39.264.1
+oauth2-proxy   github.com/oauth2-proxy/oauth2-proxy/v7         v7.15.6
+mockoidc       local:tests/gotools/mockoidc                    v0.0.0-20261103160011-e06ed0b7cb7f
 '
 
 die() {
@@ -81,6 +87,32 @@ if [[ $module == npm:* ]]; then
 	fi
 	printf 'tools.sh: installed %s %s in %ss\n' "$want" "$version" "$((SECONDS - start))" >&2
 	printf '%s\n' "$bin"
+	exit 0
+fi
+
+if [[ $module == local:* ]]; then
+	src=$(cd "$(dirname "$0")/.." && pwd)/${module#local:}
+	cache=${OPTIINFRA_TOOLS_CACHE:-$HOME/.cache/optiinfra/tools}
+	dir=$cache/$want-$version
+	if [[ -x $dir/$want ]]; then
+		printf '%s\n' "$dir/$want"
+		exit 0
+	fi
+	command -v go >/dev/null 2>&1 ||
+		die "$want $version is not in $dir and building it needs Go, but 'go' is not on PATH. Install Go (https://go.dev/dl/) and rerun"
+	mkdir -p "$cache"
+	tmp=$(mktemp -d "$cache/.$want-$version.XXXXXX")
+	trap 'rm -rf "$tmp"' EXIT
+	printf 'tools.sh: building %s %s (go build in %s) into %s\n' "$want" "$version" "$src" "$dir" >&2
+	start=$SECONDS
+	(cd "$src" && GOFLAGS=-mod=readonly go build -o "$tmp/$want" .) >&2 ||
+		die "go build in $src failed (see above); it needs the Go module proxy ($(go env GOPROXY)) or a warm module cache"
+	chmod 755 "$tmp"
+	if ! mv -T "$tmp" "$dir" 2>/dev/null && [[ ! -x $dir/$want ]]; then
+		die "could not move the build into $dir"
+	fi
+	printf 'tools.sh: built %s %s in %ss\n' "$want" "$version" "$((SECONDS - start))" >&2
+	printf '%s\n' "$dir/$want"
 	exit 0
 fi
 

@@ -202,7 +202,8 @@ def k8s_manifests() -> list[core.Resource]:
     out.append(k8s_res(rules.INGRESS, "portal", {
         "metadata": {"name": "portal", "namespace": "optiinfra-frontend",
                      "labels": {"app.kubernetes.io/name": "portal"}, "annotations": {vocab.K8S_PUBLIC: "true"}},
-        "spec": {"rules": [{"host": "portal.example.com", "http": {"paths": [
+        "spec": {"tls": [{"hosts": ["portal.example.com"], "secretName": "portal-tls"}],
+                 "rules": [{"host": "portal.example.com", "http": {"paths": [
             {"path": "/", "pathType": "Prefix",
              "backend": {"service": {"name": "portal", "port": {"number": 3000}}}}]}}]}}))
     return out

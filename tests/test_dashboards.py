@@ -115,13 +115,19 @@ def test_the_databases_dashboard_has_the_exporters_key_panels() -> None:
         assert title in titles
 
 
-def test_grafana_embeds_for_anonymous_viewers_only() -> None:
+def test_grafana_embeds_for_anonymous_viewers_on_dev_and_signed_in_users_on_kubernetes() -> None:
     for stack in ("dev", "prod"):
         env = _env(render(stack))
         assert env["GF_SECURITY_ALLOW_EMBEDDING"] == "true"
-        assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true" and env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
         assert env["GF_USERS_VIEWERS_CAN_EDIT"] == "false"
         assert Path(env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]).name == "overview.json"
+        if stack == "dev":  # 127.0.0.1 only, no proxy: the one place anonymous access stays on
+            assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true" and env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+            assert "GF_AUTH_PROXY_ENABLED" not in env
+        else:  # the user is who the sign-in proxy says; its cookies Secure (docs/access.md)
+            assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false" and "GF_AUTH_ANONYMOUS_ORG_ROLE" not in env
+            assert env["GF_AUTH_PROXY_ENABLED"] == "true" and env["GF_AUTH_PROXY_HEADER_NAME"] == "X-Forwarded-Email"
+            assert env["GF_SECURITY_COOKIE_SECURE"] == "true" and env["GF_USERS_AUTO_ASSIGN_ORG_ROLE"] == "Viewer"
 
 
 def _env(r: offline.Render) -> dict[str, str]:

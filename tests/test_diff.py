@@ -397,22 +397,23 @@ def test_base_revision_against_working_tree(tmp_path: Path, monkeypatch: pytest.
 
 def test_prod_grafana_port_reaches_service_probe_ingress_policy_portal_and_scrape() -> None:
     d = diff_of("prod", moves=(("grafana", "web", 3005),))
+    # Grafana's Ingress routes to the sign-in proxy, and the portal embeds Grafana through its
+    # public URL: the proxy (its upstream) and its egress move instead of the Ingress and the portal.
     assert {(r.type.split(":")[-1], r.name): r.op for r in d.resources} == {
         ("StatefulSet", "grafana"): "update",        # container port and probes: a rolling update
         ("Service", "grafana"): "update",
         ("Service", "grafana-headless"): "update",   # the StatefulSet's governing Service
-        ("Ingress", "grafana"): "update",            # backend port
         ("NetworkPolicy", "allow-grafana"): "update",  # allowed port (ingress)
-        ("NetworkPolicy", "allow-portal"): "update",   # the portal's egress to it
+        ("NetworkPolicy", "allow-oauth2-proxy"): "update",  # the proxy's egress to it
         ("NetworkPolicy", "allow-prometheus"): "update",  # the scraper's egress to it
-        ("Deployment", "portal"): "update",          # GRAFANA_URL
+        ("Deployment", "oauth2-proxy"): "update",    # --upstream
         ("ConfigMap", "prometheus-config"): "replace",  # scrape target; the name is content-hashed
         ("StatefulSet", "prometheus"): "update",     # mounts the new ConfigMap
     }
     assert {p for p, _, _ in d.outputs} == {"endpoints.grafana"}
-    assert effects(d, "ingress") == {"grafana"}
-    assert effects(d, "network-policy") == {"allow-grafana", "allow-portal", "allow-prometheus"}
-    assert effects(d, "dependent") == {"portal"} and effects(d, "scrape") == {"prometheus"}
+    assert effects(d, "ingress") == set()
+    assert effects(d, "network-policy") == {"allow-grafana", "allow-oauth2-proxy", "allow-prometheus"}
+    assert effects(d, "dependent") == {"oauth2-proxy"} and effects(d, "scrape") == {"prometheus"}
     restarts = alerts(d, "stateful-restart")
     assert {m.split(" ")[0] for m in restarts} == {"grafana", "prometheus"}
     assert all("whenDeleted=Retain" in m for m in restarts)

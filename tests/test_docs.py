@@ -137,12 +137,14 @@ def test_svg_topology(stack: str) -> None:
     for tier in ("databases", "monitoring", "core", "agents", "frontend"):
         assert any(t and t.endswith(f". {tier}") for t in texts)
         assert f"{'namespace' if stack == 'prod' else 'network'} optiinfra-{tier}" in texts
-    services = set(default_catalog().services)
+    # The sign-in proxy runs on Kubernetes only: prod draws it, dev does not.
+    services = {n for n, s in default_catalog().services.items() if stack == "prod" or not s.authenticator}
     assert services <= set(texts)
     boxes = [r for r in root.iter(f"{SVG}rect") if r.get("width") == str(topology.BOX_W)]
     assert len(boxes) == len(services)
     # 27 dependency edges in the catalog (prometheus 1, grafana 1, flower 1, exporters 3, orchestrator 2,
-    # data-collector 3, worker 3, beat 1, agents 4x2 + qdrant 1, portal 3).
+    # data-collector 3, worker 3, beat 1, agents 4x2 + qdrant 1, portal 3); on prod the proxy's to
+    # Grafana replaces the portal's (the portal embeds Grafana through its public URL).
     edges = [p for p in root.iter(f"{SVG}path") if (p.get("marker-end") or "").startswith("url(#arrow-")]
     declared = sum(len(s.depends_on) for s in default_catalog().services.values())
     assert len(edges) == declared + 1  # plus the legend's arrow
@@ -300,7 +302,9 @@ def test_settings_table_lists_the_catalogs_credentials_as_secrets() -> None:
         # A receiver's URL or password is never generated: absent, its receiver is off.
         # The backup store's key is never generated either: absent, there is no store.
         assert default == (f"generated per stack ({cred.length} characters)" if cred.generated
-                           else "unset (no store)" if cred.store else "unset (the receiver is off)")
+                           else "unset (no store)" if cred.store
+                           else f"unset (required while `{cred.user_set}` is set)" if cred.user_set
+                           else "unset (the receiver is off)")
         assert description.startswith(cred.description) and f"--secret {cred.config_key}" in description
     assert sum("**secret**" in r[0] for r in rows.values()) == len(catalog.credentials)
     # A credential added to the catalog gets its row: the list is not written down anywhere else.

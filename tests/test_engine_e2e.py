@@ -107,7 +107,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     }
     env.pop("PULUMI_ACCESS_TOKEN", None)
     # Every credential as a stack secret: no random provider is needed (nor available).
-    values = {c.config_key: f"E2e-{c.id}-{secrets.token_hex(12)}" for c in CREDENTIALS if c.generated}
+    values = {c.config_key: f"E2e-{c.id}-{secrets.token_hex(12)}" for c in CREDENTIALS if c.generated or c.user_set}
     r = Run(project, env, out, values)
     r.pulumi("stack", "init", STACK, "--secrets-provider", "passphrase")
     r.pulumi("config", "set", "--path", "optiinfra:kubernetes.renderYamlToDirectory", str(out))

@@ -200,7 +200,7 @@ def test_templates_give_the_values_the_pulumi_side_registers() -> None:
     catalog = default_catalog()
     passwords = {eso.secret_key(c.id): tricky(c.id) for c in catalog.credentials.values()}
     base = render("prod", secrets=tuple(f"{c.config_key}={passwords[eso.secret_key(c.id)]}"
-                                        for c in catalog.credentials.values() if c.generated))
+                                        for c in catalog.credentials.values() if c.generated or c.user_set))
     urls = 0
     for m in of_kind(esr(), eso.KIND):
         templates = m["spec"]["target"]["template"]["data"]

@@ -56,6 +56,7 @@ SEED_PORTS = {
     "resource-agent": {8003}, "application-agent": {8004}, "portal": {3000},
     "alertmanager": {9093},  # not the seed's: where alerts go (issue 14)
     "blackbox-exporter": {9115},  # not the seed's: the prober (issue 24)
+    "oauth2-proxy": {4180, 9180},  # not the seed's: the sign-in proxy (issue 23)
 }
 
 
@@ -307,7 +308,7 @@ def test_deployments_for_the_rest_and_one_cost_agent_per_provider(prod: offline.
         "flower", "postgres-exporter", "redis-exporter", "clickhouse-exporter", "orchestrator",
         "data-collector", "data-collector-worker", "data-collector-beat", "performance-agent",
         "resource-agent", "application-agent", "portal", "cost-agent-aws", "cost-agent-gcp", "cost-agent-azure",
-        "alertmanager", "blackbox-exporter"}
+        "alertmanager", "blackbox-exporter", "oauth2-proxy"}
     for provider in ("aws", "gcp", "azure"):
         d = deps[f"cost-agent-{provider}"]
         env = {e["name"]: e.get("value") for e in container(d)["env"]}
@@ -722,7 +723,10 @@ def test_network_policy_reachability_examples(prod: offline.Render) -> None:
     assert ("data-collector", "clickhouse", 9000) in allowed
     assert ("prometheus", "cost-agent", 8001) in allowed
     assert ("application-agent", "qdrant", 6333) in allowed
-    assert ("portal", "grafana", 3000) in allowed
+    # Grafana trusts the sign-in proxy's header: only the proxy (and the scraper) reach it; the
+    # portal embeds it through its public URL, as the browser does.
+    assert ("oauth2-proxy", "grafana", 3000) in allowed
+    assert ("portal", "grafana", 3000) not in allowed
     assert ("portal", "postgres", 5432) not in allowed
     assert ("cost-agent", "qdrant", 6333) not in allowed  # only the application agent uses Qdrant
     assert ("data-collector", "clickhouse", 8123) not in allowed  # the edge's port only
@@ -750,7 +754,8 @@ def test_outside_the_cluster_only_public_services_via_the_ingress_controller(pro
             assert not policies.allows(intruder, ps[0], port), name
             if policies.allows(controller, ps[0], port):
                 reachable_from_controller.add((name, port))
-    assert reachable_from_controller == {("portal", 3000), ("grafana", 3000)}
+    # Grafana's Ingress routes to the sign-in proxy; the portal's asks it first (external auth).
+    assert reachable_from_controller == {("portal", 3000), ("oauth2-proxy", 4180)}
 
 
 def test_default_deny_everywhere_and_dns_egress_allowed(prod: offline.Render) -> None:

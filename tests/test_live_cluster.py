@@ -40,6 +40,8 @@ from typing import Any
 import pytest
 import yaml
 
+from infra import stack as infra_stack
+from infra.backends.kubernetes import CREDENTIALS_SECRET
 from infra.catalog import CREDENTIALS
 from tests import cluster as kc
 from tests.test_engine_e2e import _engine_bin
@@ -217,7 +219,8 @@ def live(cluster: kc.Cluster) -> Iterator[Live]:
         "KUBECONFIG": str(cluster.kubeconfig),
     }
     env.pop("PULUMI_ACCESS_TOKEN", None)
-    values = {c.config_key: f"Live-{c.id}-{secrets.token_hex(12)}" for c in CREDENTIALS if c.generated}
+    # Also the secret only its user can set (the OIDC client secret: prod signs in through the proxy).
+    values = {c.config_key: f"Live-{c.id}-{secrets.token_hex(12)}" for c in CREDENTIALS if c.generated or c.user_set}
     lv = Live(project, env, cluster, values)
     lv.timings.update({f"cluster {k}": v for k, v in cluster.timings.items()})
     lv.pulumi("stack", "init", STACK, "--secrets-provider", "passphrase")
@@ -433,6 +436,22 @@ def test_up_creates_every_resource_and_workloads_are_ready(live: Live, deployed:
             if p["metadata"]["namespace"].startswith("optiinfra-")]
     assert pvcs and all(p["status"]["phase"] == "Bound" for p in pvcs), [p["status"] for p in pvcs]
     live.notes["claims_bound"] = len(pvcs)
+
+
+def test_sign_in_proxy_is_ready_and_grafanas_ingress_routes_to_it(live: Live, deployed: dict[str, Any]) -> None:
+    """prod with sso on: the proxy's pods are ready and the Ingress of the UI it fronts points at
+    its Service (kwok marks pods ready; no proxy process runs: tests/test_sso_proxy.py runs it)."""
+    model = infra_stack.model_of(STACK)
+    ui = next(e for e in model.services.values() if e.via)
+    ns = f"{model.settings.kubernetes.namespace_prefix}-{ui.tier.value}"
+    proxy = live.cluster.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{ui.via}")
+    assert proxy["status"].get("readyReplicas") == proxy["spec"]["replicas"] >= 1, proxy["status"]
+    ing = live.cluster.get(f"/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses/{ui.name}")
+    backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["name"] == ui.via
+    assert ing["spec"]["tls"][0]["hosts"] == [ui.ingress_host]
+    secret = live.cluster.get(f"/api/v1/namespaces/{ns}/secrets/{CREDENTIALS_SECRET}")
+    assert {"sso-client", "sso-cookie"} <= set(secret["data"])
 
 
 def test_preview_and_refresh_show_no_changes(live: Live, deployed: dict[str, Any]) -> None:

@@ -193,10 +193,11 @@ def test_nothing_else_in_or_out(stack: str, sets: tuple[str, ...]) -> None:
         for port, proto in x.ports[name]:
             assert not x.policies.allows(PUBLIC_IP, pod, port, proto), name
     leaving = {name for name, _ in ours if x.policies.allows(x.pods[name][0], PUBLIC_IP, 443)}
-    # The cost agent (the providers' billing APIs) and Alertmanager (the receivers): the two
-    # exceptions; Alertmanager's only while a receiver is set (with none, nothing would use it).
+    # The cost agent (the providers' billing APIs), the sign-in proxy (the identity provider)
+    # and Alertmanager (the receivers): the exceptions; Alertmanager's only while a receiver
+    # is set (with none, nothing would use it).
     assert leaving == {n for n, e in model.services.items() if model.outside(e)} == (
-        {"cost-agent", "alertmanager"} if sets == RECEIVER else {"cost-agent"})
+        {"cost-agent", "oauth2-proxy", "alertmanager"} if sets == RECEIVER else {"cost-agent", "oauth2-proxy"})
 
 
 def test_outside_ranges_come_from_settings() -> None:
@@ -238,3 +239,21 @@ def test_dns_by_address_block_renders_and_admits_exactly_it() -> None:
     assert x.policies.allows(x.pods["portal"][0], Pod("kube-system", (("k8s-app", "kube-dns"),)), 53, "UDP")
     plain = rendered(render("prod"))
     assert not plain.policies.allows(plain.pods["portal"][0], NODELOCAL_DNS, 53, "UDP")
+
+
+@pytest.mark.parametrize("stack", ["prod", "staging"])
+def test_grafanas_web_port_admits_only_the_sign_in_proxy_and_prometheus(stack: str) -> None:
+    """Grafana trusts the identity header of whoever reaches its web port: the proxy sets it, so
+    nothing else may reach that port (the scraper reads /metrics). The ingress controller reaches
+    the proxy, and the portal (external auth), but not Grafana."""
+    x, model = rendered(render(stack)), infra_stack.model_of(stack)
+    proxy = next(e.name for e in model.services.values() if e.service.authenticator)
+    ui = next(e.name for e in model.services.values() if e.via == proxy)
+    port = model.services[ui].service.port("web").container
+    reaching = {src for src, pods in x.pods.items() if src != ui
+                and any(x.policies.allows(p, d, port) for p in pods for d in x.pods[ui])}
+    assert reaching == {proxy, "prometheus"}
+    controller = Pod(model.settings.kubernetes.ingress.controller_namespace, (("app", "ingress-nginx"),))
+    assert not x.policies.allows(controller, x.pods[ui][0], port)
+    assert x.policies.allows(controller, x.pods[proxy][0], model.services[proxy].service.port("http").container)
+    assert not x.policies.allows(PUBLIC_IP, x.pods[proxy][0], 4180)

@@ -342,7 +342,7 @@ def _k8s_port_users(old: Snapshot, ch: PortChange) -> list[Effect]:
                 and _mentions_service(s.inputs, ch.service):
             effects.append(Effect(EffectKind.NETWORK_POLICY, object_name(s), f"allows port {ch.old.container}",
                                   True, [s.urn]))
-        if s.type == v.K8S_INGRESS and _mentions_service(s.inputs, ch.service):
+        if s.type == v.K8S_INGRESS and ch.service in _ingress_backends(s.inputs):
             effects.append(Effect(EffectKind.INGRESS, object_name(s), "backend service port", True, [s.urn]))
     return effects
 
@@ -353,6 +353,16 @@ def _names_port(value: Any, port: int) -> bool:
     if isinstance(value, list):
         return any(_names_port(x, port) for x in value)
     return False
+
+
+def _ingress_backends(inputs: dict[str, Any]) -> set[str]:
+    """The Services an Ingress routes to (an Ingress named after a UI may route to the sign-in proxy)."""
+    spec = inputs.get("spec") or {}
+    names = {((spec.get("defaultBackend") or {}).get("service") or {}).get("name")}
+    for rule in spec.get("rules") or []:
+        for path in ((rule or {}).get("http") or {}).get("paths") or []:
+            names.add((((path or {}).get("backend") or {}).get("service") or {}).get("name"))
+    return {n for n in names if isinstance(n, str)}
 
 
 def _mentions_service(value: Any, service: str) -> bool:

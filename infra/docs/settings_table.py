@@ -111,6 +111,11 @@ def setting_rows(catalog: Catalog | None = None) -> list[SettingRow]:
                    "`credentials: workloadIdentity`; the passphrase only with `encryption: client`), "
                    "not a well-known default.")
             default = "unset (no store)"
+        elif cred.user_set:
+            how = (f"{cred.description}. Always a secret, `pulumi config set --secret {cred.config_key}` (a plaintext "
+                   f"value is refused); never generated: required by `pulumi up` while `{cred.user_set}` is set "
+                   f"(offline commands render a stand-in), at least {MIN_LENGTH} characters.")
+            default = f"unset (required while `{cred.user_set}` is set)"
         rows.append(SettingRow(cred.config_key, "string", default, how, secret=True))
     return rows
 

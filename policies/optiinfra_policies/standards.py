@@ -42,3 +42,8 @@ def image_problem(ref: str) -> str | None:
 def has_digest(ref: str) -> bool:
     m = _TAG.match(ref)
     return bool(m and m.group("digest"))
+
+
+ANONYMOUS_ACCESS_ENV: frozenset[str] = frozenset({"GF_AUTH_ANONYMOUS_ENABLED"})
+"""Environment variables that, set to true, let a UI's image answer without a sign-in (Grafana's
+anonymous access). Image settings, not service names: no Kubernetes stack may set them."""

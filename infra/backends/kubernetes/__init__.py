@@ -132,8 +132,8 @@ class KubernetesBackend:
             service = cluster_service(self.objects, eff, comp, ns, made)
             if len(made) > 1:
                 handle = service
-            if eff.public:
-                self.ingress_urls[eff.name] = ingress(self.objects, eff, comp, service)
+            if eff.public and (url := ingress(self.objects, eff, comp, service)) is not None:
+                self.ingress_urls[eff.name] = url
         return handle
 
     def outputs(self) -> StackOutputs:

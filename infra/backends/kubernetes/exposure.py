@@ -10,8 +10,8 @@ import pulumi
 from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.networking import v1 as net
 
+from policies.optiinfra_policies.vocabulary import K8S_AUTHENTICATOR, K8S_FRONTS, K8S_PUBLIC, K8S_UI, k8s_port_key
 from policies.optiinfra_policies.vocabulary import K8S_NAME as NAME
-from policies.optiinfra_policies.vocabulary import K8S_PUBLIC, k8s_port_key
 
 from ...graph import Effective
 from ...tiers import TierComponent
@@ -30,7 +30,7 @@ def cluster_service(objs: Objects, eff: Effective, comp: TierComponent, ns: core
     svc, tier = eff.service, eff.tier
     return core.Service(svc.name, core.ServiceInitArgs(
         metadata=objs.metadata(svc.name, tier, {NAME: svc.name}, {
-            **SERVICE_AWAIT, K8S_PUBLIC: "true" if eff.public else "false",
+            **SERVICE_AWAIT, K8S_PUBLIC: "true" if eff.public else "false", **sign_in_stamps(eff),
             **{k8s_port_key(p.name): objs.model.catalog.port_stamp(p)
                for p in svc.ports}}),
         spec=core.ServiceSpecArgs(
@@ -59,23 +59,45 @@ def headless(objs: Objects, eff: Effective, comp: TierComponent, ns: core.Namesp
         opts=objs.opts(comp, depends_on=[ns]))
 
 
-def ingress(objs: Objects, eff: Effective, comp: TierComponent, service: core.Service) -> str:
-    """The Ingress of a public service; returns the URL users reach it at."""
+def sign_in_stamps(eff: Effective) -> dict[str, str]:
+    """What the policy pack reads of sign-in on a Service: a UI, the sign-in proxy."""
+    return {**({K8S_UI: "true"} if eff.service.ui is not None else {}),
+            **({K8S_AUTHENTICATOR: "true"} if eff.service.authenticator else {})}
+
+
+CERT_MANAGER_ISSUER = "cert-manager.io/cluster-issuer"
+TLS_ANNOTATIONS = {"nginx.ingress.kubernetes.io/ssl-redirect": "true",
+                   "nginx.ingress.kubernetes.io/force-ssl-redirect": "true"}
+"""Plain HTTP is redirected to HTTPS; ingress-nginx sends HSTS (max-age one year) on every
+TLS host by default (its ConfigMap's `hsts`), which docs/access.md asks you to keep."""
+
+
+def ingress(objs: Objects, eff: Effective, comp: TierComponent, service: core.Service) -> str | None:
+    """The Ingress of a public service, TLS always (a named Secret, or cert-manager's), to the
+    sign-in proxy for a UI that trusts its header (`via`), with external auth for the other
+    UIs; returns the URL users reach it at (None: it has no host of its own, the proxy)."""
     ing = objs.model.settings.kubernetes.ingress
-    port = eff.service.primary_port
-    assert port is not None
     host, url = eff.ingress_host, eff.external_url
-    assert host is not None and url is not None  # settings require a host for every public service
+    if host is None or url is None:
+        return None  # the sign-in proxy: reached through the Ingresses of the UIs it fronts
+    model = objs.model
+    backend = model.services[eff.via] if eff.via else eff
+    port = backend.service.primary_port
+    assert port is not None
+    issuer = {CERT_MANAGER_ISSUER: ing.cert_manager_issuer} if ing.cert_manager_issuer else {}
+    secret = ing.tls_secret_name or (f"{eff.name}-tls" if issuer else None)
+    stamps = {K8S_PUBLIC: "true", **({K8S_UI: "true"} if eff.service.ui is not None else {}),
+              **({K8S_FRONTS: eff.name} if eff.via else {})}
     net.Ingress(eff.name, net.IngressInitArgs(
-        metadata=objs.metadata(eff.name, eff.tier, {NAME: eff.name}, {**ing.annotations, K8S_PUBLIC: "true"}),
+        metadata=objs.metadata(eff.name, eff.tier, {NAME: backend.name},
+                               {**ing.annotations, **issuer, **TLS_ANNOTATIONS, **dict(eff.auth), **stamps}),
         spec=net.IngressSpecArgs(
             ingress_class_name=ing.class_name,
-            tls=[net.IngressTLSArgs(hosts=[host], secret_name=ing.tls_secret_name)]
-            if ing.tls_secret_name else None,
+            tls=[net.IngressTLSArgs(hosts=[host], secret_name=secret)] if secret else None,
             rules=[net.IngressRuleArgs(host=host, http=net.HTTPIngressRuleValueArgs(
                 paths=[net.HTTPIngressPathArgs(
                     path="/", path_type="Prefix",
                     backend=net.IngressBackendArgs(service=net.IngressServiceBackendArgs(
-                        name=eff.name, port=net.ServiceBackendPortArgs(number=port.container))))]))])),
+                        name=backend.name, port=net.ServiceBackendPortArgs(number=port.container))))]))])),
         opts=objs.opts(comp, depends_on=[service]))
     return url

@@ -93,7 +93,7 @@ def tier_policies(objs: Objects, tier: Tier, comp: TierComponent, ns: core.Names
                 rules.append(net.NetworkPolicyIngressRuleArgs(
                     from_=[_peer(model, e.source)], ports=[port]))
         primary = eff.service.primary_port
-        if eff.public and primary is not None:
+        if eff.public and primary is not None and eff.via is None:  # behind the proxy: only the proxy
             rules.append(net.NetworkPolicyIngressRuleArgs(
                 from_=[net.NetworkPolicyPeerArgs(namespace_selector=meta.LabelSelectorArgs(
                     match_labels={NAMESPACE_NAME: ingress_ns}))],

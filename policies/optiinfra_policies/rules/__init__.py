@@ -1,7 +1,7 @@
 """The rules of OptiInfra's policy pack, over Docker (dev) and Kubernetes (prod) resources,
 one module per family, each Rule declared beside its check:
 
-- `exposure`: unique-host-ports, host-port-bind-address, port-allocation-bands
+- `exposure`: unique-host-ports, host-port-bind-address, port-allocation-bands, public-ui-signed-in
 - `supply_chain`: images-pinned
 - `reliability`: health-checks, resource-limits, alerts-reach-a-receiver
 - `isolation`: no-host-access, tier-isolation, namespace-default-deny, pod-security-restricted
@@ -73,6 +73,7 @@ RULES: tuple[Rule, ...] = (
     credentials.SECRETS_AS_FILES,
     credentials.SECRET_REFERENCES,
     reliability.ALERTS_REACH_A_RECEIVER,
+    exposure.SIGNED_IN,
 )
 if sorted(r.name for r in RULES) != sorted(r.name for f in FAMILIES for r in f.RULES):
     raise AssertionError("RULES lists each family's rules exactly once")  # a rule added to a family but not here

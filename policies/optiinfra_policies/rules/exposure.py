@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import vocabulary as v
 from ..core import Resource, Rule, as_dict, as_list, get_in, is_unknown
+from ..standards import ANONYMOUS_ACCESS_ENV
 from .common import (
     CONTAINER,
     INGRESS,
@@ -233,4 +234,66 @@ PORT_BANDS = Rule(
 )
 
 
-RULES: tuple[Rule, ...] = (UNIQUE_HOST_PORTS, BIND_ADDRESS, PORT_BANDS)
+# ---- sign-in in front of every public UI, TLS on every Ingress ------------------------------
+
+def _auth_url_to(res: Resource, authenticators: set[tuple[str, str]]) -> bool:
+    """The Ingress asks the sign-in proxy before every request (ingress-nginx external auth)."""
+    url = annotation(res, _AUTH_URL)
+    return isinstance(url, str) and any(url.startswith(f"http://{name}.{ns}.svc") or
+                                        url.startswith(f"https://{name}.{ns}.svc") for ns, name in authenticators)
+
+
+_AUTH_URL = "nginx.ingress.kubernetes.io/auth-url"
+
+
+def _namespace(res: Resource) -> str:
+    return str(get_in(res.props, "metadata", "namespace") or "")
+
+
+def check_signed_in(resources: Sequence[Resource], cfg: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    services = {(_namespace(r), str(get_in(r.props, "metadata", "name") or "")): r
+                for r in resources if r.type == K8S_SERVICE}
+    authenticators = {key for key, r in services.items() if stamped_true(annotation(r, v.K8S_AUTHENTICATOR))}
+    for res in resources:
+        if res.type == INGRESS:
+            name = str(get_in(res.props, "metadata", "name") or res.name)
+            covered = {h for t in as_list(get_in(res.props, "spec", "tls")) for h in as_list(as_dict(t).get("hosts"))
+                       if as_dict(t).get("secretName")}
+            for rule in as_list(get_in(res.props, "spec", "rules")):
+                host = as_dict(rule).get("host")
+                if host not in covered:
+                    yield res.urn, (f"Ingress {name} serves {host or 'every host'} over plain HTTP (no TLS). Fix: set "
+                                    f"{NAMESPACE}:kubernetes.ingress.tlsSecretName to a TLS Secret, or "
+                                    f"{NAMESPACE}:kubernetes.ingress.certManagerIssuer (docs/access.md).")
+            for backend in _ingress_backends(res.props):
+                svc = services.get((_namespace(res), backend))
+                if svc is None or not stamped_true(annotation(svc, v.K8S_UI)):
+                    continue
+                if stamped_true(annotation(svc, v.K8S_AUTHENTICATOR)) or _auth_url_to(res, authenticators):
+                    continue
+                yield res.urn, (f"Ingress {name} routes to the UI {backend} with no sign-in in front of it: anyone "
+                                f"on the internet can use it. Fix: route it through the sign-in proxy (set "
+                                f"{NAMESPACE}:sso, docs/access.md), or remove {backend} from {NAMESPACE}:public.")
+        elif res.type in WORKLOADS:
+            for cname, c in pod_containers(pod_spec(res) or {}):
+                for e in as_list(c.get("env")):
+                    key, value = as_dict(e).get("name"), as_dict(e).get("value")
+                    if key in ANONYMOUS_ACCESS_ENV and str(value).strip().lower() == "true":
+                        yield res.urn, (f"{k8s_service(res)}: container {cname} sets {key}=true, so it answers "
+                                        "anyone without a sign-in. Fix: remove it; on Kubernetes users sign in "
+                                        f"through the sign-in proxy ({NAMESPACE}:sso, docs/access.md).")
+
+
+SIGNED_IN = Rule(
+    name="public-ui-signed-in",
+    description=("On Kubernetes every public UI has a sign-in in front of it (its Ingress routes to the sign-in "
+                 "proxy, or asks it first), every Ingress has TLS, and no workload turns on anonymous access."),
+    severity="critical",
+    config={},
+    remediation="Set optiinfra:sso and a TLS Secret or cert-manager issuer (docs/access.md).",
+    check_stack=check_signed_in,
+    tags=("exposure", "authentication"),
+)
+
+
+RULES: tuple[Rule, ...] = (UNIQUE_HOST_PORTS, BIND_ADDRESS, PORT_BANDS, SIGNED_IN)

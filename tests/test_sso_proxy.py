@@ -1,0 +1,292 @@
+"""The sign-in proxy as prod renders it: the real oauth2-proxy (v7.15.6, scripts/tools.sh) with
+the flags and environment of the rendered Deployment, a real OIDC provider (mockoidc, built
+from tests/gotools/mockoidc) and a stand-in for Grafana (Python's http.server, recording
+the headers it receives). Everything listens on 127.0.0.1 on free ports and is stopped
+also when a test fails.
+
+Substituted, and nothing else: the upstream (Grafana's in-cluster address -> the stand-in),
+the issuer (the placeholder -> mockoidc), the listen addresses (0.0.0.0 -> 127.0.0.1: free
+ports here) and the paths of the two secret files (the kubelet's mount -> files in tmp).
+The test client plays the ingress controller: a request for https://<grafana host>/... goes
+to the proxy with that Host and X-Forwarded-Proto https, and it keeps cookies like a browser.
+
+What this stands in for, and what it does not prove: no Grafana runs here, so that Grafana
+takes X-Forwarded-Email as the user, creates them with the default role and refuses
+anonymous access is Grafana's documented auth.proxy behaviour, not tested; neither are the
+ingress controller's TLS, its HSTS header, nor the NetworkPolicy's enforcement (the
+reachability test reads the policies; the live-cluster test applies them to an API server
+without a CNI).
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from infra.commands import check as check_cmd
+
+from .conftest import render
+from .tools import free_port, go_tool, unavailable
+
+WAIT_S = 20.0
+PROXY = "oauth2-proxy"
+
+
+def rendered_proxy(*sets: str) -> tuple[list[str], dict[str, str]]:
+    """The proxy container's args and plain env, read from the prod render."""
+    resources = check_cmd.resources_of(render("prod", *sets))
+    deployment = next(r for r in resources if r.type.endswith("apps/v1:Deployment") and r.name == PROXY)
+    container = deployment.props["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
+    return list(container["args"]), env
+
+
+def tool(name: str) -> Path:
+    found = go_tool(name)
+    if isinstance(found, str):
+        unavailable(found)
+    assert isinstance(found, Path)
+    return found
+
+
+# ---- the stand-in upstream ----------------------------------------------------------------
+
+@dataclass
+class Upstream:
+    seen: list[dict[str, str]] = field(default_factory=list)
+    port: int = 0
+
+
+def start_upstream() -> tuple[http.server.ThreadingHTTPServer, Upstream]:
+    record = Upstream()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            record.seen.append({k.lower(): v for k, v in self.headers.items()})
+            body = b"grafana stand-in"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    record.port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, record
+
+
+# ---- processes --------------------------------------------------------------------------
+
+def wait_http(port: int, path: str, proc: subprocess.Popen[Any]) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"{proc.args!r} exited with {proc.returncode}: {err}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            if conn.getresponse().status < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"nothing answered on 127.0.0.1:{port}{path} within {WAIT_S} s")
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@dataclass
+class Stack:
+    host: str
+    proxy_port: int
+    upstream: Upstream
+    issuer: str
+
+
+@pytest.fixture
+def sso(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """mockoidc signing in as `request.param` (email, groups, extra --set of the render), the
+    proxy as rendered, and the stand-in upstream; all stopped at the end, pass or fail."""
+    email, groups, sets = request.param
+    proxy_bin, oidc_bin = tool("oauth2-proxy"), tool("mockoidc")
+    args, env = rendered_proxy(*sets)
+    client_secret = secrets.token_urlsafe(24)
+    procs: list[subprocess.Popen[Any]] = []
+    server, upstream = start_upstream()
+    try:
+        oidc_port = free_port()
+        client_id = next(a.split("=", 1)[1] for a in args if a.startswith("--client-id="))
+        oidc = subprocess.Popen([str(oidc_bin), f"-port={oidc_port}", f"-client-id={client_id}",
+                                 f"-client-secret={client_secret}", f"-email={email}", f"-groups={groups}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(oidc)
+        assert oidc.stdout is not None
+        issuer = oidc.stdout.readline().strip()  # printed once it listens
+        assert issuer.startswith(f"http://127.0.0.1:{oidc_port}/"), issuer
+        proxy_port, metrics_port = free_port(), free_port()
+        files = {"OAUTH2_PROXY_CLIENT_SECRET_FILE": client_secret, "OAUTH2_PROXY_COOKIE_SECRET_FILE":
+                 secrets.token_urlsafe(24)[:32]}
+        run_env = {}
+        for name, value in env.items():
+            if name in files:
+                path = tmp_path / name.lower()
+                path.write_text(files[name])
+                value = str(path)
+            run_env[name] = value
+        assert set(files) <= set(run_env), "the render mounts both secrets as files"
+        assert run_env["OAUTH2_PROXY_HTTP_ADDRESS"].startswith("0.0.0.0:")  # in the pod: every interface
+        run_env["OAUTH2_PROXY_HTTP_ADDRESS"] = f"127.0.0.1:{proxy_port}"
+        run_env["OAUTH2_PROXY_METRICS_ADDRESS"] = f"127.0.0.1:{metrics_port}"
+        substitutes = {"--upstream=": f"--upstream=http://127.0.0.1:{upstream.port}/",
+                       "--oidc-issuer-url=": f"--oidc-issuer-url={issuer}"}
+        argv = [next((new for prefix, new in substitutes.items() if a.startswith(prefix)), a) for a in args]
+        host = urlsplit(next(a.split("=", 1)[1] for a in args if a.startswith("--redirect-url="))).hostname
+        assert host
+        proxy = subprocess.Popen([str(proxy_bin), *argv], env={"PATH": "/usr/bin:/bin", **run_env},
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        procs.append(proxy)
+        wait_http(proxy_port, "/ping", proxy)
+        yield Stack(host, proxy_port, upstream, issuer)
+    finally:
+        for p in reversed(procs):
+            stop(p)
+        server.shutdown()
+        server.server_close()
+
+
+# ---- a browser behind the ingress controller ------------------------------------------------
+
+@dataclass
+class Browser:
+    stack: Stack
+    cookies: dict[str, str] = field(default_factory=dict)
+    set_cookies: list[str] = field(default_factory=list)
+
+    def get(self, url: str, headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
+        parts = urlsplit(url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        if parts.hostname == self.stack.host:  # the Ingress: TLS ends here, the proxy gets the request
+            conn = http.client.HTTPConnection("127.0.0.1", self.stack.proxy_port, timeout=10)
+            sent = {"Host": self.stack.host, "X-Forwarded-Proto": "https", "X-Forwarded-Host": self.stack.host}
+            if self.cookies:
+                sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        else:  # the identity provider
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=10)
+            sent = {}
+        conn.request("GET", path or "/", headers={**sent, **(headers or {})})
+        resp = conn.getresponse()
+        resp.read()
+        for raw in resp.headers.get_all("Set-Cookie") or []:
+            self.set_cookies.append(raw)
+            jar: SimpleCookie = SimpleCookie()
+            jar.load(raw)
+            for name, morsel in jar.items():
+                if morsel.value:
+                    self.cookies[name] = morsel.value
+                else:
+                    self.cookies.pop(name, None)
+        return resp
+
+    def follow(self, url: str, hops: int = 8) -> http.client.HTTPResponse:
+        resp = self.get(url)
+        for _ in range(hops):
+            if resp.status not in (301, 302, 303, 307, 308):
+                return resp
+            location = resp.headers["Location"]
+            if location.startswith("/"):
+                location = f"https://{self.stack.host}{location}"
+            resp = self.get(location)
+        raise AssertionError("too many redirects")
+
+
+ALLOWED = ("jane.doe@example.com", "", ())
+OUTSIDER = ("mallory@elsewhere.test", "", ())
+def _group_sets(*extra: str) -> tuple[str, ...]:
+    return ("sso.groups=[ops]", "sso.scope=openid email profile groups", *extra)
+
+
+@pytest.mark.parametrize("sso", [ALLOWED], indirect=True)
+def test_anonymous_request_is_sent_to_the_issuer_and_never_reaches_grafana(sso: Stack) -> None:
+    browser = Browser(sso)
+    resp = browser.get(f"https://{sso.host}/d/overview")
+    assert resp.status == 302
+    start = resp.headers["Location"]
+    if start.startswith("/oauth2/start") or f"{sso.host}/oauth2/start" in start:
+        resp = browser.get(start if "://" in start else f"https://{sso.host}{start}")
+        assert resp.status == 302
+    assert resp.headers["Location"].startswith(sso.issuer), resp.headers["Location"]
+    assert sso.upstream.seen == []
+
+
+@pytest.mark.parametrize("sso", [ALLOWED], indirect=True)
+def test_a_forged_identity_header_without_a_session_is_refused(sso: Stack) -> None:
+    browser = Browser(sso)
+    forged = {"X-Forwarded-Email": "admin@example.com", "X-Forwarded-User": "admin",
+              "X-Forwarded-Groups": "admins"}
+    resp = browser.get(f"https://{sso.host}/api/dashboards/home", forged)
+    assert resp.status in (302, 401, 403)
+    assert sso.upstream.seen == []
+
+
+@pytest.mark.parametrize("sso", [ALLOWED], indirect=True)
+def test_after_signing_in_grafana_receives_the_users_identity_from_a_secure_httponly_cookie(sso: Stack) -> None:
+    browser = Browser(sso)
+    resp = browser.follow(f"https://{sso.host}/d/overview")
+    assert resp.status == 200
+    assert [h["x-forwarded-email"] for h in sso.upstream.seen] == ["jane.doe@example.com"]
+    session = [c for c in browser.set_cookies if c.startswith("_optiinfra_sso=") and "_csrf" not in c.split("=")[0]]
+    assert session, browser.set_cookies
+    attributes = {a.strip().split("=")[0].lower(): a.strip() for a in session[-1].split(";")[1:]}
+    assert "secure" in attributes and "httponly" in attributes
+    assert attributes["samesite"].lower() == "samesite=lax"
+    # The parent domain (RFC 6265 drops a leading dot): the portal's host gets it too.
+    assert attributes["domain"].lower().replace("domain=.", "domain=") == "domain=optiinfra.example.com"
+    # Signed in, a header the browser forges is replaced by the proxy's own.
+    browser.get(f"https://{sso.host}/api/user", {"X-Forwarded-Email": "admin@example.com"})
+    assert sso.upstream.seen[-1]["x-forwarded-email"] == "jane.doe@example.com"
+
+
+@pytest.mark.parametrize("sso", [OUTSIDER], indirect=True)
+def test_a_user_outside_the_allowed_domain_is_refused(sso: Stack) -> None:
+    resp = Browser(sso).follow(f"https://{sso.host}/d/overview")
+    assert resp.status == 403
+    assert sso.upstream.seen == []
+
+
+@pytest.mark.parametrize("sso", [("jane.doe@example.com", "dev", _group_sets())], indirect=True)
+def test_with_groups_set_a_user_outside_them_is_refused(sso: Stack) -> None:
+    resp = Browser(sso).follow(f"https://{sso.host}/d/overview")
+    assert resp.status == 403
+    assert sso.upstream.seen == []
+
+
+@pytest.mark.parametrize("sso", [("jane.doe@example.com", "dev,ops", _group_sets())], indirect=True)
+def test_with_groups_set_a_member_signs_in_and_grafana_gets_the_groups(sso: Stack) -> None:
+    resp = Browser(sso).follow(f"https://{sso.host}/d/overview")
+    assert resp.status == 200
+    assert sso.upstream.seen[-1]["x-forwarded-email"] == "jane.doe@example.com"
+    assert set(sso.upstream.seen[-1]["x-forwarded-groups"].split(",")) == {"dev", "ops"}
