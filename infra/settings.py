@@ -351,6 +351,17 @@ class BackupSettings(_Model):
         return v.strip()
 
 
+class CredentialRotation(_Model):
+    """Where one client credential stands in a rotation (docs/credentials.md, rotating one)."""
+
+    slot: Literal["a", "b"] = "a"
+    """PostgreSQL: the login role the current value is on: `a` the client's role, `b` its twin `<role>_b`
+    (flip it with each new value). Redis has one user with both values: leave `a`."""
+    previous: Literal["keep", "retire"] = "retire"
+    """`keep`: the value the consumers ran before still logs in (phase 1, while they roll); `retire`: it is
+    refused (phase 2, once every consumer runs the new value)."""
+
+
 class Settings(_Model):
     """A stack's settings: every `optiinfra:` key of Pulumi.<stack>.yaml."""
 
@@ -367,6 +378,9 @@ class Settings(_Model):
     """Clouds the cost agent collects from; on Kubernetes one instance per provider."""
     alerting: Alerting = Alerting()
     backups: BackupSettings = BackupSettings()
+    rotation: dict[str, CredentialRotation] = Field(default_factory=dict)
+    """Per client credential (config key, e.g. postgresOrchestratorPassword): its rotation phase, applied in
+    the running store by the rotation Job (`scripts/rotate.sh`; docs/credentials.md)."""
 
     @field_validator("public", mode="before")
     @classmethod

@@ -42,8 +42,11 @@ class StackConfig:
 def load_stack(values: Mapping[str, Any], catalog: Catalog | None = None) -> Model:
     """The resolved model of a stack's config (engine form). Raises ConfigError naming the
     first bad key and its fix, before anything is rendered."""
+    from . import rotation
+
     catalog = catalog or default_catalog()
-    return resolve(catalog, parse_settings(values, catalog.credential_keys()))
+    settings = parse_settings(values, catalog.credential_keys())
+    return resolve(rotation.applied(catalog, settings), settings)
 
 
 def model_of(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (),
