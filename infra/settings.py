@@ -497,6 +497,17 @@ class Prices(_Model):
     unverified)."""
 
 
+class CredentialRotation(_Model):
+    """Where one client credential stands in a rotation (docs/credentials.md, rotating one)."""
+
+    slot: Literal["a", "b"] = "a"
+    """PostgreSQL: the login role the current value is on: `a` the client's role, `b` its twin `<role>_b`
+    (flip it with each new value). Redis has one user with both values: leave `a`."""
+    previous: Literal["keep", "retire"] = "retire"
+    """`keep`: the value the consumers ran before still logs in (phase 1, while they roll); `retire`: it is
+    refused (phase 2, once every consumer runs the new value)."""
+
+
 class Settings(_Model):
     """A stack's settings: every `optiinfra:` key of Pulumi.<stack>.yaml."""
 
@@ -518,6 +529,11 @@ class Settings(_Model):
     sso: Sso | None = None
     """Single sign-on in front of every public UI on Kubernetes (default: unset; a Kubernetes stack
     with a public UI refuses that; docs/access.md). Its keys follow."""
+
+
+    rotation: dict[str, CredentialRotation] = Field(default_factory=dict)
+    """Per client credential (config key, e.g. postgresOrchestratorPassword): its rotation phase, applied in
+    the running store by the rotation Job (`scripts/rotate.sh`; docs/credentials.md)."""
 
     @field_validator("public", mode="before")
     @classmethod

@@ -42,10 +42,12 @@ class StackConfig:
 def load_stack(values: Mapping[str, Any], catalog: Catalog | None = None) -> Model:
     """The resolved model of a stack's config (engine form). Raises ConfigError naming the
     first bad key and its fix, before anything is rendered."""
+    from . import rotation
+
     catalog = catalog or default_catalog()
     settings = parse_settings(values, catalog.credential_keys())
     check_service_names(settings, catalog.services)
-    return resolve(catalog, settings)
+    return resolve(rotation.applied(catalog, settings), settings)
 
 
 def model_of(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (),

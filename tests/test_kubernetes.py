@@ -285,8 +285,10 @@ def test_dependencies_follow_the_waits_and_never_point_to_a_later_tier(prod: off
     kinds = ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet")
     workload = {r.name: r for r in prod.resources if r.type in kinds}
     # The catalog's waits, written out: the collector waits for its three stores.
-    deps = {by_urn[d].name for d in workload["data-collector"].dependencies if by_urn[d].type in kinds}
-    assert deps == {"postgres", "clickhouse", "redis"}
+    deps = {by_urn[d].name for d in workload["data-collector"].dependencies
+            if by_urn[d].type in (*kinds, "kubernetes:batch/v1:Job")}
+    # A store with clients is waited for through its rotation Job (which waits for the store).
+    assert deps == {"postgres-credentials", "clickhouse", "redis-credentials"}
     for res in prod.resources:
         if res.parent not in tier_of:
             continue
@@ -479,14 +481,14 @@ def _rollout(r: offline.Render) -> dict[str, str | None]:
 @pytest.mark.parametrize(("key", "readers"), [
     # The superuser's password: administration and backups only, no application reads it.
     ("postgresPassword", {"postgres"}),
-    # An application role's: PostgreSQL (which sets it) and exactly the one service logging in
-    # with it (the collector and its worker share a schema, not a credential).
-    ("postgresOrchestratorPassword", {"postgres", "orchestrator"}),
-    ("postgresDataCollectorWorkerPassword", {"postgres", "data-collector-worker"}),
+    # An application role's: exactly the one service logging in with it (the collector and its
+    # worker share a schema, not a credential); PostgreSQL gets it from its rotation Job, live.
+    ("postgresOrchestratorPassword", {"orchestrator"}),
+    ("postgresDataCollectorWorkerPassword", {"data-collector-worker"}),
     ("postgresMonitorPassword", {"postgres", "postgres-exporter"}),
     # Redis' administrator (health check, backups) and one of its ACL users.
     ("redisPassword", {"redis"}),
-    ("redisDataCollectorBeatPassword", {"redis", "data-collector-beat"}),
+    ("redisDataCollectorBeatPassword", {"data-collector-beat"}),
 ])
 def test_a_changed_credential_rolls_exactly_the_pods_that_read_it(key: str, readers: set[str]) -> None:
     """A Secret's change alone restarts no pod; each pod template carries a keyed hash of the

@@ -267,7 +267,8 @@ _PATHS = {"Namespace": "/api/v1/namespaces/{name}", "Secret": "/api/v1/namespace
           "Ingress": "/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses/{name}",
           "PodDisruptionBudget": "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}",
           "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}",
-          "CronJob": "/apis/batch/v1/namespaces/{ns}/cronjobs/{name}"}
+          "CronJob": "/apis/batch/v1/namespaces/{ns}/cronjobs/{name}",
+          "Job": "/apis/batch/v1/namespaces/{ns}/jobs/{name}"}
 
 
 def _live_object(lv: Live, doc: dict[str, Any]) -> Any:
@@ -521,27 +522,47 @@ def _pod_hashes(live: Live) -> dict[str, set[str]]:
     return out
 
 
+def _store_pod_uids(live: Live, store: str) -> set[str]:
+    """The UIDs of a store's pods (a restart would give new ones)."""
+    return {p["metadata"]["uid"] for p in live.cluster.get("/api/v1/pods")["items"]
+            if (p["metadata"].get("labels") or {}).get("app.kubernetes.io/name") == store}
+
+
 def test_credential_change_through_a_stack_secret_updates_in_place(live: Live, deployed: dict[str, Any]) -> None:
+    """A client's credential rotated in the two phases scripts/rotate.sh runs: phase 1 touches the
+    Secrets, the store's rotation Job and the one consumer, phase 2 the Job alone; the store's pod
+    keeps its UID throughout (docs/credentials.md, without an outage)."""
     new = f"Live-rotated-{secrets.token_hex(12)}"
-    key = "postgresOrchestratorPassword"  # an application role's: PostgreSQL sets it, one service logs in with it
+    key = "postgresOrchestratorPassword"  # an application role's: the Job sets it live, one service logs in with it
+    job = "postgres-credentials"
+    store_pods = _store_pod_uids(live, "postgres")
+    assert store_pods
     live.pulumi("config", "set", "--secret", f"optiinfra:{key}", new, label="config set --secret (rotate)")
-    ops = _steps(live.pulumi("preview", "--json", label="preview --json (credential)").stdout)
+    live.pulumi("config", "set", "--path", f"optiinfra:rotation.{key}.slot", "b", label="rotation slot")
+    live.pulumi("config", "set", "--path", f"optiinfra:rotation.{key}.previous", "keep", label="rotation keep")
+    ops = _steps(live.pulumi("preview", "--json", label="preview --json (credential, phase 1)").stdout)
     live.notes["credential_change_ops"] = sorted({f"{op} {u.split('::')[-1]}" for u, op in ops.items()})
-    assert ops and set(ops.values()) == {"update"}, ops  # Secrets in place (enableSecretMutable)
-    # Besides the Secrets, exactly PostgreSQL and the role's one consumer roll: their credentials hash changed.
-    rolled = {u.split("::")[-1] for u in ops if "core/v1:Secret" not in u}
-    consumers = {"postgres", "orchestrator"}  # each other client logs in as a role of its own
-    assert rolled == consumers, ops
+    secrets_ops = {u: op for u, op in ops.items() if "core/v1:Secret" in u}
+    assert secrets_ops and set(secrets_ops.values()) == {"update"}, ops  # Secrets in place (enableSecretMutable)
+    touched = {u.split("::")[-1] for u in ops if "core/v1:Secret" not in u}
+    assert touched == {job, "orchestrator"}, ops  # not the StatefulSet postgres
+    assert ops[next(u for u in ops if u.endswith(f"::{job}"))] == "replace"
     before = _pod_hashes(live)
-    live.pulumi("up", "--yes", "--skip-preview", label="up (credential)")
+    live.pulumi("up", "--yes", "--skip-preview", label="up (credential, phase 1)")
     after = _pod_hashes(live)  # the provider awaited every rollout: the running pods are the new ones
-    assert {n for n in after if after[n] != before.get(n)} == consumers, (before, after)
+    assert {n for n in after if n != job and after[n] != before.get(n)} == {"orchestrator"}, (before, after)
+    assert _store_pod_uids(live, "postgres") == store_pods
     live.secrets[key] = new
     found = []
     for s in live.cluster.get("/api/v1/secrets")["items"]:
         if s["metadata"]["namespace"].startswith("optiinfra-"):
             found += [base64.b64decode(v).decode() for v in (s.get("data") or {}).values()]
     assert new in found
+    live.pulumi("config", "set", "--path", f"optiinfra:rotation.{key}.previous", "retire", label="rotation retire")
+    ops = _steps(live.pulumi("preview", "--json", label="preview --json (credential, phase 2)").stdout)
+    assert {u.split("::")[-1] for u in ops} == {job}, ops
+    live.pulumi("up", "--yes", "--skip-preview", label="up (credential, phase 2)")
+    assert _store_pod_uids(live, "postgres") == store_pods
     live.pulumi("preview", "--expect-no-changes", label="preview after credential")
 
 

@@ -42,6 +42,21 @@ def config_key(store: str, client: str) -> str:
 
 
 @dataclass(frozen=True)
+class Phase:
+    """Where a client's credential stands in a rotation (setting `rotation.<configKey>`):
+    `slot`, the login role the current value is on where the store has one password per
+    identity (PostgreSQL: `a` the client's role, `b` its twin); `keep_previous`, whether the
+    value the consumers ran before stays valid (phase 1) or is refused (phase 2, retired)."""
+
+    slot: str = "a"
+    keep_previous: bool = False
+
+    @property
+    def other_slot(self) -> str:
+        return "b" if self.slot == "a" else "a"
+
+
+@dataclass(frozen=True)
 class Client:
     """One service that logs into a store as itself."""
 
@@ -136,3 +151,36 @@ def with_grants(services: tuple[Service, ...]) -> tuple[Service, ...]:
             s = redis.granted(s, clients_of(s, services))
         out.append(_fill(s, stores))
     return tuple(out)
+
+
+def live_credentials(store: Service) -> frozenset[str]:
+    """The credentials a store's rotation Job applies in the running store (its clients'):
+    changing one does not restart the store. Its own (the administrator's, the exporter's)
+    are applied by its start wrapper, so they still roll it."""
+    if store.grants is None:
+        return frozenset()
+    own = {store.connection.credential if store.connection else None, store.grants.monitor_credential}
+    return frozenset(c.id for c in store.credentials if c.id not in own)
+
+
+
+def rotation_command(store: Service, services: Iterable[Service],
+                     phases: dict[str, Phase]) -> tuple[str, ...]:
+    """The argv of a store's rotation Job (a one-shot run in the store's image against the
+    running store): its clients' current values applied, the previous ones kept or retired
+    as `phases` (by client service) say; () when the store has no clients."""
+    from . import postgres, redis
+
+    listed = tuple(services)
+    clients = clients_of(store, listed)
+    if not clients:
+        return ()
+    if isinstance(store.grants, SchemaRoles):
+        assert store.connection is not None and store.connection.credential
+        script = postgres.rotation_script(secret_var(store, store.connection.credential),
+                                          postgres._by_schema(clients), phases)
+    elif isinstance(store.grants, AclUsers):
+        script = redis.rotation(store, clients, phases)
+    else:
+        return ()
+    return ("sh", "-c", script)

@@ -13,11 +13,11 @@ arguments, so tests can run them against a real server (tests/test_postgres_rota
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from ..model import Credential, SchemaRoles, Secret, SecretFile, Service
-from . import Client, client_credential, config_key, secret_var, with_client_env
+from . import Client, Phase, client_credential, config_key, secret_var, with_client_env
 
 PG_SOCKET = "/var/run/postgresql"
 PG_APPLIED = f"{PG_SOCKET}/optiinfra-credentials-applied"
@@ -72,12 +72,67 @@ def sql(monitor: str, clients: Sequence[Client], variables: Sequence[tuple[str, 
             *_ensure_role(pg_owner(schema), NOLOGIN),
             f"CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {pg_owner(schema)};",
             f"""GRANT CONNECT, TEMPORARY ON DATABASE "$POSTGRES_DB" TO {pg_owner(schema)};""")),
-        *(line for c in ordered for line in (
-            *_ensure_role(c.role, f"{LOGIN} PASSWORD :'pw_{c.role}'"),
-            f"GRANT {pg_owner(c.schema)} TO {c.role};",
-            f"""GRANT CONNECT ON DATABASE "$POSTGRES_DB" TO {c.role};""",
-            f"ALTER ROLE {c.role} SET role = '{pg_owner(c.schema)}';",
-            f"ALTER ROLE {c.role} SET search_path = '{c.schema}';")),
+        # Each client's two login roles (its own and its twin, `slot_role`), both with the
+        # current value: a start ends any rotation's overlap (docs/credentials.md, rotation).
+        *(line for c in ordered for role in (c.role, twin(c.role)) for line in (
+            *_ensure_role(role, f"{LOGIN} PASSWORD :'pw_{c.role}'"),
+            *_member(role, c.schema))),
+    )
+
+
+TWIN = "_b"
+"""A client's second login role is its role plus this: slot `b` (slot `a` is the role itself)."""
+
+
+def twin(role: str) -> str:
+    return role + TWIN
+
+
+def slot_role(role: str, slot: str) -> str:
+    """The login role of a client's slot: `a` its role, `b` its twin."""
+    return role if slot == "a" else twin(role)
+
+
+def _member(role: str, schema: str) -> tuple[str, ...]:
+    """A client's login role as a member of its schema's owner: connect, session role, search path."""
+    return (f"GRANT {pg_owner(schema)} TO {role};",
+            f"""GRANT CONNECT ON DATABASE "$POSTGRES_DB" TO {role};""",
+            f"ALTER ROLE {role} SET role = '{pg_owner(schema)}';",
+            f"ALTER ROLE {role} SET search_path = '{schema}';")
+
+
+def rotation_sql(clients: Sequence[Client], phases: Mapping[str, Phase]) -> tuple[str, ...]:
+    """What the rotation Job feeds psql over the admin connection, in the running server:
+    per client, the current value on the login role of its slot (created if missing); the
+    other slot's role keeps whatever value it has (`keep`: the consumers still running the
+    previous value log in with it) or is closed (`retire`: NOLOGIN, no password). Passwords
+    come from OPTIINFRA_PW_<i> (\\getenv), in the order of `clients`."""
+    lines: list[str] = [rf"\getenv pw_{i} OPTIINFRA_PW_{i}" for i, _ in enumerate(clients)]
+    for i, c in enumerate(clients):
+        phase = phases.get(c.service, Phase())
+        current, other = slot_role(c.role, phase.slot), slot_role(c.role, phase.other_slot)
+        lines += [*_ensure_role(current, f"{LOGIN} PASSWORD :'pw_{i}'"), *_member(current, c.schema)]
+        if not phase.keep_previous:
+            lines += [*_ensure_role(other, f"{NOLOGIN} PASSWORD NULL")]
+    return tuple(lines)
+
+
+def rotation_script(admin_env: str, clients: Sequence[Client], phases: Mapping[str, Phase]) -> str:
+    """The rotation Job's command (`sh -c`): `rotation_sql` through psql as the administrator
+    over TCP ($PGHOST, $PGPORT; the admin password from `admin_env` or its _FILE, into
+    PGPASSWORD), each client's password from its variable or its _FILE, never argv. Fails
+    (non-zero) when a value is missing or a statement fails: the Job fails and the consumers
+    do not roll."""
+    lines = rotation_sql(clients, phases)
+    return (
+        "set -e; export PGPASSWORD=\"" + _secret(admin_env) + "\" "
+        + " ".join(f'OPTIINFRA_PW_{i}="{_secret(c.env)}"' for i, c in enumerate(clients)) + "; "
+        + " ".join(f'[ -n "$OPTIINFRA_PW_{i}" ] || {{ echo "optiinfra: no value in {c.env} or {c.env}_FILE" >&2; '
+                   f'exit 1; }};' for i, c in enumerate(clients)) + ' [ -n "$PGPASSWORD" ] || '
+        f'{{ echo "optiinfra: no value in {admin_env} or {admin_env}_FILE" >&2; exit 1; }}; '
+        'printf "%s\\n" ' + " ".join(_dq(line) for line in lines)
+        + ' | psql -q -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -o /dev/null; '
+        'echo "optiinfra: credentials applied"'
     )
 
 

@@ -14,11 +14,11 @@ arguments, so tests can run it against a real server (tests/test_redis_acl.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from ..model import SECRET_DIR, AclUsers, Credential, Secret, SecretFile, Service
-from . import Client, client_credential, config_key, secret_var, with_client_env
+from . import Client, Phase, client_credential, client_role, config_key, secret_var, with_client_env
 
 ADMIN = "default"
 """Redis' built-in user: the administrator's (health check, backups)."""
@@ -81,3 +81,38 @@ def granted(store: Service, clients: Sequence[Client]) -> Service:
         secret_files=(*store.secret_files, *(SecretFile(cred.id, (c.env,))
                                              for c, cred in zip(clients, creds, strict=True))),
     )
+
+
+HOST_ENV, PORT_ENV = "OPTIINFRA_STORE_HOST", "OPTIINFRA_STORE_PORT"
+"""Where the rotation Job reaches the running server."""
+
+
+def rotation_script(admin: AclUser, rotated: Sequence[AclUser], keep: Mapping[str, bool]) -> str:
+    """The rotation Job's command (`sh -c`): one `ACL SETUSER` per client user, as the
+    administrator, in the running server. `keep[user]`: the new value's hash is added to the
+    user's (`on #<new>`: the previous value still logs in, phase 1), else the user's
+    passwords become exactly the new one (`resetpass on #<new>`: the previous one is
+    refused, phase 2). Each command is atomic. Values from the variable or the file, hashed
+    as the start wrapper does; the commands go through redis-cli's stdin, the administrator's
+    password through REDISCLI_AUTH, never argv. Any reply but OK fails the Job."""
+    return (
+        'set -e; umask 077; h() { [ -n "$1" ] || { echo "optiinfra: no password for Redis user $2" >&2; exit 1; }; '
+        'printf %s "$1" | sha256sum | cut -c1-64; }; '
+        f'REDISCLI_AUTH="${{{admin.env}:-$(cat {SECRET_DIR}/{admin.credential} 2>/dev/null)}}"; export REDISCLI_AUTH; '
+        + " ".join(f'u{i}=$(h "${{{u.env}:-$(cat {SECRET_DIR}/{u.credential} 2>/dev/null)}}" {u.name});'
+                   for i, u in enumerate(rotated))
+        + ' out=$({ ' + " ".join(
+            f'printf "ACL SETUSER %s {"" if keep.get(u.name) else "resetpass "}on #%s\\n" {u.name} "$u{i}";'
+            for i, u in enumerate(rotated))
+        + f' }} | redis-cli -h "${HOST_ENV}" -p "${PORT_ENV}" --no-auth-warning --user {admin.name}); '
+        'echo "$out"; [ -n "$out" ] && [ -z "$(printf "%s\\n" "$out" | grep -v "^OK$")" ] && '
+        'echo "optiinfra: credentials applied"'
+    )
+
+
+def rotation(store: Service, clients: Sequence[Client], phases: Mapping[str, Phase]) -> str:
+    """The store's rotation Job command for its clients as they stand (`phases` by client)."""
+    all_users = users(store, clients)
+    rotated = all_users[2:]
+    keep = {client_role(c.service): phases.get(c.service, Phase()).keep_previous for c in clients}
+    return rotation_script(all_users[0], rotated, keep)

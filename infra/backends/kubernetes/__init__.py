@@ -45,6 +45,7 @@ from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.networking import v1 as net
 
 from ... import external_secrets as eso
+from ... import rotation
 from ...graph import Effective, Model
 from ...model import Tier, backup_job
 from ...monitoring import GeneratedFiles
@@ -72,6 +73,7 @@ from .objects import (
 )
 from .pod import config_volumes
 from .reviews import CHECKOV_SKIP, KUBE_SCORE_IGNORE, KUBE_SCORE_REASON, review_exceptions
+from .rotation_jobs import rotation_job
 from .workloads import workloads
 
 __all__ = [  # what other modules, the docs and the tests use
@@ -94,6 +96,8 @@ class KubernetesBackend:
         self.remotes = eso.remotes(model, model.catalog.credentials.values(), pulumi.get_stack())
         """With `kubernetes.externalSecrets`: where each credential lives (else empty)."""
         self.objects = Objects(model)
+        self.phases = rotation.phases(model.catalog, model.settings)
+        """Per store, per client: the rotation phase its Job applies (the `rotation` setting)."""
         self.namespaces: dict[Tier, core.Namespace] = {}
         self.ready: dict[Tier, list[pulumi.Resource]] = {}
         """Per tier: what a workload needs first (namespace, default deny, credentials)."""
@@ -123,6 +127,11 @@ class KubernetesBackend:
         needs = [*self.ready[tier], *own, *configs, *after]
         made = workloads(self.objects, self.wiring, self.remotes, eff, comp, ns, needs, volumes, mounts)
         handle = made[0]
+        if svc.grants is not None:  # its clients' credentials applied live, before they roll
+            job = rotation_job(self.objects, self.wiring, self.host_of, eff, comp, ns, [*self.ready[tier], *made],
+                               self.phases.get(svc.name, {}), self.remotes)
+            if job is not None and len(made) == 1:
+                handle = job
         if eff.backed_up:
             backup_cronjob(self.objects, self.host_of, eff, comp, ns, self.ready[tier], made[0],
                            self.allow.get(backup_job(svc.name)))

@@ -20,6 +20,7 @@ from ... import external_secrets as eso
 from ...credentials import store_credential_ids
 from ...graph import Effective, Model
 from ...model import Dsn, EnvValue, Secret, Service, Tier, Url
+from ...stores import live_credentials
 from ...tiers import TierComponent
 from ...wiring import PASSWORD, Embedded, Wiring, credential_refs, login
 from .objects import CREDENTIALS_SECRET, Objects, literal
@@ -166,6 +167,9 @@ def rollout_annotation(model: Model, wiring: Wiring, remotes: Mapping[str, eso.R
                        svc: Service) -> dict[str, pulumi.Input[str]] | None:
     """The pod template's credentials hash (K8S_CREDENTIALS_ROLLOUT), plain: it reveals nothing."""
     refs = sorted(credential_refs(model.catalog, svc) | {f.credential for f in svc.secret_files})
+    # A store's clients' credentials are applied live by its rotation Job and read from the
+    # mounted files at its next start: a change to one does not roll the store.
+    refs = [r for r in refs if r not in live_credentials(svc)]
     if not refs:
         return None
     if remotes:  # the values never reach the program: key it by where they live
