@@ -1,6 +1,6 @@
 """Synthetic catalogs of N services, for the benchmark (scripts/bench.py).
 
-Copy k (k = 1, 2, ...) of the 20 real services is the real catalog again with every
+Copy k (k = 1, 2, ...) of the 21 real services Docker runs is the real catalog again with every
 name suffixed `-k`: the same tiers, images, health checks and resources, and the
 same dependency graph between the copies (copy k's data collector depends on copy
 k's postgres, clickhouse and redis; its agents on copy k's orchestrator), so every
@@ -10,7 +10,7 @@ The one real Prometheus scrapes every copy that exposes metrics, as it would.
 
 Copies are taken whole, in declaration order, and the last one is cut at N; since
 every service is declared after the services it depends on, a cut copy is still
-closed under its dependencies. N = 20 is the real catalog as Docker runs it (the sign-in
+closed under its dependencies. N = 21 is the real catalog as Docker runs it (the sign-in
 proxy, Kubernetes only, left out).
 
 Host ports stay unique and valid: a copy's port gets the next free port of its band
@@ -70,7 +70,7 @@ def synthetic_catalog(n: int) -> Catalog:
         raise ValueError("a catalog needs at least one service")
     real = default_catalog()
     # The sign-in proxy runs on Kubernetes only (with `sso`): the benchmark's Docker stacks
-    # would drop every copy of it, so it is left out and N = 20 is the real catalog on Docker.
+    # would drop every copy of it, so it is left out and N = 21 is the real catalog on Docker.
     originals = [s for s in real.services.values() if not s.authenticator]
     services: dict[str, Service] = {s.name: s for s in originals[:n]}
     credentials: dict[str, Credential] = {c.id: c for s in services.values() for c in s.credentials}

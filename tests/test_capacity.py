@@ -47,7 +47,7 @@ def declared(name: str) -> tuple[int, int]:
 
 TIERS = {Tier.DATABASES: ("postgres", "clickhouse", "redis", "qdrant"),
          Tier.MONITORING: ("prometheus", "alertmanager", "grafana", "flower", "postgres-exporter",
-                           "redis-exporter", "clickhouse-exporter"),
+                           "redis-exporter", "clickhouse-exporter", "blackbox-exporter"),
          Tier.CORE: ("orchestrator", "data-collector", "data-collector-worker", "data-collector-beat"),
          Tier.AGENTS: ("cost-agent", "performance-agent", "resource-agent", "application-agent"),
          Tier.FRONTEND: ("portal",)}
@@ -57,44 +57,48 @@ def test_dev_totals_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
     code, report, err = capacity(capsys, "dev")
     assert code == 0, err
     total = report["total"]
-    assert total["instances"] == 20
+    # 21 services: all but the sign-in proxy (Kubernetes only), one instance each.
+    assert total["instances"] == 21
     # Memory requests (MiB), from the catalog's declarations, tier by tier; with today's catalog:
     #   databases  postgres 512 + clickhouse 1536 + redis 256 + qdrant 512                = 2816
-    #   monitoring prometheus 300 + alertmanager 24 + grafana 100 + flower 48 + 3 x 16     = 520
+    #   monitoring prometheus 300 + alertmanager 24 + grafana 100 + flower 48 + 3 x 16
+    #              + blackbox-exporter 24                                                  = 544
     #   core       orchestrator 64 + data-collector 100 + worker 200 + beat 100            = 464
     #   agents     4 agents x 50                                                           = 200
     #   frontend   portal 150                                                              = 150
-    #   total                                                                              = 4150
+    #   total                                                                              = 4174
     by_tier = [sum(declared(n)[0] for n in TIERS[t]) for t in Tier]
-    assert by_tier == [2816, 520, 464, 200, 150]
-    assert total["memoryMiB"]["request"] == sum(by_tier) == 4150
-    # Limits: the stores declare theirs (= request, 2816), Alertmanager 64, Grafana 256; the
-    # rest twice the request: prometheus 600 + flower 96 + 3 x 32 + core 2 x 464 - 2 x 64 ... :
-    # 2816 + (600 + 64 + 256 + 96 + 96) + 928 + 400 + 300 = 5556
-    assert total["memoryMiB"]["limit"] == sum(declared(n)[1] for names in TIERS.values() for n in names) == 5556
-    # CPU requests (cores): databases 0.25+0.5+0.1+0.25 = 1.1; monitoring 0.5+0.05+0.1+0.1+3x0.05 = 0.9;
-    # core 4x0.1 = 0.4; agents 4x0.1 = 0.4; frontend 0.1; total 2.9. Limits are 4x: 11.6.
-    assert total["cpu"]["request"] == pytest.approx(2.9)
-    assert total["cpu"]["limit"] == pytest.approx(11.6)
+    assert by_tier == [2816, 544, 464, 200, 150]
+    assert total["memoryMiB"]["request"] == sum(by_tier) == 4174
+    # Limits: the stores declare theirs (= request, 2816), Alertmanager 64, Grafana 256, the
+    # blackbox exporter 64; the rest twice the request: prometheus 600 + flower 96 + 3 x 32,
+    # core 2 x 464 = 928, agents 2 x 200 = 400, portal 2 x 150 = 300:
+    # 2816 + (600 + 64 + 256 + 96 + 96 + 64) + 928 + 400 + 300 = 5620
+    assert total["memoryMiB"]["limit"] == sum(declared(n)[1] for names in TIERS.values() for n in names) == 5620
+    # CPU requests (cores): databases 0.25+0.5+0.1+0.25 = 1.1; monitoring 0.5+0.05+0.1+0.1+3x0.05
+    # + blackbox 0.05 = 0.95; core 4x0.1 = 0.4; agents 4x0.1 = 0.4; frontend 0.1; total 2.95.
+    # Limits are 4x: 11.8.
+    assert total["cpu"]["request"] == pytest.approx(2.95)
+    assert total["cpu"]["limit"] == pytest.approx(11.8)
     # Volumes (GiB): postgres 2 + clickhouse 5 + redis 0.5 + qdrant 1 + prometheus 1 + grafana 0.5 = 10
     # = 10240 MiB: exactly the seed's ~10GB disk estimate.
     assert total["storageMiB"] == 10 * 1024
     tiers = report["tiers"]
     assert [tiers[t.value]["memoryMiB"]["request"] for t in Tier] == by_tier
-    assert [tiers[t.value]["instances"] for t in Tier] == [4, 7, 4, 4, 1]
+    assert [tiers[t.value]["instances"] for t in Tier] == [4, 8, 4, 4, 1]
     # databases: 2 + 5 + 0.5 + 1 GiB = 8.5 GiB = 8704 MiB
     assert tiers["databases"]["storageMiB"] == 8704
-    # Docker is budgeted by its limits (5556 MiB): dev's budget is 6Gi (6144 MiB), 10Gi of disk.
+    # Docker is budgeted by its limits (5620 MiB): dev's budget is 6Gi (6144 MiB), 10Gi of disk.
     assert report["budget"]["memoryMiB"] == 6144 and report["budget"]["storageMiB"] == 10240
     assert report["withinBudget"] is True
 
 
 def test_docker_is_budgeted_by_its_limits(capsys: pytest.CaptureFixture[str]) -> None:
-    # 5Gi (5120 MiB) holds the requests (4150) but not the limits (5556 = 5.43Gi).
+    # 5Gi (5120 MiB) holds the requests (4174) but not the limits (5620 MiB = 5.488Gi = 5.49Gi).
     code, _, err = capacity(capsys, "dev", "budget.memory=5Gi")
     assert code == 1
-    assert "stack dev's memory limits add up to 5.43Gi, more than its budget of 5Gi" in err
-    assert "raise optiinfra:budget.memory to at least 5.43Gi" in err
+    assert "stack dev's memory limits add up to 5.49Gi, more than its budget of 5Gi" in err
+    assert "raise optiinfra:budget.memory to at least 5.49Gi" in err
     assert len(err.strip().splitlines()) == 1
 
 
@@ -104,15 +108,16 @@ def test_dev_text_report_lists_every_service_and_the_verdict(capsys: pytest.Capt
     for name, svc in default_catalog().services.items():
         assert (f"    {name} " in out) is not svc.authenticator  # the sign-in proxy: Kubernetes only
     assert "Within budget: yes" in out
-    # 2.6 cores of requests against budget.cpu 2: a warning on Docker, which reserves no CPU.
-    assert "warning: config key 'optiinfra:budget.cpu': stack dev requests 2.9 CPU cores" in out
+    # 2.95 cores of requests against budget.cpu 2: a warning on Docker, which reserves no CPU.
+    assert "warning: config key 'optiinfra:budget.cpu': stack dev requests 2.95 CPU cores" in out
 
 
 def test_docker_runs_one_instance_and_refuses_replicas(capsys: pytest.CaptureFixture[str]) -> None:
     code, report, _ = capacity(capsys, "dev", "cloudProviders=[aws,gcp]")
     assert code == 0
     assert service(report, "cost-agent")["instances"] == 1
-    assert report["total"]["instances"] == len(default_catalog().services)
+    # One of each service Docker runs: all but the sign-in proxy (Kubernetes only).
+    assert report["total"]["instances"] == sum(not s.authenticator for s in default_catalog().services.values())
     # A replica count cannot apply on Docker (one container per service): refused, not ignored.
     code, _, err = capacity(capsys, "dev", "services.data-collector.replicas=3")
     assert code == 2 and "optiinfra:services.data-collector.replicas': does not apply on Docker" in err
@@ -124,7 +129,7 @@ def test_an_override_changes_request_and_limit(capsys: pytest.CaptureFixture[str
     # memory 100 Mi, limit twice it; cpu 0.25, limit four times it.
     assert each["memoryMiB"] == {"request": 100, "limit": 200}
     assert each["cpu"] == {"request": pytest.approx(0.25), "limit": pytest.approx(1.0)}
-    assert report["total"]["memoryMiB"]["request"] == 4150 - declared("redis")[0] + 100
+    assert report["total"]["memoryMiB"]["request"] == 4174 - declared("redis")[0] + 100
 
 
 # ---- Kubernetes: replicas, cost agent per provider, claims ---------------------------------
@@ -141,10 +146,10 @@ def test_replicas_and_a_cost_agent_per_provider_count_on_kubernetes(capsys: pyte
     assert cost["total"]["cpu"]["request"] == pytest.approx(0.6)
     worker = service(report, "data-collector-worker")
     assert worker["instances"] == 3 and worker["total"]["memoryMiB"]["request"] == 3 * declared(worker["name"])[0]
-    # 20 services, cost agent 1 -> 6 (+5), worker 1 -> 3 (+2): 27 pods.
-    assert report["total"]["instances"] == 27
-    # 4150 + 5 x 50 + 2 x 200 = 4800 MiB
-    assert report["total"]["memoryMiB"]["request"] == 4150 + 5 * 50 + 2 * declared("data-collector-worker")[0] == 4800
+    # 21 services (no sign-in proxy: dev sets no sso), cost agent 1 -> 6 (+5), worker 1 -> 3 (+2): 28 pods.
+    assert report["total"]["instances"] == 28
+    # 4174 + 5 x 50 + 2 x 200 = 4824 MiB
+    assert report["total"]["memoryMiB"]["request"] == 4174 + 5 * 50 + 2 * declared("data-collector-worker")[0] == 4824
 
 
 def test_kubernetes_storage_setting_sizes_the_claims(capsys: pytest.CaptureFixture[str]) -> None:
@@ -197,9 +202,9 @@ def test_over_the_memory_budget_exits_1_naming_the_key(capsys: pytest.CaptureFix
     assert report["withinBudget"] is False
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    # 4150 - 1536 + 4096 = 6710 MiB = 6.55 GiB, over the 6Gi budget
-    assert lines[0].startswith("error: config key 'optiinfra:budget.memory': stack dev requests 6.55Gi")
-    assert "raise optiinfra:budget.memory to at least 6.55Gi" in lines[0]
+    # 4174 - 1536 + 4096 = 6734 MiB = 6.576 GiB = 6.58Gi, over the 6Gi budget
+    assert lines[0].startswith("error: config key 'optiinfra:budget.memory': stack dev requests 6.58Gi")
+    assert "raise optiinfra:budget.memory to at least 6.58Gi" in lines[0]
     assert "clickhouse 4Gi (optiinfra:services.clickhouse.memory)" in lines[0]
     assert "Traceback" not in err
 
@@ -216,7 +221,7 @@ def test_cpu_over_budget_fails_on_kubernetes_only(capsys: pytest.CaptureFixture[
     assert code == 0 and report["warnings"] and not err
     code, _, err = capacity(capsys, "dev", "budget.cpu=1", "target=kubernetes", "budget.memory=8Gi")
     assert code == 1
-    assert "config key 'optiinfra:budget.cpu': stack dev requests 2.9 CPU cores" in err
+    assert "config key 'optiinfra:budget.cpu': stack dev requests 2.95 CPU cores" in err
 
 
 def test_storage_over_budget(capsys: pytest.CaptureFixture[str]) -> None:
@@ -226,7 +231,7 @@ def test_storage_over_budget(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_node_pool_total_and_the_largest_pod(capsys: pytest.CaptureFixture[str]) -> None:
-    # 4 nodes x 2Gi = 8Gi and 4 x 1 core: the stack's 4150 MiB and 2.9 cores fit in total
+    # 4 nodes x 2Gi = 8Gi and 4 x 1 core: the stack's 4174 MiB and 2.95 cores fit in total
     # (no system reserve here: test_room_for_the_system_reserve_and_the_surge has it).
     none = ("budget.reservedMemory=0Mi", "budget.reservedCpu=0", "budget.storage=20Gi")
     code, report, err = capacity(capsys, "dev", "target=kubernetes", "budget.nodes=4", "budget.memory=2Gi",
@@ -248,20 +253,20 @@ def test_room_for_the_system_reserve_and_the_surge(capsys: pytest.CaptureFixture
     # The largest pod that rolls with surge (StatefulSets and beat do not): a 256Mi worker.
     assert report["surge"]["service"] == "data-collector-worker"
     assert report["surge"]["memoryMiB"]["request"] == 256
-    # 5 nodes x 2.5Gi: 4150 MiB of requests fit the 12.5Gi pool, and still fit once 5 x 512 MiB
+    # 5 nodes x 2.5Gi: 4174 MiB of requests fit the 12.5Gi pool, and still fit once 5 x 512 MiB
     # are reserved (10240 MiB left) with a 200 MiB worker surge (dev's largest pod that surges),
-    # and after losing a node (4 x 0.9 cores hold the 2.9 cores).
+    # and after losing a node (4 x 0.9 = 3.6 cores hold the 2.95 cores).
     sets = ("target=kubernetes", "budget.storage=20Gi", "budget.nodes=5", "budget.memory=2560Mi", "budget.cpu=1")
     code, report, err = capacity(capsys, "dev", *sets)
     assert code == 0, err
     assert report["surge"]["service"] == "data-collector-worker"
-    # 2 x 2.5Gi = 5Gi holds the requests (4150 MiB) but not with 2 x 512 MiB reserved and the surge.
+    # 2 x 2.5Gi = 5Gi holds the requests (4174 MiB) but not with 2 x 512 MiB reserved and the surge.
     code, _, err = capacity(capsys, "dev", *sets[:2], "budget.nodes=2", "budget.memory=2560Mi", "budget.cpu=2")
     assert code == 1
     assert "does not fit 2 nodes x 2.50Gi with room kept for the system reserve 512Mi" in err
     assert "rolling-update surge 200Mi and 0.1 cores (one data-collector-worker pod)" in err
-    # (4150 + 200) / 2 + 512 = 2687 MiB = 2.62Gi
-    assert "raise optiinfra:budget.memory to at least 2.62Gi per node" in err
+    # (4174 + 200) / 2 + 512 = 2699 MiB = 2.636Gi = 2.64Gi
+    assert "raise optiinfra:budget.memory to at least 2.64Gi per node" in err
     out = capsys.readouterr().out if cli.main(["capacity", "--stack", "prod"]) == 0 else ""
     assert "room kept" in out and "one data-collector-worker pod" in out
     # Docker keeps no such room: no surge, and the budget is the host's share already.
@@ -280,18 +285,19 @@ def test_plan_prints_the_totals() -> None:
     def capacity_line(text: str) -> str:
         return next(line for line in text.splitlines() if line.startswith("Capacity "))
     last = capacity_line(plan.text(render("dev")))
-    assert last.startswith("Capacity (requests of 20 instances): cpu 2.9 of ")
-    assert "memory 4.05Gi of 6Gi, storage 10Gi of 10Gi: within budget" in last
+    # 21 instances, 2.95 cores, 4174 MiB = 4.076Gi (test_dev_totals_by_hand)
+    assert last.startswith("Capacity (requests of 21 instances): cpu 2.95 of ")
+    assert "memory 4.08Gi of 6Gi, storage 10Gi of 10Gi: within budget" in last
     prod = capacity_line(plan.text(render("prod")))
     assert prod.startswith("Capacity (requests of 32 instances): cpu 5.2 of ")
 
 
 # ---- synthetic catalogs (benchmark) -------------------------------------------------------
 
-def test_synthetic_20_is_the_real_catalog() -> None:
+def test_synthetic_of_the_real_size_is_the_real_catalog() -> None:
     # The real catalog as Docker runs it: the sign-in proxy is Kubernetes-only.
     on_docker = {n: s for n, s in default_catalog().services.items() if not s.authenticator}
-    assert synthetic_catalog(20).services == on_docker
+    assert synthetic_catalog(len(on_docker)).services == on_docker
 
 
 @pytest.mark.parametrize("n", [100, 500])

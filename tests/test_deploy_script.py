@@ -180,7 +180,8 @@ def test_stack_does_not_fit(deploy: Run) -> None:
     assert proc.returncode == 1
     line = one_error(proc)
     assert line.startswith("error: stack tight does not fit its budget: ")
-    assert "2Gi of memory, more than its budget of 1Gi" in line
+    # dev's requests: 4174 MiB = 4.076Gi (tests/test_capacity.py's test_dev_totals_by_hand works them out).
+    assert "stack tight requests 4.08Gi of memory, more than its budget of 1Gi" in line
     assert line.endswith("details: ./optiinfra capacity --stack tight")
     nothing_created(calls)
 
