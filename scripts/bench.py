@@ -17,7 +17,8 @@ What is measured:
 - the same tools on synthetic catalogs (infra/synthetic.py) of --sizes services. For
   those the child is this script (`--child`) with OPTIINFRA_SYNTHETIC_SERVICES=N: it builds
   the catalog, makes it the default catalog of the process and calls the same
-  `infra.cli.main`. 21 services is the real catalog on Docker (22 with the Kubernetes-only sign-in proxy), so the two rows should agree.
+  `infra.cli.main`. 21 services is the real catalog on Docker (22 with the Kubernetes-only
+  sign-in proxy), so the two rows should agree.
 
 A run that exceeds --timeout is stopped and shown as "> T s"; a cell whose runs have
 used --cell-seconds is not repeated (its row says how many runs it got).
