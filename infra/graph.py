@@ -322,6 +322,8 @@ def resolve(catalog: Catalog, settings: Settings) -> Model:
     model._index()
     backed = {e.name for e in model.backed_up()}
     model.services = {name: _decided(model, eff, name in backed) for name, eff in services.items()}
+    model.edges += _probe_edges(model)  # after the decisions: a probe reads `via`
+    model._index()
     _check_order(model)
     _check_host_ports(model)
     return model
@@ -653,10 +655,20 @@ def _edges(catalog: Catalog, model: Model) -> list[Edge]:
         for t in model.scrape_targets():
             if t.name != prom.name and t.service.metrics:
                 edges.append(Edge(prom.name, t.name, t.service.metrics[0], wait=False, kind=EdgeKind.SCRAPE))
+    return edges
+
+
+def _probe_edges(model: Model) -> list[Edge]:
+    """The prober's edge to every service's health port, except a service whose web UI sits
+    behind the sign-in proxy on this stack (`via`): that UI trusts the identity header of
+    whoever reaches its web port, so only the proxy and Prometheus' scrape may reach it (issue
+    23); it is watched by the scrape alone there (TargetDown, its job's absent() alert,
+    MemoryNearLimit). Where nothing fronts it (Docker dev) it is probed like any service."""
+    edges: list[Edge] = []
     for prober in (e for e in model.services.values() if e.service.prober):
         for t in model.services.values():
             check = probed_check(t.service)
-            if t.name != prober.name and check is not None:
+            if t.name != prober.name and check is not None and t.via is None:
                 edges.append(Edge(prober.name, t.name, check.port, wait=False, kind=EdgeKind.PROBE))
     return edges
 

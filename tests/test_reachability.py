@@ -104,12 +104,15 @@ class Rendered:
     policies: Policies
 
 
-def rendered(r: offline.Render) -> Rendered:
+def rendered(r: offline.Render, jobs: bool = False) -> Rendered:
+    """jobs: also the one-off Jobs' pods (the credential rotation Jobs), which the model
+    declares no edges for (tests/test_seed_edges.py writes their paths out)."""
+    kinds = ("Deployment", "StatefulSet", "CronJob", *(("Job",) if jobs else ()))
     manifests = [m for docs in render_cmd.by_file(r).values() for m in docs]
     pods: dict[str, list[Pod]] = {}
     ports: dict[str, list[tuple[int, str]]] = {}
     for w in manifests:
-        if w["kind"] not in ("Deployment", "StatefulSet", "CronJob"):
+        if w["kind"] not in kinds:
             continue
         template = w["spec"]["jobTemplate"]["spec"]["template"] if w["kind"] == "CronJob" else w["spec"]["template"]
         labels = template["metadata"]["labels"]

@@ -32,10 +32,10 @@ DEPENDS = {
     ("data-collector-worker", "clickhouse", 9000),
     ("data-collector-worker", "redis", 6379),
     ("data-collector-beat", "redis", 6379),
-    # Seed: the portal -> orchestrator (8080), data collector (8005), Grafana (3000).
+    # Seed: the portal -> orchestrator (8080), data collector (8005), Grafana (3000, on
+    # Docker only: DOCKER_ONLY below).
     ("portal", "orchestrator", 8080),
     ("portal", "data-collector", 8005),
-    ("portal", "grafana", 3000),
     # Seed: Grafana -> Prometheus (9090), visualisation.
     ("grafana", "prometheus", 9090),
     # The orchestrator's database and queue (catalog: DATABASE_URL, REDIS_URL).
@@ -75,6 +75,46 @@ SCRAPES = {
     ("prometheus", "application-agent", 8004),
     ("prometheus", "grafana", 3000),
     ("prometheus", "alertmanager", 9093),
+    # The prober's own metrics (issue 24); the probe results are read through it too.
+    ("prometheus", "blackbox-exporter", 9115),
+}
+
+# The blackbox exporter probes every service's health port (issue 24): the catalog's health
+# check (HTTP path or TCP), else its connection port. Grafana is not here: see below.
+PROBES = {
+    ("blackbox-exporter", "postgres", 5432),
+    ("blackbox-exporter", "redis", 6379),
+    ("blackbox-exporter", "clickhouse", 8123),
+    ("blackbox-exporter", "qdrant", 6333),
+    ("blackbox-exporter", "prometheus", 9090),
+    ("blackbox-exporter", "alertmanager", 9093),
+    ("blackbox-exporter", "postgres-exporter", 9187),
+    ("blackbox-exporter", "redis-exporter", 9121),
+    ("blackbox-exporter", "clickhouse-exporter", 9116),
+    ("blackbox-exporter", "orchestrator", 8080),
+    ("blackbox-exporter", "data-collector", 8005),
+    ("blackbox-exporter", "flower", 5555),
+    ("blackbox-exporter", "cost-agent", 8001),
+    ("blackbox-exporter", "performance-agent", 8002),
+    ("blackbox-exporter", "resource-agent", 8003),
+    ("blackbox-exporter", "application-agent", 8004),
+    ("blackbox-exporter", "portal", 3000),
+}
+
+# Docker dev only: nothing fronts Grafana, so the prober reaches its web port, and the portal
+# links to it directly (seed: portal -> Grafana 3000).
+DOCKER_ONLY = {
+    ("blackbox-exporter", "grafana", 3000),
+    ("portal", "grafana", 3000),
+}
+
+# Kubernetes with `sso` only (issue 23): Grafana trusts the identity header of whoever reaches
+# its web port, so only the sign-in proxy and Prometheus' scrape reach it: not the portal, not
+# the prober (Grafana is watched by its scrape there). The proxy itself is probed and scraped.
+SIGN_IN = {
+    ("oauth2-proxy", "grafana", 3000),
+    ("prometheus", "oauth2-proxy", 9180),
+    ("blackbox-exporter", "oauth2-proxy", 4180),
 }
 
 # Kubernetes only: the backup CronJobs read their store over the network (the catalog's
@@ -84,24 +124,32 @@ BACKUPS = {
     ("clickhouse-backup", "clickhouse", 9000),
     ("redis-backup", "redis", 6379),
     ("qdrant-backup", "qdrant", 6333),
+    # The credential rotation Jobs (issue 27) apply the new passwords in their store.
+    ("postgres-credentials", "postgres", 5432),
+    ("redis-credentials", "redis", 6379),
 }
 
-PATHS = DEPENDS | SCRAPES
+PATHS = DEPENDS | SCRAPES | PROBES
 
 
 def test_the_table_names_only_catalog_services_and_their_ports() -> None:
     """A typo in the table would make the comparisons below vacuous."""
     services = default_catalog().services
-    for src, dst, port in PATHS:
+    for src, dst, port in PATHS | DOCKER_ONLY | SIGN_IN:
         assert src in services, src
         assert port in {p.container for p in services[dst].ports}, (dst, port)
     # Every service that declares metrics is scraped, and nothing else.
-    assert {dst for _, dst, _ in SCRAPES} == {n for n, s in services.items() if s.metrics and not s.scraper}
+    scraped = {dst for src, dst, _ in SCRAPES | SIGN_IN if src == "prometheus"}
+    assert scraped == {n for n, s in services.items() if s.metrics and not s.scraper}
+    # Every service with a port but the prober is probed somewhere (Grafana on Docker only).
+    probed = {dst for src, dst, _ in PROBES | DOCKER_ONLY | SIGN_IN if src == "blackbox-exporter"}
+    assert probed == {n for n, s in services.items() if s.ports and not s.prober}
+    assert "grafana" not in {dst for _, dst, _ in PROBES}
 
 
 def test_prod_network_policies_admit_exactly_the_seed_paths() -> None:
-    allowed = allowed_edges(rendered(render("prod")))
-    expected = PATHS | BACKUPS
+    allowed = allowed_edges(rendered(render("prod"), jobs=True))
+    expected = PATHS | SIGN_IN | BACKUPS
     assert allowed - expected == set(), "admitted but not in the seed's table"
     assert expected - allowed == set(), "in the seed's table but not admitted"
 
@@ -119,7 +167,7 @@ def dev_networks() -> dict[str, set[str]]:
 
 
 def test_dev_networks_carry_every_seed_path(dev_networks: dict[str, set[str]]) -> None:
-    for src, dst, port in PATHS:
+    for src, dst, port in PATHS | DOCKER_ONLY:
         assert dev_networks[src] & dev_networks[dst], f"{src} -> {dst}:{port}: no shared network"
 
 
@@ -130,7 +178,7 @@ def test_dev_networks_join_only_what_a_seed_path_needs(dev_networks: dict[str, s
     services = default_catalog().services
     tier = {n: s.tier for n, s in services.items()}
     expected = {n: {f"optiinfra-{tier[n].value}"} for n in dev_networks}
-    for src, dst, _ in PATHS:
+    for src, dst, _ in PATHS | DOCKER_ONLY:
         a, b = sorted((src, dst), key=lambda n: tier[n].order)
         expected[b].add(f"optiinfra-{tier[a].value}")
     assert dev_networks == expected
