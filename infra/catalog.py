@@ -728,7 +728,9 @@ SERVICES: tuple[Service, ...] = (
             ("DATA_SOURCE_URI", Dsn("postgres", "{host}:{port}/optiinfra?sslmode=disable")),
             ("DATA_SOURCE_USER", MONITOR))),),
         metrics=("metrics", "/metrics"),
-        exposes=("pg_up", "pg_stat_activity_count", "pg_settings_max_connections"),
+        # pg_stat_archiver_*: the builtin pg_stat_archiver metrics, read by the WAL archive alerts below.
+        exposes=("pg_up", "pg_stat_activity_count", "pg_settings_max_connections",
+                 "pg_stat_archiver_failed_count", "pg_stat_archiver_last_archive_age"),
         # pg_up is the exporter's own pg_isready: its last query of PostgreSQL succeeded.
         alerts=(Alert("PostgresDown", 'pg_up{job="$job"} == 0', None,
                       "PostgreSQL does not answer its exporter ({{ $labels.instance }})",

@@ -159,8 +159,10 @@ def test_on_kubernetes_each_secret_is_a_mounted_file_the_config_names() -> None:
     assert files <= mounted
     container = spec["containers"][0]
     assert any(m["mountPath"] == SECRET_DIR and m["readOnly"] for m in container["volumeMounts"])
-    # Nothing of them in the environment or the arguments.
-    assert not container.get("env") and all("_file" not in a and "://" not in a for a in container["args"])
+    # Nothing of them in the environment or the arguments. The one variable is the Go runtime's
+    # memory setting (infra/runtime.py): 64 MiB limit x 0.8 = 51.2 -> 51MiB, no secret.
+    assert container.get("env") == [{"name": "GOMEMLIMIT", "value": "51MiB"}]
+    assert all("_file" not in a and "://" not in a for a in container["args"])
 
 
 def test_on_docker_the_wrapper_writes_each_secret_where_the_config_reads_it(tmp_path: Path) -> None:
@@ -171,7 +173,9 @@ def test_on_docker_the_wrapper_writes_each_secret_where_the_config_reads_it(tmp_
     assert DOCKER_SECRET_DIR in container.inputs["tmpfs"]  # memory, never the container's disk
     entrypoint = container.inputs["entrypoints"]
     assert entrypoint[:2] == ["sh", "-c"] and not any(s in " ".join(entrypoint) for s in (WEBHOOK, SLACK, SMTP))
-    assert all(e.endswith("=[secret]") for e in container.inputs["envs"])
+    # Every variable a secret, but the Go runtime's memory setting (64 MiB limit x 0.8 = 51MiB).
+    assert all(e.endswith("=[secret]") for e in container.inputs["envs"] if e != "GOMEMLIMIT=51MiB")
+    assert "GOMEMLIMIT=51MiB" in container.inputs["envs"]
     # Run the wrapper itself: into a directory of this test, exec'ing `env` for the image's program.
     eff = r.model.services[NOTIFIER.name].service
     script = secret_file_wrapper(eff)[2].replace(DOCKER_SECRET_DIR, str(tmp_path))
@@ -189,7 +193,8 @@ def test_on_docker_the_wrapper_writes_each_secret_where_the_config_reads_it(tmp_
 
 def test_without_receivers_the_notifier_gets_no_secret_and_no_wrapper() -> None:
     dev = next(x for x in _render("dev", "none").resources if x.type.endswith("Container") and x.name == NOTIFIER.name)
-    assert "entrypoints" not in dev.inputs and "envs" not in dev.inputs
+    # No wrapper and no variable but the Go runtime's memory setting (64 MiB limit x 0.8 = 51MiB).
+    assert "entrypoints" not in dev.inputs and dev.inputs["envs"] == ["GOMEMLIMIT=51MiB"]
     r = _render("prod", "email-no-login")
     deployment = next(x for x in r.resources if x.type.endswith("Deployment") and x.name == NOTIFIER.name)
     assert not any("secret" in v for v in deployment.inputs["spec"]["template"]["spec"]["volumes"])

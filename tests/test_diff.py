@@ -115,7 +115,8 @@ def test_grafana_replacement_is_delete_first_and_keeps_its_volume() -> None:
 def test_every_container_is_deleted_before_its_replacement() -> None:
     # Fixed names (the seed's) and fixed host ports: creating first would fail.
     containers = [s for s in snap("dev").resources.values() if s.type == CONTAINER]
-    assert len(containers) == len(default_catalog().services)
+    # One per catalog service but the sign-in proxy (the authenticator runs on Kubernetes only).
+    assert len(containers) == len([s for s in default_catalog().services.values() if not s.authenticator])
     assert all(c.delete_before_replace for c in containers)
 
 
@@ -135,9 +136,11 @@ URL_HOLDERS = {"cost-agent", "performance-agent", "resource-agent", "application
 def test_collector_port_reaches_exactly_the_services_holding_its_url() -> None:
     d = diff_of("dev", moves=MOVE_COLLECTOR)
     # The collector itself, plus every service with DATA_COLLECTOR_URL: the four agents and
-    # the portal. Not the worker or beat (same image, no URL of it), not Prometheus (the
-    # collector is not scraped), no output (the host port stays 8005).
-    assert changed(d) == {"data-collector": "replace", **dict.fromkeys(URL_HOLDERS, "replace")}
+    # the portal. Not the worker or beat (same image, no URL of it), no output (the host port
+    # stays 8005). Prometheus too: the collector is not scraped, but its health endpoint is
+    # probed (the probe-data-collector job's target moves to :8006 in prometheus.yml).
+    assert changed(d) == {"data-collector": "replace", "prometheus": "replace",
+                          **dict.fromkeys(URL_HOLDERS, "replace")}
     assert d.outputs == []
     collector = next(r for r in d.resources if r.name == "data-collector")
     # PORT follows the catalog port too, so the process listens where the checks look.
@@ -148,6 +151,9 @@ def test_collector_port_reaches_exactly_the_services_holding_its_url() -> None:
         if r.name in URL_HOLDERS:
             assert [(f.path, f.old, f.new) for f in r.changes] == [
                 ("envs[DATA_COLLECTOR_URL]", "http://data-collector:8005", "http://data-collector:8006")]
+    prometheus = next(r for r in d.resources if r.name == "prometheus")
+    assert [f.path for f in prometheus.changes] == ["uploads[/etc/prometheus/prometheus.yml].content"]
+    assert "http://data-collector:8006/health" in str(prometheus.changes[0].new)
     assert effects(d, "dependent") == URL_HOLDERS
     assert effects(d, "health") == {"data-collector"}
     assert effects(d, "scrape") == set() and effects(d, "datasource") == set()
@@ -333,7 +339,8 @@ def test_a_dormant_health_check_update_is_flagged() -> None:
     # which the docker provider records without touching the running container.
     d = diff_of("dev", moves=(("clickhouse", "http", 8124),))
     # The exporter's scrape URI follows the port (Dsn with port="http"), so it is replaced.
-    assert changed(d) == {"clickhouse": "update", "clickhouse-exporter": "replace"}
+    # Prometheus is replaced: the blackbox probe of ClickHouse's /ping follows the port too.
+    assert changed(d) == {"clickhouse": "update", "clickhouse-exporter": "replace", "prometheus": "replace"}
     exporter = next(r for r in d.resources if r.name == "clickhouse-exporter")
     assert [f.path for f in exporter.changes] == ["command[0]"]
     assert alerts(d, "dormant-update") and "healthcheck" in alerts(d, "dormant-update")[0]
@@ -406,13 +413,15 @@ def test_prod_grafana_port_reaches_service_probe_ingress_policy_portal_and_scrap
         ("NetworkPolicy", "allow-grafana"): "update",  # allowed port (ingress)
         ("NetworkPolicy", "allow-oauth2-proxy"): "update",  # the proxy's egress to it
         ("NetworkPolicy", "allow-prometheus"): "update",  # the scraper's egress to it
+        ("NetworkPolicy", "allow-blackbox-exporter"): "update",  # the prober's egress to its health endpoint
         ("Deployment", "oauth2-proxy"): "update",    # --upstream
         ("ConfigMap", "prometheus-config"): "replace",  # scrape target; the name is content-hashed
         ("StatefulSet", "prometheus"): "update",     # mounts the new ConfigMap
     }
     assert {p for p, _, _ in d.outputs} == {"endpoints.grafana"}
     assert effects(d, "ingress") == set()
-    assert effects(d, "network-policy") == {"allow-grafana", "allow-oauth2-proxy", "allow-prometheus"}
+    assert effects(d, "network-policy") == {"allow-grafana", "allow-oauth2-proxy", "allow-prometheus",
+                                            "allow-blackbox-exporter"}
     assert effects(d, "dependent") == {"oauth2-proxy"} and effects(d, "scrape") == {"prometheus"}
     restarts = alerts(d, "stateful-restart")
     assert {m.split(" ")[0] for m in restarts} == {"grafana", "prometheus"}
