@@ -107,19 +107,9 @@ PLATFORM_ALERTS = (
           "{{ $labels.service }} ({{ $labels.instance }}) restarted {{ $value }} times in 30 minutes",
           "A crash loop: read the logs of the previous run (`kubectl logs --previous`, `docker logs`); "
           "a failing liveness probe or the memory limit are the usual causes.", for_="0m"),
-    # The restore drills' own record (objectstore.py writes it whether the drill passes or
-    # fails; docs/backups.md: how Prometheus reads it). Quiet while no drill reports.
-    Alert("BackupDrillFailed", "optiinfra_backup_drill_success == 0", None,
-          "The restore drill of {{ $labels.service }}'s newest backup failed",
-          "Read the drill job's log: a missing canary means the backup lacks the latest run's "
-          "data; a download or restore error means the backup cannot be restored (docs/backups.md).",
-          severity="critical", for_="0m"),
-    # Seconds: the default schedule is daily, so a day plus two hours of slack; a stack with
-    # another backups.schedule sets alerting.thresholds.BackupTooOld.
-    Alert("BackupTooOld", "optiinfra_backup_drill_rpo_seconds > $threshold", 93600,
-          "The newest restorable backup of {{ $labels.service }} is {{ $value | humanizeDuration }} old",
-          "The scheduled backup did not run or did not upload: check the backup CronJob's last jobs "
-          "(`kubectl get jobs`) and its upload step's log.", for_="0m"),
+    # No drill alerts yet (BackupDrillFailed, BackupTooOld): the drills' metrics file is not
+    # scraped (the drill job is not scheduled), and an alert on series nobody produces would
+    # stay quiet however stale the backups got (docs/backups.md).
 )
 """Alerts on every scraped service, from Prometheus' own `up` and the client libraries' process
 metrics (see docs/monitoring.md: why no kube-state-metrics)."""
