@@ -413,15 +413,14 @@ def test_prod_grafana_port_reaches_service_probe_ingress_policy_portal_and_scrap
         ("NetworkPolicy", "allow-grafana"): "update",  # allowed port (ingress)
         ("NetworkPolicy", "allow-oauth2-proxy"): "update",  # the proxy's egress to it
         ("NetworkPolicy", "allow-prometheus"): "update",  # the scraper's egress to it
-        ("NetworkPolicy", "allow-blackbox-exporter"): "update",  # the prober's egress to its health endpoint
         ("Deployment", "oauth2-proxy"): "update",    # --upstream
         ("ConfigMap", "prometheus-config"): "replace",  # scrape target; the name is content-hashed
         ("StatefulSet", "prometheus"): "update",     # mounts the new ConfigMap
     }
     assert {p for p, _, _ in d.outputs} == {"endpoints.grafana"}
     assert effects(d, "ingress") == set()
-    assert effects(d, "network-policy") == {"allow-grafana", "allow-oauth2-proxy", "allow-prometheus",
-                                            "allow-blackbox-exporter"}
+    # Not the prober's: Grafana, behind the sign-in proxy, is not probed on Kubernetes.
+    assert effects(d, "network-policy") == {"allow-grafana", "allow-oauth2-proxy", "allow-prometheus"}
     assert effects(d, "dependent") == {"oauth2-proxy"} and effects(d, "scrape") == {"prometheus"}
     restarts = alerts(d, "stateful-restart")
     assert {m.split(" ")[0] for m in restarts} == {"grafana", "prometheus"}
