@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from policies.optiinfra_policies.standards import KNOWN_DEFAULT_CREDENTIALS
 from policies.optiinfra_policies.vocabulary import CONTAINER_PREFIX, tier_scoped_name
 
-from .graph import Model
+from .graph import Resolved
 from .model import Secret, Service, Tier
 
 DEFAULT_PROJECT = "optiinfra"
@@ -110,7 +110,7 @@ def _ours(c: dict[str, Any], project: str) -> bool:
     return (c.get("Labels") or {}).get(PROJECT_LABEL) == project or _name(c).startswith(CONTAINER_PREFIX)
 
 
-def _service_of(c: dict[str, Any], model: Model) -> str | None:
+def _service_of(c: dict[str, Any], model: Resolved) -> str | None:
     name, label = _name(c), (c.get("Labels") or {}).get(SERVICE_LABEL, "")
     if name.startswith(CONTAINER_PREFIX) and name[len(CONTAINER_PREFIX):] in model.catalog.services:
         return name[len(CONTAINER_PREFIX):]
@@ -121,7 +121,7 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def discover(engine: EngineApi, model: Model, project: str) -> Findings:
+def discover(engine: EngineApi, model: Resolved, project: str) -> Findings:
     """Map the compose project's containers, volumes and networks onto the catalog."""
     f = Findings(project)
     catalog = model.catalog
@@ -244,7 +244,7 @@ def _setting_differences(svc: Service, env: dict[str, str], adopted: dict[str, s
     return out
 
 
-def _credentials(model: Model, svc: Service, env: dict[str, str]) -> list[CredentialUse]:
+def _credentials(model: Resolved, svc: Service, env: dict[str, str]) -> list[CredentialUse]:
     """Each credential the service owns, and what the compose container has for it."""
     out = []
     for cred in svc.credentials:

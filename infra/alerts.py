@@ -24,7 +24,7 @@ from string import Template
 import yaml
 
 from . import probes
-from .graph import Model
+from .graph import Resolved
 from .model import Alert, Generated
 
 MEMORY_LIMIT = "service:memory_limit_bytes"
@@ -37,7 +37,7 @@ RESIDENT = "process_resident_memory_bytes"
 MIB = 1024 * 1024
 
 
-def threshold(model: Model, alert: Alert) -> float | None:
+def threshold(model: Resolved, alert: Alert) -> float | None:
     """The alert's threshold in this stack: stack config, else the catalog's default."""
     return model.settings.alerting.thresholds.get(alert.name, alert.threshold)
 
@@ -46,13 +46,13 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
-def expression(model: Model, alert: Alert, job: str = "") -> str:
+def expression(model: Resolved, alert: Alert, job: str = "") -> str:
     """The alert's PromQL with `$job` and `$threshold` filled in."""
     value = threshold(model, alert)
     return Template(alert.expr).substitute(job=job, threshold=_number(value) if value is not None else "")
 
 
-def _alert_rule(model: Model, alert: Alert, job: str = "", service: str = "") -> dict[str, object]:
+def _alert_rule(model: Resolved, alert: Alert, job: str = "", service: str = "") -> dict[str, object]:
     labels: dict[str, str] = {"severity": alert.severity}
     if job:
         labels["service"] = service or alert.about or job
@@ -64,7 +64,7 @@ def _alert_rule(model: Model, alert: Alert, job: str = "", service: str = "") ->
     return rule
 
 
-def alerts_of(model: Model) -> list[tuple[str, Alert]]:
+def alerts_of(model: Resolved) -> list[tuple[str, Alert]]:
     """Every alert this stack evaluates, with the scrape job it reads ('' for the platform's,
     which match every job): the platform's, then each scraped, enabled service's own."""
     out: list[tuple[str, Alert]] = [("", a) for a in model.catalog.alerts]
@@ -73,7 +73,7 @@ def alerts_of(model: Model) -> list[tuple[str, Alert]]:
     return out
 
 
-def recording_rules(model: Model) -> list[dict[str, object]]:
+def recording_rules(model: Resolved) -> list[dict[str, object]]:
     target = model.settings.target
     rules: list[dict[str, object]] = []
     for eff in model.scrape_targets():
@@ -87,7 +87,7 @@ def recording_rules(model: Model) -> list[dict[str, object]]:
     return rules
 
 
-def rules(model: Model) -> str:
+def rules(model: Resolved) -> str:
     """The rule file's body (Generated.RULES): a recording group, then an alert group."""
     groups = [
         {"name": "optiinfra-recording", "rules": recording_rules(model)},
@@ -97,7 +97,7 @@ def rules(model: Model) -> str:
     return yaml.safe_dump({"groups": groups}, sort_keys=False, width=200)
 
 
-def rule_file_paths(model: Model) -> list[str]:
+def rule_file_paths(model: Resolved) -> list[str]:
     """Where the scraper finds its rule files (its ConfigFiles of kind RULES)."""
     scraper = model.scraper()
     if scraper is None:

@@ -1,6 +1,6 @@
 """Footprint of a stack against its budget: CPU, memory and persistent storage.
 
-Computed from the resolved model (graph.resolve), not from either backend's inputs, so
+Computed from the resolved model (resolve.resolve), not from either backend's inputs, so
 one calculation serves both targets:
 
 - instances: one per service on Docker; on Kubernetes `replicas`, and the cost agent
@@ -21,7 +21,7 @@ On Kubernetes the requests must fit with room kept on top, and the report says h
 - each node's system reserve (`budget.reservedMemory`, `budget.reservedCpu`: kubelet,
   runtime, eviction threshold), which pods never get;
 - a rolling update's surge: the extra pods each service's `Rollout` (resolved in the
-  model, graph.resolve) adds while it rolls. Rollouts that run at once each wait for room for
+  model, resolve.resolve) adds while it rolls. Rollouts that run at once each wait for room for
   their next pod, and each finished step frees an old pod; so the room that guarantees
   progress is that of the largest surge pod, on one node as well as in the pool.
 On Docker every rollout replaces in place (no surge) and the budget is already the host's share.
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import cost
-from .graph import Effective, Model
+from .graph import Effective, Resolved
 from .model import Tier, parse_memory_mib
 from .settings import NAMESPACE, ConfigError
 
@@ -147,7 +147,7 @@ class Footprint:
 
 # ---- the calculation ------------------------------------------------------------------
 
-def instances(model: Model, eff: Effective) -> int:
+def instances(model: Resolved, eff: Effective) -> int:
     """How many copies of a service run: Docker runs one of each; Kubernetes runs the
     replicas, and the cost agent's replicas once per cloud provider."""
     if model.settings.target != "kubernetes":
@@ -155,13 +155,13 @@ def instances(model: Model, eff: Effective) -> int:
     return eff.replicas * (len(eff.providers) or 1)
 
 
-def storage_mib(model: Model, eff: Effective) -> int:
+def storage_mib(model: Resolved, eff: Effective) -> int:
     """Persistent storage of one instance: its volumes (a claim each on Kubernetes), and on
     Kubernetes its backup claim."""
     return sum(size for _, size in eff.volume_sizes) + eff.backup_mib
 
 
-def per_instance(model: Model, eff: Effective) -> Amount:
+def per_instance(model: Resolved, eff: Effective) -> Amount:
     res = eff.resources
     limit_mib, limit_cpu = res.limits(model.settings.target)  # Guaranteed QoS: limits = requests
     return Amount(cpu_request_m=round(res.cpu * 1000), cpu_limit_m=round(limit_cpu * 1000),
@@ -169,7 +169,7 @@ def per_instance(model: Model, eff: Effective) -> Amount:
                   storage_mib=storage_mib(model, eff))
 
 
-def budget_of(model: Model) -> Budget:
+def budget_of(model: Resolved) -> Budget:
     b, k8s = model.settings.budget, model.settings.target == "kubernetes"
     reserve = b.reserved_memory not in ("0", "0Mi")
     return Budget(nodes=b.nodes, cpu_per_node_m=round(b.cpu * 1000),
@@ -178,7 +178,7 @@ def budget_of(model: Model) -> Budget:
                   reserved_memory_mib=parse_memory_mib(b.reserved_memory) if k8s and reserve else 0)
 
 
-def surge_of(model: Model, lines: list[Line]) -> Line | None:
+def surge_of(model: Resolved, lines: list[Line]) -> Line | None:
     """The most a rolling update adds at once: over services whose rollout surges (the
     model's `Rollout`), its surge pods, by memory request, then CPU."""
     surge = {x.name: model.services[x.name].rollout.surge for x in lines}
@@ -188,7 +188,7 @@ def surge_of(model: Model, lines: list[Line]) -> Line | None:
     return None if top is None else Line(top.name, top.tier, surge[top.name], replace(top.each, storage_mib=0))
 
 
-def footprint(model: Model, stack: str) -> Footprint:
+def footprint(model: Resolved, stack: str) -> Footprint:
     lines = [Line(eff.name, eff.tier, instances(model, eff), per_instance(model, eff),
                   per_provider=bool(eff.providers))
              for tier in Tier for eff in model.in_tier(tier)]
@@ -386,7 +386,7 @@ def as_json(fp: Footprint) -> dict[str, Any]:
     }
 
 
-def summary_line(model: Model | None, stack: str) -> str:
+def summary_line(model: Resolved | None, stack: str) -> str:
     """The one line `plan` prints under its resources."""
     if model is None:
         return ""

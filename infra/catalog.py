@@ -663,7 +663,7 @@ SERVICES: tuple[Service, ...] = (
         secret_files=(SecretFile("sso-client", ("OAUTH2_PROXY_CLIENT_SECRET",), "OAUTH2_PROXY_CLIENT_SECRET_FILE"),
                       SecretFile("sso-cookie", ("OAUTH2_PROXY_COOKIE_SECRET",), "OAUTH2_PROXY_COOKIE_SECRET_FILE")),
         # The settings' flags (issuer, client, who may sign in, cookie domain, the callback on
-        # the UI's host) follow these; graph.resolve adds them from `sso`.
+        # the UI's host) follow these; resolve.resolve adds them from `sso`.
         command=("--provider=oidc",
                  Dsn("grafana", "--upstream=http://{host}:{port}/", port="web"),
                  "--reverse-proxy=true", "--pass-user-headers=true", "--set-xauthrequest=true",

@@ -27,7 +27,7 @@ from policies.optiinfra_policies.vocabulary import DOCKER_SERVICE, DOCKER_TIER
 from policies.optiinfra_policies.vocabulary import K8S_COMPONENT as COMPONENT
 from policies.optiinfra_policies.vocabulary import K8S_NAME as NAME
 
-from .graph import Model
+from .graph import Resolved
 from .model import Tier, parse_memory_mib
 from .settings import HOURS_PER_MONTH, Prices, Settings
 
@@ -80,7 +80,7 @@ def node_pool(settings: Settings) -> float:
     return b.nodes * each
 
 
-def of_model(model: Model) -> list[Item]:
+def of_model(model: Resolved) -> list[Item]:
     """The priced amounts of a resolved stack (requests on Kubernetes, limits on Docker)."""
     k8s = model.settings.target == "kubernetes"
     out = []

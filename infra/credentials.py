@@ -17,7 +17,7 @@ import pulumi_random as random
 from policies.optiinfra_policies.standards import KNOWN_DEFAULT_CREDENTIALS
 
 from . import objectstore
-from .graph import Model, notifier_ports
+from .graph import Resolved, notifier_ports
 from .model import Credential
 from .settings import NAMESPACE, ConfigError
 from .wiring import credential_refs
@@ -26,7 +26,7 @@ KNOWN_DEFAULTS = KNOWN_DEFAULT_CREDENTIALS
 MIN_LENGTH = 12
 
 
-def needed(model: Model) -> dict[str, Credential]:
+def needed(model: Resolved) -> dict[str, Credential]:
     """Credentials that some enabled service uses."""
     ids: set[str] = set()
     for eff in model.services.values():
@@ -35,7 +35,7 @@ def needed(model: Model) -> dict[str, Credential]:
     return {k: v for k, v in model.catalog.credentials.items() if k in ids}
 
 
-def store_credential_ids(model: Model) -> set[str]:
+def store_credential_ids(model: Resolved) -> set[str]:
     """The backup store's secrets this stack needs: its key unless workload identity gives
     one, the passphrase with client-side encryption; none without `backups.store` or backups."""
     store = model.settings.backups.store
@@ -50,7 +50,7 @@ def store_credential_ids(model: Model) -> set[str]:
     return {c.id for c in model.catalog.credentials.values() if c.store and c.config_key in wanted}
 
 
-def supplied(model: Model, config: Mapping[str, Any]) -> dict[str, str]:
+def supplied(model: Resolved, config: Mapping[str, Any]) -> dict[str, str]:
     """Credentials set as stack secrets (in the stack's config, engine form), validated
     (plain values, never printed). A receiver's secret (never generated) must be set while
     its receiver is on, and is refused while it is off (it would be ignored)."""
@@ -107,7 +107,7 @@ def supplied(model: Model, config: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def _check_url(model: Model, key: str, config_key: str, value: str) -> None:
+def _check_url(model: Resolved, key: str, config_key: str, value: str) -> None:
     """A receiver URL is HTTPS on a port the notifier may reach; the message never shows it."""
     try:
         url = urlsplit(value.strip())
@@ -132,7 +132,7 @@ def _check_url(model: Model, key: str, config_key: str, value: str) -> None:
                               f"use a public host, or take its range out of {NAMESPACE}:kubernetes.outsideExcept")
 
 
-def owner_tier(model: Model, cred: Credential) -> str:
+def owner_tier(model: Resolved, cred: Credential) -> str:
     for eff in model.services.values():
         if cred in eff.service.credentials:
             return eff.tier.value
@@ -140,7 +140,7 @@ def owner_tier(model: Model, cred: Credential) -> str:
 
 
 def materialize(
-    model: Model, values: dict[str, str], parents: dict[str, pulumi.Resource]
+    model: Resolved, values: dict[str, str], parents: dict[str, pulumi.Resource]
 ) -> dict[str, pulumi.Output[str]]:
     """One secret Output per needed credential; generated ones are RandomPasswords
     parented under the tier of the service that owns them. None with

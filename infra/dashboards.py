@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from . import alerts
-from .graph import Model
+from .graph import Resolved
 from .model import Generated, Panel, Tier
 
 UID_PREFIX = "optiinfra"
@@ -81,7 +81,7 @@ class _Grid:
             self.y, self.col = self.y + 8, 0
 
 
-def _watched(model: Model, tier: Tier) -> list[tuple[str, Panel]]:
+def _watched(model: Resolved, tier: Tier) -> list[tuple[str, Panel]]:
     """(job, panel) of every scraped service's panels whose subject is in `tier`."""
     out = []
     for eff in model.scrape_targets():
@@ -103,7 +103,7 @@ def _dashboard(part: str, panels: list[dict[str, Any]]) -> str:
     return json.dumps(board, indent=2, sort_keys=True) + "\n"
 
 
-def overview(model: Model, datasource: dict[str, str]) -> str:
+def overview(model: Resolved, datasource: dict[str, str]) -> str:
     grid = _Grid(datasource)
     scraped_tiers = {e.tier for e in model.scrape_targets()}
     for tier in model.tiers():
@@ -120,7 +120,7 @@ def overview(model: Model, datasource: dict[str, str]) -> str:
     return _dashboard("", grid.panels)
 
 
-def _unwatched(model: Model, tier: Tier, grid: _Grid) -> None:
+def _unwatched(model: Resolved, tier: Tier, grid: _Grid) -> None:
     """Say which services of the tier no metric watches (their health checks still run)."""
     scraped = model.scrape_targets()
     watched = {e.name for e in scraped} | {a.about for e in scraped for a in e.service.alerts if a.about}
@@ -130,12 +130,12 @@ def _unwatched(model: Model, tier: Tier, grid: _Grid) -> None:
                   "Their health checks still run (Kubernetes probes, Docker health checks).")
 
 
-def _first_panel(model: Model, job: str) -> Panel | None:
+def _first_panel(model: Resolved, job: str) -> Panel | None:
     panels = model.services[job].service.panels
     return panels[0] if panels else None
 
 
-def tier_dashboard(model: Model, tier: Tier, datasource: dict[str, str]) -> str:
+def tier_dashboard(model: Resolved, tier: Tier, datasource: dict[str, str]) -> str:
     grid = _Grid(datasource)
     if any(e.tier is tier for e in model.scrape_targets()):
         grid.row("Scrape targets")
@@ -153,12 +153,12 @@ def tier_dashboard(model: Model, tier: Tier, datasource: dict[str, str]) -> str:
     return _dashboard(tier.value, grid.panels)
 
 
-def dashboard(model: Model, datasource: dict[str, str], part: str) -> str:
+def dashboard(model: Resolved, datasource: dict[str, str], part: str) -> str:
     """One dashboard file (Generated.DASHBOARD): the overview, or the tier named by `part`."""
     return tier_dashboard(model, Tier(part), datasource) if part else overview(model, datasource)
 
 
-def provider(model: Model) -> str:
+def provider(model: Resolved) -> str:
     """Grafana's dashboard provider: the directory of this Grafana's dashboard files."""
     owner = next((e.service for e in model.services.values()
                   if any(f.generator is Generated.DASHBOARD_PROVIDER for f in e.service.files)), None)

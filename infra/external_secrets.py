@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .graph import Model
+from .graph import Resolved
 from .model import Credential
 from .settings import ExternalSecrets, RemoteKey
 from .wiring import PASSWORD, Embedded
@@ -55,7 +55,7 @@ class Remote:
         return out
 
 
-def settings_of(model: Model) -> ExternalSecrets | None:
+def settings_of(model: Resolved) -> ExternalSecrets | None:
     return model.settings.kubernetes.external_secrets if model.settings.target == "kubernetes" else None
 
 
@@ -63,7 +63,7 @@ def default_prefix(stack: str) -> str:
     return f"optiinfra/{stack}"
 
 
-def remotes(model: Model, credentials: Iterable[Credential], stack: str) -> dict[str, Remote]:
+def remotes(model: Resolved, credentials: Iterable[Credential], stack: str) -> dict[str, Remote]:
     """Each credential's remote reference, by credential id (empty without the setting)."""
     es = settings_of(model)
     if es is None:

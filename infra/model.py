@@ -307,7 +307,7 @@ class DisruptionBudget:
 
 @dataclass(frozen=True)
 class Rollout:
-    """How a service's instances are replaced, decided once per service (graph.resolve)
+    """How a service's instances are replaced, decided once per service (resolve.resolve)
     and read by every backend and by the capacity check.
 
     `Recreate`: the old instance stops before the new one starts (never two at once; a
@@ -347,7 +347,7 @@ class Credential:
     receiver: ReceiverKind | None = None
     """The alert receiver whose URL or password this is: supplied or absent, never generated
     (nobody can generate a chat URL). The stack uses it only while `alerting.receivers.<kind>`
-    is on (graph.resolve drops it, and the env and SecretFiles that carry it, otherwise)."""
+    is on (resolve.resolve drops it, and the env and SecretFiles that carry it, otherwise)."""
     store: bool = False
     """The off-site backup store's key or passphrase (`backups.store`): supplied, never
     generated (nobody can generate a cloud key); used only while the store needs it."""

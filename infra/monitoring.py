@@ -20,7 +20,7 @@ from collections.abc import Callable
 import yaml
 
 from . import alerts, dashboards, notifications, probes
-from .graph import Model
+from .graph import Resolved
 from .model import ConfigFile, Generated
 from .wiring import HostOf
 
@@ -36,7 +36,7 @@ DATASOURCE_TYPE = "prometheus"
 DATASOURCE = {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID}
 
 
-def scrape_config(model: Model, host_of: HostOf, pods_of: PodsOf = None, part: str = "") -> str:
+def scrape_config(model: Resolved, host_of: HostOf, pods_of: PodsOf = None, part: str = "") -> str:
     jobs: list[dict[str, object]] = []
     for e in model.scrape_edges():
         target = model.services[e.target].service
@@ -75,7 +75,7 @@ def scrape_config(model: Model, host_of: HostOf, pods_of: PodsOf = None, part: s
     return HEADER + yaml.safe_dump(config, sort_keys=False)
 
 
-def datasources(model: Model, host_of: HostOf, pods_of: PodsOf = None, part: str = "") -> str:
+def datasources(model: Resolved, host_of: HostOf, pods_of: PodsOf = None, part: str = "") -> str:
     sources = []
     scraper = model.scraper()
     if scraper is not None and scraper.service.connection is not None:
@@ -87,27 +87,27 @@ def datasources(model: Model, host_of: HostOf, pods_of: PodsOf = None, part: str
     return HEADER + yaml.safe_dump(config, sort_keys=False)
 
 
-def rules(model: Model, host_of: HostOf, pods_of: PodsOf = None, part: str = "") -> str:
+def rules(model: Resolved, host_of: HostOf, pods_of: PodsOf = None, part: str = "") -> str:
     return HEADER + alerts.rules(model)
 
 
-def dashboard_provider(model: Model, host_of: HostOf, pods_of: PodsOf = None, part: str = "") -> str:
+def dashboard_provider(model: Resolved, host_of: HostOf, pods_of: PodsOf = None, part: str = "") -> str:
     return HEADER + dashboards.provider(model)
 
 
-def dashboard(model: Model, host_of: HostOf, pods_of: PodsOf = None, part: str = "") -> str:
+def dashboard(model: Resolved, host_of: HostOf, pods_of: PodsOf = None, part: str = "") -> str:
     return dashboards.dashboard(model, DATASOURCE, part)  # JSON: no comment header
 
 
-def notifier_config(model: Model, host_of: HostOf, pods_of: PodsOf = None, part: str = "") -> str:
+def notifier_config(model: Resolved, host_of: HostOf, pods_of: PodsOf = None, part: str = "") -> str:
     return HEADER + notifications.config(model)
 
 
-def probe_config(model: Model, host_of: HostOf, pods_of: PodsOf = None, part: str = "") -> str:
+def probe_config(model: Resolved, host_of: HostOf, pods_of: PodsOf = None, part: str = "") -> str:
     return HEADER + probes.config(model)
 
 
-RENDERERS: dict[Generated, Callable[[Model, HostOf, PodsOf, str], str]] = {
+RENDERERS: dict[Generated, Callable[[Resolved, HostOf, PodsOf, str], str]] = {
     Generated.SCRAPE_CONFIG: scrape_config,
     Generated.DATASOURCES: datasources,
     Generated.RULES: rules,
@@ -122,7 +122,7 @@ class GeneratedFiles:
     """Each generated file rendered once per stack, however many services mount it and
     whichever backend delivers it (per service it would be quadratic in the services)."""
 
-    def __init__(self, model: Model, host_of: HostOf, pods_of: PodsOf = None) -> None:
+    def __init__(self, model: Resolved, host_of: HostOf, pods_of: PodsOf = None) -> None:
         self.model, self.host_of, self.pods_of = model, host_of, pods_of
         self._cache: dict[tuple[Generated, str], str] = {}
 

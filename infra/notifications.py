@@ -21,7 +21,7 @@ import yaml
 
 from policies.optiinfra_policies.vocabulary import NO_RECEIVER_MARK
 
-from .graph import Effective, Model
+from .graph import Effective, Resolved
 from .model import Credential, SecretFile
 from .settings import NAMESPACE, SEVERITIES, ConfigError, EmailReceiver, Receiver, SlackReceiver
 
@@ -39,19 +39,19 @@ HEARTBEAT_STALE_MIN = 4
 to four times its resend delay (1m) ahead, so a dead Prometheus stops the heartbeat within this."""
 
 
-def nowhere(model: Model) -> bool:
+def nowhere(model: Resolved) -> bool:
     """True when the stack sends alerts nowhere: a notifier runs, but no receiver is set."""
     return model.notifier() is not None and not model.settings.alerting.receivers.on()
 
 
-def required(model: Model) -> bool:
+def required(model: Resolved) -> bool:
     """A Kubernetes stack (staging, prod) must send its alerts somewhere, unless its stack file
     states why not (`alerting.noReceiver`); a Docker stack (dev) may keep the null receiver."""
     return (model.settings.target == "kubernetes" and nowhere(model)
             and not model.settings.alerting.no_receiver.strip())
 
 
-def require_receiver(model: Model) -> None:
+def require_receiver(model: Resolved) -> None:
     """Refuse (ConfigError: one line, key and fix) a stack whose alerts would go nowhere; what
     `check` and the program under `pulumi up` call (plan, render and diff only say so)."""
     if not required(model):
@@ -63,7 +63,7 @@ def require_receiver(model: Model) -> None:
                       "https://...; or state why not: optiinfra:alerting.noReceiver: <reason> (docs/monitoring.md)")
 
 
-def status_line(model: Model) -> str:
+def status_line(model: Resolved) -> str:
     """One line for plan and deploy: where this stack's alerts go."""
     if model.notifier() is None:
         return "Alerts: no notifier is deployed; firing alerts show only in Prometheus' /alerts page"
@@ -83,14 +83,14 @@ def status_line(model: Model) -> str:
     return f"Alerts: {'; '.join(parts)}"
 
 
-def _secret_path(model: Model, notifier: Effective, kind: str) -> str:
+def _secret_path(model: Resolved, notifier: Effective, kind: str) -> str:
     """Where the notifier reads the secret of receiver `kind` on this stack's target."""
     cred: Credential = next(c for c in notifier.service.credentials if c.receiver == kind)
     file: SecretFile = next(f for f in notifier.service.secret_files if f.credential == cred.id)
     return file.path_on(model.settings.target)
 
 
-def _integration(model: Model, notifier: Effective, kind: str, r: Receiver) -> dict[str, object]:
+def _integration(model: Resolved, notifier: Effective, kind: str, r: Receiver) -> dict[str, object]:
     out: dict[str, object] = {"send_resolved": r.send_resolved}
     if isinstance(r, SlackReceiver):
         out |= {"api_url_file": _secret_path(model, notifier, kind), "channel": r.channel,
@@ -108,7 +108,7 @@ def _integration(model: Model, notifier: Effective, kind: str, r: Receiver) -> d
 _KEYS = {"webhook": "webhook_configs", "slack": "slack_configs", "email": "email_configs"}
 
 
-def config(model: Model) -> str:
+def config(model: Resolved) -> str:
     """alertmanager.yml of this stack (the body; monitoring.py adds the header)."""
     notifier = model.notifier()
     receivers: list[dict[str, object]] = [{"name": NULL}]

@@ -38,7 +38,7 @@ from pulumi.runtime.sync_await import _sync_await
 from policies.optiinfra_policies.vocabulary import PROJECT, RANDOM_PASSWORD, SECRET_MARK, STACK, UNKNOWN_MARK
 
 from . import stack as stack_config
-from .graph import Model
+from .graph import Resolved
 from .model import Catalog
 
 SECRET = SECRET_MARK
@@ -82,7 +82,7 @@ class Render:
     stack: str
     resources: list[Resource]
     outputs: dict[str, Any]
-    model: Model
+    model: Resolved
     """The resolved model the program deployed."""
     secret_values: set[str] = field(default_factory=set)
     """Every plain secret value seen (for leak tests; never printed)."""

@@ -20,7 +20,7 @@ import re
 
 import yaml
 
-from .graph import Model
+from .graph import Resolved
 from .model import Alert, HttpCheck, TcpCheck, probed_check
 from .wiring import HostOf
 
@@ -34,7 +34,7 @@ def job_name(service: str) -> str:
     return f"probe-{service}"
 
 
-def module_name(model: Model, service: str) -> str:
+def module_name(model: Resolved, service: str) -> str:
     check = probed_check(model.services[service].service)
     return f"http_{service}" if isinstance(check, HttpCheck) else TCP_MODULE
 
@@ -45,7 +45,7 @@ def body_pattern(expect: str) -> str:
     return r"\s*:\s*".join(re.escape(part) for part in expect.split(":"))
 
 
-def modules(model: Model) -> dict[str, dict[str, object]]:
+def modules(model: Resolved) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     for e in model.probe_edges():
         check = probed_check(model.services[e.target].service)
@@ -59,12 +59,12 @@ def modules(model: Model) -> dict[str, dict[str, object]]:
     return dict(sorted(out.items()))
 
 
-def config(model: Model) -> str:
+def config(model: Resolved) -> str:
     """The prober's config file (blackbox exporter's `modules`)."""
     return yaml.safe_dump({"modules": modules(model)}, sort_keys=False, width=200)
 
 
-def target(model: Model, service: str, host_of: HostOf) -> str:
+def target(model: Resolved, service: str, host_of: HostOf) -> str:
     """What the prober is asked to probe for a service: its health URL, or host:port for TCP."""
     svc = model.services[service].service
     check = probed_check(svc)
@@ -73,7 +73,7 @@ def target(model: Model, service: str, host_of: HostOf) -> str:
     return f"http://{address}{check.path}" if isinstance(check, HttpCheck) else address
 
 
-def scrape_jobs(model: Model, host_of: HostOf) -> list[dict[str, object]]:
+def scrape_jobs(model: Resolved, host_of: HostOf) -> list[dict[str, object]]:
     """One scrape job per probe edge: Prometheus asks the prober for that target."""
     prober = model.prober()
     if prober is None or prober.service.metrics is None:
@@ -94,7 +94,7 @@ def scrape_jobs(model: Model, host_of: HostOf) -> list[dict[str, object]]:
     return jobs
 
 
-def job_alerts(model: Model) -> list[tuple[str, str, Alert]]:
+def job_alerts(model: Resolved) -> list[tuple[str, str, Alert]]:
     """(job, service, alert) of every rule on a whole job: each scrape job's absent-target
     alert, each probe job's prober alerts, and ('', '', Watchdog)."""
     out: list[tuple[str, str, Alert]] = []

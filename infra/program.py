@@ -15,13 +15,13 @@ import pulumi
 from . import credentials, external_secrets, notifications, stack
 from .backends import create
 from .catalog import default_catalog
-from .graph import Model, startup_order
+from .graph import Resolved, startup_order
 from .model import Catalog, Tier
 from .settings import NAMESPACE, SETTING_KEYS, ConfigError
 from .tiers import TierComponent
 
 
-def load(present: Iterable[str], catalog: Catalog | None = None) -> tuple[Model, dict[str, str]]:
+def load(present: Iterable[str], catalog: Catalog | None = None) -> tuple[Resolved, dict[str, str]]:
     """Read the stack's config with `pulumi.Config` and validate it before any resource
     exists: the model, and the credentials supplied as stack secrets. `present` are the
     config keys the stack sets (unknown ones are refused). Raises ConfigError."""
@@ -32,7 +32,7 @@ def load(present: Iterable[str], catalog: Catalog | None = None) -> tuple[Model,
     return model, credentials.supplied(model, values)
 
 
-def deploy(model: Model, supplied: dict[str, str]) -> dict[str, object]:
+def deploy(model: Resolved, supplied: dict[str, str]) -> dict[str, object]:
     """Register every resource of the stack; returns the stack outputs."""
     tiers: dict[Tier, TierComponent] = {}
     previous: TierComponent | None = None
@@ -62,7 +62,7 @@ def credential_locations(located: dict[str, external_secrets.Remote]) -> dict[st
     return {r.credential.config_key: r.location() for r in located.values()}
 
 
-def credentials_output(model: Model, secrets: dict[str, pulumi.Output[str]]) -> pulumi.Output[dict[str, str]]:
+def credentials_output(model: Resolved, secrets: dict[str, pulumi.Output[str]]) -> pulumi.Output[dict[str, str]]:
     """Every credential of the stack by its config key (what `pulumi config set --secret`
     takes), generated or supplied: one secret Output, never shown in plaintext."""
     keys = {model.catalog.credentials[cid].config_key: value for cid, value in secrets.items()}

@@ -1,5 +1,5 @@
 """Runtime settings that follow a service's memory limit, one rule per kind, computed once
-per service and stack (graph.resolve puts them on `Effective`; both backends read them).
+per service and stack (resolve.resolve puts them on `Effective`; both backends read them).
 
 - Go (`Runtime("go")`): GOMEMLIMIT at `GO_SHARE` of the limit, so the garbage collector
   works harder before the kernel's OOM killer would (Go's soft memory limit, Go 1.19+);

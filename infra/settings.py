@@ -4,7 +4,7 @@ Everything arrives as a flat map of Pulumi config (`optiinfra:key` -> value, obj
 as JSON, the way the engine hands them to a program; see stack.py, the one load path).
 `parse_settings` turns it into these models and checks each value on its own terms:
 type, range, format. What needs the catalog (a service that exists, a port it has, a
-replica count it allows) is checked against it in graph.resolve. Any bad value raises
+replica count it allows) is checked against it in resolve.resolve. Any bad value raises
 `ConfigError` with one message that names the config key and the fix, before any
 resource is registered. Each field's docstring is its documentation (the README's
 settings table is generated from them).

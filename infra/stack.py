@@ -22,8 +22,9 @@ from typing import Any
 import yaml
 
 from .catalog import default_catalog
-from .graph import Model, resolve
+from .graph import Resolved
 from .model import Catalog
+from .resolve import resolve
 from .settings import NAMESPACE, ConfigError, check_service_names, did_you_mean, parse_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +40,7 @@ class StackConfig:
     secret_keys: frozenset[str]
 
 
-def load_stack(values: Mapping[str, Any], catalog: Catalog | None = None) -> Model:
+def load_stack(values: Mapping[str, Any], catalog: Catalog | None = None) -> Resolved:
     """The resolved model of a stack's config (engine form). Raises ConfigError naming the
     first bad key and its fix, before anything is rendered."""
     from . import rotation
@@ -51,7 +52,7 @@ def load_stack(values: Mapping[str, Any], catalog: Catalog | None = None) -> Mod
 
 
 def model_of(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (),
-             catalog: Catalog | None = None) -> Model:
+             catalog: Catalog | None = None) -> Resolved:
     """The resolved model of a stack file plus overrides, without rendering."""
     return load_stack(read(stack, sets, secrets).values, catalog)
 

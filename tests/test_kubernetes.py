@@ -27,7 +27,7 @@ from infra import stack as infra_stack
 from infra.backends import kubernetes
 from infra.backends.kubernetes import K8S_VERSION
 from infra.catalog import CREDENTIALS, PG_APPLIED, default_catalog
-from infra.graph import Model
+from infra.graph import Resolved
 from infra.model import Secret
 from infra.settings import ConfigError
 
@@ -76,7 +76,7 @@ def container(w: dict[str, Any]) -> dict[str, Any]:
     return dict(containers[0])
 
 
-def model_of(stack: str, *sets: str) -> Model:
+def model_of(stack: str, *sets: str) -> Resolved:
     return infra_stack.model_of(stack, sets)
 
 
@@ -704,7 +704,7 @@ def reachability(r: offline.Render) -> set[tuple[str, str, int]]:
     return allowed
 
 
-def expected_edges(model: Model) -> set[tuple[str, str, int]]:
+def expected_edges(model: Resolved) -> set[tuple[str, str, int]]:
     return {(e.source, e.target, model.services[e.target].service.port(e.port).container)
             for e in [*model.edges, *model.backup_edges()] if e.port}
 
@@ -899,12 +899,13 @@ def test_every_object_is_labelled_and_in_a_tier(prod: offline.Render) -> None:
 
 def test_the_rollout_is_read_from_the_model_by_the_render_and_by_capacity(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Change the model's rollout decision (graph._rollout) and both the manifests and the
+    """Change the model's rollout decision (infra.resolve._rollout) and both the manifests and the
     capacity report move with it: neither restates the decision."""
-    from infra import capacity, graph
+    from infra import capacity
+    from infra import resolve as resolve_module
     from infra.model import DisruptionBudget, Rollout
 
-    decide = graph._rollout
+    decide = resolve_module._rollout
 
     def changed(settings: Any, svc: Any, replicas: int) -> Rollout:
         if svc.name == "orchestrator":
@@ -913,7 +914,7 @@ def test_the_rollout_is_read_from_the_model_by_the_render_and_by_capacity(
             return Rollout("Recreate")
         return decide(settings, svc, replicas) if svc.stateful else Rollout("Recreate")
 
-    monkeypatch.setattr(graph, "_rollout", changed)
+    monkeypatch.setattr(resolve_module, "_rollout", changed)
     r = offline.render("prod")
     wl = workloads(r)
     assert wl["orchestrator"]["spec"]["strategy"] == {

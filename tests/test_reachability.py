@@ -21,7 +21,7 @@ import pytest
 from infra import offline
 from infra import stack as infra_stack
 from infra.commands import render as render_cmd
-from infra.graph import Model
+from infra.graph import Resolved
 
 from .conftest import render
 
@@ -138,7 +138,7 @@ def allowed_edges(x: Rendered) -> set[tuple[str, str, int]]:
     return out
 
 
-def declared_edges(model: Model) -> set[tuple[str, str, int]]:
+def declared_edges(model: Resolved) -> set[tuple[str, str, int]]:
     return {(e.source, e.target, model.services[e.target].service.port(e.port).container)
             for e in [*model.edges, *model.backup_edges()] if e.port}
 

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import pulumi
 
-from ..graph import Effective, Model
+from ..graph import Effective, Resolved
 from ..model import Tier
 from ..tiers import TierComponent
 
@@ -43,7 +43,7 @@ class Backend(Protocol):
         ...
 
 
-def create(model: Model, tiers: Mapping[Tier, TierComponent],
+def create(model: Resolved, tiers: Mapping[Tier, TierComponent],
            credentials: Mapping[str, pulumi.Output[str]]) -> Backend:
     """The backend of the stack's target (each imports only its own provider SDK)."""
     if model.settings.target == "docker":

@@ -34,7 +34,7 @@ from policies.optiinfra_policies.vocabulary import (
     tier_scoped_name,
 )
 
-from ..graph import ANY, LOOPBACK, Effective, Model
+from ..graph import ANY, LOOPBACK, Effective, Resolved
 from ..model import (
     DOCKER_SECRET_DIR,
     LOG_MIB,
@@ -86,7 +86,7 @@ def container_name(service: str) -> str:
     return CONTAINER_PREFIX + service
 
 
-def network_name(model: Model, tier: Tier) -> str:
+def network_name(model: Resolved, tier: Tier) -> str:
     return tier_scoped_name(model.settings.docker.network_prefix, tier.value)
 
 
@@ -94,7 +94,7 @@ def volume_name(service: str, volume: str) -> str:
     return docker_volume_name(service, volume)
 
 
-def backup_dir(model: Model, service: str, root: Path | None = None) -> str:
+def backup_dir(model: Resolved, service: str, root: Path | None = None) -> str:
     """The host directory a service's backups go to: `backups.hostDir/<service>`, as
     configured; with `root`, a relative hostDir resolved below it (the project directory)."""
     base = Path(model.settings.backups.host_dir)
@@ -108,7 +108,7 @@ def host_of(service: str) -> str:
     return service
 
 
-def routes_out(model: Model, tier: Tier) -> bool:
+def routes_out(model: Resolved, tier: Tier) -> bool:
     """A tier network has a route out (is not `internal`) only when one of the tier's own
     containers needs it: it declares outside egress in the catalog, or it publishes a host
     port (Docker forwards published ports only through a network with a gateway). With the
@@ -166,7 +166,7 @@ def health_test(service: Service, health: HealthCheck) -> list[str] | None:
 
 
 class DockerBackend:
-    def __init__(self, model: Model, tiers: Mapping[Tier, TierComponent],
+    def __init__(self, model: Resolved, tiers: Mapping[Tier, TierComponent],
                  credentials: Mapping[str, pulumi.Output[str]]) -> None:
         self.model, self.tiers = model, tiers
         self.wiring = Wiring(model.catalog, host_of, dict(credentials))

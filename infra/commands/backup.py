@@ -27,7 +27,7 @@ from .. import objectstore
 from ..backends.docker import backup_dir, container_name, host_of, network_name, volume_name
 from ..backends.kubernetes import namespace_name
 from ..cli import add_stack_arguments
-from ..graph import Effective, Model
+from ..graph import Effective, Resolved
 from ..model import Secret, backup_job
 from ..settings import NAMESPACE, ConfigError
 from ..stack import ROOT, model_of
@@ -60,13 +60,13 @@ class Step:
         return shlex.join(self.argv)
 
 
-def docker_required(model: Model, command: str) -> None:
+def docker_required(model: Resolved, command: str) -> None:
     if model.settings.target != "docker":
         raise ConfigError(f"{NAMESPACE}:target", f"is {model.settings.target}: `{command}` runs Docker containers",
                           "on Kubernetes the CronJobs back up; see docs/backups.md for a run now and the restore Job")
 
 
-def selected(model: Model, service: str | None) -> list[Effective]:
+def selected(model: Resolved, service: str | None) -> list[Effective]:
     """The services to back up: every backed-up one, or the one named (which must be)."""
     done = model.backed_up()
     if service is None:
@@ -100,7 +100,7 @@ def job_user(eff: Effective) -> str:
     return f"{os.getuid()}:{os.getgid()}"
 
 
-def one_shot(model: Model, eff: Effective, script: str, mounts: list[tuple[str, str, bool]],
+def one_shot(model: Resolved, eff: Effective, script: str, mounts: list[tuple[str, str, bool]],
              name: str) -> Step:
     """`docker run --rm` of a script beside a service, hardened like the service containers."""
     b = backups.backup_of(eff.service)
@@ -119,7 +119,7 @@ def one_shot(model: Model, eff: Effective, script: str, mounts: list[tuple[str, 
     return Step(argv, secret_env)
 
 
-def backup_step(model: Model, eff: Effective, root: Path = ROOT) -> Step:
+def backup_step(model: Resolved, eff: Effective, root: Path = ROOT) -> Step:
     svc = eff.service
     b = backups.backup_of(svc)
     port = svc.port(b.port).container if b.port else None
@@ -139,7 +139,7 @@ STORE_KEY_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 upload container takes the store's key from, passed by name (never argv)."""
 
 
-def upload_step(model: Model, eff: Effective, root: Path = ROOT) -> Step | None:
+def upload_step(model: Resolved, eff: Effective, root: Path = ROOT) -> Step | None:
     """With `backups.store`: after the backup, rclone's image uploads the newest backup of the
     host directory (mounted read-only) to the store, as Kubernetes' upload step does
     (objectstore.upload_newest_script); on Docker's default network, which reaches out. None
@@ -165,7 +165,7 @@ def upload_step(model: Model, eff: Effective, root: Path = ROOT) -> Step | None:
     return Step(argv)
 
 
-def store_key_problem(model: Model) -> str | None:
+def store_key_problem(model: Resolved) -> str | None:
     """Why the upload cannot authenticate (a variable unset), None when it can."""
     store = model.settings.backups.store
     if store is None or store.credentials == "workloadIdentity":
@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
     return execute(steps)
 
 
-def kubernetes_hint(model: Model, service: str) -> str:
+def kubernetes_hint(model: Resolved, service: str) -> str:
     """How to run a Kubernetes stack's backup now (docs/backups.md)."""
     ns = namespace_name(model, model.services[service].tier)
     job = backup_job(service)

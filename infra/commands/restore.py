@@ -28,7 +28,7 @@ from .. import backup as backups
 from ..backends import kubernetes as k8s
 from ..backends.docker import backup_dir, container_name, host_of, volume_name
 from ..cli import add_stack_arguments
-from ..graph import Effective, Model
+from ..graph import Effective, Resolved
 from ..model import LOG_MIB, SECRET_DIR, backup_job
 from ..settings import ConfigError
 from ..stack import ROOT, model_of
@@ -57,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print what the restore would overwrite and run, change nothing (exit 0)")
 
 
-def backup_path(model: Model, eff: Effective, source: str, root: Path = ROOT) -> Path:
+def backup_path(model: Resolved, eff: Effective, source: str, root: Path = ROOT) -> Path:
     """The backup named by --from: a path, or a name in the service's backup directory."""
     given = Path(source)
     named_only = not given.is_absolute() and given.parent == Path(".")
@@ -68,7 +68,7 @@ def backup_path(model: Model, eff: Effective, source: str, root: Path = ROOT) ->
     return path
 
 
-def restore_steps(model: Model, eff: Effective, path: Path) -> list[Step]:
+def restore_steps(model: Resolved, eff: Effective, path: Path) -> list[Step]:
     svc = eff.service
     b = backups.backup_of(svc)
     port = svc.port(b.port).container if b.port else None
@@ -95,7 +95,7 @@ def restore_steps(model: Model, eff: Effective, path: Path) -> list[Step]:
     return [job]
 
 
-def restore_job(model: Model, eff: Effective, name: str) -> dict[str, Any]:
+def restore_job(model: Resolved, eff: Effective, name: str) -> dict[str, Any]:
     """The Kubernetes Job that restores backup `name` from the service's backup claim: the
     backup CronJob's pod (same image, user, restricted security context, credential file and
     pod label, so the backup edge's NetworkPolicy admits it and nothing else), running the
@@ -153,7 +153,7 @@ def restore_job(model: Model, eff: Effective, name: str) -> dict[str, Any]:
                      "volumes": volumes}}}}
 
 
-def kubernetes_steps(model: Model, eff: Effective) -> list[str]:
+def kubernetes_steps(model: Resolved, eff: Effective) -> list[str]:
     """The kubectl commands around the Job (a file restore scales the service to 0 and back)."""
     ns = k8s.namespace_name(model, eff.tier)
     name = f"{eff.name}-restore"
@@ -166,7 +166,7 @@ def kubernetes_steps(model: Model, eff: Effective) -> list[str]:
     return apply
 
 
-def run_kubernetes(args: argparse.Namespace, model: Model) -> int:
+def run_kubernetes(args: argparse.Namespace, model: Resolved) -> int:
     (eff,) = selected(model, args.service)
     name = Path(args.source).name
     if not name.startswith(backups.prefix(eff.service)):
@@ -186,7 +186,7 @@ def run_kubernetes(args: argparse.Namespace, model: Model) -> int:
     return 0
 
 
-def check_to_time(model: Model, args: argparse.Namespace) -> None:
+def check_to_time(model: Resolved, args: argparse.Namespace) -> None:
     """`--to-time`: a time with a zone, not in the future, on PostgreSQL with a store (its WAL
     archive); else one line naming the fix. Without it, `--from` is required."""
     to_time = getattr(args, "to_time", None)

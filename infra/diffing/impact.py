@@ -26,7 +26,7 @@ from .replace import head
 from .snapshot import RUNS_A_SERVICE, PortFact, Snapshot, State
 
 if TYPE_CHECKING:
-    from ..graph import Model
+    from ..graph import Resolved
 
 
 class EffectKind(enum.StrEnum):
@@ -151,7 +151,7 @@ def _urns(snap: Snapshot, service: str, types: Collection[str] = RUNS_A_SERVICE)
     return sorted(s.urn for s in snap.of_service(service) if s.type in types)
 
 
-def _refs(model: Model, target: str, port_name: str) -> dict[str, list[str]]:
+def _refs(model: Resolved, target: str, port_name: str) -> dict[str, list[str]]:
     """Services whose environment or arguments carry `target`'s address with this port:
     {service: [env names / 'command']}, from the catalog's Url/Dsn values."""
     out: dict[str, list[str]] = {}
@@ -169,7 +169,7 @@ def _refs(model: Model, target: str, port_name: str) -> dict[str, list[str]]:
     return out
 
 
-def _stale(model: Model, change: PortChange) -> list[DiffWarning]:
+def _stale(model: Resolved, change: PortChange) -> list[DiffWarning]:
     """Values in the catalog that restate the old container port instead of following it."""
     if not (change.old and change.new and change.container_changed):
         return []
@@ -187,13 +187,13 @@ def _stale(model: Model, change: PortChange) -> list[DiffWarning]:
     return warnings
 
 
-def _scrape_file(model: Model, scraper: str) -> str:
+def _scrape_file(model: Resolved, scraper: str) -> str:
     """The file name of the scraper's generated scrape config."""
     files = model.services[scraper].service.files
     return next((PurePosixPath(f.path).name for f in files if f.generator is Generated.SCRAPE_CONFIG), "its config")
 
 
-def impact(changes: list[PortChange], model: Model, old: Snapshot, new: Snapshot,
+def impact(changes: list[PortChange], model: Resolved, old: Snapshot, new: Snapshot,
            resource_changes: list[ResourceChange], outputs: list[tuple[str, Any, Any]]) -> list[Impact]:
     """What follows from each port change, from the new model's graph; each item is
     checked against the render (`Effect.seen`)."""
@@ -305,7 +305,7 @@ def impact(changes: list[PortChange], model: Model, old: Snapshot, new: Snapshot
     return result
 
 
-def _file_readers(model: Model, service: str, port: str) -> set[str]:
+def _file_readers(model: Resolved, service: str, port: str) -> set[str]:
     """Services whose generated config files carry `service`'s address on `port`
     (monitoring.py: the scrape config lists every scrape target, the datasource is the
     scraper's connection)."""
@@ -461,7 +461,7 @@ def not_restarted(new: Snapshot, changes: list[ResourceChange]) -> list[DiffWarn
     return out
 
 
-def warnings_for(changes: list[PortChange], model: Model, new: Snapshot,
+def warnings_for(changes: list[PortChange], model: Resolved, new: Snapshot,
                  resource_changes: list[ResourceChange]) -> list[DiffWarning]:
     out: list[DiffWarning] = []
     by_service: dict[int, list[PortFact]] = {}

@@ -30,7 +30,7 @@ from infra.settings import ConfigError
 from policies.optiinfra_policies import vocabulary as v
 
 if TYPE_CHECKING:
-    from infra.graph import Model
+    from infra.graph import Resolved
     from infra.model import Catalog
 
 KEY_ENV = "OPTIINFRA_DIFF_KEY"
@@ -94,7 +94,7 @@ class Snapshot:
     fingerprinted: bool = True
     """False when the renderer could not fingerprint secrets (a revision from before
     `offline.render(fingerprint_key=...)`): then a changed secret value does not show."""
-    model: Model | None = field(default=None, repr=False)
+    model: Resolved | None = field(default=None, repr=False)
     """The resolved model, for a render of this checkout (not carried over from a revision)."""
 
     def to_json(self) -> dict[str, Any]:
@@ -114,7 +114,7 @@ class Snapshot:
         return [s for s in self.resources.values() if s.service == service]
 
 
-def port_facts(model: Model) -> list[PortFact]:
+def port_facts(model: Resolved) -> list[PortFact]:
     """Every container port of every enabled service."""
     facts = []
     kube = model.settings.target == "kubernetes"  # nothing has a host port there

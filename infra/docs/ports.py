@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from policies.optiinfra_policies import vocabulary as vocab
 
 from .. import alerts
-from ..graph import Effective, Model, startup_order
+from ..graph import Effective, Resolved, startup_order
 from ..model import Alert, CommandCheck, HealthCheck, HttpCheck, Port, Service, TcpCheck, Tier
 from .output import GENERATED
 from .view import StackView, cell, code, node_ports, scraper_title
@@ -51,12 +51,12 @@ def health_how(v: StackView, svc: Service) -> str:
     return f"Docker health check with {client}, every {h.interval_s}s"
 
 
-def _threshold_text(m: Model, alert: Alert) -> str:
+def _threshold_text(m: Resolved, alert: Alert) -> str:
     value = alerts.threshold(m, alert)
     return "–" if value is None else f"{value:g}"
 
 
-def alerts_by_service(m: Model) -> dict[str, list[str]]:
+def alerts_by_service(m: Resolved) -> dict[str, list[str]]:
     """Alert names per service they are about: the platform's on every scraped service, the
     others on their subject (an exporter's on its database), from whichever job reads them."""
     out: dict[str, list[str]] = {}
@@ -103,7 +103,7 @@ def _forward_example(v: StackView) -> str:
             f"{scraper.service.ports[0].container}`")
 
 
-def _deps(model: Model, name: str) -> str:
+def _deps(model: Resolved, name: str) -> str:
     out = []
     for e in model.out_edges(name):
         if e.kind != "depends":

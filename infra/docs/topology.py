@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape
 
-from ..graph import Model
+from ..graph import Resolved
 from .svg import COLORS, FONT, MARGIN, label
 from .view import StackView, node_ports, scraper_title
 
 BOX_W, BOX_H, GAP_X, ROW_H, ROW_GAP, LABEL_W = 196, 64, 18, 128, 10, 200
 
 
-def _layout(m: Model) -> dict[str, tuple[float, float]]:
+def _layout(m: Resolved) -> dict[str, tuple[float, float]]:
     """Top-left corner of each service's box: one row per tier (frontend at the top,
     databases at the bottom), each row ordered by where the services it uses sit."""
     rows = list(reversed(m.tiers()))

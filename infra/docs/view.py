@@ -10,7 +10,7 @@ from typing import Any
 from policies.optiinfra_policies import vocabulary as vocab
 
 from .. import offline
-from ..graph import Effective, Model
+from ..graph import Effective, Resolved
 from ..model import Catalog, Tier
 
 
@@ -19,7 +19,7 @@ class StackView:
     """What the docs need of one stack: its model and what its render named."""
 
     stack: str
-    model: Model
+    model: Resolved
     outputs: dict[str, Any]
     resources: list[offline.Resource]
 

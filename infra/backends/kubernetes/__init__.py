@@ -46,7 +46,7 @@ from pulumi_kubernetes.networking import v1 as net
 
 from ... import external_secrets as eso
 from ... import rotation
-from ...graph import Effective, Model
+from ...graph import Effective, Resolved
 from ...model import Tier, backup_job
 from ...monitoring import GeneratedFiles
 from ...tiers import TierComponent
@@ -85,7 +85,7 @@ __all__ = [  # what other modules, the docs and the tests use
 
 
 class KubernetesBackend:
-    def __init__(self, model: Model, tiers: Mapping[Tier, TierComponent],
+    def __init__(self, model: Resolved, tiers: Mapping[Tier, TierComponent],
                  credentials: Mapping[str, pulumi.Output[str]]) -> None:
         self.model, self.tiers = model, tiers
         self.host_of = host_resolver(model)

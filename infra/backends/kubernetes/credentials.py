@@ -18,7 +18,7 @@ from policies.optiinfra_policies.vocabulary import K8S_SECRET_KEYS as SECRET_KEY
 
 from ... import external_secrets as eso
 from ...credentials import store_credential_ids
-from ...graph import Effective, Model
+from ...graph import Effective, Resolved
 from ...model import Dsn, EnvValue, Secret, Service, Tier, Url
 from ...stores import live_credentials
 from ...tiers import TierComponent
@@ -38,7 +38,7 @@ def k8s_env(service: Service) -> list[tuple[str, EnvValue]]:
     return env
 
 
-def secret_value(model: Model, value: EnvValue) -> bool:
+def secret_value(model: Resolved, value: EnvValue) -> bool:
     """Whether an environment value carries a credential (a Secret, or a URL or DSN that
     embeds a password)."""
     if isinstance(value, Secret):
@@ -50,7 +50,7 @@ def secret_value(model: Model, value: EnvValue) -> bool:
     return False
 
 
-def secrets_in_env(model: Model, service: Service) -> bool:
+def secrets_in_env(model: Resolved, service: Service) -> bool:
     """Whether the container still takes a credential from an environment variable on
     Kubernetes (the image reads no file for it): the catalog must say why (`secret_env_reason`)."""
     if not any(isinstance(v, Secret | Url | Dsn) and secret_value(model, v) for _, v in k8s_env(service)):
@@ -163,7 +163,7 @@ def tier_secret(objs: Objects, wiring: Wiring, remotes: Mapping[str, eso.Remote]
         opts=objs.opts(comp, depends_on=[ns]))
 
 
-def rollout_annotation(model: Model, wiring: Wiring, remotes: Mapping[str, eso.Remote],
+def rollout_annotation(model: Resolved, wiring: Wiring, remotes: Mapping[str, eso.Remote],
                        svc: Service) -> dict[str, pulumi.Input[str]] | None:
     """The pod template's credentials hash (K8S_CREDENTIALS_ROLLOUT), plain: it reveals nothing."""
     refs = sorted(credential_refs(model.catalog, svc) | {f.credential for f in svc.secret_files})

@@ -17,7 +17,7 @@ from policies.optiinfra_policies.vocabulary import K8S_NAME as NAME
 from policies.optiinfra_policies.vocabulary import K8S_NAMESPACE_NAME as NAMESPACE_NAME
 
 from ... import objectstore
-from ...graph import Edge, Effective, Model
+from ...graph import Edge, Effective, Resolved
 from ...model import Tier, backup_job
 from ...tiers import TierComponent
 from .objects import Objects, namespace_name
@@ -29,7 +29,7 @@ def _distinct(edges: list[Edge]) -> list[Edge]:
     return list({(e.source, e.target, e.port): e for e in edges}.values())
 
 
-def _peer(model: Model, service: str) -> net.NetworkPolicyPeerArgs:
+def _peer(model: Resolved, service: str) -> net.NetworkPolicyPeerArgs:
     """The pods of one service (every instance) in its namespace; a backup job's pods in
     the namespace of the service it backs up."""
     owner = service if service in model.services else next(
@@ -51,7 +51,7 @@ def _inside(cidr: str, excepted: Sequence[str]) -> list[str]:
     return out
 
 
-def _edge_port(model: Model, e: Edge) -> net.NetworkPolicyPortArgs | None:
+def _edge_port(model: Resolved, e: Edge) -> net.NetworkPolicyPortArgs | None:
     if not e.port:  # a dependency on a service without ports carries no traffic
         return None
     port = model.services[e.target].service.port(e.port)
@@ -130,7 +130,7 @@ def tier_policies(objs: Objects, tier: Tier, comp: TierComponent, ns: core.Names
     return made
 
 
-def _store_egress(model: Model) -> list[net.NetworkPolicyEgressRuleArgs]:
+def _store_egress(model: Resolved) -> list[net.NetworkPolicyEgressRuleArgs]:
     """With `backups.store`: a backup pod's one way out, to the store's endpoint port (its
     address alone when the endpoint is an IP, else the stack's outside ranges minus
     `outsideExcept`: a NetworkPolicy cannot name a host). Nothing without a store."""

@@ -23,7 +23,7 @@ from policies.optiinfra_policies.vocabulary import (
     tier_scoped_name,
 )
 
-from ...graph import Effective, Model
+from ...graph import Effective, Resolved
 from ...model import Tier
 from ...tiers import TierComponent
 
@@ -45,21 +45,21 @@ def pods_service(service: str) -> str:
     return f"{service}-headless"
 
 
-def namespace_name(model: Model, tier: Tier) -> str:
+def namespace_name(model: Resolved, tier: Tier) -> str:
     return tier_scoped_name(model.settings.kubernetes.namespace_prefix, tier.value)
 
 
-def _service_dns(model: Model, service: str, name: str) -> str:
+def _service_dns(model: Resolved, service: str, name: str) -> str:
     """`<name>.<prefix>-<tier>.svc.cluster.local`: a Service `name` in `service`'s namespace."""
     return f"{name}.{namespace_name(model, model.catalog.services[service].tier)}.svc.cluster.local"
 
 
-def host_resolver(model: Model) -> Callable[[str], str]:
+def host_resolver(model: Resolved) -> Callable[[str], str]:
     """Service DNS name of a catalog service: `<service>.<prefix>-<tier>.svc.cluster.local`."""
     return lambda service: _service_dns(model, service, service)
 
 
-def pods_resolver(model: Model) -> Callable[[str], str]:
+def pods_resolver(model: Resolved) -> Callable[[str], str]:
     """DNS name of every pod of a service (its headless Service), for per-pod scraping."""
     return lambda service: _service_dns(model, service, pods_service(service))
 
@@ -73,7 +73,7 @@ class Instance:
     env: tuple[tuple[str, str], ...] = ()
 
 
-def instances(model: Model, eff: Effective) -> list[Instance]:
+def instances(model: Resolved, eff: Effective) -> list[Instance]:
     """A `per_cloud_provider` service runs once per provider (`<name>-<provider>`, named
     so even for a single provider: adding one never renames another); every other once."""
     name = eff.name
@@ -114,7 +114,7 @@ def literal(text: str) -> str:
 class Objects:
     """The provider and the metadata every object of the stack is created with."""
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Resolved) -> None:
         self.model = model
         k = model.settings.kubernetes
         self.provider = k8s.Provider("kubernetes", k8s.ProviderArgs(

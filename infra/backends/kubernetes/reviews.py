@@ -11,7 +11,7 @@ from policies.optiinfra_policies.vocabulary import K8S_CHECKOV_SKIP as CHECKOV_S
 from policies.optiinfra_policies.vocabulary import K8S_KUBE_SCORE_IGNORE as KUBE_SCORE_IGNORE
 from policies.optiinfra_policies.vocabulary import K8S_KUBE_SCORE_REASON as KUBE_SCORE_REASON
 
-from ...graph import Effective, Model
+from ...graph import Effective, Resolved
 from .credentials import secrets_in_env
 
 HIGH_UID = 10000
@@ -31,7 +31,7 @@ class Exception_:
     reason: str
 
 
-def review_exceptions(model: Model, eff: Effective, kind: str, replicas: int) -> list[Exception_]:
+def review_exceptions(model: Resolved, eff: Effective, kind: str, replicas: int) -> list[Exception_]:
     """The checkov and kube-score findings this workload keeps, each with its reason, from
     the catalog and the stack (docs/production.md lists them)."""
     svc, out = eff.service, []

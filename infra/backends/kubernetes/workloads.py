@@ -25,7 +25,7 @@ from policies.optiinfra_policies.vocabulary import (
 from policies.optiinfra_policies.vocabulary import K8S_NAME as NAME
 
 from ... import external_secrets as eso
-from ...graph import Effective, Model
+from ...graph import Effective, Resolved
 from ...tiers import TierComponent
 from ...wiring import Wiring
 from .credentials import secrets_in_env
@@ -51,7 +51,7 @@ def statefulset_rollout(eff: Effective) -> None:
         raise ValueError(f"{eff.name}: a StatefulSet rolls one pod at a time; rollout {r} is not expressible")
 
 
-def workload_stamps(model: Model, eff: Effective) -> dict[str, str]:
+def workload_stamps(model: Resolved, eff: Effective) -> dict[str, str]:
     """What the policy pack needs from the catalog to judge a workload without the model."""
     svc, stamps = eff.service, {}
     if svc.health is not None and svc.health.slow_start:
@@ -67,7 +67,7 @@ def workload_stamps(model: Model, eff: Effective) -> dict[str, str]:
     return stamps
 
 
-def claims(model: Model, eff: Effective) -> list[core.PersistentVolumeClaimArgs]:
+def claims(model: Resolved, eff: Effective) -> list[core.PersistentVolumeClaimArgs]:
     return [core.PersistentVolumeClaimArgs(
         metadata=meta.ObjectMetaArgs(name=v.name, labels={NAME: eff.name}),
         spec=core.PersistentVolumeClaimSpecArgs(
