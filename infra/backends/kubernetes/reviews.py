@@ -83,6 +83,19 @@ def backup_exceptions(image: str, uid: int) -> list[Exception_]:
     return out
 
 
+def rotation_exceptions(image: str, uid: int) -> list[Exception_]:
+    """The reviewer findings a store's credential-rotation Job keeps, each with its reason."""
+    out = []
+    if "@sha256:" not in image:
+        out.append(Exception_(("CKV_K8S_43",), (), (
+            f"pinned to a version tag ({image.rsplit(':', 1)[-1]}), the image of the store it applies the "
+            "credentials to (its own client: psql, redis-cli)")))
+    if uid < HIGH_UID:
+        out.append(Exception_(("CKV_K8S_40",), ("container-security-context-user-group-id",), (
+            f"runs as UID {uid}, the store image's own user, as the store itself does")))
+    return out
+
+
 def exception_annotations(exceptions: Sequence[Exception_]) -> dict[str, str]:
     out: dict[str, str] = {}
     skips = [(c, x.reason) for x in exceptions for c in x.checkov]

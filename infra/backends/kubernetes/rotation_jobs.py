@@ -14,7 +14,7 @@ from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.networking import v1 as net
 
 from policies.optiinfra_policies.vocabulary import K8S_COMPONENT as COMPONENT
-from policies.optiinfra_policies.vocabulary import K8S_CREDENTIALS_ROLLOUT, PROJECT
+from policies.optiinfra_policies.vocabulary import K8S_CREDENTIALS_ROLLOUT, K8S_REQUIRE_DIGEST, PROJECT, TRUE
 from policies.optiinfra_policies.vocabulary import K8S_NAME as NAME
 from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
 
@@ -29,6 +29,7 @@ from .backup_jobs import BACKUP_RESOURCES
 from .credentials import rollout_hash
 from .objects import CREDENTIALS_SECRET, Objects, literal, quantity_cpu, quantity_mib
 from .pod import container_security, pod_security
+from .reviews import exception_annotations, rotation_exceptions
 
 ROTATION_DEADLINE_S = 300
 
@@ -107,8 +108,10 @@ def rotation_job(objs: Objects, wiring: Wiring, host_of: Callable[[str], str], e
                                                                                      ports=ports)])),
             opts=objs.opts(comp, depends_on=[ns]))]
     # A Job's template cannot change: a new value or phase replaces it (deleted first: its name is fixed).
+    notes = {**({K8S_REQUIRE_DIGEST: TRUE} if model.settings.kubernetes.require_digest else {}),
+             **exception_annotations(rotation_exceptions(eff.image, svc.uid))}
     return batch.Job(name, batch.JobInitArgs(
-        metadata=objs.metadata(name, tier, labels),
+        metadata=objs.metadata(name, tier, labels, notes),
         spec=batch.JobSpecArgs(backoff_limit=3, active_deadline_seconds=ROTATION_DEADLINE_S, template=pod)),
         opts=pulumi.ResourceOptions.merge(objs.opts(comp, depends_on=[*needs, *allow]),
                                           pulumi.ResourceOptions(delete_before_replace=True,
