@@ -89,9 +89,14 @@ def test_the_rules_see_every_prod_workload_as_its_catalog_service() -> None:
     workloads = [r for r in prod_resources() if r.type in rules.WORKLOADS]
 
     def service(r: core.Resource) -> str:
-        return str(rules.annotation(r, vocab.K8S_BACKUP_OF) or "") if r.type == rules.CRONJOB else rules.k8s_service(r)
+        if r.type == rules.CRONJOB:
+            return str(rules.annotation(r, vocab.K8S_BACKUP_OF) or "")
+        return str(rules.annotation(r, vocab.K8S_CREDENTIALS_OF) or "") or rules.k8s_service(r)
 
-    services = {service(r) for r in workloads if r.type != rules.CRONJOB}
+    # A store's credential-rotation Job runs beside the store its stamp names.
+    rotation = {r.name for r in workloads if rules.annotation(r, vocab.K8S_CREDENTIALS_OF)}
+    assert rotation == {"postgres-credentials", "redis-credentials"}
+    services = {service(r) for r in workloads if r.type != rules.CRONJOB and r.name not in rotation}
     assert services == set(model.services)
     assert {service(r) for r in workloads if r.type == rules.CRONJOB} == {e.name for e in model.backed_up()}
     for r in workloads:

@@ -164,6 +164,10 @@ def test_the_program_stamps_what_the_pack_reads() -> None:
             notes = vocab.annotations_of(res.inputs)
             svc = catalog.services[notes[vocab.K8S_BACKUP_OF]]
             assert svc.backup is not None and svc.backup.enabled and notes[vocab.K8S_BACKUP_TARGET] == "/backup"
+        elif res.type == vocab.K8S_JOB and vocab.K8S_CREDENTIALS_OF in vocab.annotations_of(res.inputs):
+            # A store's credential-rotation Job: stamped with the store, which grants its clients logins.
+            svc = catalog.services[vocab.annotations_of(res.inputs)[vocab.K8S_CREDENTIALS_OF]]
+            assert svc.grants is not None
         elif res.type in rules.WORKLOADS:
             svc = catalog.services[vocab.service_of(res.type, res.inputs) or ""]
             notes = vocab.annotations_of(res.inputs)

@@ -149,6 +149,9 @@ K8S_BACKUP_OF = f"{K8S_ANNOTATION}/backup-of"
 """CronJob annotation: the service whose data this job backs up."""
 K8S_BACKUP_TARGET = f"{K8S_ANNOTATION}/backup-target"
 """CronJob annotation: the mount path of the job's backup target (a volume of the job)."""
+K8S_CREDENTIALS_OF = f"{K8S_ANNOTATION}/credentials-of"
+"""On a store's credential-rotation Job: the store whose running server it applies the clients'
+credentials to (the Job's pods have a name of their own)."""
 NO_BACKUP_REASON = "no-backup"
 """Stamp (Kubernetes annotation `optiinfra.io/no-backup`, Docker label `io.optiinfra.no-backup`)
 on a stateful workload: the catalog's reason why its data is not backed up."""

@@ -14,7 +14,13 @@ from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.networking import v1 as net
 
 from policies.optiinfra_policies.vocabulary import K8S_COMPONENT as COMPONENT
-from policies.optiinfra_policies.vocabulary import K8S_CREDENTIALS_ROLLOUT, K8S_REQUIRE_DIGEST, PROJECT, TRUE
+from policies.optiinfra_policies.vocabulary import (
+    K8S_CREDENTIALS_OF,
+    K8S_CREDENTIALS_ROLLOUT,
+    K8S_REQUIRE_DIGEST,
+    PROJECT,
+    TRUE,
+)
 from policies.optiinfra_policies.vocabulary import K8S_NAME as NAME
 from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
 
@@ -108,7 +114,8 @@ def rotation_job(objs: Objects, wiring: Wiring, host_of: Callable[[str], str], e
                                                                                      ports=ports)])),
             opts=objs.opts(comp, depends_on=[ns]))]
     # A Job's template cannot change: a new value or phase replaces it (deleted first: its name is fixed).
-    notes = {**({K8S_REQUIRE_DIGEST: TRUE} if model.settings.kubernetes.require_digest else {}),
+    notes = {K8S_CREDENTIALS_OF: svc.name,
+             **({K8S_REQUIRE_DIGEST: TRUE} if model.settings.kubernetes.require_digest else {}),
              **exception_annotations(rotation_exceptions(eff.image, svc.uid))}
     return batch.Job(name, batch.JobInitArgs(
         metadata=objs.metadata(name, tier, labels, notes),
