@@ -467,16 +467,129 @@ def pods_of(fp: Footprint, *, surge: bool) -> list[Pod]:
     return pods
 
 
+# Losing a node is not a repack: the scheduler places each pod once, spreading them (its
+# default scoring prefers the least allocated node, a balanced one, and a node without a
+# sibling of the same workload), and after a drain only the evicted pods move, each into
+# the free room one surviving node has left. A pool where the pods would repack onto one
+# node fewer can still leave a large pod Pending: every node keeps a little free room, and
+# no node enough. So N+1 is decided by placing the pods as the scheduler spreads them and
+# then taking each node away in turn; and because where a pod lands depends on the order
+# the pods arrive (creation, a rollout, a restart), three orders are tried: as created
+# (tier by tier), largest first and smallest first. Any evicted pod without a node in any
+# of them fails the check.
+
+ORDERS: tuple[tuple[str, Callable[[list[Pod]], list[Pod]]], ...] = (
+    ("as created", lambda pods: list(pods)),
+    ("largest first", lambda pods: sorted(pods, key=lambda p: (-p.cpu_m, -p.memory_mib, p.name))),
+    ("smallest first", lambda pods: sorted(pods, key=lambda p: (p.cpu_m, p.memory_mib, p.name))),
+)
+
+
+def _best_node(p: Pod, free: list[list[int]], on: list[list[Pod]], cpu_m: int, memory_mib: int) -> int | None:
+    """The node the default scheduler would score highest for this pod (None: no node has
+    room for its CPU and its memory): least allocated after placing it, balanced between CPU
+    and memory, and a node without a sibling of the same workload first (the pod spread)."""
+    best: tuple[float, int] | None = None
+    for i, (c, m) in enumerate(free):
+        if p.cpu_m > c or p.memory_mib > m:
+            continue
+        cpu_left, mem_left = (c - p.cpu_m) / cpu_m, (m - p.memory_mib) / memory_mib
+        siblings = sum(1 for q in on[i] if q.name == p.name)
+        score = (cpu_left + mem_left) / 2 + (1 - abs(cpu_left - mem_left)) - 2 * siblings
+        if best is None or score > best[0]:
+            best = (score, i)
+    return None if best is None else best[1]
+
+
+def spread(pods: list[Pod], nodes: int, cpu_m: int, memory_mib: int) -> Packing:
+    """Pods placed in the order given, each where the default scheduler would put it
+    (`_best_node`), not packed: running pods are never moved to make room."""
+    free = [[cpu_m, memory_mib] for _ in range(nodes)]
+    placed: list[list[Pod]] = [[] for _ in range(nodes)]
+    unplaced: list[Pod] = []
+    for p in pods:
+        i = _best_node(p, free, placed, cpu_m, memory_mib)
+        if i is None:
+            unplaced.append(p)
+            continue
+        free[i][0] -= p.cpu_m
+        free[i][1] -= p.memory_mib
+        placed[i].append(p)
+    return Packing(placed, unplaced)
+
+
+@dataclass(frozen=True)
+class Loss:
+    """The worst node loss found: the pods left Pending after it (none: the stack survives)."""
+
+    order: str
+    """How the pods arrived (ORDERS) in the placement that failed."""
+    node: int
+    """The node taken away (its index in that placement; -1: the pods spread as the scheduler
+    places them do not all fit the full pool)."""
+    stranded: tuple[Pod, ...]
+    most_free: tuple[int, int]
+    """The most CPU (millicores) and memory (MiB) free on one surviving node when the first
+    stranded pod looked for a place."""
+
+
+def lose_a_node(pods: list[Pod], nodes: int, cpu_m: int, memory_mib: int) -> Loss | None:
+    """Every order of ORDERS, every node taken away: the first placement whose evicted pods
+    do not all find a surviving node (None: every evicted pod always does). Pods that spread
+    does not place even on the full pool are a loss too (`node` -1)."""
+    if nodes < 2:
+        return None
+    for order, arrange in ORDERS:
+        placed = spread(arrange(pods), nodes, cpu_m, memory_mib)
+        if placed.unplaced:  # spread, they do not even all place on the full pool
+            return Loss(order, -1, tuple(placed.unplaced), (0, 0))
+        for lost in range(nodes):
+            keep = [i for i in range(nodes) if i != lost]
+            on = [list(placed.nodes[i]) for i in keep]
+            free = [[cpu_m - sum(p.cpu_m for p in n), memory_mib - sum(p.memory_mib for p in n)] for n in on]
+            stranded: list[Pod] = []
+            most_free = (0, 0)
+            evicted = sorted(placed.nodes[lost], key=lambda p: (-p.cpu_m, -p.memory_mib, p.name))
+            for p in evicted:
+                i = _best_node(p, free, on, cpu_m, memory_mib)
+                if i is None:
+                    if not stranded:
+                        most_free = (max(c for c, _ in free), max(m for _, m in free))
+                    stranded.append(p)
+                    continue
+                free[i][0] -= p.cpu_m
+                free[i][1] -= p.memory_mib
+                on[i].append(p)
+            if stranded:
+                return Loss(order, lost, tuple(stranded), most_free)
+    return None
+
+
+def nodes_to_survive(pods: list[Pod], nodes: int, cpu_m: int, memory_mib: int) -> int | None:
+    """The fewest nodes of this size, from `nodes` up, whose pods survive losing one (None: a
+    pod is larger than a node, or no pool up to one node per pod does)."""
+    if any(p.cpu_m > cpu_m or p.memory_mib > memory_mib for p in pods):
+        return None
+    for n in range(max(nodes, 2), len(pods) + 2):
+        if not spread(pods, n, cpu_m, memory_mib).unplaced and lose_a_node(pods, n, cpu_m, memory_mib) is None:
+            return n
+    return None
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Kubernetes: the pods with one rollout's surge packed onto the budget's nodes, and
-    without it onto one node fewer (the largest lost: all nodes of a budget are one size)."""
+    the pods spread as the scheduler places them with each node taken away in turn (all
+    nodes of a budget are one size)."""
 
     nodes: int
     needed: int | None
-    """Nodes the pods and the surge need (None: one pod is larger than a node)."""
-    needed_after_loss: int | None
-    """Nodes the pods need with no surge (a drain or a failure is not a rollout)."""
+    """Nodes the pods and the surge need, packed (None: one pod is larger than a node)."""
+    loss: Loss | None
+    """The node loss that leaves pods Pending (None: none does). A drain or a failure is not
+    a rollout, so no surge."""
+    to_survive: int | None
+    """The fewest nodes of this size that survive a loss (when `loss` is not None)."""
 
     @property
     def fits(self) -> bool:
@@ -484,17 +597,19 @@ class Schedule:
 
     @property
     def survives_a_node(self) -> bool:
-        return self.needed_after_loss is not None and self.needed_after_loss <= self.nodes - 1
+        return self.nodes > 1 and self.loss is None
 
 
 def schedule(fp: Footprint) -> Schedule | None:
-    """How the pods pack (None on Docker: one host, no scheduler)."""
+    """How the pods pack and spread (None on Docker: one host, no scheduler)."""
     if fp.target != "kubernetes":
         return None
     b = fp.budget
     cpu, memory = b.pod_cpu_per_node_m, b.pod_memory_per_node_mib
-    return Schedule(b.nodes, nodes_needed(pods_of(fp, surge=True), cpu, memory),
-                    nodes_needed(pods_of(fp, surge=False), cpu, memory))
+    pods = pods_of(fp, surge=False)
+    loss = lose_a_node(pods, b.nodes, cpu, memory) if b.nodes > 1 else None
+    return Schedule(b.nodes, nodes_needed(pods_of(fp, surge=True), cpu, memory), loss,
+                    nodes_to_survive(pods, b.nodes + 1, cpu, memory) if loss is not None else None)
 
 
 def schedule_problems(fp: Footprint) -> list[str]:
@@ -525,14 +640,19 @@ def schedule_problems(fp: Footprint) -> list[str]:
             f"nodes of {shape}, not {b.nodes}",
             f"raise {NAMESPACE}:budget.nodes to at least {s.needed}, or the node size "
             f"({NAMESPACE}:budget.cpu, .memory)")))
-    elif b.nodes > 1 and not s.survives_a_node:
-        need = (s.needed_after_loss or 0) + 1
+    elif s.loss is not None:
+        first = s.loss.stranded[0]
+        more = f" and {len(s.loss.stranded) - 1} more" if len(s.loss.stranded) > 1 else ""
+        to = f"at least {s.to_survive}" if s.to_survive else "more"
+        lost = ("a node's pods must move to the free room the others have left" if s.loss.node >= 0 else
+                "even before a node is lost (the scheduler does not pack)")
         out.append(str(ConfigError(
             f"{NAMESPACE}:budget.nodes",
-            f"stack {fp.stack} does not survive losing a node: its pods need {s.needed_after_loss} nodes of "
-            f"{shape}, and {b.nodes - 1} are left of {b.nodes}",
-            f"raise {NAMESPACE}:budget.nodes to at least {need}, or the node size "
-            f"({NAMESPACE}:budget.cpu, .memory)")))
+            f"stack {fp.stack} does not survive losing a node: spread over {b.nodes} nodes of {shape}, {lost}, "
+            f"a {first.name} pod ({cores(first.cpu_m)} "
+            f"cores, {mem(first.memory_mib)}){more} finds no node (the most one has free: "
+            f"{cores(s.loss.most_free[0])} cores, {mem(s.loss.most_free[1])})",
+            f"raise {NAMESPACE}:budget.nodes to {to}, or the node size ({NAMESPACE}:budget.cpu, .memory)")))
     return out
 
 
@@ -545,11 +665,15 @@ def schedule_text(fp: Footprint) -> list[str]:
         return [f"{'packing':<27}a pod is larger than one node"]
     return [f"{'packing':<27}pods and one rollout's surge need {s.needed} of {s.nodes} nodes "
             f"(first-fit decreasing, after the system reserve): {'fits' if s.fits else 'DOES NOT FIT'}",
-            f"{'losing a node (N+1)':<27}pods need {s.needed_after_loss} of the {s.nodes - 1} left: "
-            f"{'survives' if s.survives_a_node else 'DOES NOT SURVIVE'}"]
+            f"{'losing a node (N+1)':<27}" + ("one node: nothing to lose it to" if s.nodes < 2 else
+                f"each node taken away in turn, its pods find room on the {s.nodes - 1} left: survives"
+                if s.loss is None else
+                f"a {s.loss.stranded[0].name} pod finds no room on the {s.nodes - 1} left: DOES NOT SURVIVE"
+                + (f" (needs {s.to_survive} nodes)" if s.to_survive else ""))]
 
 
 def _schedule_json(fp: Footprint) -> dict[str, Any] | None:
     s = schedule(fp)
     return None if s is None else {"nodes": s.nodes, "needed": s.needed, "fits": s.fits,
-                                   "neededAfterLosingANode": s.needed_after_loss, "survivesANode": s.survives_a_node}
+                                   "survivesANode": s.survives_a_node, "nodesToSurvive": s.to_survive,
+                                   "stranded": [] if s.loss is None else [p.name for p in s.loss.stranded]}

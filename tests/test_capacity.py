@@ -231,15 +231,16 @@ def test_storage_over_budget(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_node_pool_total_and_the_largest_pod(capsys: pytest.CaptureFixture[str]) -> None:
-    # 4 nodes x 2Gi = 8Gi and 4 x 1 core: the stack's 4174 MiB and 2.95 cores fit in total
-    # (no system reserve here: test_room_for_the_system_reserve_and_the_surge has it).
+    # 6 nodes x 2Gi = 12Gi and 6 x 1 core: the stack's 4174 MiB and 2.95 cores fit in total
+    # (no system reserve here: test_room_for_the_system_reserve_and_the_surge has it; 6, not 4,
+    # so that a drained node's pods find room: test_a_drain_is_not_a_repack_by_hand).
     none = ("budget.reservedMemory=0Mi", "budget.reservedCpu=0", "budget.storage=20Gi")
-    code, report, err = capacity(capsys, "dev", "target=kubernetes", "budget.nodes=4", "budget.memory=2Gi",
+    code, report, err = capacity(capsys, "dev", "target=kubernetes", "budget.nodes=6", "budget.memory=2Gi",
                                  "budget.cpu=1", *none)
     assert code == 0, err
-    assert report["budget"]["memoryMiB"] == 8192 and report["budget"]["cpu"] == 4
-    # clickhouse at 2560 MiB fits the pool (8 Gi) but no single 2 Gi node.
-    code, _, err = capacity(capsys, "dev", "target=kubernetes", "budget.nodes=4", "budget.memory=2Gi",
+    assert report["budget"]["memoryMiB"] == 12288 and report["budget"]["cpu"] == 6
+    # clickhouse at 2560 MiB fits the pool (12 Gi) but no single 2 Gi node.
+    code, _, err = capacity(capsys, "dev", "target=kubernetes", "budget.nodes=6", "budget.memory=2Gi",
                             "budget.cpu=1", "services.clickhouse.memory=2560Mi", *none)
     assert code == 1
     assert "config key 'optiinfra:services.clickhouse.memory': one clickhouse pod requests 2.50Gi" in err
@@ -249,14 +250,15 @@ def test_room_for_the_system_reserve_and_the_surge(capsys: pytest.CaptureFixture
     """Kubernetes keeps each node's system reserve and the largest rolling-update surge pod free."""
     code, report, err = capacity(capsys, "prod")
     assert code == 0, err
-    assert report["budget"]["reservedMemoryPerNodeMiB"] == 512 and report["budget"]["reservedCpuPerNode"] == 0.1
+    # prod states GKE's reserve for its 8 GiB nodes (Pulumi.prod.yaml)
+    assert report["budget"]["reservedMemoryPerNodeMiB"] == 2048 and report["budget"]["reservedCpuPerNode"] == 0.1
     # The largest pod that rolls with surge (StatefulSets and beat do not): a 256Mi worker.
     assert report["surge"]["service"] == "data-collector-worker"
     assert report["surge"]["memoryMiB"]["request"] == 256
-    # 5 nodes x 2.5Gi: 4174 MiB of requests fit the 12.5Gi pool, and still fit once 5 x 512 MiB
-    # are reserved (10240 MiB left) with a 200 MiB worker surge (dev's largest pod that surges),
-    # and after losing a node (4 x 0.9 = 3.6 cores hold the 2.95 cores).
-    sets = ("target=kubernetes", "budget.storage=20Gi", "budget.nodes=5", "budget.memory=2560Mi", "budget.cpu=1")
+    # 7 nodes x 2.5Gi: 4174 MiB of requests fit the 17.5Gi pool, and still fit once 7 x 512 MiB
+    # (the default reserve) are reserved with a 200 MiB worker surge (dev's largest pod that
+    # surges), and after losing a node (7, not 5: a drained clickhouse needs 0.5 cores free on one).
+    sets = ("target=kubernetes", "budget.storage=20Gi", "budget.nodes=7", "budget.memory=2560Mi", "budget.cpu=1")
     code, report, err = capacity(capsys, "dev", *sets)
     assert code == 0, err
     assert report["surge"]["service"] == "data-collector-worker"
@@ -374,16 +376,52 @@ def test_first_fit_decreasing_by_hand() -> None:
     assert nodes_needed([Pod("big", 100, 5000)], 1000, 4096) is None
 
 
+def test_a_drain_is_not_a_repack_by_hand() -> None:
+    from infra.capacity import Pod, lose_a_node, nodes_needed, nodes_to_survive, spread
+    # 3 nodes of 1000m / 1000 MiB; pods take the same share of CPU and memory, so the
+    # scheduler's balance term is equal everywhere and each pod goes to the node with the most
+    # free room (the first such on a tie). Created a (600), then s1..s6 (200 each):
+    #   a -> n0 (400 left); s1 -> n1, s2 -> n2 (800); s3 -> n1, s4 -> n2 (600); s5 -> n1,
+    #   s6 -> n2 (400): every node has 400 free.
+    pods = [Pod("a", 600, 600)] + [Pod(f"s{i}", 200, 200) for i in range(1, 7)]
+    placed = spread(pods, 3, 1000, 1000)
+    assert [[p.name for p in n] for n in placed.nodes] == [["a"], ["s1", "s3", "s5"], ["s2", "s4", "s6"]]
+    # Repacked, the 1800 of requests fit 2 nodes (a + s1 + s2, s3..s6): the old check said "survives".
+    assert nodes_needed(pods, 1000, 1000) == 2
+    # Drained, n0's pod a needs 600 on one node and each survivor has 400: Pending.
+    loss = lose_a_node(pods, 3, 1000, 1000)
+    assert loss is not None
+    assert (loss.order, loss.node) == ("as created", 0)
+    assert [p.name for p in loss.stranded] == ["a"] and loss.most_free == (400, 400)
+    # 4 nodes: as created a -> n0, s1..s3 -> n1..n3, s4..s6 -> n1..n3, so every other node
+    # keeps 600 free for a; smallest first a lands last, on n2 (200 left), and every loss
+    # still finds room. So 4 is the answer.
+    assert lose_a_node(pods, 4, 1000, 1000) is None
+    assert nodes_to_survive(pods, 3, 1000, 1000) == 4
+    # A pod larger than a node never survives anything.
+    assert nodes_to_survive([Pod("big", 2000, 10)], 2, 1000, 1000) is None
+
+
 def test_prod_survives_losing_a_node_only_with_the_new_budget(capsys: pytest.CaptureFixture[str]) -> None:
-    # Today's budget before this change (3 nodes of 2 cores / 4Gi): the pods need 3 nodes, so
-    # losing one leaves them Pending (the error names budget.nodes and the 4 it needs).
-    code, report, err = capacity(capsys, "prod", "budget.nodes=3")
+    # The budget before this change (4 nodes of 2 cores / 4Gi, the default reserve): the pods
+    # repack onto 3 nodes, but spread as the scheduler places them a drained node's clickhouse
+    # pod (1 core) finds no survivor with a free core, which is what the live drain showed.
+    old = ("budget.nodes=4", "budget.cpu=2", "budget.memory=4Gi", "budget.reservedMemory=512Mi")
+    code, report, err = capacity(capsys, "prod", *old)
     assert code == 1
-    assert report["packing"]["survivesANode"] is False and report["packing"]["neededAfterLosingANode"] == 3
-    assert "stack prod does not survive losing a node" in err and "budget.nodes to at least 4" in err
+    assert report["packing"]["survivesANode"] is False and "clickhouse" in report["packing"]["stranded"]
+    assert "stack prod does not survive losing a node" in err and "a clickhouse pod (1 cores, 2Gi)" in err
+    # The count the error asks for does survive, and one fewer does not.
+    need = report["packing"]["nodesToSurvive"]
+    assert need and need > 4 and f"budget.nodes to at least {need}" in err
+    code, report, err = capacity(capsys, "prod", *old[1:], f"budget.nodes={need}")
+    assert code == 0 and report["packing"]["survivesANode"], err
+    code, report, _ = capacity(capsys, "prod", *old[1:], f"budget.nodes={need - 1}")
+    assert report["packing"]["survivesANode"] is False
+    # The committed budget: 3 nodes of 4 cores / 8Gi.
     code, report, err = capacity(capsys, "prod")
     assert code == 0, err
-    assert report["budget"]["nodes"] == 4
+    assert (report["budget"]["nodes"], report["budget"]["cpuPerNode"]) == (3, 4)
     assert report["packing"]["fits"] and report["packing"]["survivesANode"]
     # Staging keeps the same promise.
     code, report, err = capacity(capsys, "staging")

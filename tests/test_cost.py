@@ -70,6 +70,6 @@ def test_prices_come_from_the_stack_settings(capsys: pytest.CaptureFixture[str])
     cost = monthly(capsys, "prod", "prices.gibHour=0", "prices.coreHour=0.01",
                    "prices.storageGibMonth={default: 0}", "prices.backupGibMonth=0")
     assert cost == pytest.approx(5.2 * 0.01 * 730, abs=0.01)
-    # A node price replaces cores and memory for the budget: 4 nodes x $50.
+    # A node price replaces cores and memory for the budget: 3 nodes x $50.
     report = run_json(capsys, "capacity", "--stack", "prod", "--json", "--set", "prices.nodeMonth=50")
-    assert report["monthlyCost"]["budget"] == 200
+    assert report["monthlyCost"]["budget"] == 150

@@ -694,14 +694,10 @@ def _multi_replica_unavailable(c: Any) -> list[str]:
     return down
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known, issue 26: the drain leaves clickhouse-0 Pending ('0/4 nodes are available: 1 node(s) were "
-    "unschedulable, 3 Insufficient cpu'). capacity's N+1 check repacks every pod first-fit decreasing, but the "
-    "scheduler does not repack running pods: the evicted 1-core pod needs one node's free CPU, and the spread "
-    "leaves under a core free on each. N+1 has to be checked against the free room per node; not fixed yet"))
 def test_node_taken_away_keeps_replicated_services_available(live: Live, deployed: dict[str, Any]) -> None:
     """The busiest node is drained with no spare added: the budget is sized N+1 (python -m infra
-    capacity: the pods pack onto one node fewer), so every evicted pod has room on the rest.
+    capacity: spread as the scheduler places them, each node's pods find room on the others
+    without moving a running pod), so every evicted pod has room on the rest.
     Every service of more than one replica stays available throughout (its PodDisruptionBudget
     and spread), and every singleton is rescheduled and ready again."""
     import threading
