@@ -76,6 +76,8 @@ class Line:
     each: Amount
     per_provider: bool = False
     """Instances multiply by the stack's cloudProviders (catalog role per_cloud_provider)."""
+    zonal: bool = False
+    """Its pods hold claims on zonal storage: each stays in the zone its volume is in."""
 
     @property
     def total(self) -> Amount:
@@ -91,6 +93,8 @@ class Budget:
     reserved_cpu_m: int = 0
     """Per node, for the system (Kubernetes only)."""
     reserved_memory_mib: int = 0
+    zones: int = 1
+    """Zones the nodes spread over (node i in zone i mod zones)."""
 
     @property
     def cpu_m(self) -> int:
@@ -175,7 +179,8 @@ def budget_of(model: Resolved) -> Budget:
     return Budget(nodes=b.nodes, cpu_per_node_m=round(b.cpu * 1000),
                   memory_per_node_mib=parse_memory_mib(b.memory), storage_mib=parse_memory_mib(b.storage),
                   reserved_cpu_m=round(b.reserved_cpu * 1000) if k8s else 0,
-                  reserved_memory_mib=parse_memory_mib(b.reserved_memory) if k8s and reserve else 0)
+                  reserved_memory_mib=parse_memory_mib(b.reserved_memory) if k8s and reserve else 0,
+                  zones=b.zones if k8s else 1)
 
 
 def surge_of(model: Resolved, lines: list[Line]) -> Line | None:
@@ -189,8 +194,9 @@ def surge_of(model: Resolved, lines: list[Line]) -> Line | None:
 
 
 def footprint(model: Resolved, stack: str) -> Footprint:
+    zonal = not model.settings.kubernetes.regional_storage
     lines = [Line(eff.name, eff.tier, instances(model, eff), per_instance(model, eff),
-                  per_provider=bool(eff.providers))
+                  per_provider=bool(eff.providers), zonal=zonal and bool(eff.volume_sizes))
              for tier in Tier for eff in model.in_tier(tier)]
     fp = Footprint(stack=stack, target=model.settings.target, lines=lines, budget=budget_of(model),
                    surge=surge_of(model, lines))
@@ -409,6 +415,8 @@ class Pod:
     name: str
     cpu_m: int
     memory_mib: int
+    zonal: bool = False
+    """It holds a claim on zonal storage: once placed, it may only move within its zone."""
 
 
 @dataclass
@@ -460,7 +468,8 @@ def nodes_needed(pods: list[Pod], cpu_m: int, memory_mib: int) -> int | None:
 def pods_of(fp: Footprint, *, surge: bool) -> list[Pod]:
     """Every pod of the stack (each line's instances), and with `surge` the largest rolling
     update's extra pods (`Footprint.surge`, from each service's `Effective.rollout.surge`)."""
-    pods = [Pod(x.name, x.each.cpu_request_m, x.each.memory_request_mib) for x in fp.lines for _ in range(x.instances)]
+    pods = [Pod(x.name, x.each.cpu_request_m, x.each.memory_request_mib, x.zonal)
+            for x in fp.lines for _ in range(x.instances)]
     if surge and fp.surge is not None:
         pods += [Pod(f"{fp.surge.name} (surge)", fp.surge.each.cpu_request_m, fp.surge.each.memory_request_mib)
                  for _ in range(fp.surge.instances)]
@@ -485,13 +494,15 @@ ORDERS: tuple[tuple[str, Callable[[list[Pod]], list[Pod]]], ...] = (
 )
 
 
-def _best_node(p: Pod, free: list[list[int]], on: list[list[Pod]], cpu_m: int, memory_mib: int) -> int | None:
+def _best_node(p: Pod, free: list[list[int]], on: list[list[Pod]], cpu_m: int, memory_mib: int,
+               allowed: set[int] | None = None) -> int | None:
     """The node the default scheduler would score highest for this pod (None: no node has
     room for its CPU and its memory): least allocated after placing it, balanced between CPU
-    and memory, and a node without a sibling of the same workload first (the pod spread)."""
+    and memory, and a node without a sibling of the same workload first (the pod spread).
+    `allowed`: only these nodes (a zonal volume's zone)."""
     best: tuple[float, int] | None = None
     for i, (c, m) in enumerate(free):
-        if p.cpu_m > c or p.memory_mib > m:
+        if (allowed is not None and i not in allowed) or p.cpu_m > c or p.memory_mib > m:
             continue
         cpu_left, mem_left = (c - p.cpu_m) / cpu_m, (m - p.memory_mib) / memory_mib
         siblings = sum(1 for q in on[i] if q.name == p.name)
@@ -530,13 +541,18 @@ class Loss:
     stranded: tuple[Pod, ...]
     most_free: tuple[int, int]
     """The most CPU (millicores) and memory (MiB) free on one surviving node when the first
-    stranded pod looked for a place."""
+    stranded pod looked for a place (in its zone when `zone_bound`)."""
+    zone_bound: bool = False
+    """The first stranded pod could only move within the lost node's zone (a zonal claim)."""
+    zone_left: int = 0
+    """Nodes left in that zone."""
 
 
-def lose_a_node(pods: list[Pod], nodes: int, cpu_m: int, memory_mib: int) -> Loss | None:
+def lose_a_node(pods: list[Pod], nodes: int, cpu_m: int, memory_mib: int, zones: int = 1) -> Loss | None:
     """Every order of ORDERS, every node taken away: the first placement whose evicted pods
-    do not all find a surviving node (None: every evicted pod always does). Pods that spread
-    does not place even on the full pool are a loss too (`node` -1)."""
+    do not all find a surviving node (None: every evicted pod always does); a zonal pod only
+    a node of the lost node's zone (node i is in zone i mod `zones`). Pods that spread does
+    not place even on the full pool are a loss too (`node` -1)."""
     if nodes < 2:
         return None
     for order, arrange in ORDERS:
@@ -545,33 +561,41 @@ def lose_a_node(pods: list[Pod], nodes: int, cpu_m: int, memory_mib: int) -> Los
             return Loss(order, -1, tuple(placed.unplaced), (0, 0))
         for lost in range(nodes):
             keep = [i for i in range(nodes) if i != lost]
+            same_zone = {k for k, i in enumerate(keep) if i % zones == lost % zones}
             on = [list(placed.nodes[i]) for i in keep]
             free = [[cpu_m - sum(p.cpu_m for p in n), memory_mib - sum(p.memory_mib for p in n)] for n in on]
             stranded: list[Pod] = []
             most_free = (0, 0)
+            bound = False
             evicted = sorted(placed.nodes[lost], key=lambda p: (-p.cpu_m, -p.memory_mib, p.name))
             for p in evicted:
-                i = _best_node(p, free, on, cpu_m, memory_mib)
+                allowed = same_zone if p.zonal and zones > 1 else None
+                i = _best_node(p, free, on, cpu_m, memory_mib, allowed)
                 if i is None:
                     if not stranded:
-                        most_free = (max(c for c, _ in free), max(m for _, m in free))
+                        bound = allowed is not None
+                        room_in = [f for k, f in enumerate(free) if allowed is None or k in allowed]
+                        most_free = (max((c for c, _ in room_in), default=0), max((m for _, m in room_in), default=0))
                     stranded.append(p)
                     continue
                 free[i][0] -= p.cpu_m
                 free[i][1] -= p.memory_mib
                 on[i].append(p)
             if stranded:
-                return Loss(order, lost, tuple(stranded), most_free)
+                return Loss(order, lost, tuple(stranded), most_free, bound, len(same_zone))
     return None
 
 
-def nodes_to_survive(pods: list[Pod], nodes: int, cpu_m: int, memory_mib: int) -> int | None:
-    """The fewest nodes of this size, from `nodes` up, whose pods survive losing one (None: a
-    pod is larger than a node, or no pool up to one node per pod does)."""
+def nodes_to_survive(pods: list[Pod], nodes: int, cpu_m: int, memory_mib: int, zones: int = 1) -> int | None:
+    """The fewest nodes of this size, from `nodes` up and a whole number per zone, whose pods
+    survive losing one (None: a pod is larger than a node, or no pool up to one node per pod
+    and zone does)."""
     if any(p.cpu_m > cpu_m or p.memory_mib > memory_mib for p in pods):
         return None
-    for n in range(max(nodes, 2), len(pods) + 2):
-        if not spread(pods, n, cpu_m, memory_mib).unplaced and lose_a_node(pods, n, cpu_m, memory_mib) is None:
+    start = max(nodes, 2)
+    start += -start % zones
+    for n in range(start, (len(pods) + 2) * zones + 1, zones):
+        if not spread(pods, n, cpu_m, memory_mib).unplaced and lose_a_node(pods, n, cpu_m, memory_mib, zones) is None:
             return n
     return None
 
@@ -607,9 +631,9 @@ def schedule(fp: Footprint) -> Schedule | None:
     b = fp.budget
     cpu, memory = b.pod_cpu_per_node_m, b.pod_memory_per_node_mib
     pods = pods_of(fp, surge=False)
-    loss = lose_a_node(pods, b.nodes, cpu, memory) if b.nodes > 1 else None
+    loss = lose_a_node(pods, b.nodes, cpu, memory, b.zones) if b.nodes > 1 else None
     return Schedule(b.nodes, nodes_needed(pods_of(fp, surge=True), cpu, memory), loss,
-                    nodes_to_survive(pods, b.nodes + 1, cpu, memory) if loss is not None else None)
+                    nodes_to_survive(pods, b.nodes + 1, cpu, memory, b.zones) if loss is not None else None)
 
 
 def schedule_problems(fp: Footprint) -> list[str]:
@@ -646,13 +670,25 @@ def schedule_problems(fp: Footprint) -> list[str]:
         to = f"at least {s.to_survive}" if s.to_survive else "more"
         lost = ("a node's pods must move to the free room the others have left" if s.loss.node >= 0 else
                 "even before a node is lost (the scheduler does not pack)")
+        if s.loss.zone_bound and not s.loss.zone_left:
+            where = (f"bound to the lost node's zone by its volume, finds no node left in that zone "
+                     f"({b.nodes} nodes over {NAMESPACE}:budget.zones {b.zones})")
+        elif s.loss.zone_bound:
+            where = (f"bound to the lost node's zone by its volume, finds no node there (the most one has free: "
+                     f"{cores(s.loss.most_free[0])} cores, {mem(s.loss.most_free[1])})")
+        else:
+            where = (f"finds no node (the most one has free: {cores(s.loss.most_free[0])} cores, "
+                     f"{mem(s.loss.most_free[1])})")
+        zonal_fix = (f", or {NAMESPACE}:kubernetes.regionalStorage with a StorageClass that replicates volumes "
+                     "across zones" if s.loss.zone_bound else "")
+        per_zone = f" ({s.to_survive // b.zones} per zone)" if s.to_survive and b.zones > 1 else ""
         out.append(str(ConfigError(
             f"{NAMESPACE}:budget.nodes",
             f"stack {fp.stack} does not survive losing a node: spread over {b.nodes} nodes of {shape}, {lost}, "
-            f"a {first.name} pod ({cores(first.cpu_m)} "
-            f"cores, {mem(first.memory_mib)}){more} finds no node (the most one has free: "
-            f"{cores(s.loss.most_free[0])} cores, {mem(s.loss.most_free[1])})",
-            f"raise {NAMESPACE}:budget.nodes to {to}, or the node size ({NAMESPACE}:budget.cpu, .memory)")))
+            f"a {first.name} pod ({cores(first.cpu_m)} cores, {mem(first.memory_mib)}){more}"
+            f"{',' if s.loss.zone_bound else ''} {where}",
+            f"raise {NAMESPACE}:budget.nodes to {to}{per_zone}, or the node size ({NAMESPACE}:budget.cpu, .memory)"
+            f"{zonal_fix}")))
     return out
 
 

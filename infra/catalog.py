@@ -433,13 +433,19 @@ SERVICES: tuple[Service, ...] = (
         resources=Resources(memory_mib=512, cpu=0.25, memory_limit_mib=512, guaranteed=True),
         volumes=(Volume("storage", "/qdrant/storage", 1),),
         credentials=(Credential("qdrant", "qdrantApiKey", "Qdrant API key", length=40),),
-        env=(("QDRANT__SERVICE__API_KEY", Secret("qdrant")),),
+        # Snapshots (the backup's and an uploaded restore's) go to the data volume, not to a
+        # scratch emptyDir: a snapshot is as large as its collection, and a small emptyDir got
+        # the pod evicted once the data outgrew it. Snapshot temp files follow (storage/
+        # snapshots_temp). The backup downloads and deletes each snapshot, one collection at a
+        # time, so the claim must hold the data and the largest collection once more.
+        env=(("QDRANT__SERVICE__API_KEY", Secret("qdrant")),
+             ("QDRANT__STORAGE__SNAPSHOTS_PATH", "/qdrant/storage/snapshots")),
         secret_env_reason="Qdrant reads its API key from its config file or QDRANT__SERVICE__API_KEY only",
         connection=Connection("http://{host}:{port}", "http"),
         uid=1000,
         image_user_on_docker=("the image runs as root and owns /qdrant/storage as root, so a fresh "
                               "Docker volume is writable only by root (Kubernetes' fsGroup fixes that)"),
-        writable_paths=("/tmp", "/qdrant/snapshots"),
+        writable_paths=("/tmp",),
         # Qdrant's snapshots API, one snapshot per collection, downloaded and then deleted on
         # the server; the image has no HTTP client, so the job runs curl's official image.
         backup=Backup(
@@ -649,6 +655,9 @@ SERVICES: tuple[Service, ...] = (
         # It proxies to the UI that trusts its identity header (the edge its NetworkPolicy and
         # the UI's follow from); the other public UIs ask it through the ingress controller.
         depends_on=(Dependency("grafana", reason="the UI whose requests it signs and forwards"),),
+        # Sessions live in the cookie (encrypted with the shared cookie secret), and so does the
+        # sign-in's CSRF state: any replica serves any request, so it scales (prod runs two).
+        scalable=True,
         resources=Resources(memory_mib=32, cpu=0.05),
         credentials=(Credential("sso-client", "ssoClientSecret",
                                 "OIDC client secret the identity provider issued for sso.clientId", user_set="sso"),
@@ -730,8 +739,9 @@ SERVICES: tuple[Service, ...] = (
                       'sum by (instance) (pg_stat_activity_count{job="$job"}) / '
                       'max by (instance) (pg_settings_max_connections{job="$job"}) > $threshold', 0.8,
                       "PostgreSQL uses {{ $value | humanizePercentage }} of max_connections",
-                      "Find the client holding connections (pg_stat_activity); max_connections follows "
-                      "the memory limit, so raising optiinfra:services.postgres.memory raises it.",
+                      "Find the client holding connections (pg_stat_activity); max_connections is the "
+                      "sum of the clients' declared pools (times their replicas and rollout surge) and a "
+                      "reserve, so a client above its pool, or run outside the stack, fills it.",
                       about="postgres", ratio=True),
                 # WAL archiving to the off-site store (backups.store, pgBackRest's archive-push):
                 # the exporter's default pg_stat_archiver collector. Quiet while archiving is off

@@ -264,15 +264,16 @@ def sign_in_on(settings: Settings) -> bool:
 
 def client_connections(model: Resolved, eff: Effective) -> int:
     """What a store's clients may open at most on this stack: each dependent's declared pool
-    (`Dependency.pool`) times its instances (replicas, once per cloud provider on Kubernetes),
-    times its worker processes (a Celery worker's pool is per process)."""
+    (`Dependency.pool`) times its instances (replicas, once per cloud provider on Kubernetes,
+    and the rollout's surge pods: during a rolling update the new pod opens its pool before
+    an old one closes), times its worker processes (a Celery worker's pool is per process)."""
     k8s = model.settings.target == "kubernetes"
     total = 0
     for src in model.services.values():
         for dep in src.service.depends_on:
             if dep.service != eff.name or not dep.pool:
                 continue
-            n = (src.replicas * (len(providers_of(model, src)) or 1)) if k8s else 1
+            n = ((src.replicas + src.rollout.surge) * (len(providers_of(model, src)) or 1)) if k8s else 1
             total += dep.pool * n * runtime.concurrency(src.service, src.resources.limits(model.settings.target)[0])
     return total
 

@@ -239,6 +239,10 @@ class KubernetesSettings(_Model):
     """Tier namespaces are named `<prefix>-<tier>` (default optiinfra)."""
     storage_class: str | None = Field(None, alias="storageClass")
     """StorageClass of the PersistentVolumeClaims (default: the cluster's default)."""
+    regional_storage: bool = Field(False, alias="regionalStorage")
+    """The StorageClass replicates each volume across the pool's zones (GKE regional
+    persistent disks, Azure ZRS disks), so a stateful pod may move to another zone; default
+    false: a volume lives in one zone (AWS EBS, zonal disks), and so does its pod."""
     storage: dict[str, str] = Field(default_factory=dict)
     """Volume size per stateful service, e.g. {clickhouse: 50Gi} (default: the catalog's)."""
     ingress: Ingress = Ingress()
@@ -277,6 +281,10 @@ class Budget(_Model):
     threshold), not for pods (default 512Mi; Docker: none)."""
     reserved_cpu: float = Field(0.1, ge=0, alias="reservedCpu")
     """CPU cores of each Kubernetes node kept for the system (default 0.1; Docker: none)."""
+    zones: int = Field(1, ge=1, le=10)
+    """Zones the Kubernetes node pool spans, its nodes spread evenly over them (default 1). A
+    claim on zonal storage binds its pod to its zone: after a node loss that pod needs a node
+    left in the same zone, unless `kubernetes.regionalStorage` (`capacity` checks it)."""
 
     @field_validator("reserved_memory")
     @classmethod
@@ -783,6 +791,9 @@ def _check_budget(s: Settings) -> None:
     """The system reserve leaves room for pods on a node (it applies on Kubernetes, and
     wherever it is set explicitly)."""
     b = s.budget
+    if s.target != "kubernetes" and b.zones != 1:
+        raise ConfigError(f"{NAMESPACE}:budget.zones", f"{b.zones} zones: a Docker stack runs on one host",
+                          "remove budget.zones (it applies to a Kubernetes node pool)")
     if s.target != "kubernetes" and not {"reserved_memory", "reserved_cpu"} & b.model_fields_set:
         return
     node = parse_memory_mib(b.memory)
@@ -791,6 +802,9 @@ def _check_budget(s: Settings) -> None:
         raise ConfigError(f"{NAMESPACE}:budget.reservedMemory", f"{b.reserved_memory} is not less than a node's "
                           f"memory ({NAMESPACE}:budget.memory {b.memory}), which leaves nothing for pods",
                           "reserve less than the node has (e.g. 512Mi of 4Gi), or raise budget.memory")
+    if b.zones > b.nodes:
+        raise ConfigError(f"{NAMESPACE}:budget.zones", f"{b.zones} zones for {b.nodes} nodes leaves a zone without "
+                          "a node", f"set budget.zones to at most {NAMESPACE}:budget.nodes ({b.nodes})")
     if b.reserved_cpu >= b.cpu:
         raise ConfigError(f"{NAMESPACE}:budget.reservedCpu", f"{b.reserved_cpu:g} cores is not less than a node's "
                           f"CPU ({NAMESPACE}:budget.cpu {b.cpu:g}), which leaves nothing for pods",

@@ -172,22 +172,22 @@ def test_prod_totals_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0, err
     total = report["total"]
     # Pods: 22 services (the prober and the sign-in proxy too), portal 2 (+1), orchestrator 2 (+1),
-    # data-collector 2 (+1), worker 3 (+2), cost-agent 1 x 3 providers (+2), performance/resource/
-    # application agents 2 each (+3): 22 + 10 = 32.
-    assert total["instances"] == 32
+    # sign-in proxy 2 (+1), data-collector 2 (+1), worker 3 (+2), cost-agent 1 x 3 providers (+2),
+    # performance/resource/application agents 2 each (+3): 22 + 11 = 33.
+    assert total["instances"] == 33
     # Memory (MiB):
     #   databases  postgres 512 + clickhouse 2048 + redis 256 + qdrant 512                  = 3328
     #   monitoring prometheus 512 + alertmanager 24 + grafana 100 + flower 48 + 3 x 16
-    #              + blackbox-exporter 24 + oauth2-proxy 32                                  = 788
+    #              + blackbox-exporter 24 + oauth2-proxy 2 x 32                              = 820
     #   core       orchestrator 2 x 64 + collector 2 x 100 + worker 3 x 256 + beat 100       = 1196
     #   agents     cost 3 x 50 + 3 agents x 2 x 50                                           = 450
     #   frontend   portal 2 x 150                                                            = 300
-    #   total                                                                                = 6062
-    assert [report["tiers"][t.value]["memoryMiB"]["request"] for t in Tier] == [3328, 788, 1196, 450, 300]
-    assert total["memoryMiB"]["request"] == 6062
-    # CPU: databases 0.5+1+0.1+0.25 = 1.85; monitoring 0.9 + prober 0.05 + proxy 0.05 = 1.0;
-    # core 0.2+0.2+0.75+0.1 = 1.25; agents 0.3+0.6 = 0.9; frontend 0.2; total 5.2
-    assert total["cpu"]["request"] == pytest.approx(5.2)
+    #   total                                                                                = 6094
+    assert [report["tiers"][t.value]["memoryMiB"]["request"] for t in Tier] == [3328, 820, 1196, 450, 300]
+    assert total["memoryMiB"]["request"] == 6094
+    # CPU: databases 0.5+1+0.1+0.25 = 1.85; monitoring 0.9 + prober 0.05 + proxy 2 x 0.05 = 1.05;
+    # core 0.2+0.2+0.75+0.1 = 1.25; agents 0.3+0.6 = 0.9; frontend 0.2; total 5.25
+    assert total["cpu"]["request"] == pytest.approx(5.25)
     # Claims (GiB): postgres 20 + clickhouse 50 + redis 2 + qdrant 10 + prometheus 20 + grafana 2 = 104,
     # and a backup claim of the same size for each but Prometheus: 20 + 50 + 2 + 10 + 2 = 84
     assert total["storageMiB"] == (104 + 84) * 1024
@@ -291,7 +291,7 @@ def test_plan_prints_the_totals() -> None:
     assert last.startswith("Capacity (requests of 21 instances): cpu 2.95 of ")
     assert "memory 4.08Gi of 6Gi, storage 10Gi of 10Gi: within budget" in last
     prod = capacity_line(plan.text(render("prod")))
-    assert prod.startswith("Capacity (requests of 32 instances): cpu 5.2 of ")
+    assert prod.startswith("Capacity (requests of 33 instances): cpu 5.25 of ")
 
 
 # ---- synthetic catalogs (benchmark) -------------------------------------------------------
@@ -402,6 +402,23 @@ def test_a_drain_is_not_a_repack_by_hand() -> None:
     assert nodes_to_survive([Pod("big", 2000, 10)], 2, 1000, 1000) is None
 
 
+def test_a_zonal_volume_keeps_its_pod_in_its_zone_by_hand() -> None:
+    from infra.capacity import Pod, lose_a_node, nodes_to_survive
+    # Node i is in zone i mod zones. One store pod of 600 on a zonal claim, 2 nodes in 2 zones:
+    # it lands on n0 (zone 0); n0 lost, the only node left is in zone 1, where its volume is not.
+    db = Pod("db", 600, 600, zonal=True)
+    loss = lose_a_node([db], 2, 1000, 1000, zones=2)
+    assert loss is not None and loss.zone_bound and loss.zone_left == 0 and [p.name for p in loss.stranded] == ["db"]
+    # The same pod on storage replicated across zones moves to n1.
+    assert lose_a_node([Pod("db", 600, 600)], 2, 1000, 1000, zones=2) is None
+    # One zone: nothing binds it.
+    assert lose_a_node([db], 2, 1000, 1000, zones=1) is None
+    # 4 nodes over 2 zones: n2 is db's zone partner with 1000 free.
+    assert lose_a_node([db], 4, 1000, 1000, zones=2) is None
+    # The fewest that survive, a whole number per zone: from 3, the next multiple of 2 is 4.
+    assert nodes_to_survive([db], 3, 1000, 1000, zones=2) == 4
+
+
 def test_prod_survives_losing_a_node_only_with_the_new_budget(capsys: pytest.CaptureFixture[str]) -> None:
     # The budget before this change (4 nodes of 2 cores / 4Gi, the default reserve): the pods
     # repack onto 3 nodes, but spread as the scheduler places them a drained node's clickhouse
@@ -418,11 +435,15 @@ def test_prod_survives_losing_a_node_only_with_the_new_budget(capsys: pytest.Cap
     assert code == 0 and report["packing"]["survivesANode"], err
     code, report, _ = capacity(capsys, "prod", *old[1:], f"budget.nodes={need - 1}")
     assert report["packing"]["survivesANode"] is False
-    # The committed budget: 3 nodes of 4 cores / 8Gi.
+    # The committed budget: 3 nodes of 4 cores / 8Gi, one per zone, on regional disks.
     code, report, err = capacity(capsys, "prod")
     assert code == 0, err
     assert (report["budget"]["nodes"], report["budget"]["cpuPerNode"]) == (3, 4)
     assert report["packing"]["fits"] and report["packing"]["survivesANode"]
+    # On zonal disks one node per zone strands each store whose node is lost.
+    code, report, err = capacity(capsys, "prod", "kubernetes.regionalStorage=false")
+    assert code == 1 and "bound to the lost node's zone by its volume, finds no node left in that zone" in err
+    assert "kubernetes.regionalStorage" in err
     # Staging keeps the same promise.
     code, report, err = capacity(capsys, "staging")
     assert code == 0, err
@@ -438,3 +459,12 @@ def test_check_refuses_a_stack_that_does_not_fit(capsys: pytest.CaptureFixture[s
     assert cli.main(["check", "--stack", "dev", "--set", "budget.memory=3Gi"]) == 0
     out = capsys.readouterr().out
     assert "Capacity (advisory; python -m infra capacity --stack dev): FAIL" in out
+
+
+def test_zones_that_cannot_apply_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    # More zones than nodes leaves a zone empty; Docker has one host, so no zones at all.
+    assert cli.main(["capacity", "--stack", "prod", "--set", "budget.zones=4"]) == 2
+    err = capsys.readouterr().err
+    assert "'optiinfra:budget.zones': 4 zones for 3 nodes leaves a zone without a node" in err
+    assert cli.main(["capacity", "--stack", "dev", "--set", "budget.zones=2"]) == 2
+    assert "'optiinfra:budget.zones': 2 zones: a Docker stack runs on one host" in capsys.readouterr().err

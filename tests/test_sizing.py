@@ -92,15 +92,16 @@ def test_postgres_buffers_connections_and_shm() -> None:
     assert containers(dev)["optiinfra-postgres"].inputs["shmSize"] == 128  # a quarter of 512
     prod = render("prod")
     args = k8s_container(prod, "postgres")["args"]
-    # prod: orchestrator 2 x 10 + data-collector 2 x 10 + worker 3 replicas x 3 processes x 2
-    # + exporter 1 = 59, + 6 = 65.
-    assert "max_connections=65" in args
+    # prod, each Deployment counted with its rollout's surge pod (the new pod opens its pool
+    # before an old one closes): orchestrator (2 + 1) x 10 + data-collector (2 + 1) x 10
+    # + worker (3 + 1) replicas x 3 processes x 2 + exporter (1 + 1) x 1 = 86, + 6 = 92.
+    assert "max_connections=92" in args
     pod = workloads(prod)["postgres"]["spec"]["template"]["spec"]
     shm = next(v for v in pod["volumes"] if v["name"] == "shm")
     assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "128Mi"}
     assert {"name": "shm", "mountPath": "/dev/shm"} in k8s_container(prod, "postgres")["volumeMounts"]
     more = render("prod", "services.orchestrator.replicas=4")
-    assert "max_connections=85" in k8s_container(more, "postgres")["args"]  # + 2 x 10
+    assert "max_connections=112" in k8s_container(more, "postgres")["args"]  # + 2 x 10
 
 
 def test_clickhouse_cap_logs_and_ttls() -> None:
