@@ -115,8 +115,10 @@ def test_grafana_replacement_is_delete_first_and_keeps_its_volume() -> None:
 def test_every_container_is_deleted_before_its_replacement() -> None:
     # Fixed names (the seed's) and fixed host ports: creating first would fail.
     containers = [s for s in snap("dev").resources.values() if s.type == CONTAINER]
-    # One per catalog service but the sign-in proxy (the authenticator runs on Kubernetes only).
-    assert len(containers) == len([s for s in default_catalog().services.values() if not s.authenticator])
+    # One per catalog service but the sign-in proxy (the authenticator runs on Kubernetes only), and
+    # two one-shot containers per store whose clients log in as themselves (credential files, rotation).
+    services = [s for s in default_catalog().services.values() if not s.authenticator]
+    assert len(containers) == len(services) + 2 * len([s for s in services if s.grants is not None])
     assert all(c.delete_before_replace for c in containers)
 
 
@@ -223,7 +225,10 @@ def test_publishing_a_database_port_flags_the_stateful_replacement() -> None:
     # Docker forwards a published port only through a network with a route out, so the
     # databases network stops being internal (and is replaced) for the port to work.
     assert changed(d) == {"postgres": "replace", "databases-network": "replace"}
-    (msg,) = alerts(d, "stateful-replace")
+    # One alert per volume it mounts: its data, and its clients' credential files (kept too).
+    msgs = alerts(d, "stateful-replace")
+    assert len(msgs) == 2 and all("is protected and not in the replace set" in m for m in msgs)
+    msg = next(m for m in msgs if "optiinfra-postgres-data" in m)
     assert msg.startswith("postgres is stateful and will be replaced (labels, ports)")  # labels: the port stamp
     assert "volume optiinfra-postgres-data is protected and not in the replace set" in msg
     assert "/var/lib/postgresql/data" in msg
@@ -260,12 +265,14 @@ def test_a_host_port_already_published_is_refused_with_the_taker(capsys: pytest.
 def test_a_changed_secret_shows_as_a_change_but_never_in_plaintext(capsys: pytest.CaptureFixture[str]) -> None:
     value = "a-very-long-new-password-1234"
     d = diff_of("dev", secrets=(f"postgresOrchestratorPassword={value}",))
-    # postgres itself (which sets the role's password) and the one service logging in with it.
-    assert changed(d, CONTAINER) == dict.fromkeys({"postgres", "orchestrator"}, "replace")
+    # Not postgres itself: its one-shot containers write the file and set the role's password in
+    # it (docs/credentials.md, without an outage), and the one service logging in with it rolls.
+    assert changed(d, CONTAINER) == dict.fromkeys(
+        {"postgres-credential-files", "postgres-credentials", "orchestrator"}, "replace")
     assert changed(d, "random:index/randomPassword:RandomPassword") == {
         "postgres-orchestrator-credential": "delete"}
-    pg = next(r for r in d.resources if r.name == "postgres")
-    assert [(c.path, c.secret) for c in pg.changes] == [("envs[OPTIINFRA_ORCHESTRATOR_PASSWORD]", True)]
+    files = next(r for r in d.resources if r.name == "postgres-credential-files")
+    assert [(c.path, c.secret) for c in files.changes] == [("envs[OPTIINFRA_ORCHESTRATOR_PASSWORD]", True)]
     assert cli.main(["diff", "--stack", "dev", "--secret", f"postgresPassword={value}", "--json"]) == 0
     out = capsys.readouterr().out
     assert value not in out and "[secret]" in out
@@ -460,3 +467,22 @@ def test_secret_change_without_pod_restart_is_flagged() -> None:
     template = deploy.inputs["spec"]["template"]
     template["metadata"] = {"annotations": {vocabulary.K8S_CREDENTIALS_ROLLOUT: "0123456789abcdef"}}
     assert impact.not_restarted(new, changes) == []
+
+
+@pytest.mark.parametrize(("type_", "path", "replaces"), [
+    # pulumi-kubernetes' forceNew table (provider/pkg/provider/diff.go): what the engine replaces
+    ("kubernetes:batch/v1:Job", "spec.template.metadata.annotations.optiinfra.io/credentials", True),
+    ("kubernetes:batch/v1:Job", "spec.selector.matchLabels.x", True),
+    ("kubernetes:batch/v1:Job", "spec.backoffLimit", True),  # the rotation Job's replace_on_changes=["spec"]
+    ("kubernetes:batch/v1:Job", "metadata.labels.x", False),
+    ("kubernetes:core/v1:Service", "spec.type", True),
+    ("kubernetes:core/v1:Service", "spec.ports[http].port", False),
+    ("kubernetes:apps/v1:StatefulSet", "spec.volumeClaimTemplates[data].spec", True),
+    ("kubernetes:apps/v1:StatefulSet", "spec.selector.matchLabels.x", True),
+    ("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "roleRef.name", True),
+    ("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "subjects[x].name", False),
+])
+def test_the_replace_table_matches_what_the_provider_replaces(type_: str, path: str, replaces: bool) -> None:
+    from infra.diffing.replace import rule_for
+
+    assert rule_for(type_, path).replaces is replaces

@@ -32,8 +32,18 @@ CONTAINERS = SEED_CONTAINERS | {"optiinfra-alertmanager", "optiinfra-blackbox-ex
 SEED_ORDER = ["databases", "monitoring", "core", "agents", "frontend"]
 
 
+def one_shot(c: offline.Resource) -> bool:
+    """A container `pulumi up` runs to its exit (a store's credential files or rotation)."""
+    return c.inputs.get("mustRun") is False
+
+
 def containers(r: offline.Render) -> dict[str, offline.Resource]:
-    return {c.inputs["name"]: c for c in r.of_type(CONTAINER)}
+    """The long-running containers, one per service, by name."""
+    return {c.inputs["name"]: c for c in r.of_type(CONTAINER) if not one_shot(c)}
+
+
+# The stores whose clients log in as themselves: each has a credentials volume and two one-shot containers.
+GRANTING = ("postgres", "redis")
 
 
 def networks_of(c: offline.Resource) -> set[str]:
@@ -41,8 +51,10 @@ def networks_of(c: offline.Resource) -> set[str]:
 
 
 def test_every_service_rendered_once(dev: offline.Render) -> None:
-    names = [c.inputs["name"] for c in dev.of_type(CONTAINER)]
+    names = [c.inputs["name"] for c in dev.of_type(CONTAINER) if not one_shot(c)]
     assert sorted(names) == sorted(CONTAINERS)
+    assert sorted(c.inputs["name"] for c in dev.of_type(CONTAINER) if one_shot(c)) == sorted(
+        f"optiinfra-{s}-{what}" for s in GRANTING for what in ("credential-files", "credentials"))
     # One container per service the catalog declares, none twice; the sign-in proxy runs on
     # Kubernetes only.
     assert sorted(names) == sorted(f"optiinfra-{n}" for n, s in default_catalog().services.items()
@@ -63,7 +75,9 @@ def test_five_tiers_five_networks_and_every_resource_under_a_tier(dev: offline.R
     by_tier: dict[str, set[str]] = {tiers[c.parent]: set() for c in dev.of_type(CONTAINER)}
     for c in dev.of_type(CONTAINER):
         by_tier[tiers[c.parent]].add(c.name)
-    assert by_tier["databases"] == {"postgres", "clickhouse", "redis", "qdrant"}
+    # (the stores' one-shot containers sit beside them)
+    assert by_tier["databases"] == {"postgres", "clickhouse", "redis", "qdrant", *(
+        f"{s}-{what}" for s in GRANTING for what in ("credential-files", "credentials"))}
     assert by_tier["frontend"] == {"portal"}
     assert by_tier["agents"] == {"cost-agent", "performance-agent", "resource-agent", "application-agent"}
 
@@ -144,8 +158,9 @@ def test_startup_order_follows_the_seed(dev: offline.Render) -> None:
 ])
 def test_service_level_depends_on_and_gating(dev: offline.Render, service: str, waits_for: set[str]) -> None:
     cs = {c.name: c for c in dev.of_type(CONTAINER)}
-    # exactly the containers it waits for, no others
-    assert {d.split("::")[-1] for d in cs[service].dependencies if f"{CONTAINER}::" in d} == waits_for
+    # exactly the containers it waits for, no others, and each store's rotation container beside it
+    rotations = {f"{s}-credentials" for s in waits_for if s in GRANTING}
+    assert {d.split("::")[-1] for d in cs[service].dependencies if f"{CONTAINER}::" in d} == waits_for | rotations
     for target in waits_for:
         assert cs[target].urn in cs[service].dependencies
         # a container others wait for is created with its health check and waited on
@@ -188,18 +203,24 @@ def test_hardening_on_every_container(dev: offline.Render) -> None:
         assert i["capabilities"]["drops"] == ["ALL"], c.name
         assert i["memory"] >= i["memoryReservation"] > 0, c.name
         assert float(i["cpus"]) > 0, c.name
-        assert i["restart"] == "on-failure" and i["maxRetryCount"] == 5, c.name
-        assert not i.get("privileged") and not i.get("networkMode"), c.name
+        if one_shot(c):  # run once to its exit, recorded with its exit code
+            assert i["restart"] == "no" and i["attach"] is True and i.get("readOnly") is True, c.name
+        else:
+            assert i["restart"] == "on-failure" and i["maxRetryCount"] == 5, c.name
+        # No network at all for the files writer, which only writes its volume.
+        assert not i.get("privileged") and i.get("networkMode") in (None, "none"), c.name
         assert c.delete_before_replace, f"{c.name}: fixed names need delete-before-replace"
 
 
 def test_stateful_services_keep_named_protected_volumes(dev: offline.Render) -> None:
     vols = {v.inputs["name"]: v for v in dev.of_type("docker:index/volume:Volume")}
     assert set(vols) == {"optiinfra-postgres-data", "optiinfra-clickhouse-data", "optiinfra-redis-data",
-                         "optiinfra-qdrant-storage", "optiinfra-prometheus-data", "optiinfra-grafana-data"}
+                         "optiinfra-qdrant-storage", "optiinfra-prometheus-data", "optiinfra-grafana-data",
+                         "optiinfra-postgres-client-credentials", "optiinfra-redis-client-credentials"}
     assert all(v.protect for v in vols.values())
     mounts = {m["containerPath"]: m["volumeName"] for m in containers(dev)["optiinfra-postgres"].inputs["volumes"]}
-    assert mounts == {"/var/lib/postgresql/data": "optiinfra-postgres-data"}
+    assert mounts == {"/var/lib/postgresql/data": "optiinfra-postgres-data",
+                      "/run/secrets/optiinfra": "optiinfra-postgres-client-credentials"}
 
 
 def test_an_adopted_volume_is_read_and_mounted_never_created() -> None:
@@ -216,7 +237,7 @@ def test_an_adopted_volume_is_read_and_mounted_never_created() -> None:
     assert all(r.type == "docker:index/volume:Volume" for r in reads.values())
     postgres = containers(adopted)["optiinfra-postgres"]
     mounts = {m["containerPath"]: m["volumeName"] for m in postgres.inputs["volumes"]}
-    assert mounts == {"/var/lib/postgresql/data": "optiinfra_postgres_data"}
+    assert mounts["/var/lib/postgresql/data"] == "optiinfra_postgres_data"
     assert reads["optiinfra_postgres_data"].urn in postgres.dependencies
     # The plan shows the read, as `pulumi preview` shows a read step.
     steps = offline.plan_json(adopted)["steps"]

@@ -137,8 +137,8 @@ def test_the_program_stamps_what_the_pack_reads() -> None:
     catalog = default_catalog()
     dev = render("dev")
     for res in dev.resources:
-        if res.type != vocab.DOCKER_CONTAINER:
-            continue
+        if res.type != vocab.DOCKER_CONTAINER or res.inputs.get("mustRun") is False:
+            continue  # (a store's one-shot containers mount no data: the pack counts them as one-shot)
         svc = catalog.services[vocab.service_of(res.type, res.inputs) or ""]
         labels = vocab.docker_labels(res.inputs)
         joined = [n["name"] for n in res.inputs.get("networksAdvanced", [])]

@@ -4,13 +4,19 @@ Derived from the model: networks each container joins, host ports (127.0.0.1 unl
 public), health checks from the HealthCheck model with a binary the image has,
 named volumes (protected), memory/CPU limits, restart policy, no-new-privileges,
 capabilities dropped.
+
+A store that grants its clients logins (PostgreSQL, Redis) takes its clients' passwords as
+files of a credentials volume, never as its own inputs, so a client's rotation does not
+replace it (docs/credentials.md, without an outage): a one-shot container writes the files
+before the store starts, and a second one applies them in the running store with the same
+script as the Kubernetes rotation Job (`rotation_command`), before the consumers roll.
 """
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pulumi
@@ -34,15 +40,20 @@ from policies.optiinfra_policies.vocabulary import (
     tier_scoped_name,
 )
 
+from .. import rotation
 from ..graph import ANY, LOOPBACK, Effective, Resolved
 from ..model import (
     DOCKER_SECRET_DIR,
     LOG_MIB,
+    SECRET_DIR,
     HealthCheck,
+    Secret,
     Service,
     Tier,
 )
 from ..monitoring import GeneratedFiles
+from ..stores import live_credentials, rotation_command
+from ..stores.redis import HOST_ENV, PORT_ENV
 from ..tiers import TierComponent
 from ..wiring import Wiring
 from . import StackOutputs
@@ -84,6 +95,80 @@ def secret_file_wrapper(service: Service) -> list[str]:
 
 def container_name(service: str) -> str:
     return CONTAINER_PREFIX + service
+
+
+CREDENTIALS_VOLUME = "client-credentials"
+"""A store's volume of its clients' passwords (`<SECRET_DIR>/<credential>`, as on Kubernetes)."""
+ONE_SHOT_MEMORY_MIB, ONE_SHOT_RESERVED_MIB, ONE_SHOT_CPUS = 512, 128, "0.5"
+"""A one-shot container's limits: the backups' (infra/commands/backup.py)."""
+
+
+def credential_files_name(store: str) -> str:
+    """The one-shot container that writes a store's clients' passwords into its credentials volume."""
+    return f"{store}-credential-files"
+
+
+def rotation_name(store: str) -> str:
+    """The one-shot container that applies a store's clients' passwords in the running store
+    (the Kubernetes rotation Job's name)."""
+    return f"{store}-credentials"
+
+
+def live_files(store: Service) -> list[tuple[str, str]]:
+    """(variable, credential) of each client password a store reads from its credentials volume."""
+    live = live_credentials(store)
+    return [(var, f.credential) for f in store.secret_files if f.credential in live for var in f.replaces]
+
+
+def store_env(store: Service, env: Sequence[tuple[str, pulumi.Input[str]]]) -> list[tuple[str, pulumi.Input[str]]]:
+    """A store's environment with each client password replaced by its file's name
+    (`<VAR>_FILE=<SECRET_DIR>/<credential>`, a plain value): the start wrapper reads the
+    variable, else the file; no client's value is an input of the store's container."""
+    files = dict(live_files(store))
+    out: list[tuple[str, pulumi.Input[str]]] = []
+    for name, value in env:
+        if name in files:
+            out.append((f"{name}_FILE", f"{SECRET_DIR}/{files[name]}"))
+        else:
+            out.append((name, value))
+    return out
+
+
+def credential_files_script(files: Sequence[tuple[str, str]], owner: str) -> str:
+    """The files writer's `sh -c` script: each password from its variable into
+    `<SECRET_DIR>/<credential>` (mode 0400, owned by the store's user, replaced atomically
+    with a rename), names of variables only, never a value in argv. A missing value fails it."""
+    steps = ["set -e", "umask 077"]
+    for var, cred in files:
+        tmp, path = shlex.quote(f"{SECRET_DIR}/.{cred}.new"), shlex.quote(f"{SECRET_DIR}/{cred}")
+        steps += [f'[ -n "${var}" ] || {{ echo "optiinfra: no value in {var}" >&2; exit 1; }}',
+                  f'printf %s "${var}" > {tmp}', f"chmod 0400 {tmp}", f"chown {owner} {tmp}", f"mv -f {tmp} {path}"]
+    steps.append('echo "optiinfra: credential files written"')
+    return "; ".join(steps)
+
+
+@dataclass(frozen=True)
+class OneShot:
+    """What differs between a store's one-shot containers (DockerBackend._one_shot)."""
+
+    argv: tuple[str, ...]
+    envs: list[pulumi.Input[str]] = field(default_factory=list)
+    user: str | None = None
+    adds: tuple[str, ...] = ()
+    network_mode: str | None = None
+    networks: list[docker.ContainerNetworksAdvancedArgs] = field(default_factory=list)
+    volumes: list[docker.ContainerVolumeArgs] = field(default_factory=list)
+
+
+def exited_zero(container: docker.Container, name: str) -> pulumi.Output[docker.Container]:
+    """The one-shot container, once it has exited 0; a non-zero exit fails the registration of
+    whatever depends on this (the consumers do not roll). Unknown in a preview."""
+    def check(code: int | None) -> docker.Container:
+        if code not in (None, 0):
+            raise pulumi.RunError(f"{name} exited with {code}: the credentials were not applied; see "
+                                  f"`docker logs {container_name(name)}`")
+        return container
+    return container.exit_code.apply(check)
 
 
 def network_name(model: Resolved, tier: Tier) -> str:
@@ -175,6 +260,11 @@ class DockerBackend:
         self.images: dict[str, docker.RemoteImage] = {}
         # Computed once: per service they would make the render quadratic in the services.
         self.gates = model.gates()
+        self.phases = rotation.phases(model.catalog, model.settings)
+        """Per store, per client: the rotation phase its rotation container applies (the `rotation` setting)."""
+        self.rotations: dict[int, pulumi.Output[docker.Container]] = {}
+        """Per store container (by id): its rotation container once it exited 0, which whatever
+        waits for the store waits for too (the consumers roll after the store has their values)."""
         for tier, comp in tiers.items():
             self.networks[tier] = docker.Network(
                 f"{tier.value}-network",
@@ -197,11 +287,102 @@ class DockerBackend:
             )
         return self.images[key]
 
+    def _waits(self, after: Sequence[pulumi.Resource]) -> list[pulumi.Input[pulumi.Resource]]:
+        """What a container waits for: `after`, and beside each store its rotation container."""
+        out: list[pulumi.Input[pulumi.Resource]] = []
+        for r in after:
+            out.append(r)
+            if id(r) in self.rotations:
+                out.append(self.rotations[id(r)])
+        return out
+
+    def _one_shot(self, eff: Effective, name: str, args: OneShot,
+                  depends_on: Sequence[pulumi.Input[pulumi.Resource]]) -> docker.Container:
+        """A container beside a store that runs `args.argv` once, in the store's image and
+        hardened like it, recorded with its exit code (`attach`: `pulumi up` waits for it to
+        exit). It stays, exited, until its inputs change (like a completed Job: `docker logs`
+        shows its run); a changed input replaces it, which runs it again."""
+        svc, comp = eff.service, self.tiers[eff.tier]
+        return docker.Container(
+            name,
+            docker.ContainerArgs(
+                name=container_name(name),
+                image=self._image(eff, comp).image_id,
+                entrypoints=list(args.argv[:2]), command=list(args.argv[2:]),
+                envs=args.envs or None,
+                user=args.user,
+                capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"], adds=list(args.adds) or None),
+                network_mode=args.network_mode,
+                networks_advanced=args.networks or None,
+                volumes=args.volumes or None,
+                tmpfs={"/tmp": ""},
+                must_run=False, attach=True, logs=True, restart="no",
+                memory=ONE_SHOT_MEMORY_MIB, memory_reservation=ONE_SHOT_RESERVED_MIB, cpus=ONE_SHOT_CPUS,
+                log_driver="json-file", log_opts=log_options(),
+                security_opts=["no-new-privileges:true"],
+                read_only=True,
+                labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in (
+                    (DOCKER_SERVICE, svc.name), (DOCKER_TIER, svc.tier.value), (DOCKER_IMAGE_LABEL, eff.image),
+                    (DOCKER_PUBLIC, "false"),
+                    (DOCKER_NETWORKS, joined(network_name(self.model, svc.tier) for _ in args.networks)))],
+            ),
+            opts=pulumi.ResourceOptions(parent=comp, depends_on=list(depends_on), delete_before_replace=True),
+        )
+
+    def _credential_files(self, eff: Effective, after: Sequence[pulumi.Input[pulumi.Resource]]
+                          ) -> tuple[docker.ContainerVolumeArgs, docker.Container]:
+        """A store's credentials volume, and the one-shot container that writes its clients'
+        current passwords into it (before the store starts; replaced, so run again, when one
+        changes). The store mounts it read-only at SECRET_DIR."""
+        svc, comp = eff.service, self.tiers[eff.tier]
+        vol = docker.Volume(
+            f"{svc.name}-{CREDENTIALS_VOLUME}",
+            docker.VolumeArgs(name=volume_name(svc.name, CREDENTIALS_VOLUME),
+                              labels=[docker.VolumeLabelArgs(label=DOCKER_SERVICE, value=svc.name)]),
+            # Protected like the data volumes: the store cannot start without its files.
+            opts=pulumi.ResourceOptions(parent=comp, protect=True))
+        files = live_files(svc)
+        values = dict(self.wiring.env(svc))
+        writer = self._one_shot(eff, credential_files_name(svc.name), OneShot(
+            ("sh", "-c", credential_files_script(files, svc.docker_user or f"{svc.uid}:{svc.uid}")),
+            envs=[pulumi.Output.concat(var, "=", values[var]) for var, _ in files],
+            # root, to write into the volume Docker creates root-owned, giving each file to the store's user
+            user="0:0", adds=("CHOWN",), network_mode="none",
+            volumes=[docker.ContainerVolumeArgs(volume_name=vol.name, container_path=SECRET_DIR)]),
+            [*after, vol])
+        return docker.ContainerVolumeArgs(volume_name=vol.name, container_path=SECRET_DIR, read_only=True), writer
+
+    def _rotation(self, eff: Effective, store: docker.Container) -> docker.Container | None:
+        """The one-shot container that applies a store's clients' current passwords in the
+        running store, with the script the Kubernetes rotation Job runs (`rotation_command`),
+        as the administrator over the store's network; replaced (so run again) when a client's
+        value or its rotation phase changes. None: the store has no clients."""
+        svc, model = eff.service, self.model
+        argv = rotation_command(svc, model.catalog.services.values(), self.phases.get(svc.name, {}))
+        if not argv or svc.connection is None or svc.connection.credential is None:
+            return None
+        port = str(svc.port(svc.connection.port).container)
+        own = {var for var, _ in live_files(svc)}
+        admin = svc.connection.credential
+        env = [(k, v) for (k, v), (_, decl) in zip(self.wiring.env(svc), svc.env, strict=True)
+               if isinstance(decl, str) or k in own or (isinstance(decl, Secret) and decl.credential == admin)]
+        env += [("PGHOST", host_of(svc.name)), ("PGPORT", port), (HOST_ENV, host_of(svc.name)), (PORT_ENV, port)]
+        return self._one_shot(eff, rotation_name(svc.name), OneShot(
+            argv, envs=[f"{k}={v}" if isinstance(v, str) else pulumi.Output.concat(k, "=", v) for k, v in env],
+            user=svc.docker_user,
+            networks=[docker.ContainerNetworksAdvancedArgs(name=self.networks[svc.tier].name)]), [store])
+
     def service(self, eff: Effective, after: Sequence[pulumi.Resource]) -> docker.Container:
         svc, model = eff.service, self.model
         comp = self.tiers[eff.tier]
         volumes = []
         adopted: list[pulumi.Resource] = []
+        waits = self._waits(after)
+        writer: list[pulumi.Resource] = []
+        if live_files(svc):
+            mount, files_writer = self._credential_files(eff, waits)
+            volumes.append(mount)
+            writer.append(files_writer)
         for v in svc.volumes:
             existing = eff.existing_volume(v.name)
             if existing is not None:
@@ -222,7 +403,8 @@ class DockerBackend:
             )
             volumes.append(docker.ContainerVolumeArgs(volume_name=vol.name, container_path=v.path))
         # A plain value needs no Output (each costs the SDK several tasks per render).
-        env = [f"{k}={v}" if isinstance(v, str) else pulumi.Output.concat(k, "=", v) for k, v in self.wiring.env(svc)]
+        env = [f"{k}={v}" if isinstance(v, str) else pulumi.Output.concat(k, "=", v)
+               for k, v in store_env(svc, self.wiring.env(svc))]
         env += [f"{k}={v}" for k, v in eff.runtime_env]  # the runtime's memory setting (infra/runtime.py)
         healthcheck = None
         if svc.health is not None:
@@ -281,8 +463,12 @@ class DockerBackend:
             ),
             # Names are fixed (the seed's container names), so a replacement must delete
             # the old container first; that also frees its host port.
-            opts=comp.child_opts(depends_on=[*after, *adopted], delete_before_replace=True),
+            opts=pulumi.ResourceOptions(parent=comp, depends_on=[*waits, *adopted, *writer],
+                                        delete_before_replace=True),
         )
+        rotating = self._rotation(eff, container) if writer else None
+        if rotating is not None:
+            self.rotations[id(container)] = exited_zero(rotating, rotation_name(svc.name))
         return container
 
     def _labels(self, eff: Effective, healthcheck: object) -> list[tuple[str, str]]:

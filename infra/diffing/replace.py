@@ -87,8 +87,25 @@ K8S: dict[str, dict[str, Rule]] = {
     v.K8S_SERVICE: {
         **_K8S_NAME,
         **_group(True, "spec.clusterIP", "a Service's clusterIP is immutable"),
-        **_group(False, "spec.ports spec.selector spec.type",
+        **_group(True, "spec.type", "forceNew in pulumi-kubernetes: another type is another Service"),
+        **_group(False, "spec.ports spec.selector",
                  "patched in place: clients keep the Service's name and cluster IP"),
+    },
+    v.K8S_JOB: {
+        **_K8S_NAME,
+        **_group(True, "spec.selector spec.template",
+                 "a Job's pod template and selector are immutable (forceNew in pulumi-kubernetes): it is deleted "
+                 "and created again, which runs it again"),
+        # The program's rotation Jobs (the only Jobs) also set replace_on_changes=["spec"].
+        **_group(True, "spec", "the rotation Job is replaced on any spec change (its replace_on_changes)"),
+    },
+    v.K8S_ROLE_BINDING: {
+        **_K8S_NAME,
+        **_group(True, "roleRef", "a RoleBinding's roleRef is immutable (forceNew in pulumi-kubernetes)"),
+    },
+    v.K8S_CLUSTER_ROLE_BINDING: {
+        **_K8S_NAME,
+        **_group(True, "roleRef", "a ClusterRoleBinding's roleRef is immutable (forceNew in pulumi-kubernetes)"),
     },
     v.K8S_PVC: {  # the program makes claims through StatefulSet templates; kept for claims made directly
         **_K8S_NAME,

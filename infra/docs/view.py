@@ -30,6 +30,7 @@ class StackView:
     def workloads(self, service: str) -> list[offline.Resource]:
         """What runs the service's processes (container, Deployments, StatefulSet)."""
         return sorted((r for r in self.resources if r.type in vocab.SERVICE_WORKLOADS
+                       and r.inputs.get("mustRun") is not False  # not a store's one-shot containers
                        and vocab.service_of(r.type, r.inputs) == service), key=lambda r: r.name)
 
     def pods(self, service: str) -> int:

@@ -67,6 +67,15 @@ def _secret_file(spec: Mapping[str, Any], container: Mapping[str, Any], value: A
     return any(value.startswith(path.rstrip("/") + "/") for path in secret_mounts(spec, container))
 
 
+def _docker_mounted_file(props: Mapping[str, Any], value: Any) -> bool:
+    """Whether `value` is the path of a file inside one of a container's read-only named volumes."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        return False
+    return any(value.startswith(str(m["containerPath"]).rstrip("/") + "/")
+               for m in map(as_dict, as_list(props.get("volumes")))
+               if m.get("volumeName") and m.get("readOnly") is True and m.get("containerPath"))
+
+
 def check_plaintext(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
     """Structural where the resource shows it (Kubernetes: a credential comes through
     secretKeyRef; no URL with a password in a pod spec, a command line or a ConfigMap);
@@ -77,6 +86,8 @@ def check_plaintext(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
         for name, value, entry in docker_envs(res.props) if res.secrets_marked else ():
             if _secret_ok(res, entry):
                 continue
+            if _credential_name(cfg, name) and _docker_mounted_file(res.props, value):
+                continue  # names a file the container reads from a read-only volume (`*_FILE`)
             if _credential_name(cfg, name):
                 yield (f"{service}: environment variable {name} looks like a credential but is not a secret. Fix: "
                        "deliver it as a secret Output (a catalog Secret/Url value, set with "

@@ -35,8 +35,8 @@ def _exempt(cfg: Mapping[str, Any], service: str) -> bool:
 
 def check_health(res: Resource, cfg: Mapping[str, Any]) -> Iterator[str]:
     if res.type == CONTAINER:
-        if res.props.get("rm") is True:
-            return  # a one-shot container
+        if res.props.get("rm") is True or (res.props.get("mustRun") is False and res.props.get("attach") is True):
+            return  # a one-shot container (removed on exit, or run to its exit by `pulumi up`)
         service = docker_service(res)
         tests = as_list(get_in(res.props, "healthcheck", "tests"))
         if tests and tests[0] != "NONE":
