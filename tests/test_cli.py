@@ -132,3 +132,38 @@ def test_a_python_without_the_requirements_gets_one_line_not_a_traceback() -> No
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: this Python (")
     assert "no module 'pulumi'" in proc.stderr and "Fix: run ./optiinfra" in proc.stderr
+
+
+REFUSE_THEN_RENDER = """
+from infra import offline
+from infra.settings import ConfigError
+for _ in range(2):
+    try:
+        offline.render("dev", ["services.data-collector-beat.replicas=2"])
+    except ConfigError as err:
+        print("refused", str(err).split(":")[0])
+    print("rendered", len(offline.render("dev").resources))
+"""
+
+
+def test_a_refused_render_leaves_nothing_behind_for_the_next_one() -> None:
+    """A render refused on its config registers nothing (the config is checked before the
+    mocks create the root stack), so the next render in the same process neither waits
+    for a stale registration nor inherits warnings; asyncio's debug mode would report a
+    pending task destroyed or a coroutine never awaited."""
+    proc = subprocess.run([sys.executable, "-X", "dev", "-W", "always", "-c", REFUSE_THEN_RENDER], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == lines[2] == "refused config key 'optiinfra", lines
+    assert lines[1] == lines[3] and lines[1].startswith("rendered ") and int(lines[1].split()[1]) > 0, lines
+    for noise in ("Task was destroyed", "was never awaited", "Exception ignored", "unclosed", "Traceback"):
+        assert noise not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_refused_plan_is_one_line_without_asyncio_noise() -> None:
+    proc = run("plan", "-s", "dev", "--set", "services.data-collector-beat.replicas=2",
+               python=("-X", "dev", "-W", "always"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("error: config key 'optiinfra:services.data-collector-beat.replicas'") and "Fix:" in line
