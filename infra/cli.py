@@ -40,7 +40,8 @@ STACK_ENV = "PULUMI_STACK"
 # Examples for commands whose module has no EXAMPLES (docs.py has its own owner).
 _EXAMPLES = {
     "docs": ("python -m infra docs            # rewrite the generated docs\n"
-             "python -m infra docs --check    # exit 1 when they are stale"),
+             "python -m infra docs --check    # exit 1 when they are stale\n"
+             "python -m infra docs --check --json"),
 }
 
 

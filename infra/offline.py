@@ -21,8 +21,8 @@ import asyncio
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,6 @@ import pulumi
 from google.protobuf import struct_pb2
 from pulumi.runtime import mocks as pmocks
 from pulumi.runtime import rpc
-from pulumi.runtime import settings as pulumi_settings
-from pulumi.runtime.stack import run_pulumi_func, wait_for_rpcs
-from pulumi.runtime.sync_await import _sync_await
 
 from policies.optiinfra_policies.vocabulary import PROJECT, RANDOM_PASSWORD, SECRET_MARK, STACK, UNKNOWN_MARK
 
@@ -226,14 +223,6 @@ def _on_own_loop(call: Callable[[], Any]) -> Any:
         loop.close()
 
 
-async def _drain(loop: asyncio.AbstractEventLoop) -> None:
-    """Wait for the SDK's outstanding RPCs and every other task of the loop."""
-    with suppress(Exception):  # the render has already raised its own error, if any
-        await wait_for_rpcs()
-    current = asyncio.current_task(loop)
-    await asyncio.gather(*(t for t in asyncio.all_tasks(loop) if t is not current), return_exceptions=True)
-
-
 @contextmanager
 def _main_loop() -> Iterator[asyncio.AbstractEventLoop]:
     """A fresh event loop for one render, closed deterministically at its end (its
@@ -244,10 +233,6 @@ def _main_loop() -> Iterator[asyncio.AbstractEventLoop]:
         yield loop
     finally:
         try:
-            # A render refused before the program ran (bad config) leaves the root stack's
-            # registration outstanding in the SDK's RPC list: finish it on its own loop, or
-            # the next render in this process would wait for it forever.
-            loop.run_until_complete(_drain(loop))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
@@ -269,31 +254,42 @@ def render(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), ca
 
 def _render(stack: str, config: stack_config.StackConfig, catalog: Catalog | None,
             fingerprint_key: bytes | None) -> Render:
+    """The program under the mocks, with the SDK's public API only. The order matters:
+    the config is validated (`program.load`) before `set_mocks` registers the root stack,
+    so a refused render leaves no registration outstanding and nothing to drain; the
+    registrations of an accepted one are awaited by `pulumi.runtime.test`, which returns
+    only when every RPC and output of the program has finished."""
     from . import program
 
-    recorder = _Recorder(fingerprint_key)
-    # A fresh root stack per render: set_mocks keeps the previous one, which would parent
-    # this stack's resources under another stack's URN when a process renders several.
-    pulumi_settings.ROOT.set(None)
-    pulumi.runtime.set_mocks(recorder.mocks, project=PROJECT, stack=stack, preview=True, monitor=recorder)
+    # Fresh settings per render (no root stack, no outputs of an earlier render in this
+    # process): set_mocks keeps the previous root, which would parent this stack's
+    # resources under another stack's URN.
+    pulumi.runtime.reset_options(project=PROJECT, stack=stack, preview=True)
     # As the engine hands config to a program; the program reads it with pulumi.Config.
     pulumi.runtime.set_all_config(dict(config.values), sorted(config.secret_keys))
     model, supplied = program.load(config.values.keys(), catalog)  # raises ConfigError before any resource exists
+    recorder = _Recorder(fingerprint_key)
     outputs: dict[str, Any] = {}
 
-    async def run() -> None:
-        exported = program.deploy(model, supplied)
-        for key, value in exported.items():
-            out = pulumi.Output.from_input(value)
-            resolved = await out.future()
-            outputs[key] = SECRET if await out.is_secret() else resolved
+    def run() -> Coroutine[Any, Any, None]:
+        pulumi.runtime.set_mocks(recorder.mocks, project=PROJECT, stack=stack, preview=True, monitor=recorder)
+        return _resolve(program.deploy(model, supplied), outputs)
 
-    _sync_await(run_pulumi_func(lambda: _sync_await(run())))
+    # `test` runs `run`, awaits what it returns, then every outstanding RPC and output.
+    pulumi.runtime.test(run)()  # type: ignore[no-untyped-call]
     # Registrations arrive from several threads; order them by URN so that two renders
     # of the same stack are identical.
     return Render(stack=stack, resources=sorted(recorder.records, key=lambda r: r.urn), outputs=outputs,
                   model=model, secret_values=recorder.secret_values,
                   reads=sorted(recorder.reads, key=lambda r: r.urn))
+
+
+async def _resolve(exported: dict[str, Any], into: dict[str, Any]) -> None:
+    """Each stack output's value into `into` (a secret one as the marker)."""
+    for key, value in exported.items():
+        out = pulumi.Output.from_input(value)
+        resolved = await out.future()
+        into[key] = SECRET if await out.is_secret() else resolved
 
 
 def plan_json(r: Render) -> dict[str, Any]:

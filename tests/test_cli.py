@@ -132,3 +132,124 @@ def test_a_python_without_the_requirements_gets_one_line_not_a_traceback() -> No
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: this Python (")
     assert "no module 'pulumi'" in proc.stderr and "Fix: run ./optiinfra" in proc.stderr
+
+
+REFUSE_THEN_RENDER = """
+from infra import offline
+from infra.settings import ConfigError
+for _ in range(2):
+    try:
+        offline.render("dev", ["services.data-collector-beat.replicas=2"])
+    except ConfigError as err:
+        print("refused", str(err).split(":")[0])
+    print("rendered", len(offline.render("dev").resources))
+"""
+
+
+def test_a_refused_render_leaves_nothing_behind_for_the_next_one() -> None:
+    """A render refused on its config registers nothing (the config is checked before the
+    mocks create the root stack), so the next render in the same process neither waits
+    for a stale registration nor inherits warnings; asyncio's debug mode would report a
+    pending task destroyed or a coroutine never awaited."""
+    proc = subprocess.run([sys.executable, "-X", "dev", "-W", "always", "-c", REFUSE_THEN_RENDER], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == lines[2] == "refused config key 'optiinfra", lines
+    assert lines[1] == lines[3] and lines[1].startswith("rendered ") and int(lines[1].split()[1]) > 0, lines
+    for noise in ("Task was destroyed", "was never awaited", "Exception ignored", "unclosed", "Traceback"):
+        assert noise not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_refused_plan_is_one_line_without_asyncio_noise() -> None:
+    proc = run("plan", "-s", "dev", "--set", "services.data-collector-beat.replicas=2",
+               python=("-X", "dev", "-W", "always"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("error: config key 'optiinfra:services.data-collector-beat.replicas'") and "Fix:" in line
+
+
+# ---- --json on adopt, restore and docs ----------------------------------------------
+
+def test_adopt_json_gives_the_findings(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_adopt import SEED_VOLUMES, FakeEngine, recorded, serve
+
+    server, host = serve(FakeEngine(recorded()), None)  # 127.0.0.1, an ephemeral port
+    try:
+        code = infra_cli.main(["adopt", "-s", "dev", "--docker-host", host, "--json"])
+        out, err = capsys.readouterr()
+        text = infra_cli.main(["adopt", "-s", "dev", "--docker-host", host])
+        capsys.readouterr()
+    finally:
+        server.shutdown()
+        server.server_close()
+    report = json.loads(out)
+    assert code == text == 1 and report["needsAttention"] is True and report["unmatched"]  # pgAdmin and others
+    assert err == ""
+    assert (report["stack"], report["host"]) == ("dev", host)
+    assert {a["configKey"]: a["dockerVolume"] for a in report["adopted"]} == SEED_VOLUMES
+    by_name = {c["name"]: c for c in report["containers"]}
+    assert by_name["optiinfra-postgres"]["service"] == "postgres"
+    assert {c["state"] for c in report["credentials"]} <= {"default", "unset", "set", "unknown"}
+    assert any(c["configKey"] == "postgresPassword" for c in report["credentials"])
+
+
+def test_restore_dry_run_json_on_docker_and_kubernetes(tmp_path: Path) -> None:
+    backup = tmp_path / "postgres-20250101T021700Z.dump"
+    backup.write_bytes(b"")
+    proc = run("restore", "-s", "dev", "--service", "postgres", "--from", str(backup), "--dry-run", "--json",
+               "--secret", f"postgresPassword={SECRET}")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert (plan["stack"], plan["service"], plan["from"]) == ("dev", "postgres", str(backup))
+    (step,) = plan["steps"]
+    assert step["argv"][:2] == ["docker", "run"] and f"{tmp_path}:/restore:ro" in step["argv"]
+    # The password goes by name: its variable is in argv, its value nowhere.
+    (variable,) = step["envFromService"]
+    assert step["argv"][step["argv"].index(variable) - 1] == "--env" and SECRET not in proc.stdout
+    redis = run("restore", "-s", "prod", "--service", "redis", "--from", "redis-20250101T021700Z.rdb",
+                "--dry-run", "--json")
+    assert redis.returncode == 0 and redis.stderr == "", redis.stderr
+    k8s = json.loads(redis.stdout)
+    assert k8s["job"]["kind"] == "Job" and k8s["job"]["metadata"]["name"] == "redis-restore"
+    assert k8s["steps"][0].endswith("--replicas=0") and k8s["steps"][-1].endswith("--replicas=1")
+    assert "kubectl apply -f redis-restore.yaml" in k8s["steps"]
+    # --json reports a plan: without --dry-run it is refused, as backup's is.
+    refused = run("restore", "-s", "dev", "--service", "postgres", "--from", str(backup), "--json")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.startswith("error: flag '--json'") and "Fix: add --dry-run" in refused.stderr
+
+
+def test_docs_json_lists_each_file_and_its_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["docs", "-s", "dev", "--root", str(tmp_path), "--json"]
+    assert infra_cli.main(args) == 0
+    wrote = json.loads(capsys.readouterr().out)
+    assert wrote["check"] is False and wrote["stacks"] == ["dev"]
+    paths = {f["path"] for f in wrote["files"]}
+    assert "docs/topology-dev.svg" in paths and "docs/topology-prod.svg" not in paths
+    assert {f["status"] for f in wrote["files"]} == {"wrote"} and all((tmp_path / p).is_file() for p in paths)
+    assert infra_cli.main(args) == 0
+    assert {f["status"] for f in json.loads(capsys.readouterr().out)["files"]} == {"unchanged"}
+    (tmp_path / "docs" / "topology-dev.svg").unlink()
+    (tmp_path / "docs" / "PORTS.md").write_text("edited\n")
+    assert infra_cli.main([*args, "--check"]) == 1
+    out, err = capsys.readouterr()
+    checked = json.loads(out)
+    status = {f["path"]: f["status"] for f in checked["files"]}
+    assert status["docs/topology-dev.svg"] == "missing" and status["docs/PORTS.md"] == "stale"
+    assert status["docs/settings.md"] == "current" and checked["upToDate"] is False and err == ""
+    assert not (tmp_path / "docs" / "topology-dev.svg").exists()  # --check writes nothing
+
+
+def test_docs_for_an_unknown_stack_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    proc = run("docs", "-s", "nope", "--root", str(tmp_path), "--json")
+    assert proc.returncode == 2 and proc.stdout == "" and not any(tmp_path.iterdir())
+    assert proc.stderr.startswith("error: flag '--stack': there is no stack file Pulumi.nope.yaml")
+
+
+def test_docs_ignores_pulumi_stack() -> None:
+    """The committed docs cover every stack; PULUMI_STACK left in a shell must not narrow them."""
+    proc = run("docs", "--check", "--json", env={"PULUMI_STACK": "dev"})
+    assert proc.returncode == 0, proc.stdout
+    report = json.loads(proc.stdout)
+    assert report["upToDate"] is True and len(report["stacks"]) > 1

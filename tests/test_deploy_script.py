@@ -8,6 +8,7 @@ so the machine's own Docker, kubectl or Pulumi never answer."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -240,3 +241,76 @@ def test_usage(deploy: Run) -> None:
     assert proc.returncode == 1
     assert one_error(proc).startswith("error: there is no Pulumi.nosuch.yaml (stacks: ")
     assert calls == []
+
+
+GOOD = "config:\n  optiinfra:target: docker\n"
+UNCLOSED = "  optiinfra:public: [portal\n"
+"""An unclosed bracket on line 3: the Pulumi CLI parses the stack file before the program runs."""
+
+
+def test_a_damaged_stack_file_under_the_real_engine(repo: Path, tmp_path: Path) -> None:
+    """With the real Pulumi CLI on PATH (and a local file backend), deploy.sh stops on a
+    damaged stack file with our one line (the file, the line, the fix), exit 2, before the
+    CLI runs; the bare `pulumi up` on the same file prints the CLI's own message (no file
+    name) and exits 1, as docs/commands.md says. Nothing is deployed either way."""
+    from .test_engine_e2e import _engine_bin
+
+    engine = _engine_bin()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in SYSTEM_TOOLS:
+        found = shutil.which(tool)
+        if found:
+            (bindir / tool).symlink_to(found)
+    log = tmp_path / "calls.log"
+    log.write_text("")
+    docker = bindir / "docker"  # the Docker engine answers (a stub): the file is what is wrong
+    docker.write_text(STUB.format(name="docker", var="DOCKER", extra=""))
+    docker.chmod(0o755)
+    (tmp_path / "state").mkdir()
+    env = {"PATH": f"{engine}:{bindir}", "HOME": str(tmp_path / "home"), "PULUMI_HOME": str(tmp_path / "pulumi-home"),
+           "PULUMI_BACKEND_URL": f"file://{tmp_path / 'state'}", "PULUMI_CONFIG_PASSPHRASE": "test-passphrase",
+           "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+           "OPTIINFRA_VENV": sys.prefix, "STUB_LOG": str(log)}
+    stack_file = repo / "Pulumi.broken.yaml"
+
+    def pulumi(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["pulumi", *args, "--non-interactive"], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    try:
+        stack_file.write_text(GOOD)
+        created = pulumi("stack", "init", "broken")
+        assert created.returncode == 0, created.stderr
+        good = stack_file.read_text()  # with the salt `stack init` added for the passphrase
+        assert good.startswith(GOOD)
+        stack_file.write_text(good.replace(GOOD, GOOD + UNCLOSED, 1))  # damaged after the stack exists, as an edit
+
+        proc = subprocess.run(["bash", str(repo / "scripts/deploy.sh"), "broken", "--yes"], cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr and proc.stdout == ""
+        line = one_error(proc)
+        # Line 4 is the salt `stack init` wrote after the config; the bracket opened on line 3.
+        assert line.startswith("error: Pulumi.broken.yaml line 4, column "), line
+        assert "is not valid YAML" in line and "flow sequence started on line 3" in line
+        assert ". Fix: correct the YAML there: close every bracket" in line
+        assert "getting stack configuration" not in proc.stderr  # the CLI never ran
+        assert log.read_text().splitlines() == ["docker info"]
+
+        bare = pulumi("up", "--stack", "broken", "--yes")
+        assert bare.returncode == 1
+        # The CLI's YAML parser counts from 0 here: the bracket opened on line 3.
+        assert bare.stderr == ("error: getting stack configuration: invalid YAML file: yaml: line 2: did not find "
+                               "expected ',' or ']'\n"), bare.stderr
+        assert "Pulumi.broken.yaml" not in bare.stderr  # the CLI does not say which file
+
+        # Nothing deployed: the stack has no update and no resource.
+        stack_file.write_text(good)
+        history = pulumi("stack", "history", "--stack", "broken", "--json")
+        assert history.returncode == 0 and json.loads(history.stdout or "[]") == [], history.stdout
+        exported = json.loads(pulumi("stack", "export", "--stack", "broken").stdout)
+        assert not exported["deployment"].get("resources"), exported
+    finally:
+        pulumi("stack", "rm", "--yes", "--force", "broken")
+        stack_file.unlink(missing_ok=True)

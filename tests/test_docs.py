@@ -145,11 +145,91 @@ def test_svg_topology(stack: str) -> None:
     # 27 dependency edges in the catalog (prometheus 1, grafana 1, flower 1, exporters 3, orchestrator 2,
     # data-collector 3, worker 3, beat 1, agents 4x2 + qdrant 1, portal 3); on prod the proxy's to
     # Grafana replaces the portal's (the portal embeds Grafana through its public URL).
-    edges = [p for p in root.iter(f"{SVG}path") if (p.get("marker-end") or "").startswith("url(#arrow-")]
+    edges = [p for p in root.iter(f"{SVG}path") if p.get("class") == "edge"]
     # dev: the 27 (no proxy); prod: 27 + the proxy's 1 - the portal's to Grafana = 27.
-    assert len(edges) == 27 + 1  # plus the legend's arrow
+    assert len(edges) == 27
     if stack == "dev":
         assert "3000 → 127.0.0.1:3001" in texts  # portal's published port
+
+
+def _points(d: str, steps: int = 40) -> list[tuple[float, float]]:
+    """Points along an SVG path of absolute M, L and C commands (what the topology writes)."""
+    tokens = re.findall(r"[MLC]|-?\d+(?:\.\d+)?", d)
+    points: list[tuple[float, float]] = []
+    pen = (0.0, 0.0)
+    i = 0
+    while i < len(tokens):
+        cmd = tokens[i]
+        i += 1
+        count = {"M": 1, "L": 1, "C": 3}[cmd]
+        xy = [(float(tokens[i + 2 * k]), float(tokens[i + 2 * k + 1])) for k in range(count)]
+        i += 2 * count
+        if cmd == "M":
+            pen = xy[0]
+            points.append(pen)
+            continue
+        (x0, y0) = pen
+        for n in range(1, steps + 1):
+            t = n / steps
+            if cmd == "L":
+                points.append((x0 + (xy[0][0] - x0) * t, y0 + (xy[0][1] - y0) * t))
+            else:
+                (ax, ay), (bx, by), (cx, cy) = xy
+                u = 1 - t
+                points.append((u**3 * x0 + 3 * u * u * t * ax + 3 * u * t * t * bx + t**3 * cx,
+                               u**3 * y0 + 3 * u * u * t * ay + 3 * u * t * t * by + t**3 * cy))
+        pen = xy[-1]
+    return points
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    assert re.fullmatch(r"#[0-9a-f]{6}", color), color
+    return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_svg_edges_are_drawn_over_the_boxes_and_never_through_one(stack: str) -> None:
+    root = ET.fromstring(generated()[f"docs/topology-{stack}.svg"])
+    order = list(root.iter())
+    boxes = [e for e in order if e.get("class") == "box"]
+    edges = [e for e in order if e.get("class") == "edge"]
+    assert boxes and edges
+    # Drawn after every box: painted on top, so no box hides an edge.
+    assert max(order.index(b) for b in boxes) < min(order.index(e) for e in edges)
+    rects = [(float(b.get("x", 0)), float(b.get("y", 0)), float(b.get("width", 0)), float(b.get("height", 0)))
+             for b in boxes]
+    for edge in edges:
+        points = _points(edge.get("d", ""))
+        for px, py in points:
+            inside = [r for r in rects if r[0] + 1 < px < r[0] + r[2] - 1 and r[1] + 1 < py < r[1] + r[3] - 1]
+            assert not inside, f"edge {edge.get('d')} runs through the box at {inside[0][:2]}"
+        # It starts and ends (the arrowhead's tip) on a box's border.
+        for px, py in (points[0], points[-1]):
+            assert any(r[0] <= px <= r[0] + r[2] and py in (r[1], r[1] + r[3]) for r in rects), (px, py)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_svg_legend_colours_are_distinct_and_are_the_edge_colours(stack: str) -> None:
+    root = ET.fromstring(generated()[f"docs/topology-{stack}.svg"])
+    legend = next(g for g in root.iter(f"{SVG}g") if g.get("class") == "legend")
+    arrows = [p.get("stroke", "") for p in legend.iter(f"{SVG}path") if p.get("class") == "legend-edge"]
+    marks = [c.get("fill", "") for c in legend.iter(f"{SVG}circle") if c.get("class") == "legend-mark"]
+    used = {p.get("stroke") for p in root.iter(f"{SVG}path") if p.get("class") == "edge"}
+    assert len(arrows) == len(set(arrows)) and set(arrows) == used
+    # Every colour that means something different in the legend is far from every other one
+    # (the scrape mark was once an orange next to the monitoring tier's).
+    meaning = arrows + marks
+    for i, a in enumerate(meaning):
+        for b in meaning[i + 1:]:
+            distance = sum((p - q) ** 2 for p, q in zip(_rgb(a), _rgb(b), strict=True)) ** 0.5
+            assert distance >= 60, (a, b, distance)
+    # The arrowhead of each colour is that colour, and the boxes use the legend's scrape mark.
+    heads = {m.get("id"): m.find(f"{SVG}path").get("fill") for m in root.iter(f"{SVG}marker")}  # type: ignore[union-attr]
+    for p in root.iter(f"{SVG}path"):
+        if p.get("class") in ("edge", "legend-edge"):
+            assert heads[(p.get("marker-end") or "")[5:-1]] == p.get("stroke")
+    (mark,) = marks
+    assert any(c.get("fill") == mark for c in root.iter(f"{SVG}circle") if c.get("class") != "legend-mark")
 
 
 @pytest.mark.skipif(shutil.which("rsvg-convert") is None, reason="rsvg-convert is not installed")

@@ -2,6 +2,13 @@
 program takes it over on the same volumes.
 
     python -m infra adopt --stack dev [--project optiinfra] [--docker-host unix:///var/run/docker.sock]
+    python -m infra adopt --stack dev --json
+
+`--json` prints the findings as one object instead (the same exit status): stack, project,
+host, containers[] {name, service, state, composeService}, adopted[] {service, volume,
+path, dockerVolume, configKey}, fresh[], notes[], unmatched[], blockers[], credentials[]
+{service, configKey, env, state}, owners[] {dockerVolume, user}, networks[], volumesSeen,
+needsAttention.
 
 Only reads the engine (GET requests: containers, their config and mounts, volumes,
 networks); changes nothing, on the engine or in the stack. Prints the containers and
@@ -19,7 +26,9 @@ error (bad flag, unknown stack, a stack that does not deploy to Docker).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from typing import Any
 
 from policies.optiinfra_policies.vocabulary import CONTAINER_PREFIX
 
@@ -40,6 +49,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--docker-host", default=None, metavar="URL",
                    help=f"the engine: unix:///path or tcp://host:port (default: DOCKER_HOST, else "
                         f"{dockerapi.DEFAULT_HOST})")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON (the same exit status)")
+
+
+def as_json(found: adoption.Findings, stack_name: str, host: str) -> dict[str, Any]:
+    """The findings `report` prints, as data (no credential value: there is none in them)."""
+    return {
+        "stack": stack_name, "project": found.project, "host": host,
+        "containers": [{"name": c.name, "service": c.service, "state": c.state, "composeService": c.compose_service}
+                       for c in found.containers],
+        "adopted": [{"service": a.service, "volume": a.volume, "path": a.path, "dockerVolume": a.docker_volume,
+                     "configKey": a.key} for a in found.adopted],
+        "fresh": found.fresh, "notes": found.notes, "unmatched": found.unmatched, "blockers": found.blockers,
+        "credentials": [{"service": c.service, "configKey": c.config_key, "env": c.env, "state": c.state}
+                        for c in found.credentials],
+        "owners": [{"dockerVolume": a.docker_volume, "user": user} for a, user in found.owners],
+        "networks": found.networks, "volumesSeen": found.volumes_seen, "needsAttention": found.needs_attention,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
               f"(label {adoption.PROJECT_LABEL}) and no container named {CONTAINER_PREFIX}*. "
               "Fix: pass --project NAME (docker compose ls shows it)", file=sys.stderr)
         return 1
+    if args.json:
+        print(json.dumps(as_json(found, args.stack, host), indent=2))
+        return 1 if found.needs_attention else 0
     print(adoption.report(found, args.stack, host))
     if found.needs_attention:
         print(f"\n{len(found.unmatched)} not matched, {len(found.blockers)} to fix before `pulumi up` (above; "

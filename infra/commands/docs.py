@@ -2,6 +2,7 @@
 
     python -m infra docs            # (re)write the files; prints which changed
     python -m infra docs --check    # exit 1 if they are stale or the README's layout is (CI, scripts/test.sh)
+    python -m infra docs --check --json
 
 docs/PORTS.md with a section per stack (every `Pulumi.<stack>.yaml`, or the `--stack`s
 given), one SVG topology picture per stack, the overview dashboard's layout
@@ -9,34 +10,47 @@ given), one SVG topology picture per stack, the overview dashboard's layout
 type, default and field docstring, and the credentials). Output is deterministic.
 `--check` also fails when a module under infra/ or policies/, or a script under scripts/,
 is missing from the README's layout section, or the section lists one that is gone.
+
+`-s/--stack` limits the per-stack docs to the stacks given (repeatable); unlike the other
+commands, docs does not read PULUMI_STACK: without the flag it documents every stack, as
+the committed docs do. `--json` prints one object instead of lines (the same exit status):
+check (bool), stacks[], files[] {path, status}: status is wrote|unchanged, or with --check
+current|stale|missing; with --check also layout[] (the README layout's problems) and
+upToDate (bool).
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import sys
 from pathlib import Path
 
 from .. import docs
-from ..stack import ROOT
+from ..stack import ROOT, available_stacks
 
 HELP = ("write docs/PORTS.md, docs/settings.md, docs/topology-<stack>.svg and docs/dashboard-overview.svg "
         "(--check: fail when they or the README's layout are stale)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--stack", dest="stacks", action="append", default=None, metavar="STACK",
-                   help="document only this stack (repeatable; default: every Pulumi.<stack>.yaml)")
+    p.add_argument("-s", "--stack", dest="stacks", action="append", default=None, metavar="STACK",
+                   help="document only this stack (repeatable; default: every Pulumi.<stack>.yaml, "
+                        "whatever PULUMI_STACK says)")
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 when the committed docs differ from what this would write, "
                         "or the README's layout section misses a module")
+    p.add_argument("--json", action="store_true", help="print the files and their state as JSON")
     p.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
     generated = docs.files(args.stacks)
     root: Path = args.root
+    stacks = args.stacks or available_stacks()
+    if args.json:
+        return _json(root, generated, stacks, check=args.check)
     if args.check:
         stale = docs.stale(root, generated)
         layout = docs.layout_problems(root)
@@ -63,4 +77,21 @@ def run(args: argparse.Namespace) -> int:
     written = docs.write(root, generated)
     for rel in sorted(generated):
         print(f"{'wrote    ' if rel in written else 'unchanged'} {rel}")
+    return 0
+
+
+def _json(root: Path, generated: dict[str, str], stacks: list[str], *, check: bool) -> int:
+    files: list[dict[str, str]]
+    if check:
+        stale = set(docs.stale(root, generated))
+        layout = docs.layout_problems(root)
+        files = [{"path": rel, "status": "current" if rel not in stale else
+                  "stale" if (root / rel).exists() else "missing"} for rel in sorted(generated)]
+        ok = not stale and not layout
+        print(json.dumps({"check": True, "stacks": stacks, "files": files, "layout": layout, "upToDate": ok},
+                         indent=2))
+        return 0 if ok else 1
+    written = docs.write(root, generated)
+    files = [{"path": rel, "status": "wrote" if rel in written else "unchanged"} for rel in sorted(generated)]
+    print(json.dumps({"check": False, "stacks": stacks, "files": files}, indent=2))
     return 0

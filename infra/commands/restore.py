@@ -8,11 +8,17 @@ service's volume and the backup mounted, and starts the service again (also when
 restore failed, so the service never stays down); a restore over the network (PostgreSQL,
 ClickHouse, Qdrant) runs its client on the service's network. Kubernetes stacks restore
 with the Job in docs/backups.md.
+
+`--dry-run --json` prints the plan as one object: stack, service, overwrites, from; on
+Docker steps[] {argv, envFromService} (the docker commands; a password is passed by name,
+never in argv: envFromService maps each such variable to the service container's variable
+it is read from); on Kubernetes steps[] (the kubectl commands) and job (the restore Job).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -41,7 +47,8 @@ SOURCE = "/restore"
 
 EXAMPLES = """\
 python -m infra restore -s dev --service postgres --from postgres-20250101T021700Z.dump --dry-run
-python -m infra restore -s dev --service postgres --from postgres-20250101T021700Z.dump --yes-overwrite"""
+python -m infra restore -s dev --service postgres --from postgres-20250101T021700Z.dump --yes-overwrite
+python -m infra restore -s prod --service redis --from redis-20250101T021700Z.rdb --dry-run --json"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,6 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="confirm: replace the service's current data with the backup's")
     p.add_argument("--dry-run", action="store_true",
                    help="print what the restore would overwrite and run, change nothing (exit 0)")
+    p.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
 
 
 def backup_path(model: Resolved, eff: Effective, source: str, root: Path = ROOT) -> Path:
@@ -172,6 +180,11 @@ def run_kubernetes(args: argparse.Namespace, model: Resolved) -> int:
     if not name.startswith(backups.prefix(eff.service)):
         raise ConfigError("--from", f"'{args.source}' is not a backup of {eff.name}",
                           f"name one of {eff.name}'s backups ({backups.prefix(eff.service)}<timestamp>...)")
+    if args.json:
+        print(json.dumps({"stack": args.stack, "service": eff.name, "overwrites": backups.overwrites(eff.service),
+                          "from": f"{k8s.backup_claim(eff.name)}:{backups.BACKUP_DIR}/{name}",
+                          "steps": kubernetes_steps(model, eff), "job": restore_job(model, eff, name)}, indent=2))
+        return 0
     print(f"Restore of stack {args.stack} overwrites {backups.overwrites(eff.service)}.", file=sys.stderr)
     print(f"From: {k8s.backup_claim(eff.name)}:{backups.BACKUP_DIR}/{name}. Save the Job below as "
           f"{eff.name}-restore.yaml, then:", file=sys.stderr)
@@ -216,6 +229,8 @@ def check_to_time(model: Resolved, args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     model = model_of(args.stack, args.sets, args.secrets)
     check_to_time(model, args)
+    if args.json and not args.dry_run:
+        raise ConfigError("--json", "reports the plan of a --dry-run only", "add --dry-run")
     if model.settings.target == "kubernetes":
         return run_kubernetes(args, model)
     docker_required(model, "restore")
@@ -225,6 +240,11 @@ def run(args: argparse.Namespace) -> int:
     if not path.exists():
         raise ConfigError("--from", f"{path} does not exist", f"list the backups with: ls {path.parent}")
     steps = restore_steps(model, eff, path)
+    if args.json:
+        print(json.dumps({"stack": args.stack, "service": eff.name, "overwrites": backups.overwrites(eff.service),
+                          "from": str(path), "steps": [{"argv": s.argv, "envFromService": s.secret_env}
+                                                       for s in steps]}, indent=2))
+        return 0
     print(f"Restore of stack {args.stack} overwrites {backups.overwrites(eff.service)}.")
     print(f"From: {path}")
     for step in steps:

@@ -9,6 +9,9 @@ from ..model import Tier
 
 COLORS = {Tier.DATABASES: "#4e79a7", Tier.MONITORING: "#f28e2b", Tier.CORE: "#59a14f",
           Tier.AGENTS: "#b07aa1", Tier.FRONTEND: "#e15759"}
+SCRAPED = "#17becf"
+"""The mark of a service the scraper reads: far from every tier colour (an orange one read as
+the monitoring tier's)."""
 MARGIN = 20
 FONT = "DejaVu Sans, Verdana, Arial, sans-serif"
 
