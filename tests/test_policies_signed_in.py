@@ -161,3 +161,34 @@ def test_default_role_reaches_the_ui() -> None:
     dev = infra_stack.model_of("dev")
     assert dict((k, v) for k, v in dev.services[ui].service.env if isinstance(v, str))[
         "GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+
+
+REDIRECTS = ("nginx.ingress.kubernetes.io/ssl-redirect", "nginx.ingress.kubernetes.io/force-ssl-redirect")
+
+
+def test_an_ingress_without_the_https_redirect_fails_naming_it() -> None:
+    ui, _ = _proxied()
+
+    def no_redirect(props: dict[str, Any]) -> None:
+        for key in REDIRECTS:
+            props["metadata"]["annotations"].pop(key)
+
+    found = violations(POLICY, changed(prod_resources(), INGRESS, ui, no_redirect))
+    assert len(found) == 1
+    assert f"Ingress {ui} answers plain HTTP without redirecting it to HTTPS" in found[0][1]
+    assert 'force-ssl-redirect: "true"' in found[0][1]
+
+
+def test_one_redirect_annotation_is_enough_and_false_is_not() -> None:
+    ui, _ = _proxied()
+
+    def only_ssl_redirect(props: dict[str, Any]) -> None:
+        props["metadata"]["annotations"].pop("nginx.ingress.kubernetes.io/force-ssl-redirect")
+
+    def both_false(props: dict[str, Any]) -> None:
+        for key in REDIRECTS:
+            props["metadata"]["annotations"][key] = "false"
+
+    assert violations(POLICY, changed(prod_resources(), INGRESS, ui, only_ssl_redirect)) == []
+    found = violations(POLICY, changed(prod_resources(), INGRESS, ui, both_false))
+    assert [m for _, m in found if "without redirecting it to HTTPS" in m]
