@@ -5,17 +5,23 @@ the headers it receives). Everything listens on 127.0.0.1 on free ports and is s
 also when a test fails.
 
 Substituted, and nothing else: the upstream (Grafana's in-cluster address -> the stand-in),
-the issuer (the placeholder -> mockoidc), the listen addresses (0.0.0.0 -> 127.0.0.1: free
-ports here) and the paths of the two secret files (the kubelet's mount -> files in tmp).
-The test client plays the ingress controller: a request for https://<grafana host>/... goes
-to the proxy with that Host and X-Forwarded-Proto https, and it keeps cookies like a browser.
+the issuer (the placeholder -> mockoidc; in Grafana's expected claims too), the listen
+addresses (0.0.0.0 -> 127.0.0.1: free ports here) and the paths of the two secret files (the
+kubelet's mount -> files in tmp). The test client plays the ingress controller: a request for
+https://<grafana host>/... goes to the proxy with that Host and X-Forwarded-Proto/-Host, and
+it keeps cookies like a browser; the render is asked (a --set, not a rewrite) to trust its
+address, 127.0.0.1, as the controller's, except where a test shows an untrusted caller.
 
-What this stands in for, and what it does not prove: no Grafana runs here, so that Grafana
-takes X-Forwarded-Email as the user, creates them with the default role and refuses
-anonymous access is Grafana's documented auth.proxy behaviour, not tested; neither are the
-ingress controller's TLS, its HSTS header, nor the NetworkPolicy's enforcement (the
-reachability test reads the policies; the live-cluster test applies them to an API server
-without a CNI).
+What this stands in for, and what it does not prove: no Grafana runs here. With the header
+(auth.proxy): that Grafana takes X-Forwarded-Email as the user, creates them with the default
+role and refuses anonymous access is its documented behaviour, not tested. With sso.jwksUrl
+(auth.jwt): the test does what Grafana's auth.jwt does with the token the stand-in received
+(RS256 signature against the provider's JWKS, the rendered expected claims, expiry, the
+rendered role path through the `jmespath` package), so what stays unproven is that Grafana
+does exactly that (Go's JMESPath agreeing with Python's; the user created and re-roled).
+Neither are the ingress controller's TLS, its HSTS header, nor the NetworkPolicy's
+enforcement (the reachability test reads the policies; the live-cluster test applies them to
+an API server without a CNI).
 """
 
 from __future__ import annotations
