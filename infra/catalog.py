@@ -45,6 +45,7 @@ from .model import (
     TcpCheck,
     Tier,
     Url,
+    VerifiedToken,
     Volume,
 )
 from .stores import with_grants
@@ -622,7 +623,20 @@ SERVICES: tuple[Service, ...] = (
                         ("GF_AUTH_ANONYMOUS_HIDE_VERSION", "true")),
             # Kubernetes, not public: reached by port-forward with the admin password; never anonymous.
             closed_env=(("GF_AUTH_ANONYMOUS_ENABLED", "false"),),
-            role_env="GF_USERS_AUTO_ASSIGN_ORG_ROLE"),
+            role_env="GF_USERS_AUTO_ASSIGN_ORG_ROLE",
+            # With sso.jwksUrl: no header trusted; Grafana verifies the ID token the proxy passes
+            # (`Authorization: Bearer`, "Bearer " stripped) against the provider's keys, the
+            # issuer, audience and expiry, and sets the role from its claims at every request
+            # (sso.adminGroups: Admin, else defaultRole; strict: no valid role, no access).
+            # The user is the token's email, the same login auth.proxy created.
+            token=VerifiedToken(
+                env=(("GF_AUTH_PROXY_ENABLED", "false"), ("GF_AUTH_JWT_ENABLED", "true"),
+                     ("GF_AUTH_JWT_HEADER_NAME", "Authorization"), ("GF_AUTH_JWT_EMAIL_CLAIM", "email"),
+                     ("GF_AUTH_JWT_USERNAME_CLAIM", "email"), ("GF_AUTH_JWT_AUTO_SIGN_UP", "true"),
+                     ("GF_AUTH_JWT_CACHE_TTL", "60m"), ("GF_AUTH_JWT_ROLE_ATTRIBUTE_STRICT", "true")),
+                jwks_url_env="GF_AUTH_JWT_JWK_SET_URL", claims_env="GF_AUTH_JWT_EXPECT_CLAIMS",
+                role_path_env="GF_AUTH_JWT_ROLE_ATTRIBUTE_PATH",
+                outside=Outside("identity-provider", (443,), "the ID token's signing keys from sso.jwksUrl"))),
         # Three directories, three mounts: datasources, the dashboard provider, the dashboards
         # (the overview and one per tier, each a file the provider loads).
         files=(ConfigFile("/etc/grafana/provisioning/datasources/prometheus.yaml", Generated.DATASOURCES),

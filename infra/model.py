@@ -498,6 +498,24 @@ Grants = SchemaRoles | AclUsers
 
 
 @dataclass(frozen=True)
+class VerifiedToken:
+    """A UI behind the sign-in proxy that verifies the ID token the proxy passes it
+    (`Authorization: Bearer`, signed by the identity provider) rather than trusting an identity
+    header, and takes the user's role from its claims: on with `sso.jwksUrl`."""
+
+    env: tuple[tuple[str, str], ...]
+    """Environment over `SignIn.proxied_env` (same name: replaced; the header trust off)."""
+    jwks_url_env: str
+    """Variable that names the provider's signing keys (`sso.jwksUrl`)."""
+    claims_env: str
+    """Variable holding the claims the token must carry, JSON: {"iss": issuer, "aud": [client id]}."""
+    role_path_env: str
+    """Variable holding the JMESPath over the claims that yields the role (`sso.adminGroups`)."""
+    outside: Outside
+    """Egress to the provider for its signing keys."""
+
+
+@dataclass(frozen=True)
 class SignIn:
     """A web UI people use (`Service.ui`). On Kubernetes a public one is reached only with a
     session of the sign-in proxy (the catalog's `authenticator`): its Ingress routes to the
@@ -515,6 +533,8 @@ class SignIn:
     """Environment on Kubernetes when it is not public (port-forward only, no proxy)."""
     role_env: str = ""
     """Variable that sets the role a user gets on first sign-in (`sso.defaultRole`)."""
+    token: VerifiedToken | None = None
+    """How it verifies the proxy's ID token instead of trusting its header (`sso.jwksUrl`)."""
 
     @property
     def trusts_header(self) -> bool:

@@ -7,6 +7,7 @@ the queries on them live in graph.py."""
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import replace
 
 from policies.optiinfra_policies.vocabulary import docker_volume_name
@@ -39,10 +40,11 @@ from .model import (
     Service,
     Tier,
     Url,
+    VerifiedToken,
     parse_memory_mib,
     probed_check,
 )
-from .settings import NAMESPACE, ConfigError, Settings
+from .settings import NAMESPACE, ConfigError, Settings, Sso
 
 
 def resolve(catalog: Catalog, settings: Settings) -> Resolved:
@@ -154,6 +156,8 @@ def _signed_in(catalog: Catalog, s: Settings, enabled: set[str]) -> Catalog:
                 extra = ui.direct_env
             elif name in proxied and s.sso is not None:
                 extra = (*ui.proxied_env, *(((ui.role_env, s.sso.default_role),) if ui.role_env else ()))
+                if ui.token is not None and s.sso.jwks_url is not None:
+                    svc, extra = _verifying(svc, ui.token, s.sso, extra)
             else:
                 extra = ui.closed_env
             svc = replace(svc, env=(*svc.env, *extra))
@@ -170,6 +174,29 @@ def _signed_in(catalog: Catalog, s: Settings, enabled: set[str]) -> Catalog:
     return replace(catalog, services=out)
 
 
+def _verifying(svc: Service, token: VerifiedToken, sso: Sso,
+               env: tuple[tuple[str, str], ...]) -> tuple[Service, tuple[tuple[str, str], ...]]:
+    """A UI that verifies the proxy's ID token (`sso.jwksUrl`): its token environment over the
+    header's, the issuer and client the token must name, the role from the groups claim, and
+    egress to the provider's keys."""
+    assert sso.jwks_url is not None
+    over = dict((*token.env, (token.jwks_url_env, sso.jwks_url),
+                 (token.claims_env, json.dumps({"iss": sso.issuer_url, "aud": [sso.client_id]})),
+                 (token.role_path_env, role_path(sso.admin_groups, sso.default_role))))
+    merged = tuple((k, over.pop(k, v)) for k, v in env) + tuple(over.items())
+    return replace(svc, outside=(*svc.outside, token.outside)), merged
+
+
+def role_path(admin_groups: tuple[str, ...], default_role: str) -> str:
+    """JMESPath over the ID token's claims: Admin for a member of one of `admin_groups`, else
+    `default_role`. `groups[*] || []` is a list whatever the claim is (absent, a string), so
+    `contains` tests membership, never a substring."""
+    if not admin_groups:
+        return f"'{default_role}'"
+    member = " || ".join(f"contains(groups[*] || `[]`, '{g}')" for g in admin_groups)
+    return f"({member}) && 'Admin' || '{default_role}'"
+
+
 def _proxy_flags(s: Settings, host: str) -> tuple[str, ...]:
     """The sign-in proxy's flags from `sso`: the provider, who may sign in, the session cookie's
     domain and the callback on the host of the UI it proxies."""
@@ -181,6 +208,9 @@ def _proxy_flags(s: Settings, host: str) -> tuple[str, ...]:
     flags += [f"--allowed-group={g}" for g in sso.groups]
     if sso.cookie_domain:
         flags += [f"--cookie-domain={sso.cookie_domain}", f"--whitelist-domain={sso.cookie_domain}"]
+    flags += [f"--trusted-proxy-ip={c}" for c in sso.trusted_proxy_cidrs]
+    if sso.jwks_url:
+        flags.append("--pass-authorization-header=true")  # the ID token, for the UI to verify
     return tuple(flags)
 
 

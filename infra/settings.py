@@ -161,6 +161,27 @@ class Sso(_Model):
     scope: str = "openid email profile"
     """OIDC scopes requested (default `openid email profile`; add `groups` where the provider
     sends the groups claim only when asked)."""
+    jwks_url: str | None = Field(None, alias="jwksUrl")
+    """The provider's signing keys, https: the `jwks_uri` of <issuerUrl>/.well-known/openid-configuration,
+    e.g. https://login.example.com/realms/optiinfra/protocol/openid-connect/certs (Keycloak). Set,
+    Grafana stops trusting the proxy's identity header and verifies the ID token the proxy passes
+    it (signature, issuer, audience, expiry), and may reach this URL (egress on 443). Default:
+    none, Grafana trusts the header. Required by `adminGroups`."""
+    admin_groups: tuple[str, ...] = Field((), alias="adminGroups")
+    """Members of one of these provider groups (the ID token's `groups` claim) are Grafana Admins;
+    everybody else gets `defaultRole`, at every sign-in (default: none). Needs `jwksUrl`."""
+    trusted_proxy_cidrs: tuple[str, ...] = Field(("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                                                  "fc00::/7"), alias="trustedProxyCidrs")
+    """Addresses the proxy takes X-Forwarded-Host/-Proto/-Uri/-For from (`--trusted-proxy-ip`):
+    the ingress controller's pods (a hostNetwork controller: its nodes). Default: the private
+    ranges, where pod networks lie, so no address outside the cluster; narrow it to your pod CIDR."""
+
+    @field_validator("trusted_proxy_cidrs")
+    @classmethod
+    def _proxy_cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in v:
+            ipaddress.ip_network(cidr)  # ValueError: reported as a bad value of this key
+        return v
 
 
 class ClusterDns(_Model):
@@ -1026,3 +1047,20 @@ def _check_sso(s: Settings) -> None:
     if "openid" not in sso.scope.split():
         raise ConfigError(f"{key}.scope", f"{sso.scope!r} lacks the openid scope", "start it with openid, "
                           "e.g. 'openid email profile'")
+    if sso.jwks_url is not None and not re.fullmatch(r"https://[a-z0-9.-]+(:[0-9]{1,5})?(/[^\s?#]*)?(\?[^\s#]*)?",
+                                                     sso.jwks_url):
+        raise ConfigError(f"{key}.jwksUrl", f"{sso.jwks_url!r} is not an https URL", "use the jwks_uri your "
+                          "provider's <issuerUrl>/.well-known/openid-configuration names")
+    if sso.admin_groups and sso.jwks_url is None:
+        raise ConfigError(f"{key}.adminGroups", "needs Grafana to verify the ID token (a group is a claim of the "
+                          "token, not a header Grafana could trust)", f"set {key}.jwksUrl to your provider's "
+                          "jwks_uri (docs/access.md)")
+    for g in sso.admin_groups:
+        if not g or any(c in g for c in "'\\") or not g.isprintable():
+            raise ConfigError(f"{key}.adminGroups", f"{g!r} is not a group name this can match (empty, or with a "
+                              "quote, backslash or control character)", "use the group as the provider's groups "
+                              "claim spells it")
+    for cidr in sso.trusted_proxy_cidrs:
+        if ipaddress.ip_network(cidr).prefixlen == 0:
+            raise ConfigError(f"{key}.trustedProxyCidrs", f"{cidr} trusts every address to forge the request's "
+                              "host and scheme", "use the ingress controller's pod CIDR, e.g. 10.244.0.0/16")

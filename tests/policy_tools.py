@@ -201,7 +201,9 @@ def k8s_manifests() -> list[core.Resource]:
                                                   "orchestrator")}}))
     out.append(k8s_res(rules.INGRESS, "portal", {
         "metadata": {"name": "portal", "namespace": "optiinfra-frontend",
-                     "labels": {"app.kubernetes.io/name": "portal"}, "annotations": {vocab.K8S_PUBLIC: "true"}},
+                     "labels": {"app.kubernetes.io/name": "portal"},
+                     "annotations": {vocab.K8S_PUBLIC: "true",
+                                     "nginx.ingress.kubernetes.io/force-ssl-redirect": "true"}},
         "spec": {"tls": [{"hosts": ["portal.example.com"], "secretName": "portal-tls"}],
                  "rules": [{"host": "portal.example.com", "http": {"paths": [
             {"path": "/", "pathType": "Prefix",

@@ -161,3 +161,65 @@ def test_default_role_reaches_the_ui() -> None:
     dev = infra_stack.model_of("dev")
     assert dict((k, v) for k, v in dev.services[ui].service.env if isinstance(v, str))[
         "GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+
+
+REDIRECTS = ("nginx.ingress.kubernetes.io/ssl-redirect", "nginx.ingress.kubernetes.io/force-ssl-redirect")
+
+
+def test_an_ingress_without_the_https_redirect_fails_naming_it() -> None:
+    ui, _ = _proxied()
+
+    def no_redirect(props: dict[str, Any]) -> None:
+        for key in REDIRECTS:
+            props["metadata"]["annotations"].pop(key)
+
+    found = violations(POLICY, changed(prod_resources(), INGRESS, ui, no_redirect))
+    assert len(found) == 1
+    assert f"Ingress {ui} answers plain HTTP without redirecting it to HTTPS" in found[0][1]
+    assert 'force-ssl-redirect: "true"' in found[0][1]
+
+
+def test_one_redirect_annotation_is_enough_and_false_is_not() -> None:
+    ui, _ = _proxied()
+
+    def only_ssl_redirect(props: dict[str, Any]) -> None:
+        props["metadata"]["annotations"].pop("nginx.ingress.kubernetes.io/force-ssl-redirect")
+
+    def both_false(props: dict[str, Any]) -> None:
+        for key in REDIRECTS:
+            props["metadata"]["annotations"][key] = "false"
+
+    assert violations(POLICY, changed(prod_resources(), INGRESS, ui, only_ssl_redirect)) == []
+    found = violations(POLICY, changed(prod_resources(), INGRESS, ui, both_false))
+    assert [m for _, m in found if "without redirecting it to HTTPS" in m]
+
+
+def test_admin_groups_without_a_verified_token_are_refused_on_the_command_line() -> None:
+    done = subprocess.run([sys.executable, "-m", "infra", "check", "--stack", "prod", "--set", "sso.adminGroups=[ops]"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: config key 'optiinfra:sso.adminGroups'"), lines
+    assert "jwksUrl" in lines[0]
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    ("sso.trustedProxyCidrs=[0.0.0.0/0]", "optiinfra:sso.trustedProxyCidrs"),
+    ("sso.jwksUrl=http://login.example.com/certs", "optiinfra:sso.jwksUrl"),
+])
+def test_trusting_everyone_or_keys_over_plain_http_is_refused(change: str, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        infra_stack.model_of("prod", (change,))
+    assert err.value.key == key
+
+
+def test_the_ui_reaches_the_provider_only_when_it_verifies_tokens() -> None:
+    ui, proxy = _proxied()
+    header = infra_stack.model_of("prod")
+    token = infra_stack.model_of("prod", ("sso.jwksUrl=https://login.example.com/certs", "sso.adminGroups=[ops]"))
+    assert header.outside(header.services[ui]) == ()
+    assert [o.ports for o in token.outside(token.services[ui])] == [(443,)]
+    env = dict((k, v) for k, v in token.services[ui].service.env if isinstance(v, str))
+    assert env["GF_AUTH_PROXY_ENABLED"] == "false" and env["GF_AUTH_JWT_ENABLED"] == "true"
+    assert "--pass-authorization-header=true" in token.services[proxy].service.command
+    assert "--pass-authorization-header=true" not in header.services[proxy].service.command

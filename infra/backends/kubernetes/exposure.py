@@ -68,8 +68,10 @@ def sign_in_stamps(eff: Effective) -> dict[str, str]:
 CERT_MANAGER_ISSUER = "cert-manager.io/cluster-issuer"
 TLS_ANNOTATIONS = {"nginx.ingress.kubernetes.io/ssl-redirect": "true",
                    "nginx.ingress.kubernetes.io/force-ssl-redirect": "true"}
-"""Plain HTTP is redirected to HTTPS; ingress-nginx sends HSTS (max-age one year) on every
-TLS host by default (its ConfigMap's `hsts`), which docs/access.md asks you to keep."""
+"""Plain HTTP is redirected to HTTPS on every Ingress, after the stack's own annotations so
+none overrides them (the pack's `public-ui-signed-in` checks it). HSTS has no per-Ingress
+switch in ingress-nginx: the controller sends it (max-age one year) on every TLS host by
+default (its ConfigMap's `hsts`); docs/access.md states that requirement."""
 
 
 def ingress(objs: Objects, eff: Effective, comp: TierComponent, service: core.Service) -> str | None:

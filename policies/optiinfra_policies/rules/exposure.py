@@ -244,6 +244,16 @@ def _auth_url_to(res: Resource, authenticators: set[tuple[str, str]]) -> bool:
 
 
 _AUTH_URL = "nginx.ingress.kubernetes.io/auth-url"
+_REDIRECTS = ("nginx.ingress.kubernetes.io/force-ssl-redirect", "nginx.ingress.kubernetes.io/ssl-redirect")
+"""Either one, "true" on the Ingress itself, sends plain HTTP to HTTPS whatever the controller's
+ConfigMap says. HSTS has no per-Ingress switch in ingress-nginx (only its ConfigMap's `hsts`, on
+by default, or a `custom-headers` ConfigMap the controller must allow-list in
+`global-allowed-response-headers`), so the pack checks what an Ingress can carry: TLS and the
+redirect; docs/access.md states the controller requirement."""
+
+
+def _redirects_to_https(res: Resource) -> bool:
+    return any(str(annotation(res, key)).strip().lower() == "true" for key in _REDIRECTS)
 
 
 def _namespace(res: Resource) -> str:
@@ -265,6 +275,12 @@ def check_signed_in(resources: Sequence[Resource], cfg: Mapping[str, Any]) -> It
                     yield res.urn, (f"Ingress {name} serves {host or 'every host'} over plain HTTP (no TLS). Fix: set "
                                     f"{NAMESPACE}:kubernetes.ingress.tlsSecretName to a TLS Secret, or "
                                     f"{NAMESPACE}:kubernetes.ingress.certManagerIssuer (docs/access.md).")
+            if covered and not _redirects_to_https(res):
+                yield res.urn, (f"Ingress {name} answers plain HTTP without redirecting it to HTTPS (neither "
+                                f"{_REDIRECTS[0]} nor {_REDIRECTS[1]} is \"true\" on it), so a first visit can be "
+                                "read and altered on the way and HSTS is never learnt. Fix: annotate the Ingress "
+                                f"{_REDIRECTS[0]}: \"true\" (the program renders it and {_REDIRECTS[1]} on "
+                                "every Ingress: restore what changed them after the render).")
             for backend in _ingress_backends(res.props):
                 svc = services.get((_namespace(res), backend))
                 if svc is None or not stamped_true(annotation(svc, v.K8S_UI)):
@@ -287,7 +303,8 @@ def check_signed_in(resources: Sequence[Resource], cfg: Mapping[str, Any]) -> It
 SIGNED_IN = Rule(
     name="public-ui-signed-in",
     description=("On Kubernetes every public UI has a sign-in in front of it (its Ingress routes to the sign-in "
-                 "proxy, or asks it first), every Ingress has TLS, and no workload turns on anonymous access."),
+                 "proxy, or asks it first), every Ingress has TLS and redirects plain HTTP to HTTPS, and no "
+                 "workload turns on anonymous access."),
     severity="critical",
     config={},
     remediation="Set optiinfra:sso and a TLS Secret or cert-manager issuer (docs/access.md).",
