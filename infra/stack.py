@@ -304,18 +304,29 @@ def read(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), path
 
 
 def _stand_in_user_set(config: dict[str, Any], secret_keys: set[str]) -> None:
-    """Offline, a credential only its user can set (`Credential.user_set`: the OIDC client
-    secret) that is absent while its setting is on renders as a stand-in marked secret, as
-    if supplied at deploy: the committed stack files render and pass `check` without it.
-    The program under the engine reads no stand-in, and refuses it absent (credentials.py).
-    With `kubernetes.externalSecrets` none is added: the store holds it."""
+    """Offline, a credential only its user can set that is absent while its setting is on
+    renders as a stand-in marked secret, as if supplied at deploy: the OIDC client secret
+    (`Credential.user_set`) and the URL of a receiver the stack file turns on
+    (`alerting.receivers.<kind>`, the operator's pager). So the committed stack files name
+    their receivers, render and pass `check` without the secrets; the program under the
+    engine reads no stand-in, and refuses each absent (credentials.py). With
+    `kubernetes.externalSecrets` none is added: the store holds it."""
     k8s = config.get(f"{NAMESPACE}:kubernetes")
     if isinstance(k8s, dict) and k8s.get("externalSecrets") is not None:
         return  # every credential comes from the store: no stack secret, no stand-in
+    alerting = config.get(f"{NAMESPACE}:alerting")
+    receivers = alerting.get("receivers") if isinstance(alerting, dict) else None
+    on = set(receivers) if isinstance(receivers, dict) else set()
     for cred in default_catalog().credentials.values():
         key = f"{NAMESPACE}:{cred.config_key}"
-        if cred.user_set and config.get(f"{NAMESPACE}:{cred.user_set}") is not None and key not in config:
+        if key in config:
+            continue
+        if cred.user_set and config.get(f"{NAMESPACE}:{cred.user_set}") is not None:
             config[key] = f"offline-stand-in-for-{cred.config_key}"
+            secret_keys.add(key)
+        elif cred.receiver in on and cred.receiver != "email":
+            # A URL: https on 443, a name in the reserved .invalid domain (RFC 2606).
+            config[key] = f"https://offline-stand-in.invalid/{cred.config_key}"
             secret_keys.add(key)
 
 

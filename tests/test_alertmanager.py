@@ -55,8 +55,8 @@ RECEIVERS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
 
 def _render(stack: str, case: str) -> offline.Render:
     receivers, secrets = RECEIVERS[case]
-    sets = (f"alerting.receivers={json.dumps(receivers)}",) if receivers else ()
-    return render(stack, *sets, secrets=secrets)
+    # Always set: the committed staging and prod name a webhook and a heartbeat of their own.
+    return render(stack, f"alerting.receivers={json.dumps(receivers)}", secrets=secrets)
 
 
 def _config(r: offline.Render) -> dict[str, Any]:
@@ -118,8 +118,8 @@ def test_with_no_receiver_every_alert_goes_to_the_null_receiver_and_plan_says_so
         assert config["route"]["receiver"] == "null"
         assert [x["receiver"] for x in config["route"]["routes"]] == ["null"]
         assert config["receivers"] == [{"name": "null"}]
-    done = subprocess.run([sys.executable, "-m", "infra", "plan", "--stack", "prod"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "infra", "plan", "--stack", "prod", "--set", "alerting.receivers={}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "Alerts: go nowhere until a receiver is set: optiinfra:alerting.receivers" in done.stdout
 
@@ -229,7 +229,6 @@ def test_a_receiver_secret_is_never_in_plaintext_in_the_plan_or_manifests(tmp_pa
 # ---- bad input: one line naming the key ----------------------------------------------------------
 
 @pytest.mark.parametrize(("sets", "secrets", "key", "words"), [
-    (['alerting.receivers={"webhook": {}}'], (), "optiinfra:alertWebhookUrl", "is not set, but the webhook receiver"),
     ([], (ALL_SECRETS[1],), "optiinfra:alertSlackUrl", "the slack receiver that would use it is off"),
     (['alerting.receivers={"webhook": {}}'], ("alertWebhookUrl=http://hooks.example.com/canary-plain-http",),
      "optiinfra:alertWebhookUrl", "is not an https:// URL"),
@@ -250,6 +249,23 @@ def test_a_receiver_that_cannot_apply_is_refused(sets: list[str], secrets: tuple
     assert not any(v in str(err.value) for v in (WEBHOOK, "canary-plain-http"))
 
 
+def test_a_receiver_url_is_required_by_the_program_but_stood_in_offline() -> None:
+    """Offline (plan, render, check: the committed staging and prod name their receivers, not
+    their URLs) a missing URL stands in, marked secret; the program under the engine refuses it."""
+    from infra import stack as infra_stack
+    from infra.credentials import supplied
+
+    offline_cfg = infra_stack.read("prod")
+    assert {"optiinfra:alertWebhookUrl", "optiinfra:alertHeartbeatUrl"} <= offline_cfg.secret_keys
+    model = infra_stack.load_stack(offline_cfg.values)
+    engine_form = {k: v for k, v in offline_cfg.values.items() if k != "optiinfra:alertWebhookUrl"}
+    with pytest.raises(ConfigError) as err:
+        supplied(model, engine_form)
+    assert err.value.key == "optiinfra:alertWebhookUrl" and "is not set, but the webhook receiver" in str(err.value)
+    # A receiver the file does not turn on gets no stand-in.
+    assert "optiinfra:alertSlackUrl" not in offline_cfg.values
+
+
 def test_a_plaintext_receiver_secret_is_refused_with_the_command_that_sets_it() -> None:
     done = subprocess.run([sys.executable, "-m", "infra", "plan", "--stack", "prod", "--set",
                            'alerting.receivers={"webhook": {}}', "--set", f"alertWebhookUrl={WEBHOOK}"],
@@ -266,9 +282,10 @@ def test_with_no_receiver_plan_says_so_and_advises_what_the_stack_accepts() -> N
     secret would be refused, so the line points at the store instead."""
     from infra import notifications
 
-    plain = notifications.status_line(render("prod").model)
+    plain = notifications.status_line(render("prod", "alerting.receivers={}").model)
     assert "go nowhere" in plain and "pulumi config set --secret alertWebhookUrl" in plain
-    eso = notifications.status_line(render("prod", "kubernetes.externalSecrets.store=vault-backend").model)
+    eso = notifications.status_line(render("prod", "alerting.receivers={}",
+                                           "kubernetes.externalSecrets.store=vault-backend").model)
     assert "go nowhere" in eso and "pulumi config set" not in eso and "ClusterSecretStore" in eso
     # Following that advice is accepted: the receiver on, its secret from the store.
     on = render("prod", "kubernetes.externalSecrets.store=vault-backend", "alerting.receivers.webhook={}")

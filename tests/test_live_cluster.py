@@ -45,6 +45,7 @@ from infra.backends.kubernetes import CREDENTIALS_SECRET
 from infra.catalog import CREDENTIALS
 from tests import cluster as kc
 from tests.test_engine_e2e import _engine_bin
+from tests.tools import receiver_urls
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = "prod"
@@ -221,6 +222,7 @@ def live(cluster: kc.Cluster) -> Iterator[Live]:
     env.pop("PULUMI_ACCESS_TOKEN", None)
     # Also the secret only its user can set (the OIDC client secret: prod signs in through the proxy).
     values = {c.config_key: f"Live-{c.id}-{secrets.token_hex(12)}" for c in CREDENTIALS if c.generated or c.user_set}
+    values.update(receiver_urls(STACK, "live"))  # prod's committed receivers (no egress leaves kwok)
     lv = Live(project, env, cluster, values)
     lv.timings.update({f"cluster {k}": v for k, v in cluster.timings.items()})
     lv.pulumi("stack", "init", STACK, "--secrets-provider", "passphrase")

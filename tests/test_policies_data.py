@@ -31,8 +31,11 @@ from .policy_tools import (
 
 def test_data_volumes_are_protected() -> None:
     volumes = [r for r in dev_resources() if r.type == VOLUME]
+    # The data volumes, and the stores' client-credential files (a rotation applies them in the
+    # running store: docs/credentials.md), protected alike.
     assert {v.name for v in volumes} == {"postgres-data", "clickhouse-data", "redis-data", "qdrant-storage",
-                                         "prometheus-data", "grafana-data"}
+                                         "prometheus-data", "grafana-data", "postgres-client-credentials",
+                                         "redis-client-credentials"}
     assert violations("stateful-resources-protected", dev_resources()) == []
     resources = changed(dev_resources(), VOLUME, "postgres-data", lambda p: None, protect=False)
     (name, msg), = violations("stateful-resources-protected", resources)

@@ -122,20 +122,23 @@ def test_prod_render_with_one_input_changed_fails(type_: str, name: str, edit: C
 # ---- alerts-reach-a-receiver ---------------------------------------------------------------------------
 
 def test_prod_without_a_receiver_fails_the_policy() -> None:
-    # The committed prod states why it has none (alerting.noReceiver); without that statement
-    # the rendered alertmanager.yml routes everything to `null` and the policy fails.
+    # The committed prod names its receivers (webhook, heartbeat); without them, and without a
+    # stated reason, the rendered alertmanager.yml routes everything to `null` and the policy fails.
     assert PROD_CONFIG["all"] == "mandatory"
-    (_, msg), = violations("alerts-reach-a-receiver", prod_resources("alerting.noReceiver="))
+    (_, msg), = violations("alerts-reach-a-receiver", prod_resources("alerting.receivers={}"))
     assert "alertmanager.yml" in msg and "optiinfra:alerting.receivers" in msg
     # `check` itself stops first, with one line naming the key and the secret to set.
     from infra.settings import ConfigError
     with pytest.raises(ConfigError) as err:
-        checked("prod", "alerting.noReceiver=")
+        checked("prod", "alerting.receivers={}")
     assert err.value.key == "optiinfra:alerting.receivers" and "alertWebhookUrl" in err.value.fix
+    # A reason stated in the stack file is the one way out.
+    assert violations("alerts-reach-a-receiver",
+                      prod_resources("alerting.receivers={}", "alerting.noReceiver=a lab cluster")) == []
 
 
 def test_prod_with_a_receiver_or_a_stated_reason_passes_the_policy() -> None:
-    assert violations("alerts-reach-a-receiver", prod_resources()) == []  # the committed opt-out
+    assert violations("alerts-reach-a-receiver", prod_resources()) == []  # the committed receivers
     on = ('alerting.receivers={"webhook": {}}', "alerting.noReceiver=")
     rendered = check_cmd_resources("prod", on, ("alertWebhookUrl=https://hooks.example.com/optiinfra",))
     assert violations("alerts-reach-a-receiver", rendered) == []

@@ -161,10 +161,11 @@ def test_pod_to_pod_reachability_equals_the_declared_edges(stack: str, sets: tup
 
 
 RECEIVER = ('alerting.receivers={"webhook": {}}',)
+NO_RECEIVER = ("alerting.receivers={}", "alerting.noReceiver=a lab cluster")
 
 
-@pytest.mark.parametrize(("stack", "sets"), [*STACKS[:2], ("prod", RECEIVER)],
-                         ids=["prod", "staging", "prod-with-a-receiver"])
+@pytest.mark.parametrize(("stack", "sets"), [*STACKS[:2], ("prod", RECEIVER), ("prod", NO_RECEIVER)],
+                         ids=["prod", "staging", "prod-with-a-webhook-only", "prod-without-a-receiver"])
 def test_nothing_else_in_or_out(stack: str, sets: tuple[str, ...]) -> None:
     secrets = ("alertWebhookUrl=https://hooks.example.com/optiinfra",) if sets == RECEIVER else ()
     x, model = rendered(render(stack, *sets, secrets=secrets)), infra_stack.model_of(stack, sets)
@@ -197,10 +198,10 @@ def test_nothing_else_in_or_out(stack: str, sets: tuple[str, ...]) -> None:
             assert not x.policies.allows(PUBLIC_IP, pod, port, proto), name
     leaving = {name for name, _ in ours if x.policies.allows(x.pods[name][0], PUBLIC_IP, 443)}
     # The cost agent (the providers' billing APIs), the sign-in proxy (the identity provider)
-    # and Alertmanager (the receivers): the exceptions; Alertmanager's only while a receiver
-    # is set (with none, nothing would use it).
+    # and Alertmanager (the receivers: the committed staging and prod name theirs): the
+    # exceptions; Alertmanager's only while a receiver is set (with none, nothing would use it).
     assert leaving == {n for n, e in model.services.items() if model.outside(e)} == (
-        {"cost-agent", "oauth2-proxy", "alertmanager"} if sets == RECEIVER else {"cost-agent", "oauth2-proxy"})
+        {"cost-agent", "oauth2-proxy"} if sets == NO_RECEIVER else {"cost-agent", "oauth2-proxy", "alertmanager"})
 
 
 def test_outside_ranges_come_from_settings() -> None:

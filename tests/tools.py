@@ -52,3 +52,17 @@ def manifests(r: offline.Render) -> list[dict[str, Any]]:
 
 def of_kind(r: offline.Render, *kinds: str) -> list[dict[str, Any]]:
     return [m for m in manifests(r) if m["kind"] in kinds]
+
+
+def receiver_urls(stack: str, tag: str) -> dict[str, str]:
+    """A URL for each alert receiver the stack file turns on (the operator's secrets: the
+    committed staging and prod name a webhook and a heartbeat), on a name, https, port 443;
+    nothing is ever sent to them in a test."""
+    import yaml
+
+    from infra.catalog import CREDENTIALS
+
+    raw = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    on = set((raw.get("optiinfra:alerting") or {}).get("receivers") or {})
+    return {c.config_key: f"https://hooks.example.com/{tag}-{c.id}" for c in CREDENTIALS
+            if c.receiver in on and c.receiver != "email"}
