@@ -26,11 +26,13 @@ NODE_SHARE = 0.75
 
 
 def concurrency(service: Service, limit_mib: int) -> int:
-    """Celery worker processes that fit the limit beside the parent (1 for any other service)."""
+    """Celery worker processes that fit the limit beside the parent and the liveness probe
+    (`celery inspect ping` loads the same application, as large as a child, in the same
+    container) (1 for any other service)."""
     rt = service.runtime
     if rt is None or rt.kind != "celery":
         return 1
-    return max(1, (limit_mib - rt.child_mib) // rt.child_mib)
+    return max(1, (limit_mib - 2 * rt.child_mib) // rt.child_mib)
 
 
 def env(service: Service, limit_mib: int) -> tuple[tuple[str, str], ...]:

@@ -390,11 +390,11 @@ def test_databases_guaranteed_with_their_memory_inside_the_limit(prod: offline.R
         res = container(ws[name])["resources"]
         assert all(res["requests"][k] == res["limits"][k] for k in ("cpu", "memory")), name  # Guaranteed QoS
     # Pulumi.prod.yaml: postgres 512Mi -> shared_buffers a quarter; connections from its clients'
-    # pools with their rollout's surge (tests/test_sizing.py works them out: 86) + 6 of its own.
+    # pools with their rollout's surge (tests/test_sizing.py works them out: 78) + 6 of its own.
     # (after the wrapper that applies the current password: tests/test_postgres_rotation.py)
     args = container(ws["postgres"])["args"]
     assert args[:2] == ["sh", "-c"] and args[3:] == ["sh", "postgres", "-c", "shared_buffers=128MB", "-c",
-                                                    "max_connections=92"]
+                                                    "max_connections=84"]
     # clickhouse 2Gi -> the server caps itself at 80% (bytes).
     assert f"--max_server_memory_usage={int(2048 * 0.8 * 2**20)}" in container(ws["clickhouse"])["args"]
     # redis: the catalog's declared 256 MiB (Guaranteed) -> maxmemory 45% with noeviction (a

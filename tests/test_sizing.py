@@ -70,14 +70,15 @@ def test_runtime_settings_on_kubernetes_follow_the_limit() -> None:
 
 
 def test_celery_concurrency_and_child_cap_follow_the_limit() -> None:
-    # dev: the worker declares 200 Mi, limit 400; children of 128 MiB beside a 128 MiB parent:
-    # (400 - 128) // 128 = 2 processes, each replaced above 128 MiB = 131072 KiB.
+    # dev: the worker declares 200 Mi, limit 400; children of 128 MiB beside a 128 MiB parent
+    # and the 128 MiB liveness probe (celery inspect ping loads the application too):
+    # (400 - 256) // 128 = 1 process, replaced above 128 MiB = 131072 KiB.
     cmd = docker_command(render("dev"), "data-collector-worker")
-    assert cmd[-2:] == ["--concurrency=2", "--max-memory-per-child=131072"]
-    # prod: 256 Mi -> limit 512: (512 - 128) // 128 = 3.
+    assert cmd[-2:] == ["--concurrency=1", "--max-memory-per-child=131072"]
+    # prod: 256 Mi -> limit 512: (512 - 256) // 128 = 2.
     args = k8s_container(render("prod"), "data-collector-worker")["args"]
-    assert "--concurrency=3" in args
-    # 100 Mi -> limit 200: (200 - 128) // 128 = 0, never fewer than 1.
+    assert "--concurrency=2" in args
+    # 100 Mi -> limit 200: (200 - 256) // 128 < 0, never fewer than 1.
     low = docker_command(render("dev", "services.data-collector-worker.memory=100Mi"), "data-collector-worker")
     assert "--concurrency=1" in low
 
@@ -86,22 +87,22 @@ def test_postgres_buffers_connections_and_shm() -> None:
     dev = render("dev")
     cmd = docker_command(dev, "postgres")
     # 512 MiB limit: shared_buffers a quarter = 128MB. max_connections: on Docker one of each
-    # client: orchestrator 10 + data-collector 10 + worker 2 per process x 2 processes + exporter 1
-    # = 25, and 6 of the server's own = 31.
-    assert "shared_buffers=128MB" in cmd and "max_connections=31" in cmd
+    # client: orchestrator 10 + data-collector 10 + worker 2 per process x 1 process + exporter 1
+    # = 23, and 6 of the server's own = 29.
+    assert "shared_buffers=128MB" in cmd and "max_connections=29" in cmd
     assert containers(dev)["optiinfra-postgres"].inputs["shmSize"] == 128  # a quarter of 512
     prod = render("prod")
     args = k8s_container(prod, "postgres")["args"]
     # prod, each Deployment counted with its rollout's surge pod (the new pod opens its pool
     # before an old one closes): orchestrator (2 + 1) x 10 + data-collector (2 + 1) x 10
-    # + worker (3 + 1) replicas x 3 processes x 2 + exporter (1 + 1) x 1 = 86, + 6 = 92.
-    assert "max_connections=92" in args
+    # + worker (3 + 1) replicas x 2 processes x 2 + exporter (1 + 1) x 1 = 78, + 6 = 84.
+    assert "max_connections=84" in args
     pod = workloads(prod)["postgres"]["spec"]["template"]["spec"]
     shm = next(v for v in pod["volumes"] if v["name"] == "shm")
     assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "128Mi"}
     assert {"name": "shm", "mountPath": "/dev/shm"} in k8s_container(prod, "postgres")["volumeMounts"]
     more = render("prod", "services.orchestrator.replicas=4")
-    assert "max_connections=112" in k8s_container(more, "postgres")["args"]  # + 2 x 10
+    assert "max_connections=104" in k8s_container(more, "postgres")["args"]  # + 2 x 10
 
 
 def test_clickhouse_cap_logs_and_ttls() -> None:
