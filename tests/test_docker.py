@@ -271,9 +271,9 @@ def test_stores_size_their_memory_from_the_docker_limit(dev: offline.Render) -> 
     assert "--maxmemory-policy noeviction" in cs["optiinfra-redis"].inputs["command"][2]
     command = cs["optiinfra-postgres"].inputs["command"]  # after the password-applying wrapper
     pg_limit = declared["postgres"].memory_limit_mib or 2 * declared["postgres"].memory_mib  # 512
-    # max_connections: the clients' pools (tests/test_sizing.py works them out: 25) + 6.
+    # max_connections: the clients' pools (tests/test_sizing.py works them out: 23) + 6.
     assert command[:2] == ["sh", "-c"] and command[3:] == [
-        "sh", "postgres", "-c", f"shared_buffers={pg_limit // 4}MB", "-c", "max_connections=31"]
+        "sh", "postgres", "-c", f"shared_buffers={pg_limit // 4}MB", "-c", "max_connections=29"]
     ch_limit = declared["clickhouse"].memory_limit_mib or 2 * declared["clickhouse"].memory_mib  # 1536
     ch = cs["optiinfra-clickhouse"].inputs["command"]
     assert ch[:3] == ["--", "--logger.level=warning", "--logger.count=2"]
