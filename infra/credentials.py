@@ -91,6 +91,10 @@ def supplied(model: Resolved, config: Mapping[str, Any]) -> dict[str, str]:
                               "credential from the ClusterSecretStore",
                               f"pulumi config rm {cred.config_key}, and put the value in the store under its "
                               "remote key (docs/credentials.md)")
+        if not str(value).strip():  # before the default check: "" is also a well-known default
+            raise ConfigError(key, "is empty" if str(value) == "" else "is only blanks",
+                              f"pulumi config set --secret {cred.config_key} <a strong value>"
+                              + (", or unset it to generate one" if cred.generated else ""))
         if cred.receiver in ("webhook", "slack", "heartbeat"):
             _check_url(model, key, cred.config_key, str(value))
             out[cred.id] = str(value)

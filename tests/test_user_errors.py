@@ -133,6 +133,18 @@ BAD_VALUES = [
     ("services.grafanna.memory=1Gi", ["optiinfra:services.grafanna", "did you mean 'grafana'"]),
     ("public=[portl]", ["optiinfra:public", "did you mean 'portal'"]),
     ("services.portal.dependsOn=[postgress]", ["optiinfra:services.portal.dependsOn", "did you mean 'postgres'"]),
+    # A number where a size goes gets the size's own fix, as `memory=abc` does.
+    ("services.grafana.memory=256", ["optiinfra:services.grafana.memory", "256 is not a memory size",
+                                     "Fix: use a size such as 256Mi"]),
+    ("services.grafana.memory=5", ["optiinfra:services.grafana.memory", "Fix: use a size such as 256Mi"]),
+    ("budget.memory=3", ["optiinfra:budget.memory", "Fix: use a size such as 10Gi"]),
+    # A bound says what to write: the kind of number, the bound, an example and what it counts.
+    ("budget.cpu=0", ["optiinfra:budget.cpu", "Fix: use a number greater than 0, e.g. 0.5 (CPU cores per node)"]),
+    ("budget.nodes=0", ["Fix: use a whole number from 1 to 1000, e.g. 1 (machines)"]),
+    ("budget.zones=two", ["optiinfra:budget.zones", "Fix: use a whole number from 1 to 10"]),
+    ("budget.reservedCpu=-1", ["Fix: use a number of at least 0, e.g. 0"]),
+    # A number where text goes that is fine as text: quote it.
+    ("images.tag=1.0", ["optiinfra:images.tag", "is a number", 'Fix: quote it: tag: "1.0"']),
 ]
 
 
@@ -141,6 +153,18 @@ def test_a_bad_value_is_one_line(project: Path, value: str, words: list[str]) ->
     line = one_error_line(cli(project, "plan", "-s", "dev", "--set", value))
     for word in words:
         assert word in line, line
+    assert "Fix: correct the value" not in line  # every fix says what to write
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (["--secret", "postgresPassword="], "is empty"),
+    (["--secret-file", "-"], "is only blanks"),  # standard input: postgresPassword: "   "
+])
+def test_an_empty_credential_is_empty_not_a_default(project: Path, args: list[str], problem: str) -> None:
+    line = one_error_line(cli(project, "plan", "-s", "dev", *args, stdin='postgresPassword: "   "\n'))
+    assert line.startswith(f"error: config key 'optiinfra:postgresPassword': {problem}. Fix: pulumi config set "
+                           "--secret postgresPassword "), line
+    assert "well-known default" not in line
 
 
 @pytest.mark.parametrize(("host", "ascii_form"), [("pörtal.example.com", "xn--prtal-jua.example.com")])
