@@ -90,6 +90,19 @@ def add_stack_arguments(p: argparse.ArgumentParser, *, stack_required: bool = Tr
     p.set_defaults(stack_required=stack_required)
 
 
+def present_keys(args: argparse.Namespace) -> set[str]:
+    """The `optiinfra:` keys the stack file and the --secret flags set (what the offline
+    render does not stand in for)."""
+    from .settings import NAMESPACE
+    from .stack import keys_in_file
+
+    keys = set(keys_in_file(args.stack))
+    for item in getattr(args, "secrets", []):
+        key = item.partition("=")[0].strip()
+        keys.add(key if ":" in key else f"{NAMESPACE}:{key}")
+    return keys
+
+
 def version() -> str:
     try:
         sdk = metadata.version("pulumi")

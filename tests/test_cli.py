@@ -253,3 +253,33 @@ def test_docs_ignores_pulumi_stack() -> None:
     assert proc.returncode == 0, proc.stdout
     report = json.loads(proc.stdout)
     assert report["upToDate"] is True and len(report["stacks"]) > 1
+
+
+# ---- a credential only you can set -------------------------------------------------
+
+def test_plan_warns_of_a_credential_only_you_can_set_as_of_missing_receivers() -> None:
+    """prod's OIDC client secret is yours to set and the committed file leaves it out: the
+    render stands one in, and `plan` says the stack cannot deploy so, with the command."""
+    from infra.catalog import default_catalog
+
+    (key,) = [c.config_key for c in default_catalog().credentials.values() if c.user_set]
+    proc = run("plan", "-s", "prod")
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("Credentials:")]
+    assert line.startswith(f"Credentials: optiinfra:{key} is not set") and "`pulumi up` refuses" in line
+    assert f"pulumi config set --secret {key} <" in line
+    given = run("plan", "-s", "prod", "--secret", f"{key}=-", stdin=SECRET + "\n")
+    assert given.returncode == 0 and "Credentials:" not in given.stdout and SECRET not in given.stdout
+    as_json = run("plan", "-s", "prod", "--json")
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["steps"]
+    assert as_json.stderr.startswith(f"warning: config key 'optiinfra:{key}': is not set")
+    assert "Credentials:" not in run("plan", "-s", "dev").stdout  # dev has no such credential
+
+
+def test_check_for_deploy_refuses_what_pulumi_up_would() -> None:
+    proc = run("check", "-s", "prod", "--deploy")
+    assert proc.returncode == 2 and proc.stdout == ""
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("error: config key 'optiinfra:") and ": is not set" in line
+    assert ". Fix: pulumi stack select --create prod, then pulumi config set --secret " in line
+    assert run("check", "-s", "prod").returncode == 0  # without --deploy: the render with its stand-in passes
