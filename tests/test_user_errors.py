@@ -188,6 +188,10 @@ FLAGS = [
     (["plan", "-s", "dev", "--secret-file", "/nonexistent/secrets.env"], ["flag '--secret-file'", "no file"]),
     (["render", "-s", "prod"], ["required: --out"]),
     (["backup", "-s", "dev", "--json"], ["flag '--json'", "--dry-run"]),
+    (["plan", "-s", "Prod"], ["flag '--stack'", "Pulumi.Prod.yaml", "did you mean 'prod'?"]),
+    (["plan", "-s", "dev", "--stack", "prod"], ["flag '--stack': is given twice (dev and prod)",
+                                               "Fix: give one -s/--stack"]),
+    (["check", "--stack", "prod", "-s", "prod"], ["flag '--stack': is given twice"]),
 ]
 
 
@@ -224,3 +228,24 @@ def test_a_damaged_stack_file_writes_no_output(project: Path, tmp_path: Path) ->
     out = tmp_path / "out"
     one_error_line(cli(project, "render", "-s", "bad", "--out", str(out)))
     assert not out.exists()
+
+
+def test_restore_without_any_backup_says_to_make_one(project: Path) -> None:
+    """No backup directory at all: not `ls` of a folder that does not exist, but the command
+    that makes the first backup. With backups there, a wrong name lists the newest."""
+    args = ("restore", "-s", "dev", "--service", "postgres", "--from", "postgres-20250101T021700Z.dump")
+    assert not (project / "backups").exists()
+    line = one_error_line(cli(project, *args))
+    assert "there are no backups of postgres yet" in line, line
+    assert line.endswith("Fix: make one with python -m infra backup --stack dev --service postgres"), line
+    assert "ls " not in line
+    made = project / "backups" / "postgres"
+    made.mkdir(parents=True)
+    try:
+        for stamp in ("20250102T021700Z", "20250103T021700Z"):
+            (made / f"postgres-{stamp}.dump").write_bytes(b"")
+        line = one_error_line(cli(project, *args))
+        assert "postgres-20250101T021700Z.dump does not exist" in line
+        assert "name one of the 2 backups of postgres (the newest: postgres-20250103T021700Z.dump" in line
+    finally:
+        shutil.rmtree(project / "backups")

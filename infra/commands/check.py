@@ -21,7 +21,7 @@ from typing import Any
 from policies.optiinfra_policies import core, rules
 
 from .. import capacity, credentials, notifications, offline
-from ..cli import add_stack_arguments, present_keys
+from ..cli import add_stack_arguments, present_keys, prog
 from ..settings import NAMESPACE, ConfigError
 from ..stack import ROOT
 
@@ -95,7 +95,7 @@ class Result:
                 lines.append(f"    urn: {f.violation.urn}")
         counts = Counter(f.level for f in self.findings)
         per_policy = Counter(f.violation.policy for f in self.findings)
-        lines += ["", f"Capacity ({self.capacity_level}; python -m infra capacity --stack {self.stack}): "
+        lines += ["", f"Capacity ({self.capacity_level}; {prog()} capacity --stack {self.stack}): "
                   + ("FAIL" if self.capacity else "ok")]
         lines += [f"    error: {p}" for p in self.capacity]
         lines += ["", "Policies:"]

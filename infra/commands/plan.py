@@ -43,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(n: int) -> str:
+    return f"{n} resource{'' if n == 1 else 's'}"
+
+
 def brief(res: Resource) -> str:
     """One line describing a resource (type-specific where it helps a reviewer)."""
     i: dict[str, Any] = res.inputs
@@ -147,19 +151,23 @@ def text(r: Render, unset: list[str] = ()) -> str:  # type: ignore[assignment]
     tiers = [res for res in r.resources if res.type == v.TIER]
     order = [t.value for t in Tier]
     tiers.sort(key=lambda t: order.index(t.name) if t.name in order else len(order))
-    lines = [f"Stack {r.stack}: {len(r.resources)} resources in {len(tiers)} tiers (offline render, nothing deployed)"]
     seen = {t.urn for t in tiers}
+    sections = []
     for tier in tiers:
         children = [res for res in r.resources if res.parent == tier.urn]
         seen.update(c.urn for c in children)
-        lines.append(f"\n{tier.name} ({len(children)} resources)")
-        lines.extend(f"  {brief(c)}" for c in sorted(children, key=lambda c: (c.type, c.name)))
-        lines.extend(f"  reads existing {v.kind(e.type)} {e.id} (external: never created, changed or deleted)"
-                     for e in r.reads if e.parent == tier.urn)
+        sections.append(f"\n{tier.name} ({_count(len(children))})")
+        sections.extend(f"  {brief(c)}" for c in sorted(children, key=lambda c: (c.type, c.name)))
+        sections.extend(f"  reads existing {v.kind(e.type)} {e.id} (external: never created, changed or deleted)"
+                        for e in r.reads if e.parent == tier.urn)
     rest = [res for res in r.resources if res.urn not in seen]
     if rest:
-        lines.append(f"\nother ({len(rest)} resources)")
-        lines.extend(f"  {brief(c)}" for c in rest)
+        sections.append(f"\nother ({_count(len(rest))})")
+        sections.extend(f"  {brief(c)}" for c in rest)
+    # The header's parts add up to its total: the tiers' own components, what the sections list.
+    listed = len(seen) - len(tiers)
+    lines = [f"Stack {r.stack}: {_count(len(r.resources))} = {len(tiers)} tier components + {listed} in the tiers "
+             f"below{f' + {len(rest)} other' if rest else ''} (offline render, nothing deployed)", *sections]
     lines.append("\nOutputs")
     for key, value in sorted(r.outputs.items()):
         lines.append(f"  {key}: {json.dumps(value, sort_keys=True)}")
