@@ -328,3 +328,20 @@ def test_check_for_deploy_refuses_what_pulumi_up_would() -> None:
     assert line.startswith("error: config key 'optiinfra:") and ": is not set" in line
     assert ". Fix: pulumi stack select --create prod, then pulumi config set --secret " in line
     assert run("check", "-s", "prod").returncode == 0  # without --deploy: the render with its stand-in passes
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_plan_header_adds_up_on_the_page(stack: str) -> None:
+    """The header's total is the tier components plus the sections' counts, and the JSON
+    preview's creates; no number on the page is left unexplained."""
+    text = run("plan", "-s", stack).stdout
+    m = re.match(r"Stack \S+: (\d+) resources = (\d+) tier components \+ (\d+) in the tiers below"
+                 r"(?: \+ (\d+) other)? \(offline render", text)
+    assert m, text.splitlines()[0]
+    total, tiers, inside, other = (int(g or 0) for g in m.groups())
+    sections = {name: int(n) for name, n in re.findall(r"^(\S+) \((\d+) resources?\)$", text, flags=re.MULTILINE)}
+    assert sections.pop("other", 0) == other
+    assert len(sections) == tiers and sum(sections.values()) == inside
+    assert total == tiers + inside + other
+    steps = json.loads(run("plan", "-s", stack, "--json").stdout)["steps"]
+    assert total == sum(1 for s in steps if s["op"] == "create")

@@ -348,3 +348,64 @@ def test_a_damaged_stack_file_under_the_real_engine(repo: Path, tmp_path: Path) 
     finally:
         pulumi("stack", "rm", "--yes", "--force", "broken")
         stack_file.unlink(missing_ok=True)
+
+
+# ---- scripts/venv.sh: sourced by the scripts, or run on its own -------------------------
+
+@pytest.fixture
+def fake_venv(tmp_path: Path) -> tuple[Path, Path]:
+    """A virtualenv whose pip is a stub that logs its arguments (and fails with PIP_RC=1)."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin/python").symlink_to(sys.executable)
+    log = tmp_path / "pip.log"
+    (venv / "bin/pip").write_text(f'#!/bin/sh\necho "pip $*" >> {log}\nexit "${{PIP_RC:-0}}"\n')
+    (venv / "bin/pip").chmod(0o755)
+    return venv, log
+
+
+def venv_sh(*argv: str, venv: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(venv.parent), "OPTIINFRA_VENV": str(venv),
+                               **(env or {})})
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["--upgrade"], ["install", "x"]])
+def test_venv_sh_run_with_arguments_installs_nothing(fake_venv: tuple[Path, Path], args: list[str]) -> None:
+    venv, log = fake_venv
+    proc = venv_sh(str(ROOT / "scripts/venv.sh"), *args, venv=venv)
+    if args[0] in ("-h", "--help"):
+        assert proc.returncode == 0 and proc.stdout.startswith("usage: scripts/venv.sh")
+    else:
+        assert proc.returncode == 2 and proc.stdout == ""
+        (line,) = proc.stderr.splitlines()
+        assert line.startswith("error: scripts/venv.sh takes no arguments") and "usage: scripts/venv.sh" in line
+    assert not log.exists() and not (venv / ".installed").exists()
+
+
+def test_venv_sh_run_on_its_own_installs_and_says_where(fake_venv: tuple[Path, Path], tmp_path: Path) -> None:
+    venv, log = fake_venv
+    proc = venv_sh(str(ROOT / "scripts/venv.sh"), venv=venv)  # from the repository root
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text().split() == ["pip", "install", "--quiet", "--disable-pip-version-check", "-r",
+                                       "requirements-dev.txt"]
+    assert "installing the pinned requirements" in proc.stderr and f"{venv}/bin/python" in proc.stdout
+    again = venv_sh(str(ROOT / "scripts/venv.sh"), venv=venv)  # up to date: no second install
+    assert again.returncode == 0 and len(log.read_text().splitlines()) == 1
+    elsewhere = subprocess.run([str(ROOT / "scripts/venv.sh")], cwd=tmp_path, capture_output=True, text=True,
+                               timeout=60, check=False, env={"PATH": "/usr/bin:/bin", "OPTIINFRA_VENV": str(venv)})
+    assert elsewhere.returncode == 0, elsewhere.stderr  # it finds the requirements from any directory
+
+
+def test_venv_sh_sourced_ignores_the_callers_arguments_and_never_ends_its_shell(
+        fake_venv: tuple[Path, Path]) -> None:
+    venv, log = fake_venv
+    script = 'set -- -k docker --upgrade; . scripts/venv.sh; echo "PY=$PY"'
+    proc = venv_sh("bash", "-c", script, venv=venv)
+    assert proc.returncode == 0 and proc.stdout == f"PY={venv}/bin/python\n", proc.stderr
+    assert len(log.read_text().splitlines()) == 1
+    (venv / ".installed").unlink()
+    failing = venv_sh("bash", "-c", '. scripts/venv.sh || echo "returned $?"; echo "shell still here"', venv=venv,
+                      env={"PIP_RC": "1"})
+    assert failing.stdout == "returned 1\nshell still here\n", failing.stderr
+    assert "error: pip could not install requirements-dev.txt" in failing.stderr
