@@ -249,3 +249,11 @@ def test_restore_without_any_backup_says_to_make_one(project: Path) -> None:
         assert "name one of the 2 backups of postgres (the newest: postgres-20250103T021700Z.dump" in line
     finally:
         shutil.rmtree(project / "backups")
+
+
+def test_restore_from_a_path_that_does_not_exist_names_the_path(project: Path, tmp_path: Path) -> None:
+    """A path of the user's own is not the backup directory: no advice to make a backup there."""
+    missing = tmp_path / "elsewhere" / "postgres-20250101T021700Z.dump"
+    line = one_error_line(cli(project, "restore", "-s", "dev", "--service", "postgres", "--from", str(missing)))
+    assert f"flag '--from': {missing} does not exist. Fix: give the path of an existing backup" in line
+    assert "make one" not in line

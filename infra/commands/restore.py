@@ -240,6 +240,9 @@ def run(args: argparse.Namespace) -> int:
     if not path.exists():
         made = sorted(p.name for p in path.parent.glob(f"{backups.prefix(eff.service)}*")) \
             if path.parent.is_dir() else []
+        if Path(args.source).name != args.source and not made:  # a path of the user's, not the backup directory
+            raise ConfigError("--from", f"{path} does not exist", "give the path of an existing backup, or the name "
+                              f"of one in {backup_dir(model, eff.name, ROOT)}")
         if not made:
             raise ConfigError("--from", f"there are no backups of {eff.name} yet (none in {path.parent})",
                               f"make one with {prog()} backup --stack {args.stack} --service {eff.name}")
