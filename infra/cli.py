@@ -31,11 +31,21 @@ VERSION = "0.1.0"
 COMMANDS = ("plan", "render", "check", "diff", "docs", "capacity", "adopt", "backup", "restore")
 
 EXIT_STATUS = ("Exit status: 0 ok; 1 a check failed (check: a mandatory policy; capacity: over budget; diff "
-               "--exit-code: changes; adopt: something needs attention); 2 a user error (one `error:` line naming "
-               "the flag, key or file and the fix; nothing changed).")
+               "--exit-code: changes; adopt: something needs attention) or a prerequisite is missing (adopt, "
+               "backup, restore: no Docker engine answers); 2 a user error (one `error:` line naming the flag, "
+               "key or file and the fix; nothing changed).")
 
 STACK_ENV = "PULUMI_STACK"
 """The stack when `-s/--stack` is absent, as the Pulumi CLI reads it."""
+
+PROG_ENV = "OPTIINFRA_PROG"
+"""How the user started the tools, set by ./optiinfra (its `$0`); unset: `python -m infra`."""
+MODULE_PROG = "python -m infra"
+
+
+def prog() -> str:
+    """The command name usage lines, examples and fixes show: what the user typed to get here."""
+    return os.environ.get(PROG_ENV, "").strip() or MODULE_PROG
 
 # Examples for commands whose module has no EXAMPLES (docs.py has its own owner).
 _EXAMPLES = {
@@ -75,9 +85,21 @@ class _Parser(argparse.ArgumentParser):
         return [a for p in chosen for a in p._actions]
 
 
+class _Once(argparse.Action):
+    """A flag given at most once: a second `--stack` is refused (in `_stack_of`, as one line)
+    instead of silently winning."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        before = getattr(namespace, self.dest, None)
+        if before is not None and not getattr(namespace, f"{self.dest}_repeated", None):
+            namespace.__dict__[f"{self.dest}_repeated"] = (before, values)
+        setattr(namespace, self.dest, values)
+
+
 def add_stack_arguments(p: argparse.ArgumentParser, *, stack_required: bool = True) -> None:
     """-s/--stack and the --set/--secret/--secret-file overrides shared by every command."""
-    p.add_argument("-s", "--stack", default=None,
+    p.add_argument("-s", "--stack", default=None, action=_Once,
                    help=f"stack name: a Pulumi.<stack>.yaml next to Pulumi.yaml (default: ${STACK_ENV})")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override stack config for this run, e.g. services.grafana.hostPort=3100 (repeatable)")
@@ -90,34 +112,49 @@ def add_stack_arguments(p: argparse.ArgumentParser, *, stack_required: bool = Tr
     p.set_defaults(stack_required=stack_required)
 
 
+def present_keys(args: argparse.Namespace) -> set[str]:
+    """The `optiinfra:` keys the stack file and the --secret flags set (what the offline
+    render does not stand in for)."""
+    from .settings import NAMESPACE
+    from .stack import keys_in_file
+
+    keys = set(keys_in_file(args.stack))
+    for item in getattr(args, "secrets", []):
+        key = item.partition("=")[0].strip()
+        keys.add(key if ":" in key else f"{NAMESPACE}:{key}")
+    return keys
+
+
 def version() -> str:
     try:
         sdk = metadata.version("pulumi")
     except metadata.PackageNotFoundError:
         sdk = "not installed"
-    return f"python -m infra {VERSION} (pulumi SDK {sdk}, Python {sys.version.split()[0]})"
+    return f"{prog()} {VERSION} (pulumi SDK {sdk}, Python {sys.version.split()[0]})"
 
 
 def parser(only: str | None = None) -> argparse.ArgumentParser:
     """The CLI. With `only`, just that command's module is imported (each pulls in its
     own dependencies: the policy pack, the Kubernetes SDK, ...); the full listing for
     `--help` and for mistakes imports them all."""
-    top = _Parser(prog="python -m infra", description="Offline tools for the OptiInfra Pulumi program.",
-                  epilog="Examples:\n  python -m infra plan -s dev\n  PULUMI_STACK=prod python -m infra check\n"
-                         "  python -m infra COMMAND --help\n\n" + EXIT_STATUS,
+    name = prog()
+    top = _Parser(prog=name, description="Offline tools for the OptiInfra Pulumi program.",
+                  epilog=f"Examples:\n  {name} plan -s dev\n  PULUMI_STACK=prod {name} check\n"
+                         f"  {name} COMMAND --help\n\n" + EXIT_STATUS,
                   formatter_class=argparse.RawDescriptionHelpFormatter)
     top.add_argument("--version", action="version", version=version(),
                      help="print the version and exit")
     sub = top.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS if only is None else (only,):
-        mod = importlib.import_module(f".commands.{name}", __package__)
-        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP,
+    for command in COMMANDS if only is None else (only,):
+        mod = importlib.import_module(f".commands.{command}", __package__)
+        p = sub.add_parser(command, help=mod.HELP, description=mod.HELP,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
-        if p.epilog is None:  # diff and adopt write their own (examples and exit status)
-            examples = getattr(mod, "EXAMPLES", None) or _EXAMPLES.get(name, "")
+        if p.epilog is None:  # diff and adopt write their own (examples, then more and exit status)
+            examples = getattr(mod, "EXAMPLES", None) or _EXAMPLES.get(command, "")
             p.epilog = "Examples:\n" + "\n".join(f"  {line}" for line in examples.splitlines()) + "\n\n" + EXIT_STATUS
+        p.epilog = p.epilog.replace(MODULE_PROG, name)  # as the user started it: ./optiinfra or python -m infra
         p.set_defaults(run=mod.run)
     return top
 
@@ -215,6 +252,10 @@ def resolve_secrets(secrets: Sequence[str], files: Sequence[str]) -> list[str]:
 
 def _stack_of(args: argparse.Namespace) -> None:
     """-s/--stack, else $PULUMI_STACK; a command that needs one and has neither stops."""
+    repeated = getattr(args, "stack_repeated", None)
+    if repeated:
+        raise ConfigError("--stack", f"is given twice ({repeated[0]} and {repeated[1]})",
+                          "give one -s/--stack per command (one stack at a time)")
     if getattr(args, "stack", "") is None:
         args.stack = os.environ.get(STACK_ENV) or None
         args.stack_from_env = args.stack is not None
@@ -223,6 +264,13 @@ def _stack_of(args: argparse.Namespace) -> None:
 
             raise ConfigError("--stack", "is missing", f"pass -s STACK (one of: {', '.join(available_stacks())}) "
                               f"or set {STACK_ENV}")
+    if getattr(args, "stack", None):
+        from .stack import available_stacks, stack_file
+
+        known = available_stacks()
+        if args.stack not in known:  # stack names are case-sensitive, whatever the file system says
+            raise ConfigError("--stack", f"there is no stack file {stack_file(args.stack).name}",
+                              f"{did_you_mean(args.stack, known)}use one of: {', '.join(known) or 'none found'}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

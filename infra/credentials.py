@@ -7,7 +7,7 @@ default is refused before anything is registered.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -78,8 +78,7 @@ def supplied(model: Resolved, config: Mapping[str, Any]) -> dict[str, str]:
                               "(docs/backups.md)")
         if value is None and cred.user_set and not external:
             raise ConfigError(key, f"is not set, but {NAMESPACE}:{cred.user_set} needs it (it is yours to set: "
-                              "never generated)", f"pulumi config set --secret {cred.config_key} <value from your "
-                              f"identity provider>, or remove {NAMESPACE}:{cred.user_set}")
+                              "never generated)", user_set_fix(cred))
         if value is None and not cred.generated and not external:
             raise ConfigError(key, f"is not set, but the {cred.receiver} receiver (alerting.receivers."
                               f"{cred.receiver}) needs it", f"pulumi config set --secret {cred.config_key} <value>, "
@@ -91,6 +90,10 @@ def supplied(model: Resolved, config: Mapping[str, Any]) -> dict[str, str]:
                               "credential from the ClusterSecretStore",
                               f"pulumi config rm {cred.config_key}, and put the value in the store under its "
                               "remote key (docs/credentials.md)")
+        if not str(value).strip():  # before the default check: "" is also a well-known default
+            raise ConfigError(key, "is empty" if str(value) == "" else "is only blanks",
+                              f"pulumi config set --secret {cred.config_key} <a strong value>"
+                              + (", or unset it to generate one" if cred.generated else ""))
         if cred.receiver in ("webhook", "slack", "heartbeat"):
             _check_url(model, key, cred.config_key, str(value))
             out[cred.id] = str(value)
@@ -105,6 +108,28 @@ def supplied(model: Resolved, config: Mapping[str, Any]) -> dict[str, str]:
                               f"pulumi config set --secret {cred.config_key} <a longer value>")
         out[cred.id] = str(value)
     return out
+
+
+def user_set_fix(cred: Credential, stack: str = "") -> str:
+    """How to set a credential only its user knows (`Credential.user_set`), or do without it."""
+    where = f"pulumi stack select --create {stack}, then " if stack else ""
+    return (f"{where}pulumi config set --secret {cred.config_key} <value from your identity provider>, "
+            f"or remove {NAMESPACE}:{cred.user_set}")
+
+
+def unset_user_set(model: Resolved, present: Collection[str]) -> list[Credential]:
+    """The credentials only their user can set that this stack needs and `present` (the
+    config keys the stack file and the --secret flags set) lacks. Offline they render as a
+    stand-in (stack.py), so the committed stack files render; `pulumi up` refuses each
+    (`supplied`). None with `kubernetes.externalSecrets`: the store holds them."""
+    if model.settings.target == "kubernetes" and model.settings.kubernetes.external_secrets is not None:
+        return []
+    return [c for c in needed(model).values() if c.user_set and f"{NAMESPACE}:{c.config_key}" not in present]
+
+
+def unset_problem(cred: Credential) -> str:
+    return (f"is not set, but {NAMESPACE}:{cred.user_set} needs it: it is yours to set (never generated), and "
+            "`pulumi up` refuses to run without it (offline commands render a stand-in)")
 
 
 def _check_url(model: Resolved, key: str, config_key: str, value: str) -> None:

@@ -587,7 +587,7 @@ def _key(loc: tuple[Any, ...]) -> str:
     return f"{NAMESPACE}:" + ".".join(str(p) for p in loc)
 
 
-def _from_validation(err: ValidationError) -> ConfigError:
+def _from_validation(err: ValidationError, data: Mapping[str, Any] | None = None) -> ConfigError:
     errors = err.errors()
     # A misspelt key is the cause of the "missing" error its correct spelling then gives.
     e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
@@ -605,12 +605,94 @@ def _from_validation(err: ValidationError) -> ConfigError:
     if e["type"] == "missing":
         return ConfigError(_key(loc), "is required but not set",
                            f"set it too (keys here: {_allowed_keys(loc[:-1])}; see docs/settings.md)")
-    fix = _FIXES.get(e["type"], "correct the value")
+    if e["type"] == "string_type" and data is not None and isinstance(e["input"], (int, float)) \
+            and not isinstance(e["input"], bool):
+        return _as_text(loc, e["input"], data)
+    fix = _FIXES.get(e["type"], "") if e["type"] not in _NUMBER_ERRORS else _number_fix(loc)
     if loc == ("backups", "schedule"):
         fix = "write five cron fields (minute hour day month weekday, UTC), e.g. '17 2 * * *'"
     if e["type"] == "literal_error":
         fix = f"use one of {e['ctx']['expected']}"
+    if not fix:  # a type or constraint without a fix of its own: what the field holds
+        fix = f"write {_kind(_field_at(loc))} (see docs/settings.md, {'.'.join(map(str, loc))})"
     return ConfigError(_key(loc), f"{e['input']!r} is not valid ({e['msg'].lower()})", fix)
+
+
+_NUMBER_ERRORS = {"int_parsing", "int_type", "int_from_float", "float_parsing", "float_type", "greater_than",
+                  "greater_than_equal", "less_than", "less_than_equal"}
+
+
+def _field_at(loc: tuple[Any, ...]) -> Any:
+    """The pydantic FieldInfo of a config path (map keys skipped), or None."""
+    model: Any = Settings
+    field: Any = None
+    for part in loc:
+        model = _unwrap_optional(model)
+        if get_origin(model) in (dict, Mapping):
+            model = get_args(model)[1]
+            continue
+        fields = getattr(model, "model_fields", None) or {}
+        field = next((f for n, f in fields.items() if (f.alias or n) == part), None)
+        if field is None:
+            return None
+        model = field.annotation
+    return field
+
+
+def _kind(field: Any) -> str:
+    """What a field holds, in words: `a number`, `a whole number`, `text`, ..."""
+    t = _unwrap_optional(field.annotation) if field is not None else None
+    kinds: dict[Any, str] = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+    return kinds.get(t, "a value of its type")
+
+
+def _number_fix(loc: tuple[Any, ...]) -> str:
+    """`use a number greater than 0, e.g. 0.5 (CPU cores per node)`: from the field's type,
+    its bounds and the first words of its docstring."""
+    field = _field_at(loc)
+    if field is None:
+        return "use a number"
+    whole = _unwrap_optional(field.annotation) is int
+    step = 1 if whole else 0.5
+    bounds = {type(m).__name__.lower(): getattr(m, type(m).__name__.lower()) for m in field.metadata
+              if type(m).__name__ in ("Gt", "Ge", "Lt", "Le")}
+    low = ("greater than", bounds["gt"], bounds["gt"] + step) if "gt" in bounds else \
+        ("of at least", bounds["ge"], bounds["ge"]) if "ge" in bounds else None
+    high = ("less than", bounds["lt"], bounds["lt"] - step) if "lt" in bounds else \
+        ("of at most", bounds["le"], bounds["le"]) if "le" in bounds else None
+    if low and high and low[0] == "of at least" and high[0] == "of at most":
+        rule = f" from {low[1]:g} to {high[1]:g}"
+    else:
+        rule = "".join(f" {word} {value:g}" for word, value, _ in filter(None, (low, high)))
+        rule = rule.replace(f" {high[0]}", f" and {high[0]}") if low and high else rule
+    example = low[2] if low else high[2] if high else field.default
+    what = re.split(r"[.:;,(]", field.description or "", maxsplit=1)[0].strip()
+    if what[1:2].islower():  # `CPU cores ...` keeps its capitals
+        what = what[0].lower() + what[1:]
+    return (f"use {_kind(field)}{rule}{f', e.g. {example:g}' if isinstance(example, (int, float)) else ''}"
+            f"{f' ({what})' if what else ''}")
+
+
+def _as_text(loc: tuple[Any, ...], value: float, data: Mapping[str, Any]) -> ConfigError:
+    """A number where the setting takes text (`memory: 256`): the field's own check of the
+    same digits as text says what it wants (`use a size such as 256Mi`); when the digits
+    pass it as text, the fix is to quote them."""
+    text = str(value)
+    try:
+        fixed: Any = json.loads(json.dumps(data))
+        node = fixed
+        for part in loc[:-1]:
+            node = node[part]
+        node[loc[-1]] = text
+        _check(Settings.model_validate(fixed))
+    except ConfigError as err:
+        if err.key == _key(loc):
+            return ConfigError(err.key, f"{value!r} {err.problem.split(' ', 1)[1]}" if err.problem.startswith(
+                f"'{text}'") else err.problem, err.fix)
+    except (ValidationError, LookupError, TypeError, ValueError):
+        pass
+    return ConfigError(_key(loc), f"{value!r} is a number, but the setting is text",
+                       f"quote it: {loc[-1]}: \"{text}\"")
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> str:
@@ -668,7 +750,7 @@ def parse_settings(raw: Mapping[str, Any], credential_keys: Set[str] = frozenset
     try:
         settings = Settings.model_validate(data)
     except ValidationError as err:
-        raise _from_validation(err) from None
+        raise _from_validation(err, data) from None
     _check(settings)
     return settings
 

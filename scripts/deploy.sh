@@ -13,7 +13,8 @@
 #   3. a passphrase encrypts the stack's secrets: PULUMI_CONFIG_PASSPHRASE or
 #      PULUMI_CONFIG_PASSPHRASE_FILE (not needed with Pulumi Cloud or a `secretsprovider:`)
 #   4. the stack fits its budget (`./optiinfra capacity --stack STACK` exits 0)
-#   5. the policy pack passes (`./optiinfra check --stack STACK` exits 0)
+#   5. the policy pack passes, and every credential only you can set (the OIDC client secret)
+#      is in the stack file (`./optiinfra check --stack STACK --deploy` exits 0)
 # Then it installs the pinned Pulumi CLI into ./.pulumi when none is on PATH, selects (or
 # creates) the stack and runs `pulumi up` (or `pulumi preview` with --dry-run).
 set -euo pipefail
@@ -83,21 +84,25 @@ if [ -z "${PULUMI_CONFIG_PASSPHRASE:-}" ] && [ -z "${PULUMI_CONFIG_PASSPHRASE_FI
 fi
 
 # 4. and 5. The stack fits and passes the policy pack (this sets up ./venv the first time).
-offline() { # NAME: run ./optiinfra NAME --stack STACK; stop on exit 2 (a bad value) with its line
+offline() { # NAME [FLAGS]: run ./optiinfra NAME --stack STACK [FLAGS]; stop on exit 2 (a bad value) with its line
   local rc=0
-  out=$(./optiinfra "$1" --stack "$STACK" 2>&1) || rc=$?
+  out=$(./optiinfra "$1" --stack "$STACK" "${@:2}" 2>&1) || rc=$?
   if [ "$rc" -ge 2 ]; then
     printf '%s\n' "$out" | grep -m1 '^error:' >&2 || printf '%s\n' "$out" | tail -n 5 >&2
     exit "$rc"
   fi
   return "$rc"
 }
+stopped="nothing was downloaded or created"
 if ! offline capacity; then
-  why=$(printf '%s\n' "$out" | sed -n 's/^error: //p' | head -n1)
-  [ -n "$why" ] || why=$(printf '%s\n' "$out" | grep -m1 '^used (requests)' | tr -s ' ')
-  die "stack $STACK does not fit its budget: ${why:-see below}. Fix: raise optiinfra:budget in $file or lower requests; details: ./optiinfra capacity --stack $STACK"
+  # capacity's own lines name the key and the fix: print them as they are, then what this did.
+  if printf '%s\n' "$out" | grep '^error:' >&2; then
+    echo "deploy.sh: stopped: stack $STACK does not fit its budget (above; the whole table: ./optiinfra capacity --stack $STACK); $stopped" >&2
+    exit 1
+  fi
+  die "stack $STACK does not fit its budget. Fix: raise optiinfra:budget in $file or lower requests; details: ./optiinfra capacity --stack $STACK"
 fi
-if ! offline check; then
+if ! offline check --deploy; then
   why=$(printf '%s\n' "$out" | grep -m1 '^FAILED' || echo 'FAILED')
   die "stack $STACK fails the policy pack ($why). Fix each violation './optiinfra check --stack $STACK' lists, then rerun"
 fi

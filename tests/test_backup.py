@@ -255,7 +255,7 @@ def test_backup_dry_run_prints_every_command(capsys: pytest.CaptureFixture[str])
 
 def test_backup_without_docker_says_so(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(shutil, "which", lambda _name: None)
-    assert cli.main(["backup", "--stack", "dev", "--service", "redis"]) == 2
+    assert cli.main(["backup", "--stack", "dev", "--service", "redis"]) == 1  # a missing prerequisite: 1
     err = capsys.readouterr().err
     assert "docker is not installed" in err and "--dry-run" in err and "Traceback" not in err
 
@@ -264,7 +264,7 @@ def test_backup_without_a_daemon_says_so(capsys: pytest.CaptureFixture[str]) -> 
     problem = backup_cmd.docker_problem()
     if problem is None:
         pytest.skip("a Docker daemon answers here")
-    assert cli.main(["backup", "--stack", "dev"]) == 2
+    assert cli.main(["backup", "--stack", "dev"]) == 1
     assert problem in capsys.readouterr().err
 
 

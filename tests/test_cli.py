@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,11 +35,55 @@ def test_version() -> None:
 def test_help_gives_exit_codes_and_every_command_has_examples() -> None:
     top = infra_cli.parser()
     assert "Exit status: 0 ok; 1 a check failed" in top.format_help() and "2 a user error" in top.format_help()
+    assert "or a prerequisite is missing" in top.format_help()
     sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
     for name, p in sub.choices.items():
         text = p.format_help()
         assert "Exit status" in text, name
-        assert f"python -m infra {name}" in (p.epilog or ""), f"{name} --help has no example"
+        # Under the same heading in every command, its first example that command.
+        assert (p.epilog or "").startswith(f"Examples:\n  python -m infra {name} "), f"{name} --help: {p.epilog!r:.80}"
+
+
+def test_help_and_usage_name_the_command_as_it_was_started() -> None:
+    """`./optiinfra` passes its name down: usage, examples, fixes and --version say it;
+    `python -m infra` keeps its own."""
+    env = {"OPTIINFRA_VENV": sys.prefix}
+    started = subprocess.run(["bash", str(ROOT / "optiinfra"), "diff", "--help"], capture_output=True, text=True,
+                             timeout=300, check=False, env={**os.environ, **env})
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.startswith("usage: ") and started.stdout.split()[1].endswith("/optiinfra")
+    assert "python -m infra" not in started.stdout
+    assert "Examples:\n  " in started.stdout
+    for args in (["plan", "--help"], ["--version"]):
+        proc = run(*args, env={"OPTIINFRA_PROG": "./optiinfra"})
+        assert proc.returncode == 0 and "python -m infra" not in proc.stdout and "./optiinfra" in proc.stdout
+        assert "python -m infra" in run(*args).stdout
+    wrong = run("plan", "-s", "dev", "--jsn", env={"OPTIINFRA_PROG": "./optiinfra"})
+    assert wrong.returncode == 2 and "see `./optiinfra plan --help`" in wrong.stderr
+
+
+def test_docs_help_names_every_file_docs_writes() -> None:
+    from infra import docs
+
+    text = " ".join(infra_cli.parser("docs").format_help().split())  # unwrapped
+    sub = next(a for a in infra_cli.parser("docs")._actions if isinstance(a, argparse._SubParsersAction))
+    text += " ".join((sub.choices["docs"].description or "").split())
+    for path in docs.files(["dev"]):
+        shown = re.sub(r"topology-dev\.svg$", "topology-<stack>.svg", path)
+        assert shown in text, path
+
+
+def test_a_missing_prerequisite_is_exit_1_in_every_command(tmp_path: Path) -> None:
+    """No Docker: adopt, backup and restore stop alike (1, as --help and deploy.sh define it), each with one line."""
+    backup = tmp_path / "postgres-20250101T021700Z.dump"
+    backup.write_bytes(b"")
+    env = {"PATH": str(tmp_path / "empty"), "DOCKER_HOST": f"unix://{tmp_path}/docker.sock"}
+    for args in (["adopt", "-s", "dev"], ["backup", "-s", "dev", "--service", "postgres"],
+                 ["restore", "-s", "dev", "--service", "postgres", "--from", str(backup), "--yes-overwrite"]):
+        proc = run(*args, env=env)
+        assert proc.returncode == 1, (args, proc.returncode, proc.stderr)
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and "Fix:" in errors[0] and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_short_stack_flag_and_pulumi_stack_give_the_same_plan() -> None:
@@ -253,3 +298,50 @@ def test_docs_ignores_pulumi_stack() -> None:
     assert proc.returncode == 0, proc.stdout
     report = json.loads(proc.stdout)
     assert report["upToDate"] is True and len(report["stacks"]) > 1
+
+
+# ---- a credential only you can set -------------------------------------------------
+
+def test_plan_warns_of_a_credential_only_you_can_set_as_of_missing_receivers() -> None:
+    """prod's OIDC client secret is yours to set and the committed file leaves it out: the
+    render stands one in, and `plan` says the stack cannot deploy so, with the command."""
+    from infra.catalog import default_catalog
+
+    (key,) = [c.config_key for c in default_catalog().credentials.values() if c.user_set]
+    proc = run("plan", "-s", "prod")
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("Credentials:")]
+    assert line.startswith(f"Credentials: optiinfra:{key} is not set") and "`pulumi up` refuses" in line
+    assert f"pulumi config set --secret {key} <" in line
+    given = run("plan", "-s", "prod", "--secret", f"{key}=-", stdin=SECRET + "\n")
+    assert given.returncode == 0 and "Credentials:" not in given.stdout and SECRET not in given.stdout
+    as_json = run("plan", "-s", "prod", "--json")
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["steps"]
+    assert as_json.stderr.startswith(f"warning: config key 'optiinfra:{key}': is not set")
+    assert "Credentials:" not in run("plan", "-s", "dev").stdout  # dev has no such credential
+
+
+def test_check_for_deploy_refuses_what_pulumi_up_would() -> None:
+    proc = run("check", "-s", "prod", "--deploy")
+    assert proc.returncode == 2 and proc.stdout == ""
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("error: config key 'optiinfra:") and ": is not set" in line
+    assert ". Fix: pulumi stack select --create prod, then pulumi config set --secret " in line
+    assert run("check", "-s", "prod").returncode == 0  # without --deploy: the render with its stand-in passes
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_plan_header_adds_up_on_the_page(stack: str) -> None:
+    """The header's total is the tier components plus the sections' counts, and the JSON
+    preview's creates; no number on the page is left unexplained."""
+    text = run("plan", "-s", stack).stdout
+    m = re.match(r"Stack \S+: (\d+) resources = (\d+) tier components \+ (\d+) in the tiers below"
+                 r"(?: \+ (\d+) other)? \(offline render", text)
+    assert m, text.splitlines()[0]
+    total, tiers, inside, other = (int(g or 0) for g in m.groups())
+    sections = {name: int(n) for name, n in re.findall(r"^(\S+) \((\d+) resources?\)$", text, flags=re.MULTILINE)}
+    assert sections.pop("other", 0) == other
+    assert len(sections) == tiers and sum(sections.values()) == inside
+    assert total == tiers + inside + other
+    steps = json.loads(run("plan", "-s", stack, "--json").stdout)["steps"]
+    assert total == sum(1 for s in steps if s["op"] == "create")

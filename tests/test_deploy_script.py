@@ -50,9 +50,24 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
+def user_set_keys() -> list[str]:
+    """The config keys of the credentials only their user can set (the catalog says which)."""
+    from infra.catalog import default_catalog
+
+    return [c.config_key for c in default_catalog().credentials.values() if c.user_set]
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = copy_repo(tmp_path_factory.mktemp("repo"))
+    # The committed Kubernetes stacks leave the OIDC client secret to their operator: a copy
+    # as committed, and the stacks the other tests deploy with it set, as `pulumi config set
+    # --secret` writes it (encrypted: offline the value is a stand-in).
+    (root / "Pulumi.unset.yaml").write_text((root / "Pulumi.prod.yaml").read_text())
+    for name in ("prod", "staging"):
+        path = root / f"Pulumi.{name}.yaml"
+        path.write_text(path.read_text() + "".join(f"  optiinfra:{key}:\n    secure: v1:c2VjcmV0\n"
+                                                   for key in user_set_keys()))
     # A stack that does not fit its budget, and one that fails the policy pack.
     dev = yaml.safe_load((root / "Pulumi.dev.yaml").read_text())
     dev["config"]["optiinfra:budget"]["memory"] = "1Gi"
@@ -177,13 +192,32 @@ def test_no_passphrase(deploy: Run) -> None:
 
 
 def test_stack_does_not_fit(deploy: Run) -> None:
+    """capacity's error line as it is (one problem, one fix), then one line of what deploy.sh did."""
     proc, calls = deploy("tight")
     assert proc.returncode == 1
     line = one_error(proc)
-    assert line.startswith("error: stack tight does not fit its budget: ")
     # dev's requests: 4174 MiB = 4.076Gi (tests/test_capacity.py's test_dev_totals_by_hand works them out).
-    assert "stack tight requests 4.08Gi of memory, more than its budget of 1Gi" in line
-    assert line.endswith("details: ./optiinfra capacity --stack tight")
+    assert line.startswith("error: config key 'optiinfra:budget.memory': stack tight requests 4.08Gi of memory, "
+                           "more than its budget of 1Gi. Fix: raise optiinfra:budget.memory to at least 4.08Gi")
+    assert line.count("Fix:") == 1
+    last = proc.stderr.splitlines()[-1]
+    assert last == ("deploy.sh: stopped: stack tight does not fit its budget (above; the whole table: "
+                    "./optiinfra capacity --stack tight); nothing was downloaded or created")
+    assert "Fix:" not in last
+    nothing_created(calls)
+
+
+def test_a_credential_only_you_can_set_is_checked_before_the_stack_is_created(deploy: Run) -> None:
+    """The committed prod leaves the OIDC client secret to you: the offline commands stand one in,
+    `pulumi up` would refuse; deploy.sh stops before it downloads the CLI or creates the stack,
+    naming the key and the command that sets it."""
+    (key,) = user_set_keys()
+    proc, calls = deploy("unset", "--dry-run", env={"PULUMI_BACKEND_URL": "s3://bucket/state"})
+    assert proc.returncode == 2, proc.stderr
+    line = one_error(proc)
+    assert line.startswith(f"error: config key 'optiinfra:{key}': is not set"), line
+    assert f"Fix: pulumi stack select --create unset, then pulumi config set --secret {key} " in line
+    assert calls == ["kubectl version --request-timeout=5s"]
     nothing_created(calls)
 
 
@@ -314,3 +348,64 @@ def test_a_damaged_stack_file_under_the_real_engine(repo: Path, tmp_path: Path) 
     finally:
         pulumi("stack", "rm", "--yes", "--force", "broken")
         stack_file.unlink(missing_ok=True)
+
+
+# ---- scripts/venv.sh: sourced by the scripts, or run on its own -------------------------
+
+@pytest.fixture
+def fake_venv(tmp_path: Path) -> tuple[Path, Path]:
+    """A virtualenv whose pip is a stub that logs its arguments (and fails with PIP_RC=1)."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin/python").symlink_to(sys.executable)
+    log = tmp_path / "pip.log"
+    (venv / "bin/pip").write_text(f'#!/bin/sh\necho "pip $*" >> {log}\nexit "${{PIP_RC:-0}}"\n')
+    (venv / "bin/pip").chmod(0o755)
+    return venv, log
+
+
+def venv_sh(*argv: str, venv: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(venv.parent), "OPTIINFRA_VENV": str(venv),
+                               **(env or {})})
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["--upgrade"], ["install", "x"]])
+def test_venv_sh_run_with_arguments_installs_nothing(fake_venv: tuple[Path, Path], args: list[str]) -> None:
+    venv, log = fake_venv
+    proc = venv_sh(str(ROOT / "scripts/venv.sh"), *args, venv=venv)
+    if args[0] in ("-h", "--help"):
+        assert proc.returncode == 0 and proc.stdout.startswith("usage: scripts/venv.sh")
+    else:
+        assert proc.returncode == 2 and proc.stdout == ""
+        (line,) = proc.stderr.splitlines()
+        assert line.startswith("error: scripts/venv.sh takes no arguments") and "usage: scripts/venv.sh" in line
+    assert not log.exists() and not (venv / ".installed").exists()
+
+
+def test_venv_sh_run_on_its_own_installs_and_says_where(fake_venv: tuple[Path, Path], tmp_path: Path) -> None:
+    venv, log = fake_venv
+    proc = venv_sh(str(ROOT / "scripts/venv.sh"), venv=venv)  # from the repository root
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text().split() == ["pip", "install", "--quiet", "--disable-pip-version-check", "-r",
+                                       "requirements-dev.txt"]
+    assert "installing the pinned requirements" in proc.stderr and f"{venv}/bin/python" in proc.stdout
+    again = venv_sh(str(ROOT / "scripts/venv.sh"), venv=venv)  # up to date: no second install
+    assert again.returncode == 0 and len(log.read_text().splitlines()) == 1
+    elsewhere = subprocess.run([str(ROOT / "scripts/venv.sh")], cwd=tmp_path, capture_output=True, text=True,
+                               timeout=60, check=False, env={"PATH": "/usr/bin:/bin", "OPTIINFRA_VENV": str(venv)})
+    assert elsewhere.returncode == 0, elsewhere.stderr  # it finds the requirements from any directory
+
+
+def test_venv_sh_sourced_ignores_the_callers_arguments_and_never_ends_its_shell(
+        fake_venv: tuple[Path, Path]) -> None:
+    venv, log = fake_venv
+    script = 'set -- -k docker --upgrade; . scripts/venv.sh; echo "PY=$PY"'
+    proc = venv_sh("bash", "-c", script, venv=venv)
+    assert proc.returncode == 0 and proc.stdout == f"PY={venv}/bin/python\n", proc.stderr
+    assert len(log.read_text().splitlines()) == 1
+    (venv / ".installed").unlink()
+    failing = venv_sh("bash", "-c", '. scripts/venv.sh || echo "returned $?"; echo "shell still here"', venv=venv,
+                      env={"PIP_RC": "1"})
+    assert failing.stdout == "returned 1\nshell still here\n", failing.stderr
+    assert "error: pip could not install requirements-dev.txt" in failing.stderr

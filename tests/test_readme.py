@@ -241,3 +241,23 @@ def test_shown_output_must_match() -> None:
     assert matches(["a", "c", "..."], real) is not None  # lines left out without `...`
     assert matches(["a", "b"], real) is not None         # the output goes on
     assert matches(["...", "x", "..."], real) is not None
+
+
+def test_a_name_a_readme_table_uses_is_introduced_in_prose_first() -> None:
+    """A path that table rows refer to again and again (`.ci/run`) is met first in a sentence
+    that says what it is; the figures read as findings, not as a round's working notes."""
+    text = (ROOT / "README.md").read_text()
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+    lines = prose.splitlines()
+    rows = [ln for ln in lines if ln.startswith("|")]
+    names = re.findall(r"`(\.?[\w./-]+/[\w./-]+)`", "\n".join(rows))
+    repeated = {n for n in names if sum(f"`{n}`" in row for row in rows) > 1}
+    for i, line in enumerate(lines):
+        if not line.startswith("|"):
+            continue
+        for name in set(re.findall(r"`(\.?[\w./-]+/[\w./-]+)`", line)) & repeated:
+            before = [ln for ln in lines[:i] if f"`{name}`" in ln]
+            assert before, f"README.md: `{name}` appears in a table (line {i + 1}) before any sentence says what it is"
+            assert not all(ln.startswith("|") for ln in before), f"README.md: `{name}` is only ever in tables"
+    for note in ("this round", "round's"):
+        assert note not in prose, f"README.md: {note!r} reads as a working note"

@@ -133,6 +133,18 @@ BAD_VALUES = [
     ("services.grafanna.memory=1Gi", ["optiinfra:services.grafanna", "did you mean 'grafana'"]),
     ("public=[portl]", ["optiinfra:public", "did you mean 'portal'"]),
     ("services.portal.dependsOn=[postgress]", ["optiinfra:services.portal.dependsOn", "did you mean 'postgres'"]),
+    # A number where a size goes gets the size's own fix, as `memory=abc` does.
+    ("services.grafana.memory=256", ["optiinfra:services.grafana.memory", "256 is not a memory size",
+                                     "Fix: use a size such as 256Mi"]),
+    ("services.grafana.memory=5", ["optiinfra:services.grafana.memory", "Fix: use a size such as 256Mi"]),
+    ("budget.memory=3", ["optiinfra:budget.memory", "Fix: use a size such as 10Gi"]),
+    # A bound says what to write: the kind of number, the bound, an example and what it counts.
+    ("budget.cpu=0", ["optiinfra:budget.cpu", "Fix: use a number greater than 0, e.g. 0.5 (CPU cores per node)"]),
+    ("budget.nodes=0", ["Fix: use a whole number from 1 to 1000, e.g. 1 (machines)"]),
+    ("budget.zones=two", ["optiinfra:budget.zones", "Fix: use a whole number from 1 to 10"]),
+    ("budget.reservedCpu=-1", ["Fix: use a number of at least 0, e.g. 0"]),
+    # A number where text goes that is fine as text: quote it.
+    ("images.tag=1.0", ["optiinfra:images.tag", "is a number", 'Fix: quote it: tag: "1.0"']),
 ]
 
 
@@ -141,6 +153,18 @@ def test_a_bad_value_is_one_line(project: Path, value: str, words: list[str]) ->
     line = one_error_line(cli(project, "plan", "-s", "dev", "--set", value))
     for word in words:
         assert word in line, line
+    assert "Fix: correct the value" not in line  # every fix says what to write
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (["--secret", "postgresPassword="], "is empty"),
+    (["--secret-file", "-"], "is only blanks"),  # standard input: postgresPassword: "   "
+])
+def test_an_empty_credential_is_empty_not_a_default(project: Path, args: list[str], problem: str) -> None:
+    line = one_error_line(cli(project, "plan", "-s", "dev", *args, stdin='postgresPassword: "   "\n'))
+    assert line.startswith(f"error: config key 'optiinfra:postgresPassword': {problem}. Fix: pulumi config set "
+                           "--secret postgresPassword "), line
+    assert "well-known default" not in line
 
 
 @pytest.mark.parametrize(("host", "ascii_form"), [("pörtal.example.com", "xn--prtal-jua.example.com")])
@@ -164,6 +188,10 @@ FLAGS = [
     (["plan", "-s", "dev", "--secret-file", "/nonexistent/secrets.env"], ["flag '--secret-file'", "no file"]),
     (["render", "-s", "prod"], ["required: --out"]),
     (["backup", "-s", "dev", "--json"], ["flag '--json'", "--dry-run"]),
+    (["plan", "-s", "Prod"], ["flag '--stack'", "Pulumi.Prod.yaml", "did you mean 'prod'?"]),
+    (["plan", "-s", "dev", "--stack", "prod"], ["flag '--stack': is given twice (dev and prod)",
+                                               "Fix: give one -s/--stack"]),
+    (["check", "--stack", "prod", "-s", "prod"], ["flag '--stack': is given twice"]),
 ]
 
 
@@ -200,3 +228,32 @@ def test_a_damaged_stack_file_writes_no_output(project: Path, tmp_path: Path) ->
     out = tmp_path / "out"
     one_error_line(cli(project, "render", "-s", "bad", "--out", str(out)))
     assert not out.exists()
+
+
+def test_restore_without_any_backup_says_to_make_one(project: Path) -> None:
+    """No backup directory at all: not `ls` of a folder that does not exist, but the command
+    that makes the first backup. With backups there, a wrong name lists the newest."""
+    args = ("restore", "-s", "dev", "--service", "postgres", "--from", "postgres-20250101T021700Z.dump")
+    assert not (project / "backups").exists()
+    line = one_error_line(cli(project, *args))
+    assert "there are no backups of postgres yet" in line, line
+    assert line.endswith("Fix: make one with python -m infra backup --stack dev --service postgres"), line
+    assert "ls " not in line
+    made = project / "backups" / "postgres"
+    made.mkdir(parents=True)
+    try:
+        for stamp in ("20250102T021700Z", "20250103T021700Z"):
+            (made / f"postgres-{stamp}.dump").write_bytes(b"")
+        line = one_error_line(cli(project, *args))
+        assert "postgres-20250101T021700Z.dump does not exist" in line
+        assert "name one of the 2 backups of postgres (the newest: postgres-20250103T021700Z.dump" in line
+    finally:
+        shutil.rmtree(project / "backups")
+
+
+def test_restore_from_a_path_that_does_not_exist_names_the_path(project: Path, tmp_path: Path) -> None:
+    """A path of the user's own is not the backup directory: no advice to make a backup there."""
+    missing = tmp_path / "elsewhere" / "postgres-20250101T021700Z.dump"
+    line = one_error_line(cli(project, "restore", "-s", "dev", "--service", "postgres", "--from", str(missing)))
+    assert f"flag '--from': {missing} does not exist. Fix: give the path of an existing backup" in line
+    assert "make one" not in line

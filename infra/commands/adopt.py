@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from typing import Any
 
 from policies.optiinfra_policies.vocabulary import CONTAINER_PREFIX
@@ -42,7 +43,8 @@ HELP = ("read the local Docker engine's docker-compose deployment (read-only) an
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.epilog = __doc__.split("\n\n", 1)[1] if __doc__ else None
+    examples, more = (__doc__ or "\n\n\n\n").split("\n\n", 2)[1:]  # the docstring's examples, then the rest
+    p.epilog = f"Examples:\n{textwrap.indent(textwrap.dedent(examples), '  ')}\n\n{more}"
     add_stack_arguments(p)
     p.add_argument("--project", default=adoption.DEFAULT_PROJECT,
                    help=f"docker-compose project name (label {adoption.PROJECT_LABEL}; default %(default)s)")
@@ -76,9 +78,13 @@ def run(args: argparse.Namespace) -> int:
     host = dockerapi.resolve_host(args.docker_host)
     try:
         engine = dockerapi.Engine(host)
+    except dockerapi.DockerUnavailable as err:  # not a place an engine could be: a bad value, exit 2
+        raise ConfigError("--docker-host", str(err), "write unix:///path/to/docker.sock or tcp://host:port") from None
+    try:
         found = adoption.discover(engine, model, args.project)
-    except dockerapi.DockerUnavailable as err:
-        print(f"error: {err}", file=sys.stderr)
+    except dockerapi.DockerUnavailable as err:  # a missing prerequisite: exit 1 (cli.EXIT_STATUS)
+        print(f"error: {err}. Fix: start the Docker engine that runs the compose deployment, or point "
+              "--docker-host (or DOCKER_HOST) at it", file=sys.stderr)
         return 1
     if not found.containers and not found.volumes_seen:
         print(f"error: the Docker engine at {host} has no container or volume of compose project {args.project} "

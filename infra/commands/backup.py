@@ -221,9 +221,10 @@ def docker_problem() -> str | None:
 
 
 def no_docker(problem: str) -> int:
+    """A missing prerequisite, not a user error: exit 1, as adopt (and deploy.sh) say it (cli.EXIT_STATUS)."""
     print(f"error: {problem}: backups and restores of a Docker stack run in one-shot containers. "
           "Fix: install Docker and start its daemon, or use --dry-run to print the commands", file=sys.stderr)
-    return 2
+    return 1
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,9 +20,9 @@ from typing import Any
 
 from policies.optiinfra_policies import core, rules
 
-from .. import capacity, notifications, offline
-from ..cli import add_stack_arguments
-from ..settings import ConfigError
+from .. import capacity, credentials, notifications, offline
+from ..cli import add_stack_arguments, present_keys, prog
+from ..settings import NAMESPACE, ConfigError
 from ..stack import ROOT
 
 HELP = "run the policy pack over the offline render (no Pulumi CLI); exit 1 when a mandatory policy fails"
@@ -30,7 +30,8 @@ HELP = "run the policy pack over the offline render (no Pulumi CLI); exit 1 when
 EXAMPLES = """\
 python -m infra check -s prod
 python -m infra check -s dev --json
-python -m infra check -s prod --policy-config policies/config/prod.json"""
+python -m infra check -s prod --policy-config policies/config/prod.json
+python -m infra check -s prod --deploy    # as scripts/deploy.sh runs it"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,10 +40,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="policy pack config (default: policies/config/<stack>.json, as passed to "
                         "`pulumi preview --policy-pack-config`)")
     p.add_argument("--json", action="store_true", help="print the violations as JSON")
+    p.add_argument("--deploy", action="store_true",
+                   help="as before `pulumi up` (scripts/deploy.sh passes it): also refuse (exit 2) a credential "
+                        "only you can set that the stack file lacks, which the offline render stands in for")
 
 
 def run(args: argparse.Namespace) -> int:
-    result = check(args.stack, args.sets, args.secrets, args.policy_config)
+    rendered = None
+    if args.deploy:
+        rendered = offline.render(args.stack, args.sets, args.secrets)
+        for cred in credentials.unset_user_set(rendered.model, present_keys(args)):
+            raise ConfigError(f"{NAMESPACE}:{cred.config_key}", credentials.unset_problem(cred),
+                              credentials.user_set_fix(cred, args.stack))
+    result = check(args.stack, args.sets, args.secrets, args.policy_config, rendered=rendered)
     print(json.dumps(result.as_json(), indent=2, sort_keys=True) if args.json else result.text())
     return 1 if result.failed else 0
 
@@ -85,7 +95,7 @@ class Result:
                 lines.append(f"    urn: {f.violation.urn}")
         counts = Counter(f.level for f in self.findings)
         per_policy = Counter(f.violation.policy for f in self.findings)
-        lines += ["", f"Capacity ({self.capacity_level}; python -m infra capacity --stack {self.stack}): "
+        lines += ["", f"Capacity ({self.capacity_level}; {prog()} capacity --stack {self.stack}): "
                   + ("FAIL" if self.capacity else "ok")]
         lines += [f"    error: {p}" for p in self.capacity]
         lines += ["", "Policies:"]

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 
 from ..cli import add_stack_arguments
 from ..diffing import report
@@ -48,7 +49,8 @@ HELP = "compare two offline renders of a stack (overrides or a git revision) and
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.epilog = __doc__.split("\n\n", 1)[1] if __doc__ else None
+    examples, more = (__doc__ or "\n\n\n\n").split("\n\n", 2)[1:]  # the docstring's examples, then the rest
+    p.epilog = f"Examples:\n{textwrap.indent(textwrap.dedent(examples), '  ')}\n\n{more}"
     add_stack_arguments(p)
     p.add_argument("--base", nargs="?", const="", default=None, metavar="REV",
                    help="compare with the stack as rendered at git revision REV "

@@ -6,8 +6,9 @@
 
 docs/PORTS.md with a section per stack (every `Pulumi.<stack>.yaml`, or the `--stack`s
 given), one SVG topology picture per stack, the overview dashboard's layout
-(docs/dashboard-overview.svg), and docs/settings.md (every setting with its
-type, default and field docstring, and the credentials). Output is deterministic.
+(docs/dashboard-overview.svg), docs/settings.md (every setting with its type, default
+and field docstring, and the credentials) and docs/REVIEW.md (what the manifest
+reviewers accept, and why). Output is deterministic.
 `--check` also fails when a module under infra/ or policies/, or a script under scripts/,
 is missing from the README's layout section, or the section lists one that is gone.
 
@@ -28,10 +29,14 @@ import sys
 from pathlib import Path
 
 from .. import docs
+from ..cli import prog
+from ..docs import dashboard, ports, review, settings_table
+from ..docs.output import DOCS
 from ..stack import ROOT, available_stacks
 
-HELP = ("write docs/PORTS.md, docs/settings.md, docs/topology-<stack>.svg and docs/dashboard-overview.svg "
-        "(--check: fail when they or the README's layout are stale)")
+_FILES = (ports.PORTS_MD, settings_table.SETTINGS_MD, review.REVIEW_MD)
+HELP = (f"write {', '.join(f'{DOCS}/{name}' for name in _FILES)}, {DOCS}/topology-<stack>.svg and "
+        f"{DOCS}/{dashboard.OVERVIEW_SVG} (--check: fail when they or the README's layout are stale)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         if not stale:
             return 1
         print(f"error: generated docs are stale: {', '.join(stale)} differ from what the catalog, the settings "
-              "and the stack files give. Fix: run `python -m infra docs` and commit the result", file=sys.stderr)
+              f"and the stack files give. Fix: run `{prog()} docs` and commit the result", file=sys.stderr)
         for rel in stale:
             path = root / rel
             old = path.read_text().splitlines() if path.exists() else []

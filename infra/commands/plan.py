@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from policies.optiinfra_policies import vocabulary as v
 
-from .. import capacity, notifications, offline
-from ..cli import add_stack_arguments
+from .. import capacity, credentials, notifications, offline
+from ..cli import add_stack_arguments, present_keys
 from ..model import Tier
 from ..offline import Render, Resource
+from ..settings import NAMESPACE
 
 HELP = "render a stack offline (no Pulumi CLI, no Docker) and print its resources by tier"
 
@@ -30,11 +32,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     r = offline.render(args.stack, args.sets, args.secrets)
+    unset = [(f"{NAMESPACE}:{c.config_key}", credentials.unset_problem(c), credentials.user_set_fix(c, args.stack))
+             for c in credentials.unset_user_set(r.model, present_keys(args))]
     if args.json:
         print(json.dumps(offline.plan_json(r), indent=2, sort_keys=True))
+        for key, problem, fix in unset:  # the text says it on the page; here stdout is the preview's JSON
+            print(f"warning: config key '{key}': {problem}. Fix: {fix}", file=sys.stderr)
     else:
-        print(text(r))
+        print(text(r, [f"Credentials: {key} {problem}; set it before deploying: {fix}" for key, problem, fix in unset]))
     return 0
+
+
+def _count(n: int) -> str:
+    return f"{n} resource{'' if n == 1 else 's'}"
 
 
 def brief(res: Resource) -> str:
@@ -135,26 +145,33 @@ def _kubernetes(type_: str, i: dict[str, Any], meta: dict[str, Any]) -> str:
     return ""
 
 
-def text(r: Render) -> str:
+def text(r: Render, unset: list[str] = ()) -> str:  # type: ignore[assignment]
+    """The plan as a reviewer reads it; `unset`: the credentials only you can set that the
+    stack lacks (each one line, after the alerts' status)."""
     tiers = [res for res in r.resources if res.type == v.TIER]
     order = [t.value for t in Tier]
     tiers.sort(key=lambda t: order.index(t.name) if t.name in order else len(order))
-    lines = [f"Stack {r.stack}: {len(r.resources)} resources in {len(tiers)} tiers (offline render, nothing deployed)"]
     seen = {t.urn for t in tiers}
+    sections = []
     for tier in tiers:
         children = [res for res in r.resources if res.parent == tier.urn]
         seen.update(c.urn for c in children)
-        lines.append(f"\n{tier.name} ({len(children)} resources)")
-        lines.extend(f"  {brief(c)}" for c in sorted(children, key=lambda c: (c.type, c.name)))
-        lines.extend(f"  reads existing {v.kind(e.type)} {e.id} (external: never created, changed or deleted)"
-                     for e in r.reads if e.parent == tier.urn)
+        sections.append(f"\n{tier.name} ({_count(len(children))})")
+        sections.extend(f"  {brief(c)}" for c in sorted(children, key=lambda c: (c.type, c.name)))
+        sections.extend(f"  reads existing {v.kind(e.type)} {e.id} (external: never created, changed or deleted)"
+                        for e in r.reads if e.parent == tier.urn)
     rest = [res for res in r.resources if res.urn not in seen]
     if rest:
-        lines.append(f"\nother ({len(rest)} resources)")
-        lines.extend(f"  {brief(c)}" for c in rest)
+        sections.append(f"\nother ({_count(len(rest))})")
+        sections.extend(f"  {brief(c)}" for c in rest)
+    # The header's parts add up to its total: the tiers' own components, what the sections list.
+    listed = len(seen) - len(tiers)
+    lines = [f"Stack {r.stack}: {_count(len(r.resources))} = {len(tiers)} tier components + {listed} in the tiers "
+             f"below{f' + {len(rest)} other' if rest else ''} (offline render, nothing deployed)", *sections]
     lines.append("\nOutputs")
     for key, value in sorted(r.outputs.items()):
         lines.append(f"  {key}: {json.dumps(value, sort_keys=True)}")
     lines.append(notifications.status_line(r.model))
+    lines.extend(unset)
     lines.append(capacity.summary_line(r.model, r.stack))
     return "\n".join(lines)

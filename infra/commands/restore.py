@@ -33,10 +33,10 @@ from policies.optiinfra_policies import vocabulary as v
 from .. import backup as backups
 from ..backends import kubernetes as k8s
 from ..backends.docker import backup_dir, container_name, host_of, volume_name
-from ..cli import add_stack_arguments
+from ..cli import add_stack_arguments, prog
 from ..graph import Effective, Resolved
 from ..model import LOG_MIB, SECRET_DIR, backup_job
-from ..settings import ConfigError
+from ..settings import ConfigError, did_you_mean
 from ..stack import ROOT, model_of
 from .backup import Step, docker_problem, docker_required, execute, no_docker, one_shot, selected
 
@@ -238,7 +238,16 @@ def run(args: argparse.Namespace) -> int:
     path = backup_path(model, eff, args.source)
     # The backup must exist before anything suggests running the restore for real.
     if not path.exists():
-        raise ConfigError("--from", f"{path} does not exist", f"list the backups with: ls {path.parent}")
+        made = sorted(p.name for p in path.parent.glob(f"{backups.prefix(eff.service)}*")) \
+            if path.parent.is_dir() else []
+        if Path(args.source).name != args.source and not made:  # a path of the user's, not the backup directory
+            raise ConfigError("--from", f"{path} does not exist", "give the path of an existing backup, or the name "
+                              f"of one in {backup_dir(model, eff.name, ROOT)}")
+        if not made:
+            raise ConfigError("--from", f"there are no backups of {eff.name} yet (none in {path.parent})",
+                              f"make one with {prog()} backup --stack {args.stack} --service {eff.name}")
+        raise ConfigError("--from", f"{path} does not exist", f"{did_you_mean(path.name, made)}name one of the "
+                          f"{len(made)} backups of {eff.name} (the newest: {made[-1]}; ls {path.parent})")
     steps = restore_steps(model, eff, path)
     if args.json:
         print(json.dumps({"stack": args.stack, "service": eff.name, "overwrites": backups.overwrites(eff.service),
