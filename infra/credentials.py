@@ -110,25 +110,35 @@ def supplied(model: Resolved, config: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _setting(cred: Credential) -> str:
+    """The setting that makes a credential only its user can set needed."""
+    return cred.user_set or f"alerting.receivers.{cred.receiver}"
+
+
 def user_set_fix(cred: Credential, stack: str = "") -> str:
-    """How to set a credential only its user knows (`Credential.user_set`), or do without it."""
+    """How to set a credential only its user knows (`Credential.user_set`, or a receiver's
+    URL), or do without it."""
     where = f"pulumi stack select --create {stack}, then " if stack else ""
-    return (f"{where}pulumi config set --secret {cred.config_key} <value from your identity provider>, "
-            f"or remove {NAMESPACE}:{cred.user_set}")
+    value = "<value from your identity provider>" if cred.user_set else "https://<your receiver's URL>"
+    return (f"{where}pulumi config set --secret {cred.config_key} {value}, "
+            f"or remove {NAMESPACE}:{_setting(cred)}")
 
 
 def unset_user_set(model: Resolved, present: Collection[str]) -> list[Credential]:
-    """The credentials only their user can set that this stack needs and `present` (the
-    config keys the stack file and the --secret flags set) lacks. Offline they render as a
-    stand-in (stack.py), so the committed stack files render; `pulumi up` refuses each
-    (`supplied`). None with `kubernetes.externalSecrets`: the store holds them."""
+    """The credentials only their user can set (`Credential.user_set`, and the URL of a
+    receiver the stack turns on) that this stack needs and `present` (the config keys the
+    stack file and the --secret flags set) lacks. Offline they render as a stand-in
+    (stack.py), so the committed stack files render; `pulumi up` refuses each (`supplied`).
+    None with `kubernetes.externalSecrets`: the store holds them."""
     if model.settings.target == "kubernetes" and model.settings.kubernetes.external_secrets is not None:
         return []
-    return [c for c in needed(model).values() if c.user_set and f"{NAMESPACE}:{c.config_key}" not in present]
+    return [c for c in needed(model).values()
+            if (c.user_set or (c.receiver is not None and c.receiver != "email"))
+            and f"{NAMESPACE}:{c.config_key}" not in present]
 
 
 def unset_problem(cred: Credential) -> str:
-    return (f"is not set, but {NAMESPACE}:{cred.user_set} needs it: it is yours to set (never generated), and "
+    return (f"is not set, but {NAMESPACE}:{_setting(cred)} needs it: it is yours to set (never generated), and "
             "`pulumi up` refuses to run without it (offline commands render a stand-in)")
 
 

@@ -284,11 +284,14 @@ def read(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), path
                           f"use one of: {', '.join(available_stacks()) or 'none found'}")
     config = load_file(path)
     secret_keys: set[str] = set()
+    urls = {f"{NAMESPACE}:{c.config_key}" for c in default_catalog().credentials.values()
+            if c.receiver is not None and c.receiver != "email"}
     for key, value in list(config.items()):
         if _encrypted(value):
             # Encrypted in the stack file; offline we cannot decrypt it, so a long
-            # stand-in marked secret takes its place.
-            config[key] = f"offline-stand-in-for-{key.split(':')[-1]}"
+            # stand-in marked secret takes its place (a URL where a receiver's URL goes).
+            config[key] = (f"https://offline-stand-in.invalid/{key.split(':')[-1]}" if key in urls
+                           else f"offline-stand-in-for-{key.split(':')[-1]}")
             secret_keys.add(key)
     for item in sets:
         k, v = _parse_override("--set", item)

@@ -51,10 +51,14 @@ def copy_repo(dest: Path) -> Path:
 
 
 def user_set_keys() -> list[str]:
-    """The config keys of the credentials only their user can set (the catalog says which)."""
+    """The config keys of the credentials only their user can set (the catalog says which),
+    and the URLs of the receivers the committed prod turns on (the same for staging)."""
     from infra.catalog import default_catalog
 
-    return [c.config_key for c in default_catalog().credentials.values() if c.user_set]
+    from .tools import receiver_urls
+
+    return [c.config_key for c in default_catalog().credentials.values() if c.user_set] + sorted(
+        receiver_urls("prod", "deploy"))
 
 
 @pytest.fixture(scope="module")
@@ -211,11 +215,11 @@ def test_a_credential_only_you_can_set_is_checked_before_the_stack_is_created(de
     """The committed prod leaves the OIDC client secret to you: the offline commands stand one in,
     `pulumi up` would refuse; deploy.sh stops before it downloads the CLI or creates the stack,
     naming the key and the command that sets it."""
-    (key,) = user_set_keys()
+    keys = user_set_keys()
     proc, calls = deploy("unset", "--dry-run", env={"PULUMI_BACKEND_URL": "s3://bucket/state"})
     assert proc.returncode == 2, proc.stderr
     line = one_error(proc)
-    assert line.startswith(f"error: config key 'optiinfra:{key}': is not set"), line
+    key = next(k for k in keys if line.startswith(f"error: config key 'optiinfra:{k}': is not set"))
     assert f"Fix: pulumi stack select --create unset, then pulumi config set --secret {key} " in line
     assert calls == ["kubectl version --request-timeout=5s"]
     nothing_created(calls)

@@ -291,7 +291,11 @@ def _assert_new_clients_have_their_own_logins(name: str, by_kind: dict[tuple[str
     for client, (store, _, credential, _, variable) in NEW_CLIENT_LOGINS.items():
         assert ("RandomPassword", f"{credential}-credential") in by_kind
         if kind == "Container":
-            assert f"{variable}=[secret]" in by_kind["Container", store]["inputs"]["envs"]
+            # The store reads its clients' passwords from files (a rotation applies them in the
+            # running store); the one-shot container that writes the files holds the secret.
+            envs = by_kind["Container", store]["inputs"]["envs"]
+            assert f"{variable}_FILE=/run/secrets/optiinfra/{credential}" in envs
+            assert f"{variable}=[secret]" in by_kind["Container", f"{store}-credential-files"]["inputs"]["envs"]
             url = next(e for e in by_kind["Container", client]["inputs"]["envs"] if "_URL=" in e)
             assert url.endswith("_URL=[secret]")
         else:
