@@ -16,6 +16,7 @@ from .model import (
     Backup,
     Band,
     Catalog,
+    ClusterReads,
     CommandCheck,
     ConfigFile,
     Connection,
@@ -46,6 +47,7 @@ from .model import (
     Tier,
     Url,
     Volume,
+    backup_job,
 )
 from .stores import with_grants
 from .stores.postgres import PG_APPLIED as PG_APPLIED  # re-exported: its readiness check reads it
@@ -151,6 +153,54 @@ PROBE_ALERTS = (
           for_="10m"),
 )
 """The prober's alerts on each service it probes (`$job`: the service's probe job)."""
+
+KSM_METRICS = (
+    "kube_deployment_spec_replicas", "kube_deployment_status_replicas_ready",
+    "kube_statefulset_replicas", "kube_statefulset_status_replicas_ready",
+    "kube_pod_container_status_restarts_total", "kube_pod_container_status_waiting_reason",
+    "kube_cronjob_status_last_successful_time", "kube_cronjob_next_schedule_time", "kube_job_status_failed",
+    "kube_job_owner", "kube_persistentvolumeclaim_resource_requests_storage_bytes",
+)
+"""What kube-state-metrics serves that the cluster-state alerts read."""
+
+KSM_ALERTS = (
+    Alert("ReplicasShort",
+          '((kube_deployment_spec_replicas{job="$job"} - kube_deployment_status_replicas_ready{job="$job"}) '
+          'or (kube_statefulset_replicas{job="$job"} - kube_statefulset_status_replicas_ready{job="$job"})) '
+          '> $threshold', 0,
+          "{{ $labels.namespace }}/{{ $labels.deployment }}{{ $labels.statefulset }} is {{ $value }} "
+          "ready replicas short of desired",
+          "`kubectl describe` the workload and its pods: Pending (no node fits: python -m infra capacity), "
+          "image pulls, failing readiness probes.", severity="critical", for_="10m"),
+    Alert("CrashLooping",
+          'max by (namespace, pod, container) (kube_pod_container_status_waiting_reason{job="$job", '
+          'reason="CrashLoopBackOff"}) > $threshold', 0,
+          "{{ $labels.namespace }}/{{ $labels.pod }} ({{ $labels.container }}) is in CrashLoopBackOff",
+          "`kubectl logs --previous` the container; OOMKilled in `kubectl describe pod` means the memory limit.",
+          severity="critical", for_="5m"),
+    Alert("ContainerRestarting",
+          'increase(kube_pod_container_status_restarts_total{job="$job"}[30m]) > $threshold', 2,
+          "{{ $labels.namespace }}/{{ $labels.pod }} ({{ $labels.container }}) restarted {{ $value }} times in 30m",
+          "`kubectl logs --previous` and `kubectl describe pod` (liveness failures, OOM kills).",
+          for_="0m"),
+    # The backup CronJobs run daily (backups.schedule); a success older than a day and the
+    # job's deadline is a missed backup. A non-daily schedule sets the threshold per stack.
+    Alert("BackupStale",
+          f'time() - kube_cronjob_status_last_successful_time{{job="$job", cronjob=~".*{backup_job("")}"}} '
+          '> $threshold',
+          93600,
+          "The backup {{ $labels.namespace }}/{{ $labels.cronjob }} last succeeded "
+          "{{ $value | humanizeDuration }} ago",
+          "`kubectl get jobs -n <namespace>` for the CronJob's last runs and their logs; the object store's "
+          "reachability and credentials (docs/backups.md).", severity="critical", for_="15m"),
+    Alert("BackupFailed",
+          f'kube_job_status_failed{{job="$job", job_name=~".*{backup_job("")}-.*"}} > $threshold', 0,
+          "The backup job {{ $labels.namespace }}/{{ $labels.job_name }} failed",
+          "`kubectl logs job/<job_name> -n <namespace>`; then the object store and the service's credentials.",
+          for_="0m"),
+)
+"""Cluster state from kube-state-metrics (Kubernetes stacks only). Volume fill is not among
+them: kubelet volume stats are not scraped (docs/monitoring.md)."""
 
 _DASHBOARDS = "/etc/grafana/dashboards"  # Grafana's generated dashboards (its home is the overview)
 
@@ -865,6 +915,34 @@ SERVICES: tuple[Service, ...] = (
         prober=True,
         probe_alerts=PROBE_ALERTS,
         uid=65534,
+    ),
+    Service(
+        name="kube-state-metrics",
+        tier=Tier.MONITORING,
+        # v2.20.0: the Go module (k8s.io/kube-state-metrics/v2) scripts/tools.sh builds for the live test.
+        image="registry.k8s.io/kube-state-metrics/kube-state-metrics:v2.20.0",
+        publish=False,
+        purpose="Cluster state: replicas, container restarts, backup CronJobs and Jobs, claims",
+        ports=(Port("metrics", 9180, host=9180, band="metrics"),),
+        health=HealthCheck(HttpCheck("/healthz", "metrics"), live=TcpCheck("metrics"), docker_client=None,
+                           no_docker_reason="Kubernetes only"),
+        # No seed figure: ~20 MiB idle for a cluster of this size (a few hundred objects).
+        resources=Resources(memory_mib=32, cpu=0.05),
+        runtime=Runtime("go"),
+        kubernetes_only=("it reads the Kubernetes API; on Docker the probes (an unhealthy container fails "
+                         "its probe) and Restarting replace it (docs/monitoring.md)"),
+        cluster_reads=ClusterReads(
+            kinds=(("apps", ("deployments", "statefulsets")), ("", ("pods", "persistentvolumeclaims")),
+                   ("batch", ("cronjobs", "jobs"))),
+            reason="kube-state-metrics lists and watches the workloads its alerts read; nothing else",
+            namespaces_flag="--namespaces="),
+        # Its one egress beyond the scrape: the API server (kubernetes.apiServer).
+        outside=(Outside("kubernetes-api", (), "list/watch of the workloads it reports", api_server=True),),
+        command=("--port=9180", "--telemetry-port=9181",
+                 "--resources=deployments,statefulsets,pods,cronjobs,jobs,persistentvolumeclaims"),
+        metrics=("metrics", "/metrics"),
+        exposes=KSM_METRICS,
+        alerts=KSM_ALERTS,
     ),
     # ---- core ------------------------------------------------------------------
     Service(

@@ -72,6 +72,7 @@ from .objects import (
     quantity_mib,
 )
 from .pod import config_volumes
+from .rbac import cluster_reader
 from .reviews import CHECKOV_SKIP, KUBE_SCORE_IGNORE, KUBE_SCORE_REASON, review_exceptions
 from .rotation_jobs import rotation_job
 from .workloads import workloads
@@ -125,6 +126,8 @@ class KubernetesBackend:
         # Only what this workload itself needs: a constant number, plus its waits (see Objects.opts).
         own = [self.allow[svc.name]] if svc.name in self.allow else []
         needs = [*self.ready[tier], *own, *configs, *after]
+        if svc.cluster_reads is not None:
+            needs += cluster_reader(self.objects, eff, comp, ns, self.namespaces)
         made = workloads(self.objects, self.wiring, self.remotes, eff, comp, ns, needs, volumes, mounts)
         handle = made[0]
         if svc.grants is not None:  # its clients' credentials applied live, before they roll
