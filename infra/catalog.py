@@ -158,10 +158,13 @@ KSM_METRICS = (
     "kube_deployment_spec_replicas", "kube_deployment_status_replicas_ready",
     "kube_statefulset_replicas", "kube_statefulset_status_replicas_ready",
     "kube_pod_container_status_restarts_total", "kube_pod_container_status_waiting_reason",
-    "kube_cronjob_status_last_successful_time", "kube_cronjob_next_schedule_time", "kube_job_status_failed",
-    "kube_job_owner", "kube_persistentvolumeclaim_resource_requests_storage_bytes",
+    "kube_cronjob_created", "kube_cronjob_status_last_successful_time", "kube_job_failed", "kube_job_owner",
 )
-"""What kube-state-metrics serves that the cluster-state alerts read."""
+"""What kube-state-metrics serves that the cluster-state alerts read (tests/test_live_ksm.py reads
+them from the real one)."""
+
+_BACKUP = f'.+{backup_job("")}'
+"""A backup CronJob's name (`<service>-backup`, backup_jobs.py), as a regular expression."""
 
 KSM_ALERTS = (
     Alert("ReplicasShort",
@@ -178,29 +181,39 @@ KSM_ALERTS = (
           "{{ $labels.namespace }}/{{ $labels.pod }} ({{ $labels.container }}) is in CrashLoopBackOff",
           "`kubectl logs --previous` the container; OOMKilled in `kubectl describe pod` means the memory limit.",
           severity="critical", for_="5m"),
+    # Every container, scraped or not (the platform's Restarting reads a scraped process's start time).
     Alert("ContainerRestarting",
           'increase(kube_pod_container_status_restarts_total{job="$job"}[30m]) > $threshold', 2,
-          "{{ $labels.namespace }}/{{ $labels.pod }} ({{ $labels.container }}) restarted {{ $value }} times in 30m",
+          "{{ $labels.namespace }}/{{ $labels.pod }} ({{ $labels.container }}) restarted "
+          "{{ $value | humanize }} times in 30 minutes",
           "`kubectl logs --previous` and `kubectl describe pod` (liveness failures, OOM kills).",
           for_="0m"),
-    # The backup CronJobs run daily (backups.schedule); a success older than a day and the
-    # job's deadline is a missed backup. A non-daily schedule sets the threshold per stack.
+    # The backup CronJobs run daily by default (backups.schedule): a last success older than a
+    # day, the job's one-hour deadline and an hour's slack (26h) is a missed backup; a CronJob
+    # that never succeeded counts from its creation. Another schedule sets the threshold per
+    # stack (alerting.thresholds.BackupStale, seconds).
     Alert("BackupStale",
-          f'time() - kube_cronjob_status_last_successful_time{{job="$job", cronjob=~".*{backup_job("")}"}} '
-          '> $threshold',
+          f'(time() - kube_cronjob_status_last_successful_time{{job="$job", cronjob=~"{_BACKUP}"}} > $threshold) '
+          f'or (time() - kube_cronjob_created{{job="$job", cronjob=~"{_BACKUP}"}} > $threshold '
+          'unless on (namespace, cronjob) kube_cronjob_status_last_successful_time{job="$job"})',
           93600,
-          "The backup {{ $labels.namespace }}/{{ $labels.cronjob }} last succeeded "
-          "{{ $value | humanizeDuration }} ago",
-          "`kubectl get jobs -n <namespace>` for the CronJob's last runs and their logs; the object store's "
-          "reachability and credentials (docs/backups.md).", severity="critical", for_="15m"),
+          "The backup {{ $labels.namespace }}/{{ $labels.cronjob }} has not succeeded for "
+          "{{ $value | humanizeDuration }}",
+          "`kubectl get jobs -n <namespace>` for the CronJob's last runs and their logs; then the "
+          "object store's reachability and credentials (docs/backups.md).", severity="critical", for_="15m"),
+    # A backup Job (owned by a backup CronJob, scheduled or `kubectl create job --from`) that
+    # failed: its Failed condition (backoff limit or deadline), not one failed pod it retried.
+    # It fires while the failed Job is kept (failedJobsHistoryLimit): delete it once handled.
     Alert("BackupFailed",
-          f'kube_job_status_failed{{job="$job", job_name=~".*{backup_job("")}-.*"}} > $threshold', 0,
-          "The backup job {{ $labels.namespace }}/{{ $labels.job_name }} failed",
-          "`kubectl logs job/<job_name> -n <namespace>`; then the object store and the service's credentials.",
-          for_="0m"),
+          'kube_job_failed{job="$job", condition="true"} * on (namespace, job_name) group_left (owner_name) '
+          f'kube_job_owner{{job="$job", owner_kind="CronJob", owner_name=~"{_BACKUP}"}} > 0', None,
+          "The backup job {{ $labels.namespace }}/{{ $labels.job_name }} ({{ $labels.owner_name }}) failed",
+          "`kubectl logs job/<job_name> -n <namespace>`; then the object store and the service's credentials; "
+          "delete the failed Job once handled (it fires while the Job is kept).",
+          severity="critical", for_="0m"),
 )
 """Cluster state from kube-state-metrics (Kubernetes stacks only). Volume fill is not among
-them: kubelet volume stats are not scraped (docs/monitoring.md)."""
+them: kubelet volume stats are not scraped (docs/monitoring.md says what stands in)."""
 
 _DASHBOARDS = "/etc/grafana/dashboards"  # Grafana's generated dashboards (its home is the overview)
 
@@ -919,10 +932,12 @@ SERVICES: tuple[Service, ...] = (
     Service(
         name="kube-state-metrics",
         tier=Tier.MONITORING,
-        # v2.20.0: the Go module (k8s.io/kube-state-metrics/v2) scripts/tools.sh builds for the live test.
+        # v2.20.0: the Go module (k8s.io/kube-state-metrics/v2) tests/test_live_ksm.py builds
+        # (scripts/tools.sh) and runs against a live API server. checked 2026-12-08: newest
+        # version the Go proxy lists (v2.19.1, v2.20.0; v2.20.0 of 2026-08-18)
         image="registry.k8s.io/kube-state-metrics/kube-state-metrics:v2.20.0",
         publish=False,
-        purpose="Cluster state: replicas, container restarts, backup CronJobs and Jobs, claims",
+        purpose="Cluster state: replicas, container restarts, backup CronJobs and Jobs",
         ports=(Port("metrics", 9180, host=9180, band="metrics"),),
         health=HealthCheck(HttpCheck("/healthz", "metrics"), live=TcpCheck("metrics"), docker_client=None,
                            no_docker_reason="Kubernetes only"),
@@ -930,19 +945,20 @@ SERVICES: tuple[Service, ...] = (
         resources=Resources(memory_mib=32, cpu=0.05),
         runtime=Runtime("go"),
         kubernetes_only=("it reads the Kubernetes API; on Docker the probes (an unhealthy container fails "
-                         "its probe) and Restarting replace it (docs/monitoring.md)"),
+                         "its probe), Restarting and the backup command's own record replace it "
+                         "(docs/monitoring.md)"),
+        # Only the kinds KSM_ALERTS read: no PersistentVolumeClaims (no volume alert reads them).
         cluster_reads=ClusterReads(
-            kinds=(("apps", ("deployments", "statefulsets")), ("", ("pods", "persistentvolumeclaims")),
-                   ("batch", ("cronjobs", "jobs"))),
+            kinds=(("apps", ("deployments", "statefulsets")), ("", ("pods",)), ("batch", ("cronjobs", "jobs"))),
             reason="kube-state-metrics lists and watches the workloads its alerts read; nothing else",
-            namespaces_flag="--namespaces="),
+            namespaces_flag="--namespaces=", resources_flag="--resources="),
         # Its one egress beyond the scrape: the API server (kubernetes.apiServer).
         outside=(Outside("kubernetes-api", (), "list/watch of the workloads it reports", api_server=True),),
-        command=("--port=9180", "--telemetry-port=9181",
-                 "--resources=deployments,statefulsets,pods,cronjobs,jobs,persistentvolumeclaims"),
+        command=("--port=9180", "--telemetry-port=9181"),
         metrics=("metrics", "/metrics"),
         exposes=KSM_METRICS,
         alerts=KSM_ALERTS,
+        uid=65534,
     ),
     # ---- core ------------------------------------------------------------------
     Service(

@@ -194,6 +194,9 @@ class ClusterReads:
     namespaces_flag: str
     """The argument its image takes the namespaces in, e.g. `--namespaces=` (a comma-separated
     list is appended)."""
+    resources_flag: str
+    """The argument its image takes the resources to list in, e.g. `--resources=` (the
+    resources of `kinds`, comma-separated, are appended)."""
 
 
 @dataclass(frozen=True)

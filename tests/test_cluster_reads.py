@@ -13,8 +13,9 @@ from .conftest import render
 ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
 BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
 SA = "kubernetes:core/v1:ServiceAccount"
-KINDS = {("apps", "deployments"), ("apps", "statefulsets"), ("", "pods"), ("", "persistentvolumeclaims"),
-         ("batch", "cronjobs"), ("batch", "jobs")}
+# Written out: the kinds the cluster-state alerts read (replicas, container restarts and
+# waiting reasons, backup CronJobs and their Jobs); no claims, secrets or nodes.
+KINDS = {("apps", "deployments"), ("apps", "statefulsets"), ("", "pods"), ("batch", "cronjobs"), ("batch", "jobs")}
 READER = "kube-state-metrics"
 
 
@@ -67,8 +68,11 @@ def test_prod_reader_is_read_only_in_the_stack_namespaces() -> None:
         assert spec["automountServiceAccountToken"] is reader, w["metadata"]["name"]
         if reader:
             assert spec["serviceAccountName"] == sa["metadata"]["name"]
-            [flag] = [a for a in spec["containers"][0]["args"] if a.startswith("--namespaces=")]
+            args = spec["containers"][0]["args"]
+            [flag] = [a for a in args if a.startswith("--namespaces=")]
             assert set(flag.removeprefix("--namespaces=").split(",")) == namespaces
+            [kinds] = [a for a in args if a.startswith("--resources=")]
+            assert set(kinds.removeprefix("--resources=").split(",")) == {k for _, k in KINDS}
 
 
 def test_a_verb_or_kind_more_is_caught() -> None:
