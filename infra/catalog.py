@@ -163,6 +163,9 @@ KSM_METRICS = (
 """What kube-state-metrics serves that the cluster-state alerts read (tests/test_live_ksm.py reads
 them from the real one)."""
 
+_KSM_PORT = 9182
+"""kube-state-metrics' metrics port (its self-metrics, unscraped, on the next one)."""
+
 _BACKUP = f'.+{backup_job("")}'
 """A backup CronJob's name (`<service>-backup`, backup_jobs.py), as a regular expression."""
 
@@ -182,10 +185,12 @@ KSM_ALERTS = (
           "`kubectl logs --previous` the container; OOMKilled in `kubectl describe pod` means the memory limit.",
           severity="critical", for_="5m"),
     # Every container, scraped or not (the platform's Restarting reads a scraped process's start time).
+    # The counter's rise over 30 minutes, exact (increase() extrapolates to the window's edges).
     Alert("ContainerRestarting",
-          'increase(kube_pod_container_status_restarts_total{job="$job"}[30m]) > $threshold', 2,
+          '(max_over_time(kube_pod_container_status_restarts_total{job="$job"}[30m]) '
+          '- min_over_time(kube_pod_container_status_restarts_total{job="$job"}[30m])) > $threshold', 2,
           "{{ $labels.namespace }}/{{ $labels.pod }} ({{ $labels.container }}) restarted "
-          "{{ $value | humanize }} times in 30 minutes",
+          "{{ $value }} times in 30 minutes",
           "`kubectl logs --previous` and `kubectl describe pod` (liveness failures, OOM kills).",
           for_="0m"),
     # The backup CronJobs run daily by default (backups.schedule): a last success older than a
@@ -938,7 +943,7 @@ SERVICES: tuple[Service, ...] = (
         image="registry.k8s.io/kube-state-metrics/kube-state-metrics:v2.20.0",
         publish=False,
         purpose="Cluster state: replicas, container restarts, backup CronJobs and Jobs",
-        ports=(Port("metrics", 9180, host=9180, band="metrics"),),
+        ports=(Port("metrics", _KSM_PORT, band="metrics"),),
         health=HealthCheck(HttpCheck("/healthz", "metrics"), live=TcpCheck("metrics"), docker_client=None,
                            no_docker_reason="Kubernetes only"),
         # No seed figure: ~20 MiB idle for a cluster of this size (a few hundred objects).
@@ -954,8 +959,11 @@ SERVICES: tuple[Service, ...] = (
             namespaces_flag="--namespaces=", resources_flag="--resources="),
         # Its one egress beyond the scrape: the API server (kubernetes.apiServer).
         outside=(Outside("kubernetes-api", (), "list/watch of the workloads it reports", api_server=True),),
-        command=("--port=9180", "--telemetry-port=9181"),
+        command=(f"--port={_KSM_PORT}", f"--telemetry-port={_KSM_PORT + 1}"),
         metrics=("metrics", "/metrics"),
+        # Its process metrics are on the telemetry port, which is not scraped: ContainerRestarting
+        # (its own view of every container) covers its restarts, its memory is unwatched.
+        process_metrics=False,
         exposes=KSM_METRICS,
         alerts=KSM_ALERTS,
         uid=65534,
@@ -1059,7 +1067,7 @@ def _with_connections(services: tuple[Service, ...]) -> tuple[Service, ...]:
     for s in services:
         if s.connection is None and s.ports and s.ports[0].name == "http":
             s = Service(**{**s.__dict__, "connection": Connection("http://{host}:{port}", "http")})
-        if s.metrics:
+        if s.metrics and s.process_metrics:
             s = Service(**{**s.__dict__, "exposes": (*CLIENT_METRICS, *s.exposes)})
         out.append(s)
     return tuple(out)

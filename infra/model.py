@@ -767,6 +767,11 @@ class Service:
     kubernetes_only: str = ""
     """Why this service runs on Kubernetes stacks only (what replaces it on Docker is said in
     docs/monitoring.md); empty: every target. `resolve` leaves it out of a Docker stack."""
+    process_metrics: bool = True
+    """Its scraped /metrics carries the client libraries' process metrics (catalog
+    CLIENT_METRICS), which MemoryNearLimit and Restarting read; False: they are served
+    elsewhere and not scraped (kube-state-metrics: on its telemetry port), so those two
+    alerts do not see it."""
     cluster_reads: ClusterReads | None = None
     """Its read-only access to the Kubernetes API (a ServiceAccount, Roles); None: none, and
     no ServiceAccount token in its pods."""
