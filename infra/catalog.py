@@ -114,7 +114,7 @@ PLATFORM_ALERTS = (
     # stay quiet however stale the backups got (docs/backups.md).
 )
 """Alerts on every scraped service, from Prometheus' own `up` and the client libraries' process
-metrics (see docs/monitoring.md: why no kube-state-metrics)."""
+metrics. On Kubernetes kube-state-metrics adds the cluster state (KSM_ALERTS, docs/monitoring.md)."""
 
 JOB_ALERTS = (
     # `up == 0` needs a target: a service whose pods are all Pending (no IP, no DNS record) or a
