@@ -163,9 +163,6 @@ KSM_METRICS = (
 """What kube-state-metrics serves that the cluster-state alerts read (tests/test_live_ksm.py reads
 them from the real one)."""
 
-_KSM_PORT = 9182
-"""kube-state-metrics' metrics port (its self-metrics, unscraped, on the next one)."""
-
 _BACKUP = f'.+{backup_job("")}'
 """A backup CronJob's name (`<service>-backup`, backup_jobs.py), as a regular expression."""
 
@@ -943,7 +940,10 @@ SERVICES: tuple[Service, ...] = (
         image="registry.k8s.io/kube-state-metrics/kube-state-metrics:v2.20.0",
         publish=False,
         purpose="Cluster state: replicas, container restarts, backup CronJobs and Jobs",
-        ports=(Port("metrics", _KSM_PORT, band="metrics"),),
+        # Its image's own default ports, so no argument restates them: metrics 8080, its
+        # self-metrics 8081 (not scraped: see process_metrics below). 8080 lies in the seed's
+        # application band (its Service port is checked against it); it is never published.
+        ports=(Port("metrics", 8080, band="application"),),
         health=HealthCheck(HttpCheck("/healthz", "metrics"), live=TcpCheck("metrics"), docker_client=None,
                            no_docker_reason="Kubernetes only"),
         # No seed figure: ~20 MiB idle for a cluster of this size (a few hundred objects).
@@ -959,7 +959,6 @@ SERVICES: tuple[Service, ...] = (
             namespaces_flag="--namespaces=", resources_flag="--resources="),
         # Its one egress beyond the scrape: the API server (kubernetes.apiServer).
         outside=(Outside("kubernetes-api", (), "list/watch of the workloads it reports", api_server=True),),
-        command=(f"--port={_KSM_PORT}", f"--telemetry-port={_KSM_PORT + 1}"),
         metrics=("metrics", "/metrics"),
         # Its process metrics are on the telemetry port, which is not scraped: ContainerRestarting
         # (its own view of every container) covers its restarts, its memory is unwatched.

@@ -396,7 +396,7 @@ def test_promtool_unit_tests_of_the_alerts(tmp_path: Path) -> None:
         assert "SUCCESS" in done.stdout
 
 
-KSM = {"job": "kube-state-metrics", "instance": "kube-state-metrics:9182", "service": "kube-state-metrics",
+KSM = {"job": "kube-state-metrics", "instance": "kube-state-metrics:8080", "service": "kube-state-metrics",
        "tier": "monitoring"}
 
 

@@ -115,8 +115,9 @@ def test_grafana_replacement_is_delete_first_and_keeps_its_volume() -> None:
 def test_every_container_is_deleted_before_its_replacement() -> None:
     # Fixed names (the seed's) and fixed host ports: creating first would fail.
     containers = [s for s in snap("dev").resources.values() if s.type == CONTAINER]
-    # One per catalog service but the sign-in proxy (the authenticator runs on Kubernetes only).
-    assert len(containers) == len([s for s in default_catalog().services.values() if not s.authenticator])
+    # One per catalog service but the sign-in proxy and kube-state-metrics (Kubernetes only).
+    assert len(containers) == len([s for s in default_catalog().services.values()
+                                   if not (s.authenticator or s.kubernetes_only)])
     assert all(c.delete_before_replace for c in containers)
 
 

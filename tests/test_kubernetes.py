@@ -57,7 +57,7 @@ SEED_PORTS = {
     "alertmanager": {9093},  # not the seed's: where alerts go (issue 14)
     "blackbox-exporter": {9115},  # not the seed's: the prober (issue 24)
     "oauth2-proxy": {4180, 9180},  # not the seed's: the sign-in proxy (issue 23)
-    "kube-state-metrics": {9182},  # not the seed's: cluster state, Kubernetes only (issue 24)
+    "kube-state-metrics": {8080},  # not the seed's: cluster state, Kubernetes only (issue 24)
 }
 
 

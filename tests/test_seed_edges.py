@@ -120,8 +120,8 @@ SIGN_IN = {
 # Kubernetes only (issue 24): kube-state-metrics, scraped and probed like every service with
 # metrics and a port. Its egress to the API server is no edge (tests/test_reachability.py).
 CLUSTER_STATE = {
-    ("prometheus", "kube-state-metrics", 9182),
-    ("blackbox-exporter", "kube-state-metrics", 9182),
+    ("prometheus", "kube-state-metrics", 8080),
+    ("blackbox-exporter", "kube-state-metrics", 8080),
 }
 
 # Kubernetes only: the backup CronJobs read their store over the network (the catalog's

@@ -138,9 +138,9 @@ def test_plan_json_lists_a_container_per_docker_service_5_tiers_5_networks() -> 
     tiers = {s["urn"] for s in by_type["optiinfra:platform:Tier"]}
     assert len(tiers) == 5
     assert len(by_type["docker:index/network:Network"]) == 5
-    # A container for every service but the sign-in proxy (Kubernetes only).
+    # A container for every service but the sign-in proxy and kube-state-metrics (Kubernetes only).
     assert len(by_type["docker:index/container:Container"]) == sum(
-        not s.authenticator for s in default_catalog().services.values())
+        not (s.authenticator or s.kubernetes_only) for s in default_catalog().services.values())
     assert all(s["newState"]["parent"] in tiers for s in by_type["docker:index/container:Container"])
     ch = next(s for s in by_type["docker:index/container:Container"] if s["urn"].endswith("::clickhouse"))
     assert "CLICKHOUSE_PASSWORD=[secret]" in ch["newState"]["inputs"]["envs"]
