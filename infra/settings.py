@@ -238,6 +238,14 @@ class ApiServer(_Model):
             ipaddress.ip_network(cidr)
         return v
 
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [p for p in v if not 1 <= p <= 65535]
+        if bad or not v:
+            raise ValueError(f"ports must be 1-65535, at least one (not {bad[0]})" if bad else "no port given")
+        return v
+
 
 class KubernetesSettings(_Model):
     """Kubernetes target settings (`optiinfra:kubernetes`)."""

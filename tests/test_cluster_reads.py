@@ -6,7 +6,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+
 from infra import offline
+from infra.settings import ConfigError
 
 from .conftest import render
 
@@ -92,3 +95,24 @@ def test_docker_has_no_reader() -> None:
     r = render("dev")
     assert READER not in r.model.services
     assert READER in render("staging").model.services
+
+
+@pytest.mark.parametrize(("setting", "says"), [
+    ("kubernetes.apiServer.cidrs=[nope]", "'nope' does not appear to be an ipv4 or ipv6 network"),
+    ("kubernetes.apiServer.ports=[0]", "ports must be 1-65535"),
+])
+def test_a_bad_api_server_setting_is_one_message_naming_the_key(setting: str, says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        render("prod", setting)
+    assert err.value.key == "optiinfra:" + setting.split("=")[0]
+    assert says in err.value.problem
+
+
+def test_the_api_server_egress_follows_its_setting() -> None:
+    """The reader's one private egress is exactly `kubernetes.apiServer`'s addresses and ports."""
+    r = render("prod", "kubernetes.apiServer.cidrs=[192.0.2.10/32]", "kubernetes.apiServer.ports=[6443]")
+    rules = [rule for x in r.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+             if x.inputs["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == READER
+             for rule in x.inputs["spec"].get("egress") or []
+             if any("ipBlock" in peer for peer in rule.get("to") or [])]
+    assert rules == [{"to": [{"ipBlock": {"cidr": "192.0.2.10/32"}}], "ports": [{"port": 6443, "protocol": "TCP"}]}]
