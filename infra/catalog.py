@@ -16,6 +16,7 @@ from .model import (
     Backup,
     Band,
     Catalog,
+    ClusterReads,
     CommandCheck,
     ConfigFile,
     Connection,
@@ -47,6 +48,7 @@ from .model import (
     Url,
     VerifiedToken,
     Volume,
+    backup_job,
 )
 from .stores import with_grants
 from .stores.postgres import PG_APPLIED as PG_APPLIED  # re-exported: its readiness check reads it
@@ -113,7 +115,7 @@ PLATFORM_ALERTS = (
     # stay quiet however stale the backups got (docs/backups.md).
 )
 """Alerts on every scraped service, from Prometheus' own `up` and the client libraries' process
-metrics (see docs/monitoring.md: why no kube-state-metrics)."""
+metrics. On Kubernetes kube-state-metrics adds the cluster state (KSM_ALERTS, docs/monitoring.md)."""
 
 JOB_ALERTS = (
     # `up == 0` needs a target: a service whose pods are all Pending (no IP, no DNS record) or a
@@ -152,6 +154,69 @@ PROBE_ALERTS = (
           for_="10m"),
 )
 """The prober's alerts on each service it probes (`$job`: the service's probe job)."""
+
+KSM_METRICS = (
+    "kube_deployment_spec_replicas", "kube_deployment_status_replicas_ready",
+    "kube_statefulset_replicas", "kube_statefulset_status_replicas_ready",
+    "kube_pod_container_status_restarts_total", "kube_pod_container_status_waiting_reason",
+    "kube_cronjob_created", "kube_cronjob_status_last_successful_time", "kube_job_failed", "kube_job_owner",
+)
+"""What kube-state-metrics serves that the cluster-state alerts read (tests/test_live_ksm.py reads
+them from the real one)."""
+
+_BACKUP = f'.+{backup_job("")}'
+"""A backup CronJob's name (`<service>-backup`, backup_jobs.py), as a regular expression."""
+
+KSM_ALERTS = (
+    Alert("ReplicasShort",
+          '((kube_deployment_spec_replicas{job="$job"} - kube_deployment_status_replicas_ready{job="$job"}) '
+          'or (kube_statefulset_replicas{job="$job"} - kube_statefulset_status_replicas_ready{job="$job"})) '
+          '> $threshold', 0,
+          "{{ $labels.namespace }}/{{ $labels.deployment }}{{ $labels.statefulset }} is {{ $value }} "
+          "ready replicas short of desired",
+          "`kubectl describe` the workload and its pods: Pending (no node fits: python -m infra capacity), "
+          "image pulls, failing readiness probes.", severity="critical", for_="10m"),
+    Alert("CrashLooping",
+          'max by (namespace, pod, container) (kube_pod_container_status_waiting_reason{job="$job", '
+          'reason="CrashLoopBackOff"}) > $threshold', 0,
+          "{{ $labels.namespace }}/{{ $labels.pod }} ({{ $labels.container }}) is in CrashLoopBackOff",
+          "`kubectl logs --previous` the container; OOMKilled in `kubectl describe pod` means the memory limit.",
+          severity="critical", for_="5m"),
+    # Every container, scraped or not (the platform's Restarting reads a scraped process's start time).
+    # The counter's rise over 30 minutes, exact (increase() extrapolates to the window's edges).
+    Alert("ContainerRestarting",
+          '(max_over_time(kube_pod_container_status_restarts_total{job="$job"}[30m]) '
+          '- min_over_time(kube_pod_container_status_restarts_total{job="$job"}[30m])) > $threshold', 2,
+          "{{ $labels.namespace }}/{{ $labels.pod }} ({{ $labels.container }}) restarted "
+          "{{ $value }} times in 30 minutes",
+          "`kubectl logs --previous` and `kubectl describe pod` (liveness failures, OOM kills).",
+          for_="0m"),
+    # The backup CronJobs run daily by default (backups.schedule): a last success older than a
+    # day, the job's one-hour deadline and an hour's slack (26h) is a missed backup; a CronJob
+    # that never succeeded counts from its creation. Another schedule sets the threshold per
+    # stack (alerting.thresholds.BackupStale, seconds).
+    Alert("BackupStale",
+          f'(time() - kube_cronjob_status_last_successful_time{{job="$job", cronjob=~"{_BACKUP}"}} > $threshold) '
+          f'or (time() - kube_cronjob_created{{job="$job", cronjob=~"{_BACKUP}"}} > $threshold '
+          'unless on (namespace, cronjob) kube_cronjob_status_last_successful_time{job="$job"})',
+          93600,
+          "The backup {{ $labels.namespace }}/{{ $labels.cronjob }} has not succeeded for "
+          "{{ $value | humanizeDuration }}",
+          "`kubectl get jobs -n <namespace>` for the CronJob's last runs and their logs; then the "
+          "object store's reachability and credentials (docs/backups.md).", severity="critical", for_="15m"),
+    # A backup Job (owned by a backup CronJob, scheduled or `kubectl create job --from`) that
+    # failed: its Failed condition (backoff limit or deadline), not one failed pod it retried.
+    # It fires while the failed Job is kept (failedJobsHistoryLimit): delete it once handled.
+    Alert("BackupFailed",
+          'kube_job_failed{job="$job", condition="true"} * on (namespace, job_name) group_left (owner_name) '
+          f'kube_job_owner{{job="$job", owner_kind="CronJob", owner_name=~"{_BACKUP}"}} > 0', None,
+          "The backup job {{ $labels.namespace }}/{{ $labels.job_name }} ({{ $labels.owner_name }}) failed",
+          "`kubectl logs job/<job_name> -n <namespace>`; then the object store and the service's credentials; "
+          "delete the failed Job once handled (it fires while the Job is kept).",
+          severity="critical", for_="0m"),
+)
+"""Cluster state from kube-state-metrics (Kubernetes stacks only). Volume fill is not among
+them: kubelet volume stats are not scraped (docs/monitoring.md says what stands in)."""
 
 _DASHBOARDS = "/etc/grafana/dashboards"  # Grafana's generated dashboards (its home is the overview)
 
@@ -890,6 +955,42 @@ SERVICES: tuple[Service, ...] = (
         probe_alerts=PROBE_ALERTS,
         uid=65534,
     ),
+    Service(
+        name="kube-state-metrics",
+        tier=Tier.MONITORING,
+        # v2.20.0: the Go module (k8s.io/kube-state-metrics/v2) tests/test_live_ksm.py builds
+        # (scripts/tools.sh) and runs against a live API server. checked 2026-12-08: newest
+        # version the Go proxy lists (v2.19.1, v2.20.0; v2.20.0 of 2026-08-18)
+        image="registry.k8s.io/kube-state-metrics/kube-state-metrics:v2.20.0",
+        publish=False,
+        purpose="Cluster state: replicas, container restarts, backup CronJobs and Jobs",
+        # Its image's own default ports, so no argument restates them: metrics 8080, its
+        # self-metrics 8081 (not scraped: see process_metrics below). 8080 lies in the seed's
+        # application band (its Service port is checked against it); it is never published.
+        ports=(Port("metrics", 8080, band="application"),),
+        health=HealthCheck(HttpCheck("/healthz", "metrics"), live=TcpCheck("metrics"), docker_client=None,
+                           no_docker_reason="Kubernetes only"),
+        # No seed figure: ~20 MiB idle for a cluster of this size (a few hundred objects).
+        resources=Resources(memory_mib=32, cpu=0.05),
+        runtime=Runtime("go"),
+        kubernetes_only=("it reads the Kubernetes API; on Docker the probes (an unhealthy container fails "
+                         "its probe), Restarting and the backup command's own record replace it "
+                         "(docs/monitoring.md)"),
+        # Only the kinds KSM_ALERTS read: no PersistentVolumeClaims (no volume alert reads them).
+        cluster_reads=ClusterReads(
+            kinds=(("apps", ("deployments", "statefulsets")), ("", ("pods",)), ("batch", ("cronjobs", "jobs"))),
+            reason="kube-state-metrics lists and watches the workloads its alerts read; nothing else",
+            namespaces_flag="--namespaces=", resources_flag="--resources="),
+        # Its one egress beyond the scrape: the API server (kubernetes.apiServer).
+        outside=(Outside("kubernetes-api", (), "list/watch of the workloads it reports", api_server=True),),
+        metrics=("metrics", "/metrics"),
+        # Its process metrics are on the telemetry port, which is not scraped: ContainerRestarting
+        # (its own view of every container) covers its restarts, its memory is unwatched.
+        process_metrics=False,
+        exposes=KSM_METRICS,
+        alerts=KSM_ALERTS,
+        uid=65534,
+    ),
     # ---- core ------------------------------------------------------------------
     Service(
         name="orchestrator",
@@ -989,7 +1090,7 @@ def _with_connections(services: tuple[Service, ...]) -> tuple[Service, ...]:
     for s in services:
         if s.connection is None and s.ports and s.ports[0].name == "http":
             s = Service(**{**s.__dict__, "connection": Connection("http://{host}:{port}", "http")})
-        if s.metrics:
+        if s.metrics and s.process_metrics:
             s = Service(**{**s.__dict__, "exposes": (*CLIENT_METRICS, *s.exposes)})
         out.append(s)
     return tuple(out)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import runtime
 from .model import (
@@ -185,7 +185,8 @@ class Resolved:
         receivers = self.settings.alerting.receivers
         if eff.service.notifier and not (receivers.on() or receivers.heartbeat):
             return ()
-        return eff.service.outside
+        api = self.settings.kubernetes.api_server
+        return tuple(replace(o, ports=api.ports) if o.api_server else o for o in eff.service.outside)
 
     def scrape_edges(self) -> list[Edge]:
         return [e for e in self.edges if e.kind is EdgeKind.SCRAPE]

@@ -176,6 +176,27 @@ class Outside:
     name: str
     ports: tuple[int, ...]
     reason: str
+    api_server: bool = False
+    """The destination is the Kubernetes API server (`kubernetes.apiServer`: its addresses and
+    ports, which then replace `ports`), not `outsideCidrs`."""
+
+
+@dataclass(frozen=True)
+class ClusterReads:
+    """Read-only access to the Kubernetes API: list and watch of these kinds, in the stack's
+    tier namespaces only (a Role and RoleBinding per namespace, never a ClusterRole). The pod
+    then mounts its ServiceAccount token: the one exception to automountServiceAccountToken=false."""
+
+    kinds: tuple[tuple[str, tuple[str, ...]], ...]
+    """(API group, resources) pairs; "" is the core group."""
+    reason: str
+    """Why this service reads the API (kept beside its ServiceAccount)."""
+    namespaces_flag: str
+    """The argument its image takes the namespaces in, e.g. `--namespaces=` (a comma-separated
+    list is appended)."""
+    resources_flag: str
+    """The argument its image takes the resources to list in, e.g. `--resources=` (the
+    resources of `kinds`, comma-separated, are appended)."""
 
 
 @dataclass(frozen=True)
@@ -763,6 +784,17 @@ class Service:
     secret_env_reason: str = ""
     """Why this service's image takes its secrets only as environment variables (no file
     option): kept as the reviewers' exception beside the workload; empty: none said."""
+    kubernetes_only: str = ""
+    """Why this service runs on Kubernetes stacks only (what replaces it on Docker is said in
+    docs/monitoring.md); empty: every target. `resolve` leaves it out of a Docker stack."""
+    process_metrics: bool = True
+    """Its scraped /metrics carries the client libraries' process metrics (catalog
+    CLIENT_METRICS), which MemoryNearLimit and Restarting read; False: they are served
+    elsewhere and not scraped (kube-state-metrics: on its telemetry port), so those two
+    alerts do not see it."""
+    cluster_reads: ClusterReads | None = None
+    """Its read-only access to the Kubernetes API (a ServiceAccount, Roles); None: none, and
+    no ServiceAccount token in its pods."""
     external_url_env: str = ""
     """Environment variable through which a public service learns its external URL (the
     Ingress host on Kubernetes); empty: none."""

@@ -53,6 +53,7 @@ def resolve(catalog: Catalog, settings: Settings) -> Resolved:
     overrides = settings.services
     enabled = {n for n in catalog.services if overrides.get(n) is None or overrides[n].enabled}
     enabled -= {n for n, svc in catalog.services.items() if svc.authenticator and not sign_in_on(settings)}
+    enabled -= {n for n, svc in catalog.services.items() if svc.kubernetes_only and settings.target != "kubernetes"}
     _check_sign_in(catalog, settings, enabled)
     catalog = _signed_in(catalog, settings, enabled)
     _check_receivers(catalog, settings, enabled)

@@ -242,8 +242,36 @@ class ExternalSecrets(_Model):
     (default: `<keyPrefix>/<configKey>`, the whole value, version 1)."""
 
 
+class ApiServer(_Model):
+    """Where the Kubernetes API server answers pods (`optiinfra:kubernetes.apiServer`): the only
+    egress of a service that reads the API (the catalog's `Outside(api_server=True)`)."""
+
+    cidrs: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    """Its addresses as the NetworkPolicy sees them (after the `kubernetes` Service's DNAT: the
+    control plane's endpoint addresses; default the private ranges: narrow it to yours)."""
+    ports: tuple[int, ...] = (443, 6443)
+    """Its ports (default 443, the Service's, and 6443, the endpoints' usual one)."""
+
+    @field_validator("cidrs")
+    @classmethod
+    def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in v:
+            ipaddress.ip_network(cidr)
+        return v
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [p for p in v if not 1 <= p <= 65535]
+        if bad or not v:
+            raise ValueError(f"ports must be 1-65535, at least one (not {bad[0]})" if bad else "no port given")
+        return v
+
+
 class KubernetesSettings(_Model):
     """Kubernetes target settings (`optiinfra:kubernetes`)."""
+
+    api_server: ApiServer = Field(ApiServer(), alias="apiServer")
 
     dns: ClusterDns = ClusterDns()
     outside_cidrs: tuple[str, ...] = Field(("0.0.0.0/0",), alias="outsideCidrs")

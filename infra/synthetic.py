@@ -69,9 +69,10 @@ def synthetic_catalog(n: int) -> Catalog:
     if n < 1:
         raise ValueError("a catalog needs at least one service")
     real = default_catalog()
-    # The sign-in proxy runs on Kubernetes only (with `sso`): the benchmark's Docker stacks
-    # would drop every copy of it, so it is left out and N = 21 is the real catalog on Docker.
-    originals = [s for s in real.services.values() if not s.authenticator]
+    # The sign-in proxy (with `sso`) and kube-state-metrics run on Kubernetes only: the
+    # benchmark's Docker stacks would drop every copy of them, so they are left out and N = 21
+    # is the real catalog on Docker.
+    originals = [s for s in real.services.values() if not (s.authenticator or s.kubernetes_only)]
     services: dict[str, Service] = {s.name: s for s in originals[:n]}
     credentials: dict[str, Credential] = {c.id: c for s in services.values() for c in s.credentials}
     ports = _Ports(real)

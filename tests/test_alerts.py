@@ -62,7 +62,9 @@ def test_every_alert_has_a_severity_summary_and_runbook() -> None:
         "PostgresConnectionsNearMax", "RedisDown", "RedisMemoryNearMaxmemory", "RedisRejectedConnections",
         "CeleryBacklog", "ClickHouseUnreachable", "ClickHouseFailedQueries", "AlertNotificationsFailing",
         "TargetMissing", "ServiceUnavailable", "ServiceSlow", "ProbeMissing", "Watchdog",
-        "PostgresWalArchiveFailing", "PostgresWalArchiveBehind"}
+        "PostgresWalArchiveFailing", "PostgresWalArchiveBehind",
+        # kube-state-metrics' (Kubernetes stacks only)
+        "ReplicasShort", "CrashLooping", "ContainerRestarting", "BackupStale", "BackupFailed"}
     for a in alerts:
         assert a["labels"]["severity"] in ("critical", "warning") or a["alert"] == "Watchdog", a
         assert a["annotations"]["summary"] and a["annotations"]["runbook"], a
@@ -74,9 +76,10 @@ def test_memory_limits_are_recorded_per_scraped_service_from_the_targets_limits(
                 if x.get("record") == "service:memory_limit_bytes"}
     dev, prod = limits("dev"), limits("prod")
     # Scraped: every service that declares metrics; on Kubernetes that includes the sign-in proxy
-    # (64Mi: twice its 32Mi request), which dev does not run.
+    # and kube-state-metrics (each 64Mi: twice its 32Mi request), which dev does not run.
     assert set(prod) == {n for n, s in default_catalog().services.items() if s.metrics}
-    assert set(prod) - set(dev) == {"oauth2-proxy"} and prod["oauth2-proxy"] == "vector(67108864)"
+    assert set(prod) - set(dev) == {"oauth2-proxy", "kube-state-metrics"}
+    assert prod["oauth2-proxy"] == prod["kube-state-metrics"] == "vector(67108864)"
     assert "postgres" not in dev
     # Limits are twice the request: Prometheus 300Mi (dev) and 512Mi (prod); Grafana's is written
     # in the catalog, 256Mi (its documented minimum, above twice its 100Mi request).
@@ -149,7 +152,9 @@ def test_promtool_checks_the_config_and_the_rules(stack: str, tmp_path: Path) ->
     # rule of its scrape job (+1) and its probe job, probe-oauth2-proxy; Grafana, behind the proxy,
     # is not probed there (-1 probe job), so still 18 probe jobs x 3 (ServiceUnavailable,
     # ServiceSlow, ProbeMissing): 12 + 2 + 15 + 12 + 54 + 1 = 96.
-    expected = 94 if stack == "dev" else 96
+    # They also run kube-state-metrics (Kubernetes only): its limit (+1), its 5 cluster-state
+    # alerts, its scrape job's absent() (+1) and its probe job (+3): 96 + 10 = 106.
+    expected = 94 if stack == "dev" else 106
     assert f"SUCCESS: {expected} rules found" in done.stdout
     done = subprocess.run([str(tool), "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -372,20 +377,119 @@ def _job_cases() -> list[dict[str, Any]]:
 
 def test_promtool_unit_tests_of_the_alerts(tmp_path: Path) -> None:
     tool = _tool()
-    (tmp_path / "rules.yml").write_text(generated(render("dev"), "rules.yml"))
-    cases = _cases() + _job_cases()
-    tests = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": cases}
-    (tmp_path / "alerts.test.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    # dev's rules for the alerts every stack has; prod's for the Kubernetes-only ones.
+    runs = {"dev": _cases() + _job_cases(), "prod": _ksm_cases()}
+    cases = [c for run in runs.values() for c in run]
     fired = {t["alertname"] for case in cases for t in case["alert_rule_test"] if t["exp_alerts"]}
     quiet = {t["alertname"] for case in cases for t in case["alert_rule_test"] if not t["exp_alerts"]}
     assert fired == set(CATALOG_ALERTS), "every catalog alert is tested firing"
     # ... and quiet, but the Watchdog, which always fires: its silence is what the heartbeat
     # service outside notices.
     assert quiet == set(CATALOG_ALERTS) - {"Watchdog"}, "every catalog alert is tested quiet"
-    done = subprocess.run([str(tool), "test", "rules", str(tmp_path / "alerts.test.yml")],
-                          capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS" in done.stdout
+    for stack, run in runs.items():
+        (tmp_path / f"{stack}.rules.yml").write_text(generated(render(stack), "rules.yml"))
+        tests = {"rule_files": [f"{stack}.rules.yml"], "evaluation_interval": "1m", "tests": run}
+        (tmp_path / f"{stack}.test.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
+        done = subprocess.run([str(tool), "test", "rules", f"{stack}.test.yml"],
+                              capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0, stack + ": " + done.stdout + done.stderr
+        assert "SUCCESS" in done.stdout
+
+
+KSM = {"job": "kube-state-metrics", "instance": "kube-state-metrics:8080", "service": "kube-state-metrics",
+       "tier": "monitoring"}
+
+
+def _ksm(metric: str, values: str, **labels: str) -> dict[str, str]:
+    """A kube-state-metrics series as its scrape job labels it, with the object's own labels."""
+    return {"series": metric + "{" + ", ".join(f'{k}="{v}"' for k, v in {**KSM, **labels}.items()) + "}",
+            "values": values}
+
+
+def _ksm_cases() -> list[dict[str, Any]]:
+    """The cluster-state alerts (prod's rules: kube-state-metrics runs on Kubernetes only)."""
+    front, mon, db = "optiinfra-frontend", "optiinfra-monitoring", "optiinfra-databases"
+    portal = {"namespace": front, "deployment": "portal"}
+    crash = {"namespace": mon, "pod": "grafana-5d8f-x", "container": "grafana"}
+    return [
+        # The portal one ready of two for 15 minutes; PostgreSQL's one of one.
+        {"interval": "1m", "input_series": [
+            _ksm("kube_deployment_spec_replicas", "2x15", **portal),
+            _ksm("kube_deployment_status_replicas_ready", "1x15", **portal),
+            _ksm("kube_statefulset_replicas", "1x15", namespace=db, statefulset="postgres"),
+            _ksm("kube_statefulset_status_replicas_ready", "1x15", namespace=db, statefulset="postgres")],
+         "alert_rule_test": [
+             {"eval_time": "5m", "alertname": "ReplicasShort", "exp_alerts": []},  # pending: `for: 10m`
+             {"eval_time": "12m", "alertname": "ReplicasShort", "exp_alerts": [
+                 _alert("ReplicasShort", f"{front}/portal is 1 ready replicas short of desired", **KSM, **portal)]}]},
+        {"interval": "1m", "input_series": [
+            _ksm("kube_statefulset_replicas", "1x15", namespace=db, statefulset="postgres"),
+            _ksm("kube_statefulset_status_replicas_ready", "1x15", namespace=db, statefulset="postgres")],
+         "alert_rule_test": [{"eval_time": "12m", "alertname": "ReplicasShort", "exp_alerts": []}]},
+        # Grafana waits in CrashLoopBackOff and restarts 3 times in 30 minutes; Prometheus waits
+        # for nothing and restarted twice (not above 2).
+        {"interval": "1m", "input_series": [
+            _ksm("kube_pod_container_status_waiting_reason", "1x10", reason="CrashLoopBackOff", **crash),
+            _ksm("kube_pod_container_status_waiting_reason", "0x10", reason="CrashLoopBackOff",
+                 namespace=mon, pod="prometheus-0", container="prometheus"),
+            _ksm("kube_pod_container_status_restarts_total", "0 0 1 1 2 2 3 3 3 3 3", **crash),
+            _ksm("kube_pod_container_status_restarts_total", "5 5 6 6 7 7 7 7 7 7 7",
+                 namespace=mon, pod="prometheus-0", container="prometheus")],
+         "alert_rule_test": [
+             {"eval_time": "3m", "alertname": "CrashLooping", "exp_alerts": []},  # pending: `for: 5m`
+             {"eval_time": "6m", "alertname": "CrashLooping", "exp_alerts": [
+                 _alert("CrashLooping", f"{mon}/grafana-5d8f-x (grafana) is in CrashLoopBackOff",
+                        service=KSM["service"], **crash)]},
+             {"eval_time": "4m", "alertname": "ContainerRestarting", "exp_alerts": []},  # two so far
+             {"eval_time": "8m", "alertname": "ContainerRestarting", "exp_alerts": [
+                 _alert("ContainerRestarting", f"{mon}/grafana-5d8f-x (grafana) restarted 3 times in 30 minutes",
+                        **KSM, **crash)]}]},
+        *_ksm_backup_cases(db),
+    ]
+
+
+def _ksm_backup_cases(db: str) -> list[dict[str, Any]]:
+    """Backup CronJobs (daily: stale past 26h) and a failed backup Job."""
+    return [
+        # PostgreSQL's backup last succeeded at 0 and never since; Redis' never succeeded
+        # (created at 0); ClickHouse's succeeds all the time. Samples every 5 minutes for 30 hours.
+        {"interval": "5m", "input_series": [
+            _ksm("kube_cronjob_status_last_successful_time", "0x360", namespace=db, cronjob="postgres-backup"),
+            _ksm("kube_cronjob_created", "0x360", namespace=db, cronjob="postgres-backup"),
+            _ksm("kube_cronjob_created", "0x360", namespace=db, cronjob="redis-backup"),
+            _ksm("kube_cronjob_created", "0x360", namespace=db, cronjob="clickhouse-backup"),
+            _ksm("kube_cronjob_status_last_successful_time", "0+300x360", namespace=db,
+                 cronjob="clickhouse-backup")],
+         "alert_rule_test": [
+             {"eval_time": "25h", "alertname": "BackupStale", "exp_alerts": []},  # 25h: within a day and 2h
+             {"eval_time": "27h", "alertname": "BackupStale", "exp_alerts": [
+                 _alert("BackupStale", f"The backup {db}/postgres-backup has not succeeded for 1d 3h 0m 0s",
+                        **KSM, namespace=db, cronjob="postgres-backup"),
+                 _alert("BackupStale", f"The backup {db}/redis-backup has not succeeded for 1d 3h 0m 0s",
+                        **KSM, namespace=db, cronjob="redis-backup")]}]},
+        # A failed Job of the PostgreSQL backup CronJob fires; a failed Job no backup CronJob owns
+        # (a credential rotation) and a backup Job that did not fail do not.
+        {"interval": "1m", "input_series": [
+            _ksm("kube_job_failed", "1x5", namespace=db, job_name="postgres-backup-29440000", condition="true"),
+            _ksm("kube_job_owner", "1x5", namespace=db, job_name="postgres-backup-29440000", owner_kind="CronJob",
+                 owner_name="postgres-backup", owner_is_controller="true"),
+            _ksm("kube_job_failed", "1x5", namespace=db, job_name="postgres-rotate", condition="true"),
+            _ksm("kube_job_owner", "1x5", namespace=db, job_name="postgres-rotate", owner_kind="",
+                 owner_name="", owner_is_controller=""),
+            _ksm("kube_job_failed", "0x5", namespace=db, job_name="redis-backup-29440000", condition="true"),
+            _ksm("kube_job_owner", "1x5", namespace=db, job_name="redis-backup-29440000", owner_kind="CronJob",
+                 owner_name="redis-backup", owner_is_controller="true")],
+         "alert_rule_test": [
+             {"eval_time": "2m", "alertname": "BackupFailed", "exp_alerts": [
+                 _alert("BackupFailed", f"The backup job {db}/postgres-backup-29440000 (postgres-backup) failed",
+                        **KSM, namespace=db, job_name="postgres-backup-29440000", condition="true",
+                        owner_name="postgres-backup")]}]},
+        {"interval": "1m", "input_series": [
+            _ksm("kube_job_failed", "0x5", namespace=db, job_name="redis-backup-29440000", condition="true"),
+            _ksm("kube_job_owner", "1x5", namespace=db, job_name="redis-backup-29440000", owner_kind="CronJob",
+                 owner_name="redis-backup", owner_is_controller="true")],
+         "alert_rule_test": [{"eval_time": "2m", "alertname": "BackupFailed", "exp_alerts": []}]},
+    ]
 
 
 def test_promtool_unit_tests_fail_when_an_alert_does_not_fire_as_expected(tmp_path: Path) -> None:

@@ -106,7 +106,8 @@ def test_dev_text_report_lists_every_service_and_the_verdict(capsys: pytest.Capt
     assert cli.main(["capacity", "--stack", "dev", "--set", "budget.cpu=2"]) == 0
     out = capsys.readouterr().out
     for name, svc in default_catalog().services.items():
-        assert (f"    {name} " in out) is not svc.authenticator  # the sign-in proxy: Kubernetes only
+        # the sign-in proxy and kube-state-metrics: Kubernetes only
+        assert (f"    {name} " in out) is not (svc.authenticator or bool(svc.kubernetes_only))
     assert "Within budget: yes" in out
     # 2.95 cores of requests against budget.cpu 2: a warning on Docker, which reserves no CPU.
     assert "warning: config key 'optiinfra:budget.cpu': stack dev requests 2.95 CPU cores" in out
@@ -117,7 +118,8 @@ def test_docker_runs_one_instance_and_refuses_replicas(capsys: pytest.CaptureFix
     assert code == 0
     assert service(report, "cost-agent")["instances"] == 1
     # One of each service Docker runs: all but the sign-in proxy (Kubernetes only).
-    assert report["total"]["instances"] == sum(not s.authenticator for s in default_catalog().services.values())
+    assert report["total"]["instances"] == sum(not (s.authenticator or s.kubernetes_only)
+                                               for s in default_catalog().services.values())
     # A replica count cannot apply on Docker (one container per service): refused, not ignored.
     code, _, err = capacity(capsys, "dev", "services.data-collector.replicas=3")
     assert code == 2 and "optiinfra:services.data-collector.replicas': does not apply on Docker" in err
@@ -146,10 +148,12 @@ def test_replicas_and_a_cost_agent_per_provider_count_on_kubernetes(capsys: pyte
     assert cost["total"]["cpu"]["request"] == pytest.approx(0.6)
     worker = service(report, "data-collector-worker")
     assert worker["instances"] == 3 and worker["total"]["memoryMiB"]["request"] == 3 * declared(worker["name"])[0]
-    # 21 services (no sign-in proxy: dev sets no sso), cost agent 1 -> 6 (+5), worker 1 -> 3 (+2): 28 pods.
-    assert report["total"]["instances"] == 28
-    # 4174 + 5 x 50 + 2 x 200 = 4824 MiB
-    assert report["total"]["memoryMiB"]["request"] == 4174 + 5 * 50 + 2 * declared("data-collector-worker")[0] == 4824
+    # 21 services (no sign-in proxy: dev sets no sso), kube-state-metrics (target=kubernetes: +1),
+    # cost agent 1 -> 6 (+5), worker 1 -> 3 (+2): 29 pods.
+    assert report["total"]["instances"] == 29
+    # 4174 + kube-state-metrics 32 + 5 x 50 + 2 x 200 = 4856 MiB
+    assert report["total"]["memoryMiB"]["request"] == 4174 + 32 + 5 * 50 + 2 * declared("data-collector-worker")[0] \
+        == 4856
 
 
 def test_kubernetes_storage_setting_sizes_the_claims(capsys: pytest.CaptureFixture[str]) -> None:
@@ -173,21 +177,23 @@ def test_prod_totals_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
     total = report["total"]
     # Pods: 22 services (the prober and the sign-in proxy too), portal 2 (+1), orchestrator 2 (+1),
     # sign-in proxy 2 (+1), data-collector 2 (+1), worker 3 (+2), cost-agent 1 x 3 providers (+2),
-    # performance/resource/application agents 2 each (+3): 22 + 11 = 33.
-    assert total["instances"] == 33
+    # performance/resource/application agents 2 each (+3): 22 + 11 = 33; kube-state-metrics
+    # (Kubernetes only): 34.
+    assert total["instances"] == 34
     # Memory (MiB):
     #   databases  postgres 512 + clickhouse 2048 + redis 256 + qdrant 512                  = 3328
     #   monitoring prometheus 512 + alertmanager 24 + grafana 100 + flower 48 + 3 x 16
-    #              + blackbox-exporter 24 + oauth2-proxy 2 x 32                              = 820
+    #              + blackbox-exporter 24 + oauth2-proxy 2 x 32 + kube-state-metrics 32      = 852
     #   core       orchestrator 2 x 64 + collector 2 x 100 + worker 3 x 256 + beat 100       = 1196
     #   agents     cost 3 x 50 + 3 agents x 2 x 50                                           = 450
     #   frontend   portal 2 x 150                                                            = 300
-    #   total                                                                                = 6094
-    assert [report["tiers"][t.value]["memoryMiB"]["request"] for t in Tier] == [3328, 820, 1196, 450, 300]
-    assert total["memoryMiB"]["request"] == 6094
-    # CPU: databases 0.5+1+0.1+0.25 = 1.85; monitoring 0.9 + prober 0.05 + proxy 2 x 0.05 = 1.05;
-    # core 0.2+0.2+0.75+0.1 = 1.25; agents 0.3+0.6 = 0.9; frontend 0.2; total 5.25
-    assert total["cpu"]["request"] == pytest.approx(5.25)
+    #   total                                                                                = 6126
+    assert [report["tiers"][t.value]["memoryMiB"]["request"] for t in Tier] == [3328, 852, 1196, 450, 300]
+    assert total["memoryMiB"]["request"] == 6126
+    # CPU: databases 0.5+1+0.1+0.25 = 1.85; monitoring 0.9 + prober 0.05 + proxy 2 x 0.05
+    # + kube-state-metrics 0.05 = 1.1; core 0.2+0.2+0.75+0.1 = 1.25; agents 0.3+0.6 = 0.9;
+    # frontend 0.2; total 5.3
+    assert total["cpu"]["request"] == pytest.approx(5.3)
     # Claims (GiB): postgres 20 + clickhouse 50 + redis 2 + qdrant 10 + prometheus 20 + grafana 2 = 104,
     # and a backup claim of the same size for each but Prometheus: 20 + 50 + 2 + 10 + 2 = 84
     assert total["storageMiB"] == (104 + 84) * 1024
@@ -221,7 +227,8 @@ def test_cpu_over_budget_fails_on_kubernetes_only(capsys: pytest.CaptureFixture[
     assert code == 0 and report["warnings"] and not err
     code, _, err = capacity(capsys, "dev", "budget.cpu=1", "target=kubernetes", "budget.memory=8Gi")
     assert code == 1
-    assert "config key 'optiinfra:budget.cpu': stack dev requests 2.95 CPU cores" in err
+    # 2.95 cores and kube-state-metrics' 0.05 (target=kubernetes runs it) = 3
+    assert "config key 'optiinfra:budget.cpu': stack dev requests 3 CPU cores" in err
 
 
 def test_storage_over_budget(capsys: pytest.CaptureFixture[str]) -> None:
@@ -267,8 +274,9 @@ def test_room_for_the_system_reserve_and_the_surge(capsys: pytest.CaptureFixture
     assert code == 1
     assert "does not fit 2 nodes x 2.50Gi with room kept for the system reserve 512Mi" in err
     assert "rolling-update surge 200Mi and 0.1 cores (one data-collector-worker pod)" in err
-    # (4174 + 200) / 2 + 512 = 2699 MiB = 2.636Gi = 2.64Gi
-    assert "raise optiinfra:budget.memory to at least 2.64Gi per node" in err
+    # target=kubernetes runs kube-state-metrics too (32 MiB):
+    # (4174 + 32 + 200) / 2 + 512 = 2715 MiB = 2.651Gi = 2.65Gi
+    assert "raise optiinfra:budget.memory to at least 2.65Gi per node" in err
     out = capsys.readouterr().out if cli.main(["capacity", "--stack", "prod"]) == 0 else ""
     assert "room kept" in out and "one data-collector-worker pod" in out
     # Docker keeps no such room: no surge, and the budget is the host's share already.
@@ -291,14 +299,14 @@ def test_plan_prints_the_totals() -> None:
     assert last.startswith("Capacity (requests of 21 instances): cpu 2.95 of ")
     assert "memory 4.08Gi of 6Gi, storage 10Gi of 10Gi: within budget" in last
     prod = capacity_line(plan.text(render("prod")))
-    assert prod.startswith("Capacity (requests of 33 instances): cpu 5.25 of ")
+    assert prod.startswith("Capacity (requests of 34 instances): cpu 5.3 of ")
 
 
 # ---- synthetic catalogs (benchmark) -------------------------------------------------------
 
 def test_synthetic_of_the_real_size_is_the_real_catalog() -> None:
-    # The real catalog as Docker runs it: the sign-in proxy is Kubernetes-only.
-    on_docker = {n: s for n, s in default_catalog().services.items() if not s.authenticator}
+    # The real catalog as Docker runs it: the sign-in proxy and kube-state-metrics are Kubernetes-only.
+    on_docker = {n: s for n, s in default_catalog().services.items() if not (s.authenticator or s.kubernetes_only)}
     assert synthetic_catalog(len(on_docker)).services == on_docker
 
 

@@ -115,9 +115,9 @@ def test_grafana_replacement_is_delete_first_and_keeps_its_volume() -> None:
 def test_every_container_is_deleted_before_its_replacement() -> None:
     # Fixed names (the seed's) and fixed host ports: creating first would fail.
     containers = [s for s in snap("dev").resources.values() if s.type == CONTAINER]
-    # One per catalog service but the sign-in proxy (the authenticator runs on Kubernetes only), and
-    # two one-shot containers per store whose clients log in as themselves (credential files, rotation).
-    services = [s for s in default_catalog().services.values() if not s.authenticator]
+    # One per catalog service but the Kubernetes-only ones (the sign-in proxy, kube-state-metrics),
+    # and two one-shot containers per store whose clients log in as themselves (credential files, rotation).
+    services = [s for s in default_catalog().services.values() if not (s.authenticator or s.kubernetes_only)]
     assert len(containers) == len(services) + 2 * len([s for s in services if s.grants is not None])
     assert all(c.delete_before_replace for c in containers)
 

@@ -55,10 +55,10 @@ def test_every_service_rendered_once(dev: offline.Render) -> None:
     assert sorted(names) == sorted(CONTAINERS)
     assert sorted(c.inputs["name"] for c in dev.of_type(CONTAINER) if one_shot(c)) == sorted(
         f"optiinfra-{s}-{what}" for s in GRANTING for what in ("credential-files", "credentials"))
-    # One container per service the catalog declares, none twice; the sign-in proxy runs on
-    # Kubernetes only.
+    # One container per service the catalog declares, none twice; the sign-in proxy and
+    # kube-state-metrics run on Kubernetes only.
     assert sorted(names) == sorted(f"optiinfra-{n}" for n, s in default_catalog().services.items()
-                                   if not s.authenticator)
+                                   if not (s.authenticator or s.kubernetes_only))
 
 
 def test_five_tiers_five_networks_and_every_resource_under_a_tier(dev: offline.Render) -> None:

@@ -137,8 +137,9 @@ def test_svg_topology(stack: str) -> None:
     for tier in ("databases", "monitoring", "core", "agents", "frontend"):
         assert any(t and t.endswith(f". {tier}") for t in texts)
         assert f"{'namespace' if stack == 'prod' else 'network'} optiinfra-{tier}" in texts
-    # The sign-in proxy runs on Kubernetes only: prod draws it, dev does not.
-    services = {n for n, s in default_catalog().services.items() if stack == "prod" or not s.authenticator}
+    # The sign-in proxy and kube-state-metrics run on Kubernetes only: prod draws them, dev does not.
+    services = {n for n, s in default_catalog().services.items()
+                if stack == "prod" or not (s.authenticator or s.kubernetes_only)}
     assert services <= set(texts)
     boxes = [r for r in root.iter(f"{SVG}rect") if r.get("width") == str(topology.BOX_W)]
     assert len(boxes) == len(services)

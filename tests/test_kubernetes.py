@@ -57,6 +57,7 @@ SEED_PORTS = {
     "alertmanager": {9093},  # not the seed's: where alerts go (issue 14)
     "blackbox-exporter": {9115},  # not the seed's: the prober (issue 24)
     "oauth2-proxy": {4180, 9180},  # not the seed's: the sign-in proxy (issue 23)
+    "kube-state-metrics": {8080},  # not the seed's: cluster state, Kubernetes only (issue 24)
 }
 
 
@@ -217,7 +218,8 @@ def test_every_pod_meets_restricted(prod: offline.Render) -> None:
     for name, w in ws.items():
         pod = w["spec"]["template"]["spec"]
         assert restricted_violations(pod) == [], name
-        assert pod["automountServiceAccountToken"] is False
+        # No API token but for the one service that reads the API (tests/test_cluster_reads.py).
+        assert pod["automountServiceAccountToken"] is (name == "kube-state-metrics"), name
     # The checker itself rejects what restricted forbids.
     pod = copy.deepcopy(ws["portal"]["spec"]["template"]["spec"])
     pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
@@ -310,7 +312,7 @@ def test_deployments_for_the_rest_and_one_cost_agent_per_provider(prod: offline.
         "flower", "postgres-exporter", "redis-exporter", "clickhouse-exporter", "orchestrator",
         "data-collector", "data-collector-worker", "data-collector-beat", "performance-agent",
         "resource-agent", "application-agent", "portal", "cost-agent-aws", "cost-agent-gcp", "cost-agent-azure",
-        "alertmanager", "blackbox-exporter", "oauth2-proxy"}
+        "alertmanager", "blackbox-exporter", "oauth2-proxy", "kube-state-metrics"}
     for provider in ("aws", "gcp", "azure"):
         d = deps[f"cost-agent-{provider}"]
         env = {e["name"]: e.get("value") for e in container(d)["env"]}

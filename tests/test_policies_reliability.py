@@ -43,9 +43,9 @@ def test_the_exporters_without_a_check_are_exempt_only_through_the_config(tmp_pa
     result = checked("dev", config=no_exemptions)
     flagged = found(result, "health-checks")
     catalog = default_catalog().services
-    # On Docker: the sign-in proxy (no Docker check either) runs on Kubernetes only.
+    # On Docker: the sign-in proxy and kube-state-metrics (no Docker check either) run on Kubernetes only.
     without_client = {n for n, s in catalog.items() if s.health and s.health.docker_client is None
-                      and not s.authenticator}
+                      and not (s.authenticator or s.kubernetes_only)}
     assert {name for name, _ in flagged} == without_client == {"postgres-exporter", "redis-exporter"}
     for name, msg in flagged:
         assert catalog[name].health.no_docker_reason in msg  # type: ignore[union-attr]

@@ -188,11 +188,14 @@ def test_nothing_else_in_or_out(stack: str, sets: tuple[str, ...]) -> None:
         # Outside the cluster: only what the catalog declares, never the metadata address
         # or a private address (the API server, node ports).
         owner = model.services.get(name)  # None: a backup job, which declares no outside egress
-        declared = {p for o in model.outside(owner) for p in o.ports} if owner else set()
-        for port in (25, 80, 443, 587, 8443):
+        outs = model.outside(owner) if owner else ()
+        declared = {p for o in outs if not o.api_server for p in o.ports}
+        # The API server (a private address) only for a service that reads it, on its ports.
+        api = {p for o in outs if o.api_server for p in o.ports}
+        for port in (25, 80, 443, 587, 6443, 8443):
             assert x.policies.allows(pod, PUBLIC_IP, port) == (port in declared), (name, port)
             assert not x.policies.allows(pod, METADATA_IP, port), name
-            assert not x.policies.allows(pod, PRIVATE_IP, port), name
+            assert x.policies.allows(pod, PRIVATE_IP, port) == (port in api), (name, port)
         # Nothing from outside the cluster reaches a pod directly (the Ingress controller does).
         for port, proto in x.ports[name]:
             assert not x.policies.allows(PUBLIC_IP, pod, port, proto), name
@@ -200,8 +203,12 @@ def test_nothing_else_in_or_out(stack: str, sets: tuple[str, ...]) -> None:
     # The cost agent (the providers' billing APIs), the sign-in proxy (the identity provider)
     # and Alertmanager (the receivers: the committed staging and prod name theirs): the
     # exceptions; Alertmanager's only while a receiver is set (with none, nothing would use it).
-    assert leaving == {n for n, e in model.services.items() if model.outside(e)} == (
+    assert leaving == {n for n, e in model.services.items()
+                       if any(not o.api_server for o in model.outside(e))} == (
         {"cost-agent", "oauth2-proxy"} if sets == NO_RECEIVER else {"cost-agent", "oauth2-proxy", "alertmanager"})
+    # The API server: only the service that reads it (catalog ClusterReads), kube-state-metrics.
+    to_api = {name for name, _ in ours if x.policies.allows(x.pods[name][0], PRIVATE_IP, 6443)}
+    assert to_api == {n for n, e in model.services.items() if e.service.cluster_reads} == {"kube-state-metrics"}
 
 
 def test_outside_ranges_come_from_settings() -> None:

@@ -117,6 +117,13 @@ SIGN_IN = {
     ("blackbox-exporter", "oauth2-proxy", 4180),
 }
 
+# Kubernetes only (issue 24): kube-state-metrics, scraped and probed like every service with
+# metrics and a port. Its egress to the API server is no edge (tests/test_reachability.py).
+CLUSTER_STATE = {
+    ("prometheus", "kube-state-metrics", 8080),
+    ("blackbox-exporter", "kube-state-metrics", 8080),
+}
+
 # Kubernetes only: the backup CronJobs read their store over the network (the catalog's
 # `backup` declarations); Grafana's job mounts the volume and dials nothing.
 BACKUPS = {
@@ -135,21 +142,21 @@ PATHS = DEPENDS | SCRAPES | PROBES
 def test_the_table_names_only_catalog_services_and_their_ports() -> None:
     """A typo in the table would make the comparisons below vacuous."""
     services = default_catalog().services
-    for src, dst, port in PATHS | DOCKER_ONLY | SIGN_IN:
+    for src, dst, port in PATHS | DOCKER_ONLY | SIGN_IN | CLUSTER_STATE:
         assert src in services, src
         assert port in {p.container for p in services[dst].ports}, (dst, port)
     # Every service that declares metrics is scraped, and nothing else.
-    scraped = {dst for src, dst, _ in SCRAPES | SIGN_IN if src == "prometheus"}
+    scraped = {dst for src, dst, _ in SCRAPES | SIGN_IN | CLUSTER_STATE if src == "prometheus"}
     assert scraped == {n for n, s in services.items() if s.metrics and not s.scraper}
     # Every service with a port but the prober is probed somewhere (Grafana on Docker only).
-    probed = {dst for src, dst, _ in PROBES | DOCKER_ONLY | SIGN_IN if src == "blackbox-exporter"}
+    probed = {dst for src, dst, _ in PROBES | DOCKER_ONLY | SIGN_IN | CLUSTER_STATE if src == "blackbox-exporter"}
     assert probed == {n for n, s in services.items() if s.ports and not s.prober}
     assert "grafana" not in {dst for _, dst, _ in PROBES}
 
 
 def test_prod_network_policies_admit_exactly_the_seed_paths() -> None:
     allowed = allowed_edges(rendered(render("prod"), jobs=True))
-    expected = PATHS | SIGN_IN | BACKUPS
+    expected = PATHS | SIGN_IN | CLUSTER_STATE | BACKUPS
     assert allowed - expected == set(), "admitted but not in the seed's table"
     assert expected - allowed == set(), "in the seed's table but not admitted"
 

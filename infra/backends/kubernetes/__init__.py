@@ -72,6 +72,7 @@ from .objects import (
     quantity_mib,
 )
 from .pod import config_volumes
+from .rbac import reader_account, tier_access
 from .reviews import CHECKOV_SKIP, KUBE_SCORE_IGNORE, KUBE_SCORE_REASON, review_exceptions
 from .rotation_jobs import rotation_job
 from .workloads import workloads
@@ -102,6 +103,8 @@ class KubernetesBackend:
         self.ready: dict[Tier, list[pulumi.Resource]] = {}
         """Per tier: what a workload needs first (namespace, default deny, credentials)."""
         self.allow: dict[str, net.NetworkPolicy] = {}
+        self.reads: dict[Tier, list[pulumi.Resource]] = {}
+        """Per tier: the API readers' Roles and RoleBindings in its namespace (rbac.py)."""
         """Per service or backup job: its allow policy, which its pods start behind."""
         self.ingress_urls: dict[str, str] = {}
         for tier, comp in tiers.items():
@@ -117,6 +120,7 @@ class KubernetesBackend:
         if secret is not None:
             ready.append(secret)
         self.ready[tier] = ready
+        self.reads[tier] = tier_access(self.objects, tier, comp, ns)
 
     def service(self, eff: Effective, after: Sequence[pulumi.Resource]) -> pulumi.Resource:
         svc, tier = eff.service, eff.tier
@@ -125,6 +129,8 @@ class KubernetesBackend:
         # Only what this workload itself needs: a constant number, plus its waits (see Objects.opts).
         own = [self.allow[svc.name]] if svc.name in self.allow else []
         needs = [*self.ready[tier], *own, *configs, *after]
+        if svc.cluster_reads is not None:  # its account, and its Role where it runs (later tiers' come later)
+            needs += [reader_account(self.objects, eff, comp, ns), *self.reads[tier]]
         made = workloads(self.objects, self.wiring, self.remotes, eff, comp, ns, needs, volumes, mounts)
         handle = made[0]
         if svc.grants is not None:  # its clients' credentials applied live, before they roll

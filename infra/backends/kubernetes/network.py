@@ -104,10 +104,13 @@ def tier_policies(objs: Objects, tier: Tier, comp: TierComponent, ns: core.Names
             if port is not None:
                 egress.append(net.NetworkPolicyEgressRuleArgs(to=[_peer(model, e.target)], ports=[port]))
         for out in model.outside(eff):
+            # The API server is the one private destination, at exactly its addresses and ports.
+            to = ([net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr=cidr)) for cidr in k.api_server.cidrs]
+                  if out.api_server else
+                  [net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr=cidr, except_=list(
+                      _inside(cidr, k.outside_except)) or None)) for cidr in k.outside_cidrs])
             egress.append(net.NetworkPolicyEgressRuleArgs(
-                to=[net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr=cidr, except_=list(
-                    _inside(cidr, k.outside_except)) or None)) for cidr in k.outside_cidrs],
-                ports=[net.NetworkPolicyPortArgs(port=p, protocol="TCP") for p in out.ports]))
+                to=to, ports=[net.NetworkPolicyPortArgs(port=p, protocol="TCP") for p in out.ports]))
         types = (["Ingress"] if rules else []) + (["Egress"] if egress else [])
         if not types:
             continue

@@ -25,6 +25,7 @@ from ...tiers import TierComponent
 from ...wiring import Wiring
 from .credentials import container_inputs, rollout_annotation
 from .objects import CREDENTIALS_SECRET, TARGET, Instance, Objects, quantity_cpu, quantity_mib
+from .rbac import account_name, cluster_read_args
 
 STARTUP_GRACE = 10
 """A startup probe allows this many times the catalog's start period before liveness
@@ -149,7 +150,7 @@ def pod(objs: Objects, wiring: Wiring, remotes: Mapping[str, eso.Remote], eff: E
         # node that cached a private image cannot run it without imagePullSecrets.
         image_pull_policy="Always",
         # The catalog's command is the image's CMD (Docker `command`): Kubernetes `args`.
-        args=inputs.args or None,
+        args=[*inputs.args, *cluster_read_args(objs.model, svc)] or None,
         env=env or None,
         ports=[core.ContainerPortArgs(name=p.name, container_port=p.container, protocol=p.protocol.upper())
                for p in svc.ports] or None,
@@ -176,7 +177,10 @@ def pod(objs: Objects, wiring: Wiring, remotes: Mapping[str, eso.Remote], eff: E
         spec=core.PodSpecArgs(
             containers=[container],
             volumes=volumes or None,
-            automount_service_account_token=False,
+            # False everywhere but a service that reads the API (its catalog ClusterReads
+            # says why); that one runs as its own ServiceAccount (rbac.py).
+            service_account_name=account_name(svc) if svc.cluster_reads else None,
+            automount_service_account_token=svc.cluster_reads is not None,
             enable_service_links=False,
             security_context=pod_security(svc.uid),
             topology_spread_constraints=spread,

@@ -45,6 +45,10 @@ def review_exceptions(model: Resolved, eff: Effective, kind: str, replicas: int)
     if not svc.read_only_root:
         out.append(Exception_(("CKV_K8S_22",), ("container-security-context-readonlyrootfilesystem",),
                               f"writable root: {svc.read_only_reason}"))
+    if svc.cluster_reads is not None:
+        out.append(Exception_(("CKV_K8S_38",), (), (
+            f"mounts its ServiceAccount token: {svc.cluster_reads.reason} (list/watch only, a Role per "
+            "stack namespace)")))
     if secrets_in_env(model, svc):
         out.append(Exception_(("CKV_K8S_35",), (), f"secrets in env: {svc.secret_env_reason}"))
     h = svc.health
