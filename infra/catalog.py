@@ -155,6 +155,36 @@ PROBE_ALERTS = (
 )
 """The prober's alerts on each service it probes (`$job`: the service's probe job)."""
 
+_DAYS_LEFT = '(probe_ssl_earliest_cert_expiry{job="$job"} - time()) / 86400 < $threshold'
+"""Days until the earliest certificate the public host presents (its chain included) expires."""
+
+_RENEW = ("Check the certificate's renewal: with cert-manager (kubernetes.ingress.certManagerIssuer) "
+          "`kubectl describe certificate -n <namespace>` and its issuer's events; with kubernetes.ingress."
+          "tlsSecretName, put a renewed certificate into that Secret in each public service's namespace.")
+
+TLS_ALERTS = (
+    # The handshake verifies the chain (system roots) and the host name, so an expired, untrusted or
+    # wrong-host certificate fails the probe (and then has no expiry series): TLSHandshakeFailing.
+    Alert("TLSCertificateExpiring", _DAYS_LEFT, 14,
+          "The certificate of {{ $labels.instance }} expires in {{ printf \"%.1f\" $value }} days",
+          _RENEW, for_="10m"),
+    Alert("TLSCertificateExpiryCritical", _DAYS_LEFT, 3,
+          "The certificate of {{ $labels.instance }} expires in {{ printf \"%.1f\" $value }} days",
+          _RENEW + " Renewal has failed for days: fix it now.", severity="critical", for_="10m"),
+    Alert("TLSHandshakeFailing", 'probe_success{job="$job"} == 0', None,
+          "The TLS handshake with {{ $labels.instance }} fails",
+          "`openssl s_client -connect <host>:443 -servername <host>`: an expired, untrusted or wrong-host "
+          "certificate, or the ingress controller (its pods, its load balancer, the host's DNS) not answering.",
+          severity="critical", for_="5m"),
+    # Without a result the expiry alerts stay quiet however close the expiry: absent() fires on that.
+    Alert("TLSProbeMissing", 'absent(probe_success{job="$job"})', None,
+          "No TLS probe result from {{ $labels.job }}: the prober is not scraped or the probe job is gone",
+          "Check the blackbox exporter (its TargetDown, its logs) and the tls-<service> job in prometheus.yml.",
+          for_="10m"),
+)
+"""The prober's alerts on each public host's TLS probe job (`$job`: probes.tls_job_name; Kubernetes
+stacks with public hosts over TLS only). Critical under 3 days inhibits the warning (notifications.py)."""
+
 KSM_METRICS = (
     "kube_deployment_spec_replicas", "kube_deployment_status_replicas_ready",
     "kube_statefulset_replicas", "kube_statefulset_status_replicas_ready",
@@ -949,10 +979,16 @@ SERVICES: tuple[Service, ...] = (
         metrics=("metrics", "/metrics"),
         files=(ConfigFile("/etc/blackbox_exporter/config.yml", Generated.PROBE_CONFIG),),
         command=("--config.file=/etc/blackbox_exporter/config.yml",),
-        exposes=("probe_success", "probe_duration_seconds"),
+        exposes=("probe_success", "probe_duration_seconds", "probe_ssl_earliest_cert_expiry"),
         # Its probe edges grant the network path to each service's checked port and imply no order.
         prober=True,
         probe_alerts=PROBE_ALERTS,
+        tls_alerts=TLS_ALERTS,
+        # The TLS probe of each public host goes where users go: out to the host's address, the
+        # ingress controller's load balancer (kept only on a stack with public hosts over TLS).
+        outside=(Outside("public-hosts", (443,), "TLS handshake with the stack's public hosts "
+                         "(kubernetes.ingress.hosts) at the ingress controller's load balancer: certificate expiry",
+                         public_hosts=True),),
         uid=65534,
     ),
     Service(

@@ -186,7 +186,15 @@ class Resolved:
         if eff.service.notifier and not (receivers.on() or receivers.heartbeat):
             return ()
         api = self.settings.kubernetes.api_server
-        return tuple(replace(o, ports=api.ports) if o.api_server else o for o in eff.service.outside)
+        hosts = bool(self.tls_hosts())
+        return tuple(replace(o, ports=api.ports) if o.api_server else o for o in eff.service.outside
+                     if hosts or not o.public_hosts)
+
+    def tls_hosts(self) -> list[Effective]:
+        """The public services this stack serves over TLS at an Ingress host (Kubernetes with
+        `kubernetes.ingress.hosts` and a TLS Secret or cert-manager); [] on Docker."""
+        return [e for e in self.services.values()
+                if e.ingress_host and e.external_url and e.external_url.startswith("https://")]
 
     def scrape_edges(self) -> list[Edge]:
         return [e for e in self.edges if e.kind is EdgeKind.SCRAPE]

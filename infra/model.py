@@ -179,6 +179,10 @@ class Outside:
     api_server: bool = False
     """The destination is the Kubernetes API server (`kubernetes.apiServer`: its addresses and
     ports, which then replace `ports`), not `outsideCidrs`."""
+    public_hosts: bool = False
+    """The destination is the stack's own public hosts (`kubernetes.ingress.hosts`: the ingress
+    controller's load balancer, in `outsideCidrs`); kept only on a stack that serves one over
+    TLS (`Resolved.tls_hosts`), so dropped on Docker and on a stack without public services."""
 
 
 @dataclass(frozen=True)
@@ -634,6 +638,10 @@ class Alert:
     for_: str = "5m"
     about: str = ""
     ratio: bool = False
+    volume: str = ""
+    """A volume of the service the alert is about (`about`, else the declaring one): `$claim`
+    in `expr` is its size in bytes on this stack. Such an alert is rendered only where the
+    volume is a claim of fixed size (Kubernetes); a Docker volume grows into the host's disk."""
 
 
 @dataclass(frozen=True)
@@ -766,6 +774,9 @@ class Service:
     the services' health checks (probes.py). Default no."""
     probe_alerts: tuple[Alert, ...] = ()
     """The prober's alerts on each service it probes (`$job`: that service's probe job)."""
+    tls_alerts: tuple[Alert, ...] = ()
+    """The prober's alerts on the TLS handshake with the stack's public hosts (`$job`: that
+    probe job, probes.TLS_JOB); rendered only on a stack with public hosts over TLS."""
     entrypoint: tuple[str, ...] = ()
     """The image's own entrypoint (exec form), for a wrapper that runs before it and then
     execs it (`SecretFile.docker_file`); empty: none needed, the image's stays."""
@@ -904,6 +915,7 @@ class Catalog:
         """The platform's alerts and every service's, in declaration order."""
         return [*self.alerts, *(a for s in self.services.values() for a in s.alerts),
                 *self.job_alerts, *(a for s in self.services.values() for a in s.probe_alerts),
+                *(a for s in self.services.values() for a in s.tls_alerts),
                 *((self.watchdog,) if self.watchdog else ())]
 
     def band(self, name: str) -> Band:

@@ -8,10 +8,16 @@ labels. The module is the catalog's health check seen from outside (`model.probe
 an HTTP GET of its path that must answer 2xx and, where the catalog (the seed's health
 table) names an expected body, contain it; a TCP connect where there is no HTTP check.
 
+On a Kubernetes stack with public hosts over TLS (`Resolved.tls_hosts`), the prober also
+handshakes with each public host as users reach it (`<host>:443`, the host as server name,
+the chain and the name verified): module `tls_public` (the tcp prober with `tls: true`; no
+HTTP request, so no sign-in) and one job `tls-<service>` per host, whose
+`probe_ssl_earliest_cert_expiry` the certificate alerts read. Docker has no public host.
+
 The rules (alerts.py puts them in the rule file): each scrape job's `Catalog.job_alerts`
 (absent targets), each probe job's `Service.probe_alerts` of the prober (failing, slow,
-absent), and the Watchdog. Deterministic YAML; the blackbox exporter itself runs these
-modules in tests/test_probes.py.
+absent), each TLS job's `Service.tls_alerts` (expiry, handshake, absent), and the Watchdog.
+Deterministic YAML; the blackbox exporter itself runs these modules in tests/test_probes.py.
 """
 
 from __future__ import annotations
@@ -27,11 +33,19 @@ from .wiring import HostOf
 TIMEOUT = "5s"
 """A probe's deadline (below the scrape interval, 15s)."""
 TCP_MODULE = "tcp_connect"
+TLS_MODULE = "tls_public"
+TLS_PORT = 443
+"""Where users reach a public host (the Ingress' TLS port)."""
 
 
 def job_name(service: str) -> str:
     """The probe job of a service."""
     return f"probe-{service}"
+
+
+def tls_job_name(service: str) -> str:
+    """The TLS probe job of a public service's host."""
+    return f"tls-{service}"
 
 
 def module_name(model: Resolved, service: str) -> str:
@@ -56,6 +70,10 @@ def modules(model: Resolved) -> dict[str, dict[str, object]]:
             out[module_name(model, e.target)] = {"prober": "http", "timeout": TIMEOUT, "http": http}
         elif isinstance(check, TcpCheck):
             out[TCP_MODULE] = {"prober": "tcp", "timeout": TIMEOUT, "tcp": {"preferred_ip_protocol": "ip4"}}
+    if model.tls_hosts():
+        # No server_name: the exporter sends the target's host (the public host) and verifies it.
+        out[TLS_MODULE] = {"prober": "tcp", "timeout": TIMEOUT,
+                           "tcp": {"preferred_ip_protocol": "ip4", "tls": True}}
     return dict(sorted(out.items()))
 
 
@@ -91,12 +109,21 @@ def scrape_jobs(model: Resolved, host_of: HostOf) -> list[dict[str, object]]:
                 {"source_labels": ["__address__"], "target_label": "__param_target"},
                 {"source_labels": ["__param_target"], "target_label": "instance"},
                 {"target_label": "__address__", "replacement": f"{host_of(prober.name)}:{port}"}]})
+    for t in model.tls_hosts():
+        jobs.append({
+            "job_name": tls_job_name(t.name), "metrics_path": "/probe", "params": {"module": [TLS_MODULE]},
+            "static_configs": [{"targets": [f"{t.ingress_host}:{TLS_PORT}"],
+                                "labels": {"tier": t.tier.value, "service": t.name}}],
+            "relabel_configs": [
+                {"source_labels": ["__address__"], "target_label": "__param_target"},
+                {"source_labels": ["__param_target"], "target_label": "instance"},
+                {"target_label": "__address__", "replacement": f"{host_of(prober.name)}:{port}"}]})
     return jobs
 
 
 def job_alerts(model: Resolved) -> list[tuple[str, str, Alert]]:
     """(job, service, alert) of every rule on a whole job: each scrape job's absent-target
-    alert, each probe job's prober alerts, and ('', '', Watchdog)."""
+    alert, each probe job's prober alerts, each public host's TLS alerts, and ('', '', Watchdog)."""
     out: list[tuple[str, str, Alert]] = []
     for eff in model.scrape_targets():  # every scrape job is named after its service
         out += [(eff.name, eff.name, a) for a in model.catalog.job_alerts]
@@ -104,6 +131,8 @@ def job_alerts(model: Resolved) -> list[tuple[str, str, Alert]]:
     if prober is not None:
         for e in model.probe_edges():
             out += [(job_name(e.target), e.target, a) for a in prober.service.probe_alerts]
+        for t in model.tls_hosts():
+            out += [(tls_job_name(t.name), t.name, a) for a in prober.service.tls_alerts]
     if model.catalog.watchdog is not None:
         out.append(("", "", model.catalog.watchdog))
     return out

@@ -64,7 +64,9 @@ def test_every_alert_has_a_severity_summary_and_runbook() -> None:
         "TargetMissing", "ServiceUnavailable", "ServiceSlow", "ProbeMissing", "Watchdog",
         "PostgresWalArchiveFailing", "PostgresWalArchiveBehind",
         # kube-state-metrics' (Kubernetes stacks only)
-        "ReplicasShort", "CrashLooping", "ContainerRestarting", "BackupStale", "BackupFailed"}
+        "ReplicasShort", "CrashLooping", "ContainerRestarting", "BackupStale", "BackupFailed",
+        # the public hosts' TLS probe (Kubernetes stacks with public hosts)
+        "TLSCertificateExpiring", "TLSCertificateExpiryCritical", "TLSHandshakeFailing", "TLSProbeMissing"}
     for a in alerts:
         assert a["labels"]["severity"] in ("critical", "warning") or a["alert"] == "Watchdog", a
         assert a["annotations"]["summary"] and a["annotations"]["runbook"], a
@@ -154,7 +156,10 @@ def test_promtool_checks_the_config_and_the_rules(stack: str, tmp_path: Path) ->
     # ServiceSlow, ProbeMissing): 12 + 2 + 15 + 12 + 54 + 1 = 96.
     # They also run kube-state-metrics (Kubernetes only): its limit (+1), its 5 cluster-state
     # alerts, its scrape job's absent() (+1) and its probe job (+3): 96 + 10 = 106.
-    expected = 94 if stack == "dev" else 106
+    # Their two public hosts (portal, grafana) each get a TLS probe job with 4 rules
+    # (TLSCertificateExpiring, TLSCertificateExpiryCritical, TLSHandshakeFailing, TLSProbeMissing):
+    # 106 + 8 = 114.
+    expected = 94 if stack == "dev" else 114
     assert f"SUCCESS: {expected} rules found" in done.stdout
     done = subprocess.run([str(tool), "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -378,7 +383,7 @@ def _job_cases() -> list[dict[str, Any]]:
 def test_promtool_unit_tests_of_the_alerts(tmp_path: Path) -> None:
     tool = _tool()
     # dev's rules for the alerts every stack has; prod's for the Kubernetes-only ones.
-    runs = {"dev": _cases() + _job_cases(), "prod": _ksm_cases()}
+    runs = {"dev": _cases() + _job_cases(), "prod": _ksm_cases() + _tls_cases()}
     cases = [c for run in runs.values() for c in run]
     fired = {t["alertname"] for case in cases for t in case["alert_rule_test"] if t["exp_alerts"]}
     quiet = {t["alertname"] for case in cases for t in case["alert_rule_test"] if not t["exp_alerts"]}
@@ -490,6 +495,78 @@ def _ksm_backup_cases(db: str) -> list[dict[str, Any]]:
                  owner_name="redis-backup", owner_is_controller="true")],
          "alert_rule_test": [{"eval_time": "2m", "alertname": "BackupFailed", "exp_alerts": []}]},
     ]
+
+
+def _tls(metric: str, values: str, service: str, tier: str) -> dict[str, str]:
+    """A TLS probe series as prod's `tls-<service>` job labels it (instance: the public host:443)."""
+    return {"series": f'{metric}{{job="tls-{service}", instance="{service}.optiinfra.example.com:443", '
+                      f'service="{service}", tier="{tier}"}}', "values": values}
+
+
+def _tls_labels(service: str, tier: str) -> dict[str, str]:
+    return {"job": f"tls-{service}", "instance": f"{service}.optiinfra.example.com:443", "service": service,
+            "tier": tier}
+
+
+def _tls_cases() -> list[dict[str, Any]]:
+    """The public hosts' certificates (prod's rules). promtool's clock starts at 0, so an expiry
+    of N days is the value N * 86400; at 15m (900 s) N days less 900 s are left."""
+    portal, grafana = _tls_labels("portal", "frontend"), _tls_labels("grafana", "monitoring")
+    return [
+        # The portal's certificate expires in 10 days (warning only); Grafana's in 2 (warning and critical:
+        # Alertmanager's inhibit rule, not the rules, keeps only the critical one).
+        {"interval": "1m", "input_series": [
+            _tls("probe_ssl_earliest_cert_expiry", "864000x20", "portal", "frontend"),
+            _tls("probe_ssl_earliest_cert_expiry", "172800x20", "grafana", "monitoring"),
+            _tls("probe_success", "1x20", "portal", "frontend"),
+            _tls("probe_success", "1x20", "grafana", "monitoring")],
+         "alert_rule_test": [
+             {"eval_time": "5m", "alertname": "TLSCertificateExpiring", "exp_alerts": []},  # pending: `for: 10m`
+             {"eval_time": "15m", "alertname": "TLSCertificateExpiring", "exp_alerts": [
+                 # (172800 - 900) / 86400 = 1.99; (864000 - 900) / 86400 = 9.99
+                 _alert("TLSCertificateExpiring", "The certificate of grafana.optiinfra.example.com:443 expires "
+                        "in 2.0 days", **grafana),
+                 _alert("TLSCertificateExpiring", "The certificate of portal.optiinfra.example.com:443 expires "
+                        "in 10.0 days", **portal)]},
+             {"eval_time": "15m", "alertname": "TLSCertificateExpiryCritical", "exp_alerts": [
+                 _alert("TLSCertificateExpiryCritical", "The certificate of grafana.optiinfra.example.com:443 "
+                        "expires in 2.0 days", **grafana)]},
+             {"eval_time": "15m", "alertname": "TLSHandshakeFailing", "exp_alerts": []},
+             {"eval_time": "15m", "alertname": "TLSProbeMissing", "exp_alerts": []}]},
+        # 30 days left: quiet. The handshake with Grafana's host fails (no expiry series then).
+        {"interval": "1m", "input_series": [
+            _tls("probe_ssl_earliest_cert_expiry", "2592000x20", "portal", "frontend"),
+            _tls("probe_success", "1x20", "portal", "frontend"),
+            _tls("probe_success", "0x20", "grafana", "monitoring")],
+         "alert_rule_test": [
+             {"eval_time": "15m", "alertname": "TLSCertificateExpiring", "exp_alerts": []},
+             {"eval_time": "15m", "alertname": "TLSCertificateExpiryCritical", "exp_alerts": []},
+             {"eval_time": "3m", "alertname": "TLSHandshakeFailing", "exp_alerts": []},  # pending: `for: 5m`
+             {"eval_time": "7m", "alertname": "TLSHandshakeFailing", "exp_alerts": [
+                 _alert("TLSHandshakeFailing", "The TLS handshake with grafana.optiinfra.example.com:443 fails",
+                        **grafana)]}]},
+        # Grafana's host has no probe result at all (its job lost): only the absent() alert can tell.
+        {"interval": "1m", "input_series": [
+            _tls("probe_ssl_earliest_cert_expiry", "2592000x20", "portal", "frontend"),
+            _tls("probe_success", "1x20", "portal", "frontend")],
+         "alert_rule_test": [
+             {"eval_time": "5m", "alertname": "TLSProbeMissing", "exp_alerts": []},  # pending: `for: 10m`
+             {"eval_time": "12m", "alertname": "TLSProbeMissing", "exp_alerts": [
+                 _alert("TLSProbeMissing", "No TLS probe result from tls-grafana: the prober is not scraped or the "
+                        "probe job is gone", job="tls-grafana", service="grafana")]}]},
+    ]
+
+
+def test_tls_thresholds_are_days_set_per_stack() -> None:
+    def expr(r: offline.Render, name: str) -> str:
+        return str(next(x["expr"] for x in _rules(r) if x.get("alert") == name))
+    assert expr(render("prod"), "TLSCertificateExpiring") == (
+        '(probe_ssl_earliest_cert_expiry{job="tls-grafana"} - time()) / 86400 < 14')
+    tuned = render("prod", "alerting.thresholds.TLSCertificateExpiring=30",
+                   "alerting.thresholds.TLSCertificateExpiryCritical=7")
+    assert expr(tuned, "TLSCertificateExpiring").endswith("< 30")
+    assert expr(tuned, "TLSCertificateExpiryCritical").endswith("< 7")
+    assert not [x for x in _rules(render("dev")) if str(x.get("alert", "")).startswith("TLS")]  # Docker: no host
 
 
 def test_promtool_unit_tests_fail_when_an_alert_does_not_fire_as_expected(tmp_path: Path) -> None:

@@ -9,6 +9,11 @@ bodies, a wrong body, a wrong status, or not at all (a closed port).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import socketserver
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -22,6 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra import probes
 from infra import stack as infra_stack
 from infra.graph import EdgeKind, startup_order
 from infra.model import HttpCheck, probed_check
@@ -108,16 +114,23 @@ def stand_in() -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def exporter() -> Iterator[str]:
+    with _running(generated(render("dev"), "config.yml")) as base:  # the rendered file, as the container gets it
+        yield base
+
+
+@contextlib.contextmanager
+def _running(modules: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """The real blackbox exporter on 127.0.0.1 with these modules; stopped on the way out."""
     tool = go_tool("blackbox_exporter")
     if isinstance(tool, str):
         unavailable(tool)
-    modules = generated(render("dev"), "config.yml")  # the rendered file, as the container gets it
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.yml"
         config.write_text(modules)
         port = free_port()
         proc = subprocess.Popen([str(tool), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env={**os.environ, **(env or {})})
         try:
             base = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 20
@@ -143,13 +156,17 @@ def exporter() -> Iterator[str]:
 
 
 def _probe(base: str, module: str, target: str) -> float:
+    return _probe_metrics(base, module, target)["probe_success"]
+
+
+def _probe_metrics(base: str, module: str, target: str) -> dict[str, float]:
     url = f"{base}/probe?module={module}&target={urllib.parse.quote(target, safe='')}"
     with urllib.request.urlopen(url, timeout=15) as resp:
         text = resp.read().decode()
-    for line in text.splitlines():
-        if line.startswith("probe_success "):
-            return float(line.split()[1])
-    raise AssertionError(f"no probe_success in {text[:500]}")
+    out = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+           if line and not line.startswith("#") and "{" not in line.split()[0]}
+    assert "probe_success" in out, f"no probe_success in {text[:500]}"
+    return out
 
 
 @pytest.mark.parametrize("service", sorted(SEED_BODY))
@@ -183,3 +200,81 @@ def test_json_spacing_does_not_fail_the_body_check(exporter: str, stand_in: int)
 def test_tcp_probe_succeeds_on_a_listener_and_fails_on_a_closed_port(exporter: str, stand_in: int) -> None:
     assert _probe(exporter, "tcp_connect", f"127.0.0.1:{stand_in}") == 1
     assert _probe(exporter, "tcp_connect", f"127.0.0.1:{free_port()}") == 0
+
+
+# ---- the public hosts' TLS probe --------------------------------------------------------------
+
+def test_each_public_host_gets_a_tls_probe_on_kubernetes_and_docker_none() -> None:
+    r = render("prod")
+    tls = r.model.tls_hosts()
+    assert {e.name for e in tls} == set(r.model.settings.kubernetes.ingress.hosts) == {"portal", "grafana"}
+    module = yaml.safe_load(generated(r, "config.yml"))["modules"][probes.TLS_MODULE]
+    assert module["prober"] == "tcp" and module["tcp"]["tls"] is True
+    assert "server_name" not in str(module)  # the exporter sends the target's host and verifies it
+    jobs = {j["job_name"]: j for j in yaml.safe_load(generated(r, "prometheus.yml"))["scrape_configs"]}
+    for e in tls:
+        job = jobs[f"tls-{e.name}"]
+        assert job["params"]["module"] == [probes.TLS_MODULE]
+        assert job["static_configs"][0]["targets"] == [f"{r.model.settings.kubernetes.ingress.hosts[e.name]}:443"]
+        assert job["static_configs"][0]["labels"]["service"] == e.name
+    # Docker: no public host, so no module, no job, no egress out of the host's networks.
+    dev = render("dev")
+    assert dev.model.tls_hosts() == []
+    assert probes.TLS_MODULE not in yaml.safe_load(generated(dev, "config.yml"))["modules"]
+    assert not [j for j in yaml.safe_load(generated(dev, "prometheus.yml"))["scrape_configs"]
+                if j["job_name"].startswith("tls-")]
+    prober = dev.model.prober()
+    assert prober is not None and dev.model.outside(prober) == ()
+
+
+class _Quiet(socketserver.BaseRequestHandler):
+    def handle(self) -> None:  # the handshake (if any) is done on accept; then close
+        pass
+
+
+class _TlsServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    context: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        conn, addr = super().get_request()
+        if self.context is not None:
+            conn.settimeout(5)
+            conn = self.context.wrap_socket(conn, server_side=True)  # a failed handshake: OSError, dropped
+        return conn, addr
+
+
+@contextlib.contextmanager
+def _listener(context: ssl.SSLContext | None) -> Iterator[int]:
+    server = _TlsServer(("127.0.0.1", 0), _Quiet)
+    server.context = context
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_the_rendered_tls_module_reads_the_certificates_expiry_and_fails_without_tls(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "3", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    end = subprocess.run(["openssl", "x509", "-enddate", "-noout", "-in", str(cert)],
+                         check=True, capture_output=True, text=True, timeout=30).stdout.strip()
+    not_after = ssl.cert_time_to_seconds(end.removeprefix("notAfter="))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    modules = generated(render("prod"), "config.yml")  # the rendered file, as the container gets it
+    # The exporter verifies the chain against the system roots: here, the test's own certificate.
+    with _running(modules, {"SSL_CERT_FILE": str(cert)}) as base, _listener(context) as tls_port, \
+            _listener(None) as plain_port:
+        got = _probe_metrics(base, probes.TLS_MODULE, f"127.0.0.1:{tls_port}")
+        assert got["probe_success"] == 1
+        assert abs(got["probe_ssl_earliest_cert_expiry"] - not_after) < 60
+        assert 2 * 86400 < got["probe_ssl_earliest_cert_expiry"] - time.time() <= 3 * 86400
+        plain = _probe_metrics(base, probes.TLS_MODULE, f"127.0.0.1:{plain_port}")
+        assert plain["probe_success"] == 0 and "probe_ssl_earliest_cert_expiry" not in plain

@@ -200,15 +200,32 @@ def test_nothing_else_in_or_out(stack: str, sets: tuple[str, ...]) -> None:
         for port, proto in x.ports[name]:
             assert not x.policies.allows(PUBLIC_IP, pod, port, proto), name
     leaving = {name for name, _ in ours if x.policies.allows(x.pods[name][0], PUBLIC_IP, 443)}
-    # The cost agent (the providers' billing APIs), the sign-in proxy (the identity provider)
-    # and Alertmanager (the receivers: the committed staging and prod name theirs): the
-    # exceptions; Alertmanager's only while a receiver is set (with none, nothing would use it).
+    # The cost agent (the providers' billing APIs), the sign-in proxy (the identity provider),
+    # the prober (the TLS handshake with the stack's public hosts, at the ingress controller's
+    # load balancer) and Alertmanager (the receivers: the committed staging and prod name theirs):
+    # the exceptions; Alertmanager's only while a receiver is set (with none, nothing would use it).
     assert leaving == {n for n, e in model.services.items()
                        if any(not o.api_server for o in model.outside(e))} == (
-        {"cost-agent", "oauth2-proxy"} if sets == NO_RECEIVER else {"cost-agent", "oauth2-proxy", "alertmanager"})
+        {"cost-agent", "oauth2-proxy", "blackbox-exporter"} if sets == NO_RECEIVER
+        else {"cost-agent", "oauth2-proxy", "blackbox-exporter", "alertmanager"})
+    # The prober leaves on 443 only (the loop above: nothing but the declared ports).
+    prober = model.prober()
+    assert prober is not None and [o.ports for o in model.outside(prober)] == [(443,)]
     # The API server: only the service that reads it (catalog ClusterReads), kube-state-metrics.
     to_api = {name for name, _ in ours if x.policies.allows(x.pods[name][0], PRIVATE_IP, 6443)}
     assert to_api == {n for n, e in model.services.items() if e.service.cluster_reads} == {"kube-state-metrics"}
+
+
+def test_the_prober_leaves_only_for_the_public_hosts_tls() -> None:
+    """Its one exception (443 at the public hosts' load balancer) exists while the stack serves a
+    public host; without one it leaves on no port, as before."""
+    for sets, leaves in (((), True), (("public=[]", "kubernetes.ingress.hosts={}"), False)):
+        x = rendered(render("prod", *sets))
+        pod = x.pods["blackbox-exporter"][0]
+        for port in (25, 80, 443, 587, 6443, 8443):
+            assert x.policies.allows(pod, PUBLIC_IP, port) == (leaves and port == 443), (sets, port)
+            assert not x.policies.allows(pod, METADATA_IP, port), sets
+            assert not x.policies.allows(pod, PRIVATE_IP, port), sets
 
 
 def test_outside_ranges_come_from_settings() -> None:
