@@ -4,8 +4,9 @@ Alerts are declared in the catalog, never here: the platform's (`Catalog.alerts`
 scraped service: down, memory near its limit, restarting) and each service's own
 (`Service.alerts`, on what its metrics say: an exporter's view of its database, the Celery
 backlog). This module fills their placeholders per stack (`$job`: the declaring service's
-scrape job; `$threshold`: stack config `alerting.thresholds`, else the catalog's default)
-and adds the recording rules they and the dashboards read:
+scrape job; `$threshold`: stack config `alerting.thresholds`, else the catalog's default;
+`$claim`: a volume alert's claim size in bytes, from the model, Kubernetes only) and adds
+the recording rules they and the dashboards read:
 
 - `service:memory_limit_bytes`: one constant series per scraped service, the memory limit
   its target gives one instance (Docker keeps the limit; a Guaranteed pod on Kubernetes
@@ -46,10 +47,22 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
+def claim_bytes(model: Resolved, alert: Alert, job: str) -> int | None:
+    """The size in bytes of the volume a volume alert compares with (`Alert.volume` of the
+    service it is about), on a stack where that volume is a claim of fixed size (Kubernetes:
+    `kubernetes.storage.<service>`, else the catalog's); None otherwise."""
+    owner = model.services.get(alert.about or job)
+    if not alert.volume or owner is None or model.settings.target != "kubernetes":
+        return None
+    return owner.volume_mib(alert.volume) * MIB
+
+
 def expression(model: Resolved, alert: Alert, job: str = "") -> str:
-    """The alert's PromQL with `$job` and `$threshold` filled in."""
+    """The alert's PromQL with `$job`, `$threshold` and (a volume alert's) `$claim` filled in."""
     value = threshold(model, alert)
-    return Template(alert.expr).substitute(job=job, threshold=_number(value) if value is not None else "")
+    claim = claim_bytes(model, alert, job)
+    return Template(alert.expr).substitute(job=job, threshold=_number(value) if value is not None else "",
+                                           claim=str(claim) if claim is not None else "")
 
 
 def _alert_rule(model: Resolved, alert: Alert, job: str = "", service: str = "") -> dict[str, object]:
@@ -69,7 +82,8 @@ def alerts_of(model: Resolved) -> list[tuple[str, Alert]]:
     which match every job): the platform's, then each scraped, enabled service's own."""
     out: list[tuple[str, Alert]] = [("", a) for a in model.catalog.alerts]
     for eff in model.scrape_targets():
-        out += [(eff.name, a) for a in eff.service.alerts]
+        # A volume alert only where its volume is a claim (Kubernetes): a Docker volume has no size.
+        out += [(eff.name, a) for a in eff.service.alerts if not a.volume or claim_bytes(model, a, eff.name)]
     return out
 
 

@@ -248,6 +248,11 @@ KSM_ALERTS = (
 """Cluster state from kube-state-metrics (Kubernetes stacks only). Volume fill is not among
 them: kubelet volume stats are not scraped (docs/monitoring.md says what stands in)."""
 
+PROMETHEUS_STORAGE = ("prometheus_tsdb_storage_blocks_bytes", "prometheus_tsdb_wal_storage_size_bytes",
+                      "prometheus_tsdb_head_chunks_storage_size_bytes")
+"""Prometheus' own view of its data directory: the persisted blocks, the WAL and the head's
+memory-mapped chunks, the three sizes its size retention adds up (tsdb: blocks + Head.Size())."""
+
 _DASHBOARDS = "/etc/grafana/dashboards"  # Grafana's generated dashboards (its home is the overview)
 
 _PY: DockerClient = "python"  # OptiInfra's Python images (collector, agents) check with python's urllib
@@ -588,12 +593,21 @@ SERVICES: tuple[Service, ...] = (
         # One directory, one mount: the rule file sits beside the config that names it.
         files=(ConfigFile("/etc/prometheus/prometheus.yml", Generated.SCRAPE_CONFIG),
                ConfigFile("/etc/prometheus/rules.yml", Generated.RULES)),
-        exposes=("prometheus_rule_evaluation_failures_total",),
+        exposes=("prometheus_rule_evaluation_failures_total", *PROMETHEUS_STORAGE),
         alerts=(Alert("PrometheusRuleFailures",
                       'increase(prometheus_rule_evaluation_failures_total{job="$job"}[10m]) > $threshold', 0,
                       "Prometheus failed to evaluate rules {{ $value }} times in 10 minutes",
                       "A rule names a series it cannot compute: read Prometheus' log and /rules page.",
-                      for_="0m"),),
+                      for_="0m"),
+                # What size retention counts (blocks, WAL, head chunks) over the claim. Retention
+                # holds it under 80% of the volume (below), so 0.9: retention is not keeping up.
+                Alert("PrometheusVolumeFilling",
+                      "(" + " + ".join(f'{m}{{job="$job"}}' for m in PROMETHEUS_STORAGE) + ") / $claim > $threshold",
+                      0.9,
+                      "Prometheus' data fills {{ $value | humanizePercentage }} of its volume",
+                      "Size retention (80% of the volume) is not keeping up: a cardinality burst grows the WAL "
+                      "(check prometheus_tsdb_head_series); raise kubernetes.storage.prometheus (the retention "
+                      "moves with it) or drop the offending series.", for_="15m", ratio=True, volume="data"),),
         # Retention by time and by size, whichever first: 80% of the data volume (base-2
         # units), so the WAL and compaction never fill the claim.
         command=("--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
@@ -837,8 +851,9 @@ SERVICES: tuple[Service, ...] = (
             ("DATA_SOURCE_USER", MONITOR))),),
         metrics=("metrics", "/metrics"),
         # pg_stat_archiver_*: the builtin pg_stat_archiver metrics, read by the WAL archive alerts below.
+        # pg_database_size_bytes: the default `database` collector (pg_database_size() per database).
         exposes=("pg_up", "pg_stat_activity_count", "pg_settings_max_connections",
-                 "pg_stat_archiver_failed_count", "pg_stat_archiver_last_archive_age"),
+                 "pg_stat_archiver_failed_count", "pg_stat_archiver_last_archive_age", "pg_database_size_bytes"),
         # pg_up is the exporter's own pg_isready: its last query of PostgreSQL succeeded.
         alerts=(Alert("PostgresDown", 'pg_up{job="$job"} == 0', None,
                       "PostgreSQL does not answer its exporter ({{ $labels.instance }})",
@@ -866,7 +881,16 @@ SERVICES: tuple[Service, ...] = (
                       "PostgreSQL's last archived WAL segment is {{ $value | humanizeDuration }} old",
                       "archive_timeout (backups.store.archiveTimeoutS) forces a segment at least that often: "
                       "an older one means archive-push is stuck or slow; check the server log and the "
-                      "store.", about="postgres")),
+                      "store.", about="postgres"),
+                # The databases' size over PostgreSQL's data claim (Kubernetes). pg_wal and the
+                # server's own files are on it too and not counted: 0.8 leaves them the rest.
+                Alert("PostgresVolumeFilling",
+                      'sum by (instance) (pg_database_size_bytes{job="$job"}) / $claim > $threshold', 0.8,
+                      "PostgreSQL's databases fill {{ $value | humanizePercentage }} of its volume",
+                      "Find what grows (pg_database_size, pg_total_relation_size per table; dead rows: "
+                      "VACUUM); raise kubernetes.storage.postgres (the claim is expanded in place where the "
+                      "storage class allows). A full volume stops PostgreSQL.",
+                      for_="15m", about="postgres", ratio=True, volume="data")),
         # The first panel of an exporter is its subject's health (the overview shows it).
         panels=(Panel("PostgreSQL up", 'pg_up{job="$job"}'),
                 Panel("Connections / max_connections",

@@ -66,7 +66,9 @@ def test_every_alert_has_a_severity_summary_and_runbook() -> None:
         # kube-state-metrics' (Kubernetes stacks only)
         "ReplicasShort", "CrashLooping", "ContainerRestarting", "BackupStale", "BackupFailed",
         # the public hosts' TLS probe (Kubernetes stacks with public hosts)
-        "TLSCertificateExpiring", "TLSCertificateExpiryCritical", "TLSHandshakeFailing", "TLSProbeMissing"}
+        "TLSCertificateExpiring", "TLSCertificateExpiryCritical", "TLSHandshakeFailing", "TLSProbeMissing",
+        # the stores' size over their claims (Kubernetes stacks)
+        "PostgresVolumeFilling", "PrometheusVolumeFilling"}
     for a in alerts:
         assert a["labels"]["severity"] in ("critical", "warning") or a["alert"] == "Watchdog", a
         assert a["annotations"]["summary"] and a["annotations"]["runbook"], a
@@ -158,8 +160,9 @@ def test_promtool_checks_the_config_and_the_rules(stack: str, tmp_path: Path) ->
     # alerts, its scrape job's absent() (+1) and its probe job (+3): 96 + 10 = 106.
     # Their two public hosts (portal, grafana) each get a TLS probe job with 4 rules
     # (TLSCertificateExpiring, TLSCertificateExpiryCritical, TLSHandshakeFailing, TLSProbeMissing):
-    # 106 + 8 = 114.
-    expected = 94 if stack == "dev" else 114
+    # 106 + 8 = 114. And two volume alerts, on claims (Kubernetes only): PostgresVolumeFilling,
+    # PrometheusVolumeFilling: 114 + 2 = 116.
+    expected = 94 if stack == "dev" else 116
     assert f"SUCCESS: {expected} rules found" in done.stdout
     done = subprocess.run([str(tool), "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -383,7 +386,7 @@ def _job_cases() -> list[dict[str, Any]]:
 def test_promtool_unit_tests_of_the_alerts(tmp_path: Path) -> None:
     tool = _tool()
     # dev's rules for the alerts every stack has; prod's for the Kubernetes-only ones.
-    runs = {"dev": _cases() + _job_cases(), "prod": _ksm_cases() + _tls_cases()}
+    runs = {"dev": _cases() + _job_cases(), "prod": _ksm_cases() + _tls_cases() + _volume_cases()}
     cases = [c for run in runs.values() for c in run]
     fired = {t["alertname"] for case in cases for t in case["alert_rule_test"] if t["exp_alerts"]}
     quiet = {t["alertname"] for case in cases for t in case["alert_rule_test"] if not t["exp_alerts"]}
@@ -555,6 +558,57 @@ def _tls_cases() -> list[dict[str, Any]]:
                  _alert("TLSProbeMissing", "No TLS probe result from tls-grafana: the prober is not scraped or the "
                         "probe job is gone", job="tls-grafana", service="grafana")]}]},
     ]
+
+
+GIB = 1024 ** 3
+
+
+def _volume_cases() -> list[dict[str, Any]]:
+    """The stores' size over their claims: prod's rules, where Pulumi.prod.yaml sets
+    kubernetes.storage.postgres and .prometheus to 20Gi (21474836480 bytes) each."""
+    pg = {"instance": f"{PG}:9187", "service": "postgres"}
+    prom = {"job": "prometheus", "instance": "prometheus:9090", "service": "prometheus", "tier": "monitoring"}
+    return [
+        # PostgreSQL: 10Gi + 7Gi = 17Gi of 20Gi = 85% (over 0.8). Prometheus: 16 + 2 + 1 = 19Gi = 95% (over 0.9).
+        {"interval": "1m", "input_series": [
+            _series("pg_database_size_bytes", f"{10 * GIB}x20", PG, 9187, datname="optiinfra"),
+            _series("pg_database_size_bytes", f"{7 * GIB}x20", PG, 9187, datname="postgres"),
+            _series("prometheus_tsdb_storage_blocks_bytes", f"{16 * GIB}x20", "prometheus", 9090),
+            _series("prometheus_tsdb_wal_storage_size_bytes", f"{2 * GIB}x20", "prometheus", 9090),
+            _series("prometheus_tsdb_head_chunks_storage_size_bytes", f"{1 * GIB}x20", "prometheus", 9090)],
+         "alert_rule_test": [
+             {"eval_time": "10m", "alertname": "PostgresVolumeFilling", "exp_alerts": []},  # pending: `for: 15m`
+             {"eval_time": "16m", "alertname": "PostgresVolumeFilling", "exp_alerts": [
+                 _alert("PostgresVolumeFilling", "PostgreSQL's databases fill 85% of its volume", **pg)]},
+             {"eval_time": "16m", "alertname": "PrometheusVolumeFilling", "exp_alerts": [
+                 _alert("PrometheusVolumeFilling", "Prometheus' data fills 95% of its volume", **prom)]}]},
+        # 15Gi of 20Gi (75%); Prometheus at 16Gi (80%, where its size retention holds it): both quiet.
+        {"interval": "1m", "input_series": [
+            _series("pg_database_size_bytes", f"{10 * GIB}x20", PG, 9187, datname="optiinfra"),
+            _series("pg_database_size_bytes", f"{5 * GIB}x20", PG, 9187, datname="postgres"),
+            _series("prometheus_tsdb_storage_blocks_bytes", f"{14 * GIB}x20", "prometheus", 9090),
+            _series("prometheus_tsdb_wal_storage_size_bytes", f"{1 * GIB}x20", "prometheus", 9090),
+            _series("prometheus_tsdb_head_chunks_storage_size_bytes", f"{1 * GIB}x20", "prometheus", 9090)],
+         "alert_rule_test": [
+             {"eval_time": "16m", "alertname": "PostgresVolumeFilling", "exp_alerts": []},
+             {"eval_time": "16m", "alertname": "PrometheusVolumeFilling", "exp_alerts": []}]},
+    ]
+
+
+def test_the_volume_alerts_read_the_claim_size_from_the_stack() -> None:
+    def expr(r: offline.Render, name: str) -> str:
+        return str(next(x["expr"] for x in _rules(r) if x.get("alert") == name))
+    # Pulumi.prod.yaml: postgres 20Gi = 20 * 1024^3 = 21474836480 bytes.
+    assert expr(render("prod"), "PostgresVolumeFilling") == (
+        'sum by (instance) (pg_database_size_bytes{job="postgres-exporter"}) / 21474836480 > 0.8')
+    # 40Gi = 42949672960 bytes: the claim moves the rule; Prometheus' claim (20Gi) stays.
+    grown = render("prod", "kubernetes.storage.postgres=40Gi")
+    assert expr(grown, "PostgresVolumeFilling").endswith(" / 42949672960 > 0.8")
+    assert expr(grown, "PrometheusVolumeFilling").endswith(" / 21474836480 > 0.9")
+    assert expr(render("prod", "alerting.thresholds.PostgresVolumeFilling=0.7"),
+                "PostgresVolumeFilling").endswith(" / 21474836480 > 0.7")
+    # Docker: a volume has no size of its own (it grows into the host's disk): no volume alert.
+    assert not [x for x in _rules(render("dev")) if "VolumeFilling" in str(x.get("alert", ""))]
 
 
 def test_tls_thresholds_are_days_set_per_stack() -> None:
