@@ -438,6 +438,9 @@ def offsite_backup_script(service: Service, where: backup.Where, retention: int,
 
 # ---- the scheduled drill: three steps sharing a directory -------------------------------
 
+DRILL_DEADLINE_S = 3600
+"""A scheduled drill that takes longer is killed (its push never happens: BackupDrillFailed
+reads it as stale once the schedule's gap and this deadline have passed)."""
 DRILL_JOB_LABEL = "optiinfra-backup-drill"
 """The `job` label the drills push under (the Pushgateway's grouping key, with `service`)."""
 

@@ -39,7 +39,9 @@ def _manifests(r: offline.Render) -> list[dict[str, Any]]:
 
 
 def _cronjobs(r: offline.Render) -> list[dict[str, Any]]:
-    return [m for m in _manifests(r) if m["kind"] == "CronJob"]
+    """The backup CronJobs (the drills' are tests/test_drill_render.py's)."""
+    return [m for m in _manifests(r) if m["kind"] == "CronJob"
+            and "optiinfra.io/backup-of" in m["metadata"].get("annotations", {})]
 
 
 def _pod(cj: dict[str, Any]) -> dict[str, Any]:
