@@ -55,7 +55,7 @@ from ...wiring import Wiring
 from .. import StackOutputs
 from .backup_jobs import BACKUP_DEADLINE_S, BACKUP_RESOURCES, BACKUP_SCRATCH_MIB, backup_cronjob
 from .credentials import k8s_env, rollout_hash, secret_value, secrets_in_env, tier_secret
-from .drill_jobs import drill_cronjob
+from .drill_jobs import drill_cronjob, gateway_ingress
 from .exposure import cluster_service, headless, ingress, needs_headless
 from .network import tier_policies
 from .objects import (
@@ -140,8 +140,9 @@ class KubernetesBackend:
             backup_cronjob(self.objects, self.host_of, eff, comp, ns, self.ready[tier], made[0],
                            self.allow.get(backup_job(svc.name)))
         if (edge := self.drills.get(eff.name)) is not None and (gateway := self.model.push_gateway()) is not None:
-            drill_cronjob(self.objects, self.host_of, eff, edge, gateway, comp, ns, self.tiers[gateway.tier],
-                          self.namespaces[gateway.tier], self.ready[tier])
+            drill_cronjob(self.objects, self.host_of, eff, edge, gateway, comp, ns, self.ready[tier])
+        if svc.push_gateway:  # its side of the drill edges
+            gateway_ingress(self.objects, eff, comp, ns)
         if needs_headless(eff, self.scraped):
             headless(self.objects, eff, comp, ns)
         if svc.ports:

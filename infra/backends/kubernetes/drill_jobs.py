@@ -51,10 +51,9 @@ def drill_exceptions(images: Sequence[str], uid: int) -> list[Exception_]:
 
 
 def drill_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective, edge: Edge, gateway: Effective,
-                  comp: TierComponent, ns: core.Namespace, gateway_comp: TierComponent,
-                  gateway_ns: core.Namespace, ready: Sequence[pulumi.Resource]) -> batch.CronJob:
-    """The drill CronJob of a drilled service (`edge`: its drill edge to `gateway`), its egress
-    policy in the service's namespace and the Pushgateway's ingress policy admitting it."""
+                  comp: TierComponent, ns: core.Namespace, ready: Sequence[pulumi.Resource]) -> batch.CronJob:
+    """The drill CronJob of a drilled service (`edge`: its drill edge to `gateway`) and its
+    egress policy in the service's namespace (the Pushgateway's side: `gateway_ingress`)."""
     model, svc, tier = objs.model, eff.service, eff.tier
     b, cfg, store = backups.backup_of(svc), model.settings.backups, model.settings.backups.store
     assert store is not None and svc.connection is not None
@@ -118,8 +117,7 @@ def drill_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective, 
             init_containers=[fetch, restore], containers=[push], volumes=volumes, restart_policy="Never",
             automount_service_account_token=False, enable_service_links=False, service_account_name=account,
             security_context=pod_security(uid)))
-    allow = _policies(objs, edge, eff, gateway, comp, ns, gateway_comp, gateway_ns, gport.container,
-                      gport.protocol.upper())
+    allow = _egress(objs, edge, eff, gateway, comp, ns)
     return batch.CronJob(name, batch.CronJobInitArgs(
         metadata=objs.metadata(name, tier, labels, notes),
         spec=batch.CronJobSpecArgs(
@@ -134,31 +132,43 @@ def drill_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective, 
         opts=objs.opts(comp, depends_on=[*ready, *allow]))
 
 
-def _policies(objs: Objects, edge: Edge, eff: Effective, gateway: Effective, comp: TierComponent,
-              ns: core.Namespace, gateway_comp: TierComponent, gateway_ns: core.Namespace, port: int,
-              proto: str) -> list[net.NetworkPolicy]:
-    """The drill edge as policies: the job's egress (the Pushgateway's port, the store's
-    endpoint) and the Pushgateway's ingress from the job's pods alone."""
-    model = objs.model
-    job, tier = edge.source, eff.tier
-    ports = [net.NetworkPolicyPortArgs(port=port, protocol=proto)]
+def _ports(gateway: Effective, edge: Edge) -> list[net.NetworkPolicyPortArgs]:
+    port = gateway.service.port(edge.port)
+    return [net.NetworkPolicyPortArgs(port=port.container, protocol=port.protocol.upper())]
+
+
+def _egress(objs: Objects, edge: Edge, eff: Effective, gateway: Effective, comp: TierComponent,
+            ns: core.Namespace) -> list[net.NetworkPolicy]:
+    """The drill job's egress: the Pushgateway's port (its drill edge) and the store's endpoint."""
+    model, job = objs.model, edge.source
     to_gateway = net.NetworkPolicyPeerArgs(
         pod_selector=meta.LabelSelectorArgs(match_labels={NAME: gateway.name}),
         namespace_selector=meta.LabelSelectorArgs(match_labels={NAMESPACE_NAME: namespace_name(model, gateway.tier)}))
-    from_job = net.NetworkPolicyPeerArgs(
-        pod_selector=meta.LabelSelectorArgs(match_labels={NAME: job}),
-        namespace_selector=meta.LabelSelectorArgs(match_labels={NAMESPACE_NAME: namespace_name(model, tier)}))
-    return [
-        net.NetworkPolicy(f"allow-{job}", net.NetworkPolicyInitArgs(
-            metadata=objs.metadata(f"allow-{job}", tier, {NAME: job}),
-            spec=net.NetworkPolicySpecArgs(
-                pod_selector=meta.LabelSelectorArgs(match_labels={NAME: job}), policy_types=["Egress"],
-                egress=[net.NetworkPolicyEgressRuleArgs(to=[to_gateway], ports=ports), *_store_egress(model)])),
-            opts=objs.opts(comp, depends_on=[ns])),
-        net.NetworkPolicy(f"allow-{job}-in", net.NetworkPolicyInitArgs(
-            metadata=objs.metadata(f"allow-{job}-in", gateway.tier, {NAME: gateway.name}),
+    return [net.NetworkPolicy(f"allow-{job}", net.NetworkPolicyInitArgs(
+        metadata=objs.metadata(f"allow-{job}", eff.tier, {NAME: job}),
+        spec=net.NetworkPolicySpecArgs(
+            pod_selector=meta.LabelSelectorArgs(match_labels={NAME: job}), policy_types=["Egress"],
+            egress=[net.NetworkPolicyEgressRuleArgs(to=[to_gateway], ports=_ports(gateway, edge)),
+                    *_store_egress(model)])),
+        opts=objs.opts(comp, depends_on=[ns]))]
+
+
+def gateway_ingress(objs: Objects, gateway: Effective, comp: TierComponent,
+                    ns: core.Namespace) -> list[net.NetworkPolicy]:
+    """The Pushgateway's side of the drill edges (created with it, in its tier): one policy
+    per drill job admitting that job's pods, from its namespace, on the edge's port."""
+    model = objs.model
+    out = []
+    for edge in model.drill_edges():
+        owner = next(e for e in model.drilled() if drill_job(e.name) == edge.source)
+        from_job = net.NetworkPolicyPeerArgs(
+            pod_selector=meta.LabelSelectorArgs(match_labels={NAME: edge.source}),
+            namespace_selector=meta.LabelSelectorArgs(
+                match_labels={NAMESPACE_NAME: namespace_name(model, owner.tier)}))
+        out.append(net.NetworkPolicy(f"allow-{edge.source}-in", net.NetworkPolicyInitArgs(
+            metadata=objs.metadata(f"allow-{edge.source}-in", gateway.tier, {NAME: gateway.name}),
             spec=net.NetworkPolicySpecArgs(
                 pod_selector=meta.LabelSelectorArgs(match_labels={NAME: gateway.name}), policy_types=["Ingress"],
-                ingress=[net.NetworkPolicyIngressRuleArgs(from_=[from_job], ports=ports)])),
-            opts=objs.opts(gateway_comp, depends_on=[gateway_ns])),
-    ]
+                ingress=[net.NetworkPolicyIngressRuleArgs(from_=[from_job], ports=_ports(gateway, edge))])),
+            opts=objs.opts(comp, depends_on=[ns])))
+    return out
