@@ -163,9 +163,8 @@ def drill_rules(model: Resolved) -> list[dict[str, object]]:
             fill = {"service": eff.name, "allowed": str(allowed.get(alert.name, default)),
                     "threshold": _number(value) if value is not None else ""}
             rule: dict[str, object] = {"alert": alert.name, "expr": Template(alert.expr).substitute(fill)}
-            wait = Template(alert.for_).substitute({"allowed": f"{fill['allowed']}s"})
-            if wait != "0m":
-                rule["for"] = wait
+            if alert.for_ != "0m":
+                rule["for"] = alert.for_
             rule["labels"] = {"severity": alert.severity, "service": eff.name}
             rule["annotations"] = {"summary": alert.summary, "runbook": alert.runbook}
             out.append(rule)

@@ -155,18 +155,15 @@ DRILL_ALERTS = (
     # schedule (backups.drillSchedule) plus the drill's deadline, in seconds (alerts.py).
     Alert("BackupDrillFailed",
           'max by (service) (optiinfra_backup_drill_success{service="$service"}) == 0 '
-          'or (time() - max by (service) (optiinfra_backup_drill_timestamp_seconds{service="$service"})) > $allowed',
+          'or (time() - max by (service) (optiinfra_backup_drill_timestamp_seconds{service="$service"})) > $allowed '
+          # No result in that time at all (a restarted Pushgateway, a CronJob that never ran, a new stack).
+          'or absent_over_time(optiinfra_backup_drill_timestamp_seconds{service="$service"}[${allowed}s])',
           None, "The newest restore drill of {{ $labels.service }} failed, or none reported in time",
           "Read the drill's log (`kubectl -n <tier namespace> logs job/<service>-drill-<run>`, the newest run of the "
           "CronJob): a missing backup, a corrupt download or a missing canary fails it; no result means the "
-          "CronJob did not run or the Pushgateway lost its results (restarted): run one now with "
+          "CronJob did not run (`kubectl get cronjob,job -l app.kubernetes.io/name=<service>-drill`), or the "
+          "Pushgateway lost its results (restarted), or the stack is new: run one now with "
           "`kubectl create job --from=cronjob/<service>-drill`.", severity="critical", for_="0m"),
-    # No result at all (a new stack, a restarted Pushgateway): stale once the schedule allowed one.
-    Alert("BackupDrillFailed", 'absent(optiinfra_backup_drill_timestamp_seconds{service="$service"})', None,
-          "No restore drill of {{ $labels.service }} reported in the time its schedule allows",
-          "The drill CronJob did not run, failed before it pushed, or the Pushgateway restarted and no drill ran "
-          "since: `kubectl get cronjob,job -l app.kubernetes.io/name=<service>-drill`, then run one now with "
-          "`kubectl create job --from=cronjob/<service>-drill`.", severity="critical", for_="$allowed"),
     # $threshold: seconds of grace on top of the longest gap between two runs of backups.schedule.
     Alert("BackupTooOld",
           'max by (service) (optiinfra_backup_drill_rpo_seconds{service="$service"}) > $allowed + $threshold',
