@@ -1,5 +1,6 @@
-"""The 23 OptiInfra services (the seed's 19, Alertmanager, the blackbox exporter, the
-Pushgateway and the sign-in proxy, which runs on Kubernetes only), declared once (source:
+"""The 23 OptiInfra services (the seed's 19, Alertmanager, the blackbox exporter, the sign-in
+proxy, which runs on Kubernetes only, and the Pushgateway, which runs only where restore drills
+do: Kubernetes with `backups.store`), declared once (source:
 shared/seed/services-and-ports.md).
 
 Plain data, no Pulumi import. Ports, images, health checks, dependencies, memory,
@@ -741,6 +742,7 @@ SERVICES: tuple[Service, ...] = (
         resources=Resources(memory_mib=16, cpu=0.02, memory_limit_mib=32),
         runtime=Runtime("go"),
         metrics=("http", "/metrics"),
+        # Deployed only where drills push to it (Kubernetes with backups.store; infra/resolve.py).
         # Decision: no persistence file. A restart loses the last results; the next drill pushes
         # again, and BackupDrillFailed reads an absent result as a stale one (infra/alerts.py).
         push_gateway=True,

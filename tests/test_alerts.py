@@ -75,7 +75,8 @@ def test_memory_limits_are_recorded_per_scraped_service_from_the_targets_limits(
     dev, prod = limits("dev"), limits("prod")
     # Scraped: every service that declares metrics; on Kubernetes that includes the sign-in proxy
     # (64Mi: twice its 32Mi request), which dev does not run.
-    assert set(prod) == {n for n, s in default_catalog().services.items() if s.metrics}
+    # (The Pushgateway runs only with drills: a store, which prod does not set.)
+    assert set(prod) == {n for n, s in default_catalog().services.items() if s.metrics and not s.push_gateway}
     assert set(prod) - set(dev) == {"oauth2-proxy"} and prod["oauth2-proxy"] == "vector(67108864)"
     assert "postgres" not in dev
     # Limits are twice the request: Prometheus 300Mi (dev) and 512Mi (prod); Grafana's is written
@@ -143,13 +144,13 @@ def test_promtool_checks_the_config_and_the_rules(stack: str, tmp_path: Path) ->
     done = subprocess.run([str(tool), "check", "config", str(tmp_path / "prometheus.yml")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-    # dev: 12 limits + 2 ratios + 15 alerts + 12 absent scrape jobs + 19 probe jobs x 3 + the Watchdog
-    #      = 12 + 2 + 15 + 12 + 57 + 1 = 99 (the Pushgateway: a limit, a scrape job, a probe job).
+    # dev: 11 limits + 2 ratios + 15 alerts + 11 absent scrape jobs + 18 probe jobs x 3 + the Watchdog
+    #      = 11 + 2 + 15 + 11 + 54 + 1 = 94.
     # staging and prod (Kubernetes, with sso) add the sign-in proxy: its limit (+1), the absent()
     # rule of its scrape job (+1) and its probe job, probe-oauth2-proxy; Grafana, behind the proxy,
-    # is not probed there (-1 probe job), so still 19 probe jobs x 3 (ServiceUnavailable,
-    # ServiceSlow, ProbeMissing): 13 + 2 + 15 + 13 + 57 + 1 = 101. No drill rules: no store set.
-    expected = 99 if stack == "dev" else 101
+    # is not probed there (-1 probe job), so still 18 probe jobs x 3 (ServiceUnavailable,
+    # ServiceSlow, ProbeMissing): 12 + 2 + 15 + 12 + 54 + 1 = 96. No store: no Pushgateway, no drills.
+    expected = 94 if stack == "dev" else 96
     assert f"SUCCESS: {expected} rules found" in done.stdout
     done = subprocess.run([str(tool), "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

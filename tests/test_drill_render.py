@@ -111,10 +111,12 @@ def test_drill_pods_reach_the_store_and_the_pushgateway_only(store: str) -> None
             assert not x.policies.allows(pod, PUBLIC_IP, port), job
 
 
-def test_the_pushgateway_is_scraped_with_its_pushers_labels() -> None:
-    for stack, sets in [("dev", ()), ("prod", ())]:
-        config = yaml.safe_load(generated(render(stack, *sets), "prometheus.yml"))
-        (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "pushgateway"]
-        assert job["honor_labels"] is True
-        others = [j for j in config["scrape_configs"] if j["job_name"] != "pushgateway"]
-        assert not any(j.get("honor_labels") for j in others)
+def test_the_pushgateway_runs_only_with_drills_and_is_scraped_with_its_pushers_labels() -> None:
+    for stack in ("dev", "prod"):  # no store: nothing would push, so no Pushgateway
+        config = yaml.safe_load(generated(render(stack), "prometheus.yml"))
+        assert "pushgateway" not in {j["job_name"] for j in config["scrape_configs"]}
+    config = yaml.safe_load(generated(render("prod", BY_HOST, secrets=SECRETS), "prometheus.yml"))
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "pushgateway"]
+    assert job["honor_labels"] is True
+    others = [j for j in config["scrape_configs"] if j["job_name"] != "pushgateway"]
+    assert others and not any(j.get("honor_labels") for j in others)
