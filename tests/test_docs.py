@@ -138,7 +138,8 @@ def test_svg_topology(stack: str) -> None:
         assert any(t and t.endswith(f". {tier}") for t in texts)
         assert f"{'namespace' if stack == 'prod' else 'network'} optiinfra-{tier}" in texts
     # The sign-in proxy runs on Kubernetes only: prod draws it, dev does not.
-    services = {n for n, s in default_catalog().services.items() if stack == "prod" or not s.authenticator}
+    services = {n for n, s in default_catalog().services.items() if (stack == "prod" or not s.authenticator)
+                and not s.push_gateway}  # the Pushgateway: only with drills (a store)
     assert services <= set(texts)
     boxes = [r for r in root.iter(f"{SVG}rect") if r.get("width") == str(topology.BOX_W)]
     assert len(boxes) == len(services)

@@ -140,7 +140,7 @@ def test_plan_json_lists_a_container_per_docker_service_5_tiers_5_networks() -> 
     assert len(by_type["docker:index/network:Network"]) == 5
     # A container for every service but the sign-in proxy (Kubernetes only).
     assert len(by_type["docker:index/container:Container"]) == sum(
-        not s.authenticator for s in default_catalog().services.values())
+        not (s.authenticator or s.push_gateway) for s in default_catalog().services.values())  # nor the Pushgateway
     assert all(s["newState"]["parent"] in tiers for s in by_type["docker:index/container:Container"])
     ch = next(s for s in by_type["docker:index/container:Container"] if s["urn"].endswith("::clickhouse"))
     assert "CLICKHOUSE_PASSWORD=[secret]" in ch["newState"]["inputs"]["envs"]
