@@ -20,6 +20,8 @@ output is sorted, deterministic YAML (promtool checks it in tests/test_alerts.py
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+from itertools import pairwise
 from string import Template
 
 import yaml
@@ -107,6 +109,7 @@ def rules(model: Resolved) -> str:
         {"name": "optiinfra-recording", "rules": recording_rules(model)},
         {"name": "optiinfra-alerts", "rules": [_alert_rule(model, a, job) for job, a in alerts_of(model)]
          + [_alert_rule(model, a, job, service) for job, service, a in probes.job_alerts(model)]},
+        *([{"name": DRILL_GROUP, "rules": drill}] if (drill := drill_rules(model)) else []),
     ]
     return yaml.safe_dump({"groups": groups}, sort_keys=False, width=200)
 
@@ -117,3 +120,66 @@ def rule_file_paths(model: Resolved) -> list[str]:
     if scraper is None:
         return []
     return [f.path for f in scraper.service.files if f.generator is Generated.RULES]
+
+
+# ---- the restore drills (docs/backups.md) ----------------------------------------------------
+
+DRILL_GROUP = "optiinfra-backup-drills"
+_CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+
+
+def _cron_field(text: str, low: int, high: int) -> set[int]:
+    out: set[int] = set()
+    for part in text.split(","):
+        span, _, step = part.partition("/")
+        first, last = (low, high) if span == "*" else (int(span.partition("-")[0]),
+                                                         int(span.partition("-")[2] or span.partition("-")[0]))
+        if step and span != "*" and "-" not in span:
+            last = high
+        out.update(range(first, last + 1, int(step or 1)))
+    return out
+
+
+def longest_gap_s(schedule: str) -> int:
+    """The longest time between two consecutive runs of a five-field cron schedule (UTC, as
+    Kubernetes reads it: day of month or weekday when both are restricted), over a year of runs."""
+    fields = schedule.split()
+    minutes, hours, days, months, weekdays = (_cron_field(f, lo, hi) for f, (lo, hi) in zip(fields, _CRON_RANGES,
+                                                                                            strict=True))
+    either = fields[2] != "*" and fields[4] != "*"
+    runs: list[int] = []
+    start = date(2027, 1, 1)
+    for n in range(2 * 366):
+        d = start + timedelta(days=n)
+        dom, dow = d.day in days, (d.isoweekday() % 7) in weekdays
+        if d.month in months and ((dom or dow) if either else (dom and dow)):
+            runs += [n * 86400 + h * 3600 + m * 60 for h in sorted(hours) for m in sorted(minutes)]
+    gaps = [b - a for a, b in pairwise(runs)]
+    return max(gaps) if gaps else 2 * 366 * 86400
+
+
+def drill_rules(model: Resolved) -> list[dict[str, object]]:
+    """The catalog's drill alerts (`Catalog.drill_alerts`), one rule each per drilled service:
+    `$service` that service, `$allowed` the seconds its schedule allows (BackupDrillFailed: the
+    drill schedule's longest gap plus a run's deadline; BackupTooOld: the backup schedule's
+    longest gap), `$threshold` as for every alert. None without drills (no store, Docker)."""
+    from .objectstore import DRILL_DEADLINE_S
+    drilled = model.drilled()
+    if not drilled:
+        return []
+    cfg = model.settings.backups
+    allowed = {"BackupTooOld": longest_gap_s(cfg.schedule)}
+    default = longest_gap_s(cfg.drill_schedule) + DRILL_DEADLINE_S
+    out: list[dict[str, object]] = []
+    for alert in model.catalog.drill_alerts:
+        value = threshold(model, alert)
+        for eff in drilled:
+            fill = {"service": eff.name, "allowed": str(allowed.get(alert.name, default)),
+                    "threshold": _number(value) if value is not None else ""}
+            rule: dict[str, object] = {"alert": alert.name, "expr": Template(alert.expr).substitute(fill)}
+            if alert.for_ != "0m":
+                rule["for"] = alert.for_
+            rule["labels"] = {"severity": alert.severity, "service": eff.name}
+            rule["annotations"] = {"summary": alert.summary, "runbook": alert.runbook}
+            out.append(rule)
+    return out

@@ -1,5 +1,6 @@
-"""The 22 OptiInfra services (the seed's 19, Alertmanager, the blackbox exporter and the
-sign-in proxy, which runs on Kubernetes only), declared once (source:
+"""The 23 OptiInfra services (the seed's 19, Alertmanager, the blackbox exporter, the sign-in
+proxy, which runs on Kubernetes only, and the Pushgateway, which runs only where restore drills
+do: Kubernetes with `backups.store`), declared once (source:
 shared/seed/services-and-ports.md).
 
 Plain data, no Pulumi import. Ports, images, health checks, dependencies, memory,
@@ -110,9 +111,6 @@ PLATFORM_ALERTS = (
           "{{ $labels.service }} ({{ $labels.instance }}) restarted {{ $value }} times in 30 minutes",
           "A crash loop: read the logs of the previous run (`kubectl logs --previous`, `docker logs`); "
           "a failing liveness probe or the memory limit are the usual causes.", for_="0m"),
-    # No drill alerts yet (BackupDrillFailed, BackupTooOld): the drills' metrics file is not
-    # scraped (the drill job is not scheduled), and an alert on series nobody produces would
-    # stay quiet however stale the backups got (docs/backups.md).
 )
 """Alerts on every scraped service, from Prometheus' own `up` and the client libraries' process
 metrics. On Kubernetes kube-state-metrics adds the cluster state (KSM_ALERTS, docs/monitoring.md)."""
@@ -252,6 +250,30 @@ PROMETHEUS_STORAGE = ("prometheus_tsdb_storage_blocks_bytes", "prometheus_tsdb_w
                       "prometheus_tsdb_head_chunks_storage_size_bytes")
 """Prometheus' own view of its data directory: the persisted blocks, the WAL and the head's
 memory-mapped chunks, the three sizes its size retention adds up (tsdb: blocks + Head.Size())."""
+DRILL_ALERTS = (
+    # One rule per drilled service on the series its drill pushes (objectstore.DRILL_METRICS):
+    # `$service` that service, `$allowed` the longest gap between two runs of the drill's
+    # schedule (backups.drillSchedule) plus the drill's deadline, in seconds (alerts.py).
+    Alert("BackupDrillFailed",
+          'max by (service) (optiinfra_backup_drill_success{service="$service"}) == 0 '
+          'or (time() - max by (service) (optiinfra_backup_drill_timestamp_seconds{service="$service"})) > $allowed '
+          # No result in that time at all (a restarted Pushgateway, a CronJob that never ran, a new stack).
+          'or absent_over_time(optiinfra_backup_drill_timestamp_seconds{service="$service"}[${allowed}s])',
+          None, "The newest restore drill of {{ $labels.service }} failed, or none reported in time",
+          "Read the drill's log (`kubectl -n <tier namespace> logs job/<service>-drill-<run>`, the newest run of the "
+          "CronJob): a missing backup, a corrupt download or a missing canary fails it; no result means the "
+          "CronJob did not run (`kubectl get cronjob,job -l app.kubernetes.io/name=<service>-drill`), or the "
+          "Pushgateway lost its results (restarted), or the stack is new: run one now with "
+          "`kubectl create job --from=cronjob/<service>-drill`.", severity="critical", for_="0m"),
+    # $threshold: seconds of grace on top of the longest gap between two runs of backups.schedule.
+    Alert("BackupTooOld",
+          'max by (service) (optiinfra_backup_drill_rpo_seconds{service="$service"}) > $allowed + $threshold',
+          3600, "The newest restorable backup of {{ $labels.service }} is {{ $value | humanizeDuration }} old",
+          "A backup run failed or did not run: check the newest `<service>-backup` Job's log (the store's key, "
+          "endpoint and bucket) and run one now with `kubectl create job --from=cronjob/<service>-backup`; "
+          "raise the grace in optiinfra:alerting.thresholds.BackupTooOld (seconds).", for_="0m"),
+)
+"""Alerts on the restore drills' results (the Pushgateway's), rendered per drilled service."""
 
 _DASHBOARDS = "/etc/grafana/dashboards"  # Grafana's generated dashboards (its home is the overview)
 
@@ -388,7 +410,15 @@ SERVICES: tuple[Service, ...] = (
             restore=("pg_restore", "--host={host}", "--port={port}", f"--username={DB_USER}", "--dbname=optiinfra",
                      "--clean", "--if-exists", "--single-transaction", "--exit-on-error",
                      "--no-password", "{src}"),
-            port="postgres", credential="postgres", password_env="PGPASSWORD", suffix=".dump"),
+            port="postgres", credential="postgres", password_env="PGPASSWORD", suffix=".dump",
+            # With backups.store, a row the drill must find in the restored dump (infra/objectstore.py).
+            canary=(f"psql --host={{host}} --port={{port}} --username={DB_USER} --dbname=optiinfra --no-password "
+                    "-X -q -v ON_ERROR_STOP=1 -c \"CREATE SCHEMA IF NOT EXISTS optiinfra_backup; "
+                    "CREATE TABLE IF NOT EXISTS optiinfra_backup.canary (token text PRIMARY KEY, "
+                    "written_at timestamptz NOT NULL DEFAULT now()); "
+                    "INSERT INTO optiinfra_backup.canary (token) VALUES ('backup-' || clock_timestamp()::text)\""),
+            # On the stacks the drill restores the daily dump (pgBackRest's archive is not wired there).
+            drill="pg_dump"),
     ),
     Service(
         name="clickhouse",
@@ -514,7 +544,8 @@ SERVICES: tuple[Service, ...] = (
             suffix=".rdb",
             # The drill (infra/objectstore.py) reads this key back from the restored RDB.
             canary='redis-cli -h {host} -p {port} --no-auth-warning SET optiinfra:backup-canary "$(date -u +%s)" '
-                   '> /dev/null'),
+                   '> /dev/null',
+            drill="rdb"),
     ),
     Service(
         name="qdrant",
@@ -825,6 +856,30 @@ SERVICES: tuple[Service, ...] = (
         connection=Connection("http://{host}:{port}", "web", user=DB_USER, credential="flower"),
         ui=SignIn(),
         uid=1000,
+    ),
+    Service(
+        name="pushgateway",
+        tier=Tier.MONITORING,
+        # The Go module tests/test_drill.py builds (scripts/tools.sh) and pushes the drills' results to.
+        # checked 2026-12-07: github.com/prometheus/pushgateway v1.11.5 (2026-10-21) on proxy.golang.org
+        image="prom/pushgateway:v1.11.5",
+        publish=False,
+        purpose="Holds the restore drills' pushed results for Prometheus",
+        ports=(Port("http", 9091, host=9091, band="metrics"),),
+        # busybox-based like Prometheus' image: busybox wget checks it on Docker, and pushes
+        # the drills' results from their pods (infra/backends/kubernetes/drill_jobs.py).
+        health=HealthCheck(HttpCheck("/-/ready", "http"), live=HttpCheck("/-/healthy", "http"), docker_client="wget"),
+        # No seed figure: it idles at about 10 MiB holding a few groups of four series.
+        resources=Resources(memory_mib=16, cpu=0.02, memory_limit_mib=32),
+        runtime=Runtime("go"),
+        metrics=("http", "/metrics"),
+        # Deployed only where drills push to it (Kubernetes with backups.store; infra/resolve.py).
+        # Decision: no persistence file. A restart loses the last results; the next drill pushes
+        # again, and BackupDrillFailed reads an absent result as a stale one (infra/alerts.py).
+        push_gateway=True,
+        kubernetes_only=("the drills it holds results for run as Kubernetes CronJobs; on Docker a drill is run by "
+                         "hand (docs/backups.md)"),
+        uid=65534,
     ),
     Service(
         name="postgres-exporter",
@@ -1186,4 +1241,5 @@ def default_catalog() -> Catalog:
         alerts=PLATFORM_ALERTS,
         job_alerts=JOB_ALERTS,
         watchdog=WATCHDOG,
+        drill_alerts=DRILL_ALERTS,
     )

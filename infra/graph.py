@@ -26,6 +26,7 @@ from .model import (
     Url,
     Volume,
     backup_job,
+    drill_job,
     parse_memory_mib,
 )
 from .settings import Settings
@@ -53,6 +54,8 @@ class EdgeKind(enum.StrEnum):
     PROBE = "probe"
     """The prober checking a service's health endpoint: grants the network path, never an
     order (wait is always False; the prober's tier starts before most of what it probes)."""
+    DRILL = "drill"
+    """A service's restore drill job pushing its result to the push gateway (the source is the job)."""
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,28 @@ class Resolved:
         for it); the NetworkPolicies admit exactly these as well."""
         return [Edge(backup_job(e.name), e.name, e.service.backup.port, wait=False, kind=EdgeKind.BACKUP)
                 for e in self.backed_up() if e.service.backup is not None and e.service.backup.port]
+
+    def push_gateway(self) -> Effective | None:
+        """The service the drills push their results to (catalog role `push_gateway`), if enabled."""
+        return next((e for e in self.services.values() if e.service.push_gateway), None)
+
+    def drilled(self) -> list[Effective]:
+        """Services whose newest off-site backup a scheduled drill restores: a Kubernetes stack
+        with `backups.store` and the push gateway, and a catalog Backup with a `drill`."""
+        if (self.settings.target != "kubernetes" or self.settings.backups.store is None
+                or self.push_gateway() is None):
+            return []
+        return [e for e in self.backed_up() if e.service.backup is not None and e.service.backup.drill]
+
+    def drill_edges(self) -> list[Edge]:
+        """The drill jobs' connections: job `<service>-drill` pushes to the push gateway's
+        first port. Kept apart from `edges` like the backup jobs'; the NetworkPolicies admit
+        exactly these (infra/backends/kubernetes/drill_jobs.py)."""
+        gateway = self.push_gateway()
+        if gateway is None or not gateway.service.ports:
+            return []
+        return [Edge(drill_job(e.name), gateway.name, gateway.service.ports[0].name, wait=False,
+                     kind=EdgeKind.DRILL) for e in self.drilled()]
 
     def gates(self) -> set[str]:
         """Services something waits for: created with their health check, waited on."""

@@ -693,6 +693,10 @@ class Backup:
     canary: str = ""
     """A shell line run before each backup that writes a marker into the data (`{host}`,
     `{port}` as in `script`); the restore drill fails when the restored copy lacks it."""
+    drill: Literal["", "pg_dump", "rdb"] = ""
+    """How the scheduled restore drill restores the newest backup into a throwaway server
+    (infra/objectstore.py): `pg_dump` (pg_restore into a fresh cluster), `rdb` (redis-server
+    loads it); empty: no drill (nothing to restore into here)."""
     none_reason: str = ""
 
     @property
@@ -709,6 +713,11 @@ class Backup:
 def backup_job(service: str) -> str:
     """Name (and pod label) of a service's backup job."""
     return f"{service}-backup"
+
+
+def drill_job(service: str) -> str:
+    """Name (and pod label) of a service's restore drill job."""
+    return f"{service}-drill"
 
 
 @dataclass(frozen=True)
@@ -777,6 +786,9 @@ class Service:
     tls_alerts: tuple[Alert, ...] = ()
     """The prober's alerts on the TLS handshake with the stack's public hosts (`$job`: that
     probe job, probes.TLS_JOB); rendered only on a stack with public hosts over TLS."""
+    push_gateway: bool = False
+    """Holds the results batch jobs push (the restore drills'; Pushgateway's role) for the
+    scraper, which keeps their labels (`honor_labels`); the drill edges point at it. Default no."""
     entrypoint: tuple[str, ...] = ()
     """The image's own entrypoint (exec form), for a wrapper that runs before it and then
     execs it (`SecretFile.docker_file`); empty: none needed, the image's stays."""
@@ -910,13 +922,15 @@ class Catalog:
     """Alerts on each scrape job, one rule per job (`$job`: that job): a job without targets."""
     watchdog: Alert | None = None
     """The always-firing alert the notifier sends to the heartbeat receiver only (a dead man's switch)."""
+    drill_alerts: tuple[Alert, ...] = ()
+    """Alerts on the restore drills' pushed results, one rule per drilled service (alerts.py)."""
 
     def all_alerts(self) -> list[Alert]:
         """The platform's alerts and every service's, in declaration order."""
         return [*self.alerts, *(a for s in self.services.values() for a in s.alerts),
                 *self.job_alerts, *(a for s in self.services.values() for a in s.probe_alerts),
                 *(a for s in self.services.values() for a in s.tls_alerts),
-                *((self.watchdog,) if self.watchdog else ())]
+                *((self.watchdog,) if self.watchdog else ()), *self.drill_alerts]
 
     def band(self, name: str) -> Band:
         for b in self.bands:

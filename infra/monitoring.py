@@ -45,6 +45,8 @@ def scrape_config(model: Resolved, host_of: HostOf, pods_of: PodsOf = None, part
         port = target.port(port_name).container
         labels = {"tier": target.tier.value, "service": target.name}
         job: dict[str, object] = {"job_name": target.name, "metrics_path": path}
+        if target.push_gateway:  # the pushers' labels (the drilled service, their job) win over the target's
+            job["honor_labels"] = True
         if pods_of is None:
             job["static_configs"] = [{"targets": [f"{host_of(target.name)}:{port}"], "labels": labels}]
         else:

@@ -315,27 +315,71 @@ DRILL_METRICS = ("optiinfra_backup_drill_success", "optiinfra_backup_drill_rpo_s
 """The series a drill writes (Prometheus text format) whether it passes or fails."""
 
 
-def _drill_frame(service: Service, metrics_file: str) -> list[str]:
-    """Start of every drill: a scratch directory, and a trap that on any exit writes the
-    metrics file (success 0 unless the script reached its end) and cleans up."""
+def _metrics_lines(service: Service) -> list[str]:
+    """Write the drill's four series from `$ok`, `$rpo`, `$rto` to `$metrics` (through a
+    temporary name, so a reader never sees half a file)."""
     q = shlex.quote
     lbl = f'{{service="{service.name}"}}'
     return [
+        '{ echo "# TYPE optiinfra_backup_drill_success gauge"',
+        f"  printf '%s %s\\n' {q('optiinfra_backup_drill_success' + lbl)} \"$ok\"",
+        f"  printf '%s %s\\n' {q('optiinfra_backup_drill_rpo_seconds' + lbl)} \"$rpo\"",
+        f"  printf '%s %s\\n' {q('optiinfra_backup_drill_rto_seconds' + lbl)} \"$rto\"",
+        f"  printf '%s %s\\n' {q('optiinfra_backup_drill_timestamp_seconds' + lbl)} \"$(date +%s)\"; }} "
+        '> "$metrics.tmp"',
+        'mv -f "$metrics.tmp" "$metrics"',
+    ]
+
+
+def _drill_frame(service: Service, metrics_file: str, shared: str = "") -> list[str]:
+    """Start of every drill: a scratch directory, and a trap that on any exit writes the
+    metrics file (success 0 unless the script reached its end) and cleans up. `shared`: the
+    directory the drill's steps share (a pod's emptyDir), where the fetch step recorded
+    when it started (the RTO counts the download) and what it downloaded; empty: a
+    temporary directory, the script fetches itself."""
+    q = shlex.quote
+    if shared:
+        start = [f"shared={q(shared)}", 'started=$(cat "$shared/started" 2>/dev/null || date +%s)',
+                 'work="$shared/restore"; rm -rf "$work"; mkdir -p "$work"']
+        extra = ' "$shared/backup"'
+    else:
+        start = ["started=$(date +%s)", "work=$(mktemp -d)"]
+        extra = ""
+    return [
         "set -eu",
-        'started=$(date +%s); ok=0; rpo=-1; rto=-1; pid=""',
-        'work=$(mktemp -d)',
+        *start,
+        'ok=0; rpo=-1; rto=-1; pid=""',
         f"metrics={q(metrics_file)}",
         "finish() {",
         '  [ -z "$pid" ] || cleanup_server',
-        '  { echo "# TYPE optiinfra_backup_drill_success gauge"',
-        f"    printf '%s %s\\n' {q('optiinfra_backup_drill_success' + lbl)} \"$ok\"",
-        f"    printf '%s %s\\n' {q('optiinfra_backup_drill_rpo_seconds' + lbl)} \"$rpo\"",
-        f"    printf '%s %s\\n' {q('optiinfra_backup_drill_rto_seconds' + lbl)} \"$rto\"",
-        f"    printf '%s %s\\n' {q('optiinfra_backup_drill_timestamp_seconds' + lbl)} \"$(date +%s)\"; }} "
-        '> "$metrics.tmp"',
-        '  mv -f "$metrics.tmp" "$metrics"; rm -rf "$work"',
+        *("  " + line for line in _metrics_lines(service)),
+        f'  rm -rf "$work"{extra}',
         "}",
         "trap finish EXIT",
+    ]
+
+
+def _redis_restore_lines(port: int) -> list[str]:
+    """Load `$src` (an RDB) into a throwaway redis-server on 127.0.0.1:`port` (no persistence),
+    check the canary key and that it holds keys besides it; sets rto, rpo, ok."""
+    return [
+        'cleanup_server() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }',
+        f'redis-server --bind 127.0.0.1 --port {port} --dir "$(dirname "$src")" --dbfilename "$(basename "$src")" '
+        "--appendonly no --save '' --protected-mode yes > \"$work/server.log\" 2>&1 & pid=$!",
+        f'r() {{ redis-cli -h 127.0.0.1 -p {port} --no-auth-warning "$@"; }}',
+        "i=0; until [ \"$(r ping 2>/dev/null)\" = PONG ]; do",
+        '  kill -0 "$pid" 2>/dev/null || { echo "restore failed: redis-server did not load $name:" >&2; '
+        'tail -n 5 "$work/server.log" >&2; pid=""; exit 1; }',
+        '  i=$((i + 1)); [ $i -lt 600 ] || { echo "restore failed: not answering after 60s" >&2; exit 1; }',
+        "  sleep 0.1; done",
+        'rto=$(( $(date +%s) - started ))',
+        f'canary=$(r GET {shlex.quote(CANARY_KEY)})',
+        f'[ -n "$canary" ] || {{ echo "drill failed: canary {CANARY_KEY} missing in $name" >&2; exit 1; }}',
+        'keys=$(r DBSIZE)',
+        '[ "$keys" -gt 1 ] || { echo "drill failed: $name holds no data besides the canary" >&2; exit 1; }',
+        'rpo=$(( $(date +%s) - canary ))',
+        'ok=1',
+        'echo "drill passed: $name, $keys keys, canary at $canary, RPO ${rpo}s, RTO ${rto}s"',
     ]
 
 
@@ -344,26 +388,8 @@ def redis_drill_script(store: BackupStore, access: StoreAccess, service: Service
     """Restore the newest RDB of the store into a throwaway redis-server on 127.0.0.1:`port`
     (no persistence), check the canary key the backup wrote and that it has keys, record
     RPO (age of the canary) and RTO (download to answering), stop it, clean up."""
-    lines = [*_drill_frame(service, metrics_file),
-             'cleanup_server() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }',
-             *store_preamble(store, access), *fetch_newest_lines(store, service, "$work"),
-             f"redis-server --bind 127.0.0.1 --port {port} --dir \"$work\" --dbfilename \"$name\" "
-             "--appendonly no --save '' --protected-mode yes > \"$work/server.log\" 2>&1 & pid=$!",
-             f'r() {{ redis-cli -h 127.0.0.1 -p {port} --no-auth-warning "$@"; }}',
-             "i=0; until [ \"$(r ping 2>/dev/null)\" = PONG ]; do",
-             '  kill -0 "$pid" 2>/dev/null || { echo "restore failed: redis-server did not load $name:" >&2; '
-             'tail -n 5 "$work/server.log" >&2; pid=""; exit 1; }',
-             '  i=$((i + 1)); [ $i -lt 600 ] || { echo "restore failed: not answering after 60s" >&2; exit 1; }',
-             "  sleep 0.1; done",
-             'rto=$(( $(date +%s) - started ))',
-             f'canary=$(r GET {shlex.quote(CANARY_KEY)})',
-             f'[ -n "$canary" ] || {{ echo "drill failed: canary {CANARY_KEY} missing in $name" >&2; exit 1; }}',
-             'keys=$(r DBSIZE)',
-             '[ "$keys" -gt 1 ] || { echo "drill failed: $name holds no data besides the canary" >&2; exit 1; }',
-             'rpo=$(( $(date +%s) - canary ))',
-             'ok=1',
-             'echo "drill passed: $name, $keys keys, canary at $canary, '
-             'RPO ${rpo}s, RTO ${rto}s"']
+    lines = [*_drill_frame(service, metrics_file), *store_preamble(store, access),
+             *fetch_newest_lines(store, service, "$work"), *_redis_restore_lines(port)]
     return "\n".join(lines) + "\n"
 
 
@@ -408,3 +434,111 @@ def offsite_backup_script(service: Service, where: backup.Where, retention: int,
     first and the upload into the store after: the run succeeds only once the store lists it."""
     local = backup.backup_script(service, where, retention, canary=True)
     return local + "\n".join([*store_preamble(store, access), *upload_lines(store, service, retention)]) + "\n"
+
+
+# ---- the scheduled drill: three steps sharing a directory -------------------------------
+
+DRILL_DEADLINE_S = 3600
+"""A scheduled drill that takes longer is killed (its push never happens: BackupDrillFailed
+reads it as stale once the schedule's gap and this deadline have passed)."""
+DRILL_JOB_LABEL = "optiinfra-backup-drill"
+"""The `job` label the drills push under (the Pushgateway's grouping key, with `service`)."""
+
+
+def _pg_dump_restore_lines(*, port: int, user: str, database: str, pg_bin: str = "") -> list[str]:
+    """Restore `$src` (pg_dump's custom format) into a throwaway cluster made here (socket
+    only, port `port`, trust, no fsync), check the newest canary row and that every table the
+    dump lists came back; sets rto, rpo (age of the canary: the dump was taken right after
+    it), ok. Objects are restored without their owners and grants (the roles live in the
+    real server, not in this throwaway one)."""
+    q = shlex.quote
+    b = (pg_bin.rstrip("/") + "/") if pg_bin else ""
+    psql = f'{b}psql -X -At -h "$work" -p {port} -U {q(user)} -v ON_ERROR_STOP=1'
+    return [
+        f'cleanup_server() {{ {b}pg_ctl -D "$work/data" -m immediate -w stop > /dev/null 2>&1 || true; }}',
+        # The dump's table of contents: a corrupt or truncated file fails here already.
+        f'listed=$({b}pg_restore --list "$src" 2> "$work/list.err") || {{ echo "restore failed: $name is not a '
+        'readable dump:" >&2; tail -n 3 "$work/list.err" >&2; exit 1; }',
+        f'tables=$(printf \'%s\\n\' "$listed" | awk \'$4 == "TABLE" && $5 != "DATA" && $5 != "{CANARY_SCHEMA}"\' '
+        '| wc -l | tr -d " ")',
+        f'{b}initdb -D "$work/data" -U {q(user)} --auth=trust -E UTF8 --no-sync > "$work/initdb.log" 2>&1 || '
+        '{ echo "restore failed: initdb:" >&2; tail -n 5 "$work/initdb.log" >&2; exit 1; }',
+        f'{b}pg_ctl -D "$work/data" -l "$work/server.log" -w -t 120 -o '
+        f'"-c port={port} -c listen_addresses= -c unix_socket_directories=$work -c fsync=off '
+        '-c shared_buffers=32MB" start > /dev/null || { echo "restore failed: the throwaway server did not start:" '
+        '>&2; tail -n 5 "$work/server.log" >&2; exit 1; }',
+        'pid=started',
+        f'{psql} -d postgres -q -c "CREATE DATABASE {database}"',
+        f'{b}pg_restore -h "$work" -p {port} -U {q(user)} -d {q(database)} --no-owner --no-privileges '
+        '--exit-on-error "$src" 2> "$work/restore.err" || { echo "restore failed: pg_restore of $name:" >&2; '
+        'tail -n 5 "$work/restore.err" >&2; exit 1; }',
+        'rto=$(( $(date +%s) - started ))',
+        f'canary=$({psql} -d {q(database)} -c "SELECT extract(epoch FROM max(written_at))::bigint '
+        f'FROM {CANARY_SCHEMA}.canary" 2>/dev/null || true)',
+        f'[ -n "$canary" ] || {{ echo "drill failed: no canary row in {CANARY_SCHEMA}.canary of $name" >&2; '
+        'exit 1; }',
+        f'restored=$({psql} -d {q(database)} -c "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN '
+        f"('pg_catalog', 'information_schema', '{CANARY_SCHEMA}')\")",
+        '[ "$restored" -eq "$tables" ] || { echo "drill failed: $restored tables restored, the dump lists $tables" '
+        '>&2; exit 1; }',
+        '[ "$tables" -gt 0 ] || { echo "drill failed: $name holds no table besides the canary" >&2; exit 1; }',
+        'rpo=$(( $(date +%s) - canary ))',
+        'ok=1',
+        'echo "drill passed: $name, $tables tables, canary at $canary, RPO ${rpo}s, RTO ${rto}s"',
+    ]
+
+
+@dataclass(frozen=True)
+class DrillSteps:
+    """A scheduled drill as three scripts run in order, sharing directory `shared`: each in
+    the image that has its tools (a pod's init containers and its container on Kubernetes)."""
+
+    fetch: str
+    """rclone: record the start, download the newest backup of the store."""
+    restore: str
+    """The store's own image: restore into a throwaway server, check, write the metrics file."""
+    push: str
+    """busybox wget: push the metrics file to the Pushgateway; fails when the drill failed."""
+    metrics_file: str
+
+
+def drill_steps(store: BackupStore, access: StoreAccess, service: Service, *, shared: str, port: int,
+                push_url: str, user: str = "", database: str = "", pg_bin: str = "") -> DrillSteps:
+    """The drill of a service whose catalog Backup names a `drill` ("rdb", "pg_dump"):
+    restore into a throwaway server on 127.0.0.1 / a socket at `port`, inside `shared`.
+    `push_url`: the Pushgateway's base URL (http://host:port)."""
+    kind = service.backup.drill if service.backup else ""
+    q = shlex.quote
+    metrics = f"{shared}/metrics.prom"
+    fetch = "\n".join([
+        "set -eu", f"shared={q(shared)}", 'rm -rf "$shared/fetched" "$shared/backup" "$shared/metrics.prom"',
+        'date +%s > "$shared/started"',
+        *store_preamble(store, access), *fetch_newest_lines(store, service, "$shared/backup"),
+        'printf \'%s\\n\' "$src" > "$shared/fetched"', 'echo "downloaded: $dest/$name"']) + "\n"
+    got = ['src=$(cat "$shared/fetched" 2>/dev/null) || { echo "drill failed: nothing downloaded '
+           '(see the fetch step)" >&2; exit 1; }', 'name=$(basename "$src")']
+    if kind == "rdb":
+        body = _redis_restore_lines(port)
+    elif kind == "pg_dump":
+        body = _pg_dump_restore_lines(port=port, user=user, database=database, pg_bin=pg_bin)
+    else:
+        raise ValueError(f"{service.name} declares no drill")
+    restore = "\n".join([*_drill_frame(service, metrics, shared), *got, *body]) + "\n"
+    url = f"{push_url.rstrip('/')}/metrics/job/{DRILL_JOB_LABEL}/service/{service.name}"
+    push = "\n".join([
+        "set -eu", f"metrics={q(metrics)}",
+        # The restore step never ran to its trap (killed, out of memory): a failure is pushed.
+        '[ -s "$metrics" ] || { echo "drill failed: the restore step wrote no result" >&2; ok=0; rpo=-1; rto=-1',
+        *("  " + line for line in _metrics_lines(service)), "}",
+        f'wget -q -O /dev/null --post-file="$metrics" {q(url)} || {{ echo "push failed: {url}" >&2; exit 1; }}',
+        f'echo "pushed to {url}:"; cat "$metrics"',
+        "grep -q " + q(f'^optiinfra_backup_drill_success{{service="{service.name}"}} 1$') + ' "$metrics" '
+        '|| { echo "drill failed (pushed success 0)" >&2; exit 1; }']) + "\n"
+    return DrillSteps(fetch, restore, push, metrics)
+
+
+def tolerant(script: str) -> list[str]:
+    """Exec form of a step that must not stop the steps after it (an init container's failure
+    would end the pod before the push): its failure is logged, its exit status is 0; the
+    push step fails the run from the metrics instead."""
+    return ["sh", "-c", 'sh -c "$1" || echo "step failed with status $?; the push step reports it" >&2', "sh", script]

@@ -54,6 +54,9 @@ def resolve(catalog: Catalog, settings: Settings) -> Resolved:
     enabled = {n for n in catalog.services if overrides.get(n) is None or overrides[n].enabled}
     enabled -= {n for n, svc in catalog.services.items() if svc.authenticator and not sign_in_on(settings)}
     enabled -= {n for n, svc in catalog.services.items() if svc.kubernetes_only and settings.target != "kubernetes"}
+    # The push gateway holds the drills' results: deployed only where drills run (Kubernetes, a store).
+    drills = settings.target == "kubernetes" and settings.backups.enabled and settings.backups.store is not None
+    enabled -= {n for n, svc in catalog.services.items() if svc.push_gateway and not drills}
     _check_sign_in(catalog, settings, enabled)
     catalog = _signed_in(catalog, settings, enabled)
     _check_receivers(catalog, settings, enabled)

@@ -514,8 +514,12 @@ class BackupSettings(_Model):
     store: BackupStore | None = None
     """The off-site S3-compatible object store every backup is copied to, and PostgreSQL's WAL
     archive (default: unset, backups stay in the claim or host directory). Its keys follow."""
+    drill_schedule: str = Field("47 3 * * *", alias="drillSchedule")
+    """When the restore drills run on Kubernetes with `store` set, five cron fields in UTC
+    (default 47 3 * * *: daily at 03:47, 90 minutes after the default backup schedule, whose
+    runs end within the hour). Docker runs them on demand (`backup --drill`)."""
 
-    @field_validator("schedule")
+    @field_validator("schedule", "drill_schedule")
     @classmethod
     def _schedule(cls, v: str) -> str:
         if not _CRON.fullmatch(v.strip()):
@@ -637,7 +641,7 @@ def _from_validation(err: ValidationError, data: Mapping[str, Any] | None = None
             and not isinstance(e["input"], bool):
         return _as_text(loc, e["input"], data)
     fix = _FIXES.get(e["type"], "") if e["type"] not in _NUMBER_ERRORS else _number_fix(loc)
-    if loc == ("backups", "schedule"):
+    if loc in (("backups", "schedule"), ("backups", "drillSchedule")):
         fix = "write five cron fields (minute hour day month weekday, UTC), e.g. '17 2 * * *'"
     if e["type"] == "literal_error":
         fix = f"use one of {e['ctx']['expected']}"
@@ -857,6 +861,7 @@ def _check(s: Settings) -> None:
         if o.replicas is not None and not 0 < o.replicas <= 100:
             raise ConfigError(f"{base}.replicas", f"{o.replicas} is out of range", "use a whole number from 1 to 100")
     _check_schedule(s.backups.schedule)
+    _check_schedule(s.backups.drill_schedule, "backups.drillSchedule")
     _check_budget(s)
     if not s.images.registry.isascii():
         raise ConfigError(f"{NAMESPACE}:images.registry", f"'{s.images.registry}' has non-ASCII characters, "
@@ -898,9 +903,9 @@ _CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("m
 """The ranges of Kubernetes' cron parser (a weekday is 0-6, Sunday 0)."""
 
 
-def _check_schedule(schedule: str) -> None:
+def _check_schedule(schedule: str, name: str = "backups.schedule") -> None:
     """Each of the five cron fields in its range (the shape is checked by the model)."""
-    key = f"{NAMESPACE}:backups.schedule"
+    key = f"{NAMESPACE}:{name}"
     fix = ("write five cron fields in range: minute 0-59, hour 0-23, day of month 1-31, month 1-12, "
            "weekday 0-6 (UTC), e.g. '17 2 * * *'")
     for text, (name, low, high) in zip(schedule.split(), _CRON_FIELDS, strict=True):

@@ -37,6 +37,7 @@ amtool         github.com/prometheus/alertmanager/cmd/amtool   v0.35.0
 versitygw      github.com/versity/versitygw/cmd/versitygw      v1.8.0
 blackbox_exporter  github.com/prometheus/blackbox_exporter         v0.25.0
 kube-state-metrics  k8s.io/kube-state-metrics/v2                  v2.20.0
+pushgateway    github.com/prometheus/pushgateway               v1.11.5
 renovate-config-validator  npm:renovate                        39.264.1
 oauth2-proxy   github.com/oauth2-proxy/oauth2-proxy/v7         v7.15.6
 mockoidc       local:tests/gotools/mockoidc                    v0.0.0-20261103160011-e06ed0b7cb7f

@@ -106,8 +106,9 @@ def test_dev_text_report_lists_every_service_and_the_verdict(capsys: pytest.Capt
     assert cli.main(["capacity", "--stack", "dev", "--set", "budget.cpu=2"]) == 0
     out = capsys.readouterr().out
     for name, svc in default_catalog().services.items():
-        # the sign-in proxy and kube-state-metrics: Kubernetes only
-        assert (f"    {name} " in out) is not (svc.authenticator or bool(svc.kubernetes_only))
+        # the sign-in proxy and kube-state-metrics: Kubernetes only; the Pushgateway: only with
+        # drills (Kubernetes, a store)
+        assert (f"    {name} " in out) is not (svc.authenticator or bool(svc.kubernetes_only) or svc.push_gateway)
     assert "Within budget: yes" in out
     # 2.95 cores of requests against budget.cpu 2: a warning on Docker, which reserves no CPU.
     assert "warning: config key 'optiinfra:budget.cpu': stack dev requests 2.95 CPU cores" in out
@@ -117,8 +118,9 @@ def test_docker_runs_one_instance_and_refuses_replicas(capsys: pytest.CaptureFix
     code, report, _ = capacity(capsys, "dev", "cloudProviders=[aws,gcp]")
     assert code == 0
     assert service(report, "cost-agent")["instances"] == 1
-    # One of each service Docker runs: all but the sign-in proxy (Kubernetes only).
-    assert report["total"]["instances"] == sum(not (s.authenticator or s.kubernetes_only)
+    # One of each service Docker runs: all but the sign-in proxy, kube-state-metrics and the
+    # Pushgateway (Kubernetes only).
+    assert report["total"]["instances"] == sum(not (s.authenticator or s.kubernetes_only or s.push_gateway)
                                                for s in default_catalog().services.values())
     # A replica count cannot apply on Docker (one container per service): refused, not ignored.
     code, _, err = capacity(capsys, "dev", "services.data-collector.replicas=3")
@@ -352,7 +354,8 @@ def test_synthetic_catalogs_resolve_with_unique_valid_ports(n: int) -> None:
             if isinstance(v, Secret):
                 assert v.credential in cat.credentials and v.credential.endswith(f"-{k}")
     model = load_stack({}, cat)
-    assert len(model.services) == n
+    # Every copy runs but the Pushgateway's (only where drills run: Kubernetes with a store).
+    assert len(model.services) == n - sum(s.push_gateway for s in cat.services.values())
     # the published ports are the copies' unique ones: no host port twice
     assert len({p.host for e in model.services.values() for p in e.published}) == sum(
         len(e.published) for e in model.services.values())

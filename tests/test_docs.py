@@ -137,9 +137,10 @@ def test_svg_topology(stack: str) -> None:
     for tier in ("databases", "monitoring", "core", "agents", "frontend"):
         assert any(t and t.endswith(f". {tier}") for t in texts)
         assert f"{'namespace' if stack == 'prod' else 'network'} optiinfra-{tier}" in texts
-    # The sign-in proxy and kube-state-metrics run on Kubernetes only: prod draws them, dev does not.
+    # The sign-in proxy and kube-state-metrics run on Kubernetes only: prod draws them, dev does not;
+    # the Pushgateway runs only with drills (a store), which neither sets.
     services = {n for n, s in default_catalog().services.items()
-                if stack == "prod" or not (s.authenticator or s.kubernetes_only)}
+                if (stack == "prod" or not (s.authenticator or s.kubernetes_only)) and not s.push_gateway}
     assert services <= set(texts)
     boxes = [r for r in root.iter(f"{SVG}rect") if r.get("width") == str(topology.BOX_W)]
     assert len(boxes) == len(services)

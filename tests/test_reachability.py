@@ -140,7 +140,7 @@ def allowed_edges(x: Rendered) -> set[tuple[str, str, int]]:
 
 def declared_edges(model: Resolved) -> set[tuple[str, str, int]]:
     return {(e.source, e.target, model.services[e.target].service.port(e.port).container)
-            for e in [*model.edges, *model.backup_edges()] if e.port}
+            for e in [*model.edges, *model.backup_edges(), *model.drill_edges()] if e.port}
 
 
 STACKS = [

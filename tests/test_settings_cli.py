@@ -139,9 +139,10 @@ def test_plan_json_lists_a_container_per_docker_service_5_tiers_5_networks() -> 
     assert len(tiers) == 5
     assert len(by_type["docker:index/network:Network"]) == 5
     # A container for every service but the Kubernetes-only ones (the sign-in proxy,
-    # kube-state-metrics), and two one-shot containers per store whose clients rotate (postgres,
-    # redis: the credential files, then the rotation applied in the running store) = 4.
-    services = sum(not (s.authenticator or s.kubernetes_only) for s in default_catalog().services.values())
+    # kube-state-metrics, the Pushgateway), and two one-shot containers per store whose clients
+    # rotate (postgres, redis: the credential files, then the rotation applied in the running store) = 4.
+    services = sum(not (s.authenticator or s.kubernetes_only or s.push_gateway)
+                   for s in default_catalog().services.values())
     assert len(by_type["docker:index/container:Container"]) == services + 4
     assert all(s["newState"]["parent"] in tiers for s in by_type["docker:index/container:Container"])
     ch = next(s for s in by_type["docker:index/container:Container"] if s["urn"].endswith("::clickhouse"))

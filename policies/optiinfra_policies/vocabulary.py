@@ -149,6 +149,9 @@ K8S_BACKUP_OF = f"{K8S_ANNOTATION}/backup-of"
 """CronJob annotation: the service whose data this job backs up."""
 K8S_BACKUP_TARGET = f"{K8S_ANNOTATION}/backup-target"
 """CronJob annotation: the mount path of the job's backup target (a volume of the job)."""
+K8S_DRILL_OF = f"{K8S_ANNOTATION}/drill-of"
+"""CronJob annotation: the service whose newest off-site backup this job restores as a drill
+(its pods have a name of their own; it writes no backup, so stateful-backups ignores it)."""
 K8S_CREDENTIALS_OF = f"{K8S_ANNOTATION}/credentials-of"
 """On a store's credential-rotation Job: the store whose running server it applies the clients'
 credentials to (the Job's pods have a name of their own)."""

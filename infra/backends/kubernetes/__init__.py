@@ -32,6 +32,7 @@ The package, one module per job:
 - workloads: Deployments, StatefulSets and PodDisruptionBudgets;
 - exposure: Services and Ingresses;
 - backup_jobs: the backup CronJobs;
+- drill_jobs: the restore drill CronJobs (with `backups.store`);
 - reviews: the reviewer exceptions written as annotations.
 This module drives them in the tiers' order; it reads only the resolved model.
 """
@@ -47,13 +48,14 @@ from pulumi_kubernetes.networking import v1 as net
 from ... import external_secrets as eso
 from ... import rotation
 from ...graph import Effective, Resolved
-from ...model import Tier, backup_job
+from ...model import Tier, backup_job, drill_job
 from ...monitoring import GeneratedFiles
 from ...tiers import TierComponent
 from ...wiring import Wiring
 from .. import StackOutputs
 from .backup_jobs import BACKUP_DEADLINE_S, BACKUP_RESOURCES, BACKUP_SCRATCH_MIB, backup_cronjob
 from .credentials import k8s_env, rollout_hash, secret_value, secrets_in_env, tier_secret
+from .drill_jobs import drill_cronjob, gateway_ingress
 from .exposure import cluster_service, headless, ingress, needs_headless
 from .network import tier_policies
 from .objects import (
@@ -107,6 +109,8 @@ class KubernetesBackend:
         """Per tier: the API readers' Roles and RoleBindings in its namespace (rbac.py)."""
         """Per service or backup job: its allow policy, which its pods start behind."""
         self.ingress_urls: dict[str, str] = {}
+        self.drills = {e.name: d for e in model.drilled() for d in model.drill_edges() if d.source == drill_job(e.name)}
+        """Per drilled service: its drill edge to the push gateway (backups.store set)."""
         for tier, comp in tiers.items():
             self._tier(tier, comp)
 
@@ -141,6 +145,10 @@ class KubernetesBackend:
         if eff.backed_up:
             backup_cronjob(self.objects, self.host_of, eff, comp, ns, self.ready[tier], made[0],
                            self.allow.get(backup_job(svc.name)))
+        if (edge := self.drills.get(eff.name)) is not None and (gateway := self.model.push_gateway()) is not None:
+            drill_cronjob(self.objects, self.host_of, eff, edge, gateway, comp, ns, self.ready[tier])
+        if svc.push_gateway:  # its side of the drill edges
+            gateway_ingress(self.objects, eff, comp, ns)
         if needs_headless(eff, self.scraped):
             headless(self.objects, eff, comp, ns)
         if svc.ports:
