@@ -116,6 +116,8 @@ def of_resources(resources: Iterable[tuple[str, dict[str, Any]]]) -> list[Item]:
 
     for type_, inputs in rendered:
         if type_ == CONTAINER:
+            if inputs.get("mustRun") is False:
+                continue  # a one-shot container (credential files, a rotation): it runs to its exit
             labels = {x["label"]: x["value"] for x in inputs.get("labels") or []}
             add(labels[DOCKER_SERVICE], labels[DOCKER_TIER], 1, 0, int(inputs["memory"]), 0, 0)
         elif type_ in WORKLOADS:

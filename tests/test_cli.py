@@ -307,15 +307,22 @@ def test_plan_warns_of_a_credential_only_you_can_set_as_of_missing_receivers() -
     render stands one in, and `plan` says the stack cannot deploy so, with the command."""
     from infra.catalog import default_catalog
 
+    from .tools import receiver_urls
+
     (key,) = [c.config_key for c in default_catalog().credentials.values() if c.user_set]
+    urls = receiver_urls("prod", "cli")  # prod's receivers' URLs: yours to set as well
     proc = run("plan", "-s", "prod")
     assert proc.returncode == 0, proc.stderr
-    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("Credentials:")]
-    assert line.startswith(f"Credentials: optiinfra:{key} is not set") and "`pulumi up` refuses" in line
-    assert f"pulumi config set --secret {key} <" in line
-    given = run("plan", "-s", "prod", "--secret", f"{key}=-", stdin=SECRET + "\n")
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("Credentials:")]
+    assert len(lines) == 1 + len(urls) == 3
+    (line,) = [ln for ln in lines if ln.startswith(f"Credentials: optiinfra:{key} is not set")]
+    assert "`pulumi up` refuses" in line and f"pulumi config set --secret {key} <" in line
+    for url_key in urls:
+        assert any(ln.startswith(f"Credentials: optiinfra:{url_key} is not set") for ln in lines)
+    url_args = [a for k, v in urls.items() for a in ("--secret", f"{k}={v}")]
+    given = run("plan", "-s", "prod", "--secret", f"{key}=-", *url_args, stdin=SECRET + "\n")
     assert given.returncode == 0 and "Credentials:" not in given.stdout and SECRET not in given.stdout
-    as_json = run("plan", "-s", "prod", "--json")
+    as_json = run("plan", "-s", "prod", "--json", *url_args)
     assert as_json.returncode == 0 and json.loads(as_json.stdout)["steps"]
     assert as_json.stderr.startswith(f"warning: config key 'optiinfra:{key}': is not set")
     assert "Credentials:" not in run("plan", "-s", "dev").stdout  # dev has no such credential

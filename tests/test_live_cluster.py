@@ -270,7 +270,10 @@ _PATHS = {"Namespace": "/api/v1/namespaces/{name}", "Secret": "/api/v1/namespace
           "PodDisruptionBudget": "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}",
           "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}",
           "CronJob": "/apis/batch/v1/namespaces/{ns}/cronjobs/{name}",
-          "Job": "/apis/batch/v1/namespaces/{ns}/jobs/{name}"}
+          "Job": "/apis/batch/v1/namespaces/{ns}/jobs/{name}",
+          "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts/{name}",
+          "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/{name}",
+          "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings/{name}"}
 
 
 def _live_object(lv: Live, doc: dict[str, Any]) -> Any:

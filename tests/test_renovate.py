@@ -115,8 +115,9 @@ def test_the_tool_managers_find_every_pinned_tool(file: str) -> None:
         if module.startswith("npm:"):
             want = ("npm", module[len("npm:"):], version)
         else:
-            # The Go module is github.com/OWNER/REPO (with a /vN major suffix), not the package path.
-            root = re.match(r"github\.com/[^/]+/[^/]+(?:/v[0-9]+)?", module)
+            # The Go module is github.com/OWNER/REPO or k8s.io/REPO (with a /vN major suffix), not
+            # the package path.
+            root = re.match(r"(?:github\.com/[^/]+/[^/]+|k8s\.io/[^/]+)(?:/v[0-9]+)?", module)
             assert root, module
             want = ("go", root[0], version)
         assert want in found, f"{file}: {name} ({module} {version}) is not found by a custom manager: {found}"
