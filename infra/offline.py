@@ -40,8 +40,12 @@ from .model import Catalog
 
 SECRET = SECRET_MARK
 UNKNOWN = UNKNOWN_MARK
-_SECRET_SIG = rpc._special_secret_sig
-_SIG = rpc._special_sig_key
+# Pulumi's property wire format marks a secret as {SIG_KEY: SECRET_SIG, "value": ...} (the
+# resource protocol's "special signatures", fixed constants of the protocol that every
+# language SDK and the engine share: sdk/go/common/resource/properties.go SigKey, SecretSig).
+# Written here, not read from the Python SDK's private names.
+_SIG = "4dabf18193072939515e22adb298388d"
+_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 _ENV_ENTRY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 
