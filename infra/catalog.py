@@ -95,10 +95,17 @@ libraries' process collector (Go and Python clients on Linux; a contract with Op
 own images, whose /metrics uses prometheus_client)."""
 
 PLATFORM_ALERTS = (
+    # One instance down is a warning (a replicated service still serves); every instance of a
+    # service down pages (ServiceDown), whether or not the prober reaches it.
     Alert("TargetDown", "up == 0", None,
           "{{ $labels.service }} ({{ $labels.instance }}) does not answer its metrics scrape",
           "Check the service's logs and health check (python -m infra docs lists it); on Kubernetes "
-          "`kubectl describe pod` shows probe failures and OOM kills.", severity="critical", for_="2m"),
+          "`kubectl describe pod` shows probe failures and OOM kills.", for_="2m"),
+    Alert("ServiceDown", "max by (job, service, tier) (up) == 0", None,
+          "No instance of {{ $labels.service }} answers its metrics scrape",
+          "Every instance is down: on Kubernetes `kubectl get pods -l app.kubernetes.io/name=<service>` (Pending, "
+          "CrashLoopBackOff, OOMKilled) and its events; on Docker `docker ps -a` and the container's logs.",
+          severity="critical", for_="2m"),
     # The recording rule service:memory_usage:ratio is the resident memory of each instance
     # over the limit its target gives it (alerts.py records the limits from the catalog).
     Alert("MemoryNearLimit", "service:memory_usage:ratio > $threshold", 0.9,

@@ -5,7 +5,7 @@ Routing: alerts are grouped by `alertname` and `service` (one notification per a
 about a service, whatever the number of its instances); critical ones go to every receiver
 that takes critical alerts and repeat every hour while they fire, warnings to those that
 take warnings every four hours. A critical alert about a service holds back that service's
-warnings (an inhibit rule: a TargetDown says enough). With no receiver set, every alert
+warnings (an inhibit rule: a ServiceDown says enough). With no receiver set, every alert
 goes to the `null` receiver, which sends nothing (plan and deploy say so).
 
 No secret is in this file: each receiver names the file its URL or password is in

@@ -58,7 +58,7 @@ def _rules(r: offline.Render) -> list[dict[str, Any]]:
 def test_every_alert_has_a_severity_summary_and_runbook() -> None:
     alerts = [x for x in _rules(render("prod")) if "alert" in x]
     assert {a["alert"] for a in alerts} == {
-        "TargetDown", "MemoryNearLimit", "Restarting", "PrometheusRuleFailures", "PostgresDown",
+        "TargetDown", "ServiceDown", "MemoryNearLimit", "Restarting", "PrometheusRuleFailures", "PostgresDown",
         "PostgresConnectionsNearMax", "RedisDown", "RedisMemoryNearMaxmemory", "RedisRejectedConnections",
         "CeleryBacklog", "ClickHouseUnreachable", "ClickHouseFailedQueries", "AlertNotificationsFailing",
         "TargetMissing", "ServiceUnavailable", "ServiceSlow", "ProbeMissing", "Watchdog",
@@ -151,20 +151,20 @@ def test_promtool_checks_the_config_and_the_rules(stack: str, tmp_path: Path) ->
     done = subprocess.run([str(tool), "check", "config", str(tmp_path / "prometheus.yml")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-    # dev: 11 limits + 2 ratios + 15 alerts + 11 absent scrape jobs + 18 probe jobs x 3 + the Watchdog
-    #      = 11 + 2 + 15 + 11 + 54 + 1 = 94.
+    # dev: 11 limits + 2 ratios + 16 alerts + 11 absent scrape jobs + 18 probe jobs x 3 + the Watchdog
+    #      = 11 + 2 + 16 + 11 + 54 + 1 = 95.
     # staging and prod (Kubernetes, with sso) add the sign-in proxy: its limit (+1), the absent()
     # rule of its scrape job (+1) and its probe job, probe-oauth2-proxy; Grafana, behind the proxy,
     # is not probed there (-1 probe job), so still 18 probe jobs x 3 (ServiceUnavailable,
-    # ServiceSlow, ProbeMissing): 12 + 2 + 15 + 12 + 54 + 1 = 96.
+    # ServiceSlow, ProbeMissing): 12 + 2 + 16 + 12 + 54 + 1 = 97.
     # They also run kube-state-metrics (Kubernetes only): its limit (+1), its 5 cluster-state
-    # alerts, its scrape job's absent() (+1) and its probe job (+3): 96 + 10 = 106.
+    # alerts, its scrape job's absent() (+1) and its probe job (+3): 97 + 10 = 107.
     # Their two public hosts (portal, grafana) each get a TLS probe job with 4 rules
     # (TLSCertificateExpiring, TLSCertificateExpiryCritical, TLSHandshakeFailing, TLSProbeMissing):
-    # 106 + 8 = 114. And two volume alerts, on claims (Kubernetes only): PostgresVolumeFilling,
-    # PrometheusVolumeFilling: 114 + 2 = 116.
+    # 107 + 8 = 115. And two volume alerts, on claims (Kubernetes only): PostgresVolumeFilling,
+    # PrometheusVolumeFilling: 115 + 2 = 117.
     # No store: no Pushgateway, no drills.
-    expected = 94 if stack == "dev" else 116
+    expected = 95 if stack == "dev" else 117
     assert f"SUCCESS: {expected} rules found" in done.stdout
     done = subprocess.run([str(tool), "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -199,7 +199,22 @@ def _cases() -> list[dict[str, Any]]:
              {"eval_time": "1m", "alertname": "TargetDown", "exp_alerts": []},  # pending: `for: 2m`
              {"eval_time": "10m", "alertname": "PrometheusRuleFailures", "exp_alerts": []},  # no new failures
              {"eval_time": "3m", "alertname": "TargetDown", "exp_alerts": [
-                 _alert("TargetDown", "grafana (grafana:3000) does not answer its metrics scrape", **grafana)]}]},
+                 _alert("TargetDown", "grafana (grafana:3000) does not answer its metrics scrape", **grafana)]},
+             # grafana's one instance down: the service is down, which pages; prometheus is up.
+             {"eval_time": "3m", "alertname": "ServiceDown", "exp_alerts": [
+                 _alert("ServiceDown", "No instance of grafana answers its metrics scrape",
+                        **{k: v for k, v in grafana.items() if k != "instance"})]}]},
+        # Two instances of a service, one down: that one is a warning, the service is not down.
+        {"interval": "1m", "input_series": [
+            _series("up", "0x10", "orchestrator", 8080, "core") | {
+                "series": 'up{job="orchestrator", instance="10.0.0.1:8080", service="orchestrator", tier="core"}'},
+            _series("up", "1x10", "orchestrator", 8080, "core") | {
+                "series": 'up{job="orchestrator", instance="10.0.0.2:8080", service="orchestrator", tier="core"}'}],
+         "alert_rule_test": [
+             {"eval_time": "5m", "alertname": "ServiceDown", "exp_alerts": []},
+             {"eval_time": "5m", "alertname": "TargetDown", "exp_alerts": [
+                 _alert("TargetDown", "orchestrator (10.0.0.1:8080) does not answer its metrics scrape",
+                        job="orchestrator", instance="10.0.0.1:8080", service="orchestrator", tier="core")]}]},
         # Grafana's limit on dev is 256Mi (268435456 bytes): 95% fires, Prometheus at 16% of 600Mi does not.
         {"interval": "1m", "input_series": [
             _series("process_resident_memory_bytes", "255013684x15", "grafana", 3000),

@@ -551,7 +551,7 @@ def test_ports_md_lists_alerts_per_service_next_to_health_checks() -> None:
             ) in dev
     assert "| CeleryBacklog (via redis-exporter) |" in dev  # on the worker's row: its backlog
     assert "| cost-agent | GET `/health` on http (8001)" in dev and (
-        "| TargetDown, MemoryNearLimit, Restarting |" in dev)
+        "| TargetDown, ServiceDown, MemoryNearLimit, Restarting |" in dev)
     assert "| qdrant | GET `/readyz` on http (6333) | Docker health check with bash /dev/tcp, every 10s | – |" in dev
     # The alert table, once for every stack: job, stacks, severity, for, threshold, the filled expression.
     alerts = generated()["docs/PORTS.md"].split("\n## Alerts\n", 1)[1]
