@@ -436,7 +436,9 @@ def test_prod_grafana_port_reaches_service_probe_ingress_policy_portal_and_scrap
 
 def test_prod_statefulset_replacement_is_flagged_with_its_claims() -> None:
     d = diff_of("prod", ("kubernetes.storage.postgres=30Gi",))
-    assert changed(d) == {"postgres": "replace"}
+    # The claim size is also in PostgresVolumeFilling's expression: Prometheus' rules (a new
+    # ConfigMap) and so its pod template (the config's hash) follow.
+    assert changed(d) == {"postgres": "replace", "prometheus-config": "replace", "prometheus": "update"}
     assert alerts(d, "protected-replace")  # the StatefulSet is protected: pulumi up refuses
     (msg,) = alerts(d, "stateful-replace")
     assert "data-postgres-0" in msg and "whenDeleted=Retain" in msg
