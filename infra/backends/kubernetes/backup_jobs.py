@@ -24,7 +24,7 @@ from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
 from ... import backup as backups
 from ... import objectstore
 from ...credentials import store_credential_ids
-from ...graph import Effective
+from ...graph import Effective, Resolved
 from ...model import LOG_MIB, SECRET_DIR, Resources, backup_job
 from ...tiers import TierComponent
 from .objects import (
@@ -42,6 +42,33 @@ from .reviews import backup_exceptions, exception_annotations
 
 BACKUP_RESOURCES = Resources(memory_mib=128, cpu=0.05, memory_limit_mib=512, cpu_limit=0.5)
 """What a backup job's client asks for: it streams, so memory stays flat whatever the data size."""
+
+
+def job_resources(limit_mib: int, ephemeral_mib: int) -> core.ResourceRequirementsArgs:
+    """A one-shot job container's resources (backups, uploads, drills, rotations): the jobs'
+    CPU and memory request (BACKUP_RESOURCES), `limit_mib` of memory, and `ephemeral_mib` of
+    ephemeral storage requested, twice that its limit."""
+    res = BACKUP_RESOURCES
+    return core.ResourceRequirementsArgs(
+        requests={"cpu": quantity_cpu(res.cpu), "memory": quantity_mib(res.memory_mib),
+                  "ephemeral-storage": quantity_mib(ephemeral_mib)},
+        limits={"cpu": quantity_cpu(res.limit_cpu), "memory": quantity_mib(limit_mib),
+                "ephemeral-storage": quantity_mib(2 * ephemeral_mib)})
+
+
+def store_credentials(model: Resolved) -> tuple[core.VolumeArgs, core.VolumeMountArgs] | None:
+    """The backup store's key and passphrase as files (never env, never argv): the volume of
+    the namespace's credentials Secret and its read-only mount at objectstore.SECRET_MOUNT
+    (None: the store needs no stack secret, e.g. workload identity)."""
+    ids = store_credential_ids(model)
+    by_key = {c.config_key: c.id for c in model.catalog.credentials.values() if c.id in ids}
+    if not by_key:
+        return None
+    volume = core.VolumeArgs(name="store-credentials", secret=core.SecretVolumeSourceArgs(
+        secret_name=CREDENTIALS_SECRET, default_mode=0o440,
+        items=[core.KeyToPathArgs(key=by_key[k], path=f) for f, k in sorted(objectstore.SECRET_KEYS.items())
+               if k in by_key]))
+    return volume, core.VolumeMountArgs(name="store-credentials", mount_path=objectstore.SECRET_MOUNT, read_only=True)
 BACKUP_SCRATCH_MIB = 64
 """The job's /tmp (a client's temporary files; the backup itself goes to the target)."""
 K8S_BACKUP_STORE = "optiinfra.io/backup-store"
@@ -105,17 +132,12 @@ def backup_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective,
     script = backups.backup_script(svc, where, cfg.retention, canary=cfg.store is not None)
     image = b.image or eff.image
     uid = b.uid if b.uid is not None else svc.uid
-    res = BACKUP_RESOURCES
     ephemeral = BACKUP_SCRATCH_MIB + LOG_MIB
     container = core.ContainerArgs(
         name="backup", image=image, image_pull_policy="Always",
         # `command`, not `args`: the image's entrypoint would start the server.
         command=[literal(a) for a in backups.command(script)],
-        resources=core.ResourceRequirementsArgs(
-            requests={"cpu": quantity_cpu(res.cpu), "memory": quantity_mib(res.memory_mib),
-                      "ephemeral-storage": quantity_mib(ephemeral)},
-            limits={"cpu": quantity_cpu(res.limit_cpu), "memory": quantity_mib(res.limit_mib),
-                    "ephemeral-storage": quantity_mib(2 * ephemeral)}),
+        resources=job_resources(BACKUP_RESOURCES.limit_mib, ephemeral),
         security_context=container_security(True),
         volume_mounts=mounts)
     notes = {K8S_BACKUP_OF: svc.name, K8S_BACKUP_TARGET: backups.BACKUP_DIR,
@@ -161,20 +183,15 @@ def _store_upload(objs: Objects, eff: Effective, comp: TierComponent, ns: core.N
     model, svc, tier = objs.model, eff.service, eff.tier
     store, cfg = model.settings.backups.store, model.settings.backups
     assert store is not None
-    ids = store_credential_ids(model)
-    by_key = {c.config_key: c.id for c in model.catalog.credentials.values() if c.id in ids}
     secret_dir = None
     # Writable though it only reads: the policy pack's stateful-backups reads the pod's
     # (non-init) container mounts, and a read-only target there is a finding.
     mounts = [core.VolumeMountArgs(name="backups", mount_path=backups.BACKUP_DIR),
               core.VolumeMountArgs(name="tmp", mount_path="/tmp")]
-    if by_key:
-        volumes.append(core.VolumeArgs(name="store-credentials", secret=core.SecretVolumeSourceArgs(
-            secret_name=CREDENTIALS_SECRET, default_mode=0o440,
-            items=[core.KeyToPathArgs(key=by_key[k], path=f) for f, k in sorted(objectstore.SECRET_KEYS.items())
-                   if k in by_key])))
-        mounts.append(core.VolumeMountArgs(name="store-credentials", mount_path=objectstore.SECRET_MOUNT,
-                                           read_only=True))
+    key_files = store_credentials(model)
+    if key_files is not None:
+        volumes.append(key_files[0])
+        mounts.append(key_files[1])
         secret_dir = objectstore.SECRET_MOUNT
     account = None
     if store.credentials == "workloadIdentity":
@@ -184,16 +201,11 @@ def _store_upload(objs: Objects, eff: Effective, comp: TierComponent, ns: core.N
             automount_service_account_token=False), opts=objs.opts(comp, depends_on=[ns])))
     script = objectstore.upload_newest_script(store, objectstore.StoreAccess(secret_dir), svc, backups.BACKUP_DIR,
                                               cfg.retention)
-    res = BACKUP_RESOURCES
     container = core.ContainerArgs(
         name="upload", image=objectstore.RCLONE_IMAGE, image_pull_policy="Always",
         command=[literal(a) for a in backups.command(script)],
         env=[core.EnvVarArgs(name="HOME", value="/tmp")],
-        resources=core.ResourceRequirementsArgs(
-            requests={"cpu": quantity_cpu(res.cpu), "memory": quantity_mib(res.memory_mib),
-                      "ephemeral-storage": quantity_mib(ephemeral)},
-            limits={"cpu": quantity_cpu(res.limit_cpu), "memory": quantity_mib(res.limit_mib),
-                    "ephemeral-storage": quantity_mib(2 * ephemeral)}),
+        resources=job_resources(BACKUP_RESOURCES.limit_mib, ephemeral),
         security_context=container_security(True),
         volume_mounts=mounts)
     return container, account

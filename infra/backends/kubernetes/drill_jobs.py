@@ -22,13 +22,12 @@ from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
 
 from ... import backup as backups
 from ... import objectstore
-from ...credentials import store_credential_ids
 from ...graph import Edge, Effective
 from ...model import LOG_MIB, backup_job, drill_job
 from ...tiers import TierComponent
-from .backup_jobs import BACKUP_RESOURCES, BACKUP_SCRATCH_MIB, K8S_BACKUP_STORE
-from .network import _store_egress
-from .objects import CREDENTIALS_SECRET, Objects, literal, namespace_name, quantity_cpu, quantity_mib
+from .backup_jobs import BACKUP_RESOURCES, BACKUP_SCRATCH_MIB, K8S_BACKUP_STORE, job_resources, store_credentials
+from .network import store_egress
+from .objects import Objects, literal, namespace_name, quantity_mib
 from .pod import container_security, pod_security
 from .reviews import HIGH_UID, Exception_, exception_annotations
 
@@ -62,8 +61,6 @@ def drill_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective, 
     gport = gateway.service.port(edge.port)
     # The download and the restored data: at most what the backup claim holds (the service's data).
     shared_mib = max(eff.backup_mib, 256)
-    ids = store_credential_ids(model)
-    by_key = {c.config_key: c.id for c in model.catalog.credentials.values() if c.id in ids}
     volumes = [core.VolumeArgs(name="drill", empty_dir=core.EmptyDirVolumeSourceArgs(
                    size_limit=quantity_mib(shared_mib))),
                core.VolumeArgs(name="tmp", empty_dir=core.EmptyDirVolumeSourceArgs(
@@ -72,13 +69,10 @@ def drill_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective, 
               core.VolumeMountArgs(name="tmp", mount_path="/tmp")]
     fetch_mounts = list(mounts)
     secret_dir = None
-    if by_key:
-        volumes.append(core.VolumeArgs(name="store-credentials", secret=core.SecretVolumeSourceArgs(
-            secret_name=CREDENTIALS_SECRET, default_mode=0o440,
-            items=[core.KeyToPathArgs(key=by_key[k], path=f) for f, k in sorted(objectstore.SECRET_KEYS.items())
-                   if k in by_key])))
-        fetch_mounts.append(core.VolumeMountArgs(name="store-credentials", mount_path=objectstore.SECRET_MOUNT,
-                                                 read_only=True))
+    key_files = store_credentials(model)
+    if key_files is not None:
+        volumes.append(key_files[0])
+        fetch_mounts.append(key_files[1])
         secret_dir = objectstore.SECRET_MOUNT
     steps = objectstore.drill_steps(
         store, objectstore.StoreAccess(secret_dir), svc, shared=DRILL_DIR, port=svc.port(b.port).container,
@@ -94,11 +88,7 @@ def drill_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective, 
                   memory_mib: int, scratch_mib: int, env: list[core.EnvVarArgs] | None = None) -> core.ContainerArgs:
         return core.ContainerArgs(
             name=cname, image=image, image_pull_policy="Always", command=[literal(a) for a in command], env=env,
-            resources=core.ResourceRequirementsArgs(
-                requests={"cpu": quantity_cpu(res.cpu), "memory": quantity_mib(res.memory_mib),
-                          "ephemeral-storage": quantity_mib(scratch_mib)},
-                limits={"cpu": quantity_cpu(res.limit_cpu), "memory": quantity_mib(memory_mib),
-                        "ephemeral-storage": quantity_mib(2 * scratch_mib)}),
+            resources=job_resources(memory_mib, scratch_mib),
             security_context=container_security(True), volume_mounts=cmounts)
 
     fetch = container("fetch", objectstore.RCLONE_IMAGE, objectstore.tolerant(steps.fetch), fetch_mounts,
@@ -149,7 +139,7 @@ def _egress(objs: Objects, edge: Edge, eff: Effective, gateway: Effective, comp:
         spec=net.NetworkPolicySpecArgs(
             pod_selector=meta.LabelSelectorArgs(match_labels={NAME: job}), policy_types=["Egress"],
             egress=[net.NetworkPolicyEgressRuleArgs(to=[to_gateway], ports=_ports(gateway, edge)),
-                    *_store_egress(model)])),
+                    *store_egress(model)])),
         opts=objs.opts(comp, depends_on=[ns]))]
 
 

@@ -127,13 +127,13 @@ def tier_policies(objs: Objects, tier: Tier, comp: TierComponent, ns: core.Names
             spec=spec(pod_selector=meta.LabelSelectorArgs(match_labels={NAME: e.source}),
                       policy_types=["Egress"],
                       egress=[net.NetworkPolicyEgressRuleArgs(to=[_peer(model, e.target)], ports=[port]),
-                              *_store_egress(model)])),
+                              *store_egress(model)])),
             opts=opts)
     _store_only_policies(objs, tier, members, {e.source for e in backup_edges}, allow, opts)
     return made
 
 
-def _store_egress(model: Resolved) -> list[net.NetworkPolicyEgressRuleArgs]:
+def store_egress(model: Resolved) -> list[net.NetworkPolicyEgressRuleArgs]:
     """With `backups.store`: a backup pod's one way out, to the store's endpoint port (its
     address alone when the endpoint is an IP, else the stack's outside ranges minus
     `outsideExcept`: a NetworkPolicy cannot name a host). Nothing without a store."""
@@ -152,7 +152,7 @@ def _store_only_policies(objs: Objects, tier: Tier, members: list[Effective], do
                          allow: dict[str, net.NetworkPolicy], opts: pulumi.ResourceOptions) -> None:
     """A backup job without an edge to its service (it reads the volume) still uploads:
     its policy allows the store's endpoint and nothing else."""
-    rules = _store_egress(objs.model)
+    rules = store_egress(objs.model)
     if not rules:
         return
     for eff in members:

@@ -31,9 +31,9 @@ from ...stores import Phase, live_credentials, rotation_command
 from ...stores.redis import HOST_ENV, PORT_ENV
 from ...tiers import TierComponent
 from ...wiring import Wiring
-from .backup_jobs import BACKUP_RESOURCES
+from .backup_jobs import BACKUP_RESOURCES, job_resources
 from .credentials import rollout_hash
-from .objects import CREDENTIALS_SECRET, Objects, literal, quantity_cpu, quantity_mib
+from .objects import CREDENTIALS_SECRET, Objects, literal, quantity_mib
 from .pod import container_security, pod_security
 from .reviews import exception_annotations, rotation_exceptions
 
@@ -76,11 +76,7 @@ def rotation_job(objs: Objects, wiring: Wiring, host_of: Callable[[str], str], e
     container = core.ContainerArgs(
         name="rotate", image=eff.image, image_pull_policy="Always",
         command=[literal(a) for a in argv], env=env,
-        resources=core.ResourceRequirementsArgs(
-            requests={"cpu": quantity_cpu(res.cpu), "memory": quantity_mib(res.memory_mib),
-                      "ephemeral-storage": quantity_mib(scratch + LOG_MIB)},
-            limits={"cpu": quantity_cpu(res.limit_cpu), "memory": quantity_mib(res.limit_mib),
-                    "ephemeral-storage": quantity_mib(2 * (scratch + LOG_MIB))}),
+        resources=job_resources(res.limit_mib, scratch + LOG_MIB),
         security_context=container_security(True),
         volume_mounts=[core.VolumeMountArgs(name="credentials", mount_path=SECRET_DIR, read_only=True),
                        core.VolumeMountArgs(name="tmp", mount_path="/tmp")])
