@@ -63,10 +63,11 @@ while read -r name mod ver _; do
 done <<<"$TOOLS_TABLE"
 [[ -n $module ]] || die "unknown tool '$want'; known tools: $(known). Add a row (NAME MODULE VERSION) to the table in scripts/tools.sh"
 
+cache=${OPTIINFRA_TOOLS_CACHE:-$HOME/.cache/optiinfra/tools}
+dir=$cache/$want-$version
+
 if [[ $module == npm:* ]]; then
 	package=${module#npm:}
-	cache=${OPTIINFRA_TOOLS_CACHE:-$HOME/.cache/optiinfra/tools}
-	dir=$cache/$want-$version
 	bin=$dir/node_modules/.bin/$want
 	if [[ -x $bin ]]; then
 		printf '%s\n' "$bin"
@@ -92,30 +93,40 @@ if [[ $module == npm:* ]]; then
 	exit 0
 fi
 
-if [[ $module == local:* ]]; then
-	src=$(cd "$(dirname "$0")/.." && pwd)/${module#local:}
-	cache=${OPTIINFRA_TOOLS_CACHE:-$HOME/.cache/optiinfra/tools}
-	dir=$cache/$want-$version
-	if [[ -x $dir/$want ]]; then
-		printf '%s\n' "$dir/$want"
+# A Go build's two ends, shared by the local and the module builds: the cached binary $1
+# under $dir printed (and done), else Go checked ($2: more of the fix) and a fresh temporary
+# directory beside the cache made for the build ...
+reuse_or_start() {
+	if [[ -x $dir/$1 ]]; then
+		printf '%s\n' "$dir/$1"
 		exit 0
 	fi
 	command -v go >/dev/null 2>&1 ||
-		die "$want $version is not in $dir and building it needs Go, but 'go' is not on PATH. Install Go (https://go.dev/dl/) and rerun"
+		die "$want $version is not in $dir and building it needs Go, but 'go' is not on PATH. Install Go (https://go.dev/dl/) and rerun$2"
 	mkdir -p "$cache"
 	tmp=$(mktemp -d "$cache/.$want-$version.XXXXXX")
 	trap 'rm -rf "$tmp"' EXIT
-	printf 'tools.sh: building %s %s (go build in %s) into %s\n' "$want" "$version" "$src" "$dir" >&2
 	start=$SECONDS
-	(cd "$src" && GOFLAGS=-mod=readonly go build -o "$tmp/$want" .) >&2 ||
-		die "go build in $src failed (see above); it needs the Go module proxy ($(go env GOPROXY)) or a warm module cache"
+}
+# ... and the finished build published in one step: an interrupted build never looks cached,
+# and a concurrent run that finished first simply wins.
+publish() {
 	chmod 755 "$tmp"
-	if ! mv -T "$tmp" "$dir" 2>/dev/null && [[ ! -x $dir/$want ]]; then
+	if ! mv -T "$tmp" "$dir" 2>/dev/null && [[ ! -x $dir/$1 ]]; then
 		die "could not move the build into $dir"
 	fi
 	printf 'tools.sh: built %s %s in %ss\n' "$want" "$version" "$((SECONDS - start))" >&2
-	printf '%s\n' "$dir/$want"
+	printf '%s\n' "$dir/$1"
 	exit 0
+}
+
+if [[ $module == local:* ]]; then
+	src=$(cd "$(dirname "$0")/.." && pwd)/${module#local:}
+	reuse_or_start "$want" ""
+	printf 'tools.sh: building %s %s (go build in %s) into %s\n' "$want" "$version" "$src" "$dir" >&2
+	(cd "$src" && GOFLAGS=-mod=readonly go build -o "$tmp/$want" .) >&2 ||
+		die "go build in $src failed (see above); it needs the Go module proxy ($(go env GOPROXY)) or a warm module cache"
+	publish "$want"
 fi
 
 binary=${module##*/}
@@ -124,21 +135,8 @@ if [[ $binary =~ ^v[0-9]+$ ]]; then
 	binary=${binary##*/}
 fi
 
-cache=${OPTIINFRA_TOOLS_CACHE:-$HOME/.cache/optiinfra/tools}
-dir=$cache/$want-$version
-if [[ -x $dir/$binary ]]; then
-	printf '%s\n' "$dir/$binary"
-	exit 0
-fi
-
-command -v go >/dev/null 2>&1 ||
-	die "$want $version is not in $dir and building it needs Go, but 'go' is not on PATH. Install Go (https://go.dev/dl/) and rerun, or put a prebuilt $binary $version at $dir/$binary"
-
-mkdir -p "$cache"
-tmp=$(mktemp -d "$cache/.$want-$version.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+reuse_or_start "$binary" ", or put a prebuilt $binary $version at $dir/$binary"
 printf 'tools.sh: building %s %s (go install %s@%s) into %s\n' "$want" "$version" "$module" "$version" "$dir" >&2
-start=$SECONDS
 # `go install MODULE@VERSION` refuses a module whose go.mod has replace directives
 # (Prometheus' does). Such a tool is built inside its own module, downloaded to the module
 # cache, where those directives apply as its authors intended.
@@ -168,11 +166,4 @@ if ! GOBIN=$tmp go install "$module@$version" 2>"$tmp/.install.log"; then
 fi
 rm -f "$tmp/.install.log"
 [[ -x $tmp/$binary ]] || die "go install $module@$version produced no $binary in $tmp (found: $(cd "$tmp" && printf '%s ' *))"
-# Publish the finished build in one step: an interrupted build never looks cached, and a
-# concurrent run that finished first simply wins.
-chmod 755 "$tmp"
-if ! mv -T "$tmp" "$dir" 2>/dev/null && [[ ! -x $dir/$binary ]]; then
-	die "could not move the build into $dir"
-fi
-printf 'tools.sh: built %s %s in %ss\n' "$want" "$version" "$((SECONDS - start))" >&2
-printf '%s\n' "$dir/$binary"
+publish "$binary"
