@@ -34,6 +34,27 @@ IDENTITY = _store(endpoint="https://s3.eu-west-1.amazonaws.com", credentials="wo
                   serviceAccountAnnotations={"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/b"})
 
 
+def store_address(store: str) -> tuple[int, str]:
+    """The store's port and an address of it: the IP endpoint's, or a public one for a name."""
+    return (9000, STORE_IP) if store == BY_IP else (443, PUBLIC_IP)
+
+
+def assert_reaches_only_the_store(x: Any, name: str, store: str) -> None:
+    """A job's pod reaches the store's address on its port, and outside the cluster nothing
+    else: no other port there, not the metadata address, not a private one; with an IP
+    endpoint, no other public address either."""
+    port, store_at = store_address(store)
+    pod = x.pods[name][0]
+    assert x.policies.allows(pod, store_at, port), name
+    for other_port in (25, 80, 443, 8443, 9000):
+        if other_port != port:
+            assert not x.policies.allows(pod, store_at, other_port), (name, other_port)
+    for addr in (METADATA_IP, PRIVATE_IP):
+        assert not x.policies.allows(pod, addr, port), (name, addr)
+    if store == BY_IP:  # an IP endpoint: that address alone
+        assert not x.policies.allows(pod, PUBLIC_IP, port), name
+
+
 def _manifests(r: offline.Render) -> list[dict[str, Any]]:
     return [m for docs in render_cmd.by_file(r).values() for m in docs]
 
@@ -110,17 +131,9 @@ def test_backup_pods_reach_the_store_and_nothing_else_outside(store: str) -> Non
     assert jobs <= set(x.pods)
     # Inside the cluster nothing changes: exactly the declared edges.
     assert allowed_edges(x) == declared_edges(model)
-    port, store_at = (9000, STORE_IP) if store == BY_IP else (443, PUBLIC_IP)
+    port, store_at = store_address(store)
     for name in jobs:
-        pod = x.pods[name][0]
-        assert x.policies.allows(pod, store_at, port), name
-        for other_port in (25, 80, 443, 8443, 9000):
-            if other_port != port:
-                assert not x.policies.allows(pod, store_at, other_port), (name, other_port)
-        for addr in (METADATA_IP, PRIVATE_IP):
-            assert not x.policies.allows(pod, addr, port), (name, addr)
-        if store == BY_IP:  # an IP endpoint: that address alone
-            assert not x.policies.allows(pod, PUBLIC_IP, port), name
+        assert_reaches_only_the_store(x, name, store)
     # No service gains a way out: the store's port is the backup pods' (and the drill pods',
     # tests/test_drill_render.py).
     for name, pods in x.pods.items():

@@ -170,17 +170,22 @@ def test_redis_drill_pushes_success_rpo_and_rto(redis: Server, s3: S3, gateway: 
     print(f"redis drill: 500 keys, RPO {rpo:.0f}s, RTO {rto:.0f}s, whole run {ran.seconds:.1f}s")
 
 
+def _cut_in_half(s3: S3, store: BackupStore, service: str, workdir: Path) -> None:
+    """Corrupt the newest backup of `service` in the store: its first half put back in its place."""
+    obj = _store_object(s3, service)
+    cut = workdir / "cut" / obj.name
+    cut.parent.mkdir()
+    blob = obj.read_bytes()
+    cut.write_bytes(blob[:len(blob) // 2])
+    _replace(s3, store, service, cut)
+
+
 def test_redis_drill_of_a_corrupt_backup_pushes_failure(redis: Server, s3: S3, gateway: Gateway,
                                                         workdir: Path) -> None:
     store = s3.store()
     _redis(redis, "SET", "k", "v")
     _redis_backup(redis, s3, store, workdir)
-    obj = _store_object(s3, REDIS.name)
-    truncated = workdir / "cut" / obj.name
-    truncated.parent.mkdir()
-    blob = obj.read_bytes()
-    truncated.write_bytes(blob[:len(blob) // 2])
-    _replace(s3, store, REDIS.name, truncated)
+    _cut_in_half(s3, store, REDIS.name, workdir)
     shared = _shared(workdir)
     ran = _drill(_redis_steps(s3, store, shared, gateway), shared)
     assert ran.code != 0 and "restore failed" in ran.out, ran.out
@@ -272,12 +277,7 @@ def test_postgres_drill_of_a_corrupt_dump_pushes_failure(postgres: Server, s3: S
     local.mkdir(mode=0o777)
     local.chmod(0o777)
     _pg_backup(postgres, s3, store, local)
-    obj = _store_object(s3, PG.name)
-    cut = workdir / "cut" / obj.name
-    cut.parent.mkdir()
-    blob = obj.read_bytes()
-    cut.write_bytes(blob[:len(blob) // 2])
-    _replace(s3, store, PG.name, cut)
+    _cut_in_half(s3, store, PG.name, workdir)
     shared = _shared(workdir)
     ran = _drill(_pg_steps(s3, store, shared, gateway), shared, _as_user())
     assert ran.code != 0 and "restore failed" in ran.out, ran.out

@@ -17,8 +17,8 @@ from infra.settings import ConfigError
 
 from .conftest import render
 from .test_alerts import generated
-from .test_backup_store_k8s import BY_HOST, BY_IP, SECRETS, STORE_IP, _manifests, _pod
-from .test_reachability import METADATA_IP, PRIVATE_IP, PUBLIC_IP, allowed_edges, declared_edges, rendered
+from .test_backup_store_k8s import BY_HOST, BY_IP, SECRETS, _manifests, _pod, assert_reaches_only_the_store
+from .test_reachability import allowed_edges, declared_edges, rendered
 
 DRILLS = {"postgres-drill", "redis-drill"}
 """Written out: the catalog's PostgreSQL (its daily dump) and Redis (its RDB) have drills."""
@@ -98,17 +98,8 @@ def test_drill_pods_reach_the_store_and_the_pushgateway_only(store: str) -> None
         assert {(dst, port) for src, dst, port in allowed if src == job} == {(gateway.name, gport)}
     # Written out: the drills, the scraper and the prober (its health check) reach it; nothing else.
     assert {src for src, dst, _ in allowed if dst == gateway.name} == {*DRILLS, "prometheus", "blackbox-exporter"}
-    port, store_at = (9000, STORE_IP) if store == BY_IP else (443, PUBLIC_IP)
     for job in DRILLS:
-        pod = x.pods[job][0]
-        assert x.policies.allows(pod, store_at, port), job
-        for other in (25, 80, 443, 8443, 9000):
-            if other != port:
-                assert not x.policies.allows(pod, store_at, other), (job, other)
-        for addr in (METADATA_IP, PRIVATE_IP):
-            assert not x.policies.allows(pod, addr, port), (job, addr)
-        if store == BY_IP:
-            assert not x.policies.allows(pod, PUBLIC_IP, port), job
+        assert_reaches_only_the_store(x, job, store)
 
 
 def test_the_pushgateway_runs_only_with_drills_and_is_scraped_with_its_pushers_labels() -> None:
