@@ -13,7 +13,7 @@ import enum
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from . import runtime
+from . import objectstore, runtime
 from .model import (
     Catalog,
     Dsn,
@@ -190,8 +190,12 @@ class Resolved:
             return ()
         api = self.settings.kubernetes.api_server
         hosts = bool(self.tls_hosts())
-        return tuple(replace(o, ports=api.ports) if o.api_server else o for o in eff.service.outside
-                     if hosts or not o.public_hosts)
+        store = self.settings.backups.store
+        kept = [o for o in eff.service.outside
+                if (hosts or not o.public_hosts) and (store is not None or not o.backup_store)]
+        return tuple(replace(o, ports=api.ports) if o.api_server else
+                     replace(o, ports=(objectstore.endpoint_host_port(store)[1],)) if o.backup_store and store else o
+                     for o in kept)
 
     def tls_hosts(self) -> list[Effective]:
         """The public services this stack serves over TLS at an Ingress host (Kubernetes with

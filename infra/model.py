@@ -183,6 +183,11 @@ class Outside:
     """The destination is the stack's own public hosts (`kubernetes.ingress.hosts`: the ingress
     controller's load balancer, in `outsideCidrs`); kept only on a stack that serves one over
     TLS (`Resolved.tls_hosts`), so dropped on Docker and on a stack without public services."""
+    backup_store: bool = False
+    """The destination is the stack's off-site backup store (`backups.store`: its endpoint's
+    port, at its address alone when the endpoint is an IP literal), for a server that writes
+    the store itself (PostgreSQL's WAL archive, ClickHouse's BACKUP TO S3); kept only on a
+    stack with a store."""
 
 
 @dataclass(frozen=True)

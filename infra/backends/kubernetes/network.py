@@ -104,6 +104,9 @@ def tier_policies(objs: Objects, tier: Tier, comp: TierComponent, ns: core.Names
             if port is not None:
                 egress.append(net.NetworkPolicyEgressRuleArgs(to=[_peer(model, e.target)], ports=[port]))
         for out in model.outside(eff):
+            if out.backup_store:  # the server itself writes the off-site store
+                egress += store_egress(model)
+                continue
             # The API server is the one private destination, at exactly its addresses and ports.
             to = ([net.NetworkPolicyPeerArgs(ip_block=net.IPBlockArgs(cidr=cidr)) for cidr in k.api_server.cidrs]
                   if out.api_server else
