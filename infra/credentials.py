@@ -112,6 +112,8 @@ def supplied(model: Resolved, config: Mapping[str, Any]) -> dict[str, str]:
 
 def _setting(cred: Credential) -> str:
     """The setting that makes a credential only its user can set needed."""
+    if cred.store:
+        return "backups.store"
     return cred.user_set or f"alerting.receivers.{cred.receiver}"
 
 
@@ -119,21 +121,22 @@ def user_set_fix(cred: Credential, stack: str = "") -> str:
     """How to set a credential only its user knows (`Credential.user_set`, or a receiver's
     URL), or do without it."""
     where = f"pulumi stack select --create {stack}, then " if stack else ""
-    value = "<value from your identity provider>" if cred.user_set else "https://<your receiver's URL>"
+    value = ("<value from your identity provider>" if cred.user_set else
+             "<value from your object store>" if cred.store else "https://<your receiver's URL>")
     return (f"{where}pulumi config set --secret {cred.config_key} {value}, "
             f"or remove {NAMESPACE}:{_setting(cred)}")
 
 
 def unset_user_set(model: Resolved, present: Collection[str]) -> list[Credential]:
-    """The credentials only their user can set (`Credential.user_set`, and the URL of a
-    receiver the stack turns on) that this stack needs and `present` (the config keys the
-    stack file and the --secret flags set) lacks. Offline they render as a stand-in
+    """The credentials only their user can set (`Credential.user_set`, the off-site store's
+    key and passphrase, and the URL of a receiver the stack turns on) that this stack needs
+    and `present` (the config keys the stack file and the --secret flags set) lacks. Offline they render as a stand-in
     (stack.py), so the committed stack files render; `pulumi up` refuses each (`supplied`).
     None with `kubernetes.externalSecrets`: the store holds them."""
     if model.settings.target == "kubernetes" and model.settings.kubernetes.external_secrets is not None:
         return []
     return [c for c in needed(model).values()
-            if (c.user_set or (c.receiver is not None and c.receiver != "email"))
+            if (c.user_set or c.store or (c.receiver is not None and c.receiver != "email"))
             and f"{NAMESPACE}:{c.config_key}" not in present]
 
 

@@ -280,15 +280,26 @@ def volume_mib(model: Resolved, eff: Effective, volume: Volume) -> int:
     return parse_memory_mib(override) if override else round(volume.size_gib * 1024)
 
 
-def backup_claim_mib(model: Resolved, eff: Effective) -> int:
+def backup_claim_mib(model: Resolved, eff: Effective, volume_mib: int) -> int:
     """Size of a service's backup claim on Kubernetes: `backups.storage.<service>`, else the
-    catalog's size of its volumes (never `kubernetes.storage`: resizing the service's volume
-    leaves its backups' claim alone); 0 when it has none (not backed up, or on Docker, where
-    the backups go to a host directory)."""
-    if model.settings.target != "kubernetes" or eff not in model.backed_up():
+    size of its volumes on this stack (`volume_mib`: `kubernetes.storage` or the catalog's)
+    times one more than the copies the claim keeps (`backups.localRetention`): a backup is at
+    most the data it reads, and the next is written before the oldest goes. A grown volume
+    grows its backups' claim in place (a claim's request may grow, never shrink); 0 when it
+    has none (not backed up, on Docker, where the backups go to a host directory, or written
+    into the store by the server itself: `writes_store`)."""
+    if model.settings.target != "kubernetes" or eff not in model.backed_up() or writes_store(model, eff):
         return 0
-    size = model.settings.backups.storage.get(eff.name)
-    return parse_memory_mib(size) if size else sum(round(v.size_gib * 1024) for v in eff.service.volumes)
+    cfg = model.settings.backups
+    size = cfg.storage.get(eff.name)
+    return parse_memory_mib(size) if size else (cfg.local_copies + 1) * volume_mib
+
+
+def writes_store(model: Resolved, eff: Effective) -> bool:
+    """The service's own server writes its backups into the off-site store (a catalog
+    `Outside` to the backup store, on a stack with `backups.store`): its backup job needs
+    no claim, only the server's command."""
+    return model.settings.backups.store is not None and any(o.backup_store for o in eff.service.outside)
 
 
 def own_image(settings: Settings, name: str) -> str:

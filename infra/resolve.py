@@ -253,8 +253,8 @@ def _decided(model: Resolved, eff: Effective, backed_up: bool) -> Effective:
     url = f"{'https' if tls else 'http'}://{host}" if host else None
     via, auth = _front(model, eff, host)
     pull = settings.kubernetes.image_pull_secrets
-    return replace(eff, volume_sizes=sizes,
-                   backup_mib=backup_claim_mib(model, eff), backed_up=backed_up, sized_args=sized,
+    return replace(eff, volume_sizes=sizes, backup_mib=backup_claim_mib(model, eff, sum(mib for _, mib in sizes)),
+                   backed_up=backed_up, sized_args=sized,
                    runtime_env=runtime.env(svc, limit_mib), shm_mib=runtime.shm_mib(svc, limit_mib),
                    client_connections=clients,
                    providers=providers_of(model, eff), existing_volumes=existing, ingress_host=host,

@@ -504,10 +504,14 @@ class BackupSettings(_Model):
     """When backups run, a five-field cron expression in UTC (default 17 2 * * *: daily at 02:17)."""
     retention: int = Field(7, ge=1, le=1000)
     """Backups kept per service; each run deletes the older ones (default 7)."""
+    local_retention: int | None = Field(None, alias="localRetention", ge=1, le=1000)
+    """Kubernetes: backups kept in each service's backup claim (default: `retention` without a
+    store; 1 with `store`, which keeps `retention` off-site, so the claim is a first copy only)."""
     storage: dict[str, str] = Field(default_factory=dict)
-    """Size of a service's backup claim on Kubernetes, e.g. {postgres: 20Gi} (default: the
-    catalog's size of the service's volumes). Apart from `kubernetes.storage`: resizing a
-    service's volume never touches (or replaces) the claim that holds its backups."""
+    """Size of a service's backup claim on Kubernetes, e.g. {postgres: 40Gi} (default: the
+    size of the service's volumes, `kubernetes.storage` or the catalog's, times one more than
+    the copies the claim keeps, `localRetention`: a backup is at most the size of the data it
+    reads, and a new one is written before the oldest is deleted)."""
     host_dir: str = Field("backups", alias="hostDir")
     """Docker: the host directory backups are written to, one subdirectory per service;
     relative paths are below the project directory (default backups)."""
@@ -518,6 +522,13 @@ class BackupSettings(_Model):
     """When the restore drills run on Kubernetes with `store` set, five cron fields in UTC
     (default 47 3 * * *: daily at 03:47, 90 minutes after the default backup schedule, whose
     runs end within the hour). Docker runs them on demand (`backup --drill`)."""
+
+    @property
+    def local_copies(self) -> int:
+        """Backups each Kubernetes backup claim keeps (`localRetention`, or its default)."""
+        if self.local_retention is not None:
+            return self.local_retention
+        return 1 if self.store is not None else self.retention
 
     @field_validator("schedule", "drill_schedule")
     @classmethod
@@ -1094,6 +1105,9 @@ def store_port(endpoint: str) -> int:
 def _check_backup_store(s: Settings) -> None:
     """The object store: an endpoint URL, a bucket name S3 accepts, a key for SSE-KMS, and a
     credential source this target has."""
+    if s.backups.local_retention is not None and s.target != "kubernetes":
+        raise ConfigError(f"{NAMESPACE}:backups.localRetention", "does not apply on Docker (backups go to a host "
+                          "directory, which keeps `retention`)", "remove it")
     st = s.backups.store
     if st is None:
         return

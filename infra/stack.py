@@ -24,6 +24,7 @@ import yaml
 from .catalog import default_catalog
 from .graph import Resolved
 from .model import Catalog
+from .objectstore import SECRET_KEYS
 from .resolve import resolve
 from .settings import NAMESPACE, ConfigError, check_service_names, did_you_mean, parse_settings
 
@@ -309,7 +310,8 @@ def read(stack: str, sets: Sequence[str] = (), secrets: Sequence[str] = (), path
 def _stand_in_user_set(config: dict[str, Any], secret_keys: set[str]) -> None:
     """Offline, a credential only its user can set that is absent while its setting is on
     renders as a stand-in marked secret, as if supplied at deploy: the OIDC client secret
-    (`Credential.user_set`) and the URL of a receiver the stack file turns on
+    (`Credential.user_set`), the off-site backup store's key and passphrase
+    (`backups.store`), and the URL of a receiver the stack file turns on
     (`alerting.receivers.<kind>`, the operator's pager). So the committed stack files name
     their receivers, render and pass `check` without the secrets; the program under the
     engine reads no stand-in, and refuses each absent (credentials.py). With
@@ -320,11 +322,20 @@ def _stand_in_user_set(config: dict[str, Any], secret_keys: set[str]) -> None:
     alerting = config.get(f"{NAMESPACE}:alerting")
     receivers = alerting.get("receivers") if isinstance(alerting, dict) else None
     on = set(receivers) if isinstance(receivers, dict) else set()
+    backups = config.get(f"{NAMESPACE}:backups")
+    store = backups.get("store") if isinstance(backups, dict) else None
+    keys = set()
+    if isinstance(store, dict):  # what settings.BackupStore asks for (credentials.store_credential_ids)
+        if store.get("credentials", "secret") != "workloadIdentity":
+            keys |= {SECRET_KEYS["access-key-id"], SECRET_KEYS["secret-access-key"]}
+        if store.get("encryption") == "client":
+            keys.add(SECRET_KEYS["passphrase"])
     for cred in default_catalog().credentials.values():
         key = f"{NAMESPACE}:{cred.config_key}"
         if key in config:
             continue
-        if cred.user_set and config.get(f"{NAMESPACE}:{cred.user_set}") is not None:
+        if (cred.user_set and config.get(f"{NAMESPACE}:{cred.user_set}") is not None) or (
+                cred.store and cred.config_key in keys):
             config[key] = f"offline-stand-in-for-{cred.config_key}"
             secret_keys.add(key)
         elif cred.receiver in on and cred.receiver != "email":

@@ -307,14 +307,15 @@ def test_plan_warns_of_a_credential_only_you_can_set_as_of_missing_receivers() -
     render stands one in, and `plan` says the stack cannot deploy so, with the command."""
     from infra.catalog import default_catalog
 
-    from .tools import receiver_urls
+    from .tools import receiver_urls, store_keys
 
     (key,) = [c.config_key for c in default_catalog().credentials.values() if c.user_set]
-    urls = receiver_urls("prod", "cli")  # prod's receivers' URLs: yours to set as well
+    # prod's receivers' URLs and its backup store's key: yours to set as well
+    urls = {**receiver_urls("prod", "cli"), **store_keys("prod", "cli")}
     proc = run("plan", "-s", "prod")
     assert proc.returncode == 0, proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("Credentials:")]
-    assert len(lines) == 1 + len(urls) == 3
+    assert len(lines) == 1 + len(urls) == 5
     (line,) = [ln for ln in lines if ln.startswith(f"Credentials: optiinfra:{key} is not set")]
     assert "`pulumi up` refuses" in line and f"pulumi config set --secret {key} <" in line
     for url_key in urls:

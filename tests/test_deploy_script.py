@@ -52,13 +52,14 @@ def copy_repo(dest: Path) -> Path:
 
 def user_set_keys() -> list[str]:
     """The config keys of the credentials only their user can set (the catalog says which),
-    and the URLs of the receivers the committed prod turns on (the same for staging)."""
+    the URLs of the receivers the committed prod turns on and its backup store's key (the same
+    for staging)."""
     from infra.catalog import default_catalog
 
-    from .tools import receiver_urls
+    from .tools import receiver_urls, store_keys
 
     return [c.config_key for c in default_catalog().credentials.values() if c.user_set] + sorted(
-        receiver_urls("prod", "deploy"))
+        receiver_urls("prod", "deploy")) + sorted(store_keys("prod", "deploy"))
 
 
 @pytest.fixture(scope="module")

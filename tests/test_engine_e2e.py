@@ -37,7 +37,7 @@ from infra import offline
 from infra.backends.kubernetes import K8S_VERSION
 from infra.catalog import CREDENTIALS
 
-from .tools import ROOT, receiver_urls
+from .tools import ROOT, receiver_urls, store_keys
 
 STACK = "e2e"
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
@@ -109,6 +109,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     # Every credential as a stack secret: no random provider is needed (nor available).
     values = {c.config_key: f"E2e-{c.id}-{secrets.token_hex(12)}" for c in CREDENTIALS if c.generated or c.user_set}
     values.update(receiver_urls("prod", "e2e"))  # prod's committed receivers, never called here
+    values.update(store_keys("prod", "e2e"))  # prod's committed backup store (never reached here)
     r = Run(project, env, out, values)
     r.pulumi("stack", "init", STACK, "--secrets-provider", "passphrase")
     r.pulumi("config", "set", "--path", "optiinfra:kubernetes.renderYamlToDirectory", str(out))

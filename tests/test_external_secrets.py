@@ -37,7 +37,7 @@ from infra.settings import ConfigError
 from policies.optiinfra_policies.vocabulary import K8S_CREDENTIALS_ROLLOUT, K8S_SECRET_KEYS, RANDOM_PASSWORD
 
 from .conftest import render
-from .tools import ROOT, of_kind, receiver_urls, unavailable
+from .tools import ROOT, of_kind, receiver_urls, store_keys, unavailable
 
 STORE = "vault-backend"
 ESO = f"kubernetes.externalSecrets.store={STORE}"
@@ -201,12 +201,13 @@ def test_templates_give_the_values_the_pulumi_side_registers() -> None:
     passwords = {eso.secret_key(c.id): tricky(c.id) for c in catalog.credentials.values()}
     # prod's receivers (webhook, heartbeat) take URLs: a tricky path, on a name, https.
     on = set(receiver_urls("prod", "eso"))
+    keys = set(store_keys("prod", "eso"))  # prod's backup store's key: any text
     for c in catalog.credentials.values():
         if c.config_key in on:
             passwords[eso.secret_key(c.id)] = f"https://hooks.example.com/{quote(tricky(c.id))}"
     base = render("prod", secrets=tuple(f"{c.config_key}={passwords[eso.secret_key(c.id)]}"
                                         for c in catalog.credentials.values()
-                                        if c.generated or c.user_set or c.config_key in on))
+                                        if c.generated or c.user_set or c.config_key in on | keys))
     urls = 0
     for m in of_kind(esr(), eso.KIND):
         templates = m["spec"]["target"]["template"]["data"]

@@ -45,7 +45,7 @@ from infra.backends.kubernetes import CREDENTIALS_SECRET
 from infra.catalog import CREDENTIALS
 from tests import cluster as kc
 from tests.test_engine_e2e import _engine_bin
-from tests.tools import receiver_urls
+from tests.tools import receiver_urls, store_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = "prod"
@@ -223,6 +223,7 @@ def live(cluster: kc.Cluster) -> Iterator[Live]:
     # Also the secret only its user can set (the OIDC client secret: prod signs in through the proxy).
     values = {c.config_key: f"Live-{c.id}-{secrets.token_hex(12)}" for c in CREDENTIALS if c.generated or c.user_set}
     values.update(receiver_urls(STACK, "live"))  # prod's committed receivers (no egress leaves kwok)
+    values.update(store_keys(STACK, "live"))  # prod's committed backup store (never reached here)
     lv = Live(project, env, cluster, values)
     lv.timings.update({f"cluster {k}": v for k, v in cluster.timings.items()})
     lv.pulumi("stack", "init", STACK, "--secrets-provider", "passphrase")

@@ -66,3 +66,18 @@ def receiver_urls(stack: str, tag: str) -> dict[str, str]:
     on = set((raw.get("optiinfra:alerting") or {}).get("receivers") or {})
     return {c.config_key: f"https://hooks.example.com/{tag}-{c.id}" for c in CREDENTIALS
             if c.receiver in on and c.receiver != "email"}
+
+
+def store_keys(stack: str, tag: str) -> dict[str, str]:
+    """A value for each secret of the off-site backup store the stack file needs (the
+    committed staging and prod name an S3 bucket; the key is the operator's): never used
+    against a store in a test."""
+    import secrets
+
+    from infra.credentials import store_credential_ids
+    from infra.stack import model_of
+
+    model = model_of(stack)
+    ids = store_credential_ids(model)
+    return {c.config_key: f"{tag}-{c.id}-{secrets.token_hex(12)}" for c in model.catalog.credentials.values()
+            if c.id in ids}

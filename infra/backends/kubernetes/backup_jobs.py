@@ -129,7 +129,7 @@ def backup_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective,
     port = svc.port(b.port).container if b.port else None
     where = backups.Where(host_of(svc.name), port, backups.BACKUP_DIR, secret_file, data)
     # With the store, the catalog's canary first: the drill (drill_jobs.py) must find it in the copy.
-    script = backups.backup_script(svc, where, cfg.retention, canary=cfg.store is not None)
+    script = backups.backup_script(svc, where, cfg.local_copies, canary=cfg.store is not None)
     image = b.image or eff.image
     uid = b.uid if b.uid is not None else svc.uid
     ephemeral = BACKUP_SCRATCH_MIB + LOG_MIB
