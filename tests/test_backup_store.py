@@ -10,6 +10,7 @@ infra/objectstore.py renders for the jobs.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from infra import backup, objectstore
+from infra.objectstore import pgbackrest
 from infra.settings import BackupStore
 
 from .test_backup_roundtrip import PG, REDIS, WAIT_S, Server, _as_user, _pg_bin, _redis, _wait
@@ -248,6 +250,15 @@ def test_point_in_time_restore_through_the_store(archived: tuple[Archived, Backu
                .replace("psql -X", f"psql -h {pg.sock} -p {pg.port} -U optiinfra -X"), user=pg.user)
     assert made.returncode == 0, made.stdout + made.stderr
     assert "backup written: backup-" in made.stdout
+    # Backup size against data size: what the store holds of the base backup (zstd) and the
+    # cluster it copied (pgBackRest's own accounting).
+    info = _sh(pgbackrest(str(pg.conf), str(pg.include), "info", "--output=json"), user=pg.user)
+    assert info.returncode == 0, info.stdout + info.stderr
+    (base,) = json.loads(info.stdout)[0]["backup"]
+    stored, copied = base["info"]["repository"]["delta"], base["info"]["size"]
+    assert 0 < stored < copied, f"the base backup holds {stored} bytes in the store for {copied} bytes copied"
+    print(f"postgres base backup: {stored / 2**20:.1f} MiB in the store for a {copied / 2**20:.1f} MiB cluster "
+          f"({stored / copied:.2f})")
     writer = Writer(pg)
     writer.start()
     try:
