@@ -59,8 +59,8 @@ def drill_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective, 
     name = drill_job(svc.name)
     labels = {NAME: name}
     gport = gateway.service.port(edge.port)
-    # The download and the restored data: at most what the backup claim holds (the service's data).
-    shared_mib = max(eff.backup_mib, 256)
+    # The download and the restored data: each at most the service's data (its volumes here).
+    shared_mib = max(2 * sum(mib for _, mib in eff.volume_sizes), 256)
     volumes = [core.VolumeArgs(name="drill", empty_dir=core.EmptyDirVolumeSourceArgs(
                    size_limit=quantity_mib(shared_mib))),
                core.VolumeArgs(name="tmp", empty_dir=core.EmptyDirVolumeSourceArgs(
