@@ -441,6 +441,8 @@ def offsite_backup_script(service: Service, where: backup.Where, retention: int,
 DRILL_DEADLINE_S = 3600
 """A scheduled drill that takes longer is killed (its push never happens: BackupDrillFailed
 reads it as stale once the schedule's gap and this deadline have passed)."""
+DRILL_METRICS_FILE = "metrics.prom"
+"""The file in a drill's shared directory its restore step writes the series to."""
 DRILL_JOB_LABEL = "optiinfra-backup-drill"
 """The `job` label the drills push under (the Pushgateway's grouping key, with `service`)."""
 
@@ -509,9 +511,9 @@ def drill_steps(store: BackupStore, access: StoreAccess, service: Service, *, sh
     `push_url`: the Pushgateway's base URL (http://host:port)."""
     kind = service.backup.drill if service.backup else ""
     q = shlex.quote
-    metrics = f"{shared}/metrics.prom"
+    metrics = f"{shared}/{DRILL_METRICS_FILE}"
     fetch = "\n".join([
-        "set -eu", f"shared={q(shared)}", 'rm -rf "$shared/fetched" "$shared/backup" "$shared/metrics.prom"',
+        "set -eu", f"shared={q(shared)}", f'rm -rf "$shared/fetched" "$shared/backup" "$shared/{DRILL_METRICS_FILE}"',
         'date +%s > "$shared/started"',
         *store_preamble(store, access), *fetch_newest_lines(store, service, "$shared/backup"),
         'printf \'%s\\n\' "$src" > "$shared/fetched"', 'echo "downloaded: $dest/$name"']) + "\n"

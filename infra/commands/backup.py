@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service", help="back up only this service (default: every backed-up service)")
     p.add_argument("--dry-run", action="store_true", help="print the docker commands, run nothing")
     p.add_argument("--json", action="store_true", help="with --dry-run: print the commands as JSON")
+    p.add_argument("--drill", action="store_true",
+                   help="with backups.store: restore the newest off-site backup of each store that has a drill "
+                        "into a throwaway server and check it, instead of backing up")
 
 
 @dataclass
@@ -130,7 +133,9 @@ def backup_step(model: Resolved, eff: Effective, root: Path = ROOT) -> Step:
         mounts.append((volume_name(svc.name, volume.name), volume.path, True))
         data = volume.path
     where = backups.Where(host_of(svc.name), port, backups.BACKUP_DIR, None, data)
-    script = backups.backup_script(svc, where, model.settings.backups.retention)
+    # With the store, the catalog's canary first: the drill (`--drill`) must find it in the copy.
+    script = backups.backup_script(svc, where, model.settings.backups.retention,
+                                   canary=model.settings.backups.store is not None)
     return one_shot(model, eff, script, mounts, f"{container_name(backup_job(svc.name))}")
 
 
@@ -231,6 +236,8 @@ def run(args: argparse.Namespace) -> int:
     model = model_of(args.stack, args.sets, args.secrets)
     docker_required(model, "backup")
     chosen = selected(model, args.service)
+    if args.drill:
+        return run_drill(model, args, chosen)
     steps = [(eff, backup_step(model, eff)) for eff in chosen]
     for i, eff in reversed(list(enumerate(chosen))):  # with a store, each backup's upload after it
         upload = upload_step(model, eff)
@@ -259,6 +266,34 @@ def run(args: argparse.Namespace) -> int:
     for eff in chosen:
         Path(backup_dir(model, eff.name, ROOT)).mkdir(parents=True, exist_ok=True, mode=0o770)
     return execute(steps)
+
+
+def run_drill(model: Resolved, args: argparse.Namespace, chosen: list[Effective]) -> int:
+    """`--drill`: the Kubernetes drill's fetch and restore steps as one-shot containers (drill.py)."""
+    from . import drill
+
+    chosen = drill.drilled(model, chosen)
+    steps = [(eff, step) for eff in chosen for step in drill.drill_steps(model, eff)]
+    if args.dry_run and args.json:
+        print(json.dumps({"stack": args.stack, "drills": [{"service": eff.name, "argv": step.argv}
+                                                          for eff, step in steps]}, indent=2))
+        return 0
+    if args.json:
+        raise ConfigError("--json", "reports the commands of a --dry-run only", "add --dry-run")
+    if args.dry_run:
+        for eff, step in steps:
+            print(f"# {eff.name}: restore drill")
+            print(step.shown())
+        return 0
+    problem = docker_problem()
+    if problem:
+        return no_docker(problem)
+    missing = store_key_problem(model)
+    if missing:
+        print(f"error: {NAMESPACE}:backups.store needs the store's key: {missing}. Fix: export "
+              f"{' and '.join(STORE_KEY_ENV)} in this shell (the fetch container takes them by name)", file=sys.stderr)
+        return 2
+    return drill.run_drills(model, chosen)
 
 
 def kubernetes_hint(model: Resolved, service: str) -> str:
