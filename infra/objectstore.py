@@ -167,17 +167,19 @@ def upload_lines(store: BackupStore, service: Service, retention: int) -> list[s
     ]
 
 
-def fetch_newest_lines(store: BackupStore, service: Service, into: str) -> list[str]:
-    """Download the newest backup of a service from the store into directory `into` (a
-    shell word, e.g. "$work", expanded by the script); sets
+def fetch_newest_lines(store: BackupStore, service: Service, into: str, name: str | None = None) -> list[str]:
+    """Download the newest backup of a service from the store (or the one named `name`) into
+    directory `into` (a shell word, e.g. "$work", expanded by the script); sets
     `$name` (its name) and `$src` (its local path). Fails when there is none."""
     dest = f"{_remote(store)}:{path_of(store, service)}"
     q = shlex.quote
+    pick = f"grep -E {q('^' + service.name + '-[0-9]{8}T[0-9]{6}Z')}"
+    if name is not None:  # exactly that name: a file, or a directory (listed with a slash)
+        pick = f"grep -Fx -e {q(name.rstrip('/'))} -e {q(name.rstrip('/') + '/')}"
     return [
         f"dest={q(dest)}",
-        f'name=$(rclone lsf "$dest/" | grep -E {q("^" + service.name + "-[0-9]{8}T[0-9]{6}Z")} | sort -r '
-        '| head -n 1 | sed "s:/$::")',
-        f'[ -n "$name" ] || {{ echo "no backup of {service.name} in $dest" >&2; exit 1; }}',
+        f'name=$(rclone lsf "$dest/" | {pick} | sort -r | head -n 1 | sed "s:/$::")',
+        f'[ -n "$name" ] || {{ echo "no backup {name or "of " + service.name} in $dest" >&2; exit 1; }}',
         f'src="{into}/$name"',
         'rclone copy "$dest/" "$(dirname "$src")" --include "/$name" --include "/$name/**"',
         'test -e "$src" || { echo "download failed: $dest/$name" >&2; exit 1; }',
