@@ -13,7 +13,7 @@ import enum
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from . import objectstore, runtime
+from . import clickhouse_backup, objectstore, runtime
 from .model import (
     Catalog,
     Dsn,
@@ -191,8 +191,10 @@ class Resolved:
         api = self.settings.kubernetes.api_server
         hosts = bool(self.tls_hosts())
         store = self.settings.backups.store
+        # Not for a server that could write the store but whose store rules it out (its dump is uploaded).
         kept = [o for o in eff.service.outside
-                if (hosts or not o.public_hosts) and (store is not None or not o.backup_store)]
+                if (hosts or not o.public_hosts) and (store is not None or not o.backup_store)
+                and not (o.backup_store and clickhouse_backup.declines(eff.service, store))]
         return tuple(replace(o, ports=api.ports) if o.api_server else
                      replace(o, ports=(objectstore.endpoint_host_port(store)[1],)) if o.backup_store and store else o
                      for o in kept)
@@ -287,6 +289,8 @@ def backup_claim_mib(model: Resolved, eff: Effective) -> int:
     the backups go to a host directory)."""
     if model.settings.target != "kubernetes" or eff not in model.backed_up():
         return 0
+    if clickhouse_backup.applies(eff.service, model.settings.backups.store):
+        return 0  # the server writes its backups into the store: no claim
     size = model.settings.backups.storage.get(eff.name)
     return parse_memory_mib(size) if size else sum(round(v.size_gib * 1024) for v in eff.service.volumes)
 
