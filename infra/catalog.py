@@ -495,7 +495,7 @@ SERVICES: tuple[Service, ...] = (
             port="native", credential="clickhouse", password_env="CLICKHOUSE_PASSWORD", suffix="/",
             # With backups.store, the server writes its own compressed, incremental BACKUP to S3
             # instead (infra/clickhouse_backup.py; the dump above stays the path without a store).
-            server_store="clickhouse", database="optiinfra_metrics"),
+            server_store="backup-to-s3", database="optiinfra_metrics"),
         outside=(Outside("backup-store", (), "its own BACKUP ... TO S3 into backups.store", backup_store=True),),
     ),
     Service(

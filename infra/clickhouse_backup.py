@@ -1,5 +1,5 @@
 """ClickHouse's own `BACKUP DATABASE ... TO S3(...)` into the stack's store (`backups.store`),
-for a service whose catalog Backup says `server_store="clickhouse"`. The server writes the
+for a service whose catalog Backup says `server_store="backup-to-s3"`. The server writes the
 backup itself: the data parts as they are on its disk (compressed by their codecs), each
 table consistent, incrementally on a base. No Pulumi import, no service name.
 
@@ -56,14 +56,14 @@ PLAN_DIR = "/plan"
 def applies(service: Service, store: BackupStore | None) -> bool:
     """The server writes this service's backups into the store itself."""
     b = service.backup
-    return (store is not None and b is not None and b.enabled and b.server_store == "clickhouse"
+    return (store is not None and b is not None and b.enabled and b.server_store == "backup-to-s3"
             and fallback_reason(store) is None)
 
 
 def declines(service: Service, store: BackupStore | None) -> bool:
     """The service could write the store itself, but this store's settings rule it out."""
     b = service.backup
-    return store is not None and b is not None and b.server_store == "clickhouse" and not applies(service, store)
+    return store is not None and b is not None and b.server_store == "backup-to-s3" and not applies(service, store)
 
 
 def fallback_reason(store: BackupStore) -> str | None:

@@ -25,7 +25,7 @@ from .conftest import render
 from .test_backup_store_k8s import BY_HOST, BY_IP, KEY, KEY_ID, SECRETS, _cronjobs, _manifests, _pod, _store
 from .test_reachability import rendered
 
-SVC = next(s for s in SERVICES if s.backup is not None and s.backup.server_store == "clickhouse")
+SVC = next(s for s in SERVICES if s.backup is not None and s.backup.server_store == "backup-to-s3")
 STORE = BackupStore.model_validate({"endpoint": "https://198.51.100.20:9000", "bucket": "bk", "prefix": "p/q",
                                     "pathStyle": True, "keepDays": 3650})
 TRICKY_KEY = "se'c\\ret/+KEY"
