@@ -492,7 +492,11 @@ SERVICES: tuple[Service, ...] = (
                             '  ch --database optiinfra_metrics --queries-file "$f"\n'
                             '  ch --query "INSERT INTO optiinfra_metrics.\\`$t\\` FORMAT Native" < {src}/"$t".native\n'
                             'done'),
-            port="native", credential="clickhouse", password_env="CLICKHOUSE_PASSWORD", suffix="/"),
+            port="native", credential="clickhouse", password_env="CLICKHOUSE_PASSWORD", suffix="/",
+            # With backups.store, the server writes its own compressed, incremental BACKUP to S3
+            # instead (infra/clickhouse_backup.py; the dump above stays the path without a store).
+            server_store="backup-to-s3", database="optiinfra_metrics"),
+        outside=(Outside("backup-store", (), "its own BACKUP ... TO S3 into backups.store", backup_store=True),),
     ),
     Service(
         name="redis",

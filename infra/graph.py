@@ -13,7 +13,7 @@ import enum
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from . import objectstore, runtime
+from . import clickhouse_backup, objectstore, runtime
 from .model import (
     Catalog,
     Dsn,
@@ -191,8 +191,10 @@ class Resolved:
         api = self.settings.kubernetes.api_server
         hosts = bool(self.tls_hosts())
         store = self.settings.backups.store
+        # Not for a server that could write the store but whose store rules it out (its dump is uploaded).
         kept = [o for o in eff.service.outside
-                if (hosts or not o.public_hosts) and (store is not None or not o.backup_store)]
+                if (hosts or not o.public_hosts) and (store is not None or not o.backup_store)
+                and not (o.backup_store and clickhouse_backup.declines(eff.service, store))]
         return tuple(replace(o, ports=api.ports) if o.api_server else
                      replace(o, ports=(objectstore.endpoint_host_port(store)[1],)) if o.backup_store and store else o
                      for o in kept)
@@ -296,10 +298,10 @@ def backup_claim_mib(model: Resolved, eff: Effective, volume_mib: int) -> int:
 
 
 def writes_store(model: Resolved, eff: Effective) -> bool:
-    """The service's own server writes its backups into the off-site store (a catalog
-    `Outside` to the backup store, on a stack with `backups.store`): its backup job needs
-    no claim, only the server's command."""
-    return model.settings.backups.store is not None and any(o.backup_store for o in eff.service.outside)
+    """The service's own server writes its backups into the off-site store (its catalog
+    `Outside` to the backup store is kept on this stack: `Resolved.outside`): its backup job
+    needs no claim, only the server's command."""
+    return any(o.backup_store for o in model.outside(eff))
 
 
 def own_image(settings: Settings, name: str) -> str:

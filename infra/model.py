@@ -702,6 +702,12 @@ class Backup:
     """How the scheduled restore drill restores the newest backup into a throwaway server
     (infra/objectstore.py): `pg_dump` (pg_restore into a fresh cluster), `rdb` (redis-server
     loads it); empty: no drill (nothing to restore into here)."""
+    server_store: Literal["", "backup-to-s3"] = ""
+    """With `backups.store`: the server itself writes its backups into the store, this tool's
+    way (`backup-to-s3`: ClickHouse's `BACKUP DATABASE ... TO S3`, infra/clickhouse_backup.py): the job only
+    sends the statement, with no claim of its own and no upload step. Empty: the job writes."""
+    database: str = ""
+    """The database a `server_store` backup saves and restores."""
     none_reason: str = ""
 
     @property

@@ -149,6 +149,9 @@ K8S_BACKUP_OF = f"{K8S_ANNOTATION}/backup-of"
 """CronJob annotation: the service whose data this job backs up."""
 K8S_BACKUP_TARGET = f"{K8S_ANNOTATION}/backup-target"
 """CronJob annotation: the mount path of the job's backup target (a volume of the job)."""
+K8S_BACKUP_STORE = f"{K8S_ANNOTATION}/backup-store"
+"""CronJob annotation: the endpoint of the off-site store its backups go to (with a target
+`s3://<bucket>/...`: the store is the target itself, no volume of the job)."""
 K8S_DRILL_OF = f"{K8S_ANNOTATION}/drill-of"
 """CronJob annotation: the service whose newest off-site backup this job restores as a drill
 (its pods have a name of their own; it writes no backup, so stateful-backups ignores it)."""

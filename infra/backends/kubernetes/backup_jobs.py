@@ -12,6 +12,7 @@ from pulumi_kubernetes.meta import v1 as meta
 
 from policies.optiinfra_policies.vocabulary import (
     K8S_BACKUP_OF,
+    K8S_BACKUP_STORE,
     K8S_BACKUP_TARGET,
     K8S_REQUIRE_DIGEST,
     PROJECT,
@@ -22,7 +23,7 @@ from policies.optiinfra_policies.vocabulary import K8S_NAME as NAME
 from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
 
 from ... import backup as backups
-from ... import objectstore
+from ... import clickhouse_backup, objectstore
 from ...credentials import store_credential_ids
 from ...graph import Effective, Resolved
 from ...model import LOG_MIB, SECRET_DIR, Resources, backup_job
@@ -71,8 +72,6 @@ def store_credentials(model: Resolved) -> tuple[core.VolumeArgs, core.VolumeMoun
     return volume, core.VolumeMountArgs(name="store-credentials", mount_path=objectstore.SECRET_MOUNT, read_only=True)
 BACKUP_SCRATCH_MIB = 64
 """The job's /tmp (a client's temporary files; the backup itself goes to the target)."""
-K8S_BACKUP_STORE = "optiinfra.io/backup-store"
-"""A backup CronJob's annotation: the endpoint of the off-site store it uploads to."""
 BACKUP_DEADLINE_S = 3600
 """A backup run that takes longer is killed (the next schedule tries again)."""
 
@@ -86,6 +85,8 @@ def backup_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective,
     file; created after the tier's `ready` and the service's `workload`."""
     model, svc, tier = objs.model, eff.service, eff.tier
     b, cfg = backups.backup_of(svc), model.settings.backups
+    if clickhouse_backup.applies(svc, cfg.store):  # the server writes the store itself
+        return _server_store_cronjob(objs, host_of, eff, comp, ns, [*ready, workload], allow)
     comp_opts = objs.opts(comp, depends_on=[ns], protect=True)
     job = backup_job(svc.name)
     labels = {NAME: job}
@@ -209,3 +210,77 @@ def _store_upload(objs: Objects, eff: Effective, comp: TierComponent, ns: core.N
         security_context=container_security(True),
         volume_mounts=mounts)
     return container, account
+
+
+def _server_store_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective, comp: TierComponent,
+                          ns: core.Namespace, needs: list[pulumi.Resource],
+                          allow: pulumi.Resource | None) -> batch.CronJob:
+    """The backup CronJob of a service whose server writes the store itself (ClickHouse's
+    BACKUP TO S3, infra/clickhouse_backup.py): no claim, no dump. Three steps sharing a small
+    emptyDir with the plan (no secret in it): rclone plans the name and base, the service's
+    client sends the statement (the key and password read from files), rclone checks the
+    store holds it and expires. Its target annotation is the store's URL (the policy pack's
+    stateful-backups accepts an `s3://` target with the store's endpoint stamped)."""
+    model, svc, tier = objs.model, eff.service, eff.tier
+    b, cfg = backups.backup_of(svc), model.settings.backups
+    store = cfg.store
+    assert store is not None and b.credential and b.port
+    job = backup_job(svc.name)
+    labels = {NAME: job}
+    plan_mib = 1
+    volumes = [core.VolumeArgs(name="plan", empty_dir=core.EmptyDirVolumeSourceArgs(size_limit=quantity_mib(plan_mib))),
+               core.VolumeArgs(name="tmp", empty_dir=core.EmptyDirVolumeSourceArgs(
+                   size_limit=quantity_mib(BACKUP_SCRATCH_MIB))),
+               core.VolumeArgs(name="credentials", secret=core.SecretVolumeSourceArgs(
+                   secret_name=CREDENTIALS_SECRET, default_mode=0o440,
+                   items=[core.KeyToPathArgs(key=b.credential, path=b.credential)]))]
+    key_files = store_credentials(model)
+    assert key_files is not None  # applies() ruled out workload identity
+    volumes.append(key_files[0])
+    plan = core.VolumeMountArgs(name="plan", mount_path=clickhouse_backup.PLAN_DIR)
+    tmp = core.VolumeMountArgs(name="tmp", mount_path="/tmp")
+    access = objectstore.StoreAccess(objectstore.SECRET_MOUNT)
+    ephemeral = BACKUP_SCRATCH_MIB + LOG_MIB
+    conn = svc.connection
+    user = (conn.user if conn is not None else None) or ""
+
+    def step(name: str, image: str, script: str, mounts: list[core.VolumeMountArgs]) -> core.ContainerArgs:
+        return core.ContainerArgs(
+            name=name, image=image, image_pull_policy="Always", command=[literal(a) for a in backups.command(script)],
+            env=[core.EnvVarArgs(name="HOME", value="/tmp")] if image == objectstore.RCLONE_IMAGE else None,
+            resources=job_resources(BACKUP_RESOURCES.limit_mib, ephemeral),
+            security_context=container_security(True), volume_mounts=[*mounts, tmp, key_files[1]])
+
+    statement = clickhouse_backup.backup_script(
+        store, access, svc, host=host_of(svc.name), port=svc.port(b.port).container, user=user,
+        password_file=f"{SECRET_DIR}/{b.credential}")
+    init = [step("plan", objectstore.RCLONE_IMAGE, clickhouse_backup.plan_script(store, access, svc), [plan]),
+            step("backup", b.image or eff.image, statement,
+                 [core.VolumeMountArgs(name="plan", mount_path=clickhouse_backup.PLAN_DIR, read_only=True),
+                  core.VolumeMountArgs(name="credentials", mount_path=SECRET_DIR, read_only=True)])]
+    expire = step("expire", objectstore.RCLONE_IMAGE,
+                  clickhouse_backup.expire_script(store, access, svc, cfg.retention), [plan])
+    uid = b.uid if b.uid is not None else svc.uid
+    notes = {K8S_BACKUP_OF: svc.name, K8S_BACKUP_TARGET: clickhouse_backup.target(store, svc),
+             K8S_BACKUP_STORE: store.endpoint,
+             **({K8S_REQUIRE_DIGEST: TRUE} if model.settings.kubernetes.require_digest else {}),
+             **exception_annotations(backup_exceptions(b.image or eff.image, uid))}
+    pod = core.PodTemplateSpecArgs(
+        metadata=meta.ObjectMetaArgs(labels={PART_OF: PROJECT, COMPONENT: tier.value, **labels}),
+        spec=core.PodSpecArgs(
+            init_containers=init, containers=[expire], volumes=volumes, restart_policy="Never",
+            automount_service_account_token=False, enable_service_links=False,
+            security_context=pod_security(uid)))
+    if allow is not None:
+        needs = [*needs, allow]
+    return batch.CronJob(job, batch.CronJobInitArgs(
+        metadata=objs.metadata(job, tier, labels, notes),
+        spec=batch.CronJobSpecArgs(
+            schedule=cfg.schedule, time_zone="Etc/UTC", concurrency_policy="Forbid",
+            starting_deadline_seconds=BACKUP_DEADLINE_S,
+            successful_jobs_history_limit=3, failed_jobs_history_limit=3,
+            job_template=batch.JobTemplateSpecArgs(
+                metadata=meta.ObjectMetaArgs(labels=labels),
+                spec=batch.JobSpecArgs(backoff_limit=2, active_deadline_seconds=BACKUP_DEADLINE_S,
+                                       template=pod)))),
+        opts=objs.opts(comp, depends_on=needs))

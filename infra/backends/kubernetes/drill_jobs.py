@@ -14,8 +14,8 @@ from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.networking import v1 as net
 
+from policies.optiinfra_policies.vocabulary import K8S_BACKUP_STORE, K8S_DRILL_OF, K8S_REQUIRE_DIGEST, PROJECT, TRUE
 from policies.optiinfra_policies.vocabulary import K8S_COMPONENT as COMPONENT
-from policies.optiinfra_policies.vocabulary import K8S_DRILL_OF, K8S_REQUIRE_DIGEST, PROJECT, TRUE
 from policies.optiinfra_policies.vocabulary import K8S_NAME as NAME
 from policies.optiinfra_policies.vocabulary import K8S_NAMESPACE_NAME as NAMESPACE_NAME
 from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
@@ -25,7 +25,7 @@ from ... import objectstore
 from ...graph import Edge, Effective
 from ...model import LOG_MIB, backup_job, drill_job
 from ...tiers import TierComponent
-from .backup_jobs import BACKUP_RESOURCES, BACKUP_SCRATCH_MIB, K8S_BACKUP_STORE, job_resources, store_credentials
+from .backup_jobs import BACKUP_RESOURCES, BACKUP_SCRATCH_MIB, job_resources, store_credentials
 from .network import store_egress
 from .objects import Objects, literal, namespace_name, quantity_mib
 from .pod import container_security, pod_security

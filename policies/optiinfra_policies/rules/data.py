@@ -87,6 +87,12 @@ def _backup_problems(job: Resource, workload: Resource, templates: set[str]) -> 
     if not str(get_in(job.props, "spec", "schedule") or "").strip():
         yield f"backup CronJob {name} has no schedule"
     target = str(annotation(job, v.K8S_BACKUP_TARGET) or "")
+    if target.startswith("s3://"):  # the server writes an off-site store: its endpoint stamped
+        store = str(annotation(job, v.K8S_BACKUP_STORE) or "")
+        if not store.startswith(("https://", "http://")) or not target.removeprefix("s3://").strip("/"):
+            yield (f"backup CronJob {name} names the store target {target} without its bucket or the store's endpoint "
+                   f"({v.K8S_BACKUP_STORE}: {store or 'unset'})")
+        return
     spec = pod_spec(job) or {}
     mounts = [as_dict(m) for _, c in pod_containers(spec, init=False) for m in as_list(c.get("volumeMounts"))]
     mount = next((m for m in mounts if m.get("mountPath") == target), None)
