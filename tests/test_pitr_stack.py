@@ -1,0 +1,152 @@
+"""PostgreSQL's WAL archive as the stacks run it (infra/pitr.py): the server's start prelude and
+archive settings and the backup CronJob's base-backup script, taken from the RENDERED
+Kubernetes manifests (only the paths substituted for a temporary directory, and the port),
+run against Debian's PostgreSQL, pgBackRest and a real S3 server (versitygw with TLS on
+127.0.0.1, tests/test_backup_store.py's fixture). Proves: the server creates its second
+socket directory on the data volume, writes the key's include file from the secret files,
+creates the stanza once it answers, archives; the job connects over that socket, its
+pg1-path matches the server's data_directory, and the base backup and `check` pass.
+Not proven here: the read-only mount (a bind mount needs privileges the test does not take)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra import pitr
+from infra.commands import render as render_cmd
+
+from .conftest import render
+from .test_backup_roundtrip import WAIT_S, _as_user, _pg_bin, _wait
+from .test_backup_roundtrip import workdir as workdir
+from .test_backup_store import BUCKET, S3, _sh
+from .test_backup_store import s3 as s3
+from .tools import free_port, unavailable
+
+
+def _manifests(port: int) -> list[dict[str, Any]]:
+    store = {"endpoint": f"https://localhost:{port}", "bucket": BUCKET, "pathStyle": True,
+             "prefix": "optiinfra/test", "encryption": "none", "archiveTimeoutS": 10}
+    r = render("prod", "backups.store=" + json.dumps(store),
+               secrets=("backupStoreAccessKeyId=AKIAEXAMPLEKEYID0001",
+                        "backupStoreSecretAccessKey=s3cr3t-Access-Key-value-0001"))
+    return [m for docs in render_cmd.by_file(r).values() for m in docs]
+
+
+def _server_args(ms: list[dict[str, Any]]) -> list[str]:
+    sts = next(m for m in ms if m["kind"] == "StatefulSet" and m["metadata"]["name"] == "postgres")
+    args: list[str] = sts["spec"]["template"]["spec"]["containers"][0]["args"]
+    return [a.replace("$$", "$") for a in args]
+
+
+def _job_script(ms: list[dict[str, Any]]) -> str:
+    cj = next(m for m in ms if m["kind"] == "CronJob" and m["metadata"]["name"] == "postgres-backup")
+    pod = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (c,) = [c for c in pod["containers"] if c["name"] == "base-backup"]
+    assert pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"] \
+        == "kubernetes.io/hostname"
+    data = next(m for m in c["volumeMounts"] if m["name"] == "pgdata")
+    assert data["readOnly"] is True and data["mountPath"] == "/var/lib/postgresql/data"
+    return str(c["command"][-1]).replace("$$", "$")
+
+
+class Paths:
+    def __init__(self, root: Path, role: str) -> None:
+        self.volume, self.sock = root / "volume", root / "sock"
+        self.etc, self.spool = root / f"{role}-etc", root / f"{role}-spool"
+        self.secrets, self.store_secrets = root / "secrets", root / "store-secrets"
+
+    def sub(self, text: str, port: int, ca: Path) -> str:
+        for old, new in (("/run/secrets/optiinfra-backup-store", self.store_secrets),
+                         ("/run/secrets/optiinfra", self.secrets), ("/var/lib/postgresql/data", self.volume),
+                         ("/var/run/postgresql", self.sock), (pitr.CONF_DIR, self.etc), (pitr.SPOOL, self.spool)):
+            text = text.replace(old, str(new))
+        # pgBackRest 2.45 checks the certificate's DNS names: the test's CA for localhost.
+        return text.replace("pg1-port=5432", f"pg1-port={port}").replace(
+            "repo1-type=s3\n", f"repo1-type=s3\nrepo1-storage-ca-file={ca}\n", 1)
+
+
+@pytest.fixture
+def stack_server(workdir: Path, s3: S3) -> Iterator[tuple[list[dict[str, Any]], Paths, int, list[str]]]:
+    bindir = _pg_bin()
+    if bindir is None or shutil.which("pgbackrest") is None:
+        unavailable("PostgreSQL or pgBackRest is not installed (apt-get install postgresql pgbackrest; .ci/run does)")
+    user = _as_user()
+    ms = _manifests(int(s3.endpoint.rsplit(":", 1)[1]))
+    p = Paths(workdir, "server")
+    for d in (p.volume, p.sock, p.etc, p.spool, p.secrets, workdir / "job-etc", workdir / "job-spool"):
+        d.mkdir()
+    port = free_port()
+    ca = workdir / "s3.crt"
+    cm = next(m for m in ms if m["kind"] == "ConfigMap" and "pgbackrest.conf" in m.get("data", {}))
+    (p.etc / "pgbackrest.conf").write_text(p.sub(cm["data"]["pgbackrest.conf"], port, ca))
+    # The namespace's Secret as the pod mounts it: one file per credential id.
+    (p.secrets / "backup-store-access-key-id").write_text(s3.key_id)
+    (p.secrets / "backup-store-secret-access-key").write_text(s3.secret)
+    pgdata = p.volume / "pgdata"
+    subprocess.run(["chown", "-R", "postgres", str(workdir)] if user else ["true"], check=True, timeout=WAIT_S)
+    subprocess.run([*user, str(bindir / "initdb"), "-D", str(pgdata), "-U", "optiinfra", "--auth-local=trust",
+                    "--no-sync"], check=True, capture_output=True, timeout=WAIT_S)
+    args = [p.sub(a, port, ca) for a in _server_args(ms)]
+    prelude = args[2]
+    postgres = args[args.index("postgres"):]  # the image's command and the rendered settings
+    # Instead of the image's entrypoint (no initdb here): the server itself, in the foreground.
+    argv = [str(bindir / "postgres"), "-D", str(pgdata), *postgres[1:], "-c", f"port={port}",
+            "-c", "listen_addresses=127.0.0.1"]
+    log = (workdir / "pg.log").open("ab")
+    proc = subprocess.Popen([*user, "sh", "-c", prelude, "sh", *argv], stdout=log, stderr=log,
+                            start_new_session=True)
+    try:
+        sock = p.volume / pitr.SOCKET
+        _wait(lambda: any(sock.glob(".s.PGSQL.*")), "the socket on the data volume")
+        subprocess.run([*user, "psql", "-X", "-q", "-h", str(sock), "-p", str(port), "-U", "optiinfra", "-d",
+                        "postgres", "-c", "CREATE DATABASE optiinfra"], check=True, capture_output=True,
+                       timeout=WAIT_S)
+        yield ms, p, port, user
+    finally:
+        subprocess.run([*user, str(bindir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "stop"],
+                       capture_output=True, timeout=WAIT_S, check=False)
+        try:
+            proc.wait(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_rendered_backup_job_takes_a_base_backup_over_the_socket_on_the_data_volume(
+        stack_server: tuple[list[dict[str, Any]], Paths, int, list[str]], workdir: Path, s3: S3) -> None:
+    ms, server, port, user = stack_server
+    key = (server.spool / "conf.d" / "store-key.conf")
+    # The prelude wrote the key's include file from the secret files, readable by the server only.
+    _wait(key.exists, "the include file")
+    assert key.stat().st_mode & 0o077 == 0
+    assert s3.secret in key.read_text()
+    assert s3.secret not in " ".join(_server_args(ms))
+    job = Paths(workdir, "job")
+    job.store_secrets = s3.secret_dir
+    script = job.sub(_job_script(ms), port, workdir / "s3.crt")
+    env = {"PGPORT": str(port)}
+    done = _sh(script, env=env, timeout=300, user=user)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "backup written: backup-" in done.stdout
+    # The base backup and WAL are in the store, under the stanza.
+    repo = s3.root / BUCKET / "optiinfra/test/pgbackrest"
+    assert list((repo / "backup" / "optiinfra").glob("*F")), "no full backup in the store"
+    assert list((repo / "archive" / "optiinfra").rglob("*.zst")), "no archived WAL in the store"
+    # A wrong key: the job fails (the series BackupFailed reads), never a silent success.
+    wrong = workdir / "wrong-secrets"
+    wrong.mkdir()
+    (wrong / "access-key-id").write_text(s3.key_id)
+    (wrong / "secret-access-key").write_text("not-the-secret")
+    if user:
+        shutil.chown(wrong, "postgres")
+        for f in wrong.iterdir():
+            shutil.chown(f, "postgres")
+    bad = _sh(script.replace(str(s3.secret_dir), str(wrong)), env=env, timeout=300, user=user)
+    assert bad.returncode != 0
