@@ -139,9 +139,12 @@ def test_backup_pods_reach_the_store_and_nothing_else_outside(store: str) -> Non
     # Inside the cluster nothing changes: exactly the declared edges.
     assert allowed_edges(x) == declared_edges(model)
     port, store_at = store_address(store)
-    for name in jobs:
+    # The server that archives its WAL itself (PostgreSQL, infra/pitr.py) too, and no other.
+    archiving = {e.name for e in model.services.values() if e.service.backup and e.service.backup.archive}
+    assert archiving
+    for name in jobs | archiving:
         assert_reaches_only_the_store(x, name, store)
-    # No service gains a way out: the store's port is the backup pods' (and the drill pods',
+    # No other service gains a way out: the store's port is the backup pods' (and the drill pods',
     # tests/test_drill_render.py).
     for name, pods in x.pods.items():
         if name in model.services:

@@ -72,7 +72,9 @@ def test_the_restore_step_is_the_script_the_real_server_test_runs() -> None:
     restore = _pod(pg)["initContainers"][1]["command"]
     assert restore[:3] == objectstore.tolerant("")[:3]
     script = restore[-1]
-    assert "pg_restore --list" in script and "initdb" in script and "optiinfra_backup.canary" in script
+    # With the store PostgreSQL archives: its drill restores the archive (tests/test_pitr_stack.py runs it).
+    assert "pgbackrest " in script and " restore " in script and "optiinfra_backup.canary" in script
+    assert "pg_is_in_recovery" in script and "pg_restore" not in script
     push = _pod(pg)["containers"][0]["command"][-1]
     assert "wget -q -O /dev/null --post-file" in push
     assert "/metrics/job/optiinfra-backup-drill/service/postgres" in push

@@ -11,6 +11,7 @@ Not proven here: the read-only mount (a bind mount needs privileges the test doe
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -54,6 +55,13 @@ def _job_script(ms: list[dict[str, Any]]) -> str:
     data = next(m for m in c["volumeMounts"] if m["name"] == "pgdata")
     assert data["readOnly"] is True and data["mountPath"] == "/var/lib/postgresql/data"
     return str(c["command"][-1]).replace("$$", "$")
+
+
+def _drill(ms: list[dict[str, Any]]) -> list[str]:
+    """The drill's fetch and restore scripts (the tolerant wrapper's script argument)."""
+    cj = next(m for m in ms if m["kind"] == "CronJob" and m["metadata"]["name"] == "postgres-drill")
+    pod = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return [str(c["command"][-1]).replace("$$", "$") for c in pod["initContainers"]]
 
 
 class Paths:
@@ -108,6 +116,9 @@ def stack_server(workdir: Path, s3: S3) -> Iterator[tuple[list[dict[str, Any]], 
         subprocess.run([*user, "psql", "-X", "-q", "-h", str(sock), "-p", str(port), "-U", "optiinfra", "-d",
                         "postgres", "-c", "CREATE DATABASE optiinfra"], check=True, capture_output=True,
                        timeout=WAIT_S)
+        subprocess.run([*user, "psql", "-X", "-q", "-h", str(sock), "-p", str(port), "-U", "optiinfra", "-d",
+                        "optiinfra", "-c", "CREATE TABLE tasks AS SELECT g AS id FROM generate_series(1, 1000) g"],
+                       check=True, capture_output=True, timeout=WAIT_S)
         yield ms, p, port, user
     finally:
         subprocess.run([*user, str(bindir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "stop"],
@@ -139,6 +150,25 @@ def test_the_rendered_backup_job_takes_a_base_backup_over_the_socket_on_the_data
     repo = s3.root / BUCKET / "optiinfra/test/pgbackrest"
     assert list((repo / "backup" / "optiinfra").glob("*F")), "no full backup in the store"
     assert list((repo / "archive" / "optiinfra").rglob("*.zst")), "no archived WAL in the store"
+    # The rendered drill's steps restore that archive into a throwaway cluster and pass.
+    drill = _drill(ms)
+    shared = workdir / "drill"
+    shared.mkdir()
+    dj = Paths(workdir, "drill")
+    dj.store_secrets = s3.secret_dir
+    for d in (dj.etc, dj.spool):
+        d.mkdir()
+    if user:
+        for d in (shared, dj.etc, dj.spool):
+            shutil.chown(d, "postgres")
+    path = {"PATH": f"{_pg_bin()}:{os.environ['PATH']}"}
+    for step in drill[:2]:
+        ran = _sh(dj.sub(step.replace("/drill", str(shared)), port, workdir / "s3.crt"), env=path, timeout=300,
+                  user=user)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+    print(ran.stdout.strip())
+    assert "drill passed" in ran.stdout, ran.stderr
+    assert 'optiinfra_backup_drill_success{service="postgres"} 1' in (shared / "metrics.prom").read_text()
     # A wrong key: the job fails (the series BackupFailed reads), never a silent success.
     wrong = workdir / "wrong-secrets"
     wrong.mkdir()
