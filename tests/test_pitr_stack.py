@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 from infra import pitr
+from infra.catalog import default_catalog
 from infra.commands import render as render_cmd
 
 from .conftest import render
@@ -28,7 +30,7 @@ from .test_backup_roundtrip import WAIT_S, _as_user, _pg_bin, _wait
 from .test_backup_roundtrip import workdir as workdir
 from .test_backup_store import BUCKET, S3, _sh
 from .test_backup_store import s3 as s3
-from .tools import free_port, unavailable
+from .tools import ROOT, free_port, unavailable
 
 
 def _manifests(port: int) -> list[dict[str, Any]]:
@@ -180,3 +182,46 @@ def test_the_rendered_backup_job_takes_a_base_backup_over_the_socket_on_the_data
             shutil.chown(f, "postgres")
     bad = _sh(script.replace(str(s3.secret_dir), str(wrong)), env=env, timeout=300, user=user)
     assert bad.returncode != 0
+
+
+STORE = 'backups.store={"endpoint": "https://s3.example.com", "bucket": "optiinfra-backups"}'
+KEYS = ["--secret", "backupStoreAccessKeyId=AKIAEXAMPLEKEYID0001",
+        "--secret", "backupStoreSecretAccessKey=s3cr3t-Access-Key-value-0001"]
+
+
+def _restore(*extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "infra", "restore", "-s", "prod", *extra], capture_output=True,
+                          text=True, timeout=300, check=False, cwd=ROOT)
+
+
+def test_restore_to_time_on_kubernetes_prints_the_steps_and_the_pgbackrest_job() -> None:
+    done = _restore("--service", "postgres", "--to-time", "2026-12-01T02:00:00Z", "--set", STORE, *KEYS,
+                    "--dry-run", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    steps = plan["steps"]
+    assert steps[0].endswith("scale statefulset/postgres --replicas=0") and steps[-1].endswith("--replicas=1")
+    assert any(s.startswith("kubectl apply -f postgres-restore.yaml") for s in steps)
+    pod = plan["job"]["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert "pgbackrest" in c["image"]
+    script = c["command"][-1]
+    assert "--type=time" in script and "--target=2026-12-01 02:00:00.000+00" in script
+    data = next(m for m in c["volumeMounts"] if m["name"] == "data")
+    assert data["mountPath"] == "/var/lib/postgresql/data" and not data.get("readOnly")
+    assert "s3cr3t-Access-Key-value-0001" not in done.stdout + done.stderr
+    # The guard: without --yes-overwrite nothing is printed but the steps, exit 2.
+    guarded = _restore("--service", "postgres", "--to-time", "2026-12-01T02:00:00Z", "--set", STORE, *KEYS)
+    assert guarded.returncode == 2 and "--yes-overwrite" in guarded.stderr and guarded.stdout == ""
+    # Another service has no archive: one error line, exit 2.
+    other = _restore("--service", "redis", "--to-time", "2026-12-01T02:00:00Z", "--set", STORE, *KEYS)
+    assert other.returncode == 2 and other.stderr.count("\n") == 1 and "redis has no WAL archive" in other.stderr
+
+
+def test_the_archive_image_is_built_from_the_catalogs_postgres_image() -> None:
+    (svc,) = [s for s in default_catalog().services.values() if s.backup and s.backup.archive]
+    assert svc.backup is not None and svc.backup.archive is not None
+    dockerfile = ROOT / "images" / svc.backup.archive.image / "Dockerfile"
+    froms = [line.split()[1] for line in dockerfile.read_text().splitlines() if line.startswith("FROM ")]
+    assert froms == [svc.image], "bump the Dockerfile's FROM with the catalog's image (Renovate does both)"
+    assert (ROOT / ".github" / "workflows" / f"{svc.backup.archive.image}-image.yml").exists()
