@@ -195,4 +195,5 @@ def mounted_keys(catalog: Catalog, store: BackupStore, secret_dir: str) -> dict[
 
 
 def _database(service: Service) -> str:
-    return next((str(v) for k, v in service.env if k == "POSTGRES_DB"), "postgres")
+    """The database the canary row goes to: the image's POSTGRES_DB (the catalog sets it)."""
+    return next(str(v) for k, v in service.env if k == "POSTGRES_DB")
