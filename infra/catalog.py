@@ -49,6 +49,7 @@ from .model import (
     Url,
     VerifiedToken,
     Volume,
+    WalArchive,
     backup_job,
 )
 from .stores import with_grants
@@ -424,8 +425,13 @@ SERVICES: tuple[Service, ...] = (
                     "CREATE TABLE IF NOT EXISTS optiinfra_backup.canary (token text PRIMARY KEY, "
                     "written_at timestamptz NOT NULL DEFAULT now()); "
                     "INSERT INTO optiinfra_backup.canary (token) VALUES ('backup-' || clock_timestamp()::text)\""),
-            # On the stacks the drill restores the daily dump (pgBackRest's archive is not wired there).
-            drill="pg_dump"),
+            # Without a store the drill has nothing to restore; with one it restores the archive.
+            drill="pg_dump",
+            # With backups.store: the WAL archive and base backups through pgBackRest (infra/pitr.py).
+            archive=WalArchive("postgres-pgbackrest")),
+        # With backups.store only: archive-push of every WAL segment from the server itself.
+        outside=(Outside("backup-store", (), "pgBackRest's archive-push of WAL segments to backups.store",
+                         backup_store=True),),
     ),
     Service(
         name="clickhouse",

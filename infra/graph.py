@@ -29,7 +29,7 @@ from .model import (
     drill_job,
     parse_memory_mib,
 )
-from .settings import Settings
+from .settings import BackupStore, Settings
 
 LOOPBACK = "127.0.0.1"
 ANY = "0.0.0.0"
@@ -191,10 +191,10 @@ class Resolved:
         api = self.settings.kubernetes.api_server
         hosts = bool(self.tls_hosts())
         store = self.settings.backups.store
-        # Not for a server that could write the store but whose store rules it out (its dump is uploaded).
+        # The store only for a server that writes it on this stack (not when the store's settings
+        # rule that out and its dump is uploaded by the backup job instead).
         kept = [o for o in eff.service.outside
-                if (hosts or not o.public_hosts) and (store is not None or not o.backup_store)
-                and not (o.backup_store and clickhouse_backup.declines(eff.service, store))]
+                if (hosts or not o.public_hosts) and (not o.backup_store or server_writes_store(eff.service, store))]
         return tuple(replace(o, ports=api.ports) if o.api_server else
                      replace(o, ports=(objectstore.endpoint_host_port(store)[1],)) if o.backup_store and store else o
                      for o in kept)
@@ -297,11 +297,20 @@ def backup_claim_mib(model: Resolved, eff: Effective, volume_mib: int) -> int:
     return parse_memory_mib(size) if size else (cfg.local_copies + 1) * volume_mib
 
 
+def server_writes_store(service: Service, store: BackupStore | None) -> bool:
+    """The service's own server writes into the off-site store on this stack: PostgreSQL's WAL
+    archive (the catalog as infra/pitr.py runs it), ClickHouse's BACKUP ... TO S3
+    (infra/clickhouse_backup.py). Its pods then reach the store (its catalog `Outside`)."""
+    b = service.backup
+    return store is not None and b is not None and (
+        b.drill == "pgbackrest" or clickhouse_backup.applies(service, store))
+
+
 def writes_store(model: Resolved, eff: Effective) -> bool:
-    """The service's own server writes its backups into the off-site store (its catalog
-    `Outside` to the backup store is kept on this stack: `Resolved.outside`): its backup job
-    needs no claim, only the server's command."""
-    return any(o.backup_store for o in model.outside(eff))
+    """The backup itself is written into the store by the server (`Backup.server_store`): the
+    backup job only sends the statement and needs no claim. (PostgreSQL's archive keeps its
+    daily dump in a claim too.)"""
+    return clickhouse_backup.applies(eff.service, model.settings.backups.store)
 
 
 def own_image(settings: Settings, name: str) -> str:

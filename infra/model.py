@@ -604,6 +604,8 @@ class Generated(enum.Enum):
     """The notifier's configuration (notifications.py): routes and the receivers of `alerting.receivers`."""
     PROBE_CONFIG = "probe-config"
     """The prober's modules (probes.py): one per probed service, from its health check."""
+    PGBACKREST_CONF = "pgbackrest-conf"
+    """pgBackRest's configuration of a server that archives (infra/pitr.py; no secret)."""
 
 
 @dataclass(frozen=True)
@@ -659,6 +661,20 @@ class Panel:
 
 
 @dataclass(frozen=True)
+class WalArchive:
+    """A PostgreSQL server that archives its WAL continuously through pgBackRest when the
+    stack sets `backups.store` (infra/pitr.py wires it): the server then runs `image`, the
+    service's image plus pgBackRest (images/<image>/Dockerfile, built and pushed by
+    .github/workflows/<image>-image.yml), under OptiInfra's registry (`images.registry`) with
+    the tag of the service's own image."""
+
+    image: str
+    """Name of the image under `images.registry` (its tag is the service image's)."""
+    volume: str = "data"
+    """The volume of the data directory (the backup job mounts it read-only beside the server)."""
+
+
+@dataclass(frozen=True)
 class Backup:
     """How a stateful service's data is saved and put back (backup.py renders it).
 
@@ -698,16 +714,20 @@ class Backup:
     canary: str = ""
     """A shell line run before each backup that writes a marker into the data (`{host}`,
     `{port}` as in `script`); the restore drill fails when the restored copy lacks it."""
-    drill: Literal["", "pg_dump", "rdb"] = ""
+    drill: Literal["", "pg_dump", "rdb", "pgbackrest"] = ""
     """How the scheduled restore drill restores the newest backup into a throwaway server
     (infra/objectstore.py): `pg_dump` (pg_restore into a fresh cluster), `rdb` (redis-server
-    loads it); empty: no drill (nothing to restore into here)."""
+    loads it), `pgbackrest` (the newest base backup and the WAL archive; set by infra/pitr.py
+    when the stack archives); empty: no drill (nothing to restore into here)."""
     server_store: Literal["", "backup-to-s3"] = ""
     """With `backups.store`: the server itself writes its backups into the store, this tool's
     way (`backup-to-s3`: ClickHouse's `BACKUP DATABASE ... TO S3`, infra/clickhouse_backup.py): the job only
     sends the statement, with no claim of its own and no upload step. Empty: the job writes."""
     database: str = ""
     """The database a `server_store` backup saves and restores."""
+    archive: WalArchive | None = None
+    """With `backups.store`: the continuous WAL archive, base backups and point-in-time
+    restores through pgBackRest (PostgreSQL); None: only the dumps above."""
     none_reason: str = ""
 
     @property

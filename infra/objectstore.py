@@ -402,32 +402,39 @@ def pg_drill_script(store: BackupStore, access: StoreAccess, conf: str, include:
     newest canary row and that user tables came back, record RPO (age of the last replayed
     commit) and RTO (restore start to promoted), stop it, clean up."""
     del access  # pgBackRest reads its key from the include directory
+    lines = [*_drill_frame(service, metrics_file),
+             *_pgbackrest_restore_lines(conf, include, port=port, user=user, database=database, pg_bin=pg_bin)]
+    return "\n".join(lines) + "\n"
+
+
+def _pgbackrest_restore_lines(conf: str, include: str, *, port: int, user: str, database: str,
+                              pg_bin: str = "") -> list[str]:
+    """pg_drill_script's body (after the frame): restore into `$work/data`, start, check; sets
+    rto, rpo, ok."""
     q = shlex.quote
     b = (pg_bin.rstrip("/") + "/") if pg_bin else ""
     psql = f'psql -X -At -h "$work" -p {port} -U {q(user)} -d {q(database)} -v ON_ERROR_STOP=1'
-    lines = [*_drill_frame(service, metrics_file),
-             f'cleanup_server() {{ {b}pg_ctl -D "$work/data" -m immediate -w stop > /dev/null 2>&1 || true; }}',
-             pgbackrest(conf, include, "restore") + ' --pg1-path="$work/data" --archive-mode=off',
-             f'{b}pg_ctl -D "$work/data" -l "$work/server.log" -w -t 300 -o '
-             f'"-c port={port} -c listen_addresses= -c unix_socket_directories=$work -c archive_mode=off" start '
-             '> /dev/null || { echo "restore failed: the restored cluster did not start:" >&2; '
-             'tail -n 5 "$work/server.log" >&2; exit 1; }',
-             'pid=started',
-             'i=0; until [ "$(' + psql + ' -c "SELECT pg_is_in_recovery()")" = f ]; do',
-             '  i=$((i + 1)); [ $i -lt 3000 ] || { echo "restore failed: still recovering after 300s" >&2; exit 1; }',
-             '  sleep 0.1; done',
-             'rto=$(( $(date +%s) - started ))',
-             f'canary=$({psql} -c "SELECT extract(epoch FROM max(written_at))::bigint FROM {CANARY_SCHEMA}.canary" '
-             '2>/dev/null || true)',
-             f'[ -n "$canary" ] || {{ echo "drill failed: no canary row in {CANARY_SCHEMA}.canary" >&2; exit 1; }}',
-             f'tables=$({psql} -c "SELECT count(*) FROM pg_stat_user_tables WHERE schemaname <> \'{CANARY_SCHEMA}\'")',
-             '[ "$tables" -gt 0 ] || { echo "drill failed: no user table restored" >&2; exit 1; }',
-             f'last=$({psql} -c "SELECT coalesce(extract(epoch FROM pg_last_xact_replay_timestamp())::bigint, 0)")',
-             '[ "$last" -ge "$canary" ] || last=$canary',
-             'rpo=$(( $(date +%s) - last ))',
-             'ok=1',
-             'echo "drill passed: $tables tables, canary at $canary, RPO ${rpo}s, RTO ${rto}s"']
-    return "\n".join(lines) + "\n"
+    return [f'cleanup_server() {{ {b}pg_ctl -D "$work/data" -m immediate -w stop > /dev/null 2>&1 || true; }}',
+            pgbackrest(conf, include, "restore") + ' --pg1-path="$work/data" --archive-mode=off',
+            f'{b}pg_ctl -D "$work/data" -l "$work/server.log" -w -t 300 -o '
+            f'"-c port={port} -c listen_addresses= -c unix_socket_directories=$work -c archive_mode=off" start '
+            '> /dev/null || { echo "restore failed: the restored cluster did not start:" >&2; '
+            'tail -n 5 "$work/server.log" >&2; exit 1; }',
+            'pid=started',
+            'i=0; until [ "$(' + psql + ' -c "SELECT pg_is_in_recovery()")" = f ]; do',
+            '  i=$((i + 1)); [ $i -lt 3000 ] || { echo "restore failed: still recovering after 300s" >&2; exit 1; }',
+            '  sleep 0.1; done',
+            'rto=$(( $(date +%s) - started ))',
+            f'canary=$({psql} -c "SELECT extract(epoch FROM max(written_at))::bigint FROM {CANARY_SCHEMA}.canary" '
+            '2>/dev/null || true)',
+            f'[ -n "$canary" ] || {{ echo "drill failed: no canary row in {CANARY_SCHEMA}.canary" >&2; exit 1; }}',
+            f'tables=$({psql} -c "SELECT count(*) FROM pg_stat_user_tables WHERE schemaname <> \'{CANARY_SCHEMA}\'")',
+            '[ "$tables" -gt 0 ] || { echo "drill failed: no user table restored" >&2; exit 1; }',
+            f'last=$({psql} -c "SELECT coalesce(extract(epoch FROM pg_last_xact_replay_timestamp())::bigint, 0)")',
+            '[ "$last" -ge "$canary" ] || last=$canary',
+            'rpo=$(( $(date +%s) - last ))',
+            'ok=1',
+            'echo "drill passed: $tables tables, canary at $canary, RPO ${rpo}s, RTO ${rto}s"']
 
 
 def offsite_backup_script(service: Service, where: backup.Where, retention: int, store: BackupStore,
@@ -507,13 +514,27 @@ class DrillSteps:
 
 
 def drill_steps(store: BackupStore, access: StoreAccess, service: Service, *, shared: str, port: int,
-                push_url: str, user: str = "", database: str = "", pg_bin: str = "") -> DrillSteps:
-    """The drill of a service whose catalog Backup names a `drill` ("rdb", "pg_dump"):
-    restore into a throwaway server on 127.0.0.1 / a socket at `port`, inside `shared`.
-    `push_url`: the Pushgateway's base URL (http://host:port)."""
+                push_url: str, user: str = "", database: str = "", pg_bin: str = "",
+                pgbackrest_setup: tuple[str, str, list[str]] | None = None) -> DrillSteps:
+    """The drill of a service whose catalog Backup names a `drill` ("rdb", "pg_dump",
+    "pgbackrest"): restore into a throwaway server on 127.0.0.1 / a socket at `port`, inside
+    `shared`. `push_url`: the Pushgateway's base URL (http://host:port). `pgbackrest_setup`
+    (pgbackrest only): its configuration path, include directory, and the lines that write
+    them (infra/pitr.py); pgBackRest then fetches from the store itself, the fetch step only
+    records the start."""
     kind = service.backup.drill if service.backup else ""
     q = shlex.quote
     metrics = f"{shared}/{DRILL_METRICS_FILE}"
+    if kind == "pgbackrest":
+        if pgbackrest_setup is None:
+            raise ValueError(f"{service.name}: the pgBackRest drill needs its configuration")
+        conf, include, setup = pgbackrest_setup
+        fetch = "\n".join(["set -eu", f"shared={q(shared)}", f'rm -rf "$shared/restore" "$shared/{DRILL_METRICS_FILE}"',
+                           'date +%s > "$shared/started"',
+                           'echo "nothing to download: pgBackRest restores from the store itself"']) + "\n"
+        restore = "\n".join([*_drill_frame(service, metrics, shared), *setup, *_pgbackrest_restore_lines(
+            conf, include, port=port, user=user, database=database, pg_bin=pg_bin)]) + "\n"
+        return DrillSteps(fetch, restore, _push_script(service, metrics, push_url), metrics)
     fetch = "\n".join([
         "set -eu", f"shared={q(shared)}", f'rm -rf "$shared/fetched" "$shared/backup" "$shared/{DRILL_METRICS_FILE}"',
         'date +%s > "$shared/started"',
@@ -528,8 +549,14 @@ def drill_steps(store: BackupStore, access: StoreAccess, service: Service, *, sh
     else:
         raise ValueError(f"{service.name} declares no drill")
     restore = "\n".join([*_drill_frame(service, metrics, shared), *got, *body]) + "\n"
+    return DrillSteps(fetch, restore, _push_script(service, metrics, push_url), metrics)
+
+
+def _push_script(service: Service, metrics: str, push_url: str) -> str:
+    """The push step: the metrics file to the Pushgateway; fails when the drill failed."""
+    q = shlex.quote
     url = f"{push_url.rstrip('/')}/metrics/job/{DRILL_JOB_LABEL}/service/{service.name}"
-    push = "\n".join([
+    return "\n".join([
         "set -eu", f"metrics={q(metrics)}",
         # The restore step never ran to its trap (killed, out of memory): a failure is pushed.
         '[ -s "$metrics" ] || { echo "drill failed: the restore step wrote no result" >&2; ok=0; rpo=-1; rto=-1',
@@ -538,7 +565,6 @@ def drill_steps(store: BackupStore, access: StoreAccess, service: Service, *, sh
         f'echo "pushed to {url}:"; cat "$metrics"',
         "grep -q " + q(f'^optiinfra_backup_drill_success{{service="{service.name}"}} 1$') + ' "$metrics" '
         '|| { echo "drill failed (pushed success 0)" >&2; exit 1; }']) + "\n"
-    return DrillSteps(fetch, restore, push, metrics)
 
 
 def tolerant(script: str) -> list[str]:

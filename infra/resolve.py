@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from policies.optiinfra_policies.vocabulary import docker_volume_name
 
-from . import runtime
+from . import pitr, runtime
 from .graph import (
     ANY,
     LOOPBACK,
@@ -59,6 +59,7 @@ def resolve(catalog: Catalog, settings: Settings) -> Resolved:
     enabled -= {n for n, svc in catalog.services.items() if svc.push_gateway and not drills}
     _check_sign_in(catalog, settings, enabled)
     catalog = _signed_in(catalog, settings, enabled)
+    catalog = pitr.archived(catalog, settings)  # unchanged without backups.store
     _check_receivers(catalog, settings, enabled)
     services: dict[str, Effective] = {}
     for name, svc in catalog.services.items():

@@ -84,6 +84,8 @@ def test_each_backup_job_uploads_after_its_backup_reading_the_key_from_files() -
     jobs = _cronjobs(r)
     model = infra_stack.model_of("prod", (BY_IP,))
     assert {cj["metadata"]["name"] for cj in jobs} == {f"{e.name}-backup" for e in model.backed_up()}
+    archiving = {e.name for e in model.backed_up() if e.service.backup and e.service.backup.archive}
+    assert archiving, "the catalog archives no service's WAL"
     for cj in jobs:
         pod = _pod(cj)
         if [c["name"] for c in pod["initContainers"]] == ["plan", "backup"]:  # the server writes the store
@@ -92,9 +94,14 @@ def test_each_backup_job_uploads_after_its_backup_reading_the_key_from_files() -
             continue
         assert [c["name"] for c in pod["initContainers"]] == ["backup"]
         (upload,) = pod["containers"]
-        assert upload["image"].startswith("rclone/rclone:")
         script = upload["command"][-1]
-        assert f"https://{STORE_IP}:9000" in script and "rclone copy" in script and "rclone lsf" in script
+        if cj["metadata"]["annotations"]["optiinfra.io/backup-of"] in archiving:
+            # pgBackRest's base backup instead of the upload (tests/test_pitr_stack.py).
+            assert upload["name"] == "base-backup" and "pgbackrest" in upload["image"]
+            assert f"repo1-s3-endpoint={STORE_IP}" in script and "pgbackrest " in script
+        else:
+            assert upload["image"].startswith("rclone/rclone:")
+            assert f"https://{STORE_IP}:9000" in script and "rclone copy" in script and "rclone lsf" in script
         assert "/run/secrets/optiinfra-backup-store/secret-access-key" in script
         vol = next(v for v in pod["volumes"] if v["name"] == "store-credentials")
         assert {i["path"] for i in vol["secret"]["items"]} == {"access-key-id", "secret-access-key"}
@@ -136,9 +143,12 @@ def test_backup_pods_reach_the_store_and_nothing_else_outside(store: str) -> Non
     # Inside the cluster nothing changes: exactly the declared edges.
     assert allowed_edges(x) == declared_edges(model)
     port, store_at = store_address(store)
-    for name in jobs:
+    # The server that archives its WAL itself (PostgreSQL, infra/pitr.py) too, and no other.
+    archiving = {e.name for e in model.services.values() if e.service.backup and e.service.backup.archive}
+    assert archiving
+    for name in jobs | archiving:
         assert_reaches_only_the_store(x, name, store)
-    # No service gains a way out: the store's port is the backup pods' (and the drill pods',
+    # No other service gains a way out: the store's port is the backup pods' (and the drill pods',
     # tests/test_drill_render.py).
     for name, pods in x.pods.items():
         if name in model.services:

@@ -31,6 +31,7 @@ import yaml
 from policies.optiinfra_policies import vocabulary as v
 
 from .. import backup as backups
+from .. import objectstore, pitr
 from ..backends import kubernetes as k8s
 from ..backends.docker import backup_dir, container_name, host_of, volume_name
 from ..cli import add_stack_arguments, prog
@@ -221,9 +222,83 @@ def check_to_time(model: Resolved, args: argparse.Namespace) -> None:
     if model.settings.backups.store is None:
         raise ConfigError("--to-time", f"needs a WAL archive in backups.store, which stack {args.stack} does not set",
                           "set backups.store (docs/backups.md), or restore a backup with --from")
-    raise ConfigError("--to-time", f"needs the WAL archive, which stack {args.stack} does not run yet "
-                      "(pgBackRest in the server's image is not wired: docs/backups.md)",
-                      "restore the newest backup with --from")
+    svc = model.catalog.services.get(args.service)
+    if svc is None or svc.backup is None or svc.backup.drill != "pgbackrest":
+        archived = pitr.archived_service(model.catalog.services)
+        raise ConfigError("--to-time", f"{args.service} has no WAL archive on stack {args.stack}",
+                          f"use --service {archived.name}, or restore a backup with --from" if archived
+                          else "restore a backup with --from (docs/backups.md: the archive needs a store key)")
+    if model.settings.target != "kubernetes":
+        raise ConfigError("--to-time", f"is not wired on Docker stacks yet (stack {args.stack})",
+                          "restore a backup with --from (docs/backups.md)")
+
+
+def pitr_job(model: Resolved, eff: Effective, to_time: str) -> dict[str, Any]:
+    """The Kubernetes Job of a point-in-time restore: the archive image on the server's data
+    claim (read-write: the StatefulSet is scaled to 0 first), pgBackRest's restore to
+    `to_time` (pitr.restore_script), the key from the namespace's Secret as files, under the
+    backup job's pod label (its NetworkPolicy reaches the store and nothing else)."""
+    store = model.settings.backups.store
+    assert store is not None
+    job = restore_job(model, eff, "")
+    spec = job["spec"]["template"]["spec"]
+    archive = pitr.archive_of(eff.service)
+    assert archive is not None
+    volume = next(v for v in eff.service.volumes if v.name == archive.volume)
+    volumes: list[dict[str, Any]] = [
+        {"name": "data", "persistentVolumeClaim": {"claimName": k8s.own_claim(volume.name, eff.name)}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": k8s.quantity_mib(k8s.BACKUP_SCRATCH_MIB)}}]
+    mounts: list[dict[str, Any]] = [{"name": "data", "mountPath": volume.path}, {"name": "tmp", "mountPath": "/tmp"}]
+    for i, path in enumerate((pitr.CONF_DIR, pitr.SPOOL)):
+        volumes.append({"name": f"pgbackrest-{i}", "emptyDir": {"sizeLimit": k8s.quantity_mib(64)}})
+        mounts.append({"name": f"pgbackrest-{i}", "mountPath": path})
+    files: dict[str, str] = {}
+    keys = pitr.key_files(model.catalog, store)
+    if keys:
+        volumes.append({"name": "store-credentials", "secret": {
+            "secretName": k8s.CREDENTIALS_SECRET, "defaultMode": 0o440,
+            "items": [{"key": cred, "path": f} for f, cred in keys.items()]}})
+        mounts.append({"name": "store-credentials", "mountPath": objectstore.SECRET_MOUNT, "readOnly": True})
+        files = pitr.mounted_keys(model.catalog, store, objectstore.SECRET_MOUNT)
+    script = pitr.restore_script(store, eff.service, model.settings.backups.retention, files, to_time)
+    (container,) = spec["containers"]
+    container.update(image=eff.image, command=[a.replace("$", "$$") for a in backups.command(script)],
+                     volumeMounts=mounts)
+    spec["volumes"] = volumes
+    job["metadata"]["annotations"][v.K8S_BACKUP_STORE] = store.endpoint
+    return job
+
+
+def run_pitr_kubernetes(args: argparse.Namespace, model: Resolved) -> int:
+    """`--to-time` on Kubernetes: the StatefulSet scaled to 0, the restore Job, scaled back."""
+    (eff,) = selected(model, args.service)
+    job = pitr_job(model, eff, args.to_time)
+    ns = k8s.namespace_name(model, eff.tier)
+    name = f"{eff.name}-restore"
+    scale = f"kubectl -n {ns} scale statefulset/{eff.name} --replicas="
+    steps = [f"{scale}0", f"kubectl -n {ns} wait --for=delete pod/{eff.name}-0 --timeout=300s",
+             f"kubectl apply -f {name}.yaml",
+             f"kubectl -n {ns} wait --for=condition=complete --timeout={k8s.BACKUP_DEADLINE_S}s job/{name}",
+             f"kubectl -n {ns} logs job/{name}", f"kubectl -n {ns} delete job/{name}", f"{scale}1"]
+    source = f"{model.settings.backups.store.endpoint if model.settings.backups.store else ''} (pgBackRest, " \
+             f"to {args.to_time})"
+    overwrites = (f"{eff.name}: its whole data directory -- replaced by the newest base backup before "
+                  f"{args.to_time} and the WAL replayed up to it, with the server stopped")
+    if args.json:
+        print(json.dumps({"stack": args.stack, "service": eff.name, "overwrites": overwrites,
+                          "from": source, "steps": steps, "job": job}, indent=2))
+        return 0
+    print(f"Restore of stack {args.stack} overwrites {overwrites}.", file=sys.stderr)
+    print(f"From: {source}. Save the Job below as {name}.yaml, then:", file=sys.stderr)
+    for step in steps:
+        print(f"  {step}", file=sys.stderr)
+    if args.dry_run:
+        return 0
+    if not args.yes_overwrite:
+        print("Nothing printed. Run again with --yes-overwrite to print the Job.", file=sys.stderr)
+        return 2
+    print(yaml.safe_dump(job, sort_keys=False), end="")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -232,6 +307,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json and not args.dry_run:
         raise ConfigError("--json", "reports the plan of a --dry-run only", "add --dry-run")
     if model.settings.target == "kubernetes":
+        if getattr(args, "to_time", None):
+            return run_pitr_kubernetes(args, model)
         return run_kubernetes(args, model)
     docker_required(model, "restore")
     (eff,) = selected(model, args.service)

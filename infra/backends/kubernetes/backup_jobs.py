@@ -23,7 +23,7 @@ from policies.optiinfra_policies.vocabulary import K8S_NAME as NAME
 from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
 
 from ... import backup as backups
-from ... import clickhouse_backup, objectstore
+from ... import clickhouse_backup, objectstore, pitr
 from ...credentials import store_credential_ids
 from ...graph import Effective, Resolved
 from ...model import LOG_MIB, SECRET_DIR, Resources, backup_job
@@ -123,10 +123,7 @@ def backup_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective,
                                                        read_only=True))))
         mounts.append(core.VolumeMountArgs(name="source", mount_path=volume.path, read_only=True))
         data = volume.path
-        affinity = core.AffinityArgs(pod_affinity=core.PodAffinityArgs(
-            required_during_scheduling_ignored_during_execution=[core.PodAffinityTermArgs(
-                topology_key="kubernetes.io/hostname",
-                label_selector=meta.LabelSelectorArgs(match_labels={NAME: svc.name}))]))
+        affinity = beside(svc.name)
     port = svc.port(b.port).container if b.port else None
     where = backups.Where(host_of(svc.name), port, backups.BACKUP_DIR, secret_file, data)
     # With the store, the catalog's canary first: the drill (drill_jobs.py) must find it in the copy.
@@ -147,7 +144,12 @@ def backup_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective,
     init: list[core.ContainerArgs] | None = None
     account: str | None = None
     needs: list[pulumi.Resource] = [*ready, claim, workload]
-    if cfg.store is not None:  # the off-site copy: the backup first, then its upload
+    if cfg.store is not None and svc.backup is not None and svc.backup.drill == "pgbackrest":
+        # The local dump first, then pgBackRest's base backup beside the server (infra/pitr.py).
+        init = [container]
+        container, affinity = _pitr_backup(objs, eff, volumes)
+        notes[K8S_BACKUP_STORE] = cfg.store.endpoint
+    elif cfg.store is not None:  # the off-site copy: the backup first, then its upload
         init = [container]
         container, account = _store_upload(objs, eff, comp, ns, volumes, ephemeral, needs)
         notes[K8S_BACKUP_STORE] = cfg.store.endpoint
@@ -171,6 +173,67 @@ def backup_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective,
                 spec=batch.JobSpecArgs(backoff_limit=2, active_deadline_seconds=BACKUP_DEADLINE_S,
                                        template=pod)))),
         opts=objs.opts(comp, depends_on=needs))
+
+
+def beside(service: str) -> core.AffinityArgs:
+    """On the node of the service's pod: a ReadWriteOnce volume is shared only there."""
+    return core.AffinityArgs(pod_affinity=core.PodAffinityArgs(
+        required_during_scheduling_ignored_during_execution=[core.PodAffinityTermArgs(
+            topology_key="kubernetes.io/hostname",
+            label_selector=meta.LabelSelectorArgs(match_labels={NAME: service}))]))
+
+
+PGBACKREST_SCRATCH_MIB = 64
+"""pgBackRest's configuration, include file, locks and logs in a job (emptyDirs)."""
+
+
+def pgbackrest_dirs(prefix: str = "pgbackrest") -> tuple[list[core.VolumeArgs], list[core.VolumeMountArgs]]:
+    """Writable emptyDirs at pgBackRest's configuration and spool paths (pitr.CONF_DIR,
+    pitr.SPOOL): a job writes its configuration and its include file with the key there,
+    at the server's paths (the restore_command a restore writes names them)."""
+    volumes, mounts = [], []
+    for i, path in enumerate((pitr.CONF_DIR, pitr.SPOOL)):
+        volumes.append(core.VolumeArgs(name=f"{prefix}-{i}", empty_dir=core.EmptyDirVolumeSourceArgs(
+            size_limit=quantity_mib(PGBACKREST_SCRATCH_MIB))))
+        mounts.append(core.VolumeMountArgs(name=f"{prefix}-{i}", mount_path=path))
+    return volumes, mounts
+
+
+def _pitr_backup(objs: Objects, eff: Effective,
+                 volumes: list[core.VolumeArgs]) -> tuple[core.ContainerArgs, core.AffinityArgs]:
+    """The off-site step of an archiving server's backup pod (infra/pitr.py): pgBackRest's base
+    backup in the archive image, on the server's node (podAffinity), the data claim mounted
+    read-only at the server's path (pgBackRest compares pg1-path with data_directory),
+    connected over the server's socket on that volume, the key read from the namespace's
+    Secret mounted as files. No port, no exec, no TLS server. Appends its volumes."""
+    model, svc = objs.model, eff.service
+    store, cfg = model.settings.backups.store, model.settings.backups
+    assert store is not None
+    archive = pitr.archive_of(svc)
+    assert archive is not None
+    volume = next(v for v in svc.volumes if v.name == archive.volume)
+    volumes.append(core.VolumeArgs(name="pgdata", persistent_volume_claim=(
+        core.PersistentVolumeClaimVolumeSourceArgs(claim_name=own_claim(volume.name, eff.name), read_only=True))))
+    dirs, dir_mounts = pgbackrest_dirs()
+    volumes.extend(dirs)
+    # The claim writable though it only reads, as the upload's (the policy pack's stateful-backups).
+    mounts = [core.VolumeMountArgs(name="backups", mount_path=backups.BACKUP_DIR),
+              core.VolumeMountArgs(name="tmp", mount_path="/tmp"),
+              core.VolumeMountArgs(name="pgdata", mount_path=volume.path, read_only=True), *dir_mounts]
+    files: dict[str, str] = {}
+    key_files = store_credentials(model)
+    if key_files is not None:
+        volumes.append(key_files[0])
+        mounts.append(key_files[1])
+        files = pitr.mounted_keys(model.catalog, store, objectstore.SECRET_MOUNT)
+    script = pitr.backup_script(store, svc, cfg.retention, files)
+    container = core.ContainerArgs(
+        name="base-backup", image=eff.image, image_pull_policy="Always",
+        command=[literal(a) for a in backups.command(script)],
+        resources=job_resources(BACKUP_RESOURCES.limit_mib, BACKUP_SCRATCH_MIB + LOG_MIB),
+        security_context=container_security(True),
+        volume_mounts=mounts)
+    return container, beside(svc.name)
 
 
 def _store_upload(objs: Objects, eff: Effective, comp: TierComponent, ns: core.Namespace,

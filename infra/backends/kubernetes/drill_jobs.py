@@ -21,11 +21,17 @@ from policies.optiinfra_policies.vocabulary import K8S_NAMESPACE_NAME as NAMESPA
 from policies.optiinfra_policies.vocabulary import K8S_PART_OF as PART_OF
 
 from ... import backup as backups
-from ... import objectstore
+from ... import objectstore, pitr
 from ...graph import Edge, Effective
 from ...model import LOG_MIB, backup_job, drill_job
 from ...tiers import TierComponent
-from .backup_jobs import BACKUP_RESOURCES, BACKUP_SCRATCH_MIB, job_resources, store_credentials
+from .backup_jobs import (
+    BACKUP_RESOURCES,
+    BACKUP_SCRATCH_MIB,
+    job_resources,
+    pgbackrest_dirs,
+    store_credentials,
+)
 from .network import store_egress
 from .objects import Objects, literal, namespace_name, quantity_mib
 from .pod import container_security, pod_security
@@ -74,10 +80,18 @@ def drill_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective, 
         volumes.append(key_files[0])
         fetch_mounts.append(key_files[1])
         secret_dir = objectstore.SECRET_MOUNT
+    restore_mounts = list(mounts)
+    setup = None
+    if b.drill == "pgbackrest":  # pgBackRest reads the store itself: the key and its directories here
+        dirs, dir_mounts = pgbackrest_dirs()
+        volumes.extend(dirs)
+        restore_mounts += [*dir_mounts, *fetch_mounts[len(mounts):]]
+        files = pitr.mounted_keys(model.catalog, store, secret_dir) if secret_dir else {}
+        setup = (pitr.CONF, pitr.INCLUDE, pitr.setup_lines(store, svc, cfg.retention, files))
     steps = objectstore.drill_steps(
         store, objectstore.StoreAccess(secret_dir), svc, shared=DRILL_DIR, port=svc.port(b.port).container,
         push_url=f"http://{host_of(gateway.name)}:{gport.container}", user=svc.connection.user or "",
-        database="optiinfra")
+        database="optiinfra", pgbackrest_setup=setup)
     res = BACKUP_RESOURCES
     small = BACKUP_SCRATCH_MIB + LOG_MIB
     # The throwaway server holds the restored data: the service's own memory limit, at least the jobs'.
@@ -93,7 +107,7 @@ def drill_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective, 
 
     fetch = container("fetch", objectstore.RCLONE_IMAGE, objectstore.tolerant(steps.fetch), fetch_mounts,
                       res.limit_mib, small, [core.EnvVarArgs(name="HOME", value="/tmp")])
-    restore = container("restore", eff.image, objectstore.tolerant(steps.restore), mounts, server_mib,
+    restore = container("restore", eff.image, objectstore.tolerant(steps.restore), restore_mounts, server_mib,
                         small + shared_mib)
     push = container("push", gateway.image, backups.command(steps.push), mounts, res.memory_mib, small)
     account = backup_job(svc.name) if store.credentials == "workloadIdentity" else None  # the backup job's
