@@ -22,7 +22,7 @@ from infra.catalog import SERVICES
 from infra.settings import BackupStore
 
 from .conftest import render
-from .test_backup_store_k8s import BY_HOST, BY_IP, KEY, KEY_ID, SECRETS, _cronjobs, _manifests, _pod, _store
+from .test_backup_store_k8s import BY_HOST, BY_IP, KEY, KEY_ID, NO_STORE, SECRETS, _cronjobs, _manifests, _pod, _store
 from .test_reachability import rendered
 
 SVC = next(s for s in SERVICES if s.backup is not None and s.backup.server_store == "backup-to-s3")
@@ -157,7 +157,7 @@ def test_expiry_never_deletes_the_full_of_a_kept_incremental(keep: int, keep_day
 
 
 def test_without_a_store_the_clickhouse_backup_is_the_dump() -> None:
-    for cj in _cronjobs(render("prod")):
+    for cj in _cronjobs(render("prod", NO_STORE)):
         assert "BACKUP DATABASE" not in json.dumps(cj)
 
 
