@@ -39,6 +39,7 @@ from ..graph import Effective, Resolved
 from ..model import LOG_MIB, SECRET_DIR, backup_job
 from ..settings import ConfigError, did_you_mean
 from ..stack import ROOT, model_of
+from . import restore_store
 from .backup import Step, docker_problem, docker_required, execute, no_docker, one_shot, selected
 
 HELP = ("restore a backup into a service (says what it overwrites; needs --yes-overwrite); on Kubernetes it "
@@ -181,14 +182,16 @@ def run_kubernetes(args: argparse.Namespace, model: Resolved) -> int:
     if not name.startswith(backups.prefix(eff.service)):
         raise ConfigError("--from", f"'{args.source}' is not a backup of {eff.name}",
                           f"name one of {eff.name}'s backups ({backups.prefix(eff.service)}<timestamp>...)")
+    job = restore_job(model, eff, name)
+    source = f"{k8s.backup_claim(eff.name)}:{backups.BACKUP_DIR}/{name}"
+    if restore_store.from_store(model, eff):  # the claim keeps the newest only: the store keeps them all
+        job, source = restore_store.job(model, eff, name, job), restore_store.source(model, eff, name)
     if args.json:
         print(json.dumps({"stack": args.stack, "service": eff.name, "overwrites": backups.overwrites(eff.service),
-                          "from": f"{k8s.backup_claim(eff.name)}:{backups.BACKUP_DIR}/{name}",
-                          "steps": kubernetes_steps(model, eff), "job": restore_job(model, eff, name)}, indent=2))
+                          "from": source, "steps": kubernetes_steps(model, eff), "job": job}, indent=2))
         return 0
     print(f"Restore of stack {args.stack} overwrites {backups.overwrites(eff.service)}.", file=sys.stderr)
-    print(f"From: {k8s.backup_claim(eff.name)}:{backups.BACKUP_DIR}/{name}. Save the Job below as "
-          f"{eff.name}-restore.yaml, then:", file=sys.stderr)
+    print(f"From: {source}. Save the Job below as {eff.name}-restore.yaml, then:", file=sys.stderr)
     for step in kubernetes_steps(model, eff):
         print(f"  {step}", file=sys.stderr)
     if args.dry_run:
@@ -196,7 +199,7 @@ def run_kubernetes(args: argparse.Namespace, model: Resolved) -> int:
     if not args.yes_overwrite:
         print("Nothing printed. Run again with --yes-overwrite to print the Job.", file=sys.stderr)
         return 2
-    print(yaml.safe_dump(restore_job(model, eff, name), sort_keys=False), end="")
+    print(yaml.safe_dump(job, sort_keys=False), end="")
     return 0
 
 
