@@ -78,9 +78,8 @@ def drill_steps(model: Resolved, eff: Effective, root: Path = ROOT) -> list[Step
         fetch = ["docker", "run", "--rm", "--name", container_name(f"{drill_job(svc.name)}-fetch"), *user,
                  *HARDENED, "--network", "none", *mount, "--entrypoint", "sh", objectstore.RCLONE_IMAGE, "-c",
                  steps.fetch]
-        restore = pgbackrest_step(model, eff, container_name(f"{drill_job(svc.name)}-restore"), steps.restore,
-                                  mounts=(mount[1],))
-        return [Step(fetch), restore]
+        return [Step(fetch), pgbackrest_step(model, eff, container_name(f"{drill_job(svc.name)}-restore"),
+                                             steps.restore, mounts=(mount[1],))]
     fetch = ["docker", "run", "--rm", "--name", container_name(f"{drill_job(svc.name)}-fetch"), *user, *HARDENED,
              *mount, *keys, "--entrypoint", "sh", objectstore.RCLONE_IMAGE, "-c", steps.fetch]
     # The throwaway server listens on 127.0.0.1 inside its own container: no network at all.
