@@ -50,7 +50,8 @@ def test_a_missing_key_is_one_line_exit_2(monkeypatch: pytest.MonkeyPatch, capsy
     (["--to-time", "2099-01-01T00:00:00Z"], "is in the future"),
     (["--to-time", "2026-12-01T00:00:00Z", "--from", "postgres-20261201T000000Z.dump"], "both given"),
     (["--to-time", "2026-12-01T00:00:00Z"], "needs a WAL archive in backups.store"),
-    (["--to-time", "2026-12-01T00:00:00Z", "--set", STORE], "does not run yet"),
+    (["--to-time", "2026-12-01T00:00:00Z", "--set", STORE[:-1] + ', "encryption": "client"}'],
+     "is client, which a Docker stack does not offer"),
     ([], "'--from': is required"),
 ])
 def test_restore_to_time_errors_are_one_line(argv: list[str], text: str, capsys: pytest.CaptureFixture[str]) -> None:
