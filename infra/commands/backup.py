@@ -170,6 +170,28 @@ def upload_step(model: Resolved, eff: Effective, root: Path = ROOT) -> Step | No
     return Step(argv)
 
 
+def download_step(model: Resolved, eff: Effective, name: str, root: Path = ROOT) -> Step:
+    """`restore --from NAME` with `backups.store` when NAME is not in the host directory: rclone's
+    image downloads that backup of the service from the store (objectstore.fetch_newest_lines
+    with `name`) into the host directory, as upload_step's reverse (the key by name from the
+    shell, Docker's default bridge, your user); it fails when the store has no such backup."""
+    store = model.settings.backups.store
+    assert store is not None
+    if store.encryption == "client":
+        raise ConfigError(f"{NAMESPACE}:backups.store.encryption", "is client, which `restore` does not offer on "
+                          "a Docker stack yet", "use sse-s3 or sse-kms on the Docker stack (docs/backups.md)")
+    svc = eff.service
+    script = "\n".join(["set -eu", "umask 027", *objectstore.store_preamble(store, objectstore.StoreAccess(None)),
+                        *objectstore.fetch_newest_lines(store, svc, backups.BACKUP_DIR, name=name),
+                        'echo "downloaded: $dest/$name"']) + "\n"
+    argv = ["docker", "run", "--rm", "--name", container_name(f"{backup_job(svc.name)}-download"),
+            "--user", f"{os.getuid()}:{os.getgid()}", "--read-only", "--tmpfs", "/tmp", "--env", "HOME=/tmp",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true", "--memory", "512m", "--cpus", "0.5",
+            "--volume", f"{backup_dir(model, svc.name, root)}:{backups.BACKUP_DIR}",
+            *key_env(model), "--entrypoint", "sh", objectstore.RCLONE_IMAGE, "-c", script]
+    return Step(argv)
+
+
 PGBACKREST_TMPFS = "rw,noexec,nosuid,size=64m"
 """pgBackRest's configuration and spool (with the include file holding the key) in a step:
 tmpfs, gone with the container."""

@@ -37,13 +37,14 @@ from ..backends.docker import backup_dir, container_name, host_of, volume_name
 from ..cli import add_stack_arguments, prog
 from ..graph import Effective, Resolved
 from ..model import LOG_MIB, SECRET_DIR, backup_job
-from ..settings import NAMESPACE, ConfigError, did_you_mean
+from ..settings import NAMESPACE, BackupStore, ConfigError, did_you_mean
 from ..stack import ROOT, model_of
 from .backup import (
     STORE_KEY_ENV,
     Step,
     docker_problem,
     docker_required,
+    download_step,
     execute,
     no_docker,
     one_shot,
@@ -379,6 +380,11 @@ def run_pitr_docker(args: argparse.Namespace, model: Resolved) -> int:
     return run_stopped(eff, steps)
 
 
+def in_store(store: BackupStore, eff: Effective) -> str:
+    """Where the service's backups are in the store (its endpoint, bucket and prefix)."""
+    return f"{store.endpoint.rstrip('/')}/{objectstore.path_of(store, eff.service)}"
+
+
 def run(args: argparse.Namespace) -> int:
     model = model_of(args.stack, args.sets, args.secrets)
     check_to_time(model, args)
@@ -393,8 +399,13 @@ def run(args: argparse.Namespace) -> int:
         return run_pitr_docker(args, model)
     (eff,) = selected(model, args.service)
     path = backup_path(model, eff, args.source)
+    store = model.settings.backups.store
+    download: Step | None = None
+    if not path.exists() and store is not None and Path(args.source).name == args.source:
+        # A name not in the host directory: with a store, it is downloaded from there first.
+        download = download_step(model, eff, path.name)
     # The backup must exist before anything suggests running the restore for real.
-    if not path.exists():
+    elif not path.exists():
         made = sorted(p.name for p in path.parent.glob(f"{backups.prefix(eff.service)}*")) \
             if path.parent.is_dir() else []
         if Path(args.source).name != args.source and not made:  # a path of the user's, not the backup directory
@@ -406,14 +417,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--from", f"{path} does not exist", f"{did_you_mean(path.name, made)}name one of the "
                           f"{len(made)} backups of {eff.name} (the newest: {made[-1]}; ls {path.parent})")
     steps = restore_steps(model, eff, path)
+    shown = [download, *steps] if download else steps
     if args.json:
         print(json.dumps({"stack": args.stack, "service": eff.name, "overwrites": backups.overwrites(eff.service),
                           "from": str(path), "steps": [{"argv": s.argv, "envFromService": s.secret_env}
-                                                       for s in steps]}, indent=2))
+                                                       for s in shown]}, indent=2))
         return 0
     print(f"Restore of stack {args.stack} overwrites {backups.overwrites(eff.service)}.")
-    print(f"From: {path}")
-    for step in steps:
+    print(f"From: {path}" + (f" (not there: downloaded first from {in_store(store, eff)})"
+                             if download and store else ""))
+    for step in shown:
         print(f"  {step.shown()}")
     if args.dry_run:
         return 0
@@ -423,4 +436,20 @@ def run(args: argparse.Namespace) -> int:
     problem = docker_problem()
     if problem:
         return no_docker(problem)
+    if download is not None:
+        missing = store_key_problem(model)
+        if missing:
+            print(f"error: {NAMESPACE}:backups.store needs the store's key: {missing}. Fix: export "
+                  f"{' and '.join(STORE_KEY_ENV)} in this shell (the download container takes them by name)",
+                  file=sys.stderr)
+            return 2
+        Path(backup_dir(model, eff.name, ROOT)).mkdir(parents=True, exist_ok=True, mode=0o770)
+        print(f"+ {download.shown()}", flush=True)
+        code = subprocess.run(download.argv, check=False).returncode
+        if code != 0 or not path.exists():
+            print(f"error: flag '--from': {path.name} is not in {path.parent}, and it could not be downloaded from "
+                  f"{in_store(store, eff) if store else 'the store'} (exit {code}, see above). "
+                  f"Fix: name a backup of {eff.name} that is there (ls {path.parent}; rclone lsf the store)",
+                  file=sys.stderr)
+            return code or 1
     return run_stopped(eff, steps)
