@@ -169,17 +169,23 @@ def job_script(store: BackupStore, service: Service, retention: int, body: str, 
 
 def setup_lines(store: BackupStore, service: Service, retention: int, files: Mapping[str, str]) -> list[str]:
     """Write CONF (its content as the server's) and the include file with the key."""
-    return [f"cat > {shlex.quote(CONF)} <<'EOF'", conf(store, service, retention).rstrip("\n"), "EOF",
-            *key_lines(store, files)]
+    return [*_conf_lines(store, service, retention), *key_lines(store, files)]
+
+
+def _conf_lines(store: BackupStore, service: Service, retention: int) -> list[str]:
+    return [f"cat > {shlex.quote(CONF)} <<'EOF'", conf(store, service, retention).rstrip("\n"), "EOF"]
 
 
 def backup_script(store: BackupStore, service: Service, retention: int, files: Mapping[str, str]) -> str:
     """The base backup (objectstore.pitr_backup_script) as the backup job runs it: over the
     server's socket on the data volume, as the superuser (local trust)."""
+    return job_script(store, service, retention, _backup_body(store, service), files)
+
+
+def _backup_body(store: BackupStore, service: Service) -> str:
     assert service.connection is not None
     env = f"export PGHOST={shlex.quote(socket_dir(service))} PGUSER={shlex.quote(service.connection.user or '')}\n"
-    body = objectstore.pitr_backup_script(store, CONF, INCLUDE, database=_database(service))
-    return job_script(store, service, retention, env + body, files)
+    return env + objectstore.pitr_backup_script(store, CONF, INCLUDE, database=_database(service))
 
 
 def restore_script(store: BackupStore, service: Service, retention: int, files: Mapping[str, str],
@@ -187,6 +193,45 @@ def restore_script(store: BackupStore, service: Service, retention: int, files: 
     """The point-in-time restore (objectstore.pitr_restore_script) into the stopped server's volume."""
     body = objectstore.pitr_restore_script(CONF, INCLUDE, to_time=to_time)
     return job_script(store, service, retention, body, files)
+
+
+# ---- Docker (dev): the key from the invoking shell's variables, passed by name ----------------
+
+
+def env_key_lines(store: BackupStore, variables: tuple[str, str], include: str = INCLUDE) -> list[str]:
+    """Docker's `key_lines`: pgBackRest's include file written from the container's variables
+    `variables` (access key id, secret access key: `docker run --env NAME`, the value from the
+    invoking shell, never argv) through printf, a shell builtin, umask 077; the variables are
+    then unset (pgBackRest and PostgreSQL never see them). No passphrase: the Docker commands
+    refuse client-side encryption first."""
+    if store.encryption == "client":
+        raise ValueError("client-side encryption needs the passphrase, which the Docker steps do not carry")
+    q = shlex.quote
+    key_id, secret = variables
+    out = [f"umask 077; mkdir -p {q(include)} {q(SPOOL)}/log", "{ echo '[global]'"]
+    if store.credentials != "workloadIdentity":
+        out += [f"  printf 'repo1-s3-key=%s\\n' \"${key_id}\"",
+                f"  printf 'repo1-s3-key-secret=%s\\n' \"${secret}\""]
+    out += [f"}} > {q(include)}/store-key.conf", f"unset {key_id} {secret}"]
+    return out
+
+
+def env_setup_lines(store: BackupStore, service: Service, retention: int, variables: tuple[str, str]) -> list[str]:
+    """`setup_lines` with the key from the variables (env_key_lines)."""
+    return [*_conf_lines(store, service, retention), *env_key_lines(store, variables)]
+
+
+def env_backup_script(store: BackupStore, service: Service, retention: int, variables: tuple[str, str]) -> str:
+    """`backup_script` with the key from the variables: Docker's base-backup step."""
+    return "\n".join(["set -eu", *env_setup_lines(store, service, retention, variables)]) + "\n" + \
+        _backup_body(store, service)
+
+
+def env_restore_script(store: BackupStore, service: Service, retention: int, variables: tuple[str, str],
+                       to_time: str | None) -> str:
+    """`restore_script` with the key from the variables: Docker's `restore --to-time` step."""
+    body = objectstore.pitr_restore_script(CONF, INCLUDE, to_time=to_time)
+    return "\n".join(["set -eu", *env_setup_lines(store, service, retention, variables)]) + "\n" + body
 
 
 def mounted_keys(catalog: Catalog, store: BackupStore, secret_dir: str) -> dict[str, str]:

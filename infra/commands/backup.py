@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import backup as backups
-from .. import objectstore
+from .. import objectstore, pitr
 from ..backends.docker import backup_dir, container_name, host_of, network_name, volume_name
 from ..backends.kubernetes import namespace_name
 from ..cli import add_stack_arguments
@@ -170,6 +170,81 @@ def upload_step(model: Resolved, eff: Effective, root: Path = ROOT) -> Step | No
     return Step(argv)
 
 
+def download_step(model: Resolved, eff: Effective, name: str, root: Path = ROOT) -> Step:
+    """`restore --from NAME` with `backups.store` when NAME is not in the host directory: rclone's
+    image downloads that backup of the service from the store (objectstore.fetch_newest_lines
+    with `name`) into the host directory, as upload_step's reverse (the key by name from the
+    shell, Docker's default bridge, your user); it fails when the store has no such backup."""
+    store = model.settings.backups.store
+    assert store is not None
+    if store.encryption == "client":
+        raise ConfigError(f"{NAMESPACE}:backups.store.encryption", "is client, which `restore` does not offer on "
+                          "a Docker stack yet", "use sse-s3 or sse-kms on the Docker stack (docs/backups.md)")
+    svc = eff.service
+    script = "\n".join(["set -eu", "umask 027", *objectstore.store_preamble(store, objectstore.StoreAccess(None)),
+                        *objectstore.fetch_newest_lines(store, svc, backups.BACKUP_DIR, name=name),
+                        'echo "downloaded: $dest/$name"']) + "\n"
+    argv = ["docker", "run", "--rm", "--name", container_name(f"{backup_job(svc.name)}-download"),
+            "--user", f"{os.getuid()}:{os.getgid()}", "--read-only", "--tmpfs", "/tmp", "--env", "HOME=/tmp",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true", "--memory", "512m", "--cpus", "0.5",
+            "--volume", f"{backup_dir(model, svc.name, root)}:{backups.BACKUP_DIR}",
+            *key_env(model), "--entrypoint", "sh", objectstore.RCLONE_IMAGE, "-c", script]
+    return Step(argv)
+
+
+PGBACKREST_TMPFS = "rw,noexec,nosuid,size=64m"
+"""pgBackRest's configuration and spool (with the include file holding the key) in a step:
+tmpfs, gone with the container."""
+
+
+def key_env(model: Resolved) -> list[str]:
+    """`--env NAME` for each store key variable (the value from the invoking shell), none
+    with workload identity."""
+    store = model.settings.backups.store
+    if store is None or store.credentials == "workloadIdentity":
+        return []
+    return [a for var in STORE_KEY_ENV for a in ("--env", var)]
+
+
+def pgbackrest_step(model: Resolved, eff: Effective, name: str, script: str, *, data: str = "",
+                    mounts: tuple[str, ...] = (), network: str | None = None) -> Step:
+    """`docker run --rm` of a pgBackRest script in the archive image (infra/pitr.py) as the
+    server's user: its configuration and spool as tmpfs at the server's paths (the
+    restore_command a restore writes names them), the key by name from the invoking shell
+    (written into the include file inside the container), hardened like the other one-shot
+    containers. `data`: the data volume at the server's path, "ro" (a base backup reads it
+    and connects over the socket on it) or "rw" (a restore writes it); `mounts`: more
+    `--volume` values; `network`: None is Docker's default bridge, which reaches the store."""
+    svc = eff.service
+    argv = ["docker", "run", "--rm", "--name", name, "--user", f"{svc.uid}:{svc.uid}",
+            "--read-only", "--tmpfs", "/tmp", "--env", "HOME=/tmp",
+            "--tmpfs", f"{pitr.CONF_DIR}:{PGBACKREST_TMPFS}", "--tmpfs", f"{pitr.SPOOL}:{PGBACKREST_TMPFS}",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true", "--memory", "512m", "--cpus", "0.5"]
+    if network is not None:
+        argv += ["--network", network]
+    if data:
+        archive = pitr.archive_of(svc)
+        assert archive is not None
+        volume = next(v for v in svc.volumes if v.name == archive.volume)
+        argv += ["--volume", f"{volume_name(svc.name, volume.name)}:{volume.path}:{data}"]
+    for mount in mounts:
+        argv += ["--volume", mount]
+    argv += [*key_env(model), "--entrypoint", "sh", eff.image, "-c", script]
+    return Step(argv)
+
+
+def base_backup_step(model: Resolved, eff: Effective) -> Step | None:
+    """With `backups.store`, for the archiving server (its catalog made it run the archive
+    image, pitr.archived): pgBackRest's base backup after the dump and its upload, beside the
+    running server as Kubernetes' base-backup container (pitr.backup_script's steps, the key
+    from the shell). None for every other service or without a store."""
+    store = model.settings.backups.store
+    if store is None or backups.backup_of(eff.service).drill != "pgbackrest":
+        return None
+    script = pitr.env_backup_script(store, eff.service, model.settings.backups.retention, STORE_KEY_ENV)
+    return pgbackrest_step(model, eff, container_name(f"{backup_job(eff.name)}-base"), script, data="ro")
+
+
 def store_key_problem(model: Resolved) -> str | None:
     """Why the upload cannot authenticate (a variable unset), None when it can."""
     store = model.settings.backups.store
@@ -240,9 +315,8 @@ def run(args: argparse.Namespace) -> int:
         return run_drill(model, args, chosen)
     steps = [(eff, backup_step(model, eff)) for eff in chosen]
     for i, eff in reversed(list(enumerate(chosen))):  # with a store, each backup's upload after it
-        upload = upload_step(model, eff)
-        if upload is not None:
-            steps.insert(i + 1, (eff, upload))
+        after = [s for s in (upload_step(model, eff), base_backup_step(model, eff)) if s is not None]
+        steps[i + 1:i + 1] = [(eff, s) for s in after]
     if args.json and not args.dry_run:
         raise ConfigError("--json", "reports the commands of a --dry-run only", "add --dry-run")
     if args.dry_run and args.json:

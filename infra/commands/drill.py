@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 
 from .. import backup as backups
-from .. import objectstore
+from .. import objectstore, pitr
 from ..backends.docker import backup_dir, container_name
 from ..graph import Effective, Resolved
 from ..model import drill_job
 from ..settings import NAMESPACE, ConfigError
 from ..stack import ROOT
-from .backup import STORE_KEY_ENV, Step
+from .backup import STORE_KEY_ENV, Step, key_env, pgbackrest_step
 
 SHARED = "/drill"
 """Where the drill's containers see the scratch directory."""
@@ -55,17 +55,31 @@ def scratch(model: Resolved, eff: Effective, root: Path = ROOT) -> Path:
 
 def drill_steps(model: Resolved, eff: Effective, root: Path = ROOT) -> list[Step]:
     """fetch (rclone), restore (the service's image): both as the service's user, which the
-    restore's tools (initdb) need; the scratch directory is world-writable for them."""
+    restore's tools (initdb) need; the scratch directory is world-writable for them. The
+    pgBackRest drill (the archiving server): the fetch only records the start, the restore
+    runs in the archive image on Docker's default bridge (pgBackRest fetches from the store),
+    its throwaway server on a socket in the scratch directory only."""
     svc = eff.service
     store = model.settings.backups.store
     assert store is not None and svc.connection is not None
     b = backups.backup_of(svc)
+    archive = b.drill == "pgbackrest"
+    # pgBackRest (the archiving server) reads the store itself: its configuration and the key's
+    # include file, written from the shell's variables inside the restore container.
+    setup = (pitr.CONF, pitr.INCLUDE, pitr.env_setup_lines(store, svc, model.settings.backups.retention,
+                                                           STORE_KEY_ENV)) if archive else None
     steps = objectstore.drill_steps(store, objectstore.StoreAccess(None), svc, shared=SHARED,
                                     port=svc.port(b.port).container, push_url="http://127.0.0.1:9",
-                                    user=svc.connection.user or "", database="optiinfra")
+                                    user=svc.connection.user or "", database="optiinfra", pgbackrest_setup=setup)
     mount = ["--volume", f"{scratch(model, eff, root)}:{SHARED}"]
     user = ["--user", str(b.uid if b.uid is not None else svc.uid)]
-    keys = [a for var in STORE_KEY_ENV for a in ("--env", var)] if store.credentials != "workloadIdentity" else []
+    keys = key_env(model)
+    if archive:  # the fetch step only records the start: no key there; the restore dials the store
+        fetch = ["docker", "run", "--rm", "--name", container_name(f"{drill_job(svc.name)}-fetch"), *user,
+                 *HARDENED, "--network", "none", *mount, "--entrypoint", "sh", objectstore.RCLONE_IMAGE, "-c",
+                 steps.fetch]
+        return [Step(fetch), pgbackrest_step(model, eff, container_name(f"{drill_job(svc.name)}-restore"),
+                                             steps.restore, mounts=(mount[1],))]
     fetch = ["docker", "run", "--rm", "--name", container_name(f"{drill_job(svc.name)}-fetch"), *user, *HARDENED,
              *mount, *keys, "--entrypoint", "sh", objectstore.RCLONE_IMAGE, "-c", steps.fetch]
     # The throwaway server listens on 127.0.0.1 inside its own container: no network at all.

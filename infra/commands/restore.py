@@ -37,10 +37,22 @@ from ..backends.docker import backup_dir, container_name, host_of, volume_name
 from ..cli import add_stack_arguments, prog
 from ..graph import Effective, Resolved
 from ..model import LOG_MIB, SECRET_DIR, backup_job
-from ..settings import ConfigError, did_you_mean
+from ..settings import NAMESPACE, BackupStore, ConfigError, did_you_mean
 from ..stack import ROOT, model_of
 from . import restore_store
-from .backup import Step, docker_problem, docker_required, execute, no_docker, one_shot, selected
+from .backup import (
+    STORE_KEY_ENV,
+    Step,
+    docker_problem,
+    docker_required,
+    download_step,
+    execute,
+    no_docker,
+    one_shot,
+    pgbackrest_step,
+    selected,
+    store_key_problem,
+)
 
 HELP = ("restore a backup into a service (says what it overwrites; needs --yes-overwrite); on Kubernetes it "
         "prints the restore Job and its kubectl steps")
@@ -231,9 +243,9 @@ def check_to_time(model: Resolved, args: argparse.Namespace) -> None:
         raise ConfigError("--to-time", f"{args.service} has no WAL archive on stack {args.stack}",
                           f"use --service {archived.name}, or restore a backup with --from" if archived
                           else "restore a backup with --from (docs/backups.md: the archive needs a store key)")
-    if model.settings.target != "kubernetes":
-        raise ConfigError("--to-time", f"is not wired on Docker stacks yet (stack {args.stack})",
-                          "restore a backup with --from (docs/backups.md)")
+    if model.settings.target != "kubernetes" and model.settings.backups.store.encryption == "client":
+        raise ConfigError(f"{NAMESPACE}:backups.store.encryption", "is client, which a Docker stack does not offer "
+                          "yet (its restore step carries no passphrase)", "use sse-s3 or sse-kms on the Docker stack")
 
 
 def pitr_job(model: Resolved, eff: Effective, to_time: str) -> dict[str, Any]:
@@ -304,6 +316,78 @@ def run_pitr_kubernetes(args: argparse.Namespace, model: Resolved) -> int:
     return 0
 
 
+def pitr_overwrites(eff: Effective, to_time: str) -> str:
+    return (f"{eff.name}: its whole data directory -- replaced by the newest base backup before {to_time} and the "
+            "WAL replayed up to it, with the server stopped")
+
+
+def pitr_source(model: Resolved, to_time: str) -> str:
+    store = model.settings.backups.store
+    return f"{store.endpoint if store else ''} (pgBackRest, to {to_time})"
+
+
+def pitr_steps(model: Resolved, eff: Effective, to_time: str) -> list[Step]:
+    """`--to-time` on Docker: the server's container stopped, pgBackRest's restore in the
+    archive image with the data volume read-write at the server's path (pitr.env_restore_script,
+    the key by name from the shell), the container started again: the server replays the WAL
+    up to the target and promotes."""
+    store = model.settings.backups.store
+    assert store is not None
+    script = pitr.env_restore_script(store, eff.service, model.settings.backups.retention, STORE_KEY_ENV, to_time)
+    container = container_name(eff.name)
+    job = pgbackrest_step(model, eff, f"{container_name(backup_job(eff.name))}-restore", script, data="rw")
+    return [Step(["docker", "stop", container]), job, Step(["docker", "start", container])]
+
+
+def run_stopped(eff: Effective, steps: list[Step]) -> int:
+    """Run the steps; when they stop the service (stop, restore, start) it is started again
+    whatever happened, so the service never stays down."""
+    if len(steps) == 3 and steps[0].argv[:2] == ["docker", "stop"] and steps[2].argv[:2] == ["docker", "start"]:
+        stop, job, start = steps
+        code = execute([(eff, stop)])
+        if code == 0:
+            code = execute([(eff, job)])
+        started = subprocess.run(start.argv, check=False).returncode
+        return code or started
+    return execute([(eff, s) for s in steps])
+
+
+def run_pitr_docker(args: argparse.Namespace, model: Resolved) -> int:
+    """`--to-time` on Docker: the plan (--dry-run, --json as a file restore's), the guard, then
+    pitr_steps."""
+    (eff,) = selected(model, args.service)
+    steps = pitr_steps(model, eff, args.to_time)
+    overwrites, source = pitr_overwrites(eff, args.to_time), pitr_source(model, args.to_time)
+    if args.json:
+        print(json.dumps({"stack": args.stack, "service": eff.name, "overwrites": overwrites, "from": source,
+                          "steps": [{"argv": s.argv, "envFromService": s.secret_env} for s in steps]}, indent=2))
+        return 0
+    print(f"Restore of stack {args.stack} overwrites {overwrites}.")
+    print(f"From: {source}")
+    for step in steps:
+        print(f"  {step.shown()}")
+    if args.dry_run:
+        return 0
+    if not args.yes_overwrite:
+        print("Nothing changed. Run again with --yes-overwrite to replace the current data.", file=sys.stderr)
+        return 2
+    problem = docker_problem()
+    if problem:
+        return no_docker(problem)
+    missing = store_key_problem(model)
+    if missing:
+        print(f"error: {NAMESPACE}:backups.store needs the store's key: {missing}. Fix: export "
+              f"{' and '.join(STORE_KEY_ENV)} in this shell (the restore container takes them by name)",
+              file=sys.stderr)
+        return 2
+    return run_stopped(eff, steps)
+
+
+def in_store(store: BackupStore, eff: Effective) -> str:
+    """Where the service's backups are in the store (its endpoint, bucket and prefix)."""
+    return f"{store.endpoint.rstrip('/')}/{objectstore.path_of(store, eff.service)}"
+
+
 def run(args: argparse.Namespace) -> int:
     model = model_of(args.stack, args.sets, args.secrets)
     check_to_time(model, args)
@@ -314,10 +398,17 @@ def run(args: argparse.Namespace) -> int:
             return run_pitr_kubernetes(args, model)
         return run_kubernetes(args, model)
     docker_required(model, "restore")
+    if getattr(args, "to_time", None):
+        return run_pitr_docker(args, model)
     (eff,) = selected(model, args.service)
     path = backup_path(model, eff, args.source)
+    store = model.settings.backups.store
+    download: Step | None = None
+    if not path.exists() and store is not None and Path(args.source).name == args.source:
+        # A name not in the host directory: with a store, it is downloaded from there first.
+        download = download_step(model, eff, path.name)
     # The backup must exist before anything suggests running the restore for real.
-    if not path.exists():
+    elif not path.exists():
         made = sorted(p.name for p in path.parent.glob(f"{backups.prefix(eff.service)}*")) \
             if path.parent.is_dir() else []
         if Path(args.source).name != args.source and not made:  # a path of the user's, not the backup directory
@@ -329,14 +420,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--from", f"{path} does not exist", f"{did_you_mean(path.name, made)}name one of the "
                           f"{len(made)} backups of {eff.name} (the newest: {made[-1]}; ls {path.parent})")
     steps = restore_steps(model, eff, path)
+    shown = [download, *steps] if download else steps
     if args.json:
         print(json.dumps({"stack": args.stack, "service": eff.name, "overwrites": backups.overwrites(eff.service),
                           "from": str(path), "steps": [{"argv": s.argv, "envFromService": s.secret_env}
-                                                       for s in steps]}, indent=2))
+                                                       for s in shown]}, indent=2))
         return 0
     print(f"Restore of stack {args.stack} overwrites {backups.overwrites(eff.service)}.")
-    print(f"From: {path}")
-    for step in steps:
+    print(f"From: {path}" + (f" (not there: downloaded first from {in_store(store, eff)})"
+                             if download and store else ""))
+    for step in shown:
         print(f"  {step.shown()}")
     if args.dry_run:
         return 0
@@ -346,11 +439,20 @@ def run(args: argparse.Namespace) -> int:
     problem = docker_problem()
     if problem:
         return no_docker(problem)
-    if len(steps) == 3:  # stop, restore, start: the service is started again whatever happened
-        stop, job, start = steps
-        code = execute([(eff, stop)])
-        if code == 0:
-            code = execute([(eff, job)])
-        started = subprocess.run(start.argv, check=False).returncode
-        return code or started
-    return execute([(eff, s) for s in steps])
+    if download is not None:
+        missing = store_key_problem(model)
+        if missing:
+            print(f"error: {NAMESPACE}:backups.store needs the store's key: {missing}. Fix: export "
+                  f"{' and '.join(STORE_KEY_ENV)} in this shell (the download container takes them by name)",
+                  file=sys.stderr)
+            return 2
+        Path(backup_dir(model, eff.name, ROOT)).mkdir(parents=True, exist_ok=True, mode=0o770)
+        print(f"+ {download.shown()}", flush=True)
+        code = subprocess.run(download.argv, check=False).returncode
+        if code != 0 or not path.exists():
+            print(f"error: flag '--from': {path.name} is not in {path.parent}, and it could not be downloaded from "
+                  f"{in_store(store, eff) if store else 'the store'} (exit {code}, see above). "
+                  f"Fix: name a backup of {eff.name} that is there (ls {path.parent}; rclone lsf the store)",
+                  file=sys.stderr)
+            return code or 1
+    return run_stopped(eff, steps)
