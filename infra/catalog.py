@@ -52,6 +52,7 @@ from .model import (
     WalArchive,
     backup_job,
 )
+from .objectstore import DRILL_METRICS
 from .stores import with_grants
 from .stores.postgres import PG_APPLIED as PG_APPLIED  # re-exported: its readiness check reads it
 
@@ -890,12 +891,14 @@ SERVICES: tuple[Service, ...] = (
         resources=Resources(memory_mib=16, cpu=0.02, memory_limit_mib=32),
         runtime=Runtime("go"),
         metrics=("http", "/metrics"),
+        # What the drills push (infra/objectstore.py writes them), as a scrape of it reads them.
+        exposes=DRILL_METRICS,
         # Deployed only where drills push to it (Kubernetes with backups.store; infra/resolve.py).
         # Decision: no persistence file. A restart loses the last results; the next drill pushes
         # again, and BackupDrillFailed reads an absent result as a stale one (infra/alerts.py).
         push_gateway=True,
-        kubernetes_only=("the drills it holds results for run as Kubernetes CronJobs; on Docker a drill is run by "
-                         "hand (docs/backups.md)"),
+        kubernetes_only=("the drills it holds results for run as Kubernetes CronJobs; on Docker `backup --drill` "
+                         "prints its result instead (docs/backups.md)"),
         uid=65534,
     ),
     Service(

@@ -68,7 +68,9 @@ def test_every_alert_has_a_severity_summary_and_runbook() -> None:
         # the public hosts' TLS probe (Kubernetes stacks with public hosts)
         "TLSCertificateExpiring", "TLSCertificateExpiryCritical", "TLSHandshakeFailing", "TLSProbeMissing",
         # the stores' size over their claims (Kubernetes stacks)
-        "PostgresVolumeFilling", "PrometheusVolumeFilling"}
+        "PostgresVolumeFilling", "PrometheusVolumeFilling",
+        # the restore drills' (a Kubernetes stack with backups.store, as prod)
+        "BackupDrillFailed", "BackupTooOld"}
     for a in alerts:
         assert a["labels"]["severity"] in ("critical", "warning") or a["alert"] == "Watchdog", a
         assert a["annotations"]["summary"] and a["annotations"]["runbook"], a
@@ -81,9 +83,9 @@ def test_memory_limits_are_recorded_per_scraped_service_from_the_targets_limits(
     dev, prod = limits("dev"), limits("prod")
     # Scraped: every service that declares metrics; on Kubernetes that includes the sign-in proxy
     # and kube-state-metrics (each 64Mi: twice its 32Mi request), which dev does not run.
-    # (The Pushgateway runs only with drills: a store, which prod does not set.)
-    assert set(prod) == {n for n, s in default_catalog().services.items() if s.metrics and not s.push_gateway}
-    assert set(prod) - set(dev) == {"oauth2-proxy", "kube-state-metrics"}
+    # So does the Pushgateway, which runs only with drills: a Kubernetes stack with a store, as prod.
+    assert set(prod) == {n for n, s in default_catalog().services.items() if s.metrics}
+    assert set(prod) - set(dev) == {"oauth2-proxy", "kube-state-metrics", "pushgateway"}
     assert prod["oauth2-proxy"] == prod["kube-state-metrics"] == "vector(67108864)"
     assert "postgres" not in dev
     # Limits are twice the request: Prometheus 300Mi (dev) and 512Mi (prod); Grafana's is written
@@ -163,8 +165,10 @@ def test_promtool_checks_the_config_and_the_rules(stack: str, tmp_path: Path) ->
     # (TLSCertificateExpiring, TLSCertificateExpiryCritical, TLSHandshakeFailing, TLSProbeMissing):
     # 107 + 8 = 115. And two volume alerts, on claims (Kubernetes only): PostgresVolumeFilling,
     # PrometheusVolumeFilling: 115 + 2 = 117.
-    # No store: no Pushgateway, no drills.
-    expected = 95 if stack == "dev" else 117
+    # Their backup store runs the Pushgateway (its limit +1, its scrape job's absent() +1, its probe
+    # job +3: 122) and a drill each for PostgreSQL and Redis, each watched by BackupDrillFailed
+    # and BackupTooOld: 122 + 4 = 126.
+    expected = 95 if stack == "dev" else 126
     assert f"SUCCESS: {expected} rules found" in done.stdout
     done = subprocess.run([str(tool), "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

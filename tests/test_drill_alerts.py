@@ -17,7 +17,7 @@ from infra.settings import ConfigError
 
 from .conftest import render
 from .test_alerts import _tool, generated
-from .test_backup_store_k8s import BY_HOST, SECRETS
+from .test_backup_store_k8s import BY_HOST, NO_STORE, SECRETS
 
 # Defaults: drills daily at 03:47 (a day between runs) + the drill's one-hour deadline =
 # 90000 s without a result; backups daily (86400 s between runs) + BackupTooOld's default
@@ -113,7 +113,7 @@ def test_the_grace_of_backup_too_old_comes_from_stack_config(tmp_path: Path) -> 
 
 
 def test_no_drill_alerts_without_drills() -> None:
-    for stack, sets in [("prod", ()), ("dev", ())]:
+    for stack, sets in [("prod", (NO_STORE,)), ("dev", ())]:
         groups = yaml.safe_load(generated(render(stack, *sets), "rules.yml"))["groups"]
         assert "optiinfra-backup-drills" not in {g["name"] for g in groups}
 
