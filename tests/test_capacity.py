@@ -138,11 +138,18 @@ def test_an_override_changes_request_and_limit(capsys: pytest.CaptureFixture[str
 
 # ---- Kubernetes: replicas, cost agent per provider, claims ---------------------------------
 
+# dev on Kubernetes claims its volumes, 10 GiB (test_dev_totals_by_hand), and, having no backup
+# store, a backup claim for each backed-up service that keeps `backups.retention` copies (default 7)
+# and room for the next: (7 + 1) x (postgres 2 + clickhouse 5 + redis 0.5 + qdrant 1 + grafana 0.5)
+# = 8 x 9 = 72 GiB; 82 GiB in all. Tests whose subject is not storage give it that budget.
+DEV_K8S_STORAGE = "budget.storage=82Gi"
+
+
 def test_replicas_and_a_cost_agent_per_provider_count_on_kubernetes(capsys: pytest.CaptureFixture[str]) -> None:
-    code, report, _ = capacity(
+    code, report, err = capacity(
         capsys, "dev", "target=kubernetes", "cloudProviders=[aws,gcp,azure]", "services.cost-agent.replicas=2",
-        "services.data-collector-worker.replicas=3", "budget.memory=8Gi", "budget.cpu=4", "budget.storage=20Gi")
-    assert code == 0
+        "services.data-collector-worker.replicas=3", "budget.memory=8Gi", "budget.cpu=4", DEV_K8S_STORAGE)
+    assert code == 0, err
     cost = service(report, "cost-agent")
     # 3 providers x 2 replicas = 6 pods of 50 MiB / 0.1 core
     assert cost["instances"] == 6
@@ -159,13 +166,21 @@ def test_replicas_and_a_cost_agent_per_provider_count_on_kubernetes(capsys: pyte
 
 
 def test_kubernetes_storage_setting_sizes_the_claims(capsys: pytest.CaptureFixture[str]) -> None:
-    sets = ("kubernetes.storage.clickhouse=50Gi", "budget.storage=200Gi")
-    _, k8s, _ = capacity(capsys, "dev", "target=kubernetes", *sets)
-    # clickhouse 5 GiB -> 50 GiB: 10 - 5 + 50 = 55 GiB, and a backup claim the catalog's size of each
-    # backed-up service's volumes: postgres 2 + clickhouse 5 + redis 0.5 + qdrant 1 + grafana 0.5 = 9 GiB
-    assert k8s["total"]["storageMiB"] == (55 + 9) * 1024
+    sets = ("kubernetes.storage.clickhouse=50Gi", "budget.storage=500Gi")
+    code, k8s, err = capacity(capsys, "dev", "target=kubernetes", *sets)
+    assert code == 0, err
+    # clickhouse 5 GiB -> 50 GiB: 10 - 5 + 50 = 55 GiB of volumes. Each backed-up service's backup
+    # claim is its volumes on this stack (clickhouse's 50 GiB, not the catalog's 5) times one more
+    # than the copies it keeps (no store: backups.retention, 7): postgres 2 + clickhouse 50
+    # + redis 0.5 + qdrant 1 + grafana 0.5 = 54 GiB, x 8 = 432 GiB.
+    assert k8s["total"]["storageMiB"] == (55 + 8 * 54) * 1024
+    assert service(k8s, "clickhouse")["total"]["storageMiB"] == (50 + 8 * 50) * 1024
+    # Fewer copies kept in the claim, smaller claims: localRetention 2 -> 3 x 54 = 162 GiB.
+    _, fewer, _ = capacity(capsys, "dev", "target=kubernetes", *sets, "backups.localRetention=2")
+    assert fewer["total"]["storageMiB"] == (55 + 3 * 54) * 1024
+    # A stated size replaces the rule for that service: clickhouse's 8 x 50 GiB becomes 50 GiB.
     _, big, _ = capacity(capsys, "dev", "target=kubernetes", *sets, "backups.storage={clickhouse: 50Gi}")
-    assert big["total"]["storageMiB"] == (55 + 9 - 5 + 50) * 1024
+    assert big["total"]["storageMiB"] == (55 + 8 * 54 - 8 * 50 + 50) * 1024
     _, off, _ = capacity(capsys, "dev", "target=kubernetes", *sets, "backups.enabled=false")
     assert off["total"]["storageMiB"] == 55 * 1024
     _, docker, _ = capacity(capsys, "dev", *sets)
@@ -180,25 +195,33 @@ def test_prod_totals_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
     # Pods: 22 services (the prober and the sign-in proxy too), portal 2 (+1), orchestrator 2 (+1),
     # sign-in proxy 2 (+1), data-collector 2 (+1), worker 3 (+2), cost-agent 1 x 3 providers (+2),
     # performance/resource/application agents 2 each (+3): 22 + 11 = 33; kube-state-metrics
-    # (Kubernetes only): 34.
-    assert total["instances"] == 34
+    # (Kubernetes only): 34; the Pushgateway the restore drills push to (Kubernetes with a
+    # backups.store, which prod sets): 35.
+    assert total["instances"] == 35
+    assert service(report, "pushgateway")["instances"] == 1
     # Memory (MiB):
     #   databases  postgres 512 + clickhouse 2048 + redis 256 + qdrant 512                  = 3328
     #   monitoring prometheus 512 + alertmanager 24 + grafana 100 + flower 48 + 3 x 16
-    #              + blackbox-exporter 24 + oauth2-proxy 2 x 32 + kube-state-metrics 32      = 852
+    #              + blackbox-exporter 24 + oauth2-proxy 2 x 32 + kube-state-metrics 32
+    #              + pushgateway 16                                                          = 868
     #   core       orchestrator 2 x 64 + collector 2 x 100 + worker 3 x 256 + beat 100       = 1196
     #   agents     cost 3 x 50 + 3 agents x 2 x 50                                           = 450
     #   frontend   portal 2 x 150                                                            = 300
-    #   total                                                                                = 6126
-    assert [report["tiers"][t.value]["memoryMiB"]["request"] for t in Tier] == [3328, 852, 1196, 450, 300]
-    assert total["memoryMiB"]["request"] == 6126
+    #   total                                                                                = 6142
+    assert [report["tiers"][t.value]["memoryMiB"]["request"] for t in Tier] == [3328, 868, 1196, 450, 300]
+    assert total["memoryMiB"]["request"] == 6142
     # CPU: databases 0.5+1+0.1+0.25 = 1.85; monitoring 0.9 + prober 0.05 + proxy 2 x 0.05
-    # + kube-state-metrics 0.05 = 1.1; core 0.2+0.2+0.75+0.1 = 1.25; agents 0.3+0.6 = 0.9;
-    # frontend 0.2; total 5.3
-    assert total["cpu"]["request"] == pytest.approx(5.3)
-    # Claims (GiB): postgres 20 + clickhouse 50 + redis 2 + qdrant 10 + prometheus 20 + grafana 2 = 104,
-    # and a backup claim of the same size for each but Prometheus: 20 + 50 + 2 + 10 + 2 = 84
-    assert total["storageMiB"] == (104 + 84) * 1024
+    # + kube-state-metrics 0.05 + pushgateway 0.02 = 1.12; core 0.2+0.2+0.75+0.1 = 1.25;
+    # agents 0.3+0.6 = 0.9; frontend 0.2; total 5.32
+    assert total["cpu"]["request"] == pytest.approx(5.32)
+    # Claims (GiB): postgres 20 + clickhouse 50 + redis 2 + qdrant 10 + prometheus 20 + grafana 2 = 104.
+    # Backup claims: prod's store keeps the copies off-site, so each claim keeps the newest one
+    # (localRetention's default with a store, 1) and room for the next: 2 x its volumes, for each
+    # backed-up service but ClickHouse, which writes its backups into the store itself (none):
+    # 2 x (postgres 20 + redis 2 + qdrant 10 + grafana 2) = 68
+    assert total["storageMiB"] == (104 + 68) * 1024
+    assert service(report, "clickhouse")["total"]["storageMiB"] == 50 * 1024
+    assert service(report, "postgres")["total"]["storageMiB"] == (20 + 2 * 20) * 1024
     assert report["withinBudget"] is True
 
 
@@ -243,7 +266,7 @@ def test_node_pool_total_and_the_largest_pod(capsys: pytest.CaptureFixture[str])
     # 6 nodes x 2Gi = 12Gi and 6 x 1 core: the stack's 4174 MiB and 2.95 cores fit in total
     # (no system reserve here: test_room_for_the_system_reserve_and_the_surge has it; 6, not 4,
     # so that a drained node's pods find room: test_a_drain_is_not_a_repack_by_hand).
-    none = ("budget.reservedMemory=0Mi", "budget.reservedCpu=0", "budget.storage=20Gi")
+    none = ("budget.reservedMemory=0Mi", "budget.reservedCpu=0", DEV_K8S_STORAGE)
     code, report, err = capacity(capsys, "dev", "target=kubernetes", "budget.nodes=6", "budget.memory=2Gi",
                                  "budget.cpu=1", *none)
     assert code == 0, err
@@ -267,7 +290,7 @@ def test_room_for_the_system_reserve_and_the_surge(capsys: pytest.CaptureFixture
     # 7 nodes x 2.5Gi: 4174 MiB of requests fit the 17.5Gi pool, and still fit once 7 x 512 MiB
     # (the default reserve) are reserved with a 200 MiB worker surge (dev's largest pod that
     # surges), and after losing a node (7, not 5: a drained clickhouse needs 0.5 cores free on one).
-    sets = ("target=kubernetes", "budget.storage=20Gi", "budget.nodes=7", "budget.memory=2560Mi", "budget.cpu=1")
+    sets = ("target=kubernetes", DEV_K8S_STORAGE, "budget.nodes=7", "budget.memory=2560Mi", "budget.cpu=1")
     code, report, err = capacity(capsys, "dev", *sets)
     assert code == 0, err
     assert report["surge"]["service"] == "data-collector-worker"
@@ -301,7 +324,9 @@ def test_plan_prints_the_totals() -> None:
     assert last.startswith("Capacity (requests of 21 instances): cpu 2.95 of ")
     assert "memory 4.08Gi of 6Gi, storage 10Gi of 10Gi: within budget" in last
     prod = capacity_line(plan.text(render("prod")))
-    assert prod.startswith("Capacity (requests of 34 instances): cpu 5.3 of ")
+    # 35 instances, 5.32 cores, 172Gi of claims (test_prod_totals_by_hand)
+    assert prod.startswith("Capacity (requests of 35 instances): cpu 5.32 of ")
+    assert "storage 172Gi of 200Gi" in prod
 
 
 # ---- synthetic catalogs (benchmark) -------------------------------------------------------

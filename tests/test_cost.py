@@ -64,12 +64,12 @@ def test_the_cost_of_a_change_is_the_difference_of_the_two_stacks(
 
 
 def test_prices_come_from_the_stack_settings(capsys: pytest.CaptureFixture[str]) -> None:
-    # Memory free, cores at $0.01 an hour: prod's 5.3 cores of requests (test_capacity's
-    # test_prod_totals_by_hand: 1.85 + 1.1 + 1.25 + 0.9 + 0.2) x 730 h = $38.69, and its
+    # Memory free, cores at $0.01 an hour: prod's 5.32 cores of requests (test_capacity's
+    # test_prod_totals_by_hand: 1.85 + 1.12 + 1.25 + 0.9 + 0.2) x 730 h = $38.84, and its
     # claims at $0 (storage free) and backups at $0.
     cost = monthly(capsys, "prod", "prices.gibHour=0", "prices.coreHour=0.01",
                    "prices.storageGibMonth={default: 0}", "prices.backupGibMonth=0")
-    assert cost == pytest.approx(5.3 * 0.01 * 730, abs=0.01)
+    assert cost == pytest.approx(5.32 * 0.01 * 730, abs=0.01)
     # A node price replaces cores and memory for the budget: 3 nodes x $50.
     report = run_json(capsys, "capacity", "--stack", "prod", "--json", "--set", "prices.nodeMonth=50")
     assert report["monthlyCost"]["budget"] == 150
