@@ -332,7 +332,11 @@ def test_warnings_follow_the_kind_of_a_note_not_its_wording() -> None:
     ("kubernetes:core/v1:Service", "spec.ports[web].port", False),
     ("kubernetes:core/v1:Service", "spec.clusterIP", True),
     ("kubernetes:core/v1:ConfigMap", "data.prometheus.yml", True),
-    ("kubernetes:core/v1:PersistentVolumeClaim", "spec.resources.requests.storage", True),
+    # pulumi-kubernetes v4.25.0 (provider/pkg/provider/diff.go) replaces a claim for these
+    # fields only: accessModes, selector, storageClassName, volumeName; a request is patched.
+    ("kubernetes:core/v1:PersistentVolumeClaim", "spec.resources.requests.storage", False),
+    ("kubernetes:core/v1:PersistentVolumeClaim", "spec.storageClassName", True),
+    ("kubernetes:core/v1:PersistentVolumeClaim", "spec.accessModes[0]", True),
     ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "spec.ingress[0].ports[0].port", False),
     ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "metadata.namespace", True),
 ])
@@ -437,9 +441,18 @@ def test_prod_grafana_port_reaches_service_probe_ingress_policy_portal_and_scrap
 def test_prod_statefulset_replacement_is_flagged_with_its_claims() -> None:
     d = diff_of("prod", ("kubernetes.storage.postgres=30Gi",))
     # The claim size is also in PostgresVolumeFilling's expression: Prometheus' rules (a new
-    # ConfigMap) and so its pod template (the config's hash) follow.
-    assert changed(d) == {"postgres": "replace", "prometheus-config": "replace", "prometheus": "update"}
-    assert alerts(d, "protected-replace")  # the StatefulSet is protected: pulumi up refuses
+    # ConfigMap) and so its pod template (the config's hash) follow. PostgreSQL's backup claim is
+    # sized from its volume on the stack: with prod's store it keeps the newest copy and the next,
+    # 2 x 20 -> 2 x 30 Gi, a grown request that pulumi-kubernetes patches in place (its forceNew
+    # fields of a claim are accessModes, selector, storageClassName and volumeName); the drill's
+    # scratch space (an emptyDir the size of the backup claim) follows in its CronJob.
+    assert changed(d) == {"postgres": "replace", "prometheus-config": "replace", "prometheus": "update",
+                          "postgres-backups": "update", "postgres-drill": "update"}
+    claim = next(r for r in d.resources if r.name == "postgres-backups")
+    assert [(f.path, f.old, f.new) for f in claim.changes] == [
+        ("spec.resources.requests.storage", f"{2 * 20}Gi", f"{2 * 30}Gi")]
+    # Only the StatefulSet is replaced and protected (pulumi up refuses); the backups' claim is not.
+    assert [m.split(":")[0] for m in alerts(d, "protected-replace")] == ["postgres"]
     (msg,) = alerts(d, "stateful-replace")
     assert "data-postgres-0" in msg and "whenDeleted=Retain" in msg
 
