@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -22,6 +23,7 @@ from infra import offline
 from infra import stack as infra_stack
 from infra.commands import render as render_cmd
 from infra.graph import Resolved
+from infra.model import backup_job, drill_job
 
 from .conftest import render
 
@@ -171,6 +173,15 @@ def test_nothing_else_in_or_out(stack: str, sets: tuple[str, ...]) -> None:
     x, model = rendered(render(stack, *sets, secrets=secrets)), infra_stack.model_of(stack, sets)
     k = model.settings.kubernetes
     ours = [(name, pod) for name, pods in x.pods.items() for pod in pods]
+    # The committed staging and prod back up off-site (issue 25): the backup jobs (their upload,
+    # the base backup, ClickHouse's plan and expiry) and the restore drills reach the store's
+    # endpoint, on its port (the URL's, else the scheme's default), and nothing else outside.
+    store = model.settings.backups.store
+    assert store is not None
+    endpoint = urlsplit(store.endpoint)
+    store_port = endpoint.port or {"https": 443, "http": 80}[endpoint.scheme]
+    jobs = {backup_job(e.name) for e in model.backed_up()} | {drill_job(e.name) for e in model.drilled()}
+    assert {drill_job("postgres"), drill_job("redis")} <= jobs  # docs/backups.md: the drilled stores
     all_ports = {p for ports in x.ports.values() for p in ports} | {(53, "UDP"), (53, "TCP"), (443, "TCP")}
     for name, pod in ours:
         # A pod of an unrelated namespace, even one wearing this service's labels, reaches
@@ -187,9 +198,10 @@ def test_nothing_else_in_or_out(stack: str, sets: tuple[str, ...]) -> None:
             assert not x.policies.allows(pod, other, 53, proto), name
         # Outside the cluster: only what the catalog declares, never the metadata address
         # or a private address (the API server, node ports).
-        owner = model.services.get(name)  # None: a backup job, which declares no outside egress
+        owner = model.services.get(name)  # None: a backup or drill job (the store only)
+        assert owner is not None or name in jobs, name
         outs = model.outside(owner) if owner else ()
-        declared = {p for o in outs if not o.api_server for p in o.ports}
+        declared = {p for o in outs if not o.api_server for p in o.ports} if owner else {store_port}
         # The API server (a private address) only for a service that reads it, on its ports.
         api = {p for o in outs if o.api_server for p in o.ports}
         for port in (25, 80, 443, 587, 6443, 8443):
@@ -204,8 +216,12 @@ def test_nothing_else_in_or_out(stack: str, sets: tuple[str, ...]) -> None:
     # the prober (the TLS handshake with the stack's public hosts, at the ingress controller's
     # load balancer) and Alertmanager (the receivers: the committed staging and prod name theirs):
     # the exceptions; Alertmanager's only while a receiver is set (with none, nothing would use it).
-    assert leaving == {n for n, e in model.services.items()
-                       if any(not o.api_server for o in model.outside(e))} == (
+    # With the store on 443: the servers that write it themselves (PostgreSQL's WAL archive,
+    # ClickHouse's BACKUP ... TO S3: docs/backups.md), and every backup and drill job.
+    writers = {"postgres", "clickhouse"}
+    assert store_port == 443 and leaving - set(model.services) == jobs
+    assert leaving & set(model.services) == {n for n, e in model.services.items()
+                                             if any(not o.api_server for o in model.outside(e))} == writers | (
         {"cost-agent", "oauth2-proxy", "blackbox-exporter"} if sets == NO_RECEIVER
         else {"cost-agent", "oauth2-proxy", "blackbox-exporter", "alertmanager"})
     # The prober leaves on 443 only (the loop above: nothing but the declared ports).

@@ -136,28 +136,43 @@ BACKUPS = {
     ("redis-credentials", "redis", 6379),
 }
 
+# Kubernetes with `backups.store` only (issue 25; the committed staging and prod set one): the
+# Pushgateway holds the restore drills' results; the drills of PostgreSQL and Redis (the stores
+# docs/backups.md drills) push to its port, and it is scraped and probed like every service with
+# metrics and a port.
+DRILLS = {
+    ("postgres-drill", "pushgateway", 9091),
+    ("redis-drill", "pushgateway", 9091),
+}
+PUSHGATEWAY = {
+    ("prometheus", "pushgateway", 9091),
+    ("blackbox-exporter", "pushgateway", 9091),
+}
+
 PATHS = DEPENDS | SCRAPES | PROBES
 
 
 def test_the_table_names_only_catalog_services_and_their_ports() -> None:
     """A typo in the table would make the comparisons below vacuous."""
     services = default_catalog().services
-    for src, dst, port in PATHS | DOCKER_ONLY | SIGN_IN | CLUSTER_STATE:
-        assert src in services, src
+    for src, dst, port in PATHS | DOCKER_ONLY | SIGN_IN | CLUSTER_STATE | PUSHGATEWAY | DRILLS:
+        assert src in services or (src.endswith("-drill") and src.removesuffix("-drill") in services), src
         assert port in {p.container for p in services[dst].ports}, (dst, port)
-    # Every service that declares metrics is scraped, and nothing else.
-    scraped = {dst for src, dst, _ in SCRAPES | SIGN_IN | CLUSTER_STATE if src == "prometheus"}
-    # (The Pushgateway runs only with drills, on a stack with a backup store: none committed.)
-    assert scraped == {n for n, s in services.items() if s.metrics and not s.scraper and not s.push_gateway}
+    # Every service that declares metrics is scraped, and nothing else (the Pushgateway where it runs).
+    scraped = {dst for src, dst, _ in SCRAPES | SIGN_IN | CLUSTER_STATE | PUSHGATEWAY if src == "prometheus"}
+    assert scraped == {n for n, s in services.items() if s.metrics and not s.scraper}
     # Every service with a port but the prober is probed somewhere (Grafana on Docker only).
-    probed = {dst for src, dst, _ in PROBES | DOCKER_ONLY | SIGN_IN | CLUSTER_STATE if src == "blackbox-exporter"}
-    assert probed == {n for n, s in services.items() if s.ports and not s.prober and not s.push_gateway}
+    probed = {dst for src, dst, _ in PROBES | DOCKER_ONLY | SIGN_IN | CLUSTER_STATE | PUSHGATEWAY
+              if src == "blackbox-exporter"}
+    assert probed == {n for n, s in services.items() if s.ports and not s.prober}
+    # The drills push to the one push gateway of the catalog, nowhere else.
+    assert {dst for _, dst, _ in DRILLS} == {n for n, s in services.items() if s.push_gateway}
     assert "grafana" not in {dst for _, dst, _ in PROBES}
 
 
 def test_prod_network_policies_admit_exactly_the_seed_paths() -> None:
     allowed = allowed_edges(rendered(render("prod"), jobs=True))
-    expected = PATHS | SIGN_IN | CLUSTER_STATE | BACKUPS
+    expected = PATHS | SIGN_IN | CLUSTER_STATE | BACKUPS | PUSHGATEWAY | DRILLS  # prod sets backups.store
     assert allowed - expected == set(), "admitted but not in the seed's table"
     assert expected - allowed == set(), "in the seed's table but not admitted"
 
