@@ -58,6 +58,7 @@ SEED_PORTS = {
     "blackbox-exporter": {9115},  # not the seed's: the prober (issue 24)
     "oauth2-proxy": {4180, 9180},  # not the seed's: the sign-in proxy (issue 23)
     "kube-state-metrics": {8080},  # not the seed's: cluster state, Kubernetes only (issue 24)
+    "pushgateway": {9091},  # not the seed's: the drills' results, with a backup store (issue 25)
 }
 
 
@@ -213,8 +214,10 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
 def test_every_pod_meets_restricted(prod: offline.Render) -> None:
     ws = workloads(prod)
     # One per service, a per-provider service (the cost agent) once per provider (aws, gcp, azure);
-    # no Pushgateway (it runs only with drills, on a stack with a backup store: prod sets none).
-    services = [s for s in default_catalog().services.values() if not s.push_gateway]
+    # the Pushgateway only with drills, on a Kubernetes stack with a backup store (prod sets one).
+    assert model_of("prod").settings.backups.store is not None
+    services = list(default_catalog().services.values())
+    assert any(s.push_gateway for s in services) and "pushgateway" in ws
     assert len(ws) == len(services) + (3 - 1) * sum(s.per_cloud_provider for s in services)
     for name, w in ws.items():
         pod = w["spec"]["template"]["spec"]
@@ -313,7 +316,8 @@ def test_deployments_for_the_rest_and_one_cost_agent_per_provider(prod: offline.
         "flower", "postgres-exporter", "redis-exporter", "clickhouse-exporter", "orchestrator",
         "data-collector", "data-collector-worker", "data-collector-beat", "performance-agent",
         "resource-agent", "application-agent", "portal", "cost-agent-aws", "cost-agent-gcp", "cost-agent-azure",
-        "alertmanager", "blackbox-exporter", "oauth2-proxy", "kube-state-metrics"}
+        "alertmanager", "blackbox-exporter", "oauth2-proxy", "kube-state-metrics",
+        "pushgateway"}  # (with drills: prod's backups.store)
     for provider in ("aws", "gcp", "azure"):
         d = deps[f"cost-agent-{provider}"]
         env = {e["name"]: e.get("value") for e in container(d)["env"]}
@@ -378,10 +382,12 @@ def test_requests_and_limits_everywhere(prod: offline.Render) -> None:
     # Everything else keeps headroom: twice the memory, four times the CPU.
     pm = container(workloads(prod)["prometheus"])["resources"]
     assert (pm["requests"]["memory"], pm["limits"]["memory"]) == ("512Mi", "1Gi")
-    # emptyDirs bounded; the request covers them and the logs (two 64Mi paths + 64Mi logs).
+    # emptyDirs bounded; the request covers them and the logs: three 64Mi paths (the socket,
+    # /tmp and, archiving its WAL with prod's store, pgBackRest's spool) + 64Mi logs = 256Mi.
     pg = workloads(prod)["postgres"]["spec"]["template"]["spec"]
-    assert {v["emptyDir"]["sizeLimit"] for v in pg["volumes"] if "emptyDir" in v and v["name"] != "shm"} == {"64Mi"}
-    assert container(workloads(prod)["postgres"])["resources"]["requests"]["ephemeral-storage"] == "192Mi"
+    bounded = [v["emptyDir"]["sizeLimit"] for v in pg["volumes"] if "emptyDir" in v and v["name"] != "shm"]
+    assert bounded == ["64Mi"] * 3
+    assert container(workloads(prod)["postgres"])["resources"]["requests"]["ephemeral-storage"] == "256Mi"
     assert container(workloads(prod)["data-collector-worker"])["resources"]["requests"]["cpu"] == "250m"
     # The catalog's figures where the stack sets none (the seed's ~50MB per agent).
     assert container(workloads(prod)["resource-agent"])["resources"]["requests"]["memory"] == "50Mi"
@@ -394,10 +400,13 @@ def test_databases_guaranteed_with_their_memory_inside_the_limit(prod: offline.R
         assert all(res["requests"][k] == res["limits"][k] for k in ("cpu", "memory")), name  # Guaranteed QoS
     # Pulumi.prod.yaml: postgres 512Mi -> shared_buffers a quarter; connections from its clients'
     # pools with their rollout's surge (tests/test_sizing.py works them out: 78) + 6 of its own.
-    # (after the wrapper that applies the current password: tests/test_postgres_rotation.py)
+    # (after the archive's start prelude, prod archiving its WAL to its store: tests/test_pitr_stack.py,
+    # and the wrapper that applies the current password: tests/test_postgres_rotation.py; the
+    # archive's `-c` settings come before the sized ones)
     args = container(ws["postgres"])["args"]
-    assert args[:2] == ["sh", "-c"] and args[3:] == ["sh", "postgres", "-c", "shared_buffers=128MB", "-c",
-                                                    "max_connections=84"]
+    assert args[:2] == ["sh", "-c"] and args[3:6] == ["sh", "sh", "-c"] and args[7:9] == ["sh", "postgres"]
+    assert "archive_mode=on" in args[9:]
+    assert args[-4:] == ["-c", "shared_buffers=128MB", "-c", "max_connections=84"]
     # clickhouse 2Gi -> the server caps itself at 80% (bytes).
     assert f"--max_server_memory_usage={int(2048 * 0.8 * 2**20)}" in container(ws["clickhouse"])["args"]
     # redis: the catalog's declared 256 MiB (Guaranteed) -> maxmemory 45% with noeviction (a
@@ -569,7 +578,10 @@ def test_no_secret_in_outputs_or_plain_resource_inputs() -> None:
 
 def test_prometheus_and_grafana_config_maps_scrape_across_namespaces(prod: offline.Render) -> None:
     cms = {m["metadata"]["name"].rsplit("-", 1)[0]: m for m in of_kind(prod, "ConfigMap")}
-    assert set(cms) == {"prometheus-config", "grafana-config", "alertmanager-config", "blackbox-exporter-config"}
+    # (and pgBackRest's configuration: PostgreSQL archives its WAL to prod's store, infra/pitr.py)
+    assert set(cms) == {"prometheus-config", "grafana-config", "alertmanager-config", "blackbox-exporter-config",
+                        "postgres-config"}
+    assert set(cms["postgres-config"]["data"]) == {"pgbackrest.conf"}
     prom = yaml.safe_load(cms["prometheus-config"]["data"]["prometheus.yml"])
     discovered = {(n, sd["port"]) for job in prom["scrape_configs"] for sd in job.get("dns_sd_configs", [])
                   for n in sd["names"]}
@@ -709,8 +721,9 @@ def reachability(r: offline.Render) -> set[tuple[str, str, int]]:
 
 
 def expected_edges(model: Resolved) -> set[tuple[str, str, int]]:
+    # (the drill jobs' pushes to the Pushgateway: prod sets a backup store)
     return {(e.source, e.target, model.services[e.target].service.port(e.port).container)
-            for e in [*model.edges, *model.backup_edges()] if e.port}
+            for e in [*model.edges, *model.backup_edges(), *model.drill_edges()] if e.port}
 
 
 @pytest.mark.parametrize("sets", [
