@@ -84,13 +84,16 @@ def test_prod_passes_every_policy_clean() -> None:
 
 def test_the_rules_see_every_prod_workload_as_its_catalog_service() -> None:
     # Not vacuous: every workload maps to a service (cost-agent-aws is the cost agent) in its tier's namespace.
-    # A backup CronJob runs beside the service its stamp names (its pods have a name of their own).
+    # A backup CronJob runs beside the service its stamp names (its pods have a name of their own),
+    # and so does a restore drill's (prod sets a backup store: issue 25).
     model = model_of("prod")
     workloads = [r for r in prod_resources() if r.type in rules.WORKLOADS]
+    drills = {r.name for r in workloads if r.type == rules.CRONJOB and rules.annotation(r, vocab.K8S_DRILL_OF)}
+    assert drills == {"postgres-drill", "redis-drill"}  # docs/backups.md: the stores a drill restores
 
     def service(r: core.Resource) -> str:
         if r.type == rules.CRONJOB:
-            return str(rules.annotation(r, vocab.K8S_BACKUP_OF) or "")
+            return str(rules.annotation(r, vocab.K8S_DRILL_OF if r.name in drills else vocab.K8S_BACKUP_OF) or "")
         return str(rules.annotation(r, vocab.K8S_CREDENTIALS_OF) or "") or rules.k8s_service(r)
 
     # A store's credential-rotation Job runs beside the store its stamp names.
@@ -98,7 +101,9 @@ def test_the_rules_see_every_prod_workload_as_its_catalog_service() -> None:
     assert rotation == {"postgres-credentials", "redis-credentials"}
     services = {service(r) for r in workloads if r.type != rules.CRONJOB and r.name not in rotation}
     assert services == set(model.services)
-    assert {service(r) for r in workloads if r.type == rules.CRONJOB} == {e.name for e in model.backed_up()}
+    assert {service(r) for r in workloads if r.type == rules.CRONJOB and r.name not in drills} == {
+        e.name for e in model.backed_up()}
+    assert {service(r) for r in workloads if r.name in drills} == {e.name for e in model.drilled()}
     for r in workloads:
         eff = model.services[service(r)]
         assert r.props["metadata"]["namespace"] == namespace_name(model, eff.tier)

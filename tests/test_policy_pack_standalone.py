@@ -16,7 +16,7 @@ from pathlib import Path
 import pulumi_policy
 import pytest
 
-from infra import credentials, model, offline, settings
+from infra import credentials, model, offline, settings, stack
 from infra.backends import kubernetes
 from infra.catalog import default_catalog
 from infra.model import Tier
@@ -153,6 +153,8 @@ def test_the_program_stamps_what_the_pack_reads() -> None:
             assert stamp == vocab.PortStamp(p.name, p.band, band.low if band else 0, band.high if band else 0)
         assert vocab.split(labels.get(vocab.DOCKER_DATA_PATHS)) == [v.path for v in svc.volumes]
     prod = render("prod")
+    store = stack.model_of("prod").settings.backups.store  # prod's off-site store (Pulumi.prod.yaml)
+    assert store is not None
     for res in prod.resources:
         if res.type == vocab.K8S_SERVICE:
             svc = catalog.services[vocab.service_of(res.type, res.inputs) or ""]
@@ -160,10 +162,20 @@ def test_the_program_stamps_what_the_pack_reads() -> None:
             assert notes[vocab.K8S_PUBLIC] in ("true", "false")
             assert {k for k in notes if k.startswith(vocab.K8S_PORT_PREFIX)} == {
                 vocab.k8s_port_key(p.name) for p in svc.ports}
-        elif res.type == rules.CRONJOB:  # a backup job: stamped with its service and its target
+        elif res.type == rules.CRONJOB and vocab.K8S_DRILL_OF in vocab.annotations_of(res.inputs):
+            # A restore drill: stamped with the service it restores and the store it reads, no backup of its own.
+            notes = vocab.annotations_of(res.inputs)
+            svc = catalog.services[notes[vocab.K8S_DRILL_OF]]
+            assert svc.backup is not None and svc.backup.drill and notes[vocab.K8S_BACKUP_STORE] == store.endpoint
+            assert vocab.K8S_BACKUP_OF not in notes and vocab.K8S_BACKUP_TARGET not in notes
+        elif res.type == rules.CRONJOB:  # a backup job: stamped with its service, its target and the store
             notes = vocab.annotations_of(res.inputs)
             svc = catalog.services[notes[vocab.K8S_BACKUP_OF]]
-            assert svc.backup is not None and svc.backup.enabled and notes[vocab.K8S_BACKUP_TARGET] == "/backup"
+            assert svc.backup is not None and svc.backup.enabled and notes[vocab.K8S_BACKUP_STORE] == store.endpoint
+            # Its claim, or the store itself for a server that writes its backup there (ClickHouse's
+            # BACKUP ... TO S3: below <prefix>/<service>/ of the bucket, docs/backups.md).
+            target = f"s3://{store.bucket}/{store.prefix}/{svc.name}/" if svc.backup.server_store else "/backup"
+            assert notes[vocab.K8S_BACKUP_TARGET] == target, svc.name
         elif res.type == vocab.K8S_JOB and vocab.K8S_CREDENTIALS_OF in vocab.annotations_of(res.inputs):
             # A store's credential-rotation Job: stamped with the store, which grants its clients logins.
             svc = catalog.services[vocab.annotations_of(res.inputs)[vocab.K8S_CREDENTIALS_OF]]
