@@ -136,14 +136,26 @@ def test_a_backup_into_an_emptydir_or_read_only_target_fails() -> None:
                           for v in pod["volumes"]]
 
     def read_only(props: dict[str, Any]) -> None:
-        for m in props["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]:
-            if m["mountPath"] == "/backup":
-                m["readOnly"] = True
+        # With prod's store the backup step is an init container and the upload the container:
+        # both mount the claim.
+        pod = props["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        for c in [*pod.get("initContainers", []), *pod["containers"]]:
+            for m in c["volumeMounts"]:
+                if m["mountPath"] == "/backup":
+                    m["readOnly"] = True
 
+    assert violations("stateful-backups", prod_resources()) == []
+    # Redis keeps its newest backup in a claim of its own beside prod's store.
     for edit, words in ((to_empty_dir, "emptyDir"), (read_only, "read-only")):
-        resources = changed(prod_resources(), rules.CRONJOB, "clickhouse-backup", edit)
+        resources = changed(prod_resources(), rules.CRONJOB, "redis-backup", edit)
         ((name, message),) = violations("stateful-backups", resources)
-        assert name == "clickhouse" and words in message
+        assert name == "redis" and words in message
+    # ClickHouse writes its backup into the store itself (BACKUP ... TO S3, no claim): its
+    # target is the store's URL, which must name the store's endpoint too.
+    resources = changed(prod_resources(), rules.CRONJOB, "clickhouse-backup",
+                        lambda p: p["metadata"]["annotations"].pop(vocab.K8S_BACKUP_STORE))
+    ((name, message),) = violations("stateful-backups", resources)
+    assert name == "clickhouse" and "store's endpoint" in message
 
 
 def test_backups_off_is_mandatory_in_prod_and_advisory_in_dev() -> None:
