@@ -4,6 +4,11 @@ What is checked is the rendered manifest and the docker argv the commands would 
 scripts inside both are compared with infra/backup.py's rendering of the catalog (the same
 scripts tests/test_backup_roundtrip.py runs against real servers). Expected values are the
 catalog's facts and Pulumi.prod.yaml's settings written out.
+
+The committed prod names an off-site store (`backups.store`): each CronJob's `backup` step runs
+the catalog's script into the claim (an init container), then an upload (or pgBackRest's base
+backup) runs; ClickHouse writes `BACKUP ... TO S3` itself. The store's own wiring is
+tests/test_backup_store_k8s.py's; NO_STORE renders the stack as it is without one.
 """
 
 from __future__ import annotations
@@ -27,21 +32,40 @@ from infra.catalog import default_catalog
 from infra.commands import backup as backup_cmd
 from infra.commands import render as render_cmd
 from infra.commands import restore as restore_cmd
+from infra.commands import restore_store
 
 from .conftest import render
+from .test_backup_store_k8s import NO_STORE
 from .test_kubernetes import ALL_SECRETS, restricted_violations
-from .tools import of_kind
+from .tools import of_kind, store_keys
 
 BACKED_UP = {"postgres", "clickhouse", "redis", "qdrant", "grafana"}
 STATEFUL = BACKED_UP | {"prometheus"}
+DRILLED = {"postgres", "redis"}
+"""Written out: the catalog's PostgreSQL and Redis have restore drills (with a store)."""
+LOCAL_COPIES = 1
+"""Pulumi.prod.yaml names a store and no `localRetention`: its default with a store, the claim
+keeps the newest backup only (docs/backups.md)."""
 
 
 def cronjobs(*sets: str, secrets: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
-    return {m["metadata"]["name"]: m for m in of_kind(render("prod", *sets, secrets=secrets), "CronJob")}
+    """The backup CronJobs (the drills' are tests/test_drill_render.py's)."""
+    return {m["metadata"]["name"]: m for m in of_kind(render("prod", *sets, secrets=secrets), "CronJob")
+            if "optiinfra.io/backup-of" in m["metadata"].get("annotations", {})}
 
 
 def pod_of(job: dict[str, Any]) -> dict[str, Any]:
     return dict(job["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+
+
+def steps_of(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every container of a pod, init containers first (the order they run in)."""
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+def step(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    (c,) = [c for c in steps_of(pod) if c["name"] == name]
+    return c
 
 
 def unescape(arg: str) -> str:
@@ -82,6 +106,8 @@ def test_no_password_placeholder_in_any_command() -> None:
 def test_one_cronjob_per_backed_up_service_with_the_stacks_schedule() -> None:
     jobs = cronjobs()
     assert set(jobs) == {f"{n}-backup" for n in BACKED_UP}
+    every = {m["metadata"]["name"] for m in of_kind(render("prod"), "CronJob")}
+    assert every == set(jobs) | {f"{n}-drill" for n in DRILLED}  # and nothing else is scheduled
     for name, job in jobs.items():
         spec = job["spec"]
         assert spec["schedule"] == "17 2 * * *" and spec["timeZone"] == "Etc/UTC"
@@ -91,8 +117,14 @@ def test_one_cronjob_per_backed_up_service_with_the_stacks_schedule() -> None:
         kubernetes_validate.validate(job, K8S_VERSION, strict=True)
     other = cronjobs("backups.schedule=0 */6 * * *", "backups.retention=3")
     assert {j["spec"]["schedule"] for j in other.values()} == {"0 */6 * * *"}
-    script = unescape(other["postgres-backup"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-                      ["containers"][0]["command"][2])
+    # With the store: the claim keeps the newest (tail -n +2), the store keeps 3 (tail -n +4).
+    redis = pod_of(other["redis-backup"])
+    assert "tail -n +2" in unescape(step(redis, "backup")["command"][2])
+    assert "tail -n +4" in unescape(step(redis, "upload")["command"][2])
+    assert "repo1-retention-full=3\n" in unescape(step(pod_of(other["postgres-backup"]), "base-backup")["command"][2])
+    # Without a store the claim keeps `retention`.
+    bare = cronjobs(NO_STORE, "backups.retention=3")
+    script = unescape(step(pod_of(bare["postgres-backup"]), "backup")["command"][2])
     assert "tail -n +4" in script  # keeps 3
 
 
@@ -126,36 +158,54 @@ def test_the_job_runs_the_catalogs_script_against_the_service() -> None:
     pg = catalog.services["postgres"]
     where = backup.Where("postgres.optiinfra-databases.svc.cluster.local", 5432, "/backup",
                          "/run/secrets/optiinfra/postgres")
-    command = [unescape(a) for a in pod_of(jobs["postgres-backup"])["containers"][0]["command"]]
-    assert command == backup.command(backup.backup_script(pg, where, 7))
-    assert pod_of(jobs["postgres-backup"])["containers"][0]["image"] == pg.image  # the service's image ships pg_dump
+    dump = step(pod_of(jobs["postgres-backup"]), "backup")
+    # With the store the backup first writes the drill's canary, and the claim keeps the newest.
+    command = [unescape(a) for a in dump["command"]]
+    assert command == backup.command(backup.backup_script(pg, where, LOCAL_COPIES, canary=True))
+    # The image the server runs ships pg_dump: with the store, the archive image built from the
+    # catalog's (Pulumi.prod.yaml's images.registry, the catalog's PostgreSQL tag).
+    assert pg.backup is not None and pg.backup.archive is not None
+    archive_image = f"ghcr.io/optiinfra/{pg.backup.archive.image}:{pg.image.partition(':')[2]}"
+    (server,) = [m for m in of_kind(render("prod"), "StatefulSet") if m["metadata"]["name"] == "postgres"]
+    assert dump["image"] == archive_image == server["spec"]["template"]["spec"]["containers"][0]["image"]
+    bare = step(pod_of(cronjobs(NO_STORE)["postgres-backup"]), "backup")
+    assert [unescape(a) for a in bare["command"]] == backup.command(backup.backup_script(pg, where, 7))
+    assert bare["image"] == pg.image  # without a store: the catalog's image as it is
     qdrant = pod_of(jobs["qdrant-backup"])
-    assert qdrant["containers"][0]["image"].startswith("curlimages/curl:")  # Qdrant's image has no client
+    assert step(qdrant, "backup")["image"].startswith("curlimages/curl:")  # Qdrant's image has no client
     assert qdrant["securityContext"]["runAsUser"] == 100
     # `command`, not `args`: ClickHouse's entrypoint would otherwise start a server.
-    assert "args" not in pod_of(jobs["clickhouse-backup"])["containers"][0]
+    for sets in ((), (NO_STORE,)):
+        assert not [c["name"] for c in steps_of(pod_of(cronjobs(*sets)["clickhouse-backup"])) if "args" in c]
 
 
 def test_credentials_as_mounted_files_never_env_or_values() -> None:
-    jobs = cronjobs(secrets=ALL_SECRETS)
-    supplied = [s.split("=", 1)[1] for s in ALL_SECRETS]
+    # The services' credentials and the store's key, each supplied as a stack secret.
+    given = (*ALL_SECRETS, *(f"{k}={v}" for k, v in store_keys("prod", "backup").items()))
+    jobs = cronjobs(secrets=given)
+    supplied = [s.split("=", 1)[1] for s in given]
     text = json.dumps(jobs)
     assert not any(v in text for v in supplied) and "[secret]" not in text
     secrets = {m["metadata"]["namespace"]: set(m["stringData"])
-               for m in of_kind(render("prod", secrets=ALL_SECRETS), "Secret")}
+               for m in of_kind(render("prod", secrets=given), "Secret")}
     for name, job in jobs.items():
         pod = pod_of(job)
-        (c,) = pod["containers"]
-        assert not c.get("env"), name  # nothing by environment (kubelet): the script reads the file
-        files = [v for v in pod["volumes"] if "secret" in v]
+        for c in steps_of(pod):
+            # Nothing by environment (kubelet): the scripts read the files. (rclone's HOME=/tmp is
+            # a plain path.)
+            assert all(set(e) == {"name", "value"} and e["value"] not in supplied for e in c.get("env") or []), name
+        files = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+        for vol in files.values():
+            assert vol["secretName"] == "credentials" and vol["defaultMode"] == 0o440, name
+            assert {i["key"] for i in vol["items"]} <= secrets[job["metadata"]["namespace"]], name
+        # The store's key: files only, read by the steps that talk to the store.
+        store = files.pop("store-credentials")
+        assert {i["path"] for i in store["items"]} == {"access-key-id", "secret-access-key"}
         if name == "grafana-backup":
-            assert files == []  # it reads the volume, needs no credential
+            assert files == {}  # it reads the volume, needs no credential of the service
             continue
-        (vol,) = files
-        (item,) = vol["secret"]["items"]
-        assert vol["secret"]["secretName"] == "credentials" and item["key"] in secrets[job["metadata"]["namespace"]]
-        assert vol["secret"]["defaultMode"] == 0o440
-        assert f"$(cat /run/secrets/optiinfra/{item['key']})" in unescape(c["command"][2])
+        (item,) = files["credentials"]["items"]
+        assert f"$(cat /run/secrets/optiinfra/{item['key']})" in unescape(step(pod, "backup")["command"][2])
 
 
 def test_backups_go_to_a_claim_that_is_not_the_services_own() -> None:
@@ -164,17 +214,35 @@ def test_backups_go_to_a_claim_that_is_not_the_services_own() -> None:
     protected = {res.inputs["metadata"]["name"] for res in r.of_type("kubernetes:core/v1:PersistentVolumeClaim")
                  if res.protect}
     sizes = {n: m["spec"]["resources"]["requests"]["storage"] for n, m in claims.items()}
-    # Pulumi.prod.yaml's backups.storage (the same sizes as the services' claims).
-    assert sizes == {"postgres-backups": "20Gi", "clickhouse-backups": "50Gi", "redis-backups": "2Gi",
-                     "qdrant-backups": "10Gi", "grafana-backups": "2Gi"}
+    # (copies the claim keeps + 1) x the service's volume in Pulumi.prod.yaml's kubernetes.storage:
+    # with its store the claim keeps the newest (LOCAL_COPIES 1), so twice the volume: postgres
+    # 2 x 20Gi, redis 2 x 2Gi, qdrant 2 x 10Gi, grafana 2 x 2Gi. ClickHouse writes its own
+    # BACKUP TO S3 into the store (the catalog's server_store): no claim.
+    writes_store = {n for n in BACKED_UP if (b := default_catalog().services[n].backup) and b.server_store}
+    assert writes_store == {"clickhouse"}
+    assert sizes == {"postgres-backups": "40Gi", "redis-backups": "4Gi", "qdrant-backups": "20Gi",
+                     "grafana-backups": "4Gi"}
     assert protected == set(claims)
-    for name, job in cronjobs().items():
-        service = name.removesuffix("-backup")
-        pod = pod_of(job)
-        mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
-        target = next(v for v in pod["volumes"] if v["name"] == mounts["/backup"]["name"])
-        assert target["persistentVolumeClaim"]["claimName"] == f"{service}-backups"
-        assert not target["persistentVolumeClaim"].get("readOnly")
+    # Without a store the claim keeps `retention` (7): 8 x the volume.
+    bare = {m["metadata"]["name"]: m["spec"]["resources"]["requests"]["storage"]
+            for m in of_kind(render("prod", NO_STORE), "PersistentVolumeClaim")}
+    assert bare == {"postgres-backups": "160Gi", "clickhouse-backups": "400Gi", "redis-backups": "16Gi",
+                    "qdrant-backups": "80Gi", "grafana-backups": "16Gi"}
+    for sets in ((), (NO_STORE,)):
+        for name, job in cronjobs(*sets).items():
+            service = name.removesuffix("-backup")
+            pod = pod_of(job)
+            # No step ever writes a claim of the service's own: only its backups' claim is writable.
+            for v in pod["volumes"]:
+                if "persistentVolumeClaim" in v and v["persistentVolumeClaim"]["claimName"] != f"{service}-backups":
+                    assert v["persistentVolumeClaim"]["readOnly"] is True, (name, v)
+            if service in writes_store and not sets:
+                assert not [v for v in pod["volumes"] if "persistentVolumeClaim" in v], name
+                continue
+            mounts = {m["mountPath"]: m for m in step(pod, "backup")["volumeMounts"]}
+            target = next(v for v in pod["volumes"] if v["name"] == mounts["/backup"]["name"])
+            assert target["persistentVolumeClaim"]["claimName"] == f"{service}-backups"
+            assert not target["persistentVolumeClaim"].get("readOnly")
     # Only a backup that dials no port mounts the service's own claim (read-only).
     assert {n for n, j in cronjobs().items() if any(v["name"] == "source" for v in pod_of(j)["volumes"])} == {
         "grafana-backup"}
@@ -187,10 +255,10 @@ def test_backups_go_to_a_claim_that_is_not_the_services_own() -> None:
     resized = {m["metadata"]["name"]: m["spec"]["resources"]["requests"]["storage"]
                for m in of_kind(render("prod", "backups.storage.redis=30Gi"), "PersistentVolumeClaim")}
     assert {n: resized[n] for n in sizes} == {**sizes, "redis-backups": "30Gi"}
-    # Resizing a service's volume leaves its backups' claim alone (no replacement of it).
+    # Growing a service's volume grows its backups' claim by default (2 x 30Gi), and no other.
     grown = {m["metadata"]["name"]: m["spec"]["resources"]["requests"]["storage"]
              for m in of_kind(render("prod", "kubernetes.storage.postgres=30Gi"), "PersistentVolumeClaim")}
-    assert {n: grown[n] for n in sizes} == sizes
+    assert {n: grown[n] for n in sizes} == {**sizes, "postgres-backups": "60Gi"}
 
 
 def test_bad_backup_settings_are_config_errors(capsys: pytest.CaptureFixture[str]) -> None:
@@ -210,7 +278,7 @@ def test_render_writes_the_cronjobs_with_the_tier(tmp_path: Path) -> None:
     r = render("prod")
     by_file = render_cmd.by_file(r)
     names = {m["metadata"]["name"] for docs in by_file.values() for m in docs if m["kind"] == "CronJob"}
-    assert names == {f"{n}-backup" for n in BACKED_UP}
+    assert names == {f"{n}-backup" for n in BACKED_UP} | {f"{n}-drill" for n in DRILLED}
     assert "CronJob" in (tmp_path / "databases.yaml").read_text()
 
 
@@ -338,19 +406,30 @@ def test_docker_containers_carry_the_backup_stamps(dev: Any) -> None:
 # ---- Kubernetes: the restore Job -------------------------------------------------------------
 
 @pytest.mark.parametrize("service", sorted(BACKED_UP))
-def test_the_restore_job_validates_and_runs_like_the_backup_job(service: str) -> None:
-    model = infra_stack.model_of("prod")
+@pytest.mark.parametrize("store", ["committed", "none"])
+def test_the_restore_job_validates_and_runs_like_the_backup_job(service: str, store: str) -> None:
+    """The Job that restores from the service's backup claim. With the committed store the
+    command prints it where the backup is not taken from the store (PostgreSQL's dump: the store
+    holds its WAL archive); the store's Job is tests/test_restore_store.py's."""
+    sets = () if store == "committed" else (NO_STORE,)
+    model = infra_stack.model_of("prod", sets)
     eff = model.services[service]
     name = f"{service}-20260101T000000Z"
     job = restore_cmd.restore_job(model, eff, name)
+    fetched = bool(sets == () and restore_store.from_store(model, eff))
+    assert fetched != (service == "postgres" or bool(sets))  # PostgreSQL's --from reads its claim, store or not
+    if fetched:  # the Job the command prints: the same pod, the backup taken from the store
+        job = restore_store.job(model, eff, name, job)
     kubernetes_validate.validate(job, K8S_VERSION, strict=True)
     pod = job["spec"]["template"]["spec"]
     assert restricted_violations(pod) == []
-    cron = pod_of(cronjobs()[f"{service}-backup"])
+    cron = pod_of(cronjobs(*sets)[f"{service}-backup"])
     # The backup job's pod label: the backup edge's NetworkPolicy admits it, nothing new is opened.
     assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == f"{service}-backup"
     assert pod["securityContext"] == cron["securityContext"]
-    assert pod["containers"][0]["image"] == cron["containers"][0]["image"]
+    assert pod["containers"][0]["image"] == step(cron, "backup")["image"]
+    if fetched:
+        return  # what it fetches and runs: tests/test_restore_store.py
     mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
     assert mounts["/backup"]["readOnly"] is True  # a restore never writes to the backups
     b = eff.service.backup
