@@ -24,7 +24,7 @@ from infra.docs.dashboard import GRID_COL_W, GRID_PAD, GRID_ROW_H, GRID_TOP
 from infra.docs.svg import MARGIN
 from infra.model import Credential
 from infra.settings import Budget, Images, Ingress, ServiceOverride, Settings
-from infra.stack import ROOT
+from infra.stack import ROOT, model_of
 from policies.optiinfra_policies import vocabulary
 
 from .conftest import render
@@ -138,10 +138,15 @@ def test_svg_topology(stack: str) -> None:
         assert any(t and t.endswith(f". {tier}") for t in texts)
         assert f"{'namespace' if stack == 'prod' else 'network'} optiinfra-{tier}" in texts
     # The sign-in proxy and kube-state-metrics run on Kubernetes only: prod draws them, dev does not;
-    # the Pushgateway runs only with drills (a store), which neither sets.
+    # the Pushgateway runs only where drills push to it (Kubernetes with backups.store, which
+    # Pulumi.prod.yaml sets, Pulumi.dev.yaml not).
+    drills = model_of(stack).settings.backups.store is not None
+    assert drills is (stack == "prod")
     services = {n for n, s in default_catalog().services.items()
-                if (stack == "prod" or not (s.authenticator or s.kubernetes_only)) and not s.push_gateway}
+                if (stack == "prod" or not (s.authenticator or s.kubernetes_only)) and (drills or not s.push_gateway)}
     assert services <= set(texts)
+    gateways = {n for n, s in default_catalog().services.items() if s.push_gateway}
+    assert gateways and (gateways <= set(texts)) is drills
     boxes = [r for r in root.iter(f"{SVG}rect") if r.get("width") == str(topology.BOX_W)]
     assert len(boxes) == len(services)
     # 27 dependency edges in the catalog (prometheus 1, grafana 1, flower 1, exporters 3, orchestrator 2,
