@@ -55,7 +55,7 @@ def test_the_cost_of_a_change_is_the_difference_of_the_two_stacks(
     # The two stacks' totals are the ones capacity reports, to the cent.
     assert total.endswith(f"/month (${before:,.2f} -> ${after:,.2f})"), (total, before, after)
     # The change is their difference, taken before rounding: it may differ by a cent from the
-    # difference of the two rounded totals (prod's two workers: $107.51 -> $116.53 is +$9.03).
+    # difference of the two rounded totals.
     m = re.fullmatch(r"total: ([+-])\$([\d,]+\.\d\d)/month \(.*\)", total)
     assert m, total
     cents = round(float(m[2].replace(",", "")) * 100) * (1 if m[1] == "+" else -1)
