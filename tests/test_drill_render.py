@@ -17,7 +17,7 @@ from infra.settings import ConfigError
 
 from .conftest import render
 from .test_alerts import generated
-from .test_backup_store_k8s import BY_HOST, BY_IP, SECRETS, _manifests, _pod, assert_reaches_only_the_store
+from .test_backup_store_k8s import BY_HOST, BY_IP, NO_STORE, SECRETS, _manifests, _pod, assert_reaches_only_the_store
 from .test_reachability import allowed_edges, declared_edges, rendered
 
 DRILLS = {"postgres-drill", "redis-drill"}
@@ -31,10 +31,11 @@ def _drills(stack: str, *sets: str, secrets: tuple[str, ...] = ()) -> list[dict[
 
 @pytest.mark.parametrize("stack", ["prod", "staging"])
 def test_drill_cronjobs_exist_with_a_store_and_not_without(stack: str) -> None:
-    assert _drills(stack) == []
-    jobs = _drills(stack, BY_HOST, secrets=SECRETS)
-    assert {j["metadata"]["name"] for j in jobs} == DRILLS
-    for j in jobs:
+    assert _drills(stack, NO_STORE) == []
+    # The committed stack names its store (its key stood in offline); another store, its key given.
+    committed, other = _drills(stack), _drills(stack, BY_HOST, secrets=SECRETS)
+    assert {j["metadata"]["name"] for j in committed} == {j["metadata"]["name"] for j in other} == DRILLS
+    for j in [*committed, *other]:
         assert j["metadata"]["namespace"].endswith("-databases")
         assert j["spec"]["schedule"] == "47 3 * * *" and j["spec"]["timeZone"] == "Etc/UTC"
         assert j["spec"]["concurrencyPolicy"] == "Forbid"
@@ -86,8 +87,9 @@ def test_the_backup_writes_the_canary_only_with_a_store() -> None:
         (cj,) = [m for m in _manifests(r) if m["kind"] == "CronJob" and m["metadata"]["name"] == "postgres-backup"]
         pod = _pod(cj)
         return str((pod.get("initContainers") or pod["containers"])[0]["command"][-1])
-    assert "optiinfra_backup.canary" not in backup_script()
+    assert "optiinfra_backup.canary" not in backup_script(NO_STORE)
     assert "optiinfra_backup.canary" in backup_script(BY_HOST, secrets=SECRETS)
+    assert "optiinfra_backup.canary" in backup_script()  # the committed prod names a store
 
 
 @pytest.mark.parametrize("store", [BY_IP, BY_HOST], ids=["ip-endpoint", "host-endpoint"])
@@ -109,11 +111,15 @@ def test_drill_pods_reach_the_store_and_the_pushgateway_only(store: str) -> None
 
 
 def test_the_pushgateway_runs_only_with_drills_and_is_scraped_with_its_pushers_labels() -> None:
-    for stack in ("dev", "prod"):  # no store: nothing would push, so no Pushgateway
-        config = yaml.safe_load(generated(render(stack), "prometheus.yml"))
+    for r in (render("dev"), render("prod", NO_STORE)):  # no store: nothing would push, so no Pushgateway
+        config = yaml.safe_load(generated(r, "prometheus.yml"))
         assert "pushgateway" not in {j["job_name"] for j in config["scrape_configs"]}
-    config = yaml.safe_load(generated(render("prod", BY_HOST, secrets=SECRETS), "prometheus.yml"))
-    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "pushgateway"]
-    assert job["honor_labels"] is True
-    others = [j for j in config["scrape_configs"] if j["job_name"] != "pushgateway"]
-    assert others and not any(j.get("honor_labels") for j in others)
+    assert not [m for m in _manifests(render("prod", NO_STORE)) if m["metadata"]["name"].startswith("pushgateway")]
+    # With a store (the committed prod's, or another): the Pushgateway runs and is scraped.
+    for r in (render("prod"), render("prod", BY_HOST, secrets=SECRETS)):
+        assert [m for m in _manifests(r) if m["kind"] == "Deployment" and m["metadata"]["name"] == "pushgateway"]
+        config = yaml.safe_load(generated(r, "prometheus.yml"))
+        (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "pushgateway"]
+        assert job["honor_labels"] is True
+        others = [j for j in config["scrape_configs"] if j["job_name"] != "pushgateway"]
+        assert others and not any(j.get("honor_labels") for j in others)
