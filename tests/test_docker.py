@@ -371,12 +371,26 @@ def test_stack_outputs(dev: offline.Render) -> None:
     assert dev.outputs["networks"]["databases"] == "optiinfra-databases"
 
 
-def test_secure_defaults_mean_the_same_on_docker_and_kubernetes(dev: offline.Render) -> None:
+def _prod_store() -> str:
+    """Pulumi.prod.yaml's `backups.store` as a --set (its key is stood in offline)."""
+    import yaml
+
+    from .tools import ROOT
+    raw = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())["config"]
+    return "backups.store=" + json.dumps(raw["optiinfra:backups"]["store"])
+
+
+@pytest.mark.parametrize("store", ["none", "prod's"])
+def test_secure_defaults_mean_the_same_on_docker_and_kubernetes(store: str) -> None:
     """Read-only root with writable paths, the user and the capabilities: the Docker
-    container says what the Kubernetes pod says, except where the model states why not."""
+    container says what the Kubernetes pod says, except where the model states why not.
+    Both with the same `backups.store` (it changes PostgreSQL: the archive image, pgBackRest's
+    configuration file and spool)."""
+    from .test_backup_store_k8s import NO_STORE
 
     catalog = default_catalog()
-    prod = render("prod")
+    sets = (NO_STORE,) if store == "none" else (_prod_store(),)
+    dev, prod = render("dev", *sets), render("prod", *sets)
     pods: dict[str, dict[str, Any]] = {}
     for w in prod.resources:
         if w.type in ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet"):
@@ -403,3 +417,10 @@ def test_secure_defaults_mean_the_same_on_docker_and_kubernetes(dev: offline.Ren
             image_user.add(service)
     stated = {s.name for s in catalog.services.values() if s.image_user_on_docker}
     assert image_user == stated and len(stated) <= 2, "every container without our uid says why, in the catalog"
+    if store != "none":
+        # pgBackRest's spool is writable on both: an emptyDir on Kubernetes; on Docker the root
+        # itself, which stays writable for the uploaded pgbackrest.conf.
+        from infra import pitr
+        pg = containers(dev)["optiinfra-postgres"].inputs
+        assert pitr.SPOOL in {m["mountPath"] for m in pods["postgres"]["containers"][0]["volumeMounts"]}
+        assert pitr.SPOOL in (pg.get("tmpfs") or {}) or not pg.get("readOnly")
