@@ -109,7 +109,10 @@ K8S: dict[str, dict[str, Rule]] = {
     },
     v.K8S_PVC: {  # the program makes claims through StatefulSet templates; kept for claims made directly
         **_K8S_NAME,
-        **_group(True, "spec", "a PersistentVolumeClaim's spec is forceNew in pulumi-kubernetes"),
+        **_group(True, "spec.accessModes spec.selector spec.storageClassName spec.volumeName",
+                 "immutable in a PersistentVolumeClaim (forceNew in pulumi-kubernetes)"),
+        **_group(False, "spec.resources", "patched in place: a claim's storage request grows by volume expansion "
+                                          "(the StorageClass must allow it; a request never shrinks)"),
     },
     v.K8S_CONFIGMAP: {
         **_K8S_NAME,
