@@ -259,8 +259,14 @@ def _decided(model: Resolved, eff: Effective, backed_up: bool) -> Effective:
                    runtime_env=runtime.env(svc, limit_mib), shm_mib=runtime.shm_mib(svc, limit_mib),
                    client_connections=clients,
                    providers=providers_of(model, eff), existing_volumes=existing, ingress_host=host,
-                   external_url=url, pull_secrets=tuple(pull) if k8s and svc.own_image and pull else (),
+                   external_url=url, pull_secrets=tuple(pull) if k8s and _from_registry(settings, svc) and pull else (),
                    via=via, auth=auth, public=eff.public or (svc.authenticator and k8s))
+
+
+def _from_registry(settings: Settings, svc: Service) -> bool:
+    """The service's image comes from the project's registry (`images.registry`): its own image,
+    or one the stack builds from a catalog image (PostgreSQL's archive image, infra/pitr.py)."""
+    return svc.own_image or svc.image.startswith(settings.images.registry.rstrip("/") + "/")
 
 
 def _front(model: Resolved, eff: Effective, host: str | None) -> tuple[str | None, tuple[tuple[str, str], ...]]:

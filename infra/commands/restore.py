@@ -162,6 +162,7 @@ def restore_job(model: Resolved, eff: Effective, name: str) -> dict[str, Any]:
         "spec": {"backoffLimit": 0, "activeDeadlineSeconds": k8s.BACKUP_DEADLINE_S, "ttlSecondsAfterFinished": 86400,
                  "template": {"metadata": {"labels": labels}, "spec": {
                      "restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
+                     **({"imagePullSecrets": [{"name": n} for n in eff.pull_secrets]} if eff.pull_secrets else {}),
                      "securityContext": {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
                                          "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": dict(seccomp)},
                      "containers": [{

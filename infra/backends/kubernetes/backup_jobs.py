@@ -38,7 +38,7 @@ from .objects import (
     quantity_cpu,
     quantity_mib,
 )
-from .pod import container_security, pod_security
+from .pod import container_security, pod_security, pull_secrets
 from .reviews import backup_exceptions, exception_annotations
 
 BACKUP_RESOURCES = Resources(memory_mib=128, cpu=0.05, memory_limit_mib=512, cpu_limit=0.5)
@@ -158,7 +158,7 @@ def backup_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective,
         spec=core.PodSpecArgs(
             init_containers=init, containers=[container], volumes=volumes, restart_policy="Never",
             automount_service_account_token=False, enable_service_links=False, service_account_name=account,
-            security_context=pod_security(uid), affinity=affinity))
+            security_context=pod_security(uid), affinity=affinity, image_pull_secrets=pull_secrets(eff)))
     if allow is not None:  # its NetworkPolicy (network.py)
         needs.append(allow)
     return batch.CronJob(job, batch.CronJobInitArgs(

@@ -34,7 +34,7 @@ from .backup_jobs import (
 )
 from .network import store_egress
 from .objects import Objects, literal, namespace_name, quantity_mib
-from .pod import container_security, pod_security
+from .pod import container_security, pod_security, pull_secrets
 from .reviews import HIGH_UID, Exception_, exception_annotations
 
 DRILL_DIR = "/drill"
@@ -120,7 +120,7 @@ def drill_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective, 
         spec=core.PodSpecArgs(
             init_containers=[fetch, restore], containers=[push], volumes=volumes, restart_policy="Never",
             automount_service_account_token=False, enable_service_links=False, service_account_name=account,
-            security_context=pod_security(uid)))
+            security_context=pod_security(uid), image_pull_secrets=pull_secrets(eff)))
     allow = _egress(objs, edge, eff, gateway, comp, ns)
     return batch.CronJob(name, batch.CronJobInitArgs(
         metadata=objs.metadata(name, tier, labels, notes),

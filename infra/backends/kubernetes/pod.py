@@ -170,7 +170,6 @@ def pod(objs: Objects, wiring: Wiring, remotes: Mapping[str, eso.Remote], eff: E
             max_skew=1, topology_key=key, when_unsatisfiable="ScheduleAnyway",
             label_selector=meta.LabelSelectorArgs(match_labels=inst.selector))
             for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")]
-    pull_secrets = [core.LocalObjectReferenceArgs(name=n) for n in eff.pull_secrets] or None
     return core.PodTemplateSpecArgs(
         metadata=meta.ObjectMetaArgs(labels={PART_OF: PROJECT, COMPONENT: eff.tier.value, **inst.selector},
                                      annotations=rollout_annotation(objs.model, wiring, remotes, svc)),
@@ -184,5 +183,11 @@ def pod(objs: Objects, wiring: Wiring, remotes: Mapping[str, eso.Remote], eff: E
             enable_service_links=False,
             security_context=pod_security(svc.uid),
             topology_spread_constraints=spread,
-            image_pull_secrets=pull_secrets,
+            image_pull_secrets=pull_secrets(eff),
         ))
+
+
+def pull_secrets(eff: Effective) -> list[core.LocalObjectReferenceArgs] | None:
+    """`kubernetes.imagePullSecrets` for a pod that runs the service's image from the project's
+    registry (its own image, or PostgreSQL's archive image): the workload and its jobs alike."""
+    return [core.LocalObjectReferenceArgs(name=n) for n in eff.pull_secrets] or None

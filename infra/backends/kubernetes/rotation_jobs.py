@@ -34,7 +34,7 @@ from ...wiring import Wiring
 from .backup_jobs import BACKUP_RESOURCES, job_resources
 from .credentials import rollout_hash
 from .objects import CREDENTIALS_SECRET, Objects, literal, quantity_mib
-from .pod import container_security, pod_security
+from .pod import container_security, pod_security, pull_secrets
 from .reviews import exception_annotations, rotation_exceptions
 
 ROTATION_DEADLINE_S = 300
@@ -84,7 +84,7 @@ def rotation_job(objs: Objects, wiring: Wiring, host_of: Callable[[str], str], e
         metadata=meta.ObjectMetaArgs(labels={PART_OF: PROJECT, COMPONENT: tier.value, **labels},
                                      annotations={K8S_CREDENTIALS_ROLLOUT: digest}),
         spec=core.PodSpecArgs(
-            containers=[container], restart_policy="Never",
+            containers=[container], restart_policy="Never", image_pull_secrets=pull_secrets(eff),
             volumes=[core.VolumeArgs(name="credentials", secret=core.SecretVolumeSourceArgs(
                          secret_name=CREDENTIALS_SECRET, default_mode=0o440,
                          items=[core.KeyToPathArgs(key=c, path=c) for c in ids])),
