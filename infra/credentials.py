@@ -67,8 +67,8 @@ def supplied(model: Resolved, config: Mapping[str, Any]) -> dict[str, str]:
         key = f"{NAMESPACE}:{cred.config_key}"
         if cred.store and cred.id not in wanted and config.get(key) is not None:
             raise ConfigError(key, "is set, but this stack's backups.store does not use it (no store, backups "
-                              "off, workload identity, or no client-side encryption)", f"pulumi config rm {cred.config_key}, or "
-                              "set backups.store to use it (docs/backups.md)")
+                              "off, workload identity, or no client-side encryption)",
+                              f"pulumi config rm {cred.config_key}, or set backups.store to use it (docs/backups.md)")
     for cred in wanted.values():
         key = f"{NAMESPACE}:{cred.config_key}"
         value = config.get(key)
