@@ -325,7 +325,8 @@ def _stand_in_user_set(config: dict[str, Any], secret_keys: set[str]) -> None:
     backups = config.get(f"{NAMESPACE}:backups")
     store = backups.get("store") if isinstance(backups, dict) else None
     keys = set()
-    if isinstance(store, dict) and backups.get("enabled", True) is not False:  # credentials.store_credential_ids
+    backing_up = isinstance(backups, dict) and backups.get("enabled", True) is not False
+    if backing_up and isinstance(store, dict):  # what credentials.store_credential_ids asks for
         if store.get("credentials", "secret") != "workloadIdentity":
             keys |= {SECRET_KEYS["access-key-id"], SECRET_KEYS["secret-access-key"]}
         if store.get("encryption") == "client":
