@@ -51,7 +51,8 @@ def drill_exceptions(images: Sequence[str], uid: int) -> list[Exception_]:
             "backup) and the Pushgateway's (its busybox wget pushes the result)")))
     if uid < HIGH_UID:
         out.append(Exception_(("CKV_K8S_40",), ("container-security-context-user-group-id",), (
-            f"runs as UID {uid}, the store image's own user, which its server's tools (initdb) expect")))
+            f"runs as UID {uid}, the store image's own user, whom its server's tools expect (PostgreSQL's initdb "
+            "refuses an unknown one)")))
     return out
 
 
