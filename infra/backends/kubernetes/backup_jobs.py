@@ -161,10 +161,18 @@ def backup_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective,
             security_context=pod_security(uid), affinity=affinity, image_pull_secrets=pull_secrets(eff)))
     if allow is not None:  # its NetworkPolicy (network.py)
         needs.append(allow)
+    return _scheduled(objs, comp, eff, labels, notes, pod, needs)
+
+
+def _scheduled(objs: Objects, comp: TierComponent, eff: Effective, labels: dict[str, str], notes: dict[str, str],
+               pod: core.PodTemplateSpecArgs, needs: Sequence[pulumi.Resource]) -> batch.CronJob:
+    """The backup CronJob of a service around its pod: on `backups.schedule` in UTC, never two at
+    once, an hour's deadline to start and to finish, two retries, three jobs of history."""
+    job = backup_job(eff.service.name)
     return batch.CronJob(job, batch.CronJobInitArgs(
-        metadata=objs.metadata(job, tier, labels, notes),
+        metadata=objs.metadata(job, eff.tier, labels, notes),
         spec=batch.CronJobSpecArgs(
-            schedule=cfg.schedule, time_zone="Etc/UTC", concurrency_policy="Forbid",
+            schedule=objs.model.settings.backups.schedule, time_zone="Etc/UTC", concurrency_policy="Forbid",
             # A run missed by more than an hour (cluster down) waits for the next one.
             starting_deadline_seconds=BACKUP_DEADLINE_S,
             successful_jobs_history_limit=3, failed_jobs_history_limit=3,
@@ -172,7 +180,7 @@ def backup_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective,
                 metadata=meta.ObjectMetaArgs(labels=labels),
                 spec=batch.JobSpecArgs(backoff_limit=2, active_deadline_seconds=BACKUP_DEADLINE_S,
                                        template=pod)))),
-        opts=objs.opts(comp, depends_on=needs))
+        opts=objs.opts(comp, depends_on=list(needs)))
 
 
 def beside(service: str) -> core.AffinityArgs:
@@ -334,16 +342,4 @@ def _server_store_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Eff
             init_containers=init, containers=[expire], volumes=volumes, restart_policy="Never",
             automount_service_account_token=False, enable_service_links=False,
             security_context=pod_security(uid)))
-    if allow is not None:
-        needs = [*needs, allow]
-    return batch.CronJob(job, batch.CronJobInitArgs(
-        metadata=objs.metadata(job, tier, labels, notes),
-        spec=batch.CronJobSpecArgs(
-            schedule=cfg.schedule, time_zone="Etc/UTC", concurrency_policy="Forbid",
-            starting_deadline_seconds=BACKUP_DEADLINE_S,
-            successful_jobs_history_limit=3, failed_jobs_history_limit=3,
-            job_template=batch.JobTemplateSpecArgs(
-                metadata=meta.ObjectMetaArgs(labels=labels),
-                spec=batch.JobSpecArgs(backoff_limit=2, active_deadline_seconds=BACKUP_DEADLINE_S,
-                                       template=pod)))),
-        opts=objs.opts(comp, depends_on=needs))
+    return _scheduled(objs, comp, eff, labels, notes, pod, [*needs, *([allow] if allow is not None else [])])
