@@ -108,7 +108,6 @@ def _no_docker_needed(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
     monkeypatch.setattr(subprocess, "run", fake)
     monkeypatch.setattr(backup_cmd, "docker_problem", lambda: None)
-    monkeypatch.setattr("infra.commands.restore.docker_problem", lambda: None)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-in-argv")
     return ran

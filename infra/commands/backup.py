@@ -307,6 +307,21 @@ def no_docker(problem: str) -> int:
     return 1
 
 
+def cannot_run(model: Resolved, needs_key: bool, who: str) -> int | None:
+    """What stops a Docker stack's one-shot containers before they start: no Docker or no
+    daemon (exit 1), or, for a `who` container that reaches the store (`needs_key`), the store's
+    key unset in this shell (exit 2); None when nothing does."""
+    problem = docker_problem()
+    if problem:
+        return no_docker(problem)
+    missing = store_key_problem(model) if needs_key else None
+    if missing:
+        print(f"error: {NAMESPACE}:backups.store needs the store's key: {missing}. Fix: export "
+              f"{' and '.join(STORE_KEY_ENV)} in this shell (the {who} container takes them by name)", file=sys.stderr)
+        return 2
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     model = model_of(args.stack, args.sets, args.secrets)
     docker_required(model, "backup")
@@ -329,14 +344,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"# {eff.name}: {backups.backup_of(eff.service).reads}")
             print(step.shown())
         return 0
-    problem = docker_problem()
-    if problem:
-        return no_docker(problem)
-    missing = store_key_problem(model)
-    if missing:
-        print(f"error: {NAMESPACE}:backups.store needs the store's key: {missing}. Fix: export "
-              f"{' and '.join(STORE_KEY_ENV)} in this shell (the upload container takes them by name)", file=sys.stderr)
-        return 2
+    stop = cannot_run(model, True, "upload")
+    if stop is not None:
+        return stop
     for eff in chosen:
         Path(backup_dir(model, eff.name, ROOT)).mkdir(parents=True, exist_ok=True, mode=0o770)
     return execute(steps)
@@ -359,14 +369,9 @@ def run_drill(model: Resolved, args: argparse.Namespace, chosen: list[Effective]
             print(f"# {eff.name}: restore drill")
             print(step.shown())
         return 0
-    problem = docker_problem()
-    if problem:
-        return no_docker(problem)
-    missing = store_key_problem(model)
-    if missing:
-        print(f"error: {NAMESPACE}:backups.store needs the store's key: {missing}. Fix: export "
-              f"{' and '.join(STORE_KEY_ENV)} in this shell (the fetch container takes them by name)", file=sys.stderr)
-        return 2
+    stop = cannot_run(model, True, "fetch")
+    if stop is not None:
+        return stop
     return drill.run_drills(model, chosen)
 
 

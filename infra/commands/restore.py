@@ -43,15 +43,13 @@ from . import restore_store
 from .backup import (
     STORE_KEY_ENV,
     Step,
-    docker_problem,
+    cannot_run,
     docker_required,
     download_step,
     execute,
-    no_docker,
     one_shot,
     pgbackrest_step,
     selected,
-    store_key_problem,
 )
 
 HELP = ("restore a backup into a service (says what it overwrites; needs --yes-overwrite); on Kubernetes it "
@@ -176,14 +174,15 @@ def restore_job(model: Resolved, eff: Effective, name: str) -> dict[str, Any]:
                      "volumes": volumes}}}}
 
 
-def kubernetes_steps(model: Resolved, eff: Effective) -> list[str]:
-    """The kubectl commands around the Job (a file restore scales the service to 0 and back)."""
+def kubernetes_steps(model: Resolved, eff: Effective, stopped: bool = False) -> list[str]:
+    """The kubectl commands around the Job (a file restore, or one `stopped` as a point-in-time
+    restore is, scales the service to 0 and back)."""
     ns = k8s.namespace_name(model, eff.tier)
     name = f"{eff.name}-restore"
     apply = [f"kubectl apply -f {name}.yaml",
              f"kubectl -n {ns} wait --for=condition=complete --timeout={k8s.BACKUP_DEADLINE_S}s job/{name}",
              f"kubectl -n {ns} logs job/{name}", f"kubectl -n {ns} delete job/{name}"]
-    if backups.backup_of(eff.service).offline_restore:
+    if stopped or backups.backup_of(eff.service).offline_restore:
         scale = f"kubectl -n {ns} scale statefulset/{eff.name} --replicas="
         return [f"{scale}0", f"kubectl -n {ns} wait --for=delete pod/{eff.name}-0 --timeout=300s", *apply, f"{scale}1"]
     return apply
@@ -199,13 +198,20 @@ def run_kubernetes(args: argparse.Namespace, model: Resolved) -> int:
     source = f"{k8s.backup_claim(eff.name)}:{backups.BACKUP_DIR}/{name}"
     if restore_store.from_store(model, eff):  # the claim keeps the newest only: the store keeps them all
         job, source = restore_store.job(model, eff, name, job), restore_store.source(model, eff, name)
+    return print_job(args, eff, backups.overwrites(eff.service), source, kubernetes_steps(model, eff), job)
+
+
+def print_job(args: argparse.Namespace, eff: Effective, overwrites: str, source: str, steps: list[str],
+              job: dict[str, Any]) -> int:
+    """A Kubernetes restore: what it overwrites, from where, and the kubectl steps (stderr), then
+    the Job (stdout) only with --yes-overwrite; --dry-run --json: all of it as one object."""
     if args.json:
-        print(json.dumps({"stack": args.stack, "service": eff.name, "overwrites": backups.overwrites(eff.service),
-                          "from": source, "steps": kubernetes_steps(model, eff), "job": job}, indent=2))
+        print(json.dumps({"stack": args.stack, "service": eff.name, "overwrites": overwrites, "from": source,
+                          "steps": steps, "job": job}, indent=2))
         return 0
-    print(f"Restore of stack {args.stack} overwrites {backups.overwrites(eff.service)}.", file=sys.stderr)
+    print(f"Restore of stack {args.stack} overwrites {overwrites}.", file=sys.stderr)
     print(f"From: {source}. Save the Job below as {eff.name}-restore.yaml, then:", file=sys.stderr)
-    for step in kubernetes_steps(model, eff):
+    for step in steps:
         print(f"  {step}", file=sys.stderr)
     if args.dry_run:
         return 0
@@ -289,32 +295,8 @@ def run_pitr_kubernetes(args: argparse.Namespace, model: Resolved) -> int:
     """`--to-time` on Kubernetes: the StatefulSet scaled to 0, the restore Job, scaled back."""
     (eff,) = selected(model, args.service)
     job = pitr_job(model, eff, args.to_time)
-    ns = k8s.namespace_name(model, eff.tier)
-    name = f"{eff.name}-restore"
-    scale = f"kubectl -n {ns} scale statefulset/{eff.name} --replicas="
-    steps = [f"{scale}0", f"kubectl -n {ns} wait --for=delete pod/{eff.name}-0 --timeout=300s",
-             f"kubectl apply -f {name}.yaml",
-             f"kubectl -n {ns} wait --for=condition=complete --timeout={k8s.BACKUP_DEADLINE_S}s job/{name}",
-             f"kubectl -n {ns} logs job/{name}", f"kubectl -n {ns} delete job/{name}", f"{scale}1"]
-    source = f"{model.settings.backups.store.endpoint if model.settings.backups.store else ''} (pgBackRest, " \
-             f"to {args.to_time})"
-    overwrites = (f"{eff.name}: its whole data directory -- replaced by the newest base backup before "
-                  f"{args.to_time} and the WAL replayed up to it, with the server stopped")
-    if args.json:
-        print(json.dumps({"stack": args.stack, "service": eff.name, "overwrites": overwrites,
-                          "from": source, "steps": steps, "job": job}, indent=2))
-        return 0
-    print(f"Restore of stack {args.stack} overwrites {overwrites}.", file=sys.stderr)
-    print(f"From: {source}. Save the Job below as {name}.yaml, then:", file=sys.stderr)
-    for step in steps:
-        print(f"  {step}", file=sys.stderr)
-    if args.dry_run:
-        return 0
-    if not args.yes_overwrite:
-        print("Nothing printed. Run again with --yes-overwrite to print the Job.", file=sys.stderr)
-        return 2
-    print(yaml.safe_dump(job, sort_keys=False), end="")
-    return 0
+    return print_job(args, eff, pitr_overwrites(eff, args.to_time), pitr_source(model, args.to_time),
+                     kubernetes_steps(model, eff, stopped=True), job)
 
 
 def pitr_overwrites(eff: Effective, to_time: str) -> str:
@@ -353,14 +335,14 @@ def run_stopped(eff: Effective, steps: list[Step]) -> int:
     return execute([(eff, s) for s in steps])
 
 
-def run_pitr_docker(args: argparse.Namespace, model: Resolved) -> int:
-    """`--to-time` on Docker: the plan (--dry-run, --json as a file restore's), the guard, then
-    pitr_steps."""
-    (eff,) = selected(model, args.service)
-    steps = pitr_steps(model, eff, args.to_time)
-    overwrites, source = pitr_overwrites(eff, args.to_time), pitr_source(model, args.to_time)
+def print_steps(args: argparse.Namespace, eff: Effective, overwrites: str, source: str, steps: list[Step],
+                json_source: str | None = None) -> int | None:
+    """A Docker restore's plan: what it overwrites, from where, and the docker commands (--dry-run
+    --json: one object, a password by the name of its variable only); then the guard. The exit
+    status when it stops here, None to run the steps."""
     if args.json:
-        print(json.dumps({"stack": args.stack, "service": eff.name, "overwrites": overwrites, "from": source,
+        print(json.dumps({"stack": args.stack, "service": eff.name, "overwrites": overwrites,
+                          "from": source if json_source is None else json_source,
                           "steps": [{"argv": s.argv, "envFromService": s.secret_env} for s in steps]}, indent=2))
         return 0
     print(f"Restore of stack {args.stack} overwrites {overwrites}.")
@@ -372,15 +354,20 @@ def run_pitr_docker(args: argparse.Namespace, model: Resolved) -> int:
     if not args.yes_overwrite:
         print("Nothing changed. Run again with --yes-overwrite to replace the current data.", file=sys.stderr)
         return 2
-    problem = docker_problem()
-    if problem:
-        return no_docker(problem)
-    missing = store_key_problem(model)
-    if missing:
-        print(f"error: {NAMESPACE}:backups.store needs the store's key: {missing}. Fix: export "
-              f"{' and '.join(STORE_KEY_ENV)} in this shell (the restore container takes them by name)",
-              file=sys.stderr)
-        return 2
+    return None
+
+
+def run_pitr_docker(args: argparse.Namespace, model: Resolved) -> int:
+    """`--to-time` on Docker: the plan (--dry-run, --json as a file restore's), the guard, then
+    pitr_steps."""
+    (eff,) = selected(model, args.service)
+    steps = pitr_steps(model, eff, args.to_time)
+    done = print_steps(args, eff, pitr_overwrites(eff, args.to_time), pitr_source(model, args.to_time), steps)
+    if done is not None:
+        return done
+    stop = cannot_run(model, True, "restore")
+    if stop is not None:
+        return stop
     return run_stopped(eff, steps)
 
 
@@ -422,31 +409,14 @@ def run(args: argparse.Namespace) -> int:
                           f"{len(made)} backups of {eff.name} (the newest: {made[-1]}; ls {path.parent})")
     steps = restore_steps(model, eff, path)
     shown = [download, *steps] if download else steps
-    if args.json:
-        print(json.dumps({"stack": args.stack, "service": eff.name, "overwrites": backups.overwrites(eff.service),
-                          "from": str(path), "steps": [{"argv": s.argv, "envFromService": s.secret_env}
-                                                       for s in shown]}, indent=2))
-        return 0
-    print(f"Restore of stack {args.stack} overwrites {backups.overwrites(eff.service)}.")
-    print(f"From: {path}" + (f" (not there: downloaded first from {in_store(store, eff)})"
-                             if download and store else ""))
-    for step in shown:
-        print(f"  {step.shown()}")
-    if args.dry_run:
-        return 0
-    if not args.yes_overwrite:
-        print("Nothing changed. Run again with --yes-overwrite to replace the current data.", file=sys.stderr)
-        return 2
-    problem = docker_problem()
-    if problem:
-        return no_docker(problem)
+    source = str(path) + (f" (not there: downloaded first from {in_store(store, eff)})" if download and store else "")
+    done = print_steps(args, eff, backups.overwrites(eff.service), source, shown, json_source=str(path))
+    if done is not None:
+        return done
+    stop = cannot_run(model, download is not None, "download")
+    if stop is not None:
+        return stop
     if download is not None:
-        missing = store_key_problem(model)
-        if missing:
-            print(f"error: {NAMESPACE}:backups.store needs the store's key: {missing}. Fix: export "
-                  f"{' and '.join(STORE_KEY_ENV)} in this shell (the download container takes them by name)",
-                  file=sys.stderr)
-            return 2
         Path(backup_dir(model, eff.name, ROOT)).mkdir(parents=True, exist_ok=True, mode=0o770)
         print(f"+ {download.shown()}", flush=True)
         code = subprocess.run(download.argv, check=False).returncode
