@@ -144,9 +144,17 @@ def test_a_backup_into_an_emptydir_or_read_only_target_fails() -> None:
                 if m["mountPath"] == "/backup":
                     m["readOnly"] = True
 
+    def backup_step_read_only(props: dict[str, Any]) -> None:
+        # Only the step that writes the backup (the init container): the upload still mounts it writable.
+        pod = props["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        (step,) = pod["initContainers"]
+        for m in step["volumeMounts"]:
+            if m["mountPath"] == "/backup":
+                m["readOnly"] = True
+
     assert violations("stateful-backups", prod_resources()) == []
     # Redis keeps its newest backup in a claim of its own beside prod's store.
-    for edit, words in ((to_empty_dir, "emptyDir"), (read_only, "read-only")):
+    for edit, words in ((to_empty_dir, "emptyDir"), (read_only, "read-only"), (backup_step_read_only, "read-only")):
         resources = changed(prod_resources(), rules.CRONJOB, "redis-backup", edit)
         ((name, message),) = violations("stateful-backups", resources)
         assert name == "redis" and words in message

@@ -94,8 +94,10 @@ def _backup_problems(job: Resource, workload: Resource, templates: set[str]) -> 
                    f"({v.K8S_BACKUP_STORE}: {store or 'unset'})")
         return
     spec = pod_spec(job) or {}
-    mounts = [as_dict(m) for _, c in pod_containers(spec, init=False) for m in as_list(c.get("volumeMounts"))]
-    mount = next((m for m in mounts if m.get("mountPath") == target), None)
+    # Init containers too: with an off-site store the backup itself is the init step (the upload follows).
+    mounts = [as_dict(m) for _, c in pod_containers(spec) for m in as_list(c.get("volumeMounts"))]
+    at_target = [m for m in mounts if m.get("mountPath") == target]
+    mount = next((m for m in at_target if m.get("readOnly")), at_target[0] if at_target else None)
     volume = next((as_dict(x) for x in as_list(spec.get("volumes"))
                    if mount is not None and as_dict(x).get("name") == mount.get("name")), None)
     if mount is None or volume is None:
