@@ -256,8 +256,8 @@ def _store_upload(objs: Objects, eff: Effective, comp: TierComponent, ns: core.N
     store, cfg = model.settings.backups.store, model.settings.backups
     assert store is not None
     secret_dir = None
-    # Writable though it only reads: the policy pack's stateful-backups reads the pod's
-    # (non-init) container mounts, and a read-only target there is a finding.
+    # Writable though it only reads: the policy pack's stateful-backups finds any read-only
+    # mount of the target in the pod (the step that writes it cannot be told from the others).
     mounts = [core.VolumeMountArgs(name="backups", mount_path=backups.BACKUP_DIR),
               core.VolumeMountArgs(name="tmp", mount_path="/tmp")]
     key_files = store_credentials(model)
