@@ -188,11 +188,42 @@ def _backup_body(store: BackupStore, service: Service) -> str:
     return env + objectstore.pitr_backup_script(store, CONF, INCLUDE, database=_database(service))
 
 
+RECOVERY_WAIT_S = 3300
+"""How long the restore waits for its recovery to reach the target (inside the Job's hour)."""
+
+
+def _restore_body(store: BackupStore, service: Service, to_time: str | None) -> str:
+    """pgBackRest's restore (objectstore.pitr_restore_script) into the stopped server's data
+    directory, then the recovery run to its end HERE, by a server on a socket in /tmp with the
+    archive on (the promotion's new timeline is archived like any WAL), stopped cleanly once
+    promoted: the service's pod then starts on promoted data, never recovering under its
+    probes (a startup probe would restart a long recovery). A stale `postmaster.pid` (the
+    server killed after its grace period, or the disaster itself) is removed first: the steps
+    around the restore stop the service and wait for it to be gone before this runs."""
+    q = shlex.quote
+    data, user = pg_data(service), (service.connection.user if service.connection else "") or ""
+    opts = " ".join(f"-c {k}='{v}'" for k, _, v in (a.partition("=") for a in
+                                                       objectstore.archive_settings(store, CONF, INCLUDE)))
+    psql = f"psql -X -At -h /tmp -U {q(user)} -d postgres"
+    return "\n".join([
+        f"rm -f {q(data + '/postmaster.pid')}",
+        objectstore.pitr_restore_script(CONF, INCLUDE, to_time=to_time).rstrip("\n"),
+        f'pg_ctl -D {q(data)} -l /tmp/recovery.log -w -t {RECOVERY_WAIT_S} -o "-c listen_addresses= '
+        f'-c unix_socket_directories=/tmp {opts}" start > /dev/null || '
+        '{ echo "recovery failed to start:" >&2; tail -n 20 /tmp/recovery.log >&2; exit 1; }',
+        f'i=0; until [ "$({psql} -c "SELECT pg_is_in_recovery()" 2>/dev/null)" = f ]; do',
+        f'  i=$((i + 2)); [ $i -lt {RECOVERY_WAIT_S} ] || {{ echo "recovery not done after {RECOVERY_WAIT_S}s:" >&2; '
+        'tail -n 20 /tmp/recovery.log >&2; exit 1; }',
+        "  sleep 2; done",
+        f"pg_ctl -D {q(data)} -m fast -w -t 600 stop > /dev/null",
+        'echo "recovered and promoted: start the service"',
+    ]) + "\n"
+
+
 def restore_script(store: BackupStore, service: Service, retention: int, files: Mapping[str, str],
                    to_time: str | None) -> str:
-    """The point-in-time restore (objectstore.pitr_restore_script) into the stopped server's volume."""
-    body = objectstore.pitr_restore_script(CONF, INCLUDE, to_time=to_time)
-    return job_script(store, service, retention, body, files)
+    """The point-in-time restore (`_restore_body`) into the stopped server's volume."""
+    return job_script(store, service, retention, _restore_body(store, service, to_time), files)
 
 
 # ---- Docker (dev): the key from the invoking shell's variables, passed by name ----------------
@@ -230,8 +261,8 @@ def env_backup_script(store: BackupStore, service: Service, retention: int, vari
 def env_restore_script(store: BackupStore, service: Service, retention: int, variables: tuple[str, str],
                        to_time: str | None) -> str:
     """`restore_script` with the key from the variables: Docker's `restore --to-time` step."""
-    body = objectstore.pitr_restore_script(CONF, INCLUDE, to_time=to_time)
-    return "\n".join(["set -eu", *env_setup_lines(store, service, retention, variables)]) + "\n" + body
+    return "\n".join(["set -eu", *env_setup_lines(store, service, retention, variables)]) + "\n" + \
+        _restore_body(store, service, to_time)
 
 
 def mounted_keys(catalog: Catalog, store: BackupStore, secret_dir: str) -> dict[str, str]:

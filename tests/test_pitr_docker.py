@@ -233,6 +233,8 @@ def test_the_docker_scripts_back_up_drill_and_restore_to_a_time(
     started = time.monotonic()
     done = _sh(back.sub(script, port, ca), env=keys, timeout=300, user=user)
     assert done.returncode == 0, done.stdout + done.stderr
+    # The recovery ran to its target inside the restore container: the server starts promoted.
+    assert "recovered and promoted" in done.stdout and not (pgdata / "recovery.signal").exists()
     args = [server.sub(a, port, ca) for a in _server_args(ms)]
     postgres = args[args.index("postgres"):]
     argv = [str(bindir / "postgres"), "-D", str(pgdata), *postgres[1:], "-c", f"port={port}",
