@@ -189,8 +189,14 @@ def _key_lines(store: BackupStore, access: objectstore.StoreAccess) -> list[str]
     return lines
 
 
+CLIENT_TIMEOUT_S = 3300
+"""How long the client waits for a synchronous BACKUP or RESTORE to answer (its default, 300 s,
+fails a large backup the server goes on writing: ClickHouse/ClickHouse#61871); inside the job's hour."""
+
+
 def _client(host: str, port: int, user: str) -> str:
-    return f'ch() {{ clickhouse-client --host {host} --port {port} --user {shlex.quote(user)} "$@"; }}'
+    return (f"ch() {{ clickhouse-client --host {host} --port {port} --user {shlex.quote(user)} "
+            f'--receive_timeout={CLIENT_TIMEOUT_S} --send_timeout={CLIENT_TIMEOUT_S} "$@"; }}')
 
 
 def _read_plan(service: Service, plan_dir: str) -> list[str]:

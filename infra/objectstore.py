@@ -214,6 +214,9 @@ def pgbackrest_conf(store: BackupStore, *, pg_path: str, socket_dir: str, port: 
         "compress-type=zst",
         "compress-level=3",
         "archive-async=y",
+        # What an asynchronous archive-get prefetches into the spool (default 128 MiB): half of
+        # the 64 MiB spool volume, whose limit evicts the pod (a restore's or a drill's recovery).
+        "archive-get-queue-max=33554432",
         f"spool-path={spool}",
         f"lock-path={spool}/lock",
         "process-max=2",

@@ -18,6 +18,7 @@ import pytest
 from infra import clickhouse_backup as cb
 from infra import objectstore
 from infra import stack as infra_stack
+from infra.backends.kubernetes import BACKUP_DEADLINE_S
 from infra.catalog import SERVICES
 from infra.settings import BackupStore
 
@@ -74,7 +75,10 @@ def _backup(tmp: Path, listing: list[str]) -> tuple[str, str]:
                                  password_file=str(tmp / "keys/password"), plan_dir=str(tmp / "plan")), env)
     assert done.returncode == 0, done.stderr
     log = (tmp / "ch.log").read_text().splitlines()
-    assert log[0] == "ARGV --host clickhouse --port 9000 --user optiinfra"  # nothing secret in argv
+    # Nothing secret in argv; the client waits as long as the job may run, not its default 300 s.
+    assert log[0] == (f"ARGV --host clickhouse --port 9000 --user optiinfra --receive_timeout={cb.CLIENT_TIMEOUT_S} "
+                      f"--send_timeout={cb.CLIENT_TIMEOUT_S}")
+    assert cb.CLIENT_TIMEOUT_S < BACKUP_DEADLINE_S
     base = (tmp / "plan/plan").read_text().split("\n")[1]
     return log[1], base
 
