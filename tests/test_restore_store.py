@@ -14,7 +14,7 @@ import pytest
 
 from infra import backup, cli, objectstore
 from infra.commands import restore_store
-from infra.model import SECRET_DIR
+from infra.model import SECRET_DIR, parse_memory_mib
 from infra.stack import model_of
 
 from .test_backup_roundtrip import REDIS, Server, _redis
@@ -64,6 +64,11 @@ def test_with_a_store_the_job_fetches_from_it_never_from_the_claim(capsys: pytes
         (first,) = spec["initContainers"]
         assert first["image"] == objectstore.RCLONE_IMAGE and first["name"] in ("fetch", "find")
         assert "s3.eu-west-1.amazonaws.com" in plan["from"]
+        # The download counts against the pod's ephemeral storage: each container's limit holds it.
+        download = [v["emptyDir"]["sizeLimit"] for v in spec["volumes"] if v["name"] == "backups"]
+        for c in [*spec["initContainers"], *spec["containers"]]:
+            for size in download:
+                assert parse_memory_mib(c["resources"]["limits"]["ephemeral-storage"]) > parse_memory_mib(size)
         # The pod is the backup job's (its NetworkPolicy reaches the service and the store only).
         labels = plan["job"]["spec"]["template"]["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] == f"{eff.name}-backup"

@@ -29,7 +29,7 @@ from .. import backup as backups
 from .. import clickhouse_backup, objectstore, pitr
 from ..backends import kubernetes as k8s
 from ..graph import Effective, Resolved
-from ..model import SECRET_DIR, backup_job
+from ..model import LOG_MIB, SECRET_DIR, backup_job
 
 
 def from_store(model: Resolved, eff: Effective) -> bool:
@@ -86,10 +86,16 @@ def job(model: Resolved, eff: Effective, name: str, base: dict[str, Any]) -> dic
         restore["volumeMounts"] = [m for m in restore["volumeMounts"] if m["name"] != "backups"] + [
             {**plan, "readOnly": True}, *([key_mount] if keys else [])]
         return base
-    # The download where the claim was: an emptyDir as large as the data the backup read.
+    # The download where the claim was: an emptyDir as large as the data the backup read. It
+    # counts against the pod's ephemeral storage, whose limit (the containers' sum) must hold it.
     size = max(sum(mib for _, mib in eff.volume_sizes), 256)
     spec["volumes"] = [{"name": "backups", "emptyDir": {"sizeLimit": k8s.quantity_mib(size)}} if v["name"] == "backups"
                        else v for v in spec["volumes"]]
+    for container in (restore, rclone):
+        res = container["resources"]
+        scratch = k8s.BACKUP_SCRATCH_MIB + LOG_MIB
+        res["requests"]["ephemeral-storage"] = k8s.quantity_mib(size + scratch)
+        res["limits"]["ephemeral-storage"] = k8s.quantity_mib(size + 2 * scratch)
     fetch = "\n".join(["set -eu", *objectstore.store_preamble(store, access),
                        *objectstore.fetch_newest_lines(store, svc, backups.BACKUP_DIR, name=name),
                        'echo "downloaded: $dest/$name"']) + "\n"
