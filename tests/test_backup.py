@@ -443,7 +443,10 @@ def test_the_restore_job_validates_and_runs_like_the_backup_job(service: str, st
     assert [unescape(a) for a in pod["containers"][0]["command"]] == backup.command(expected)
     steps = restore_cmd.kubernetes_steps(model, eff)
     if b.offline_restore:  # the claim is written only with the service scaled to 0
-        assert steps[0].endswith(f"statefulset/{service} --replicas=0") and steps[-1].endswith("--replicas=1")
+        assert steps[1].endswith(f"statefulset/{service} --replicas=0") and steps[-2].endswith("--replicas=1")
+        # ... and its scheduled backup suspended around it (it would fail, or hold the claim).
+        assert f"cronjob/{service}-backup" in steps[0] and '"suspend":true' in steps[0]
+        assert f"cronjob/{service}-backup" in steps[-1] and '"suspend":false' in steps[-1]
         assert {"name": "data", "mountPath": data} in pod["containers"][0]["volumeMounts"]
     else:
         assert not any("scale" in s for s in steps)

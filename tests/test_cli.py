@@ -257,7 +257,8 @@ def test_restore_dry_run_json_on_docker_and_kubernetes(tmp_path: Path) -> None:
     assert redis.returncode == 0 and redis.stderr == "", redis.stderr
     k8s = json.loads(redis.stdout)
     assert k8s["job"]["kind"] == "Job" and k8s["job"]["metadata"]["name"] == "redis-restore"
-    assert k8s["steps"][0].endswith("--replicas=0") and k8s["steps"][-1].endswith("--replicas=1")
+    assert k8s["steps"][1].endswith("--replicas=0") and k8s["steps"][-2].endswith("--replicas=1")
+    assert '"suspend":true' in k8s["steps"][0] and '"suspend":false' in k8s["steps"][-1]
     assert "kubectl apply -f redis-restore.yaml" in k8s["steps"]
     # --json reports a plan: without --dry-run it is refused, as backup's is.
     refused = run("restore", "-s", "dev", "--service", "postgres", "--from", str(backup), "--json")

@@ -200,7 +200,8 @@ def test_restore_to_time_on_kubernetes_prints_the_steps_and_the_pgbackrest_job()
     assert done.returncode == 0, done.stderr
     plan = json.loads(done.stdout)
     steps = plan["steps"]
-    assert steps[0].endswith("scale statefulset/postgres --replicas=0") and steps[-1].endswith("--replicas=1")
+    assert steps[1].endswith("scale statefulset/postgres --replicas=0") and steps[-2].endswith("--replicas=1")
+    assert "cronjob/postgres-backup" in steps[0] and '"suspend":true' in steps[0] and '"suspend":false' in steps[-1]
     assert any(s.startswith("kubectl apply -f postgres-restore.yaml") for s in steps)
     pod = plan["job"]["spec"]["template"]["spec"]
     (c,) = pod["containers"]

@@ -184,7 +184,10 @@ def kubernetes_steps(model: Resolved, eff: Effective, stopped: bool = False) -> 
              f"kubectl -n {ns} logs job/{name}", f"kubectl -n {ns} delete job/{name}"]
     if stopped or backups.backup_of(eff.service).offline_restore:
         scale = f"kubectl -n {ns} scale statefulset/{eff.name} --replicas="
-        return [f"{scale}0", f"kubectl -n {ns} wait --for=delete pod/{eff.name}-0 --timeout=300s", *apply, f"{scale}1"]
+        # No scheduled backup while the service is down: it would fail, or hold the data claim.
+        suspend = f"kubectl -n {ns} patch cronjob/{backup_job(eff.name)} -p " + "'{\"spec\":{\"suspend\":%s}}'"
+        return [suspend % "true", f"{scale}0", f"kubectl -n {ns} wait --for=delete pod/{eff.name}-0 --timeout=300s",
+                *apply, f"{scale}1", suspend % "false"]
     return apply
 
 
