@@ -1,10 +1,11 @@
 """`backup --drill` on a Docker stack: the restore drill the Kubernetes CronJobs run, now.
 
-For each store the catalog gives a drill (`Backup.drill`), three one-shot containers share a
+For each store the catalog gives a drill (`Backup.drill`), two one-shot containers share a
 scratch directory below `backups.hostDir` (objectstore.drill_steps, the scripts the drill
 CronJob runs): rclone's image downloads the newest backup of the service from
-`backups.store`, the service's own image restores it into a throwaway server inside its
-container and checks the canary and the data, then writes the result. Docker has no
+`backups.store` (for PostgreSQL's WAL archive it only records the start: pgBackRest fetches
+itself), then the service's own image (the archive image) restores it into a throwaway server
+inside its container and checks the canary and the data, and writes the result. Docker has no
 Pushgateway: the result is printed (the same series a Kubernetes drill pushes) and the
 command fails unless the drill passed. The scratch directory is removed afterwards.
 """
