@@ -322,6 +322,26 @@ def cannot_run(model: Resolved, needs_key: bool, who: str) -> int | None:
     return None
 
 
+def dry_run(args: argparse.Namespace, key: str, steps: list[tuple[Effective, Step]],
+            what: Callable[[Effective], str], field: str | None = None) -> bool:
+    """`--dry-run`: print the docker commands, each under a line saying what it does for its
+    service (with `--json`: one object, `key` listing service, `field` = what, argv); True when
+    printed (nothing is to run). `--json` without `--dry-run` is refused."""
+    if args.json and not args.dry_run:
+        raise ConfigError("--json", "reports the commands of a --dry-run only", "add --dry-run")
+    if not args.dry_run:
+        return False
+    if args.json:
+        print(json.dumps({"stack": args.stack, key: [
+            {"service": eff.name, **({field: what(eff)} if field else {}), "argv": step.argv}
+            for eff, step in steps]}, indent=2))
+        return True
+    for eff, step in steps:
+        print(f"# {eff.name}: {what(eff)}")
+        print(step.shown())
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     model = model_of(args.stack, args.sets, args.secrets)
     docker_required(model, "backup")
@@ -332,17 +352,7 @@ def run(args: argparse.Namespace) -> int:
     for i, eff in reversed(list(enumerate(chosen))):  # with a store, each backup's upload after it
         after = [s for s in (upload_step(model, eff), base_backup_step(model, eff)) if s is not None]
         steps[i + 1:i + 1] = [(eff, s) for s in after]
-    if args.json and not args.dry_run:
-        raise ConfigError("--json", "reports the commands of a --dry-run only", "add --dry-run")
-    if args.dry_run and args.json:
-        print(json.dumps({"stack": args.stack, "backups": [
-            {"service": eff.name, "reads": backups.backup_of(eff.service).reads, "argv": step.argv}
-            for eff, step in steps]}, indent=2))
-        return 0
-    if args.dry_run:
-        for eff, step in steps:
-            print(f"# {eff.name}: {backups.backup_of(eff.service).reads}")
-            print(step.shown())
+    if dry_run(args, "backups", steps, lambda eff: backups.backup_of(eff.service).reads, "reads"):
         return 0
     stop = cannot_run(model, True, "upload")
     if stop is not None:
@@ -358,16 +368,7 @@ def run_drill(model: Resolved, args: argparse.Namespace, chosen: list[Effective]
 
     chosen = drill.drilled(model, chosen)
     steps = [(eff, step) for eff in chosen for step in drill.drill_steps(model, eff)]
-    if args.dry_run and args.json:
-        print(json.dumps({"stack": args.stack, "drills": [{"service": eff.name, "argv": step.argv}
-                                                          for eff, step in steps]}, indent=2))
-        return 0
-    if args.json:
-        raise ConfigError("--json", "reports the commands of a --dry-run only", "add --dry-run")
-    if args.dry_run:
-        for eff, step in steps:
-            print(f"# {eff.name}: restore drill")
-            print(step.shown())
+    if dry_run(args, "drills", steps, lambda eff: "restore drill"):
         return 0
     stop = cannot_run(model, True, "fetch")
     if stop is not None:
