@@ -32,7 +32,7 @@ from .test_backup_roundtrip import WAIT_S, _pg_bin, _wait
 from .test_backup_roundtrip import workdir as workdir
 from .test_backup_store import BUCKET, S3, _sh
 from .test_backup_store import s3 as s3
-from .test_pitr_stack import Paths, _server_args
+from .test_pitr_stack import Paths, _server_args, _stop
 from .test_pitr_stack import stack_server as stack_server
 
 STORE = {"endpoint": "https://s3.eu-west-1.amazonaws.com", "bucket": "optiinfra-backups"}
@@ -253,10 +253,4 @@ def test_the_docker_scripts_back_up_drill_and_restore_to_a_time(
         print(f"restore --to-time: {time.monotonic() - started:.1f}s from the restore's start to promoted")
         assert _psql(user, sock, port, "SELECT string_agg(id::text, ',' ORDER BY id) FROM pitr") == "1"
     finally:
-        subprocess.run([*user, str(bindir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "stop"],
-                       capture_output=True, timeout=WAIT_S, check=False)
-        try:
-            proc.wait(timeout=WAIT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(user, bindir, pgdata, proc)

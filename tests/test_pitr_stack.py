@@ -82,6 +82,18 @@ class Paths:
             "repo1-type=s3\n", f"repo1-type=s3\nrepo1-storage-ca-file={ca}\n", 1)
 
 
+def _stop(user: list[str], bindir: Path, pgdata: Path, proc: subprocess.Popen[bytes]) -> None:
+    """Stop a test's PostgreSQL server (immediately: its data is thrown away) and reap its
+    wrapper process, bounded: killed when it does not exit."""
+    subprocess.run([*user, str(bindir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "stop"],
+                   capture_output=True, timeout=WAIT_S, check=False)
+    try:
+        proc.wait(timeout=WAIT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture
 def stack_server(workdir: Path, s3: S3) -> Iterator[tuple[list[dict[str, Any]], Paths, int, list[str]]]:
     bindir = _pg_bin()
@@ -123,13 +135,7 @@ def stack_server(workdir: Path, s3: S3) -> Iterator[tuple[list[dict[str, Any]], 
                        check=True, capture_output=True, timeout=WAIT_S)
         yield ms, p, port, user
     finally:
-        subprocess.run([*user, str(bindir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "stop"],
-                       capture_output=True, timeout=WAIT_S, check=False)
-        try:
-            proc.wait(timeout=WAIT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(user, bindir, pgdata, proc)
 
 
 def test_the_rendered_backup_job_takes_a_base_backup_over_the_socket_on_the_data_volume(
