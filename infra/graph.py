@@ -13,7 +13,7 @@ import enum
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from . import clickhouse_backup, objectstore, runtime
+from . import clickhouse_backup, objectstore, pitr, runtime
 from .model import (
     Catalog,
     Dsn,
@@ -303,7 +303,7 @@ def server_writes_store(service: Service, store: BackupStore | None) -> bool:
     (infra/clickhouse_backup.py). Its pods then reach the store (its catalog `Outside`)."""
     b = service.backup
     return store is not None and b is not None and (
-        b.drill == "pgbackrest" or clickhouse_backup.applies(service, store))
+        pitr.archives(service) or clickhouse_backup.applies(service, store))
 
 
 def writes_store(model: Resolved, eff: Effective) -> bool:

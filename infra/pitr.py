@@ -154,9 +154,15 @@ def archived(catalog: Catalog, settings: Settings) -> Catalog:
     return replace(catalog, services=out)
 
 
+def archives(service: Service) -> bool:
+    """The service archives its WAL on this stack: the catalog as `archived` made it (its drill
+    then restores the archive)."""
+    return service.backup is not None and service.backup.drill == "pgbackrest"
+
+
 def archived_service(services: Mapping[str, Service]) -> Service | None:
-    """The one service of the stack that archives (its catalog as `archived` made it)."""
-    return next((s for s in services.values() if s.backup is not None and s.backup.drill == "pgbackrest"), None)
+    """The one service of the stack that archives (`archives`)."""
+    return next((s for s in services.values() if archives(s)), None)
 
 
 def job_script(store: BackupStore, service: Service, retention: int, body: str, files: Mapping[str, str]) -> str:

@@ -239,7 +239,7 @@ def base_backup_step(model: Resolved, eff: Effective) -> Step | None:
     running server as Kubernetes' base-backup container (pitr.backup_script's steps, the key
     from the shell). None for every other service or without a store."""
     store = model.settings.backups.store
-    if store is None or backups.backup_of(eff.service).drill != "pgbackrest":
+    if store is None or not pitr.archives(eff.service):
         return None
     script = pitr.env_backup_script(store, eff.service, model.settings.backups.retention, STORE_KEY_ENV)
     return pgbackrest_step(model, eff, container_name(f"{backup_job(eff.name)}-base"), script, data="ro")

@@ -248,7 +248,7 @@ def check_to_time(model: Resolved, args: argparse.Namespace) -> None:
         raise ConfigError("--to-time", f"needs a WAL archive in backups.store, which stack {args.stack} does not set",
                           "set backups.store (docs/backups.md), or restore a backup with --from")
     svc = model.catalog.services.get(args.service)
-    if svc is None or svc.backup is None or svc.backup.drill != "pgbackrest":
+    if svc is None or not pitr.archives(svc):
         archived = pitr.archived_service(model.catalog.services)
         raise ConfigError("--to-time", f"{args.service} has no WAL archive on stack {args.stack}",
                           f"use --service {archived.name}, or restore a backup with --from" if archived

@@ -35,7 +35,7 @@ from ..model import LOG_MIB, SECRET_DIR, backup_job
 def from_store(model: Resolved, eff: Effective) -> bool:
     """A `--from` restore of this service comes from the store on this stack."""
     b = eff.service.backup
-    return model.settings.backups.store is not None and b is not None and b.drill != "pgbackrest"
+    return model.settings.backups.store is not None and b is not None and not pitr.archives(eff.service)
 
 
 def source(model: Resolved, eff: Effective, name: str) -> str:

@@ -144,7 +144,7 @@ def backup_cronjob(objs: Objects, host_of: Callable[[str], str], eff: Effective,
     init: list[core.ContainerArgs] | None = None
     account: str | None = None
     needs: list[pulumi.Resource] = [*ready, claim, workload]
-    if cfg.store is not None and svc.backup is not None and svc.backup.drill == "pgbackrest":
+    if cfg.store is not None and pitr.archives(svc):
         # The local dump first, then pgBackRest's base backup beside the server (infra/pitr.py).
         init = [container]
         container, affinity = _pitr_backup(objs, eff, volumes)
