@@ -36,7 +36,7 @@ from tests import cluster as kc
 from tests.test_live_cluster import Live, cluster, live  # noqa: F401 (module fixtures: a deployment of its own)
 
 from .test_alerts import generated
-from .tools import free_port, go_tool, unavailable
+from .tools import free_port, go_tool, stop_process, unavailable
 
 READER = "kube-state-metrics"
 WAIT_S = 90
@@ -119,12 +119,7 @@ def ksm(live: Live, deployed: dict[str, Any]) -> Iterator[Ksm]:  # noqa: F811
                     timeout=WAIT_S, alive=lambda: _alive(proc, log))
         yield Ksm(f"http://127.0.0.1:{port}/metrics", proc, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 def _answers(url: str) -> bool:

@@ -34,7 +34,7 @@ from infra.model import HttpCheck, probed_check
 from tests.conftest import render
 from tests.test_alerts import generated
 
-from .tools import free_port, go_tool, unavailable
+from .tools import free_port, go_tool, stop_process, unavailable
 
 # The seed's health table (shared/seed/services-and-ports.md), written out here.
 SEED_BODY = {"orchestrator": '{"status":"ok"}', "data-collector": '{"status":"healthy"}',
@@ -147,12 +147,7 @@ def _running(modules: str, env: dict[str, str] | None = None) -> Iterator[str]:
                 time.sleep(0.2)
             yield base
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop_process(proc)
 
 
 def _probe(base: str, module: str, target: str) -> float:

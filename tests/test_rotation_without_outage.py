@@ -37,7 +37,7 @@ from infra.stores.postgres import slot_role
 
 from . import test_postgres_rotation as pg
 from .test_postgres_rotation import cluster  # noqa: F401 - the fixture
-from .tools import free_port, unavailable
+from .tools import free_port, stop_process, unavailable
 
 CLIENT = "orchestrator"
 PERIOD_S = 0.05
@@ -231,12 +231,7 @@ def test_redis_rotation_without_outage(tmp_path: Path, variant: str) -> None:
         return cast(int, cast(dict[str, Any], client.info("server"))["process_id"])
 
     def stop(p: subprocess.Popen[bytes]) -> None:
-        p.terminate()
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=10)
+        stop_process(p, wait_s=30)
 
     try:
         start(passwords)

@@ -21,7 +21,7 @@ from infra import offline
 from .conftest import render
 from .test_docker import containers
 from .test_kubernetes import container, workloads
-from .tools import free_port
+from .tools import free_port, stop_process
 
 SEED_REDIS_MB = 50
 """The seed's measured Redis memory (~50MB, 'Service Resource Usage')."""
@@ -181,12 +181,7 @@ def redis_server(tmp_path: Path) -> Iterator[tuple[int, str]]:
                 time.sleep(0.1)
         yield port, password
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc)
 
 
 def test_real_redis_with_the_rendered_arguments_accepts_the_seed_working_set(

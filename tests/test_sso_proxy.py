@@ -50,7 +50,7 @@ from infra import stack as infra_stack
 from infra.commands import check as check_cmd
 
 from .conftest import render
-from .tools import free_port, go_tool, unavailable
+from .tools import free_port, go_tool, stop_process, unavailable
 
 WAIT_S = 20.0
 PROXY = "oauth2-proxy"
@@ -131,16 +131,6 @@ def wait_http(port: int, path: str, proc: subprocess.Popen[Any]) -> None:
     raise AssertionError(f"nothing answered on 127.0.0.1:{port}{path} within {WAIT_S} s")
 
 
-def stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 @dataclass
 class Stack:
     host: str
@@ -200,7 +190,7 @@ def sso(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
         yield Stack(host, proxy_port, upstream, issuer, tuple(sets))
     finally:
         for p in reversed(procs):
-            stop(p)
+            stop_process(p)
         server.shutdown()
         server.server_close()
 

@@ -81,3 +81,16 @@ def store_keys(stack: str, tag: str) -> dict[str, str]:
     ids = store_credential_ids(model)
     return {c.config_key: f"{tag}-{c.id}-{secrets.token_hex(12)}" for c in model.catalog.credentials.values()
             if c.id in ids}
+
+
+def stop_process(proc: subprocess.Popen[Any], wait_s: float = 10) -> None:
+    """Stop a server a test started, bounded: SIGTERM, `wait_s` to exit, then SIGKILL (and a
+    bounded wait for it); nothing when it has already exited."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
