@@ -100,9 +100,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def stand_in() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+@contextlib.contextmanager
+def _serving(server: socketserver.TCPServer) -> Iterator[int]:
+    """Serve on `server` (bound to 127.0.0.1) in a thread; its port; shut down and joined after."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -110,6 +110,13 @@ def stand_in() -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def stand_in() -> Iterator[int]:
+    with _serving(ThreadingHTTPServer(("127.0.0.1", 0), _Handler)) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
@@ -243,14 +250,8 @@ class _TlsServer(socketserver.ThreadingTCPServer):
 def _listener(context: ssl.SSLContext | None) -> Iterator[int]:
     server = _TlsServer(("127.0.0.1", 0), _Quiet)
     server.context = context
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with _serving(server) as port:
+        yield port
 
 
 def test_the_rendered_tls_module_reads_the_certificates_expiry_and_fails_without_tls(tmp_path: Path) -> None:
